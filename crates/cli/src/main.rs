@@ -1,0 +1,38 @@
+//! `trustlaunch`: the command line. A thin layer: it reads files, turns
+//! arguments into calls of the libraries, and prints their results.
+
+mod eventlog;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// trustlaunch: Trusted Launch (Secure Boot, vTPM, measured boot and
+/// attestation) for KVM/QEMU virtual machines.
+#[derive(Parser)]
+#[command(name = "trustlaunch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// TCG event logs: show, replay, verify, extract boot evidence.
+    #[command(subcommand)]
+    Eventlog(eventlog::EventlogCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Eventlog(cmd) => eventlog::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trustlaunch: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The boot evidence that appraisal needs, extracted from a parsed log:
+//! Secure Boot state as measured into PCR 7 (PFP §3.3.4.8, §10.4.4), the
+//! authorities that allowed each image, the boot applications, the order of
+//! events around the separators and ExitBootServices (§8.2), systemd-stub's
+//! UKI sections and command line (PCR 11/12), and shim's MOK variables
+//! (PCR 14). Nothing here judges; it only names what the log says, by event.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::alg::Digest;
+use crate::data::EventData;
+use crate::efi::VariableContent;
+use crate::event_type::EventType;
+use crate::guid::Guid;
+use crate::log::{Event, EventLog};
+use crate::replay::is_extended;
+
+/// A UEFI variable as measured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MeasuredVariable {
+    /// Event number.
+    pub event: usize,
+    /// PCR.
+    pub pcr: u32,
+    /// Event type.
+    pub event_type: EventType,
+    /// Vendor GUID.
+    pub guid: Guid,
+    /// Name.
+    pub name: String,
+    /// The variable's data as measured (hex).
+    #[serde(serialize_with = "crate::ser::hex")]
+    pub data: Vec<u8>,
+    /// Decoded content, where the name says what it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<VariableContent>,
+}
+
+/// An EV_EFI_VARIABLE_AUTHORITY event: the db (or shim MOK/vendor)
+/// entry that authorised the next image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Authority {
+    /// Event number.
+    pub event: usize,
+    /// PCR (7).
+    pub pcr: u32,
+    /// The database the entry came from (`db`, `MokList`, `Shim`, ...).
+    pub database: String,
+    /// The database's vendor GUID.
+    pub guid: Guid,
+    /// The EFI_SIGNATURE_DATA owner, when the data is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Guid>,
+    /// The certificate (DER) or hash that authorised the image (hex).
+    #[serde(serialize_with = "crate::ser::hex")]
+    pub entry: Vec<u8>,
+    /// The next image-load event after this one, which it authorised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorised_image_event: Option<usize>,
+}
+
+/// Which kind of image was loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageKind {
+    /// EV_EFI_BOOT_SERVICES_APPLICATION.
+    Application,
+    /// EV_EFI_BOOT_SERVICES_DRIVER.
+    BootServicesDriver,
+    /// EV_EFI_RUNTIME_SERVICES_DRIVER.
+    RuntimeDriver,
+}
+
+/// A measured EFI image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BootImage {
+    /// Event number.
+    pub event: usize,
+    /// PCR (4 for applications, 2 for option-ROM drivers, ...).
+    pub pcr: u32,
+    /// Kind.
+    pub kind: ImageKind,
+    /// The image's Authenticode digests, one per bank.
+    pub digests: Vec<Digest>,
+    /// The device path text, when it decodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_path: Option<String>,
+    /// The file path within the device (`\EFI\BOOT\BOOTX64.EFI`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    /// The authority event that immediately preceded it in PCR 7, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority_event: Option<usize>,
+}
+
+/// One event of the boot's timeline around the separators and
+/// ExitBootServices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Milestone {
+    /// Event number.
+    pub event: usize,
+    /// PCR.
+    pub pcr: u32,
+    /// What happened.
+    #[serde(flatten)]
+    pub what: MilestoneKind,
+}
+
+/// A milestone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "milestone", rename_all = "snake_case")]
+pub enum MilestoneKind {
+    /// EV_SEPARATOR; `error` for the 0xFFFFFFFF form.
+    Separator {
+        /// Whether it is the error separator.
+        error: bool,
+    },
+    /// EV_EFI_ACTION or EV_ACTION text ("Calling EFI Application from Boot
+    /// Option", "Exit Boot Services Invocation", ...).
+    Action {
+        /// The text.
+        text: String,
+    },
+    /// An image load (see [`BootEvidence::images`]).
+    ImageLoad,
+}
+
+/// One EV_IPL string (UKI section name, command line, grub command, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IplString {
+    /// Event number.
+    pub event: usize,
+    /// PCR.
+    pub pcr: u32,
+    /// The text.
+    pub text: String,
+    /// The digests logged with it.
+    pub digests: Vec<Digest>,
+}
+
+/// A UKI section measured by systemd-stub into PCR 11: the name event and
+/// the content event that follows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UkiSection {
+    /// Section name (`.linux`, `.cmdline`, ...).
+    pub name: String,
+    /// Event number of the name measurement.
+    pub name_event: usize,
+    /// Event number of the content measurement, if present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_event: Option<usize>,
+    /// Digests of the section's content.
+    pub content_digests: Vec<Digest>,
+}
+
+/// Everything appraisal reads from a log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BootEvidence {
+    /// PCRs that have at least one extended event.
+    pub pcrs: BTreeSet<u32>,
+    /// The SecureBoot variable as measured (1 = on), if measured.
+    pub secure_boot: Option<u8>,
+    /// EV_EFI_VARIABLE_DRIVER_CONFIG events of PCR 7 before its separator
+    /// (SecureBoot, PK, KEK, db, dbx, and any others the firmware adds).
+    pub secure_boot_variables: Vec<MeasuredVariable>,
+    /// Authority events, in order.
+    pub authorities: Vec<Authority>,
+    /// EFI images loaded, in order.
+    pub images: Vec<BootImage>,
+    /// Separators, actions and image loads in log order.
+    pub timeline: Vec<Milestone>,
+    /// Event number of "Exit Boot Services Invocation", if logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_boot_services: Option<usize>,
+    /// PCRs whose separator is the error form (0xFFFFFFFF).
+    pub error_separators: Vec<u32>,
+    /// PCR 7 EV_EFI_VARIABLE_DRIVER_CONFIG events after PCR 7's separator
+    /// (Secure Boot configuration changed after it was sealed): event numbers.
+    pub pcr7_config_after_separator: Vec<usize>,
+    /// Boot variables (BootOrder, Boot####) measured into PCR 1.
+    pub boot_variables: Vec<MeasuredVariable>,
+    /// UKI sections measured by systemd-stub (PCR 11).
+    pub uki_sections: Vec<UkiSection>,
+    /// Kernel command lines: systemd-stub's PCR 12 measurement, or a boot
+    /// loader's (grub's `kernel_cmdline:` in PCR 8).
+    pub kernel_command_lines: Vec<IplString>,
+    /// Other EV_IPL strings (grub commands, boot loader entries).
+    pub ipl_strings: Vec<IplString>,
+    /// shim's MOK state measured into PCR 14 (MokList, MokListX,
+    /// MokListTrusted, MokSBState as EV_IPL or variable events).
+    pub mok: Vec<IplString>,
+}
+
+fn variable(event: &Event, data: EventData) -> Option<MeasuredVariable> {
+    match data {
+        EventData::Variable(v) => Some(MeasuredVariable {
+            event: event.index,
+            pcr: event.pcr,
+            event_type: event.event_type,
+            guid: v.guid,
+            name: v.name,
+            data: v.data,
+            content: v.decoded,
+        }),
+        _ => None,
+    }
+}
+
+fn ipl(event: &Event, text: String) -> IplString {
+    IplString {
+        event: event.index,
+        pcr: event.pcr,
+        text,
+        digests: event.digests.clone(),
+    }
+}
+
+impl BootEvidence {
+    /// Extracts the evidence. Events whose data does not decode are kept
+    /// out of the typed lists (a decoding failure is visible in `show`).
+    pub fn extract(log: &EventLog) -> Self {
+        let uintn = log.uintn_bytes();
+        let mut ev = BootEvidence::default();
+        let mut pcr7_sealed = false;
+        let mut pending_authority: Option<usize> = None;
+        let mut pending_uki: Option<usize> = None;
+        for event in log.events() {
+            if is_extended(event) {
+                ev.pcrs.insert(event.pcr);
+            }
+            let Ok(data) = event.decode_with_uintn(uintn) else {
+                continue;
+            };
+            match event.event_type {
+                EventType::EV_SEPARATOR => {
+                    let error = matches!(data, EventData::Separator { error: true, .. });
+                    if error {
+                        ev.error_separators.push(event.pcr);
+                    }
+                    if event.pcr == 7 {
+                        pcr7_sealed = true;
+                    }
+                    ev.timeline.push(Milestone {
+                        event: event.index,
+                        pcr: event.pcr,
+                        what: MilestoneKind::Separator { error },
+                    });
+                }
+                EventType::EV_EFI_ACTION | EventType::EV_ACTION => {
+                    if let EventData::Text { text, .. } = data {
+                        if text == "Exit Boot Services Invocation"
+                            && ev.exit_boot_services.is_none()
+                        {
+                            ev.exit_boot_services = Some(event.index);
+                        }
+                        ev.timeline.push(Milestone {
+                            event: event.index,
+                            pcr: event.pcr,
+                            what: MilestoneKind::Action { text },
+                        });
+                    }
+                }
+                EventType::EV_EFI_VARIABLE_DRIVER_CONFIG => {
+                    if event.pcr == 7 && pcr7_sealed {
+                        ev.pcr7_config_after_separator.push(event.index);
+                    }
+                    if let Some(v) = variable(event, data) {
+                        if event.pcr == 7 {
+                            if v.name == "SecureBoot" && v.guid == Guid::GLOBAL_VARIABLE {
+                                ev.secure_boot = match v.data.as_slice() {
+                                    [b] => Some(*b),
+                                    // Some firmware measures an empty
+                                    // SecureBoot variable when it is unset.
+                                    _ => Some(0),
+                                };
+                            }
+                            ev.secure_boot_variables.push(v);
+                        } else if event.pcr == 14 {
+                            ev.mok.push(ipl(event, v.name));
+                        }
+                    }
+                }
+                EventType::EV_EFI_VARIABLE_BOOT | EventType::EV_EFI_VARIABLE_BOOT2 => {
+                    if let Some(v) = variable(event, data) {
+                        ev.boot_variables.push(v);
+                    }
+                }
+                EventType::EV_EFI_VARIABLE_AUTHORITY => {
+                    if let EventData::Variable(v) = data {
+                        let (owner, entry) = match v.decoded {
+                            Some(VariableContent::Authority(sd)) => (Some(sd.owner), sd.data),
+                            Some(VariableContent::AuthorityCertificate { der }) => (None, der),
+                            _ => (None, v.data),
+                        };
+                        pending_authority = Some(ev.authorities.len());
+                        ev.authorities.push(Authority {
+                            event: event.index,
+                            pcr: event.pcr,
+                            database: v.name,
+                            guid: v.guid,
+                            owner,
+                            entry,
+                            authorised_image_event: None,
+                        });
+                    }
+                }
+                EventType::EV_EFI_BOOT_SERVICES_APPLICATION
+                | EventType::EV_EFI_BOOT_SERVICES_DRIVER
+                | EventType::EV_EFI_RUNTIME_SERVICES_DRIVER => {
+                    let kind = match event.event_type {
+                        EventType::EV_EFI_BOOT_SERVICES_APPLICATION => ImageKind::Application,
+                        EventType::EV_EFI_BOOT_SERVICES_DRIVER => ImageKind::BootServicesDriver,
+                        _ => ImageKind::RuntimeDriver,
+                    };
+                    let (device_path, file_path) = match &data {
+                        EventData::ImageLoad { device_path, .. } => {
+                            (Some(device_path.text.clone()), device_path.file_path())
+                        }
+                        _ => (None, None),
+                    };
+                    let authority_event = pending_authority.take().and_then(|i| {
+                        let a = ev.authorities.get_mut(i)?;
+                        a.authorised_image_event = Some(event.index);
+                        Some(a.event)
+                    });
+                    ev.images.push(BootImage {
+                        event: event.index,
+                        pcr: event.pcr,
+                        kind,
+                        digests: event.digests.clone(),
+                        device_path,
+                        file_path,
+                        authority_event,
+                    });
+                    ev.timeline.push(Milestone {
+                        event: event.index,
+                        pcr: event.pcr,
+                        what: MilestoneKind::ImageLoad,
+                    });
+                }
+                EventType::EV_IPL => {
+                    let EventData::Text { text, .. } = data else {
+                        continue;
+                    };
+                    match event.pcr {
+                        11 if text.starts_with('.') => {
+                            // systemd-stub logs each section twice with the
+                            // same description: first the name's hash, then
+                            // the content's.
+                            let open = pending_uki.take().and_then(|i| ev.uki_sections.get_mut(i));
+                            if let Some(section) = open.filter(|s| s.name == text) {
+                                section.content_event = Some(event.index);
+                                section.content_digests = event.digests.clone();
+                                continue;
+                            }
+                            pending_uki = Some(ev.uki_sections.len());
+                            ev.uki_sections.push(UkiSection {
+                                name: text,
+                                name_event: event.index,
+                                content_event: None,
+                                content_digests: Vec::new(),
+                            });
+                        }
+                        12 => ev.kernel_command_lines.push(ipl(event, text)),
+                        14 => ev.mok.push(ipl(event, text)),
+                        _ => {
+                            if let Some(cmdline) = text.strip_prefix("kernel_cmdline: ") {
+                                ev.kernel_command_lines
+                                    .push(ipl(event, cmdline.to_string()));
+                            } else {
+                                ev.ipl_strings.push(ipl(event, text));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        ev
+    }
+}
