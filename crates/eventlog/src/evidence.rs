@@ -294,7 +294,7 @@ impl BootEvidence {
                             Some(VariableContent::AuthorityCertificate { der }) => (None, der),
                             _ => (None, v.data),
                         };
-                        pending_authority = Some(ev.authorities.len());
+                        let authority = ev.authorities.len();
                         ev.authorities.push(Authority {
                             event: event.index,
                             pcr: event.pcr,
@@ -304,6 +304,20 @@ impl BootEvidence {
                             entry,
                             authorised_image_event: None,
                         });
+                        // Firmware logs the authority before the image it
+                        // verified; shim (its vendor cert, MokList) logs it
+                        // after measuring the image (seen in real logs).
+                        let after_image = v.guid == Guid::SHIM_LOCK;
+                        let last = ev.images.last_mut().filter(|i| i.authority_event.is_none());
+                        match last {
+                            Some(image) if after_image => {
+                                image.authority_event = Some(event.index);
+                                if let Some(a) = ev.authorities.get_mut(authority) {
+                                    a.authorised_image_event = Some(image.event);
+                                }
+                            }
+                            _ => pending_authority = Some(authority),
+                        }
                     }
                 }
                 EventType::EV_EFI_BOOT_SERVICES_APPLICATION
