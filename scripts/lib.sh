@@ -1,0 +1,50 @@
+# Shared by scripts/run.sh and scripts/test.sh: install what is missing,
+# idempotently, on Debian 12. Sourced, not run.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SHARED="$ROOT/../shared"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages the project uses. tpm2-tools: the reference tool of the
+# differential tests; hyperfine: the whole-process benchmark.
+APT_PACKAGES=(tpm2-tools hyperfine ca-certificates pkg-config)
+
+install_packages() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update -qq
+        if ! as_root apt-get install -y -qq "${missing[@]}"; then
+            # Seen on these machines: "cannot access archive"; repair, retry.
+            as_root apt-get install -f -y -qq
+            as_root apt-get install -y -qq "${missing[@]}"
+        fi
+    fi
+}
+
+require_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo not found. trustlaunch needs Rust 1.85 or newer (rustup);" >&2
+        echo "       Debian 12's own rustc (1.63) is too old." >&2
+        exit 1
+    fi
+}
+
+require_shared() {
+    if [ ! -f "$SHARED/testdata/eventlogs/expected.json" ]; then
+        echo "error: $SHARED/testdata is missing: clone shared/ beside the project" >&2
+        exit 1
+    fi
+}

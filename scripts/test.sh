@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, then format and lint
+# checks, then every test of the workspace (unit, golden tests over
+# shared/testdata, property tests, the differential test against
+# tpm2_eventlog, the fuzz regression corpus). Slow tiers (VM tests) join here
+# as they arrive.
+source "$(dirname "$0")/lib.sh"
+install_packages
+require_rust
+require_shared
+cd "$ROOT"
+export CARGO_TERM_COLOR=never
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo test --workspace"
+cargo test --locked --workspace
+echo "== benches compile"
+cargo bench --locked --workspace --no-run
+echo "== all tests passed"
