@@ -46,7 +46,9 @@ fn replay_json_is_exactly_the_contract() {
         );
         for hex in pcrs.values() {
             let hex = hex.as_str().expect("string");
-            assert!(hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
     }
     assert_eq!(
@@ -113,7 +115,10 @@ fn verify_passes_on_the_machine_values_and_fails_on_a_changed_one() {
     assert_eq!(o.status.code(), Some(1));
     let text = stdout(&o);
     assert!(text.contains("PCR  7: MISMATCH"), "{text}");
-    assert!(text.contains("45a8621d34a57df2b2e7f14c92b99ac8de7d5805"), "{text}");
+    assert!(
+        text.contains("45a8621d34a57df2b2e7f14c92b99ac8de7d5805"),
+        "{text}"
+    );
 
     let o = run(&["eventlog", "verify", log, "--pcrs", bad.path(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
@@ -123,8 +128,15 @@ fn verify_passes_on_the_machine_values_and_fails_on_a_changed_one() {
 #[test]
 fn verify_of_nothing_is_not_a_pass() {
     let log = corpus("ga-sb_cert_eventlog");
-    let none = write_pcrs(r#"{"pcrs": {"sha1": {"9": "0000000000000000000000000000000000000000"}}}"#);
-    let o = run(&["eventlog", "verify", log.to_str().expect("path"), "--pcrs", none.path()]);
+    let none =
+        write_pcrs(r#"{"pcrs": {"sha1": {"9": "0000000000000000000000000000000000000000"}}}"#);
+    let o = run(&[
+        "eventlog",
+        "verify",
+        log.to_str().expect("path"),
+        "--pcrs",
+        none.path(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 }
 
@@ -136,14 +148,21 @@ fn replay_output_feeds_verify() {
         serde_json::from_slice(&std::fs::read(&log).expect("read")).expect("JSON");
     let raw = doc["Log"]["Raw"].as_str().expect("Log.Raw");
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(raw).expect("base64");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .expect("base64");
     let mut child = Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
         .args(["eventlog", "replay", "-", "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(&bytes).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&bytes)
+        .expect("write");
     let o = child.wait_with_output().expect("wait");
     assert!(o.status.success());
     let pcrs = write_pcrs(&stdout(&o));
@@ -166,7 +185,13 @@ fn errors_are_clear_and_exit_2() {
 
     let log = corpus("ga-sb_cert_eventlog");
     let wrong = write_pcrs(r#"{"pcrs": {"sha1": {"7": "abcd"}}}"#);
-    let o = run(&["eventlog", "verify", log.to_str().expect("path"), "--pcrs", wrong.path()]);
+    let o = run(&[
+        "eventlog",
+        "verify",
+        log.to_str().expect("path"),
+        "--pcrs",
+        wrong.path(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("2 bytes, a sha1 value has 20"));
 }

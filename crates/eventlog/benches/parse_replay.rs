@@ -1,6 +1,9 @@
 //! In-process throughput of parse + replay (all banks) over the whole real
 //! corpus in `../shared/testdata/eventlogs`. Results: docs/benchmarks.md.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -17,7 +20,10 @@ fn corpus() -> Vec<Vec<u8>> {
         .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name == "README.md" || name == "expected.json" {
             continue;
         }

@@ -353,12 +353,10 @@ fn decode_no_action(d: &[u8], base: usize) -> Result<EventData, StructError> {
             vendor_info,
         });
     }
-    if let Some(rest) = d.strip_prefix(STARTUP_LOCALITY_SIGNATURE) {
-        if let [locality] = rest {
-            return Ok(EventData::StartupLocality {
-                locality: *locality,
-            });
-        }
+    if let Some([locality]) = d.strip_prefix(STARTUP_LOCALITY_SIGNATURE) {
+        return Ok(EventData::StartupLocality {
+            locality: *locality,
+        });
     }
     if d.starts_with(SP800_155_SIGNATURE) {
         c.take(16).map_err(&short)?;
@@ -476,7 +474,7 @@ fn decode_gpt(d: &[u8], base: usize) -> Result<GptData, StructError> {
         });
     }
     let n = usize::try_from(n).unwrap_or(usize::MAX);
-    if n > c.remaining() / entry {
+    if n > c.remaining().checked_div(entry).unwrap_or(0) {
         return Err(StructError {
             what: WHAT,
             offset: n_at,
@@ -571,7 +569,7 @@ fn decode_handoff(
     let n = uintn(&mut c, size).map_err(&short)?;
     let n = usize::try_from(n).unwrap_or(usize::MAX);
     let entry = 16usize.saturating_add(size);
-    if n > c.remaining() / entry {
+    if n > c.remaining().checked_div(entry).unwrap_or(0) {
         return Err(StructError {
             what: WHAT,
             offset: n_at,

@@ -75,7 +75,7 @@ fn rule(event: &Event) -> Option<&'static [Hashed]> {
     })
 }
 
-fn covered<'a>(event: &'a Event, what: Hashed) -> Option<&'a [u8]> {
+fn covered(event: &Event, what: Hashed) -> Option<&[u8]> {
     match what {
         Hashed::EventData => Some(&event.data),
         Hashed::VariableData => {

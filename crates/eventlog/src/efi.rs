@@ -246,7 +246,7 @@ impl EfiVariable {
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
-        let mut out = Vec::with_capacity(32 + name.len() + self.data.len());
+        let mut out = Vec::new();
         out.extend_from_slice(&self.guid.to_bytes());
         out.extend_from_slice(&u64::try_from(name.len() / 2).unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&u64::try_from(self.data.len()).unwrap_or(0).to_le_bytes());
@@ -334,13 +334,14 @@ impl SignatureList {
             if sig_size < 16 {
                 return Err(bad(format!("SignatureSize {sig_size} is below 16")));
             }
-            if b.remaining() % sig_size != 0 {
+            if b.remaining().checked_rem(sig_size) != Some(0) {
                 return Err(bad(format!(
                     "{} bytes of signatures are not a multiple of SignatureSize {sig_size}",
                     b.remaining()
                 )));
             }
-            let mut signatures = Vec::with_capacity(b.remaining() / sig_size);
+            let mut signatures =
+                Vec::with_capacity(b.remaining().checked_div(sig_size).unwrap_or(0));
             while !b.is_empty() {
                 let owner = b.guid().map_err(&short)?;
                 let data = b

@@ -153,7 +153,7 @@ impl SpecIdEvent {
 
     /// Encodes the event data.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(33 + self.algorithms.len() * 4 + self.vendor_info.len());
+        let mut out = Vec::new();
         out.extend_from_slice(SPEC_ID_SIGNATURE_AGILE);
         out.extend_from_slice(&self.platform_class.to_le_bytes());
         out.extend_from_slice(&[

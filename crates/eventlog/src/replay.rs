@@ -65,10 +65,8 @@ pub fn startup_locality(log: &EventLog) -> u8 {
             continue;
         }
         if e.event_type == EventType::EV_NO_ACTION {
-            if let Some(rest) = e.data.strip_prefix(STARTUP_LOCALITY_SIGNATURE) {
-                if let [locality] = rest {
-                    return *locality;
-                }
+            if let Some([locality]) = e.data.strip_prefix(STARTUP_LOCALITY_SIGNATURE) {
+                return *locality;
             }
         } else if e.event_type == EventType::EV_EFI_HCRTM_EVENT {
             hcrtm = true;

@@ -65,7 +65,11 @@ fn every_corpus_file_is_listed_and_parses() {
     let listed = expected();
     let mut seen = 0;
     for entry in std::fs::read_dir(corpus_dir()).expect("corpus dir") {
-        let name = entry.expect("entry").file_name().into_string().expect("utf-8");
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .into_string()
+            .expect("utf-8");
         if name == "README.md" || name == "expected.json" {
             continue;
         }
@@ -82,7 +86,11 @@ fn every_corpus_file_is_listed_and_parses() {
         let _ = BootEvidence::extract(&log);
         seen += 1;
     }
-    assert_eq!(seen, listed.len(), "expected.json lists files that are missing");
+    assert_eq!(
+        seen,
+        listed.len(),
+        "expected.json lists files that are missing"
+    );
 }
 
 #[test]
@@ -148,7 +156,11 @@ fn every_published_pcr_value_is_reproduced() {
             }
             compared += 1;
         }
-        assert!(report.passed(), "{name}: {:?}", report.mismatches().collect::<Vec<_>>());
+        assert!(
+            report.passed(),
+            "{name}: {:?}",
+            report.mismatches().collect::<Vec<_>>()
+        );
     }
     // 8 (option ROM) + 24 (sb_cert) + 24 (Windows) + 1 (EBS, SHA-1) + 1 (H-CRTM).
     assert_eq!(compared, 58, "values compared");
@@ -166,7 +178,10 @@ fn hcrtm_log_starts_pcr0_at_locality_4() {
 fn a_changed_pcr_value_is_reported_as_a_mismatch() {
     let name = "ga-sb_cert_eventlog";
     let mut banks = expected()[name].clone();
-    let pcr7 = banks.get_mut(&HashAlg::Sha1).and_then(|b| b.get_mut(&7)).expect("PCR 7");
+    let pcr7 = banks
+        .get_mut(&HashAlg::Sha1)
+        .and_then(|b| b.get_mut(&7))
+        .expect("PCR 7");
     *pcr7 = Digest::zero(HashAlg::Sha1);
     let log = EventLog::parse(&log_bytes(name)).expect("parses");
     let report = verify(&log, &banks);
@@ -179,7 +194,10 @@ fn a_changed_pcr_value_is_reported_as_a_mismatch() {
 fn the_ebs_workaround_never_hides_a_real_mismatch() {
     let name = "ga-ebs_event_missing_eventlog";
     let mut banks = expected()[name].clone();
-    let pcr5 = banks.get_mut(&HashAlg::Sha1).and_then(|b| b.get_mut(&5)).expect("PCR 5");
+    let pcr5 = banks
+        .get_mut(&HashAlg::Sha1)
+        .and_then(|b| b.get_mut(&5))
+        .expect("PCR 5");
     *pcr5 = HashAlg::Sha1.hash(b"something else").expect("sha1");
     let log = EventLog::parse(&log_bytes(name)).expect("parses");
     assert!(!verify(&log, &banks).passed());
@@ -200,7 +218,10 @@ fn secure_boot_evidence_of_a_shim_boot() {
     // kernel with its built-in certificate.
     let dbs: Vec<&str> = ev.authorities.iter().map(|a| a.database.as_str()).collect();
     assert_eq!(dbs, ["db", "Shim", "Shim"]);
-    assert!(ev.authorities.iter().all(|a| a.authorised_image_event.is_some()));
+    assert!(ev
+        .authorities
+        .iter()
+        .all(|a| a.authorised_image_event.is_some()));
     let apps = ev.images.iter().filter(|i| i.pcr == 4).count();
     assert_eq!(apps, 3);
     // This log was read before ExitBootServices: no EBS action in it.
@@ -208,7 +229,12 @@ fn secure_boot_evidence_of_a_shim_boot() {
     let separators = ev
         .timeline
         .iter()
-        .filter(|m| matches!(m.what, trustlaunch_eventlog::MilestoneKind::Separator { .. }))
+        .filter(|m| {
+            matches!(
+                m.what,
+                trustlaunch_eventlog::MilestoneKind::Separator { .. }
+            )
+        })
         .count();
     assert_eq!(separators, 1);
     assert!(ev.pcr7_config_after_separator.is_empty());
@@ -233,7 +259,9 @@ fn truncated_logs_fail_with_an_offset_inside_the_log() {
     let bytes = log_bytes("ga-crypto_agile_eventlog");
     let full = EventLog::parse(&bytes).expect("parses");
     for cut in (1..bytes.len()).step_by(7) {
-        let Some(part) = bytes.get(..cut) else { continue };
+        let Some(part) = bytes.get(..cut) else {
+            continue;
+        };
         match EventLog::parse(part) {
             Ok(log) => assert!(log.events().len() <= full.events().len()),
             Err(e) => {

@@ -109,10 +109,7 @@ fn exercise(name: &str, data: &[u8]) -> bool {
         assert_eq!(a.data, b.data, "{name}: event {}: data changed", a.index);
     }
     if log.trailing_padding() == 0 {
-        assert!(
-            bytes == data,
-            "{name}: re-encoding differs from the input"
-        );
+        assert!(bytes == data, "{name}: re-encoding differs from the input");
     }
     true
 }
@@ -125,8 +122,7 @@ fn fuzz_corpora_parse_without_panic_and_round_trip() {
         let files = corpus_files(&dir);
         let mut parsed = 0usize;
         for path in &files {
-            let data =
-                fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            let data = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
             let name = path.display().to_string();
             if exercise(&name, &data) {
                 parsed += 1;

@@ -3,7 +3,6 @@
 //! parser on arbitrary and mutated input.
 
 use proptest::prelude::*;
-use sha2::Digest as _;
 use trustlaunch_eventlog::{
     replay, AlgorithmSize, Digest, EfiVariable, Event, EventLog, EventType, Guid, HashAlg,
     LogFormat, SpecIdEvent,
