@@ -11,8 +11,8 @@ as_root() {
 }
 
 # Debian packages the project uses. tpm2-tools: the reference tool of the
-# differential tests; hyperfine: the whole-process benchmark.
-APT_PACKAGES=(tpm2-tools hyperfine ca-certificates pkg-config)
+# differential tests; hyperfine and jq: the whole-process benchmark.
+APT_PACKAGES=(tpm2-tools hyperfine jq ca-certificates pkg-config)
 
 install_packages() {
     local missing=()

@@ -373,6 +373,9 @@ fn summary(data: &EventData) -> String {
                 .collect();
             format!("tagged {}", t.join("; "))
         }
+        EventData::Spdm {
+            signature, version, ..
+        } => format!("{signature:?} version {version}"),
         EventData::Raw { data } => format!("{} bytes", data.len()),
         _ => String::new(),
     }

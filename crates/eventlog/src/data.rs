@@ -13,6 +13,9 @@ use crate::text::TextEncoding;
 
 /// The SP800-155 reference manifest event signature (§10.4.5.2).
 pub const SP800_155_SIGNATURE: &[u8; 16] = b"SP800-155 Event\0";
+/// The SP800-155 Event3 signature (PFP 1.06 §10.4.5.2.1: with RIM and
+/// platform-certificate locators).
+pub const SP800_155_EVENT3_SIGNATURE: &[u8; 16] = b"SP800-155 Event3";
 
 /// Decoded event data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -60,6 +63,24 @@ pub enum EventData {
         firmware_manufacturer_id: u32,
         /// `FirmwareVersion`.
         firmware_version: String,
+        /// Event3 only: `RIMLocatorType` and `RIMLocator`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rim_locator: Option<Locator>,
+        /// Event3 only: `PlatformCertLocatorType` and `PlatformCertLocator`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        platform_cert_locator: Option<Locator>,
+    },
+    /// EV_EFI_SPDM_FIRMWARE_BLOB, _CONFIG, _DEVICE_POLICY, _DEVICE_AUTHORITY
+    /// (PFP 1.06 §10.4.7): the DEVICE_SECURITY_EVENT_DATA header decoded,
+    /// the device-specific remainder kept raw.
+    Spdm {
+        /// `Signature` ("SPDM Device Sec", "SPDM Device Sec2", ...).
+        signature: String,
+        /// `Version`.
+        version: u16,
+        /// The bytes after the version.
+        #[serde(serialize_with = "crate::ser::hex")]
+        rest: Vec<u8>,
     },
     /// Any other EV_NO_ACTION event, with its 16-byte signature.
     NoAction {
@@ -144,6 +165,17 @@ pub enum EventData {
         #[serde(serialize_with = "crate::ser::hex")]
         data: Vec<u8>,
     },
+}
+
+/// A locator of an SP800-155 Event3 (type 0 raw, 1 URI, 2 device path,
+/// 3 UEFI variable).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Locator {
+    /// The locator type.
+    pub locator_type: u32,
+    /// The locator.
+    #[serde(serialize_with = "crate::ser::hex")]
+    pub locator: Vec<u8>,
 }
 
 /// EFI_CONFIGURATION_TABLE.
@@ -320,6 +352,23 @@ fn decode(e: &Event, uintn: usize) -> Result<EventData, StructError> {
             }
         }
         EventType::EV_EVENT_TAG => decode_tagged(d, base)?,
+        EventType::EV_EFI_SPDM_FIRMWARE_BLOB
+        | EventType::EV_EFI_SPDM_FIRMWARE_CONFIG
+        | EventType::EV_EFI_SPDM_DEVICE_POLICY
+        | EventType::EV_EFI_SPDM_DEVICE_AUTHORITY => {
+            let short = StructError::short("DEVICE_SECURITY_EVENT_DATA");
+            let mut c = Cursor::new(d, base);
+            let sig = c.take(16).map_err(&short)?;
+            let signature = String::from_utf8_lossy(sig)
+                .trim_end_matches('\0')
+                .to_string();
+            let version = c.u16().map_err(&short)?;
+            EventData::Spdm {
+                signature,
+                version,
+                rest: c.rest().to_vec(),
+            }
+        }
         _ => raw(d),
     })
 }
@@ -358,7 +407,8 @@ fn decode_no_action(d: &[u8], base: usize) -> Result<EventData, StructError> {
             locality: *locality,
         });
     }
-    if d.starts_with(SP800_155_SIGNATURE) {
+    let event3 = d.starts_with(SP800_155_EVENT3_SIGNATURE);
+    if event3 || d.starts_with(SP800_155_SIGNATURE) {
         c.take(16).map_err(&short)?;
         let string = |c: &mut Cursor<'_>| -> Result<String, StructError> {
             let n = usize::from(c.u8().map_err(&short)?);
@@ -375,6 +425,20 @@ fn decode_no_action(d: &[u8], base: usize) -> Result<EventData, StructError> {
         let firmware_manufacturer = string(&mut c)?;
         let firmware_manufacturer_id = c.u32().map_err(&short)?;
         let firmware_version = string(&mut c)?;
+        let locator = |c: &mut Cursor<'_>| -> Result<Locator, StructError> {
+            let locator_type = c.u32().map_err(&short)?;
+            let n = c.len_u32().map_err(&short)?;
+            let locator = c.take(n).map_err(&short)?.to_vec();
+            Ok(Locator {
+                locator_type,
+                locator,
+            })
+        };
+        let (rim_locator, platform_cert_locator) = if event3 {
+            (Some(locator(&mut c)?), Some(locator(&mut c)?))
+        } else {
+            (None, None)
+        };
         return Ok(EventData::Sp800_155 {
             platform_manufacturer_id,
             reference_manifest_guid,
@@ -384,6 +448,8 @@ fn decode_no_action(d: &[u8], base: usize) -> Result<EventData, StructError> {
             firmware_manufacturer,
             firmware_manufacturer_id,
             firmware_version,
+            rim_locator,
+            platform_cert_locator,
         });
     }
     let (sig, rest) = d.split_at(d.len().min(16));
@@ -600,4 +666,207 @@ fn decode_tagged(d: &[u8], base: usize) -> Result<EventData, StructError> {
         events.push(TaggedEvent { id, data, text });
     }
     Ok(EventData::Tagged { events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alg::{Digest, HashAlg};
+
+    fn event(t: EventType, data: Vec<u8>) -> Event {
+        Event {
+            index: 3,
+            offset: 100,
+            pcr: 0,
+            event_type: t,
+            digests: vec![Digest::zero(HashAlg::Sha1)],
+            data,
+            data_offset: 132,
+        }
+    }
+
+    fn sized(s: &[u8]) -> Vec<u8> {
+        let mut v = vec![u8::try_from(s.len()).unwrap()];
+        v.extend_from_slice(s);
+        v
+    }
+
+    #[test]
+    fn separators_normal_and_error() {
+        let e = event(EventType::EV_SEPARATOR, vec![0; 4]);
+        assert_eq!(
+            e.decode().unwrap(),
+            EventData::Separator {
+                value: 0,
+                error: false
+            }
+        );
+        let e = event(EventType::EV_SEPARATOR, vec![0xff; 4]);
+        assert_eq!(
+            e.decode().unwrap(),
+            EventData::Separator {
+                value: 0xffff_ffff,
+                error: true
+            }
+        );
+    }
+
+    #[test]
+    fn sp800_155_event3_with_locators() {
+        let mut d = SP800_155_EVENT3_SIGNATURE.to_vec();
+        d.extend_from_slice(&311u32.to_le_bytes());
+        d.extend_from_slice(&Guid::GLOBAL_VARIABLE.to_bytes());
+        for s in [&b"Acme"[..], b"Model 1", b"1.0", b"FW Inc"] {
+            d.extend(sized(s));
+        }
+        d.extend_from_slice(&42u32.to_le_bytes());
+        d.extend(sized(b"2.3"));
+        for (t, loc) in [(1u32, &b"https://rim"[..]), (0, b"")] {
+            d.extend_from_slice(&t.to_le_bytes());
+            d.extend_from_slice(&u32::try_from(loc.len()).unwrap().to_le_bytes());
+            d.extend_from_slice(loc);
+        }
+        let got = event(EventType::EV_NO_ACTION, d).decode().unwrap();
+        let EventData::Sp800_155 {
+            platform_manufacturer,
+            firmware_manufacturer_id,
+            firmware_version,
+            rim_locator,
+            platform_cert_locator,
+            ..
+        } = got
+        else {
+            panic!("{got:?}");
+        };
+        assert_eq!(platform_manufacturer, "Acme");
+        assert_eq!(firmware_manufacturer_id, 42);
+        assert_eq!(firmware_version, "2.3");
+        assert_eq!(rim_locator.unwrap().locator, b"https://rim");
+        assert_eq!(platform_cert_locator.unwrap().locator_type, 0);
+    }
+
+    #[test]
+    fn truncated_structures_name_their_offset() {
+        let mut d = SP800_155_SIGNATURE.to_vec();
+        d.extend_from_slice(&[1, 2]);
+        let err = event(EventType::EV_NO_ACTION, d).decode().unwrap_err();
+        assert_eq!(err.event, 3);
+        assert_eq!(err.source.offset, 132 + 16);
+        let err = event(EventType::EV_EFI_VARIABLE_DRIVER_CONFIG, vec![0; 20])
+            .decode()
+            .unwrap_err();
+        assert!(err.to_string().contains("UEFI_VARIABLE_DATA"), "{err}");
+    }
+
+    #[test]
+    fn blobs_handoff_tables_and_tags() {
+        let mut d = sized(b"POST CODE");
+        d.extend_from_slice(&0x1000u64.to_le_bytes());
+        d.extend_from_slice(&0x20u64.to_le_bytes());
+        assert_eq!(
+            event(EventType::EV_EFI_PLATFORM_FIRMWARE_BLOB2, d)
+                .decode()
+                .unwrap(),
+            EventData::FirmwareBlob2 {
+                description: "POST CODE".into(),
+                base: 0x1000,
+                length: 0x20
+            }
+        );
+        let mut d = sized(b"SMBIOS");
+        d.extend_from_slice(&1u64.to_le_bytes());
+        d.extend_from_slice(&Guid::SHIM_LOCK.to_bytes());
+        d.extend_from_slice(&0xdead_beefu64.to_le_bytes());
+        let got = event(EventType::EV_EFI_HANDOFF_TABLES2, d)
+            .decode()
+            .unwrap();
+        assert_eq!(
+            got,
+            EventData::HandoffTables {
+                description: Some("SMBIOS".into()),
+                tables: vec![ConfigurationTable {
+                    guid: Guid::SHIM_LOCK,
+                    address: 0xdead_beef
+                }]
+            }
+        );
+        // A table count larger than the data is refused before allocating.
+        let mut d = u64::MAX.to_le_bytes().to_vec();
+        d.extend_from_slice(&[0; 24]);
+        assert!(event(EventType::EV_EFI_HANDOFF_TABLES, d).decode().is_err());
+        let mut d = 7u32.to_le_bytes().to_vec();
+        d.extend_from_slice(&3u32.to_le_bytes());
+        d.extend_from_slice(b"abc");
+        let EventData::Tagged { events } = event(EventType::EV_EVENT_TAG, d).decode().unwrap()
+        else {
+            panic!("tagged");
+        };
+        assert_eq!(events[0].id, 7);
+        assert_eq!(events[0].text.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn spdm_header_and_hcrtm_text() {
+        let mut d = b"SPDM Device Sec2".to_vec();
+        d.extend_from_slice(&2u16.to_le_bytes());
+        d.extend_from_slice(&[9, 9]);
+        assert_eq!(
+            event(EventType::EV_EFI_SPDM_FIRMWARE_BLOB, d)
+                .decode()
+                .unwrap(),
+            EventData::Spdm {
+                signature: "SPDM Device Sec2".into(),
+                version: 2,
+                rest: vec![9, 9]
+            }
+        );
+        assert_eq!(
+            event(EventType::EV_EFI_HCRTM_EVENT, b"HCRTM".to_vec())
+                .decode()
+                .unwrap(),
+            EventData::Text {
+                text: "HCRTM".into(),
+                encoding: TextEncoding::Utf8
+            }
+        );
+        let vendor = event(EventType(0x0000_8001), vec![1, 2, 3]);
+        assert_eq!(vendor.event_type.display_name(), "EV_VENDOR_0x00008001");
+        assert_eq!(
+            vendor.decode().unwrap(),
+            EventData::Raw {
+                data: vec![1, 2, 3]
+            }
+        );
+    }
+
+    #[test]
+    fn gpt_partitions() {
+        let mut d = b"EFI PART".to_vec();
+        d.extend_from_slice(&0x0001_0000u32.to_le_bytes());
+        d.extend_from_slice(&92u32.to_le_bytes());
+        d.extend_from_slice(&[0; 8]);
+        for v in [1u64, 100, 34, 90] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d.extend_from_slice(&Guid::GLOBAL_VARIABLE.to_bytes());
+        d.extend_from_slice(&2u64.to_le_bytes());
+        d.extend_from_slice(&128u32.to_le_bytes());
+        d.extend_from_slice(&128u32.to_le_bytes());
+        d.extend_from_slice(&0u32.to_le_bytes());
+        d.extend_from_slice(&1u64.to_le_bytes());
+        let mut p = vec![0u8; 128];
+        p[32..40].copy_from_slice(&2048u64.to_le_bytes());
+        let name: Vec<u8> = "EFI system"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        p[56..56 + name.len()].copy_from_slice(&name);
+        d.extend(p);
+        let EventData::Gpt(g) = event(EventType::EV_EFI_GPT_EVENT, d).decode().unwrap() else {
+            panic!("gpt");
+        };
+        assert_eq!(g.partitions.len(), 1);
+        assert_eq!(g.partitions[0].starting_lba, 2048);
+        assert_eq!(g.partitions[0].name, "EFI system");
+    }
 }

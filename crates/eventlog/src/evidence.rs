@@ -396,3 +396,124 @@ impl BootEvidence {
         ev
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alg::HashAlg;
+    use crate::efi::EfiVariable;
+    use crate::log::LogFormat;
+
+    fn utf16(s: &str) -> Vec<u8> {
+        s.encode_utf16()
+            .chain(Some(0))
+            .flat_map(u16::to_le_bytes)
+            .collect()
+    }
+
+    fn ev(index: usize, pcr: u32, t: EventType, data: Vec<u8>) -> Event {
+        Event {
+            index,
+            offset: 0,
+            pcr,
+            event_type: t,
+            digests: vec![HashAlg::Sha1.hash(&data).unwrap()],
+            data,
+            data_offset: 0,
+        }
+    }
+
+    fn var(guid: Guid, name: &str, data: &[u8]) -> Vec<u8> {
+        EfiVariable {
+            guid,
+            name: name.into(),
+            data: data.to_vec(),
+            data_offset: 0,
+            decoded: None,
+        }
+        .to_bytes()
+    }
+
+    /// The shape of an OVMF + systemd-stub UKI boot (vm-runtime-notes.md).
+    #[test]
+    fn uki_boot_evidence() {
+        let cert = {
+            let mut c = vec![0x30, 0x82, 0x00, 0x03];
+            c.extend_from_slice(&[1, 2, 3]);
+            c
+        };
+        let mut authority = Guid::GLOBAL_VARIABLE.to_bytes().to_vec();
+        authority.extend_from_slice(&cert);
+        let events = vec![
+            ev(
+                0,
+                7,
+                EventType::EV_EFI_VARIABLE_DRIVER_CONFIG,
+                var(Guid::GLOBAL_VARIABLE, "SecureBoot", &[1]),
+            ),
+            ev(
+                1,
+                7,
+                EventType::EV_EFI_VARIABLE_DRIVER_CONFIG,
+                var(Guid::GLOBAL_VARIABLE, "PK", &[]),
+            ),
+            ev(2, 7, EventType::EV_SEPARATOR, vec![0; 4]),
+            ev(
+                3,
+                7,
+                EventType::EV_EFI_VARIABLE_AUTHORITY,
+                var(Guid::IMAGE_SECURITY_DATABASE, "db", &authority),
+            ),
+            ev(
+                4,
+                4,
+                EventType::EV_EFI_BOOT_SERVICES_APPLICATION,
+                vec![0; 32],
+            ),
+            ev(5, 11, EventType::EV_IPL, utf16(".linux")),
+            ev(6, 11, EventType::EV_IPL, utf16(".linux")),
+            ev(7, 11, EventType::EV_IPL, utf16(".cmdline")),
+            ev(8, 11, EventType::EV_IPL, utf16(".cmdline")),
+            ev(9, 12, EventType::EV_IPL, utf16("console=ttyS0 quiet")),
+            ev(10, 14, EventType::EV_IPL, b"MokList\0".to_vec()),
+            ev(
+                11,
+                5,
+                EventType::EV_EFI_ACTION,
+                b"Exit Boot Services Invocation".to_vec(),
+            ),
+            ev(
+                12,
+                7,
+                EventType::EV_EFI_VARIABLE_DRIVER_CONFIG,
+                var(Guid::GLOBAL_VARIABLE, "SecureBoot", &[0]),
+            ),
+        ];
+        let log = EventLog::from_parts(LogFormat::Sha1Legacy, None, events);
+        let e = BootEvidence::extract(&log);
+        assert_eq!(
+            e.secure_boot,
+            Some(0),
+            "the last SecureBoot measurement wins"
+        );
+        assert_eq!(e.pcr7_config_after_separator, vec![12]);
+        assert_eq!(e.authorities.len(), 1);
+        assert_eq!(e.authorities[0].owner, Some(Guid::GLOBAL_VARIABLE));
+        assert_eq!(e.authorities[0].entry, cert);
+        assert_eq!(e.authorities[0].authorised_image_event, Some(4));
+        assert_eq!(e.images[0].authority_event, Some(3));
+        let sections: Vec<(&str, usize, Option<usize>)> = e
+            .uki_sections
+            .iter()
+            .map(|s| (s.name.as_str(), s.name_event, s.content_event))
+            .collect();
+        assert_eq!(sections, [(".linux", 5, Some(6)), (".cmdline", 7, Some(8))]);
+        assert_eq!(e.kernel_command_lines[0].text, "console=ttyS0 quiet");
+        assert_eq!(e.mok[0].text, "MokList");
+        assert_eq!(e.exit_boot_services, Some(11));
+        assert_eq!(
+            e.pcrs.iter().copied().collect::<Vec<_>>(),
+            [4, 5, 7, 11, 12, 14]
+        );
+    }
+}

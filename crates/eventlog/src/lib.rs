@@ -58,8 +58,8 @@ mod text;
 
 pub use alg::{Digest, HashAlg, MAX_DIGEST_SIZE};
 pub use data::{
-    ConfigurationTable, DecodeError, EventData, GptData, GptPartition, TaggedEvent,
-    SP800_155_SIGNATURE,
+    ConfigurationTable, DecodeError, EventData, GptData, GptPartition, Locator, TaggedEvent,
+    SP800_155_EVENT3_SIGNATURE, SP800_155_SIGNATURE,
 };
 pub use device_path::{DevicePath, DevicePathError, DevicePathNode};
 pub use digest_check::{check_digests, DigestMismatch, Hashed};
