@@ -87,12 +87,12 @@ while IFS=$'\t' read -r name path; do
         fi
         failing+=("$name")
     fi
-    json="$OUT/$(echo "$name" | tr -c 'A-Za-z0-9._-\n' '_').json"
+    json="$OUT/$(echo "$name" | tr -c 'A-Za-z0-9._\n-' '_').json"
     echo "== $name ($size bytes)${note:+ [$note]}" >&2
     hyperfine "${HF_SHELL[@]}" "${HF_OUTPUT[@]}" "${ignore[@]}" \
         --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$json" \
-        -n trustlaunch "$OURS eventlog replay $path --json" \
-        -n tpm2_eventlog "$TOOL $path" >&2
+        -n trustlaunch "$(printf '%q ' "$OURS" eventlog replay "$path" --json)" \
+        -n tpm2_eventlog "$(printf '%q ' "$TOOL" "$path")" >&2
     ours_ms="$(jq -r '.results[0].mean * 1000' "$json")"
     ours_sd="$(jq -r '.results[0].stddev * 1000' "$json")"
     tool_ms="$(jq -r '.results[1].mean * 1000' "$json")"
