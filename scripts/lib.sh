@@ -11,8 +11,10 @@ as_root() {
 }
 
 # Debian packages the project uses. tpm2-tools: the reference tool of the
-# differential tests; hyperfine and jq: the whole-process benchmark.
-APT_PACKAGES=(tpm2-tools hyperfine jq ca-certificates pkg-config)
+# differential tests; swtpm, swtpm-tools: real vTPMs for the TPM tests;
+# openssl: interop of our EK certificates; hyperfine and jq: the
+# whole-process benchmarks.
+APT_PACKAGES=(tpm2-tools swtpm swtpm-tools openssl hyperfine jq ca-certificates pkg-config)
 
 install_packages() {
     local missing=()

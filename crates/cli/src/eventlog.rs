@@ -1,22 +1,21 @@
 //! `trustlaunch eventlog ...`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+
 use clap::Subcommand;
+
+use crate::input::read_bounded;
+use crate::pcrs::PcrJson;
 use serde::Serialize;
 use trustlaunch_eventlog::{
     check_digests, replay, verify, BootEvidence, Digest, Event, EventData, EventLog, HashAlg,
     PcrBanks, PcrStatus, VariableContent,
 };
-
-/// Largest log this command reads (real logs are tens of KiB; the kernel's
-/// securityfs file is bounded by the firmware's log area).
-const MAX_LOG_BYTES: u64 = 64 << 20;
 
 /// Event-log subcommands.
 #[derive(Subcommand)]
@@ -75,7 +74,7 @@ pub fn run(cmd: EventlogCommand) -> Result<ExitCode> {
             let log = load(&file)?;
             let r = replay(&log);
             let out = if json {
-                let mut s = serde_json::to_string(&PcrJson::from_banks(&r.pcrs))?;
+                let mut s = serde_json::to_string(&pcr_json(&r.pcrs))?;
                 s.push('\n');
                 s
             } else {
@@ -125,91 +124,31 @@ fn print(s: &str) -> Result<()> {
     }
 }
 
-/// Reads a whole log, bounded. securityfs files report size 0, so the
-/// length is learnt by reading, not from metadata.
-fn read_bounded(path: &Path) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .lock()
-            .take(MAX_LOG_BYTES + 1)
-            .read_to_end(&mut buf)
-            .context("reading the log from stdin")?;
-    } else {
-        std::fs::File::open(path)
-            .with_context(|| format!("opening {}", path.display()))?
-            .take(MAX_LOG_BYTES + 1)
-            .read_to_end(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-    }
-    if buf.len() as u64 > MAX_LOG_BYTES {
-        bail!(
-            "{} is larger than {} MiB: not an event log",
-            path.display(),
-            MAX_LOG_BYTES >> 20
-        );
-    }
-    Ok(buf)
-}
-
 fn load(path: &Path) -> Result<EventLog> {
     let bytes = read_bounded(path)?;
     EventLog::parse(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// The JSON contract of `replay --json` and `verify --pcrs`:
-/// `{"pcrs": {"<alg>": {"<index>": "<lowercase hex>"}}}`.
-#[derive(Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PcrJson {
-    pcrs: BTreeMap<String, BTreeMap<u32, String>>,
-}
-
-impl PcrJson {
-    fn from_banks(banks: &PcrBanks) -> Self {
-        let pcrs = banks
-            .iter()
-            .map(|(alg, bank)| {
-                let values = bank.iter().map(|(i, d)| (*i, d.to_hex())).collect();
-                (alg.name(), values)
-            })
-            .collect();
-        Self { pcrs }
-    }
+fn pcr_json(banks: &PcrBanks) -> PcrJson {
+    let pcrs = banks
+        .iter()
+        .map(|(alg, bank)| {
+            let values = bank.iter().map(|(i, d)| (*i, d.to_hex())).collect();
+            (alg.name(), values)
+        })
+        .collect();
+    PcrJson { pcrs }
 }
 
 fn read_pcrs(path: &Path) -> Result<PcrBanks> {
-    let bytes = read_bounded(path)?;
-    let json: PcrJson = serde_json::from_slice(&bytes).with_context(|| {
-        format!(
-            "{}: expected {{\"pcrs\": {{\"<alg>\": {{\"<index>\": \"<hex>\"}}}}}}",
-            path.display()
-        )
-    })?;
+    let raw = crate::pcrs::parse(path, &read_bounded(path)?)?;
     let mut banks = PcrBanks::new();
-    for (name, values) in json.pcrs {
-        let alg = HashAlg::from_name(&name).ok_or_else(|| {
-            anyhow!(
-                "{}: unknown bank {name:?} (sha1, sha256, sha384, sha512, sm3_256)",
-                path.display()
-            )
-        })?;
+    for (name, values) in raw {
+        let alg = HashAlg::from_name(&name).ok_or_else(|| anyhow!("unknown bank {name}"))?;
         let bank = banks.entry(alg).or_default();
-        for (index, hex) in values {
-            if index > 31 {
-                bail!("{}: {name} PCR {index} is not a PCR index", path.display());
-            }
-            let bytes = trustlaunch_eventlog::hex::decode(&hex).ok_or_else(|| {
-                anyhow!("{}: {name} PCR {index}: {hex:?} is not hex", path.display())
-            })?;
-            let digest = Digest::new(alg, &bytes).ok_or_else(|| {
-                anyhow!(
-                    "{}: {name} PCR {index}: {} bytes, a {name} value has {}",
-                    path.display(),
-                    bytes.len(),
-                    alg.size()
-                )
-            })?;
+        for (index, bytes) in values {
+            let digest =
+                Digest::new(alg, &bytes).ok_or_else(|| anyhow!("{name} PCR {index}: size"))?;
             bank.insert(index, digest);
         }
     }

@@ -2,6 +2,10 @@
 //! arguments into calls of the libraries, and prints their results.
 
 mod eventlog;
+mod input;
+mod pcrs;
+mod tpm;
+mod tpm_certs;
 
 use std::process::ExitCode;
 
@@ -21,12 +25,17 @@ enum Command {
     /// TCG event logs: show, replay, verify, extract boot evidence.
     #[command(subcommand)]
     Eventlog(eventlog::EventlogCommand),
+    /// TPM 2.0 evidence: quotes, attestation keys, credentials, EK
+    /// certificates and the vTPM CA.
+    #[command(subcommand)]
+    Tpm(tpm::TpmCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Eventlog(cmd) => eventlog::run(cmd),
+        Command::Tpm(cmd) => tpm::run(cmd),
     };
     match result {
         Ok(code) => code,
