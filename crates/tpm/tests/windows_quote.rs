@@ -159,3 +159,48 @@ fn every_truncation_is_a_typed_error() {
     long.push(0);
     assert!(Attest::from_bytes(&long).is_err());
 }
+
+#[test]
+fn the_real_ak_is_a_proper_ak_and_tampered_attributes_are_named() {
+    use trustlaunch_tpm::ak::check_ak;
+    use trustlaunch_tpm::public::ObjectAttributes as A;
+    let d = doc();
+    check_ak(&d.ak).expect("the GCE AK is a restricted signing key");
+    let mut ak = d.ak.clone();
+    ak.attributes = A(ak.attributes.0 & !A::RESTRICTED);
+    let err = check_ak(&ak).unwrap_err();
+    assert_eq!(err.missing, ["restricted"]);
+    ak.attributes = A(ak.attributes.0 | A::RESTRICTED | A::DECRYPT);
+    let err = check_ak(&ak).unwrap_err();
+    assert_eq!(err.forbidden, ["decrypt"]);
+    assert!(err.to_string().contains("decrypt"), "{err}");
+    // The name changes with the attributes: a swapped AK is a different key.
+    assert_ne!(ak.name(), d.ak.name());
+}
+
+#[test]
+fn clock_info_tells_reboots_and_rollbacks() {
+    use trustlaunch_tpm::attest::ClockInfo;
+    use trustlaunch_tpm::quote::{clock_change, ClockChange};
+    let a = ClockInfo {
+        clock: 1000,
+        reset_count: 5,
+        restart_count: 0,
+        safe: true,
+    };
+    let later = ClockInfo { clock: 2000, ..a };
+    let rebooted = ClockInfo {
+        clock: 10,
+        reset_count: 6,
+        ..a
+    };
+    let resumed = ClockInfo {
+        restart_count: 1,
+        ..later
+    };
+    assert_eq!(clock_change(&a, &later), ClockChange::SameBoot);
+    assert_eq!(clock_change(&a, &rebooted), ClockChange::Rebooted);
+    assert_eq!(clock_change(&a, &resumed), ClockChange::Resumed);
+    assert_eq!(clock_change(&later, &a), ClockChange::WentBackwards);
+    assert_eq!(clock_change(&rebooted, &a), ClockChange::WentBackwards);
+}
