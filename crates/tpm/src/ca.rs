@@ -13,24 +13,6 @@
 //! caller's RNG, times from the caller, and storage of the exported PEM is
 //! the caller's.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::arithmetic_side_effects
-)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use const_oid::ObjectIdentifier;
 use der::asn1::{BitString, OctetString, SetOfVec, Utf8StringRef};
 use der::{Any, Decode, Encode};

@@ -32,7 +32,7 @@ pub fn ek_public_key(public: &Public) -> Option<EkPublicKey> {
                 if v.len() > size {
                     return None;
                 }
-                let mut out = vec![0u8; size - v.len()];
+                let mut out = vec![0u8; size.saturating_sub(v.len())];
                 out.extend_from_slice(v);
                 Some(out)
             };

@@ -16,24 +16,6 @@
 //! [`CertError`], never a panic. Revocation is out of scope (it needs IO).
 //! Issuing certificates is [`crate::ca`]'s job.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::arithmetic_side_effects
-)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 mod chain;
 mod key;
 pub mod oid;

@@ -72,14 +72,7 @@ impl PcrSelection {
                 });
             }
             let bitmap = r.take(usize::from(size_of_select), "TPMS_PCR_SELECTION.pcrSelect")?;
-            let mut pcrs = Vec::new();
-            for (byte_index, byte) in (0u32..).zip(bitmap) {
-                for bit in 0..8u32 {
-                    if byte & (1 << bit) != 0 {
-                        pcrs.push(byte_index.saturating_mul(8).saturating_add(bit));
-                    }
-                }
-            }
+            let pcrs = bitmap_pcrs(bitmap);
             banks.push(BankSelection {
                 hash,
                 pcrs,
@@ -111,6 +104,20 @@ impl PcrSelection {
         self.write(&mut w);
         w.into_bytes()
     }
+}
+
+/// The PCR indices set in a `pcrSelect` bitmap (bit n of byte k is PCR
+/// 8k + n), ascending.
+fn bitmap_pcrs(bitmap: &[u8]) -> Vec<u32> {
+    let mut pcrs = Vec::new();
+    for (byte_index, byte) in (0u32..).zip(bitmap) {
+        for bit in 0..8u32 {
+            if byte & (1 << bit) != 0 {
+                pcrs.push(byte_index.saturating_mul(8).saturating_add(bit));
+            }
+        }
+    }
+    pcrs
 }
 
 /// PCR values by bank: `bank -> index -> value`.
@@ -220,14 +227,7 @@ pub fn parse_tpm2_tools_pcrs(bytes: &[u8]) -> Result<(PcrSelection, PcrValues), 
         if usize::from(size) > MAX_SELECT_BYTES {
             return Err(invalid(r.offset(), format!("sizeofSelect {size}")));
         }
-        let mut pcrs = Vec::new();
-        for (byte_index, byte) in (0u32..).zip(bitmap.iter().take(usize::from(size))) {
-            for bit in 0..8u32 {
-                if byte & (1 << bit) != 0 {
-                    pcrs.push(byte_index.saturating_mul(8).saturating_add(bit));
-                }
-            }
-        }
+        let pcrs = bitmap_pcrs(bitmap.get(..usize::from(size)).unwrap_or_default());
         banks.push(BankSelection {
             hash,
             pcrs,
