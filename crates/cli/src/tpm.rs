@@ -22,8 +22,9 @@ pub enum TpmCommand {
     /// Verify a quote: the AK's signature, the nonce, and the PCR digest
     /// over the given PCR values. Exit 0 only when the quote is valid.
     QuoteVerify {
-        /// The AK's public area: TPM2B_PUBLIC (`tpm2_createak -u`, `-f tss`)
-        /// or a bare TPMT_PUBLIC.
+        /// The AK's public area: TPM2B_PUBLIC (`tpm2_createak -u`, `-f tss`),
+        /// a bare TPMT_PUBLIC, or a PEM public key (`-f pem`; then the key's
+        /// scheme and attributes are unknown and not checked).
         #[arg(long)]
         ak: PathBuf,
         /// The quote, a TPMS_ATTEST (`tpm2_quote -m`).
@@ -210,6 +211,15 @@ pub fn run(cmd: TpmCommand) -> Result<ExitCode> {
 /// file) or a bare TPMT_PUBLIC.
 pub(crate) fn load_public(path: &Path) -> Result<Public> {
     let bytes = read_bounded(path)?;
+    if bytes.starts_with(b"-----BEGIN PUBLIC KEY-----") {
+        let pem = String::from_utf8_lossy(&bytes);
+        return trustlaunch_tpm::ek::public_from_spki_pem(&pem).ok_or_else(|| {
+            anyhow!(
+                "{}: not an RSA or ECC P-256/P-384 public key",
+                path.display()
+            )
+        });
+    }
     let sized = matches!(bytes.as_slice(), [hi, lo, rest @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == rest.len());
     let parsed = if sized {
         Public::from_tpm2b(&bytes)

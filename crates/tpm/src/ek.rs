@@ -3,8 +3,9 @@
 //! EK template). Enrollment checks this before trusting a credential made
 //! for that EK.
 
+use crate::alg::AlgId;
 use crate::ekcert::{EccCurve, EkCertificate, EkPublicKey};
-use crate::public::{curve, Public, PublicKey};
+use crate::public::{curve, ObjectAttributes, Public, PublicKey, Scheme, SymDef};
 
 fn strip(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
@@ -44,6 +45,51 @@ pub fn ek_public_key(public: &Public) -> Option<EkPublicKey> {
         }
         _ => None,
     }
+}
+
+/// A public key from a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), as
+/// `tpm2_createak -f pem` and OpenSSL write it, as a TPM public area with no
+/// scheme and the attributes of a restricted signing key — so a quote can be
+/// verified with a key the operator has only in PEM. The attributes are
+/// assumed, not known: `check_ak` on such a key proves nothing.
+pub fn public_from_spki_pem(pem: &str) -> Option<Public> {
+    use der::DecodePem as _;
+    let spki = spki::SubjectPublicKeyInfoOwned::from_pem(pem.trim()).ok()?;
+    let key = EkPublicKey::from_spki(&spki).ok()?;
+    let attributes = ObjectAttributes(
+        ObjectAttributes::FIXED_TPM
+            | ObjectAttributes::FIXED_PARENT
+            | ObjectAttributes::SENSITIVE_DATA_ORIGIN
+            | ObjectAttributes::USER_WITH_AUTH
+            | ObjectAttributes::RESTRICTED
+            | ObjectAttributes::SIGN_ENCRYPT,
+    );
+    let key = match key {
+        EkPublicKey::Rsa { modulus, exponent } => PublicKey::Rsa {
+            symmetric: SymDef::NULL,
+            scheme: Scheme::NULL,
+            key_bits: u16::try_from(modulus.len().saturating_mul(8)).ok()?,
+            exponent: if exponent == 65537 { 0 } else { exponent },
+            modulus,
+        },
+        EkPublicKey::Ecc { curve: c, x, y } => PublicKey::Ecc {
+            symmetric: SymDef::NULL,
+            scheme: Scheme::NULL,
+            curve: match c {
+                EccCurve::NistP256 => curve::NIST_P256,
+                EccCurve::NistP384 => curve::NIST_P384,
+            },
+            kdf: Scheme::NULL,
+            x,
+            y,
+        },
+    };
+    Some(Public {
+        name_alg: AlgId::SHA256,
+        attributes,
+        auth_policy: Vec::new(),
+        key,
+    })
 }
 
 /// Whether `cert` certifies exactly the key of `public`.

@@ -277,6 +277,19 @@ fn quote_round(tpm: &Swtpm, key: &str) {
         "-q",
         nonce,
     ]);
+    // The same AK as PEM (what `-f pem` writes) verifies the quote too.
+    tpm.tool(&[
+        "tpm2_readpublic",
+        "-c",
+        "ak.ctx",
+        "-f",
+        "pem",
+        "-o",
+        "ak.pem",
+    ]);
+    let pem = String::from_utf8(tpm.file("ak.pem")).expect("PEM");
+    let from_pem = trustlaunch_tpm::ek::public_from_spki_pem(&pem).expect("PEM public key");
+    verify_quote(&from_pem, &attest, &sig, &nonce_bytes, &pcrs).expect("verifies with the PEM key");
     // A stale nonce and a changed PCR are refused, each by its check.
     let err = verify_quote(&ak, &attest, &sig, b"other", &pcrs).unwrap_err();
     assert!(matches!(err, QuoteFailure::NonceMismatch { .. }), "{err}");
