@@ -107,11 +107,28 @@ impl Attest {
         let tag = r.u16("TPMS_ATTEST.type")?;
         let qualified_signer = r.tpm2b("TPMS_ATTEST.qualifiedSigner", MAX_NAME)?.to_vec();
         let extra_data = r.tpm2b("TPMS_ATTEST.extraData", MAX_EXTRA_DATA)?.to_vec();
+        let clock = r.u64("TPMS_CLOCK_INFO.clock")?;
+        let reset_count = r.u32("TPMS_CLOCK_INFO.resetCount")?;
+        let restart_count = r.u32("TPMS_CLOCK_INFO.restartCount")?;
+        let safe_at = r.offset();
+        // TPMI_YES_NO: only NO (0) and YES (1) are values (Part 2 §9.2);
+        // anything else is not a TPM's output (found by fuzzing).
+        let safe = match r.u8("TPMS_CLOCK_INFO.safe")? {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(WireError::Invalid {
+                    what: "TPMS_CLOCK_INFO.safe",
+                    offset: safe_at,
+                    reason: format!("TPMI_YES_NO value {other}"),
+                })
+            }
+        };
         let clock_info = ClockInfo {
-            clock: r.u64("TPMS_CLOCK_INFO.clock")?,
-            reset_count: r.u32("TPMS_CLOCK_INFO.resetCount")?,
-            restart_count: r.u32("TPMS_CLOCK_INFO.restartCount")?,
-            safe: r.u8("TPMS_CLOCK_INFO.safe")? != 0,
+            clock,
+            reset_count,
+            restart_count,
+            safe,
         };
         let firmware_version = r.u64("TPMS_ATTEST.firmwareVersion")?;
         let attested = match tag {
