@@ -28,11 +28,11 @@ for t in "${targets[@]}"; do
     run_one "$t" &
     running=$((running + 1))
     if [ "$running" -ge "$jobs" ]; then
-        wait -n
+        wait -n || true  # a crashed target must not stop the others
         running=$((running - 1))
     fi
 done
-wait
+wait || true
 for t in "${targets[@]}"; do
     grep -E "^== |Done|DONE|stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|SUMMARY" "$logdir/$t.log" | sed "s/^/$t: /"
 done
