@@ -14,7 +14,15 @@ as_root() {
 # differential tests; swtpm, swtpm-tools: real vTPMs for the TPM tests;
 # openssl: interop of our EK certificates; hyperfine and jq: the
 # whole-process benchmarks.
-APT_PACKAGES=(tpm2-tools swtpm swtpm-tools openssl hyperfine jq ca-certificates pkg-config)
+# ovmf, shim-signed, grub-efi-amd64-signed, linux-image-amd64, sbsigntool,
+# osslsigncode: real Secure Boot artifacts and reference tools for the
+# Secure Boot toolkit's tests (read at run time, never committed).
+APT_PACKAGES=(tpm2-tools swtpm swtpm-tools openssl hyperfine jq ca-certificates pkg-config
+    ovmf shim-signed grub-efi-amd64-signed linux-image-amd64 sbsigntool osslsigncode
+    python3-pip)
+
+# PyPI: virt-firmware (virt-fw-vars), the reference for OVMF variable stores.
+PIP_PACKAGES=(virt-firmware)
 
 install_packages() {
     local missing=()
@@ -30,6 +38,20 @@ install_packages() {
             as_root apt-get install -f -y -qq
             as_root apt-get install -y -qq "${missing[@]}"
         fi
+    fi
+}
+
+install_python_tools() {
+    local missing=()
+    for p in "${PIP_PACKAGES[@]}"; do
+        python3 -m pip show -q "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing from PyPI: ${missing[*]}"
+        # Debian 12 marks its python as externally managed; these are
+        # test-only reference tools, installed for the whole machine.
+        as_root python3 -m pip install -q --break-system-packages "${missing[@]}" \
+            || as_root python3 -m pip install -q "${missing[@]}"
     fi
 }
 

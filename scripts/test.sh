@@ -6,6 +6,7 @@
 # as they arrive.
 source "$(dirname "$0")/lib.sh"
 install_packages
+install_python_tools
 require_rust
 require_shared
 cd "$ROOT"
