@@ -4,6 +4,7 @@
 mod eventlog;
 mod input;
 mod pcrs;
+mod secureboot;
 mod tpm;
 mod tpm_certs;
 
@@ -29,6 +30,10 @@ enum Command {
     /// certificates and the vTPM CA.
     #[command(subcommand)]
     Tpm(tpm::TpmCommand),
+    /// UEFI Secure Boot: Authenticode hashes and db/dbx decisions, signature
+    /// lists, OVMF variable stores.
+    #[command(subcommand)]
+    Secureboot(secureboot::SecurebootCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Eventlog(cmd) => eventlog::run(cmd),
         Command::Tpm(cmd) => tpm::run(cmd),
+        Command::Secureboot(cmd) => secureboot::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -369,3 +369,23 @@ pub fn verify_image(image: &[u8], db: &Database, dbx: &Database) -> Result<Verdi
         signatures: results,
     }))
 }
+
+impl Database {
+    /// The X.509 and SHA-256 entries of a db/dbx signature database, in
+    /// variable order (other entry types — SHA-1/384/512 hashes, hashes of
+    /// certificates — are not used by this verifier yet).
+    pub fn from_signature_db(db: &crate::siglist::SignatureDb) -> Self {
+        use crate::siglist::SignatureType;
+        let mut out = Database::default();
+        for (kind, entry) in db.entries() {
+            if kind == SignatureType::X509.guid() {
+                out.certs.push(entry.data.clone());
+            } else if kind == SignatureType::Sha256.guid() {
+                if let Ok(h) = <[u8; 32]>::try_from(entry.data.as_slice()) {
+                    out.sha256_hashes.push(h);
+                }
+            }
+        }
+        out
+    }
+}
