@@ -7,7 +7,8 @@ use trustlaunch_secureboot::siglist::SignatureDb;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(db) = SignatureDb::parse(data) {
-        let again = SignatureDb::parse(&db.encode().expect("parsed lists encode")).expect("re-encoded lists parse");
+        let again = SignatureDb::parse(&db.encode().expect("parsed lists encode"))
+            .expect("re-encoded lists parse");
         assert_eq!(again, db, "signature list round trip");
     }
 });

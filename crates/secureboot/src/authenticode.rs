@@ -19,14 +19,80 @@
 use crate::pe::{PeError, PeImage};
 use sha2::Digest;
 
-/// Hash algorithms an Authenticode signature may use.
+/// Hash algorithms of Authenticode image hashes: those an Authenticode
+/// signature may use and those of the image-hash signature types of db/dbx
+/// (EFI_CERT_SHA1/SHA224/SHA256/SHA384/SHA512_GUID, UEFI 2.10 §32.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ImageHashAlg {
     /// SHA-1 (legacy signatures).
     Sha1,
+    /// SHA-224.
+    Sha224,
     /// SHA-256.
     Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl ImageHashAlg {
+    /// Every algorithm, shortest digest first.
+    pub const ALL: [ImageHashAlg; 5] = [
+        ImageHashAlg::Sha1,
+        ImageHashAlg::Sha224,
+        ImageHashAlg::Sha256,
+        ImageHashAlg::Sha384,
+        ImageHashAlg::Sha512,
+    ];
+
+    /// Digest size in bytes.
+    #[must_use]
+    pub const fn digest_len(self) -> usize {
+        match self {
+            Self::Sha1 => 20,
+            Self::Sha224 => 28,
+            Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
+        }
+    }
+
+    /// The usual name ("SHA-256").
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sha1 => "SHA-1",
+            Self::Sha224 => "SHA-224",
+            Self::Sha256 => "SHA-256",
+            Self::Sha384 => "SHA-384",
+            Self::Sha512 => "SHA-512",
+        }
+    }
+
+    /// Hash one contiguous byte string with this algorithm.
+    #[must_use]
+    pub fn digest(self, data: &[u8]) -> ImageDigest {
+        self.digest_of(core::iter::once(data))
+    }
+
+    /// Hash the concatenation of `parts` with this algorithm.
+    fn digest_of<'a>(self, parts: impl Iterator<Item = &'a [u8]>) -> ImageDigest {
+        match self {
+            Self::Sha1 => ImageDigest::Sha1(feed::<sha1::Sha1>(parts).into()),
+            Self::Sha224 => ImageDigest::Sha224(feed::<sha2::Sha224>(parts).into()),
+            Self::Sha256 => ImageDigest::Sha256(feed::<sha2::Sha256>(parts).into()),
+            Self::Sha384 => ImageDigest::Sha384(feed::<sha2::Sha384>(parts).into()),
+            Self::Sha512 => ImageDigest::Sha512(feed::<sha2::Sha512>(parts).into()),
+        }
+    }
+}
+
+impl core::fmt::Display for ImageHashAlg {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// An image digest tied to its algorithm.
@@ -35,8 +101,14 @@ pub enum ImageHashAlg {
 pub enum ImageDigest {
     /// SHA-1 digest.
     Sha1([u8; 20]),
+    /// SHA-224 digest.
+    Sha224([u8; 28]),
     /// SHA-256 digest.
     Sha256([u8; 32]),
+    /// SHA-384 digest.
+    Sha384([u8; 48]),
+    /// SHA-512 digest.
+    Sha512([u8; 64]),
 }
 
 impl ImageDigest {
@@ -45,7 +117,10 @@ impl ImageDigest {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Self::Sha1(d) => d,
+            Self::Sha224(d) => d,
             Self::Sha256(d) => d,
+            Self::Sha384(d) => d,
+            Self::Sha512(d) => d,
         }
     }
 
@@ -54,7 +129,10 @@ impl ImageDigest {
     pub fn alg(&self) -> ImageHashAlg {
         match self {
             Self::Sha1(_) => ImageHashAlg::Sha1,
+            Self::Sha224(_) => ImageHashAlg::Sha224,
             Self::Sha256(_) => ImageHashAlg::Sha256,
+            Self::Sha384(_) => ImageHashAlg::Sha384,
+            Self::Sha512(_) => ImageHashAlg::Sha512,
         }
     }
 }
@@ -131,14 +209,20 @@ pub fn hashed_ranges(pe: &PeImage, len: usize) -> Result<Vec<core::ops::Range<us
     Ok(out)
 }
 
-fn digest_ranges<D: Digest>(data: &[u8], ranges: &[core::ops::Range<usize>]) -> D {
+fn feed<'a, D: Digest>(parts: impl Iterator<Item = &'a [u8]>) -> sha2::digest::Output<D> {
     let mut h = D::new();
-    for r in ranges {
-        if let Some(s) = data.get(r.clone()) {
-            h.update(s);
-        }
+    for p in parts {
+        h.update(p);
     }
-    h
+    h.finalize()
+}
+
+/// The slices of `data` named by `ranges` (validated by [`hashed_ranges`]).
+fn slices<'a>(
+    data: &'a [u8],
+    ranges: &'a [core::ops::Range<usize>],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    ranges.iter().filter_map(move |r| data.get(r.clone()))
 }
 
 /// Compute the Authenticode hash of a PE image with `alg`.
@@ -151,9 +235,7 @@ pub fn image_hash(data: &[u8], alg: ImageHashAlg) -> Result<ImageDigest, HashErr
 /// db/dbx hash entries take).
 pub fn image_sha256_parsed(data: &[u8], pe: &PeImage) -> Result<[u8; 32], HashError> {
     let ranges = hashed_ranges(pe, data.len())?;
-    Ok(digest_ranges::<sha2::Sha256>(data, &ranges)
-        .finalize()
-        .into())
+    Ok(feed::<sha2::Sha256>(slices(data, &ranges)).into())
 }
 
 /// Compute the Authenticode hash of an already parsed image.
@@ -163,16 +245,21 @@ pub fn image_hash_parsed(
     alg: ImageHashAlg,
 ) -> Result<ImageDigest, HashError> {
     let ranges = hashed_ranges(pe, data.len())?;
-    Ok(match alg {
-        ImageHashAlg::Sha1 => {
-            ImageDigest::Sha1(digest_ranges::<sha1::Sha1>(data, &ranges).finalize().into())
-        }
-        ImageHashAlg::Sha256 => ImageDigest::Sha256(
-            digest_ranges::<sha2::Sha256>(data, &ranges)
-                .finalize()
-                .into(),
-        ),
-    })
+    Ok(alg.digest_of(slices(data, &ranges)))
+}
+
+/// The Authenticode hashes of an already parsed image with each of `algs`
+/// (the hashed ranges are computed once), in the order given.
+pub fn image_hashes_parsed(
+    data: &[u8],
+    pe: &PeImage,
+    algs: &[ImageHashAlg],
+) -> Result<Vec<ImageDigest>, HashError> {
+    let ranges = hashed_ranges(pe, data.len())?;
+    Ok(algs
+        .iter()
+        .map(|a| a.digest_of(slices(data, &ranges)))
+        .collect())
 }
 
 #[cfg(test)]

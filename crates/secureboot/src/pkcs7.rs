@@ -283,6 +283,8 @@ fn parse_at_depth(der_bytes: &[u8], depth: usize) -> Result<AuthenticodeSignatur
     let image_digest_alg = match spc.message_digest.digest_algorithm.oid {
         OID_SHA1 => ImageHashAlg::Sha1,
         OID_SHA256 => ImageHashAlg::Sha256,
+        OID_SHA384 => ImageHashAlg::Sha384,
+        OID_SHA512 => ImageHashAlg::Sha512,
         o => return Err(Pkcs7Error::DigestAlg(o)),
     };
     let image_digest = spc.message_digest.digest.as_bytes().to_vec();
@@ -322,7 +324,7 @@ fn parse_at_depth(der_bytes: &[u8], depth: usize) -> Result<AuthenticodeSignatur
     })
 }
 
-fn signer_from(si: &SignerInfo) -> Result<Signer, Pkcs7Error> {
+pub(crate) fn signer_from(si: &SignerInfo) -> Result<Signer, Pkcs7Error> {
     let SignerIdentifier::IssuerAndSerialNumber(isn) = &si.sid else {
         return Err(Pkcs7Error::SignerBySki);
     };
