@@ -15,10 +15,15 @@ as_root() {
 # openssl: interop of our EK certificates; hyperfine and jq: the
 # whole-process benchmarks.
 # ovmf, shim-signed, grub-efi-amd64-signed, linux-image-amd64, sbsigntool,
-# osslsigncode: real Secure Boot artifacts and reference tools for the
-# Secure Boot toolkit's tests (read at run time, never committed).
+# osslsigncode, pesign, efitools: real Secure Boot artifacts and reference
+# tools for the Secure Boot toolkit's tests (read at run time, never
+# committed). qemu-system-x86, systemd-boot-efi, busybox-static, cpio, fdisk,
+# dosfstools, mtools, binutils, kmod: the real Secure Boot boot test (a
+# small UKI on a FAT ESP, booted by OVMF under QEMU).
 APT_PACKAGES=(tpm2-tools swtpm swtpm-tools openssl hyperfine jq ca-certificates pkg-config
     ovmf shim-signed grub-efi-amd64-signed linux-image-amd64 sbsigntool osslsigncode
+    pesign efitools
+    qemu-system-x86 systemd-boot-efi busybox-static cpio fdisk dosfstools mtools binutils kmod
     python3-pip)
 
 # PyPI: virt-firmware (virt-fw-vars), the reference for OVMF variable stores.

@@ -30,13 +30,33 @@ enum Command {
     /// certificates and the vTPM CA.
     #[command(subcommand)]
     Tpm(tpm::TpmCommand),
-    /// UEFI Secure Boot: Authenticode hashes and db/dbx decisions, signature
-    /// lists, OVMF variable stores.
+    /// UEFI Secure Boot: keys, signing, Authenticode hashes and db/dbx
+    /// decisions, signature lists, OVMF variable stores, PCR 7 prediction.
     #[command(subcommand)]
     Secureboot(secureboot::SecurebootCommand),
 }
 
+/// Output piped into a reader that stops early (`| head`) ends the process
+/// quietly with the shell's SIGPIPE status, instead of a panic report from
+/// `println!` (Rust ignores SIGPIPE, so a closed pipe is an error there).
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Eventlog(cmd) => eventlog::run(cmd),

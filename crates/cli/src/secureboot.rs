@@ -7,16 +7,57 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use trustlaunch_eventlog::Guid;
+use trustlaunch_eventlog::HashAlg;
 use trustlaunch_secureboot::authenticode::{image_hash, ImageDigest, ImageHashAlg};
-use trustlaunch_secureboot::siglist::SignatureDb;
-use trustlaunch_secureboot::varstore::{SecureBootVar, VarStore, VarStoreJson};
-use trustlaunch_secureboot::verify::{verify_image, Database, DbEntry, Verdict};
+use trustlaunch_secureboot::pcr7::{
+    authority_for_image, predict_pcr7, EV_EFI_VARIABLE_AUTHORITY, EV_EFI_VARIABLE_DRIVER_CONFIG,
+    EV_SEPARATOR,
+};
+use trustlaunch_secureboot::siglist::{SignatureDb, SignatureType};
+use trustlaunch_secureboot::varstore::{KeyTemplate, SecureBootVar, VarStore, VarStoreJson};
+use trustlaunch_secureboot::verify::{verify_image, Database, Verdict};
 
-use crate::input::read_bounded;
+use trustlaunch_secureboot::keys::{CertRequest, CertRole, KeyPair, SigningKey};
+use trustlaunch_secureboot::sign::{remove_all_signatures, remove_signature, sign_image};
+
+use crate::input::{read_bounded, read_cert_der};
 
 /// Secure Boot subcommands.
 #[derive(Subcommand)]
 pub enum SecurebootCommand {
+    /// Secure Boot keys (PK, KEK, db).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Sign an EFI binary (what `sbsign` does): the Authenticode signature
+    /// is appended, existing signatures are kept.
+    Sign {
+        /// The binary.
+        file: PathBuf,
+        /// Private key (PEM: PKCS#8, or PKCS#1 "RSA PRIVATE KEY").
+        #[arg(long)]
+        key: PathBuf,
+        /// The key's certificate (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+        /// More certificates to carry in the signature (e.g. the issuer).
+        #[arg(long)]
+        extra_cert: Vec<PathBuf>,
+        /// Output (default: FILE.signed, as sbsign).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Remove signatures from an EFI binary.
+    Unsign {
+        /// The binary.
+        file: PathBuf,
+        /// Remove only this signature (0 = first in the certificate table);
+        /// default: all.
+        #[arg(long)]
+        index: Option<usize>,
+        /// Output file.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Print the Authenticode image hash of a PE/COFF (EFI) binary.
     Hash {
         /// The binary.
@@ -46,11 +87,52 @@ pub enum SecurebootCommand {
     /// OVMF variable stores (edk2 VARS.fd).
     #[command(subcommand)]
     Vars(VarsCommand),
+    /// Predict the PCR 7 events and value an edk2 (OVMF) firmware will
+    /// produce when it boots the given EFI binaries with this store.
+    Pcr7 {
+        /// The VARS file the VM will start with.
+        #[arg(long)]
+        vars: PathBuf,
+        /// Boot applications the firmware verifies, in boot order (the db
+        /// entry that allows each becomes an authority event).
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// Print `{"pcrs": {"<alg>": {"7": "<hex>"}}}` (the JSON that
+        /// `eventlog verify --pcrs` reads) instead of the event list.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Signature list subcommands.
 #[derive(Subcommand)]
 pub enum SiglistCommand {
+    /// Write EFI_SIGNATURE_LISTs (a db/dbx/KEK/PK variable's data, what
+    /// efitools' `cert-to-efi-sig-list` and `hash-to-efi-sig-list` make):
+    /// certificates one list each, hashes grouped by type; duplicates are
+    /// dropped.
+    Create {
+        /// Owner GUID of the new entries.
+        #[arg(long, default_value = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d")]
+        owner: String,
+        /// X.509 certificates (PEM or DER): EFI_CERT_X509.
+        #[arg(long)]
+        cert: Vec<PathBuf>,
+        /// EFI binaries whose Authenticode SHA-256 to add: EFI_CERT_SHA256
+        /// (allow one binary in db, or ban it in dbx).
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// Raw digests as hex; the length picks the type (SHA-1, -224,
+        /// -256, -384, -512).
+        #[arg(long)]
+        hash: Vec<String>,
+        /// Start from these lists (merge).
+        #[arg(long)]
+        merge: Vec<PathBuf>,
+        /// Output file.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Print the entries of a signature list file as JSON.
     Show {
         /// The file.
@@ -58,9 +140,110 @@ pub enum SiglistCommand {
     },
 }
 
+/// Key subcommands.
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Generate a key and its X.509 certificate: self-signed (a PK), or
+    /// issued by another key (a KEK issued by the PK, a db key by a KEK).
+    Generate {
+        /// Subject commonName.
+        #[arg(long)]
+        cn: String,
+        /// Where to write the private key (PKCS#8 PEM, mode 0600; must not
+        /// exist).
+        #[arg(long)]
+        key_out: PathBuf,
+        /// Where to write the certificate (PEM; `.der` for DER).
+        #[arg(long)]
+        cert_out: PathBuf,
+        /// Issuer's private key (default: self-signed).
+        #[arg(long, requires = "issuer_cert")]
+        issuer_key: Option<PathBuf>,
+        /// Issuer's certificate.
+        #[arg(long, requires = "issuer_key")]
+        issuer_cert: Option<PathBuf>,
+        /// Certificate profile: `authority` (a CA: PK, or a KEK that issues
+        /// db keys) or `code-signing` (signs images or variable updates).
+        /// Default: authority when self-signed, code-signing when issued.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Key algorithm.
+        #[arg(long, value_enum, default_value = "rsa2048")]
+        algorithm: AlgorithmArg,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
+}
+
+/// `keys generate --role`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RoleArg {
+    /// A CA certificate.
+    Authority,
+    /// A code-signing (leaf) certificate.
+    CodeSigning,
+}
+
+/// `keys generate --algorithm`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AlgorithmArg {
+    /// RSA-2048 (what UEFI firmware must support).
+    Rsa2048,
+    /// RSA-3072.
+    Rsa3072,
+    /// RSA-4096.
+    Rsa4096,
+    /// ECDSA P-256 (not accepted by every firmware).
+    P256,
+}
+
+/// Key templates for `vars create` (the `keyTemplate` of a VM).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TemplateArg {
+    /// Microsoft KEK and db (boots Microsoft-signed shim), taken at run time
+    /// from the distribution's `OVMF_VARS_4M.ms.fd`; Secure Boot on.
+    Microsoft,
+    /// PK, KEK, db (and optionally dbx) given by the operator; Secure Boot on.
+    Custom,
+    /// No keys: setup mode, Secure Boot off.
+    None,
+}
+
 /// Variable store subcommands.
 #[derive(Subcommand)]
 pub enum VarsCommand {
+    /// Make a VM's variable store from a key template.
+    Create {
+        /// The key template.
+        #[arg(long, value_enum)]
+        template: TemplateArg,
+        /// The empty store to start from.
+        #[arg(long, default_value = "/usr/share/OVMF/OVMF_VARS_4M.fd")]
+        base: PathBuf,
+        /// Where the `microsoft` template takes the Microsoft KEK, db, and
+        /// (unless --pk) PK from.
+        #[arg(long, default_value = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd")]
+        ms_vars: PathBuf,
+        /// Owner GUID of the entries made from certificates.
+        #[arg(long, default_value = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d")]
+        owner: String,
+        /// PK certificate, PEM or DER (required for `custom`).
+        #[arg(long)]
+        pk: Option<PathBuf>,
+        /// KEK certificates (`custom`; with `microsoft`, added to Microsoft's).
+        #[arg(long)]
+        kek: Vec<PathBuf>,
+        /// db certificates (`custom`; with `microsoft`, added to Microsoft's).
+        #[arg(long)]
+        db: Vec<PathBuf>,
+        /// dbx as EFI_SIGNATURE_LISTs (replaces the template's).
+        #[arg(long)]
+        dbx: Option<PathBuf>,
+        /// Output VARS file.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// List the variables: name, GUID, attributes, size.
     Show {
         /// The VARS file.
@@ -82,7 +265,7 @@ pub enum VarsCommand {
         #[arg(long, short)]
         output: PathBuf,
     },
-    /// Enroll X.509 certificates (DER) as PK, KEK and db, optionally turn
+    /// Enroll X.509 certificates (PEM or DER) as PK, KEK and db, optionally turn
     /// Secure Boot on, and write a new store.
     Enroll {
         /// The VARS file to start from (e.g. OVMF_VARS_4M.fd).
@@ -90,13 +273,13 @@ pub enum VarsCommand {
         /// Owner GUID of the enrolled entries.
         #[arg(long, default_value = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d")]
         owner: String,
-        /// PK certificate (replaces PK).
+        /// PK certificate, PEM or DER (replaces PK).
         #[arg(long)]
         pk: Option<PathBuf>,
-        /// KEK certificates to add.
+        /// KEK certificates to add (PEM or DER).
         #[arg(long)]
         kek: Vec<PathBuf>,
-        /// db certificates to add.
+        /// db certificates to add (PEM or DER).
         #[arg(long)]
         db: Vec<PathBuf>,
         /// Turn Secure Boot on (what `virt-fw-vars --sb` does).
@@ -182,20 +365,17 @@ pub fn run(cmd: SecurebootCommand) -> Result<ExitCode> {
                     signature,
                     chain_position,
                 } => {
-                    let what = match by {
-                        DbEntry::Cert(i) => format!(
-                            "db certificate #{i} (signature {}, chain position {})",
-                            signature.unwrap_or(0),
-                            chain_position.unwrap_or(0)
-                        ),
-                        DbEntry::Sha256(i) => format!("db image hash #{i}"),
-                        other => format!("{other:?}"),
+                    let what = match (signature, chain_position) {
+                        (Some(s), Some(p)) => {
+                            format!("db {by} (signature {s}, chain position {p})")
+                        }
+                        _ => format!("db {by}"),
                     };
                     println!("ALLOWED by {what}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Verdict::Denied(why) => {
-                    println!("DENIED: {why:?}");
+                    println!("DENIED: {why}");
                     Ok(ExitCode::from(1))
                 }
                 other => {
@@ -204,6 +384,14 @@ pub fn run(cmd: SecurebootCommand) -> Result<ExitCode> {
                 }
             }
         }
+        SecurebootCommand::Siglist(SiglistCommand::Create {
+            owner,
+            cert,
+            image,
+            hash,
+            merge,
+            output,
+        }) => siglist_create(&owner, &cert, &image, &hash, &merge, &output),
         SecurebootCommand::Siglist(SiglistCommand::Show { file }) => {
             let db = SignatureDb::parse(&read_bounded(&file)?)
                 .with_context(|| format!("{}: not EFI_SIGNATURE_LISTs", file.display()))?;
@@ -211,11 +399,320 @@ pub fn run(cmd: SecurebootCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SecurebootCommand::Vars(cmd) => run_vars(cmd),
+        SecurebootCommand::Keys(KeysCommand::Generate {
+            cn,
+            key_out,
+            cert_out,
+            issuer_key,
+            issuer_cert,
+            role,
+            algorithm,
+            days,
+        }) => keys_generate(
+            &cn,
+            &key_out,
+            &cert_out,
+            issuer_key.as_deref().zip(issuer_cert.as_deref()),
+            role,
+            algorithm,
+            days,
+        ),
+        SecurebootCommand::Sign {
+            file,
+            key,
+            cert,
+            extra_cert,
+            output,
+        } => {
+            let pair = load_key_pair(&key, &cert)?;
+            let extra = extra_cert
+                .iter()
+                .map(|p| read_cert_der(p))
+                .collect::<Result<Vec<_>>>()?;
+            let image = read_bounded(&file)?;
+            let signed = sign_image(&image, &pair.key, &pair.cert_der, &extra)
+                .with_context(|| format!("signing {}", file.display()))?;
+            let output = output.unwrap_or_else(|| {
+                let mut name = file.clone().into_os_string();
+                name.push(".signed");
+                PathBuf::from(name)
+            });
+            write(&output, &signed)
+        }
+        SecurebootCommand::Unsign {
+            file,
+            index,
+            output,
+        } => {
+            let image = read_bounded(&file)?;
+            let out = match index {
+                Some(i) => remove_signature(&image, i),
+                None => remove_all_signatures(&image),
+            }
+            .with_context(|| format!("removing signatures from {}", file.display()))?;
+            write(&output, &out)
+        }
+        SecurebootCommand::Pcr7 { vars, image, json } => run_pcr7(&vars, &image, json),
     }
+}
+
+fn load_key_pair(key: &Path, cert: &Path) -> Result<KeyPair> {
+    let key_pem = String::from_utf8(read_bounded(key)?)
+        .map_err(|_| anyhow!("{}: not a PEM private key", key.display()))?;
+    KeyPair::from_pem(&key_pem, &read_cert_der(cert)?)
+        .with_context(|| format!("key {} with certificate {}", key.display(), cert.display()))
+}
+
+fn keys_generate(
+    cn: &str,
+    key_out: &Path,
+    cert_out: &Path,
+    issuer: Option<(&Path, &Path)>,
+    role: Option<RoleArg>,
+    algorithm: AlgorithmArg,
+    days: u64,
+) -> Result<ExitCode> {
+    let mut rng = rand_core::OsRng;
+    let key = match algorithm {
+        AlgorithmArg::Rsa2048 => SigningKey::generate_rsa_bits(2048, &mut rng)?,
+        AlgorithmArg::Rsa3072 => SigningKey::generate_rsa_bits(3072, &mut rng)?,
+        AlgorithmArg::Rsa4096 => SigningKey::generate_rsa_bits(4096, &mut rng)?,
+        AlgorithmArg::P256 => SigningKey::generate_p256(&mut rng),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("system clock before 1970")?
+        .as_secs();
+    let role = match role.unwrap_or(if issuer.is_some() {
+        RoleArg::CodeSigning
+    } else {
+        RoleArg::Authority
+    }) {
+        RoleArg::Authority => CertRole::Authority,
+        RoleArg::CodeSigning => CertRole::CodeSigning,
+    };
+    let request = CertRequest {
+        common_name: cn.to_owned(),
+        // An hour of slack for clocks that lag behind the signer's.
+        not_before: now.saturating_sub(3600),
+        not_after: now.saturating_add(days.saturating_mul(86_400)),
+        role,
+    };
+    let pair = match issuer {
+        None => KeyPair::self_signed(key, &request, &mut rng)?,
+        Some((ikey, icert)) => load_key_pair(ikey, icert)?.issue(key, &request, &mut rng)?,
+    };
+    let cert_bytes = if cert_out.extension().is_some_and(|e| e == "der") {
+        pair.cert_der.clone()
+    } else {
+        pair.cert_pem()?.into_bytes()
+    };
+    crate::tpm_certs::write_private(key_out, pair.key.to_pkcs8_pem()?.as_bytes())?;
+    write(cert_out, &cert_bytes)
+}
+
+fn siglist_create(
+    owner: &str,
+    certs: &[PathBuf],
+    images: &[PathBuf],
+    hashes: &[String],
+    merge: &[PathBuf],
+    output: &Path,
+) -> Result<ExitCode> {
+    let owner = Guid::parse(owner).ok_or_else(|| anyhow!("--owner {owner:?} is not a GUID"))?;
+    let mut db = SignatureDb::default();
+    for path in merge {
+        let other = SignatureDb::parse(&read_bounded(path)?)
+            .with_context(|| format!("{}: not EFI_SIGNATURE_LISTs", path.display()))?;
+        db.merge(&other)?;
+    }
+    for path in certs {
+        db.add_x509(owner, read_cert_der(path)?);
+    }
+    for path in images {
+        let digest = image_hash(&read_bounded(path)?, ImageHashAlg::Sha256)
+            .with_context(|| format!("{}: not a PE/COFF image", path.display()))?;
+        db.add_hash(SignatureType::Sha256, owner, digest.as_bytes().to_vec())?;
+    }
+    for h in hashes {
+        let bytes = trustlaunch_eventlog::hex::decode(h)
+            .ok_or_else(|| anyhow!("--hash {h:?} is not hex"))?;
+        let kind = match bytes.len() {
+            20 => SignatureType::Sha1,
+            28 => SignatureType::Sha224,
+            32 => SignatureType::Sha256,
+            48 => SignatureType::Sha384,
+            64 => SignatureType::Sha512,
+            n => bail!("--hash {h:?}: {n} bytes is no SHA-1/224/256/384/512 digest"),
+        };
+        db.add_hash(kind, owner, bytes)?;
+    }
+    db.dedup();
+    write(output, &db.encode()?)
+}
+
+fn run_pcr7(vars: &Path, images: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let store = load_store(vars)?;
+    let mut authorities = Vec::new();
+    for path in images {
+        let image = read_bounded(path)?;
+        authorities.push(
+            authority_for_image(&store, &image).with_context(|| {
+                format!("{}: no authority in {}", path.display(), vars.display())
+            })?,
+        );
+    }
+    let prediction = predict_pcr7(&store, &authorities)?;
+    let banks = [
+        HashAlg::Sha1,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+    ];
+    if json {
+        let mut doc = crate::pcrs::PcrJson {
+            pcrs: Default::default(),
+        };
+        for alg in banks {
+            let value = prediction
+                .value(alg)
+                .ok_or_else(|| anyhow!("cannot compute {alg}"))?;
+            doc.pcrs
+                .entry(alg.name())
+                .or_default()
+                .insert(7, value.to_hex());
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Secure Boot {}",
+        if prediction.secure_boot { "on" } else { "off" }
+    );
+    for e in &prediction.events {
+        let kind = match e.event_type {
+            EV_EFI_VARIABLE_DRIVER_CONFIG => "EV_EFI_VARIABLE_DRIVER_CONFIG",
+            EV_EFI_VARIABLE_AUTHORITY => "EV_EFI_VARIABLE_AUTHORITY",
+            EV_SEPARATOR => "EV_SEPARATOR",
+            _ => "?",
+        };
+        let digest = e
+            .digest(HashAlg::Sha256)
+            .map(|d| d.to_hex())
+            .unwrap_or_default();
+        println!("{kind:<30} {:<10} sha256:{digest}", e.name);
+    }
+    for alg in banks {
+        if let Some(v) = prediction.value(alg) {
+            println!("PCR 7 {:<7} {}", alg.name(), v.to_hex());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cert_db(owner: Guid, certs: &[PathBuf]) -> Result<SignatureDb> {
+    let mut db = SignatureDb::default();
+    for c in certs {
+        db.add_x509(owner, read_cert_der(c)?);
+    }
+    Ok(db)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vars_create(
+    template: TemplateArg,
+    base: &Path,
+    ms_vars: &Path,
+    owner: &str,
+    pk: Option<&Path>,
+    kek: &[PathBuf],
+    db: &[PathBuf],
+    dbx: Option<&Path>,
+) -> Result<VarStore> {
+    let owner = Guid::parse(owner).ok_or_else(|| anyhow!("--owner {owner:?} is not a GUID"))?;
+    let mut store = load_store(base)?;
+    let mut keys = match template {
+        TemplateArg::None => {
+            if pk.is_some() || !kek.is_empty() || !db.is_empty() || dbx.is_some() {
+                bail!("--template none takes no keys");
+            }
+            store.disable_secure_boot()?;
+            return Ok(store);
+        }
+        TemplateArg::Custom => {
+            let pk = pk.ok_or_else(|| anyhow!("--template custom needs --pk"))?;
+            if kek.is_empty() || db.is_empty() {
+                bail!("--template custom needs --kek and --db");
+            }
+            KeyTemplate::custom(
+                cert_db(owner, &[pk.to_path_buf()])?,
+                cert_db(owner, kek)?,
+                cert_db(owner, db)?,
+                None,
+            )
+        }
+        TemplateArg::Microsoft => {
+            let ms = read_bounded(ms_vars)?;
+            let mut keys = KeyTemplate::microsoft(&ms).with_context(|| {
+                format!("{}: no Microsoft KEK/db in this store", ms_vars.display())
+            })?;
+            keys.pk = Some(match pk {
+                Some(pk) => cert_db(owner, &[pk.to_path_buf()])?,
+                None => store_siglist(&VarStore::parse(&ms)?, SecureBootVar::Pk)?
+                    .ok_or_else(|| anyhow!("{}: no PK; give --pk", ms_vars.display()))?,
+            });
+            for (target, extra) in [(&mut keys.kek, kek), (&mut keys.db, db)] {
+                if let Some(t) = target.as_mut() {
+                    t.merge(&cert_db(owner, extra)?)?;
+                }
+            }
+            keys
+        }
+    };
+    if let Some(dbx) = dbx {
+        keys.dbx = Some(
+            SignatureDb::parse(&read_bounded(dbx)?)
+                .with_context(|| format!("{}: not EFI_SIGNATURE_LISTs", dbx.display()))?,
+        );
+    }
+    store.apply_keys(&keys)?;
+    store.enable_secure_boot()?;
+    Ok(store)
+}
+
+fn store_siglist(store: &VarStore, which: SecureBootVar) -> Result<Option<SignatureDb>> {
+    let (name, guid) = which.id();
+    Ok(store
+        .get(name, guid)
+        .map(|v| v.signature_db())
+        .transpose()?)
 }
 
 fn run_vars(cmd: VarsCommand) -> Result<ExitCode> {
     match cmd {
+        VarsCommand::Create {
+            template,
+            base,
+            ms_vars,
+            owner,
+            pk,
+            kek,
+            db,
+            dbx,
+            output,
+        } => {
+            let store = vars_create(
+                template,
+                &base,
+                &ms_vars,
+                &owner,
+                pk.as_deref(),
+                &kek,
+                &db,
+                dbx.as_deref(),
+            )?;
+            write(&output, &store.to_bytes()?)
+        }
         VarsCommand::Show { file } => {
             let store = load_store(&file)?;
             for v in &store.variables {
@@ -254,11 +751,11 @@ fn run_vars(cmd: VarsCommand) -> Result<ExitCode> {
                 Guid::parse(&owner).ok_or_else(|| anyhow!("--owner {owner:?} is not a GUID"))?;
             let mut store = load_store(&file)?;
             if let Some(pk) = pk {
-                store.enroll_x509(SecureBootVar::Pk, owner, &read_bounded(&pk)?, true)?;
+                store.enroll_x509(SecureBootVar::Pk, owner, &read_cert_der(&pk)?, true)?;
             }
             for (which, certs) in [(SecureBootVar::Kek, kek), (SecureBootVar::Db, db)] {
                 for c in certs {
-                    store.enroll_x509(which, owner, &read_bounded(&c)?, false)?;
+                    store.enroll_x509(which, owner, &read_cert_der(&c)?, false)?;
                 }
             }
             if secure_boot {

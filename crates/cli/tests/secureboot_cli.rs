@@ -38,7 +38,12 @@ fn shim_and_grub_against_the_microsoft_db() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ALLOWED by db certificate"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("ALLOWED by db entry #"), "{out}");
+    assert!(
+        out.contains("CN=Microsoft Corporation UEFI CA 2011"),
+        "{out}"
+    );
     let o = run(&["secureboot", "verify", SHIM, "--vars", EMPTY_VARS]);
     assert_eq!(o.status.code(), Some(1));
     let o = run(&["secureboot", "verify", GRUB, "--vars", MS_VARS]);
@@ -120,4 +125,257 @@ fn enroll_a_key_and_read_it_back() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tool(what: &str, cmd: &mut Command) -> Output {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e} (./scripts/test.sh installs efitools, openssl)"));
+    assert!(
+        o.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn kernel() -> String {
+    let mut v: Vec<String> = std::fs::read_dir("/boot")
+        .expect("/boot: apt-get install -y linux-image-amd64")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .filter(|p| p.starts_with("/boot/vmlinuz-"))
+        .collect();
+    v.sort();
+    v.pop()
+        .expect("no /boot/vmlinuz-*: apt-get install -y linux-image-amd64")
+}
+
+/// `siglist create` writes the same bytes as efitools: a PEM certificate as
+/// `cert-to-efi-sig-list` does, and the signed Debian kernel's Authenticode
+/// hash as `hash-to-efi-sig-list` does (its owner GUID is fixed).
+#[test]
+fn siglist_create_matches_efitools() {
+    let dir = tempfile::Builder::new()
+        .prefix("tl-siglist-")
+        .tempdir()
+        .expect("tempdir");
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    tool(
+        "openssl req",
+        Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=siglist test",
+            "-days",
+            "30",
+            "-keyout",
+            &p("k.pem"),
+            "-out",
+            &p("c.pem"),
+        ]),
+    );
+    let owner = "11111111-2222-3333-4444-555555555555";
+    tool(
+        "cert-to-efi-sig-list",
+        Command::new("cert-to-efi-sig-list").args(["-g", owner, &p("c.pem"), &p("ref.esl")]),
+    );
+    let o = run(&[
+        "secureboot",
+        "siglist",
+        "create",
+        "--owner",
+        owner,
+        "--cert",
+        &p("c.pem"),
+        "-o",
+        &p("ours.esl"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(p("ref.esl")).unwrap(),
+        std::fs::read(p("ours.esl")).unwrap(),
+        "certificate list differs from cert-to-efi-sig-list's"
+    );
+
+    let kernel = kernel();
+    tool(
+        "hash-to-efi-sig-list",
+        Command::new("hash-to-efi-sig-list").args([&kernel, &p("href.esl")]),
+    );
+    let reference = std::fs::read(p("href.esl")).unwrap();
+    // hash-to-efi-sig-list's owner: the 16 bytes after the 28-byte header.
+    let efitools_owner = trustlaunch_eventlog_guid(&reference[28..44]);
+    let o = run(&[
+        "secureboot",
+        "siglist",
+        "create",
+        "--owner",
+        &efitools_owner,
+        "--image",
+        &kernel,
+        "-o",
+        &p("hours.esl"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(reference, std::fs::read(p("hours.esl")).unwrap());
+
+    // Merging the two and adding a duplicate keeps each entry once.
+    let o = run(&[
+        "secureboot",
+        "siglist",
+        "create",
+        "--merge",
+        &p("ours.esl"),
+        "--merge",
+        &p("hours.esl"),
+        "--cert",
+        &p("c.pem"),
+        "--owner",
+        owner,
+        "-o",
+        &p("all.esl"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["secureboot", "siglist", "show", &p("all.esl")]);
+    let entries: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(entries.as_array().map(Vec::len), Some(2), "{entries}");
+
+    // A hash of no known length and a non-certificate are refused (exit 2:
+    // an error, not a verdict).
+    let o = run(&[
+        "secureboot",
+        "siglist",
+        "create",
+        "--hash",
+        "abcd",
+        "-o",
+        &p("x.esl"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("abcd"));
+    let o = run(&[
+        "secureboot",
+        "siglist",
+        "create",
+        "--cert",
+        &p("k.pem"),
+        "-o",
+        &p("x.esl"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("k.pem"));
+}
+
+/// A GUID's text form from its 16 on-disk bytes (mixed endian).
+fn trustlaunch_eventlog_guid(b: &[u8]) -> String {
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{}",
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_le_bytes([b[4], b[5]]),
+        u16::from_le_bytes([b[6], b[7]]),
+        b[8],
+        b[9],
+        b[10..16]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// `vars create` from the three key templates.
+#[test]
+fn vars_create_from_templates() {
+    for p in [SHIM, MS_VARS, EMPTY_VARS] {
+        need(p);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tl-vars-")
+        .tempdir()
+        .expect("tempdir");
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let export = |path: &str, name: &str| -> serde_json::Value {
+        let o = run(&["secureboot", "vars", "export", path]);
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        doc["variables"]
+            .as_array()
+            .expect("variables")
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+
+    // microsoft: Microsoft's KEK and db, taken from the ms image; shim runs.
+    let o = run(&[
+        "secureboot",
+        "vars",
+        "create",
+        "--template",
+        "microsoft",
+        "-o",
+        &p("ms.fd"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["KEK", "db", "PK"] {
+        assert_eq!(
+            export(&p("ms.fd"), name)["data"],
+            export(MS_VARS, name)["data"],
+            "{name}"
+        );
+    }
+    let o = run(&["secureboot", "verify", SHIM, "--vars", &p("ms.fd")]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Microsoft Corporation UEFI CA 2011"));
+    let o = run(&["secureboot", "pcr7", "--vars", &p("ms.fd"), "--image", SHIM]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("Secure Boot on"), "{text}");
+    assert_eq!(
+        text.matches("EV_EFI_VARIABLE_AUTHORITY").count(),
+        1,
+        "{text}"
+    );
+
+    // none: Secure Boot off, no keys, and no authority predicted.
+    let o = run(&[
+        "secureboot",
+        "vars",
+        "create",
+        "--template",
+        "none",
+        "-o",
+        &p("none.fd"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(export(&p("none.fd"), "PK"), serde_json::Value::Null);
+    let o = run(&["secureboot", "pcr7", "--vars", &p("none.fd")]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Secure Boot off"));
+    // Under a store without that db, shim has no authority: an error.
+    let o = run(&[
+        "secureboot",
+        "pcr7",
+        "--vars",
+        &p("none.fd"),
+        "--image",
+        SHIM,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+
+    // custom needs its keys, and says which.
+    let o = run(&[
+        "secureboot",
+        "vars",
+        "create",
+        "--template",
+        "custom",
+        "-o",
+        &p("c.fd"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--pk"));
 }

@@ -28,8 +28,13 @@
 )]
 
 pub mod authenticode;
+pub mod authvar;
+pub mod cms_build;
+pub mod keys;
+pub mod pcr7;
 pub mod pe;
 pub mod pkcs7;
 pub mod siglist;
+pub mod sign;
 pub mod varstore;
 pub mod verify;
