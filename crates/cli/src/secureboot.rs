@@ -17,8 +17,12 @@ use trustlaunch_secureboot::siglist::{SignatureDb, SignatureType};
 use trustlaunch_secureboot::varstore::{KeyTemplate, SecureBootVar, VarStore, VarStoreJson};
 use trustlaunch_secureboot::verify::{verify_image, Database, Verdict};
 
+use trustlaunch_secureboot::authvar::{
+    build_payload, trusted_certs, verify_payload, AuthVarFailure, VariableUpdate,
+};
 use trustlaunch_secureboot::keys::{CertRequest, CertRole, KeyPair, SigningKey};
 use trustlaunch_secureboot::sign::{remove_all_signatures, remove_signature, sign_image};
+use trustlaunch_secureboot::varstore::EfiTime;
 
 use crate::input::{read_bounded, read_cert_der};
 
@@ -46,6 +50,9 @@ pub enum SecurebootCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Authenticated variable updates (EFI_VARIABLE_AUTHENTICATION_2).
+    #[command(subcommand)]
+    Authvar(AuthvarCommand),
     /// Remove signatures from an EFI binary.
     Unsign {
         /// The binary.
@@ -137,6 +144,80 @@ pub enum SiglistCommand {
     Show {
         /// The file.
         file: PathBuf,
+    },
+}
+
+/// `--var` of the authvar commands.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum VarArg {
+    /// PK (signed by the current PK).
+    Pk,
+    /// KEK (signed by the PK).
+    Kek,
+    /// db (signed by a KEK or the PK).
+    Db,
+    /// dbx (signed by a KEK or the PK).
+    Dbx,
+}
+
+impl VarArg {
+    fn which(self) -> SecureBootVar {
+        match self {
+            Self::Pk => SecureBootVar::Pk,
+            Self::Kek => SecureBootVar::Kek,
+            Self::Db => SecureBootVar::Db,
+            Self::Dbx => SecureBootVar::Dbx,
+        }
+    }
+}
+
+/// Authenticated variable subcommands.
+#[derive(Subcommand)]
+pub enum AuthvarCommand {
+    /// Sign EFI_SIGNATURE_LISTs as an update of PK, KEK, db or dbx (what
+    /// efitools' `sign-efi-sig-list` does; the output is the same bytes).
+    Sign {
+        /// The new data: EFI_SIGNATURE_LISTs (e.g. from `siglist create`).
+        file: PathBuf,
+        /// The variable to update.
+        #[arg(long, value_enum)]
+        var: VarArg,
+        /// Signing key: the PK's for PK/KEK, a KEK's (or the PK's) for db/dbx.
+        #[arg(long)]
+        key: PathBuf,
+        /// The signing key's certificate (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Timestamp, UTC, `YYYY-MM-DD HH:MM:SS` (default: now). Must be
+        /// later than the variable's unless --append.
+        #[arg(long)]
+        timestamp: Option<String>,
+        /// An append (APPEND_WRITE) rather than a replacement.
+        #[arg(long)]
+        append: bool,
+        /// Output file (the payload SetVariable() takes).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Check an update payload as edk2 would before accepting it; exit 0
+    /// only when accepted, and print the certificate that allowed it.
+    Verify {
+        /// The payload.
+        file: PathBuf,
+        /// The variable it updates.
+        #[arg(long, value_enum)]
+        var: VarArg,
+        /// An append (APPEND_WRITE).
+        #[arg(long)]
+        append: bool,
+        /// The store the update is for: trusted certificates (PK; KEK and
+        /// PK for db/dbx) and the current timestamp come from it.
+        #[arg(long, conflicts_with = "trusted")]
+        vars: Option<PathBuf>,
+        /// Or: the trusted certificates (PEM or DER), with no current
+        /// timestamp.
+        #[arg(long)]
+        trusted: Vec<PathBuf>,
     },
 }
 
@@ -439,6 +520,7 @@ pub fn run(cmd: SecurebootCommand) -> Result<ExitCode> {
             });
             write(&output, &signed)
         }
+        SecurebootCommand::Authvar(cmd) => run_authvar(cmd),
         SecurebootCommand::Unsign {
             file,
             index,
@@ -454,6 +536,156 @@ pub fn run(cmd: SecurebootCommand) -> Result<ExitCode> {
         }
         SecurebootCommand::Pcr7 { vars, image, json } => run_pcr7(&vars, &image, json),
     }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` as an EFI_TIME (UTC).
+fn parse_timestamp(text: &str) -> Result<EfiTime> {
+    let bad = || anyhow!("timestamp {text:?}: expected YYYY-MM-DD HH:MM:SS (UTC)");
+    let (date, time) = text.trim().split_once([' ', 'T']).ok_or_else(bad)?;
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.trim_end_matches('Z').split(':').collect();
+    let [y, mo, da] = d.as_slice() else {
+        return Err(bad());
+    };
+    let [h, mi, se] = t.as_slice() else {
+        return Err(bad());
+    };
+    let n = |s: &str, max: u16| -> Result<u16> {
+        s.parse::<u16>().ok().filter(|v| *v <= max).ok_or_else(bad)
+    };
+    let (month, day) = (n(mo, 12)?, n(da, 31)?);
+    if month == 0 || day == 0 {
+        return Err(bad());
+    }
+    let b = |v: u16| u8::try_from(v).map_err(|_| bad());
+    Ok(EfiTime::utc(
+        n(y, 9999)?,
+        b(month)?,
+        b(day)?,
+        b(n(h, 23)?)?,
+        b(n(mi, 59)?)?,
+        b(n(se, 59)?)?,
+    ))
+}
+
+/// The current UTC time as an EFI_TIME (days-to-civil from Unix time).
+fn now_efi_time() -> Result<EfiTime> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("system clock before 1970")?
+        .as_secs();
+    let days = i64::try_from(secs / 86_400)?;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Ok(EfiTime::utc(
+        u16::try_from(year)?,
+        u8::try_from(month)?,
+        u8::try_from(day)?,
+        u8::try_from(rem / 3600)?,
+        u8::try_from(rem % 3600 / 60)?,
+        u8::try_from(rem % 60)?,
+    ))
+}
+
+fn run_authvar(cmd: AuthvarCommand) -> Result<ExitCode> {
+    match cmd {
+        AuthvarCommand::Sign {
+            file,
+            var,
+            key,
+            cert,
+            timestamp,
+            append,
+            output,
+        } => {
+            let pair = load_key_pair(&key, &cert)?;
+            let data = read_bounded(&file)?;
+            SignatureDb::parse(&data)
+                .with_context(|| format!("{}: not EFI_SIGNATURE_LISTs", file.display()))?;
+            let ts = match timestamp {
+                Some(t) => parse_timestamp(&t)?,
+                None => now_efi_time()?,
+            };
+            let update = VariableUpdate::secure_boot(var.which(), append);
+            let payload = build_payload(&update, &ts, &data, &pair.key, &pair.cert_der, &[])?;
+            write(&output, &payload)
+        }
+        AuthvarCommand::Verify {
+            file,
+            var,
+            append,
+            vars,
+            trusted,
+        } => {
+            let which = var.which();
+            let (certs, current) = match vars {
+                Some(path) => {
+                    let store = load_store(&path)?;
+                    let pk = store_siglist(&store, SecureBootVar::Pk)?.unwrap_or_default();
+                    let kek = store_siglist(&store, SecureBootVar::Kek)?.unwrap_or_default();
+                    let certs = match which {
+                        SecureBootVar::Pk | SecureBootVar::Kek => trusted_certs(&[&pk]),
+                        SecureBootVar::Db | SecureBootVar::Dbx => trusted_certs(&[&kek, &pk]),
+                    };
+                    let (name, guid) = which.id();
+                    (certs, store.get(name, guid).map(|v| v.timestamp))
+                }
+                None => (
+                    trusted
+                        .iter()
+                        .map(|p| read_cert_der(p))
+                        .collect::<Result<Vec<_>>>()?,
+                    None,
+                ),
+            };
+            if certs.is_empty() {
+                bail!("no trusted certificates: give --vars with a PK (and KEK) or --trusted");
+            }
+            let payload = read_bounded(&file)?;
+            let update = VariableUpdate::secure_boot(which, append);
+            match verify_payload(&update, &payload, &certs, current.as_ref()) {
+                Ok(v) => {
+                    let subject = x509_subject(&certs, v.trusted_index);
+                    println!(
+                        "ACCEPTED: {} update of {} bytes, timestamp {}, signer chain position {} meets trusted certificate #{} ({subject})",
+                        which.id().0,
+                        v.data.len(),
+                        v.timestamp,
+                        v.chain_position,
+                        v.trusted_index
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(AuthVarFailure::Malformed(e)) => Err(anyhow!(e).context(format!(
+                    "{}: not an authenticated variable payload",
+                    file.display()
+                ))),
+                Err(why) => {
+                    println!("REFUSED: {why}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+/// The subject of `certs[index]` for messages ("?" if it does not parse).
+fn x509_subject(certs: &[Vec<u8>], index: usize) -> String {
+    use der::Decode;
+    certs
+        .get(index)
+        .and_then(|c| x509_cert::Certificate::from_der(c).ok())
+        .map(|c| c.tbs_certificate.subject.to_string())
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 fn load_key_pair(key: &Path, cert: &Path) -> Result<KeyPair> {

@@ -379,3 +379,235 @@ fn vars_create_from_templates() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--pk"));
 }
+
+/// Keys from `keys generate`, a db update from `authvar sign`: the same
+/// bytes as efitools' `sign-efi-sig-list`, accepted against a store holding
+/// that KEK, refused as another variable, as a stale update, or under a
+/// store without that KEK.
+#[test]
+fn authvar_sign_matches_sign_efi_sig_list_and_verifies_against_a_store() {
+    need(EMPTY_VARS);
+    let dir = tempfile::Builder::new()
+        .prefix("tl-authvar-")
+        .tempdir()
+        .expect("tempdir");
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let gen = |name: &str, issuer: Option<&str>| {
+        let (key, cert) = (p(&format!("{name}.key")), p(&format!("{name}.crt")));
+        let mut args = vec![
+            "secureboot".to_owned(),
+            "keys".into(),
+            "generate".into(),
+            "--cn".into(),
+            format!("authvar test {name}"),
+            "--key-out".into(),
+            key,
+            "--cert-out".into(),
+            cert,
+        ];
+        if let Some(i) = issuer {
+            args.extend([
+                "--issuer-key".into(),
+                p(&format!("{i}.key")),
+                "--issuer-cert".into(),
+                p(&format!("{i}.crt")),
+                "--role".into(),
+                "authority".into(),
+            ]);
+        }
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    gen("PK", None);
+    gen("KEK", Some("PK"));
+    gen("db", Some("KEK"));
+    gen("other", None);
+    ok(&[
+        "secureboot",
+        "siglist",
+        "create",
+        "--cert",
+        &p("db.crt"),
+        "-o",
+        &p("db.esl"),
+    ]);
+    let ts = "2030-06-01 12:00:00";
+    ok(&[
+        "secureboot",
+        "authvar",
+        "sign",
+        &p("db.esl"),
+        "--var",
+        "db",
+        "--key",
+        &p("KEK.key"),
+        "--cert",
+        &p("KEK.crt"),
+        "--timestamp",
+        ts,
+        "-o",
+        &p("ours.auth"),
+    ]);
+    tool(
+        "sign-efi-sig-list",
+        Command::new("sign-efi-sig-list").args([
+            "-t",
+            ts,
+            "-k",
+            &p("KEK.key"),
+            "-c",
+            &p("KEK.crt"),
+            "db",
+            &p("db.esl"),
+            &p("ref.auth"),
+        ]),
+    );
+    assert_eq!(
+        std::fs::read(p("ours.auth")).unwrap(),
+        std::fs::read(p("ref.auth")).unwrap(),
+        "authvar sign differs from sign-efi-sig-list"
+    );
+
+    ok(&[
+        "secureboot",
+        "vars",
+        "enroll",
+        EMPTY_VARS,
+        "--pk",
+        &p("PK.crt"),
+        "--kek",
+        &p("KEK.crt"),
+        "--secure-boot",
+        "-o",
+        &p("vm.fd"),
+    ]);
+    let out = ok(&[
+        "secureboot",
+        "authvar",
+        "verify",
+        &p("ref.auth"),
+        "--var",
+        "db",
+        "--vars",
+        &p("vm.fd"),
+    ]);
+    assert!(out.starts_with("ACCEPTED"), "{out}");
+    assert!(out.contains("CN=authvar test KEK"), "{out}");
+    let refused = |args: &[&str], why: &str| {
+        let o = run(args);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {out}");
+        assert!(
+            out.starts_with("REFUSED") && out.contains(why),
+            "{args:?}: {out}"
+        );
+    };
+    // Signed for db, offered as dbx: the signature covers the name.
+    refused(
+        &[
+            "secureboot",
+            "authvar",
+            "verify",
+            &p("ref.auth"),
+            "--var",
+            "dbx",
+            "--vars",
+            &p("vm.fd"),
+        ],
+        "does not verify",
+    );
+    // As a KEK update: the PK must sign it (and the enrolled KEK's
+    // timestamp is checked first, as edk2 does).
+    let o = run(&[
+        "secureboot",
+        "authvar",
+        "verify",
+        &p("ref.auth"),
+        "--var",
+        "kek",
+        "--vars",
+        &p("vm.fd"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    // Trusted only another key.
+    refused(
+        &[
+            "secureboot",
+            "authvar",
+            "verify",
+            &p("ref.auth"),
+            "--var",
+            "db",
+            "--trusted",
+            &p("other.crt"),
+        ],
+        "not trusted",
+    );
+    // An older timestamp than the enrolled db's.
+    ok(&[
+        "secureboot",
+        "vars",
+        "enroll",
+        EMPTY_VARS,
+        "--pk",
+        &p("PK.crt"),
+        "--kek",
+        &p("KEK.crt"),
+        "--db",
+        &p("db.crt"),
+        "--secure-boot",
+        "-o",
+        &p("vm2.fd"),
+    ]);
+    ok(&[
+        "secureboot",
+        "authvar",
+        "sign",
+        &p("db.esl"),
+        "--var",
+        "db",
+        "--key",
+        &p("KEK.key"),
+        "--cert",
+        &p("KEK.crt"),
+        "--timestamp",
+        "2011-01-01 00:00:00",
+        "-o",
+        &p("old.auth"),
+    ]);
+    refused(
+        &[
+            "secureboot",
+            "authvar",
+            "verify",
+            &p("old.auth"),
+            "--var",
+            "db",
+            "--vars",
+            &p("vm2.fd"),
+        ],
+        "not later",
+    );
+    // Not a payload at all: an error (exit 2) naming the file.
+    let o = run(&[
+        "secureboot",
+        "authvar",
+        "verify",
+        &p("db.esl"),
+        "--var",
+        "db",
+        "--vars",
+        &p("vm.fd"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("db.esl"));
+}

@@ -198,7 +198,7 @@ pub enum AuthVarFailure {
         trusted: usize,
     },
     /// Not an append and the timestamp is not later than the current one.
-    #[error("timestamp {given:?} is not later than the current {current:?}")]
+    #[error("timestamp {given} is not later than the variable's current {current}")]
     Stale {
         /// The payload's timestamp.
         given: EfiTime,

@@ -30,6 +30,26 @@ pub struct EfiTime {
     pub pad2: u8,
 }
 
+/// `YYYY-MM-DD HH:MM:SS`, with `.NNNNNNNNN` when nanoseconds are set and
+/// the time zone (minutes from UTC) when it is not UTC (0 or 2047,
+/// EFI_UNSPECIFIED_TIMEZONE).
+impl core::fmt::Display for EfiTime {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )?;
+        if self.nanosecond != 0 {
+            write!(f, ".{:09}", self.nanosecond)?;
+        }
+        if self.timezone != 0 && self.timezone != 2047 {
+            write!(f, " (UTC{:+} min)", self.timezone)?;
+        }
+        Ok(())
+    }
+}
+
 impl EfiTime {
     /// A UTC time with zero nanoseconds.
     pub const fn utc(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8) -> Self {
