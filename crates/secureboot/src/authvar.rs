@@ -39,7 +39,7 @@ use crate::keys::SigningKey;
 use crate::pkcs7::{signer_from, DigestAlg, EmbeddedCert, Pkcs7Error, Signer, OID_SIGNED_DATA};
 use crate::siglist::{SigListError, SignatureDb};
 use crate::varstore::{EfiTime, SecureBootVar, ATTR_SECURE_BOOT_DB};
-use crate::verify::{issued_by, verify_raw};
+use crate::verify::{chain_from, issued_by, signer_cert_index, verify_raw};
 
 /// EFI_VARIABLE_APPEND_WRITE.
 pub const ATTR_APPEND_WRITE: u32 = 0x40;
@@ -473,18 +473,7 @@ fn check_signer(p: &AuthPayload<'_>, serialized: &[u8]) -> Result<Vec<usize>, Au
     if s.digest_alg != DigestAlg::Sha256 {
         return Err(AuthVarFailure::SignerDigest(s.digest_alg));
     }
-    let leaf = p
-        .certificates
-        .iter()
-        .position(|c| {
-            c.cert.tbs_certificate.serial_number.as_bytes() == s.serial.as_slice()
-                && c.cert
-                    .tbs_certificate
-                    .issuer
-                    .to_der()
-                    .is_ok_and(|d| d == s.issuer_der)
-        })
-        .ok_or(AuthVarFailure::SignerCertNotFound)?;
+    let leaf = signer_cert_index(&p.certificates, s).ok_or(AuthVarFailure::SignerCertNotFound)?;
     let leaf_cert = p
         .certificates
         .get(leaf)
@@ -502,22 +491,7 @@ fn check_signer(p: &AuthPayload<'_>, serialized: &[u8]) -> Result<Vec<usize>, Au
     if !verify_raw(spki, s.digest_alg, signed, &s.signature) {
         return Err(AuthVarFailure::BadSignature);
     }
-    let mut chain = vec![leaf];
-    while chain.len() < p.certificates.len() {
-        let Some(cur) = chain.last().and_then(|&i| p.certificates.get(i)) else {
-            break;
-        };
-        let next = p
-            .certificates
-            .iter()
-            .enumerate()
-            .position(|(i, c)| !chain.contains(&i) && issued_by(&cur.der, &cur.cert, &c.cert));
-        match next {
-            Some(n) => chain.push(n),
-            None => break,
-        }
-    }
-    Ok(chain)
+    Ok(chain_from(&p.certificates, leaf))
 }
 
 /// The first trusted certificate that equals, or issued, a chain

@@ -45,7 +45,9 @@ use crate::authenticode::{
     image_hash_parsed, image_hashes_parsed, HashError, ImageDigest, ImageHashAlg,
 };
 use crate::pe::{PeError, PeImage};
-use crate::pkcs7::{signatures, AuthenticodeSignature, DigestAlg, EmbeddedCert, Pkcs7Error};
+use crate::pkcs7::{
+    signatures, AuthenticodeSignature, DigestAlg, EmbeddedCert, Pkcs7Error, Signer,
+};
 use crate::siglist::{SignatureDb, SignatureType};
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode, Reader, SliceReader};
@@ -846,18 +848,8 @@ pub fn check_signature_with_digest(
     if signer.digest_alg.digest(&sig.content) != *md {
         return Err(SignatureError::MessageDigestMismatch);
     }
-    let leaf = sig
-        .certificates
-        .iter()
-        .position(|c| {
-            c.cert.tbs_certificate.serial_number.as_bytes() == signer.serial.as_slice()
-                && c.cert
-                    .tbs_certificate
-                    .issuer
-                    .to_der()
-                    .is_ok_and(|d| d == signer.issuer_der)
-        })
-        .ok_or(SignatureError::SignerCertNotFound)?;
+    let leaf =
+        signer_cert_index(&sig.certificates, signer).ok_or(SignatureError::SignerCertNotFound)?;
     let leaf_cert = sig
         .certificates
         .get(leaf)
@@ -870,13 +862,32 @@ pub fn check_signature_with_digest(
     ) {
         return Err(SignatureError::BadSignerSignature);
     }
+    Ok(VerifiedSignature {
+        chain: chain_from(&sig.certificates, leaf),
+    })
+}
+
+/// The certificate a SignerInfo names (issuer and serial number).
+pub(crate) fn signer_cert_index(certs: &[EmbeddedCert], signer: &Signer) -> Option<usize> {
+    certs.iter().position(|c| {
+        c.cert.tbs_certificate.serial_number.as_bytes() == signer.serial.as_slice()
+            && c.cert
+                .tbs_certificate
+                .issuer
+                .to_der()
+                .is_ok_and(|d| d == signer.issuer_der)
+    })
+}
+
+/// The chain from `leaf` through the embedded certificates, each issued by
+/// the next (indexes, signer first; each certificate used once).
+pub(crate) fn chain_from(certs: &[EmbeddedCert], leaf: usize) -> Vec<usize> {
     let mut chain = vec![leaf];
-    while chain.len() <= sig.certificates.len() {
-        let Some(cur) = chain.last().and_then(|&i| sig.certificates.get(i)) else {
+    while chain.len() < certs.len() {
+        let Some(cur) = chain.last().and_then(|&i| certs.get(i)) else {
             break;
         };
-        let next = sig
-            .certificates
+        let next = certs
             .iter()
             .enumerate()
             .position(|(i, c)| !chain.contains(&i) && issued_by(&cur.der, &cur.cert, &c.cert));
@@ -885,7 +896,7 @@ pub fn check_signature_with_digest(
             None => break,
         }
     }
-    Ok(VerifiedSignature { chain })
+    chain
 }
 
 #[cfg(test)]

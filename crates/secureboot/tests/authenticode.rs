@@ -24,8 +24,10 @@
 //!   multiple of 8 (systemd's stub) with zeros before appending the table,
 //!   so their digest is that of the padded image, not of the input file.
 
+mod common;
+
+use common::{kernel_path, read, run};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use trustlaunch_eventlog::Guid;
 use trustlaunch_secureboot::authenticode::{hashed_ranges, image_hash, ImageDigest, ImageHashAlg};
@@ -51,25 +53,6 @@ const OWNER: Guid = Guid::from_fields(
     [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88],
 );
 
-fn read(path: &str, package: &str) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| {
-        panic!("cannot read {path} ({e}); install it with `apt-get install -y {package}`")
-    })
-}
-
-fn kernel_path() -> String {
-    let mut v: Vec<String> = std::fs::read_dir("/boot")
-        .expect("/boot missing; apt-get install -y linux-image-amd64")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().to_string_lossy().into_owned())
-        .filter(|p| p.starts_with("/boot/vmlinuz-"))
-        .collect();
-    v.sort();
-    v.pop()
-        .expect("no /boot/vmlinuz-*; apt-get install -y linux-image-amd64")
-}
-
-/// The four images of the differential: (path, Debian package).
 fn images() -> Vec<(String, &'static str)> {
     vec![
         (SHIM.to_string(), "shim-signed"),
@@ -96,16 +79,6 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// Run a tool; `(success, stdout + stderr)`. A missing tool panics naming
 /// its package.
-fn run(tool: &str, package: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool} ({e}); apt-get install -y {package}"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
 /// The value after the last ':' of the first line starting with `prefix`.
 fn field(text: &str, prefix: &str) -> Option<String> {
     text.lines()

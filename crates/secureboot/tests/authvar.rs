@@ -4,8 +4,9 @@
 //! Needs the Debian packages `efitools openssl`; a missing tool fails the
 //! test with a message naming the package (never a skip).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
+use common::{run_in, TempDir};
 
 use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
@@ -18,50 +19,9 @@ use trustlaunch_secureboot::keys::{CertRequest, CertRole, KeyPair, SigningKey};
 use trustlaunch_secureboot::siglist::SignatureDb;
 use trustlaunch_secureboot::varstore::{EfiTime, SecureBootVar};
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "trustlaunch-authvar-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-    fn write(&self, name: &str, data: impl AsRef<[u8]>) -> String {
-        let p = self.path(name);
-        std::fs::write(&p, data).unwrap();
-        p
-    }
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs `tool args` in `dir`; returns (success, stdout + stderr).
 fn run(dir: &TempDir, tool: &str, package: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool)
-        .current_dir(&dir.0)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool} ({e}); apt-get install -y {package}"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    run_in(Some(dir.dir()), tool, package, args)
 }
 
 fn must(dir: &TempDir, tool: &str, package: &str, args: &[&str]) {

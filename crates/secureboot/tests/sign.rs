@@ -6,8 +6,9 @@
 //! systemd-boot-efi linux-image-amd64`; a missing tool or file fails the
 //! test with a message naming the package (never a skip).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
+use common::{kernel_path, read, run, TempDir};
 
 use trustlaunch_secureboot::authenticode::{image_hash, ImageDigest, ImageHashAlg};
 use trustlaunch_secureboot::keys::{cert_to_pem, CertRequest, CertRole, KeyPair, SigningKey};
@@ -21,70 +22,10 @@ use trustlaunch_secureboot::verify::{verify_image, Database, Denial, Verdict};
 const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 const SHIM: &str = "/usr/lib/shim/shimx64.efi.signed";
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "trustlaunch-sign-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn write(&self, name: &str, data: impl AsRef<[u8]>) -> String {
-        let p = self.path(name);
-        std::fs::write(&p, data).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn read(path: &str, package: &str) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| {
-        panic!("cannot read {path} ({e}); install it with `apt-get install -y {package}`")
-    })
-}
-
-fn kernel_path() -> String {
-    let mut v: Vec<String> = std::fs::read_dir("/boot")
-        .expect("/boot missing; apt-get install -y linux-image-amd64")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().to_string_lossy().into_owned())
-        .filter(|p| p.starts_with("/boot/vmlinuz-"))
-        .collect();
-    v.sort();
-    v.pop()
-        .expect("no /boot/vmlinuz-*; apt-get install -y linux-image-amd64")
-}
-
-/// Runs `tool args`; returns (success, stdout + stderr).
-fn run(tool: &str, package: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool} ({e}); apt-get install -y {package}"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
 /// `sbsign --key KEY --cert CRT` of `image`, written and read back in `dir`.
 fn sbsign(dir: &TempDir, key: &str, crt: &str, image: &[u8]) -> Vec<u8> {
     let input = dir.write("sbsign.in", image);
-    let out = dir.path("sbsign.out").to_string_lossy().into_owned();
+    let out = dir.path("sbsign.out");
     let (ok, text) = run(
         "sbsign",
         "sbsigntool",
@@ -143,14 +84,8 @@ fn allowed(v: &Verdict) -> Option<(usize, Option<usize>, Option<usize>)> {
 /// Key and certificate made by `openssl req -x509 -newkey rsa:2048`
 /// (PKCS#8 key), as (key path, cert path, DER cert).
 fn openssl_pair(dir: &TempDir, name: &str) -> (String, String, Vec<u8>) {
-    let key = dir
-        .path(&format!("{name}.key"))
-        .to_string_lossy()
-        .into_owned();
-    let crt = dir
-        .path(&format!("{name}.crt"))
-        .to_string_lossy()
-        .into_owned();
+    let key = dir.path(&format!("{name}.key"));
+    let crt = dir.path(&format!("{name}.crt"));
     let (ok, text) = run(
         "openssl",
         "openssl",
@@ -453,7 +388,7 @@ fn generated_keys_work_with_openssl_and_sbsign() {
     assert!(ok && text.contains("Signature verification: ok"), "{text}");
 
     // openssl's key formats.
-    let trad = dir.path("trad.key").to_string_lossy().into_owned();
+    let trad = dir.path("trad.key");
     let (ok, text) = run(
         "openssl",
         "openssl",
@@ -466,7 +401,7 @@ fn generated_keys_work_with_openssl_and_sbsign() {
         SigningKey::from_pem(&pem).unwrap(),
         SigningKey::Rsa(_)
     ));
-    let ec = dir.path("ec.key").to_string_lossy().into_owned();
+    let ec = dir.path("ec.key");
     let (ok, text) = run(
         "openssl",
         "openssl",
