@@ -120,7 +120,7 @@ pub enum SiglistCommand {
     /// dropped.
     Create {
         /// Owner GUID of the new entries.
-        #[arg(long, default_value = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d")]
+        #[arg(long, default_value = DEFAULT_OWNER)]
         owner: String,
         /// X.509 certificates (PEM or DER): EFI_CERT_X509.
         #[arg(long)]
@@ -279,6 +279,40 @@ pub enum AlgorithmArg {
     P256,
 }
 
+/// Owner GUID of the entries trustlaunch makes, unless `--owner` says.
+const DEFAULT_OWNER: &str = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d";
+
+/// Certificates for PK, KEK and db, and the owner GUID of their entries.
+#[derive(clap::Args)]
+pub struct KeyArgs {
+    /// Owner GUID of the new entries.
+    #[arg(long, default_value = DEFAULT_OWNER)]
+    owner: String,
+    /// PK certificate (PEM or DER).
+    #[arg(long)]
+    pk: Option<PathBuf>,
+    /// KEK certificates (PEM or DER).
+    #[arg(long)]
+    kek: Vec<PathBuf>,
+    /// db certificates (PEM or DER).
+    #[arg(long)]
+    db: Vec<PathBuf>,
+}
+
+impl KeyArgs {
+    fn owner(&self) -> Result<Guid> {
+        parse_owner(&self.owner)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pk.is_none() && self.kek.is_empty() && self.db.is_empty()
+    }
+}
+
+fn parse_owner(text: &str) -> Result<Guid> {
+    Guid::parse(text).ok_or_else(|| anyhow!("--owner {text:?} is not a GUID"))
+}
+
 /// Key templates for `vars create` (the `keyTemplate` of a VM).
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum TemplateArg {
@@ -306,18 +340,11 @@ pub enum VarsCommand {
         /// (unless --pk) PK from.
         #[arg(long, default_value = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd")]
         ms_vars: PathBuf,
-        /// Owner GUID of the entries made from certificates.
-        #[arg(long, default_value = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d")]
-        owner: String,
-        /// PK certificate, PEM or DER (required for `custom`).
-        #[arg(long)]
-        pk: Option<PathBuf>,
-        /// KEK certificates (`custom`; with `microsoft`, added to Microsoft's).
-        #[arg(long)]
-        kek: Vec<PathBuf>,
-        /// db certificates (`custom`; with `microsoft`, added to Microsoft's).
-        #[arg(long)]
-        db: Vec<PathBuf>,
+        /// PK, KEK and db certificates: required for `custom`; with
+        /// `microsoft`, a PK replaces the image's and KEK/db certificates are
+        /// added to Microsoft's.
+        #[command(flatten)]
+        keys: KeyArgs,
         /// dbx as EFI_SIGNATURE_LISTs (replaces the template's).
         #[arg(long)]
         dbx: Option<PathBuf>,
@@ -346,23 +373,16 @@ pub enum VarsCommand {
         #[arg(long, short)]
         output: PathBuf,
     },
-    /// Enroll X.509 certificates (PEM or DER) as PK, KEK and db, optionally turn
-    /// Secure Boot on, and write a new store.
+    /// Enroll X.509 certificates (PEM or DER) into a copy of a store: a PK
+    /// replaces the store's, KEK and db certificates are added; optionally
+    /// turn Secure Boot on.
     Enroll {
         /// The VARS file to start from (e.g. OVMF_VARS_4M.fd).
         file: PathBuf,
-        /// Owner GUID of the enrolled entries.
-        #[arg(long, default_value = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d")]
-        owner: String,
-        /// PK certificate, PEM or DER (replaces PK).
-        #[arg(long)]
-        pk: Option<PathBuf>,
-        /// KEK certificates to add (PEM or DER).
-        #[arg(long)]
-        kek: Vec<PathBuf>,
-        /// db certificates to add (PEM or DER).
-        #[arg(long)]
-        db: Vec<PathBuf>,
+        /// The certificates: a PK replaces PK, KEK and db certificates are
+        /// added.
+        #[command(flatten)]
+        keys: KeyArgs,
         /// Turn Secure Boot on (what `virt-fw-vars --sb` does).
         #[arg(long)]
         secure_boot: bool,
@@ -751,7 +771,7 @@ fn siglist_create(
     merge: &[PathBuf],
     output: &Path,
 ) -> Result<ExitCode> {
-    let owner = Guid::parse(owner).ok_or_else(|| anyhow!("--owner {owner:?} is not a GUID"))?;
+    let owner = parse_owner(owner)?;
     let mut db = SignatureDb::default();
     for path in merge {
         let other = SignatureDb::parse(&read_bounded(path)?)
@@ -850,22 +870,19 @@ fn cert_db(owner: Guid, certs: &[PathBuf]) -> Result<SignatureDb> {
     Ok(db)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn vars_create(
     template: TemplateArg,
     base: &Path,
     ms_vars: &Path,
-    owner: &str,
-    pk: Option<&Path>,
-    kek: &[PathBuf],
-    db: &[PathBuf],
+    args: &KeyArgs,
     dbx: Option<&Path>,
 ) -> Result<VarStore> {
-    let owner = Guid::parse(owner).ok_or_else(|| anyhow!("--owner {owner:?} is not a GUID"))?;
+    let owner = args.owner()?;
+    let (pk, kek, db) = (args.pk.as_deref(), &args.kek, &args.db);
     let mut store = load_store(base)?;
     let mut keys = match template {
         TemplateArg::None => {
-            if pk.is_some() || !kek.is_empty() || !db.is_empty() || dbx.is_some() {
+            if !args.is_empty() || dbx.is_some() {
                 bail!("--template none takes no keys");
             }
             store.disable_secure_boot()?;
@@ -926,23 +943,11 @@ fn run_vars(cmd: VarsCommand) -> Result<ExitCode> {
             template,
             base,
             ms_vars,
-            owner,
-            pk,
-            kek,
-            db,
+            keys,
             dbx,
             output,
         } => {
-            let store = vars_create(
-                template,
-                &base,
-                &ms_vars,
-                &owner,
-                pk.as_deref(),
-                &kek,
-                &db,
-                dbx.as_deref(),
-            )?;
+            let store = vars_create(template, &base, &ms_vars, &keys, dbx.as_deref())?;
             write(&output, &store.to_bytes()?)
         }
         VarsCommand::Show { file } => {
@@ -972,22 +977,21 @@ fn run_vars(cmd: VarsCommand) -> Result<ExitCode> {
         }
         VarsCommand::Enroll {
             file,
-            owner,
-            pk,
-            kek,
-            db,
+            keys,
             secure_boot,
             output,
         } => {
-            let owner =
-                Guid::parse(&owner).ok_or_else(|| anyhow!("--owner {owner:?} is not a GUID"))?;
+            let owner = keys.owner()?;
             let mut store = load_store(&file)?;
-            if let Some(pk) = pk {
-                store.enroll_x509(SecureBootVar::Pk, owner, &read_cert_der(&pk)?, true)?;
+            if let Some(pk) = &keys.pk {
+                store.enroll_x509(SecureBootVar::Pk, owner, &read_cert_der(pk)?, true)?;
             }
-            for (which, certs) in [(SecureBootVar::Kek, kek), (SecureBootVar::Db, db)] {
+            for (which, certs) in [
+                (SecureBootVar::Kek, &keys.kek),
+                (SecureBootVar::Db, &keys.db),
+            ] {
                 for c in certs {
-                    store.enroll_x509(which, owner, &read_cert_der(&c)?, false)?;
+                    store.enroll_x509(which, owner, &read_cert_der(c)?, false)?;
                 }
             }
             if secure_boot {
