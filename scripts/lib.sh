@@ -21,7 +21,7 @@ as_root() {
 # dosfstools, mtools, binutils, kmod: the real Secure Boot boot test (a
 # small UKI on a FAT ESP, booted by OVMF under QEMU).
 APT_PACKAGES=(tpm2-tools swtpm swtpm-tools openssl hyperfine jq ca-certificates pkg-config
-    ovmf shim-signed grub-efi-amd64-signed linux-image-amd64 sbsigntool osslsigncode
+    ovmf shim-signed shim-unsigned grub-efi-amd64-signed linux-image-amd64 sbsigntool osslsigncode
     pesign efitools
     qemu-system-x86 systemd-boot-efi busybox-static cpio fdisk dosfstools mtools binutils kmod
     python3-pip)

@@ -409,7 +409,7 @@ fn generate_keys(dir: &Path) -> [(PathBuf, PathBuf); 3] {
 }
 
 #[test]
-#[ignore = "VM tier (QEMU boots, ~1 min): ./scripts/test.sh runs it with --ignored"]
+#[ignore = "VM tier (three QEMU boots, ~30 s under TCG): ./scripts/test.sh runs it with --ignored"]
 fn signed_uki_boots_with_our_keys_and_pcr7_is_predicted() {
     need(OVMF_CODE, "ovmf");
     need(OVMF_VARS, "ovmf");
