@@ -2,6 +2,7 @@
 //! arguments into calls of the libraries, and prints their results.
 
 mod eventlog;
+mod host;
 mod input;
 mod pcrs;
 mod secureboot;
@@ -34,6 +35,9 @@ enum Command {
     /// decisions, signature lists, OVMF variable stores, PCR 7 prediction.
     #[command(subcommand)]
     Secureboot(secureboot::SecurebootCommand),
+    /// This host's VM runtime: accelerator probe (VMs arrive with issue 6).
+    #[command(subcommand)]
+    Host(host::HostCommand),
 }
 
 /// Output piped into a reader that stops early (`| head`) ends the process
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Eventlog(cmd) => eventlog::run(cmd),
         Command::Tpm(cmd) => tpm::run(cmd),
         Command::Secureboot(cmd) => secureboot::run(cmd),
+        Command::Host(cmd) => host::run(cmd),
     };
     match result {
         Ok(code) => code,

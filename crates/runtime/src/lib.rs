@@ -1,0 +1,14 @@
+//! The trusted-launch VM runtime (IO): realises a VM from a typed spec with
+//! QEMU, OVMF (Secure Boot firmware with SMM and secure pflash) and one
+//! swtpm vTPM per VM.
+//!
+//! In progress (issue 6). Here so far: the accelerator probe ([`accel`])
+//! and the QEMU command line a VM gets ([`qemu`]), which encodes the
+//! invariants of `../shared/design/vm-runtime-notes.md`: boot only from
+//! the OS disk's ESP with `bootindex=1` (never `-kernel`, which bypasses
+//! db), `-nic none`, secure pflash + SMM for Secure Boot.
+
+#![forbid(unsafe_code)]
+
+pub mod accel;
+pub mod qemu;
