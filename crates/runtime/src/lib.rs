@@ -2,8 +2,9 @@
 //! QEMU, OVMF (Secure Boot firmware with SMM and secure pflash) and one
 //! swtpm vTPM per VM.
 //!
-//! In progress (issue 6). Here so far: the accelerator probe ([`accel`])
-//! and the QEMU command line a VM gets ([`qemu`]), which encodes the
+//! In progress (issue 6). Here so far: the accelerator probe ([`accel`]),
+//! the per-VM vTPM ([`vtpm`]) and the QEMU command line a VM gets
+//! ([`qemu`]), which encodes the
 //! invariants of `../shared/design/vm-runtime-notes.md`: boot only from
 //! the OS disk's ESP with `bootindex=1` (never `-kernel`, which bypasses
 //! db), `-nic none`, secure pflash + SMM for Secure Boot.
@@ -12,3 +13,4 @@
 
 pub mod accel;
 pub mod qemu;
+pub mod vtpm;
