@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use trustlaunch_runtime::image;
+
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
@@ -128,88 +130,32 @@ fn build_initramfs(dir: &Path) -> PathBuf {
     path
 }
 
-/// A UKI the way bookworm can make one (no ukify): objcopy adds the
-/// sections to systemd-stub.
+/// The UKI and the disk come from the runtime's image builder.
 fn build_uki(dir: &Path, initramfs: &Path) -> PathBuf {
-    let osrel = dir.join("os-release");
-    fs::write(
-        &osrel,
-        "ID=trustlaunch-test\nNAME=\"trustlaunch boot test\"\n",
-    )
-    .expect("osrel");
-    let cmdline = dir.join("cmdline");
-    fs::write(&cmdline, "console=ttyS0 quiet panic=-1").expect("cmdline");
     let uki = dir.join("uki.efi");
-    let section = |name: &str, file: &Path, vma: &str| {
-        vec![
-            "--add-section".to_owned(),
-            format!("{name}={}", file.display()),
-            "--change-section-vma".to_owned(),
-            format!("{name}={vma}"),
-        ]
-    };
-    let mut args = Vec::new();
-    args.extend(section(".osrel", &osrel, "0x20000"));
-    args.extend(section(".cmdline", &cmdline, "0x30000"));
-    args.extend(section(".linux", &kernel(), "0x2000000"));
-    args.extend(section(".initrd", initramfs, "0x3000000"));
-    run(
-        "objcopy (binutils)",
-        Command::new("objcopy").args(&args).arg(STUB).arg(&uki),
-    );
+    image::build_uki(
+        &image::UkiParts {
+            stub: STUB.into(),
+            kernel: kernel(),
+            initrd: initramfs.to_owned(),
+            cmdline: "console=ttyS0 quiet panic=-1".into(),
+            os_release: "ID=trustlaunch-test\nNAME=\"trustlaunch boot test\"\n".into(),
+        },
+        &dir.join("uki-scratch"),
+        &uki,
+    )
+    .expect("build UKI");
     uki
 }
 
-/// A 64 MiB raw disk: GPT with one EFI system partition (FAT32) holding
-/// `efi` as \EFI\BOOT\BOOTX64.EFI.
 fn build_disk(dir: &Path, efi: &Path, name: &str) -> PathBuf {
     let disk = dir.join(format!("{name}.img"));
-    let esp = dir.join(format!("{name}.esp"));
-    fs::File::create(&disk)
-        .and_then(|f| f.set_len(64 << 20))
-        .expect("disk");
-    let mut sfdisk = Command::new("sfdisk")
-        .args(["-q"])
-        .arg(&disk)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sfdisk: apt-get install -y fdisk");
-    sfdisk
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(
-            b"label: gpt\nstart=2048, size=126976, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"ESP\"\n",
-        )
-        .expect("sfdisk stdin");
-    check("sfdisk", sfdisk.wait_with_output().expect("sfdisk"));
-    let _ = fs::remove_file(&esp);
-    run(
-        "mkfs.fat (dosfstools)",
-        Command::new("mkfs.fat")
-            .args(["-C", "-F", "32"])
-            .arg(&esp)
-            .arg((62 * 1024).to_string()),
-    );
-    let img = esp.to_string_lossy().into_owned();
-    run(
-        "mmd (mtools)",
-        Command::new("mmd").args(["-i", &img, "::/EFI", "::/EFI/BOOT"]),
-    );
-    run(
-        "mcopy (mtools)",
-        Command::new("mcopy")
-            .args(["-i", &img])
-            .arg(efi)
-            .arg("::/EFI/BOOT/BOOTX64.EFI"),
-    );
-    let part = fs::read(&esp).expect("read esp");
-    let mut d = fs::read(&disk).expect("read disk");
-    d[1 << 20..(1 << 20) + part.len()].copy_from_slice(&part);
-    fs::write(&disk, d).expect("write disk");
-    fs::remove_file(&esp).expect("rm esp");
+    image::build_disk(
+        &[("EFI/BOOT/BOOTX64.EFI", efi)],
+        &dir.join(format!("{name}-scratch")),
+        &disk,
+    )
+    .expect("build disk");
     disk
 }
 

@@ -12,5 +12,6 @@
 #![forbid(unsafe_code)]
 
 pub mod accel;
+pub mod image;
 pub mod qemu;
 pub mod vtpm;
