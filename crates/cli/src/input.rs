@@ -42,32 +42,22 @@ pub fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Reads an X.509 certificate, PEM (`-----BEGIN CERTIFICATE-----`) or DER,
-/// and returns its DER.
+/// Reads an X.509 certificate, PEM (the first `-----BEGIN CERTIFICATE-----`
+/// block) or DER, and returns its DER, checked to parse as X.509.
 pub fn read_cert_der(path: &Path) -> Result<Vec<u8>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
     let bytes = read_bounded(path)?;
     let text = String::from_utf8_lossy(&bytes);
-    let Some(start) = text.find("-----BEGIN CERTIFICATE-----") else {
-        if bytes.first() != Some(&0x30) {
-            bail!(
-                "{}: neither a PEM certificate nor DER (does not start with a SEQUENCE)",
-                path.display()
-            );
+    let block = match text.find(BEGIN) {
+        Some(start) => {
+            let end = text[start..].find(END).ok_or_else(|| {
+                anyhow::anyhow!("{}: PEM certificate without END line", path.display())
+            })?;
+            text[start..start + end + END.len()].as_bytes().to_vec()
         }
-        return Ok(bytes);
+        None => bytes,
     };
-    let end_marker = "-----END CERTIFICATE-----";
-    let end = text[start..]
-        .find(end_marker)
-        .map(|i| start + i + end_marker.len())
-        .ok_or_else(|| anyhow::anyhow!("{}: PEM certificate without END line", path.display()))?;
-    let (label, der) = der::pem::decode_vec(text[start..end].as_bytes())
-        .map_err(|e| anyhow::anyhow!("{}: bad PEM certificate: {e}", path.display()))?;
-    if label != "CERTIFICATE" {
-        bail!(
-            "{}: PEM label {label:?}, expected CERTIFICATE",
-            path.display()
-        );
-    }
-    Ok(der)
+    trustlaunch_secureboot::keys::certificate_der(&block)
+        .with_context(|| format!("{}: not an X.509 certificate (PEM or DER)", path.display()))
 }

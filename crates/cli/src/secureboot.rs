@@ -402,11 +402,10 @@ fn load_store(path: &Path) -> Result<VarStore> {
 }
 
 fn store_db(store: &VarStore, which: SecureBootVar) -> Result<Database> {
-    let (name, guid) = which.id();
-    match store.get(name, guid) {
-        None => Ok(Database::default()),
-        Some(v) => Ok(Database::from_signature_db(&v.signature_db()?)),
-    }
+    Ok(store
+        .secure_boot_db(which)?
+        .map(|db| Database::from_signature_db(&db))
+        .unwrap_or_default())
 }
 
 fn siglist_db(path: &Path) -> Result<Database> {
@@ -558,62 +557,13 @@ pub fn run(cmd: SecurebootCommand) -> Result<ExitCode> {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` as an EFI_TIME (UTC).
-fn parse_timestamp(text: &str) -> Result<EfiTime> {
-    let bad = || anyhow!("timestamp {text:?}: expected YYYY-MM-DD HH:MM:SS (UTC)");
-    let (date, time) = text.trim().split_once([' ', 'T']).ok_or_else(bad)?;
-    let d: Vec<&str> = date.split('-').collect();
-    let t: Vec<&str> = time.trim_end_matches('Z').split(':').collect();
-    let [y, mo, da] = d.as_slice() else {
-        return Err(bad());
-    };
-    let [h, mi, se] = t.as_slice() else {
-        return Err(bad());
-    };
-    let n = |s: &str, max: u16| -> Result<u16> {
-        s.parse::<u16>().ok().filter(|v| *v <= max).ok_or_else(bad)
-    };
-    let (month, day) = (n(mo, 12)?, n(da, 31)?);
-    if month == 0 || day == 0 {
-        return Err(bad());
-    }
-    let b = |v: u16| u8::try_from(v).map_err(|_| bad());
-    Ok(EfiTime::utc(
-        n(y, 9999)?,
-        b(month)?,
-        b(day)?,
-        b(n(h, 23)?)?,
-        b(n(mi, 59)?)?,
-        b(n(se, 59)?)?,
-    ))
-}
-
-/// The current UTC time as an EFI_TIME (days-to-civil from Unix time).
+/// The current UTC time as an EFI_TIME.
 fn now_efi_time() -> Result<EfiTime> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("system clock before 1970")?
         .as_secs();
-    let days = i64::try_from(secs / 86_400)?;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Ok(EfiTime::utc(
-        u16::try_from(year)?,
-        u8::try_from(month)?,
-        u8::try_from(day)?,
-        u8::try_from(rem / 3600)?,
-        u8::try_from(rem % 3600 / 60)?,
-        u8::try_from(rem % 60)?,
-    ))
+    Ok(EfiTime::from_unix_secs(secs)?)
 }
 
 fn run_authvar(cmd: AuthvarCommand) -> Result<ExitCode> {
@@ -632,7 +582,7 @@ fn run_authvar(cmd: AuthvarCommand) -> Result<ExitCode> {
             SignatureDb::parse(&data)
                 .with_context(|| format!("{}: not EFI_SIGNATURE_LISTs", file.display()))?;
             let ts = match timestamp {
-                Some(t) => parse_timestamp(&t)?,
+                Some(t) => t.parse::<EfiTime>()?,
                 None => now_efi_time()?,
             };
             let update = VariableUpdate::secure_boot(var.which(), append);
@@ -650,8 +600,10 @@ fn run_authvar(cmd: AuthvarCommand) -> Result<ExitCode> {
             let (certs, current) = match vars {
                 Some(path) => {
                     let store = load_store(&path)?;
-                    let pk = store_siglist(&store, SecureBootVar::Pk)?.unwrap_or_default();
-                    let kek = store_siglist(&store, SecureBootVar::Kek)?.unwrap_or_default();
+                    let pk = store.secure_boot_db(SecureBootVar::Pk)?.unwrap_or_default();
+                    let kek = store
+                        .secure_boot_db(SecureBootVar::Kek)?
+                        .unwrap_or_default();
                     let certs = match which {
                         SecureBootVar::Pk | SecureBootVar::Kek => trusted_certs(&[&pk]),
                         SecureBootVar::Db | SecureBootVar::Dbx => trusted_certs(&[&kek, &pk]),
@@ -674,14 +626,14 @@ fn run_authvar(cmd: AuthvarCommand) -> Result<ExitCode> {
             let update = VariableUpdate::secure_boot(which, append);
             match verify_payload(&update, &payload, &certs, current.as_ref()) {
                 Ok(v) => {
-                    let subject = x509_subject(&certs, v.trusted_index);
                     println!(
-                        "ACCEPTED: {} update of {} bytes, timestamp {}, signer chain position {} meets trusted certificate #{} ({subject})",
+                        "ACCEPTED: {} update of {} bytes, timestamp {}, signer chain position {} meets trusted certificate #{} ({})",
                         which.id().0,
                         v.data.len(),
                         v.timestamp,
                         v.chain_position,
-                        v.trusted_index
+                        v.trusted_index,
+                        v.trusted_subject
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -696,16 +648,6 @@ fn run_authvar(cmd: AuthvarCommand) -> Result<ExitCode> {
             }
         }
     }
-}
-
-/// The subject of `certs[index]` for messages ("?" if it does not parse).
-fn x509_subject(certs: &[Vec<u8>], index: usize) -> String {
-    use der::Decode;
-    certs
-        .get(index)
-        .and_then(|c| x509_cert::Certificate::from_der(c).ok())
-        .map(|c| c.tbs_certificate.subject.to_string())
-        .unwrap_or_else(|| "?".to_owned())
 }
 
 fn load_key_pair(key: &Path, cert: &Path) -> Result<KeyPair> {
@@ -814,7 +756,7 @@ fn run_pcr7(vars: &Path, images: &[PathBuf], json: bool) -> Result<ExitCode> {
             })?,
         );
     }
-    let prediction = predict_pcr7(&store, &authorities)?;
+    let prediction = predict_pcr7(&store, &authorities);
     let banks = [
         HashAlg::Sha1,
         HashAlg::Sha256,
@@ -907,7 +849,8 @@ fn vars_create(
             })?;
             keys.pk = Some(match pk {
                 Some(pk) => cert_db(owner, &[pk.to_path_buf()])?,
-                None => store_siglist(&VarStore::parse(&ms)?, SecureBootVar::Pk)?
+                None => VarStore::parse(&ms)?
+                    .secure_boot_db(SecureBootVar::Pk)?
                     .ok_or_else(|| anyhow!("{}: no PK; give --pk", ms_vars.display()))?,
             });
             for (target, extra) in [(&mut keys.kek, kek), (&mut keys.db, db)] {
@@ -927,14 +870,6 @@ fn vars_create(
     store.apply_keys(&keys)?;
     store.enable_secure_boot()?;
     Ok(store)
-}
-
-fn store_siglist(store: &VarStore, which: SecureBootVar) -> Result<Option<SignatureDb>> {
-    let (name, guid) = which.id();
-    Ok(store
-        .get(name, guid)
-        .map(|v| v.signature_db())
-        .transpose()?)
 }
 
 fn run_vars(cmd: VarsCommand) -> Result<ExitCode> {

@@ -440,23 +440,52 @@ fn authvar_sign_matches_sign_efi_sig_list_and_verifies_against_a_store() {
         "-o",
         &p("db.esl"),
     ]);
+    // `authvar sign` of db.esl with the KEK at `ts` into `out`.
+    let sign_db = |ts: &str, out: &str| {
+        ok(&[
+            "secureboot",
+            "authvar",
+            "sign",
+            &p("db.esl"),
+            "--var",
+            "db",
+            "--key",
+            &p("KEK.key"),
+            "--cert",
+            &p("KEK.crt"),
+            "--timestamp",
+            ts,
+            "-o",
+            &p(out),
+        ]);
+    };
+    // `authvar verify FILE --var VAR` against a store or trusted certs.
+    let verify = |file: &str, var: &str, trust: &[&str]| {
+        let f = p(file);
+        let mut args = vec!["secureboot", "authvar", "verify", f.as_str(), "--var", var];
+        args.extend_from_slice(trust);
+        run(&args)
+    };
+    let enroll = |extra: &[&str], out: &str| {
+        let (pk, kek, out) = (p("PK.crt"), p("KEK.crt"), p(out));
+        let mut args = vec![
+            "secureboot",
+            "vars",
+            "enroll",
+            EMPTY_VARS,
+            "--pk",
+            &pk,
+            "--kek",
+            &kek,
+            "--secure-boot",
+            "-o",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+    };
     let ts = "2030-06-01 12:00:00";
-    ok(&[
-        "secureboot",
-        "authvar",
-        "sign",
-        &p("db.esl"),
-        "--var",
-        "db",
-        "--key",
-        &p("KEK.key"),
-        "--cert",
-        &p("KEK.crt"),
-        "--timestamp",
-        ts,
-        "-o",
-        &p("ours.auth"),
-    ]);
+    sign_db(ts, "ours.auth");
     tool(
         "sign-efi-sig-list",
         Command::new("sign-efi-sig-list").args([
@@ -477,137 +506,40 @@ fn authvar_sign_matches_sign_efi_sig_list_and_verifies_against_a_store() {
         "authvar sign differs from sign-efi-sig-list"
     );
 
-    ok(&[
-        "secureboot",
-        "vars",
-        "enroll",
-        EMPTY_VARS,
-        "--pk",
-        &p("PK.crt"),
-        "--kek",
-        &p("KEK.crt"),
-        "--secure-boot",
-        "-o",
-        &p("vm.fd"),
-    ]);
-    let out = ok(&[
-        "secureboot",
-        "authvar",
-        "verify",
-        &p("ref.auth"),
-        "--var",
-        "db",
-        "--vars",
-        &p("vm.fd"),
-    ]);
-    assert!(out.starts_with("ACCEPTED"), "{out}");
+    enroll(&[], "vm.fd");
+    let vm = p("vm.fd");
+    let o = verify("ref.auth", "db", &["--vars", &vm]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.starts_with("ACCEPTED"), "{out}");
     assert!(out.contains("CN=authvar test KEK"), "{out}");
-    let refused = |args: &[&str], why: &str| {
-        let o = run(args);
+    let refused = |o: Output, why: &str| {
         let out = String::from_utf8_lossy(&o.stdout);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {out}");
-        assert!(
-            out.starts_with("REFUSED") && out.contains(why),
-            "{args:?}: {out}"
-        );
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(out.starts_with("REFUSED") && out.contains(why), "{out}");
     };
     // Signed for db, offered as dbx: the signature covers the name.
     refused(
-        &[
-            "secureboot",
-            "authvar",
-            "verify",
-            &p("ref.auth"),
-            "--var",
-            "dbx",
-            "--vars",
-            &p("vm.fd"),
-        ],
+        verify("ref.auth", "dbx", &["--vars", &vm]),
         "does not verify",
     );
     // As a KEK update: the PK must sign it (and the enrolled KEK's
     // timestamp is checked first, as edk2 does).
-    let o = run(&[
-        "secureboot",
-        "authvar",
-        "verify",
-        &p("ref.auth"),
-        "--var",
-        "kek",
-        "--vars",
-        &p("vm.fd"),
-    ]);
+    let o = verify("ref.auth", "kek", &["--vars", &vm]);
     assert_eq!(o.status.code(), Some(1));
     // Trusted only another key.
     refused(
-        &[
-            "secureboot",
-            "authvar",
-            "verify",
-            &p("ref.auth"),
-            "--var",
-            "db",
-            "--trusted",
-            &p("other.crt"),
-        ],
+        verify("ref.auth", "db", &["--trusted", &p("other.crt")]),
         "not trusted",
     );
     // An older timestamp than the enrolled db's.
-    ok(&[
-        "secureboot",
-        "vars",
-        "enroll",
-        EMPTY_VARS,
-        "--pk",
-        &p("PK.crt"),
-        "--kek",
-        &p("KEK.crt"),
-        "--db",
-        &p("db.crt"),
-        "--secure-boot",
-        "-o",
-        &p("vm2.fd"),
-    ]);
-    ok(&[
-        "secureboot",
-        "authvar",
-        "sign",
-        &p("db.esl"),
-        "--var",
-        "db",
-        "--key",
-        &p("KEK.key"),
-        "--cert",
-        &p("KEK.crt"),
-        "--timestamp",
-        "2011-01-01 00:00:00",
-        "-o",
-        &p("old.auth"),
-    ]);
+    enroll(&["--db", &p("db.crt")], "vm2.fd");
+    sign_db("2011-01-01 00:00:00", "old.auth");
     refused(
-        &[
-            "secureboot",
-            "authvar",
-            "verify",
-            &p("old.auth"),
-            "--var",
-            "db",
-            "--vars",
-            &p("vm2.fd"),
-        ],
+        verify("old.auth", "db", &["--vars", &p("vm2.fd")]),
         "not later",
     );
     // Not a payload at all: an error (exit 2) naming the file.
-    let o = run(&[
-        "secureboot",
-        "authvar",
-        "verify",
-        &p("db.esl"),
-        "--var",
-        "db",
-        "--vars",
-        &p("vm.fd"),
-    ]);
+    let o = verify("db.esl", "db", &["--vars", &vm]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("db.esl"));
 }

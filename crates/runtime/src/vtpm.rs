@@ -198,7 +198,20 @@ pub fn create(
         .map_err(io("creating key", &paths.key))?;
     f.write_all(&key).map_err(io("writing key", &paths.key))?;
     drop(f);
+    // A half-made vTPM is useless and would block a retry: remove it.
+    manufacture(paths, ca, now, rng).inspect_err(|_| {
+        let _ = destroy(paths);
+    })
+}
 
+/// Starts the new vTPM, creates and certifies its EK, writes the
+/// certificate to NV.
+fn manufacture(
+    paths: &VtpmPaths,
+    ca: &VtpmCa,
+    now: UnixTime,
+    rng: &mut impl rand_core::CryptoRngCore,
+) -> Result<VtpmIdentity, VtpmError> {
     let swtpm = paths.spawn_tcp()?;
     let mut tpm = swtpm.client()?;
     tpm.startup_clear()?;

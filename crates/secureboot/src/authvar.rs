@@ -31,7 +31,6 @@ use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
 use der::{Decode, Encode, Reader, SliceReader};
 use trustlaunch_eventlog::Guid;
-use x509_cert::Certificate;
 
 use crate::cms_build::{build_signed_data, signed_data_der, CmsBuildError, Content, SignedAttrs};
 use crate::cms_build::{Signer as CmsSigner, OID_DATA};
@@ -39,7 +38,7 @@ use crate::keys::SigningKey;
 use crate::pkcs7::{signer_from, DigestAlg, EmbeddedCert, Pkcs7Error, Signer, OID_SIGNED_DATA};
 use crate::siglist::{SigListError, SignatureDb};
 use crate::varstore::{EfiTime, SecureBootVar, ATTR_SECURE_BOOT_DB};
-use crate::verify::{chain_from, issued_by, signer_cert_index, verify_raw};
+use crate::verify::{anchor, chain_from, signer_cert_index, verify_raw, Database};
 
 /// EFI_VARIABLE_APPEND_WRITE.
 pub const ATTR_APPEND_WRITE: u32 = 0x40;
@@ -216,6 +215,8 @@ pub struct VerifiedUpdate<'a> {
     /// The trusted certificate (index into the caller's list) that the
     /// signer chain met.
     pub trusted_index: usize,
+    /// That certificate's subject.
+    pub trusted_subject: String,
     /// Position in the signer chain (0 = signer) that equals or was issued
     /// by that trusted certificate.
     pub chain_position: usize,
@@ -440,15 +441,25 @@ pub fn verify_payload<'a>(
     }
     let serialized = serialize(update, &t, p.data)?;
     let chain = check_signer(&p, &serialized)?;
+    // The trusted certificates anchor the signer as db certificates anchor
+    // an image's signer (no dbx here).
+    let trusted_db = Database::from_certs(Guid::from_bytes([0; 16]), trusted.iter().cloned());
     let (trusted_index, chain_position) =
-        anchor(trusted, &p.certificates, &chain).ok_or(AuthVarFailure::Untrusted {
-            trusted: trusted.len(),
+        anchor(&trusted_db, &Database::default(), &p.certificates, &chain).map_err(|_| {
+            AuthVarFailure::Untrusted {
+                trusted: trusted.len(),
+            }
         })?;
+    let trusted_subject = trusted_db
+        .entry(trusted_index)
+        .and_then(|e| e.subject)
+        .unwrap_or_default();
     if is_signature_db(update) && !p.data.is_empty() {
         SignatureDb::parse(p.data).map_err(AuthVarFailure::BadSignatureList)?;
     }
     Ok(VerifiedUpdate {
         trusted_index,
+        trusted_subject,
         chain_position,
         timestamp: t,
         data: p.data,
@@ -492,19 +503,6 @@ fn check_signer(p: &AuthPayload<'_>, serialized: &[u8]) -> Result<Vec<usize>, Au
         return Err(AuthVarFailure::BadSignature);
     }
     Ok(chain_from(&p.certificates, leaf))
-}
-
-/// The first trusted certificate that equals, or issued, a chain
-/// certificate: `(trusted index, chain position)`.
-fn anchor(trusted: &[Vec<u8>], certs: &[EmbeddedCert], chain: &[usize]) -> Option<(usize, usize)> {
-    trusted.iter().enumerate().find_map(|(ti, der)| {
-        let t = Certificate::from_der(der).ok()?;
-        chain
-            .iter()
-            .filter_map(|&i| certs.get(i))
-            .position(|c| c.der == *der || issued_by(&c.der, &c.cert, &t))
-            .map(|pos| (ti, pos))
-    })
 }
 
 #[cfg(test)]

@@ -22,9 +22,9 @@
 //!    (owner GUID, then the certificate or hash) that allowed it. None when
 //!    Secure Boot is off (the firmware verifies nothing then).
 
-use trustlaunch_eventlog::{Digest, Guid, HashAlg};
+use trustlaunch_eventlog::{Digest, EfiVariable, Guid, HashAlg};
 
-use crate::siglist::{SignatureData, SignatureDb};
+use crate::siglist::SignatureData;
 use crate::varstore::{SecureBootVar, VarStore, VarStoreError, SECURE_BOOT_ENABLE_DISABLE};
 use crate::verify::{verify_image, Database, Verdict, VerifyError};
 
@@ -52,9 +52,6 @@ pub enum Pcr7Error {
     /// internal inconsistency; reported rather than guessed).
     #[error("db entry {0} not found in the store's db")]
     EntryNotFound(String),
-    /// A length does not fit the 64-bit fields of UEFI_VARIABLE_DATA.
-    #[error("variable {0} is too large to measure")]
-    TooLarge(String),
 }
 
 /// One event the firmware will log into PCR 7.
@@ -104,37 +101,18 @@ impl Pcr7Prediction {
     }
 }
 
-/// UEFI_VARIABLE_DATA (PFP §10.4.4 / UEFI_VARIABLE_DATA): variable GUID,
-/// UnicodeNameLength (characters, no terminator), VariableDataLength, the
-/// UTF-16LE name, the data.
-pub fn uefi_variable_data(name: &str, guid: Guid, data: &[u8]) -> Result<Vec<u8>, Pcr7Error> {
-    let utf16: Vec<u16> = name.encode_utf16().collect();
-    let too_large = || Pcr7Error::TooLarge(name.to_owned());
-    let name_len = u64::try_from(utf16.len()).map_err(|_| too_large())?;
-    let data_len = u64::try_from(data.len()).map_err(|_| too_large())?;
-    let capacity = utf16
-        .len()
-        .checked_mul(2)
-        .and_then(|n| n.checked_add(32))
-        .and_then(|n| n.checked_add(data.len()))
-        .ok_or_else(too_large)?;
-    let mut out = Vec::with_capacity(capacity);
-    out.extend_from_slice(&guid.to_bytes());
-    out.extend_from_slice(&name_len.to_le_bytes());
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for c in utf16 {
-        out.extend_from_slice(&c.to_le_bytes());
+/// UEFI_VARIABLE_DATA (PFP §10.4.4): variable GUID, UnicodeNameLength
+/// (characters, no terminator), VariableDataLength, the UTF-16LE name, the
+/// data — the event log crate's encoder.
+pub fn uefi_variable_data(name: &str, guid: Guid, data: &[u8]) -> Vec<u8> {
+    EfiVariable {
+        guid,
+        name: name.to_owned(),
+        data: data.to_vec(),
+        data_offset: 0,
+        decoded: None,
     }
-    out.extend_from_slice(data);
-    Ok(out)
-}
-
-/// EFI_SIGNATURE_DATA bytes: owner GUID, then the signature data.
-pub fn signature_data_bytes(entry: &SignatureData) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entry.data.len().saturating_add(16));
-    out.extend_from_slice(&entry.owner.to_bytes());
-    out.extend_from_slice(&entry.data);
-    out
+    .to_bytes()
 }
 
 /// Whether an edk2 firmware started with this store enforces Secure Boot:
@@ -154,25 +132,20 @@ pub fn secure_boot_enforced(store: &VarStore) -> bool {
 /// Predicts the PCR 7 events for a store and the db entries
 /// (EFI_SIGNATURE_DATA) that will authorise the boot applications, in boot
 /// order; a repeated entry is measured once, as the firmware does.
-pub fn predict_pcr7(
-    store: &VarStore,
-    authorities: &[SignatureData],
-) -> Result<Pcr7Prediction, Pcr7Error> {
+pub fn predict_pcr7(store: &VarStore, authorities: &[SignatureData]) -> Pcr7Prediction {
     let secure_boot = secure_boot_enforced(store);
     let mut events = Vec::new();
-    let config = |name: &str, guid: Guid, data: &[u8]| -> Result<PredictedEvent, Pcr7Error> {
-        Ok(PredictedEvent {
-            event_type: EV_EFI_VARIABLE_DRIVER_CONFIG,
-            name: name.to_owned(),
-            guid,
-            event_data: uefi_variable_data(name, guid, data)?,
-        })
+    let config = |name: &str, guid: Guid, data: &[u8]| PredictedEvent {
+        event_type: EV_EFI_VARIABLE_DRIVER_CONFIG,
+        name: name.to_owned(),
+        guid,
+        event_data: uefi_variable_data(name, guid, data),
     };
     events.push(config(
         "SecureBoot",
         Guid::GLOBAL_VARIABLE,
         &[u8::from(secure_boot)],
-    )?);
+    ));
     for which in [
         SecureBootVar::Pk,
         SecureBootVar::Kek,
@@ -181,11 +154,11 @@ pub fn predict_pcr7(
     ] {
         let (name, guid) = which.id();
         let data = store.get(name, guid).map(|v| v.data.as_slice());
-        events.push(config(name, guid, data.unwrap_or(&[]))?);
+        events.push(config(name, guid, data.unwrap_or(&[])));
     }
     for name in ["dbt", "dbr"] {
         if let Some(v) = store.get(name, Guid::IMAGE_SECURITY_DATABASE) {
-            events.push(config(name, Guid::IMAGE_SECURITY_DATABASE, &v.data)?);
+            events.push(config(name, Guid::IMAGE_SECURITY_DATABASE, &v.data));
         }
     }
     events.push(PredictedEvent {
@@ -205,37 +178,24 @@ pub fn predict_pcr7(
                 event_type: EV_EFI_VARIABLE_AUTHORITY,
                 name: "db".to_owned(),
                 guid: Guid::IMAGE_SECURITY_DATABASE,
-                event_data: uefi_variable_data(
-                    "db",
-                    Guid::IMAGE_SECURITY_DATABASE,
-                    &signature_data_bytes(a),
-                )?,
+                event_data: uefi_variable_data("db", Guid::IMAGE_SECURITY_DATABASE, &a.to_bytes()),
             });
         }
     }
-    Ok(Pcr7Prediction {
+    Pcr7Prediction {
         secure_boot,
         events,
-    })
-}
-
-/// The store's db and dbx as parsed signature lists (empty when absent).
-fn store_dbs(store: &VarStore) -> Result<(SignatureDb, SignatureDb), Pcr7Error> {
-    let get = |which: SecureBootVar| -> Result<SignatureDb, Pcr7Error> {
-        let (name, guid) = which.id();
-        match store.get(name, guid) {
-            None => Ok(SignatureDb::default()),
-            Some(v) => Ok(v.signature_db()?),
-        }
-    };
-    Ok((get(SecureBootVar::Db)?, get(SecureBootVar::Dbx)?))
+    }
 }
 
 /// The db entry (EFI_SIGNATURE_DATA) that authorises `image` under this
 /// store, found the way the firmware finds it: the image is verified
 /// against the store's db and dbx, and the allowing entry is looked up.
 pub fn authority_for_image(store: &VarStore, image: &[u8]) -> Result<SignatureData, Pcr7Error> {
-    let (db, dbx) = store_dbs(store)?;
+    let db = store.secure_boot_db(SecureBootVar::Db)?.unwrap_or_default();
+    let dbx = store
+        .secure_boot_db(SecureBootVar::Dbx)?
+        .unwrap_or_default();
     let db_v = Database::from_signature_db(&db);
     let dbx_v = Database::from_signature_db(&dbx);
     match verify_image(image, &db_v, &dbx_v)? {
@@ -257,7 +217,7 @@ mod tests {
 
     #[test]
     fn uefi_variable_data_layout() {
-        let d = uefi_variable_data("db", Guid::IMAGE_SECURITY_DATABASE, &[1, 2, 3]).unwrap();
+        let d = uefi_variable_data("db", Guid::IMAGE_SECURITY_DATABASE, &[1, 2, 3]);
         assert_eq!(&d[..16], &Guid::IMAGE_SECURITY_DATABASE.to_bytes());
         assert_eq!(u64::from_le_bytes(d[16..24].try_into().unwrap()), 2);
         assert_eq!(u64::from_le_bytes(d[24..32].try_into().unwrap()), 3);

@@ -47,7 +47,8 @@ const fn g(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Guid {
 }
 
 impl SignatureType {
-    const ALL: [SignatureType; 11] = [
+    /// Every type UEFI 2.10 §32.4.1 lists (and edk2's external management).
+    pub const ALL: [SignatureType; 11] = [
         SignatureType::Sha1,
         SignatureType::Sha224,
         SignatureType::Sha256,
@@ -218,6 +219,17 @@ pub struct SignatureData {
     pub data: Vec<u8>,
 }
 
+impl SignatureData {
+    /// EFI_SIGNATURE_DATA as stored in a list (and measured as an
+    /// EV_EFI_VARIABLE_AUTHORITY): owner GUID, then the data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.data.len().saturating_add(OWNER_LEN));
+        out.extend_from_slice(&self.owner.to_bytes());
+        out.extend_from_slice(&self.data);
+        out
+    }
+}
+
 /// One EFI_SIGNATURE_LIST.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignatureList {
@@ -308,8 +320,7 @@ impl SignatureList {
         out.extend_from_slice(&entry_size.to_le_bytes());
         out.extend_from_slice(&self.header);
         for e in &self.entries {
-            out.extend_from_slice(&e.owner.to_bytes());
-            out.extend_from_slice(&e.data);
+            out.extend_from_slice(&e.to_bytes());
         }
         Ok(())
     }

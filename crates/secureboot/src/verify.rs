@@ -554,7 +554,7 @@ impl Database {
 
 /// A db certificate that anchors a chain but whose TBS hash dbx lists.
 #[derive(Debug, Clone, Copy)]
-struct RevokedAnchor {
+pub(crate) struct RevokedAnchor {
     db: usize,
     dbx: usize,
     time: [u8; REVOCATION_TIME_LEN],
@@ -564,7 +564,7 @@ struct RevokedAnchor {
 /// certificate and whose TBS hash `dbx` does not list:
 /// `Ok((db index, chain position))`; `Err(Some(..))` if the only anchors
 /// found are revoked (the first: db index, dbx index, revocation time).
-fn anchor(
+pub(crate) fn anchor(
     db: &Database,
     dbx: &Database,
     certs: &[EmbeddedCert],

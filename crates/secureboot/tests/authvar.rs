@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{run_in, TempDir};
+use common::{openssl_req, run_in, TempDir};
 
 use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
@@ -31,27 +31,7 @@ fn must(dir: &TempDir, tool: &str, package: &str, args: &[&str]) {
 
 /// `openssl req -x509 -newkey rsa:2048` key and certificate NAME.key/NAME.crt.
 fn openssl_pair(dir: &TempDir, name: &str) -> KeyPair {
-    must(
-        dir,
-        "openssl",
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-subj",
-            &format!("/CN=test {name}/"),
-            "-days",
-            "3650",
-        ],
-    );
+    openssl_req(dir, name, &format!("test {name}"));
     KeyPair::from_pem(
         &String::from_utf8(dir.read(&format!("{name}.key"))).unwrap(),
         &dir.read(&format!("{name}.crt")),

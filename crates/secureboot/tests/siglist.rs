@@ -17,19 +17,7 @@ fn ms_store() -> VarStore {
     VarStore::parse(&img).unwrap()
 }
 
-const KINDS: [SignatureType; 11] = [
-    SignatureType::Sha1,
-    SignatureType::Sha224,
-    SignatureType::Sha256,
-    SignatureType::Sha384,
-    SignatureType::Sha512,
-    SignatureType::Rsa2048,
-    SignatureType::X509,
-    SignatureType::X509Sha256,
-    SignatureType::X509Sha384,
-    SignatureType::X509Sha512,
-    SignatureType::ExternalManagement,
-];
+const KINDS: [SignatureType; 11] = SignatureType::ALL;
 
 #[test]
 fn ms_databases_parse_and_re_encode_byte_for_byte() {

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{kernel_path, read, run, TempDir};
+use common::{kernel_path, openssl_req, read, run, TempDir};
 
 use trustlaunch_secureboot::authenticode::{image_hash, ImageDigest, ImageHashAlg};
 use trustlaunch_secureboot::keys::{cert_to_pem, CertRequest, CertRole, KeyPair, SigningKey};
@@ -84,29 +84,7 @@ fn allowed(v: &Verdict) -> Option<(usize, Option<usize>, Option<usize>)> {
 /// Key and certificate made by `openssl req -x509 -newkey rsa:2048`
 /// (PKCS#8 key), as (key path, cert path, DER cert).
 fn openssl_pair(dir: &TempDir, name: &str) -> (String, String, Vec<u8>) {
-    let key = dir.path(&format!("{name}.key"));
-    let crt = dir.path(&format!("{name}.crt"));
-    let (ok, text) = run(
-        "openssl",
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-            "-subj",
-            &format!("/CN={name}/"),
-            "-days",
-            "3650",
-        ],
-    );
-    assert!(ok, "{text}");
+    let (key, crt) = openssl_req(dir, name, name);
     let pem = std::fs::read(&crt).unwrap();
     let der = trustlaunch_secureboot::keys::certificate_der(&pem).unwrap();
     (key, crt, der)

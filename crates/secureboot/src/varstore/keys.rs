@@ -36,6 +36,16 @@ impl SecureBootVar {
 }
 
 impl VarStore {
+    /// A Secure Boot database as signature lists; `None` when the
+    /// variable does not exist.
+    pub fn secure_boot_db(
+        &self,
+        which: SecureBootVar,
+    ) -> Result<Option<SignatureDb>, VarStoreError> {
+        let (name, guid) = which.id();
+        self.get(name, guid).map(Variable::signature_db).transpose()
+    }
+
     /// Replaces a Secure Boot database; the timestamp moves forward to
     /// `timestamp` (the variable keeps a later one).
     pub fn set_signature_db(
@@ -185,11 +195,9 @@ impl KeyTemplate {
     pub fn microsoft(ms_vars: &[u8]) -> Result<Self, VarStoreError> {
         let store = VarStore::parse(ms_vars)?;
         let get = |which: SecureBootVar| {
-            let (name, guid) = which.id();
             store
-                .get(name, guid)
-                .ok_or_else(|| VarStoreError::MissingVariable(name.to_owned()))
-                .and_then(Variable::signature_db)
+                .secure_boot_db(which)?
+                .ok_or_else(|| VarStoreError::MissingVariable(which.id().0.to_owned()))
         };
         Ok(KeyTemplate {
             pk: None,

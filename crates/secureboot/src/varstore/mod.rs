@@ -164,6 +164,10 @@ pub enum VarStoreError {
     /// A certificate could not be parsed (for its notBefore).
     #[error("certificate does not parse: {0}")]
     BadCertificate(String),
+    /// A date and time that is not `YYYY-MM-DD HH:MM:SS` (UTC, 1970-9999)
+    /// or not a real date.
+    #[error("time {0:?}: expected YYYY-MM-DD HH:MM:SS (UTC)")]
+    BadTime(String),
     /// A JSON field is malformed.
     #[error("bad JSON field {field} of variable {name}")]
     BadJson {

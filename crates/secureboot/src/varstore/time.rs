@@ -138,13 +138,92 @@ pub fn cert_not_before(der: &[u8]) -> Result<EfiTime, VarStoreError> {
     use der::Decode;
     let cert = x509_cert::Certificate::from_der(der)
         .map_err(|e| VarStoreError::BadCertificate(e.to_string()))?;
-    let t = cert.tbs_certificate.validity.not_before.to_date_time();
-    Ok(EfiTime::utc(
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minutes(),
-        t.seconds(),
+    Ok(EfiTime::from_date_time(
+        cert.tbs_certificate.validity.not_before.to_date_time(),
     ))
+}
+
+impl EfiTime {
+    /// A UTC date and time.
+    pub fn from_date_time(t: der::DateTime) -> Self {
+        EfiTime::utc(
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minutes(),
+            t.seconds(),
+        )
+    }
+
+    /// Seconds since the Unix epoch (UTC), e.g. the caller's clock.
+    pub fn from_unix_secs(secs: u64) -> Result<Self, VarStoreError> {
+        der::DateTime::from_unix_duration(core::time::Duration::from_secs(secs))
+            .map(Self::from_date_time)
+            .map_err(|_| VarStoreError::BadTime(format!("{secs} s after 1970")))
+    }
+}
+
+/// Parses what [`EfiTime`]'s `Display` prints for a UTC time:
+/// `YYYY-MM-DD HH:MM:SS` (a `T` may separate date and time, a `Z` may end
+/// it), checked to be a real date.
+impl core::str::FromStr for EfiTime {
+    type Err = VarStoreError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || VarStoreError::BadTime(text.to_owned());
+        let (date, time) = text.trim().split_once([' ', 'T']).ok_or_else(bad)?;
+        let mut d = date.split('-').map(str::parse::<u16>);
+        let mut t = time.trim_end_matches('Z').split(':').map(str::parse::<u8>);
+        let mut next_d = || d.next().and_then(Result::ok).ok_or_else(bad);
+        let (year, month, day) = (next_d()?, next_d()?, next_d()?);
+        let mut next_t = || t.next().and_then(Result::ok).ok_or_else(bad);
+        let (hour, minute, second) = (next_t()?, next_t()?, next_t()?);
+        if d.next().is_some() || t.next().is_some() {
+            return Err(bad());
+        }
+        let month = u8::try_from(month).map_err(|_| bad())?;
+        let day = u8::try_from(day).map_err(|_| bad())?;
+        der::DateTime::new(year, month, day, hour, minute, second)
+            .map(Self::from_date_time)
+            .map_err(|_| bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trips_and_real_dates_only() {
+        let t: EfiTime = "2026-11-01 10:00:00".parse().unwrap();
+        assert_eq!(t, EfiTime::utc(2026, 11, 1, 10, 0, 0));
+        assert_eq!(t.to_string(), "2026-11-01 10:00:00");
+        assert_eq!("2026-11-01T10:00:00Z".parse::<EfiTime>().unwrap(), t);
+        for bad in [
+            "",
+            "2026-11-01",
+            "2026-02-30 00:00:00",
+            "2026-13-01 00:00:00",
+            "2026-11-01 24:00:00",
+            "2026-11-01 10:00",
+            "2026-11-01 10:00:00:00",
+            "1969-12-31 23:59:59",
+            "x-11-01 10:00:00",
+        ] {
+            assert!(bad.parse::<EfiTime>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unix_seconds() {
+        assert_eq!(
+            EfiTime::from_unix_secs(0).unwrap(),
+            EfiTime::utc(1970, 1, 1, 0, 0, 0)
+        );
+        assert_eq!(
+            EfiTime::from_unix_secs(1_795_435_200).unwrap(),
+            EfiTime::utc(2026, 11, 23, 12, 0, 0)
+        );
+    }
 }

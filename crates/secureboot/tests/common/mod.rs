@@ -93,3 +93,32 @@ pub fn run_in(dir: Option<&Path>, tool: &str, package: &str, args: &[&str]) -> (
 pub fn run(tool: &str, package: &str, args: &[&str]) -> (bool, String) {
     run_in(None, tool, package, args)
 }
+
+/// `openssl req -x509 -newkey rsa:2048` in `dir`: NAME.key (PKCS#8) and a
+/// self-signed NAME.crt with subject CN=`cn`; returns their paths.
+pub fn openssl_req(dir: &TempDir, name: &str, cn: &str) -> (String, String) {
+    let key = dir.path(&format!("{name}.key"));
+    let crt = dir.path(&format!("{name}.crt"));
+    let (ok, text) = run(
+        "openssl",
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-subj",
+            &format!("/CN={cn}/"),
+            "-days",
+            "3650",
+        ],
+    );
+    assert!(ok, "openssl req failed:\n{text}");
+    (key, crt)
+}
