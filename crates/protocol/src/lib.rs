@@ -56,8 +56,9 @@ pub const PORT_NAME: &str = "org.trustlaunch.attest.0";
 pub const VERSION: u32 = 1;
 
 /// The largest frame either side accepts, newline included (event logs of
-/// real machines are 20-200 KiB, hex doubles them).
-pub const MAX_FRAME: usize = 4 << 20;
+/// real machines are 20-200 KiB; the agent reads at most 16 MiB and hex
+/// doubles it).
+pub const MAX_FRAME: usize = 36 << 20;
 
 /// Nonce length the host sends (bytes). TPM2_Quote's qualifyingData is a
 /// TPM2B_DATA, at most the size of the largest digest (64 bytes).

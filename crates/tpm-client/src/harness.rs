@@ -94,6 +94,39 @@ pub fn swtpm_installed() -> bool {
         .is_ok()
 }
 
+/// Spawns `swtpm socket` on `state` and the two ports, its output
+/// appended to `state/swtpm.log`.
+fn spawn(state: &Path, port: u16, ctrl_port: u16) -> Result<Child, HarnessError> {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(state.join("swtpm.log"))
+        .map_err(io_err("creating the log file"))?;
+    let err = out.try_clone().map_err(io_err("creating the log file"))?;
+    Command::new("swtpm")
+        .arg("socket")
+        .arg("--tpm2")
+        .arg("--server")
+        .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+        .arg("--ctrl")
+        .arg(format!("type=tcp,port={ctrl_port},bindaddr=127.0.0.1"))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .arg("--flags")
+        .arg("not-need-init,startup-clear")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => HarnessError::NotInstalled,
+            _ => HarnessError::Io {
+                context: "spawning swtpm",
+                source,
+            },
+        })
+}
+
 impl Swtpm {
     /// Starts swtpm with a fresh state directory on free loopback ports.
     pub fn start() -> Result<Self, HarnessError> {
@@ -114,30 +147,7 @@ impl Swtpm {
                 .map_err(io_err("creating the state directory"))?;
             let (port, ctrl_port) = free_ports().map_err(io_err("finding free ports"))?;
             let log_path = state.path().join("swtpm.log");
-            let out = File::create(&log_path).map_err(io_err("creating the log file"))?;
-            let err = out.try_clone().map_err(io_err("creating the log file"))?;
-            let child = Command::new("swtpm")
-                .arg("socket")
-                .arg("--tpm2")
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                .arg("--ctrl")
-                .arg(format!("type=tcp,port={ctrl_port},bindaddr=127.0.0.1"))
-                .arg("--tpmstate")
-                .arg(format!("dir={}", state.path().display()))
-                .arg("--flags")
-                .arg("not-need-init,startup-clear")
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .map_err(|source| match source.kind() {
-                    io::ErrorKind::NotFound => HarnessError::NotInstalled,
-                    _ => HarnessError::Io {
-                        context: "spawning swtpm",
-                        source,
-                    },
-                })?;
+            let child = spawn(state.path(), port, ctrl_port)?;
             let mut swtpm = Swtpm {
                 child,
                 state,
@@ -153,6 +163,35 @@ impl Swtpm {
         Err(HarnessError::DidNotStart {
             attempts: ATTEMPTS,
             log,
+        })
+    }
+
+    /// Power-cycles the simulator with its state kept, as a VM reboot
+    /// does: kills swtpm, starts it again on the same state directory
+    /// (new free ports; take a new [`Swtpm::client`]) with `startup-clear`.
+    /// Persistent objects and NV indices survive; PCRs and transient
+    /// objects do not.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _guard = START_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let log_path = self.state.path().join("swtpm.log");
+        for _ in 0..ATTEMPTS {
+            let (port, ctrl_port) = free_ports().map_err(io_err("finding free ports"))?;
+            self.child = spawn(self.state.path(), port, ctrl_port)?;
+            self.port = port;
+            self.ctrl_port = ctrl_port;
+            if self.wait_ready()? {
+                return Ok(());
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        Err(HarnessError::DidNotStart {
+            attempts: ATTEMPTS,
+            log: std::fs::read_to_string(&log_path).unwrap_or_default(),
         })
     }
 

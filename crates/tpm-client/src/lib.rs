@@ -7,12 +7,12 @@
 //! properties (§30.2), CreatePrimary (§24.1), Create (§12.1), Load (§12.2),
 //! ReadPublic (§12.4), ActivateCredential (§12.5), Quote (§18.4), PCR_Read
 //! (§22.4), PCR_Extend (§22.2), StartAuthSession (§11.1), PolicySecret
-//! (§23.4), FlushContext (§28.4), NV_DefineSpace, NV_UndefineSpace,
-//! NV_ReadPublic, NV_Write, NV_WriteLock and NV_Read (§31). Command framing
-//! and authorization areas follow Part 1 §18; response codes are decoded
-//! per Part 2 §6.6 ([`ResponseCode`]). EK templates and certificate NV
-//! indices follow the TCG EK Credential Profile 2.5 (templates L-1/L-2,
-//! indices `0x01c00002`/`0x01c0000a`).
+//! (§23.4), FlushContext (§28.4), EvictControl (§28.5), NV_DefineSpace,
+//! NV_UndefineSpace, NV_ReadPublic, NV_Write, NV_WriteLock and NV_Read
+//! (§31). Command framing and authorization areas follow Part 1 §18;
+//! response codes are decoded per Part 2 §6.6 ([`ResponseCode`]). EK
+//! templates and certificate NV indices follow the TCG EK Credential
+//! Profile 2.5 (templates L-1/L-2, indices `0x01c00002`/`0x01c0000a`).
 //!
 //! # Transports
 //!

@@ -30,6 +30,7 @@ macro_rules! command_codes {
 }
 
 command_codes! {
+    EVICT_CONTROL = 0x120, "TPM2_EvictControl";
     NV_UNDEFINE_SPACE = 0x122, "TPM2_NV_UndefineSpace";
     NV_DEFINE_SPACE = 0x12A, "TPM2_NV_DefineSpace";
     CREATE_PRIMARY = 0x131, "TPM2_CreatePrimary";
@@ -304,6 +305,15 @@ impl PcrSelection {
             .flat_map(|(b, s)| s.iter().map(move |p| (*b, *p)))
     }
 
+    /// The marshalled `TPML_PCR_SELECTION`, as TPM2_Quote and
+    /// TPM2_PCR_Read send it (bitmaps of at least 3 bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        // Cannot fail: a selection holds at most one entry per `HashAlg`.
+        let _ = self.marshal(&mut w);
+        w.into_bytes()
+    }
+
     /// Marshals as `TPML_PCR_SELECTION`; each bitmap is at least 3 bytes
     /// (PC Client).
     pub(crate) fn marshal(&self, w: &mut Writer) -> Result<(), MarshalError> {
@@ -408,6 +418,7 @@ mod tests {
         let back = PcrSelection::unmarshal(&mut Reader::new(&bytes), 16).unwrap();
         assert_eq!(back, sel);
         assert_eq!(sel.to_string(), "sha256:0,1,2,3,4,5,6,7+sha1:0,23");
+        assert_eq!(sel.to_bytes(), bytes);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Keys: TPM2_CreatePrimary (Part 3 §24.1), TPM2_Create (§12.1),
-//! TPM2_Load (§12.2), TPM2_ReadPublic (§12.4), and the EK/AK recipes built
-//! from them.
+//! TPM2_Load (§12.2), TPM2_ReadPublic (§12.4), TPM2_EvictControl (§28.5),
+//! and the EK/AK recipes built from them.
 
 use crate::client::{invalid, parse_params, Command, Tpm};
 use crate::commands::limits;
@@ -228,6 +228,36 @@ impl Tpm {
         public: &[u8],
     ) -> Result<LoadedKey, Error> {
         self.with_ek_policy(|tpm, auth| tpm.load(ek, auth, private, public))
+    }
+
+    /// `TPM2_EvictControl`: with a transient `object`, makes a persistent
+    /// copy of it at `persistent` (`0x81xxxxxx`; the transient object
+    /// stays loaded and is still the caller's to flush); with a persistent
+    /// `object` (then `persistent` must be the same handle), removes it.
+    /// `auth` is the hierarchy that owns the persistent handle range
+    /// (owner for `0x81000000..=0x817FFFFF`, platform for
+    /// `0x81800000..=0x81FFFFFF`), authorized by its password (see
+    /// [`Tpm::set_hierarchy_auth`]).
+    ///
+    /// A handle already in use fails with `TPM_RC_NV_DEFINED`.
+    pub fn evict_control(
+        &mut self,
+        auth: Hierarchy,
+        object: ObjectHandle,
+        persistent: ObjectHandle,
+    ) -> Result<(), Error> {
+        let code = CommandCode::EVICT_CONTROL;
+        let mut w = Writer::new();
+        w.u32(persistent.0);
+        let authorization = self.hierarchy_auth(auth);
+        let resp = self.execute(Command {
+            code,
+            handles: &[auth.handle(), object.0],
+            auths: &[authorization],
+            params: w.into_bytes(),
+            response_handles: 0,
+        })?;
+        parse_params(code, &resp.params, |_| Ok(()))
     }
 
     /// `TPM2_ReadPublic`: the public area and names of a loaded or
