@@ -23,7 +23,7 @@ as_root() {
 APT_PACKAGES=(tpm2-tools swtpm swtpm-tools openssl hyperfine jq ca-certificates pkg-config
     ovmf shim-signed shim-unsigned grub-efi-amd64-signed linux-image-amd64 sbsigntool osslsigncode
     pesign efitools
-    qemu-system-x86 systemd-boot-efi busybox-static cpio fdisk dosfstools mtools binutils kmod
+    qemu-system-x86 qemu-utils systemd-boot-efi busybox-static cpio fdisk dosfstools mtools binutils kmod
     python3-pip)
 
 # PyPI: virt-firmware (virt-fw-vars), the reference for OVMF variable stores.

@@ -12,6 +12,13 @@
 #![forbid(unsafe_code)]
 
 pub mod accel;
+pub mod channel;
+pub mod console;
 pub mod image;
+pub mod platform;
+pub mod process;
 pub mod qemu;
+pub mod qmp;
+pub mod spec;
+pub mod vm;
 pub mod vtpm;

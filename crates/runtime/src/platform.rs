@@ -1,0 +1,328 @@
+//! The platform's home directory and its own keys.
+//!
+//! ```text
+//! $TRUSTLAUNCH_HOME/                      (0700)
+//!   platform/secureboot/{pk,kek,db}.{key,crt}   PEM; the `custom` key
+//!                                           template and the db key that
+//!                                           signs platform images
+//!   platform/vtpm-ca/ca.{key,crt}           the vTPM CA (EK certificates)
+//!   keys/<vm>.vtpm.key                     (0600) per-VM swtpm key
+//!   vms/<vm>/                              one directory per VM
+//! ```
+//!
+//! Keys are made on first use and then only read: a platform keeps its
+//! PK, db key and CA for its whole life (every enrolled varstore and every
+//! EK certificate depends on them). Private keys are 0600.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand_core::CryptoRngCore;
+use trustlaunch_eventlog::Guid;
+use trustlaunch_secureboot::keys::{CertRequest, CertRole, KeyPair, SigningKey};
+use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
+use trustlaunch_tpm::ekcert::UnixTime;
+
+/// Why the platform's home or keys are unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A stored key or certificate is unusable.
+    #[error("{path}: {reason}")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+pub(crate) fn io_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> PlatformError + 'a {
+    move |source| PlatformError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The owner GUID of every signature-list entry the platform enrolls.
+pub const OWNER: Guid = Guid::from_fields(
+    0xa0ba_a8a3,
+    0x041d,
+    0x48a8,
+    [0xbc, 0x87, 0xc3, 0x6d, 0x12, 0x1b, 0x5e, 0x3d],
+);
+
+/// The platform's state directory.
+#[derive(Clone, Debug)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `$TRUSTLAUNCH_HOME`, else `/var/lib/trustlaunch` for root, else
+    /// `$XDG_DATA_HOME/trustlaunch` (`~/.local/share/trustlaunch`).
+    pub fn default_root() -> PathBuf {
+        if let Some(h) = std::env::var_os("TRUSTLAUNCH_HOME") {
+            return PathBuf::from(h);
+        }
+        if rustix::process::getuid().is_root() {
+            return PathBuf::from("/var/lib/trustlaunch");
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+            return PathBuf::from(x).join("trustlaunch");
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+        home.join(".local/share/trustlaunch")
+    }
+
+    /// Opens (creating, mode 0700) the home at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, PlatformError> {
+        let root = root.into();
+        for d in [
+            root.clone(),
+            root.join("vms"),
+            root.join("keys"),
+            root.join("platform"),
+        ] {
+            private_dir(&d)?;
+        }
+        Ok(Self { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where VM directories live.
+    pub fn vms(&self) -> PathBuf {
+        self.root.join("vms")
+    }
+
+    /// The per-VM key directory.
+    pub fn keys(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    /// The platform's key directory.
+    pub fn platform(&self) -> PathBuf {
+        self.root.join("platform")
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), PlatformError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error("creating", dir))
+}
+
+/// Writes a new file with `mode`, replacing any old one atomically.
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), PlatformError> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_error("creating", &tmp))?;
+    f.write_all(data).map_err(io_error("writing", &tmp))?;
+    f.sync_all().map_err(io_error("syncing", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_error("renaming to", path))
+}
+
+/// Reads a file the platform wrote, bounded (keys and JSON are small).
+pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, PlatformError> {
+    use std::io::Read;
+    let f = fs::File::open(path).map_err(io_error("reading", path))?;
+    let mut buf = Vec::new();
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(io_error("reading", path))?;
+    if buf.len() as u64 > limit {
+        return Err(PlatformError::BadKey {
+            path: path.to_owned(),
+            reason: format!("larger than {limit} bytes"),
+        });
+    }
+    Ok(buf)
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The platform's keys: Secure Boot PK, KEK and db (the `custom` key
+/// template; the db key signs platform images) and the vTPM CA.
+#[derive(Clone, Debug)]
+pub struct PlatformKeys {
+    /// Platform key.
+    pub pk: KeyPair,
+    /// Key exchange key.
+    pub kek: KeyPair,
+    /// Signature database key (signs the platform's images).
+    pub db: KeyPair,
+    /// Issues every vTPM's EK certificate.
+    pub vtpm_ca: VtpmCa,
+}
+
+const KEY_LIMIT: u64 = 64 << 10;
+const NO_EXPIRY: u64 = 253_402_300_799;
+
+impl PlatformKeys {
+    /// Loads the platform's keys, creating those that do not exist yet.
+    pub fn load_or_create(
+        home: &Home,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, PlatformError> {
+        let sb = home.platform().join("secureboot");
+        private_dir(&sb)?;
+        let now = unix_now();
+        let pk = key_pair(
+            &sb,
+            "pk",
+            None,
+            "trustlaunch platform PK",
+            CertRole::Authority,
+            now,
+            rng,
+        )?;
+        let kek = key_pair(
+            &sb,
+            "kek",
+            Some(&pk),
+            "trustlaunch platform KEK",
+            CertRole::Authority,
+            now,
+            rng,
+        )?;
+        let db = key_pair(
+            &sb,
+            "db",
+            Some(&kek),
+            "trustlaunch platform db",
+            CertRole::CodeSigning,
+            now,
+            rng,
+        )?;
+        let ca_dir = home.platform().join("vtpm-ca");
+        private_dir(&ca_dir)?;
+        let (key_path, cert_path) = (ca_dir.join("ca.key"), ca_dir.join("ca.crt"));
+        let vtpm_ca = if key_path.exists() {
+            let key = String::from_utf8_lossy(&read_small(&key_path, KEY_LIMIT)?).into_owned();
+            let cert = String::from_utf8_lossy(&read_small(&cert_path, KEY_LIMIT)?).into_owned();
+            VtpmCa::from_pem(&key, &cert).map_err(|e| PlatformError::BadKey {
+                path: key_path.clone(),
+                reason: e.to_string(),
+            })?
+        } else {
+            let bad = |e: trustlaunch_tpm::ca::CaError| PlatformError::BadKey {
+                path: key_path.clone(),
+                reason: e.to_string(),
+            };
+            let ca = VtpmCa::create(
+                CaSigningKey::generate(CaKeyAlgorithm::P256, rng),
+                &CaConfig {
+                    common_name: "trustlaunch vTPM CA".into(),
+                    organization: Some("trustlaunch".into()),
+                    not_before: UnixTime::from_secs(now.saturating_sub(60)),
+                    not_after: None,
+                    path_len_constraint: Some(0),
+                },
+                rng,
+            )
+            .map_err(bad)?;
+            write_file(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
+            write_file(
+                &key_path,
+                ca.key_pkcs8_pem().map_err(bad)?.as_bytes(),
+                0o600,
+            )?;
+            ca
+        };
+        Ok(Self {
+            pk,
+            kek,
+            db,
+            vtpm_ca,
+        })
+    }
+
+    /// Paths of the db key and certificate (PEM), for `image build`.
+    pub fn db_paths(home: &Home) -> (PathBuf, PathBuf) {
+        let sb = home.platform().join("secureboot");
+        (sb.join("db.key"), sb.join("db.crt"))
+    }
+}
+
+fn key_pair(
+    dir: &Path,
+    name: &str,
+    issuer: Option<&KeyPair>,
+    common_name: &str,
+    role: CertRole,
+    now: u64,
+    rng: &mut impl CryptoRngCore,
+) -> Result<KeyPair, PlatformError> {
+    let key_path = dir.join(format!("{name}.key"));
+    let cert_path = dir.join(format!("{name}.crt"));
+    let bad = |path: &Path, e: trustlaunch_secureboot::keys::KeyError| PlatformError::BadKey {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    if key_path.exists() {
+        let key = String::from_utf8_lossy(&read_small(&key_path, KEY_LIMIT)?).into_owned();
+        let cert = read_small(&cert_path, KEY_LIMIT)?;
+        return KeyPair::from_pem(&key, &cert).map_err(|e| bad(&key_path, e));
+    }
+    let key = SigningKey::generate_rsa(rng).map_err(|e| bad(&key_path, e))?;
+    let request = CertRequest {
+        common_name: common_name.into(),
+        not_before: now.saturating_sub(60),
+        not_after: NO_EXPIRY,
+        role,
+    };
+    let pair = match issuer {
+        None => KeyPair::self_signed(key, &request, rng),
+        Some(i) => i.issue(key, &request, rng),
+    }
+    .map_err(|e| bad(&key_path, e))?;
+    write_file(
+        &cert_path,
+        pair.cert_pem().map_err(|e| bad(&cert_path, e))?.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &key_path,
+        pair.key
+            .to_pkcs8_pem()
+            .map_err(|e| bad(&key_path, e))?
+            .as_bytes(),
+        0o600,
+    )?;
+    Ok(pair)
+}

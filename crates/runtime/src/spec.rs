@@ -1,0 +1,307 @@
+//! What a VM is: its typed spec, in Azure's names (`hyperVGeneration`,
+//! `securityProfile.securityType`, `uefiSettings.secureBootEnabled`,
+//! `vTpmEnabled`), checked before anything is created. Pure.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a spec is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The name is not 1-40 characters of `a-z 0-9 -` starting with a
+    /// letter or digit.
+    #[error(
+        "VM name {0:?}: use 1-40 characters a-z, 0-9 and '-', starting with a letter or digit"
+    )]
+    BadName(String),
+    /// Gen1 VMs boot legacy BIOS: no Secure Boot, no Trusted Launch.
+    #[error("a V1 (legacy BIOS) VM cannot be TrustedLaunch or have uefiSettings: use hyperVGeneration V2")]
+    Gen1Security,
+    /// `uefiSettings` is given for a Standard VM.
+    #[error(
+        "uefiSettings needs securityType TrustedLaunch (a Standard VM has no Secure Boot or vTPM)"
+    )]
+    UefiSettingsWithoutSecurityType,
+    /// vCPUs or memory out of range.
+    #[error("{what} {value} is out of range {min}..={max}")]
+    Size {
+        /// `vcpus` or `memoryMiB`.
+        what: &'static str,
+        /// Given.
+        value: u64,
+        /// Minimum.
+        min: u64,
+        /// Maximum.
+        max: u64,
+    },
+    /// Secure Boot on without keys to enforce it.
+    #[error("secureBootEnabled needs a key template with keys (microsoft or custom), not none")]
+    SecureBootWithoutKeys,
+}
+
+/// `hyperVGeneration`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Generation {
+    /// Legacy BIOS, `pc` machine.
+    V1,
+    /// UEFI, q35 machine.
+    V2,
+}
+
+/// `securityProfile.securityType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecurityType {
+    /// No Secure Boot, no vTPM.
+    Standard,
+    /// Secure Boot and/or vTPM per `uefiSettings`.
+    TrustedLaunch,
+}
+
+/// `securityProfile.uefiSettings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UefiSettings {
+    /// Secure Boot on.
+    pub secure_boot_enabled: bool,
+    /// vTPM on.
+    #[serde(rename = "vTpmEnabled")]
+    pub v_tpm_enabled: bool,
+}
+
+/// `securityProfile`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityProfile {
+    /// Standard or TrustedLaunch.
+    pub security_type: SecurityType,
+    /// Secure Boot and vTPM switches (TrustedLaunch only).
+    pub uefi_settings: Option<UefiSettings>,
+}
+
+impl SecurityProfile {
+    /// Trusted Launch with Secure Boot and vTPM on (Azure's default for an
+    /// eligible Gen2 VM).
+    pub fn trusted_launch() -> Self {
+        Self {
+            security_type: SecurityType::TrustedLaunch,
+            uefi_settings: Some(UefiSettings {
+                secure_boot_enabled: true,
+                v_tpm_enabled: true,
+            }),
+        }
+    }
+
+    /// Standard: neither.
+    pub fn standard() -> Self {
+        Self {
+            security_type: SecurityType::Standard,
+            uefi_settings: None,
+        }
+    }
+
+    /// Secure Boot enforced.
+    pub fn secure_boot(&self) -> bool {
+        self.security_type == SecurityType::TrustedLaunch
+            && self.uefi_settings.is_some_and(|u| u.secure_boot_enabled)
+    }
+
+    /// The VM has a vTPM.
+    pub fn vtpm(&self) -> bool {
+        self.security_type == SecurityType::TrustedLaunch
+            && self.uefi_settings.is_some_and(|u| u.v_tpm_enabled)
+    }
+}
+
+/// The Secure Boot key template a VM's variable store is made from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyTemplate {
+    /// Microsoft's KEK and db (boots Microsoft-signed shims), platform PK.
+    Microsoft,
+    /// The platform's own PK, KEK and db (boots platform-signed images).
+    Custom,
+    /// No keys (setup mode).
+    None,
+}
+
+impl fmt::Display for KeyTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyTemplate::Microsoft => "microsoft",
+            KeyTemplate::Custom => "custom",
+            KeyTemplate::None => "none",
+        })
+    }
+}
+
+impl FromStr for KeyTemplate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "microsoft" => Ok(Self::Microsoft),
+            "custom" => Ok(Self::Custom),
+            "none" => Ok(Self::None),
+            _ => Err(format!("key template {s:?}: use microsoft, custom or none")),
+        }
+    }
+}
+
+/// A VM as the operator asked for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmSpec {
+    /// Name (also the directory name).
+    pub name: String,
+    /// `hyperVGeneration`.
+    pub hyper_v_generation: Generation,
+    /// `securityProfile`.
+    pub security_profile: SecurityProfile,
+    /// Secure Boot key template.
+    pub key_template: KeyTemplate,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory, MiB.
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: u64,
+    /// The image directory (`disk.raw` + `image.json`) the OS disk is an
+    /// overlay of.
+    pub image: PathBuf,
+}
+
+/// Limits of the runtime (a small host).
+pub const MAX_VCPUS: u32 = 64;
+/// Smallest memory a UEFI guest boots with, MiB.
+pub const MIN_MEMORY_MIB: u64 = 256;
+/// Largest memory, MiB.
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+
+/// Checks a VM name.
+pub fn check_name(name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::BadName(name.to_owned()))
+    }
+}
+
+impl VmSpec {
+    /// Checks the spec's consistency.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_name(&self.name)?;
+        let p = &self.security_profile;
+        if p.security_type == SecurityType::Standard && p.uefi_settings.is_some() {
+            return Err(SpecError::UefiSettingsWithoutSecurityType);
+        }
+        if self.hyper_v_generation == Generation::V1
+            && (p.security_type == SecurityType::TrustedLaunch || p.uefi_settings.is_some())
+        {
+            return Err(SpecError::Gen1Security);
+        }
+        if p.secure_boot() && self.key_template == KeyTemplate::None {
+            return Err(SpecError::SecureBootWithoutKeys);
+        }
+        if !(1..=MAX_VCPUS).contains(&self.vcpus) {
+            return Err(SpecError::Size {
+                what: "vcpus",
+                value: u64::from(self.vcpus),
+                min: 1,
+                max: u64::from(MAX_VCPUS),
+            });
+        }
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
+            return Err(SpecError::Size {
+                what: "memoryMiB",
+                value: self.memory_mib,
+                min: MIN_MEMORY_MIB,
+                max: MAX_MEMORY_MIB,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            name: "vm-1".into(),
+            hyper_v_generation: Generation::V2,
+            security_profile: SecurityProfile::trusted_launch(),
+            key_template: KeyTemplate::Custom,
+            vcpus: 1,
+            memory_mib: 1024,
+            image: "/img".into(),
+        }
+    }
+
+    #[test]
+    fn validates() {
+        spec().validate().unwrap();
+        let mut s = spec();
+        s.hyper_v_generation = Generation::V1;
+        assert_eq!(s.validate(), Err(SpecError::Gen1Security));
+        s.security_profile = SecurityProfile::standard();
+        s.validate().unwrap();
+        let mut s = spec();
+        s.security_profile.security_type = SecurityType::Standard;
+        assert_eq!(
+            s.validate(),
+            Err(SpecError::UefiSettingsWithoutSecurityType)
+        );
+        let mut s = spec();
+        s.key_template = KeyTemplate::None;
+        assert_eq!(s.validate(), Err(SpecError::SecureBootWithoutKeys));
+        s.security_profile.uefi_settings = Some(UefiSettings {
+            secure_boot_enabled: false,
+            v_tpm_enabled: true,
+        });
+        s.validate().unwrap();
+        for bad in ["", "A", "-a", "a_b", &"a".repeat(41), "a/b", ".."] {
+            let mut s = spec();
+            s.name = bad.into();
+            assert!(matches!(s.validate(), Err(SpecError::BadName(_))), "{bad}");
+        }
+        let mut s = spec();
+        s.vcpus = 0;
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::Size { what: "vcpus", .. })
+        ));
+        s.vcpus = 1;
+        s.memory_mib = 16;
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::Size {
+                what: "memoryMiB",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn json_uses_azure_names() {
+        let j = serde_json::to_value(spec()).unwrap();
+        assert_eq!(j["hyperVGeneration"], "V2");
+        assert_eq!(j["securityProfile"]["securityType"], "TrustedLaunch");
+        assert_eq!(
+            j["securityProfile"]["uefiSettings"]["secureBootEnabled"],
+            true
+        );
+        assert_eq!(j["securityProfile"]["uefiSettings"]["vTpmEnabled"], true);
+        assert_eq!(j["memoryMiB"], 1024);
+        let back: VmSpec = serde_json::from_value(j).unwrap();
+        assert_eq!(back, spec());
+    }
+}

@@ -1,0 +1,1291 @@
+//! VMs on this host: creation from a [`VmSpec`], lifecycle, supervision
+//! and recovery.
+//!
+//! A VM is a directory (`$HOME/vms/<name>/`) and, while it runs, two
+//! daemonised processes: swtpm (`--terminate`: it exits with QEMU) and
+//! QEMU (`-daemonize -pidfile`). The runtime is any process holding a
+//! [`Runtime`] — the CLI, later the server — and keeps no state in memory
+//! that is not on disk, so a runtime that dies loses nothing: the next one
+//! [`Runtime::refresh`]es each VM from its pid files (checked against the
+//! process's command line), QMP socket and console, re-adopting what runs
+//! and cleaning up what does not (orphan swtpm, stale sockets and pid
+//! files). The vTPM state lives outside the run directory and is never
+//! touched by cleanup.
+//!
+//! ```text
+//! vms/<name>/spec.json       the operator's VmSpec (resize edits it)
+//! vms/<name>/state.json      status, reason, boots, vTPM identity
+//! vms/<name>/lock            flock: one mutation at a time
+//! vms/<name>/OVMF_VARS.fd    this VM's variable store (from its template)
+//! vms/<name>/os.qcow2        overlay of the image's disk.raw
+//! vms/<name>/vtpm/           swtpm state (0700, encrypted; key in keys/)
+//! vms/<name>/console.log     this boot's serial console (previous: .prev)
+//! vms/<name>/attestation.json  the last evidence and the runtime's checks
+//! vms/<name>/run/            pid files and sockets (qmp, swtpm, attest)
+//! ```
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+use trustlaunch_secureboot::siglist::SignatureDb;
+use trustlaunch_secureboot::varstore::{KeyTemplate as DbTemplate, SecureBootVar, VarStore};
+use trustlaunch_tpm::ekcert::UnixTime;
+
+use crate::accel::{self, AccelDecision, ProbeConfig};
+use crate::channel::{Channel, ChannelError, Received};
+use crate::console::{self, ConsoleVerdict};
+use crate::platform::{self, Home, PlatformError, PlatformKeys, OWNER};
+use crate::process;
+use crate::qemu::{Accel, Firmware, QemuConfig};
+use crate::qmp::Qmp;
+use crate::spec::{check_name, Generation, KeyTemplate, SpecError, VmSpec};
+use crate::vtpm::{self, VtpmError, VtpmPaths};
+
+/// Why a VM operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VmError {
+    /// The spec is refused.
+    #[error("invalid VM spec: {0}")]
+    Spec(#[from] SpecError),
+    /// No such VM.
+    #[error("VM {0:?} not found")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("VM {0:?} already exists")]
+    Exists(String),
+    /// The operation needs another status.
+    #[error("VM {name:?} is {status}: {needed}")]
+    WrongStatus {
+        /// The VM.
+        name: String,
+        /// Its status.
+        status: Status,
+        /// What the operation needs.
+        needed: &'static str,
+    },
+    /// Platform files or keys.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    /// The vTPM.
+    #[error(transparent)]
+    Vtpm(#[from] VtpmError),
+    /// The image is unusable.
+    #[error("image {path}: {reason}")]
+    Image {
+        /// The image directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The variable store could not be made.
+    #[error("variable store: {0}")]
+    Vars(String),
+    /// A host tool failed.
+    #[error("{tool}: {message}")]
+    Tool {
+        /// The program.
+        tool: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The accelerator probe could not run.
+    #[error(transparent)]
+    Probe(#[from] accel::ProbeError),
+    /// The VM did not start.
+    #[error("VM {name:?} failed to start: {reason}")]
+    StartFailed {
+        /// The VM.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The attestation channel.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// A unix socket path would be too long (108 bytes).
+    #[error("socket path {0} is longer than 107 bytes: use a shorter TRUSTLAUNCH_HOME")]
+    SocketPath(PathBuf),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> VmError + 'a {
+    move |source| {
+        VmError::Platform(PlatformError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// A VM's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Being created.
+    Creating,
+    /// QEMU runs.
+    Running,
+    /// Not running.
+    Stopped,
+    /// Not running because something went wrong (see the reason).
+    Failed,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Failed => "failed",
+        })
+    }
+}
+
+/// How far the current boot got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootPhase {
+    /// Firmware (nothing from the guest OS yet).
+    Firmware,
+    /// The guest's init reported in on the console.
+    GuestUp,
+    /// The guest agent's evidence arrived and passed the runtime's checks.
+    Attested,
+}
+
+/// The runtime's record of a VM (`state.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmState {
+    /// Status.
+    pub status: Status,
+    /// Why (failed), or what last happened (stopped).
+    pub reason: Option<String>,
+    /// The current boot's phase while running.
+    pub phase: Option<BootPhase>,
+    /// Boots so far.
+    pub boots: u64,
+    /// Unix time of the last start.
+    pub started_at: Option<u64>,
+    /// The operator asked for a stop (so QEMU's exit is not a failure).
+    pub stop_requested: bool,
+    /// Spec changes waiting for the next start (resize).
+    pub pending_changes: Vec<String>,
+    /// The vTPM's EK (TPMT_PUBLIC, hex), recorded at creation.
+    pub ek_public: Option<String>,
+    /// The EK certificate (DER, hex) written to the vTPM's NV.
+    pub ek_certificate: Option<String>,
+    /// The accelerator of the current or last boot.
+    pub accel: Option<Accel>,
+}
+
+impl VmState {
+    fn new() -> Self {
+        Self {
+            status: Status::Creating,
+            reason: None,
+            phase: None,
+            boots: 0,
+            started_at: None,
+            stop_requested: false,
+            pending_changes: Vec::new(),
+            ek_public: None,
+            ek_certificate: None,
+            accel: None,
+        }
+    }
+}
+
+/// A VM as `show` and `list` report it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmInfo {
+    /// The spec.
+    pub spec: VmSpec,
+    /// The state.
+    pub state: VmState,
+    /// QEMU's pid while running.
+    pub qemu_pid: Option<i32>,
+    /// swtpm's pid while running.
+    pub swtpm_pid: Option<i32>,
+    /// The VM directory.
+    pub dir: PathBuf,
+    /// The console log.
+    pub console_log: PathBuf,
+}
+
+/// Firmware files.
+#[derive(Clone, Debug)]
+pub struct FirmwarePaths {
+    /// OVMF built with SMM and Secure Boot.
+    pub code_secboot: PathBuf,
+    /// Plain OVMF.
+    pub code: PathBuf,
+    /// An empty variable store (setup mode).
+    pub vars: PathBuf,
+    /// A store holding Microsoft's KEK and db (the `microsoft` template).
+    pub vars_ms: PathBuf,
+}
+
+impl Default for FirmwarePaths {
+    fn default() -> Self {
+        let d = Path::new("/usr/share/OVMF");
+        Self {
+            code_secboot: d.join("OVMF_CODE_4M.secboot.fd"),
+            code: d.join("OVMF_CODE_4M.fd"),
+            vars: d.join("OVMF_VARS_4M.fd"),
+            vars_ms: d.join("OVMF_VARS_4M.ms.fd"),
+        }
+    }
+}
+
+/// A step of a long operation, for progress output.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    /// The VM.
+    pub vm: String,
+    /// What is happening (`vtpm`, `varstore`, `overlay`, `swtpm`, `qemu`,
+    /// `firmware`, `guest-up`, `evidence`, ...).
+    pub step: &'static str,
+    /// Detail.
+    pub detail: String,
+    /// Milliseconds since the operation began.
+    pub elapsed_ms: u64,
+}
+
+/// The result of waiting for a boot.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum BootOutcome {
+    /// Evidence arrived and passed the runtime's checks.
+    Attested {
+        /// What arrived.
+        received: Box<Received>,
+    },
+    /// The guest is up but has no vTPM to attest with.
+    GuestUp,
+    /// The boot failed (status is now failed).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Nothing decisive within the limit (the VM keeps running).
+    TimedOut {
+        /// The limit, seconds.
+        seconds: u64,
+    },
+}
+
+/// How long a graceful stop waits for the guest to power off before QEMU
+/// is told to quit.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The image's disk inside an image directory.
+pub const IMAGE_DISK: &str = "disk.raw";
+
+/// The file the firmware loads from the ESP (UEFI removable-media path).
+pub const BOOT_FILE: &str = "EFI/BOOT/BOOTX64.EFI";
+
+/// The VM runtime of this host.
+pub struct Runtime {
+    home: Home,
+    keys: PlatformKeys,
+    accel: AccelDecision,
+    firmware: FirmwarePaths,
+    qemu: PathBuf,
+}
+
+struct Paths {
+    dir: PathBuf,
+    run: PathBuf,
+}
+
+impl Paths {
+    fn spec(&self) -> PathBuf {
+        self.dir.join("spec.json")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    fn vars(&self) -> PathBuf {
+        self.dir.join("OVMF_VARS.fd")
+    }
+    fn os_disk(&self) -> PathBuf {
+        self.dir.join("os.qcow2")
+    }
+    fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    fn attestation(&self) -> PathBuf {
+        self.dir.join("attestation.json")
+    }
+    fn qemu_pid(&self) -> PathBuf {
+        self.run.join("qemu.pid")
+    }
+    fn swtpm_pid(&self) -> PathBuf {
+        self.run.join("swtpm.pid")
+    }
+    fn qmp(&self) -> PathBuf {
+        self.run.join("qmp.sock")
+    }
+    fn swtpm_sock(&self) -> PathBuf {
+        self.run.join("swtpm.sock")
+    }
+    fn attest_sock(&self) -> PathBuf {
+        self.run.join("attest.sock")
+    }
+    /// What identifies this VM's processes in their command lines.
+    fn marker(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+fn to_hex(b: &[u8]) -> String {
+    trustlaunch_eventlog::hex::encode(b)
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    trustlaunch_eventlog::hex::decode(s)
+}
+
+/// A held `flock` on a VM's lock file; released on drop.
+struct Lock(#[allow(dead_code)] fs::File);
+
+fn lock(dir: &Path) -> Result<Lock, VmError> {
+    let path = dir.join("lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening", &path))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io_err("locking", &path)(e.into()))?;
+    Ok(Lock(f))
+}
+
+impl Runtime {
+    /// Opens the runtime on `home`: loads (or makes) the platform's keys
+    /// and decides the accelerator (probed once per host boot, cached in
+    /// `$HOME/accel.json`; `TRUSTLAUNCH_ACCEL` overrides).
+    pub fn open(home: Home) -> Result<Self, VmError> {
+        let keys = PlatformKeys::load_or_create(&home, &mut OsRng)?;
+        let accel = decide_accel(&home)?;
+        Ok(Self {
+            home,
+            keys,
+            accel,
+            firmware: FirmwarePaths::default(),
+            qemu: "qemu-system-x86_64".into(),
+        })
+    }
+
+    /// The home.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The platform's keys.
+    pub fn keys(&self) -> &PlatformKeys {
+        &self.keys
+    }
+
+    /// The accelerator VMs get, and why.
+    pub fn accel(&self) -> &AccelDecision {
+        &self.accel
+    }
+
+    fn paths(&self, name: &str) -> Result<Paths, VmError> {
+        check_name(name)?;
+        let dir = self.home.vms().join(name);
+        let run = dir.join("run");
+        // sockaddr_un holds 108 bytes with the NUL.
+        let longest = run.join("attest.sock");
+        if longest.as_os_str().len() > 107 {
+            return Err(VmError::SocketPath(longest));
+        }
+        Ok(Paths { dir, run })
+    }
+
+    fn existing(&self, name: &str) -> Result<Paths, VmError> {
+        let p = self.paths(name)?;
+        if !p.spec().exists() {
+            return Err(VmError::NotFound(name.to_owned()));
+        }
+        Ok(p)
+    }
+
+    fn vtpm_paths(&self, name: &str, p: &Paths) -> VtpmPaths {
+        VtpmPaths {
+            state: p.dir.join("vtpm"),
+            key: self.home.keys().join(format!("{name}.vtpm.key")),
+        }
+    }
+
+    fn load_spec(p: &Paths) -> Result<VmSpec, VmError> {
+        let bytes = platform::read_small(&p.spec(), 1 << 20)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            VmError::Platform(PlatformError::BadKey {
+                path: p.spec(),
+                reason: e.to_string(),
+            })
+        })
+    }
+
+    fn load_state(p: &Paths) -> Result<VmState, VmError> {
+        let bytes = platform::read_small(&p.state(), 1 << 20)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            VmError::Platform(PlatformError::BadKey {
+                path: p.state(),
+                reason: e.to_string(),
+            })
+        })
+    }
+
+    fn save_state(p: &Paths, s: &VmState) -> Result<(), VmError> {
+        let json = serde_json::to_vec_pretty(s).unwrap_or_default();
+        Ok(platform::write_file(&p.state(), &json, 0o600)?)
+    }
+
+    fn save_spec(p: &Paths, s: &VmSpec) -> Result<(), VmError> {
+        let json = serde_json::to_vec_pretty(s).unwrap_or_default();
+        Ok(platform::write_file(&p.spec(), &json, 0o600)?)
+    }
+
+    /// Creates a VM: its directory, variable store (from the key
+    /// template), OS disk overlay and vTPM (EK certified by the platform's
+    /// CA). Does not start it. A failed creation removes what it made.
+    pub fn create(
+        &self,
+        spec: &VmSpec,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<VmInfo, VmError> {
+        spec.validate()?;
+        let p = self.paths(&spec.name)?;
+        let disk = spec.image.join(IMAGE_DISK);
+        if !disk.is_file() {
+            return Err(VmError::Image {
+                path: spec.image.clone(),
+                reason: format!("no {IMAGE_DISK} (build one with `trustlaunch image build`)"),
+            });
+        }
+        if spec.hyper_v_generation == Generation::V1 {
+            return Err(VmError::Image {
+                path: spec.image.clone(),
+                reason: "V1 (BIOS) VMs are not supported by this runtime yet: its images are Gen2 (GPT + ESP)".into(),
+            });
+        }
+        let t0 = Instant::now();
+        let mut step = |step: &'static str, detail: String| {
+            progress(Progress {
+                vm: spec.name.clone(),
+                step,
+                detail,
+                elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            })
+        };
+        // Claim the name: create_dir fails if another creation got there.
+        fs::create_dir(&p.dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                VmError::Exists(spec.name.clone())
+            } else {
+                io_err("creating", &p.dir)(e)
+            }
+        })?;
+        fs::set_permissions(&p.dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("chmod", &p.dir))?;
+        let _lock = lock(&p.dir)?;
+        let result = self.populate(spec, &p, &mut step);
+        if result.is_err() {
+            let _ = vtpm::destroy(&self.vtpm_paths(&spec.name, &p));
+            let _ = fs::remove_dir_all(&p.dir);
+        }
+        result?;
+        step("created", format!("{}", p.dir.display()));
+        self.info(&spec.name, &p)
+    }
+
+    fn populate(
+        &self,
+        spec: &VmSpec,
+        p: &Paths,
+        step: &mut dyn FnMut(&'static str, String),
+    ) -> Result<(), VmError> {
+        let mut state = VmState::new();
+        Self::save_spec(p, spec)?;
+        Self::save_state(p, &state)?;
+        platform::private_dir(&p.run)?;
+        let vars = self.make_vars(spec)?;
+        platform::write_file(&p.vars(), &vars, 0o600)?;
+        step(
+            "varstore",
+            format!(
+                "{} template, Secure Boot {}",
+                spec.key_template,
+                if spec.security_profile.secure_boot() {
+                    "on"
+                } else {
+                    "off"
+                }
+            ),
+        );
+        overlay(&spec.image.join(IMAGE_DISK), &p.os_disk())?;
+        step(
+            "overlay",
+            format!("{} on {}", p.os_disk().display(), spec.image.display()),
+        );
+        if spec.security_profile.vtpm() {
+            let identity = vtpm::create(
+                &self.vtpm_paths(&spec.name, p),
+                &self.keys.vtpm_ca,
+                UnixTime::from_secs(platform::unix_now()),
+                &mut OsRng,
+            )?;
+            state.ek_public = Some(to_hex(&identity.ek_public));
+            state.ek_certificate = Some(to_hex(&identity.ek_certificate));
+            step(
+                "vtpm",
+                "EK certificate issued by the platform's vTPM CA, written to NV".into(),
+            );
+        }
+        state.status = Status::Stopped;
+        state.reason = Some("created".into());
+        Self::save_state(p, &state)
+    }
+
+    /// The VM's variable store: its template's keys enrolled into an empty
+    /// store and Secure Boot on, or an empty store (SecureBoot = 0).
+    fn make_vars(&self, spec: &VmSpec) -> Result<Vec<u8>, VmError> {
+        let vars_err = |e: String| VmError::Vars(e);
+        let base = platform::read_small(&self.firmware.vars, 16 << 20)?;
+        let mut store = VarStore::parse(&base).map_err(|e| vars_err(e.to_string()))?;
+        if !spec.security_profile.secure_boot() {
+            store
+                .disable_secure_boot()
+                .map_err(|e| vars_err(e.to_string()))?;
+            return store.to_bytes().map_err(|e| vars_err(e.to_string()));
+        }
+        let cert_db = |der: &[u8]| {
+            let mut db = SignatureDb::default();
+            db.add_x509(OWNER, der.to_vec());
+            db
+        };
+        let keys = match spec.key_template {
+            KeyTemplate::Custom => DbTemplate::custom(
+                cert_db(&self.keys.pk.cert_der),
+                cert_db(&self.keys.kek.cert_der),
+                cert_db(&self.keys.db.cert_der),
+                None,
+            ),
+            KeyTemplate::Microsoft => {
+                let ms = platform::read_small(&self.firmware.vars_ms, 16 << 20)?;
+                let mut keys = DbTemplate::microsoft(&ms).map_err(|e| vars_err(e.to_string()))?;
+                // Microsoft's KEK and db; the PK is the platform's (the
+                // platform owns every VM's firmware).
+                keys.pk = Some(cert_db(&self.keys.pk.cert_der));
+                let _ = SecureBootVar::Pk;
+                keys
+            }
+            KeyTemplate::None => DbTemplate::none(),
+        };
+        store
+            .apply_keys(&keys)
+            .map_err(|e| vars_err(e.to_string()))?;
+        store
+            .enable_secure_boot()
+            .map_err(|e| vars_err(e.to_string()))?;
+        store.to_bytes().map_err(|e| vars_err(e.to_string()))
+    }
+
+    fn qemu_config(&self, spec: &VmSpec, p: &Paths) -> QemuConfig {
+        let firmware = if spec.security_profile.secure_boot() {
+            Firmware::UefiSecureBoot {
+                code: self.firmware.code_secboot.clone(),
+                vars: p.vars(),
+            }
+        } else {
+            Firmware::Uefi {
+                code: self.firmware.code.clone(),
+                vars: p.vars(),
+            }
+        };
+        QemuConfig {
+            name: spec.name.clone(),
+            accel: self.accel.accel,
+            firmware,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            os_disk: p.os_disk(),
+            swtpm_socket: spec.security_profile.vtpm().then(|| p.swtpm_sock()),
+            console_log: p.console(),
+            qmp_socket: p.qmp(),
+            attestation_socket: Some(p.attest_sock()),
+        }
+    }
+
+    /// Starts a stopped VM: swtpm, then QEMU, both daemonised. Returns as
+    /// soon as QEMU runs; [`Runtime::wait_boot`] follows the boot.
+    pub fn start(&self, name: &str, progress: &mut dyn FnMut(Progress)) -> Result<VmInfo, VmError> {
+        let p = self.existing(name)?;
+        let _lock = lock(&p.dir)?;
+        let mut state = self.refresh_locked(name, &p)?;
+        if state.status == Status::Running || state.status == Status::Creating {
+            return Err(VmError::WrongStatus {
+                name: name.into(),
+                status: state.status,
+                needed: "start needs a stopped or failed VM",
+            });
+        }
+        let spec = Self::load_spec(&p)?;
+        let t0 = Instant::now();
+        let mut step = |step: &'static str, detail: String| {
+            progress(Progress {
+                vm: name.to_owned(),
+                step,
+                detail,
+                elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            })
+        };
+        cleanup_run_dir(&p);
+        if p.console().exists() {
+            let _ = fs::rename(p.console(), p.dir.join("console.prev.log"));
+        }
+        let _ = fs::remove_file(p.attestation());
+        let mut swtpm_pid = None;
+        if spec.security_profile.vtpm() {
+            let vt = self.vtpm_paths(name, &p);
+            let pid = spawn_swtpm(&vt, &p)?;
+            swtpm_pid = Some(pid);
+            step("swtpm", format!("pid {pid}"));
+        }
+        let cfg = self.qemu_config(&spec, &p);
+        let out = Command::new(&self.qemu)
+            .args(cfg.args())
+            .arg("-daemonize")
+            .arg("-pidfile")
+            .arg(p.qemu_pid())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| VmError::Tool {
+                tool: "qemu-system-x86_64",
+                message: format!("{e} (install qemu-system-x86)"),
+            })?;
+        if !out.status.success() {
+            if let Some(pid) = swtpm_pid {
+                process::terminate(pid, &p.marker(), Duration::from_secs(2));
+            }
+            cleanup_run_dir(&p);
+            let reason = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            state.status = Status::Failed;
+            state.reason = Some(format!("QEMU did not start: {reason}"));
+            Self::save_state(&p, &state)?;
+            return Err(VmError::StartFailed {
+                name: name.into(),
+                reason,
+            });
+        }
+        let qemu_pid = process::read_pid_file(&p.qemu_pid()).unwrap_or_default();
+        step(
+            "qemu",
+            format!("pid {qemu_pid}, accel {}", self.accel.accel.name()),
+        );
+        state.status = Status::Running;
+        state.phase = Some(BootPhase::Firmware);
+        state.reason = None;
+        state.stop_requested = false;
+        state.boots = state.boots.saturating_add(1);
+        state.started_at = Some(platform::unix_now());
+        state.pending_changes.clear();
+        state.accel = Some(self.accel.accel);
+        Self::save_state(&p, &state)?;
+        self.info(name, &p)
+    }
+
+    /// Follows a started VM's boot up to `limit`: watches its console (a
+    /// Secure Boot refusal fails the VM as soon as the firmware prints it,
+    /// and QEMU is stopped), and, for a VM with a vTPM, challenges its
+    /// agent over the attestation channel and checks the evidence.
+    pub fn wait_boot(
+        &self,
+        name: &str,
+        limit: Duration,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<BootOutcome, VmError> {
+        let p = self.existing(name)?;
+        let spec = Self::load_spec(&p)?;
+        let state = Self::load_state(&p)?;
+        let expected_ek = state.ek_public.as_deref().and_then(from_hex);
+        let t0 = Instant::now();
+        let mut emit = |step: &'static str, detail: String| {
+            progress(Progress {
+                vm: name.to_owned(),
+                step,
+                detail,
+                elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            })
+        };
+        // The challenge goes in at once: QEMU holds it until the agent
+        // opens the port.
+        let session = match (&expected_ek, spec.security_profile.vtpm()) {
+            (Some(ek), true) => {
+                let mut ch = Channel::connect(&p.attest_sock())?;
+                let ek = ek.clone();
+                Some(std::thread::spawn(move || {
+                    ch.attest(&ek, limit, &mut OsRng, platform::unix_now())
+                }))
+            }
+            _ => None,
+        };
+        let mut session = session;
+        let mut seen_firmware = false;
+        let mut seen_up = false;
+        loop {
+            let text = read_console(&p.console());
+            match console::judge(&text, BOOT_FILE) {
+                ConsoleVerdict::SecureBootDenied { reason, .. } => {
+                    emit("denied", reason.clone());
+                    self.fail_and_stop(name, &p, &reason)?;
+                    return Ok(BootOutcome::Failed { reason });
+                }
+                ConsoleVerdict::KernelPanic { line } => {
+                    let reason = format!("guest kernel panic: {line}");
+                    self.fail_and_stop(name, &p, &reason)?;
+                    return Ok(BootOutcome::Failed { reason });
+                }
+                ConsoleVerdict::GuestUp { line } if !seen_up => {
+                    seen_up = true;
+                    emit("guest-up", line);
+                    self.set_phase(&p, BootPhase::GuestUp)?;
+                    if session.is_none() {
+                        return Ok(BootOutcome::GuestUp);
+                    }
+                }
+                ConsoleVerdict::Booting {
+                    firmware_started_boot: true,
+                } if !seen_firmware => {
+                    seen_firmware = true;
+                    emit("firmware", "boot option started".into());
+                }
+                _ => {}
+            }
+            if session.as_ref().is_some_and(|h| h.is_finished()) {
+                let handle = session.take();
+                let result = handle
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(ChannelError::Unexpected {
+                                expected: "evidence",
+                                got: "a panic in the session thread".into(),
+                            })
+                        })
+                    })
+                    .unwrap_or_else(|| {
+                        Err(ChannelError::Unexpected {
+                            expected: "evidence",
+                            got: "no session".into(),
+                        })
+                    });
+                match result {
+                    Ok(received) => {
+                        emit(
+                            "evidence",
+                            format!(
+                                "quote verified, AK activated under the VM's EK ({} bytes of event log)",
+                                received.evidence.event_log.0.len()
+                            ),
+                        );
+                        let json = serde_json::to_vec_pretty(&received).unwrap_or_default();
+                        platform::write_file(&p.attestation(), &json, 0o600)?;
+                        self.set_phase(&p, BootPhase::Attested)?;
+                        return Ok(BootOutcome::Attested {
+                            received: Box::new(received),
+                        });
+                    }
+                    Err(e) => {
+                        // The VM may have been refused or died: the console
+                        // and the process say which.
+                        let st = self.refresh(name)?;
+                        if st.status != Status::Running {
+                            let reason = st.reason.unwrap_or_else(|| e.to_string());
+                            return Ok(BootOutcome::Failed { reason });
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            if session.is_none() {
+                let st = self.refresh(name)?;
+                if st.status != Status::Running {
+                    return Ok(BootOutcome::Failed {
+                        reason: st.reason.unwrap_or_else(|| "stopped".into()),
+                    });
+                }
+            }
+            if t0.elapsed() >= limit {
+                return Ok(BootOutcome::TimedOut {
+                    seconds: limit.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A new challenge to a running VM's agent (after a runtime restart, or
+    /// periodically).
+    pub fn attest(&self, name: &str, limit: Duration) -> Result<Received, VmError> {
+        let p = self.existing(name)?;
+        let state = self.refresh(name)?;
+        if state.status != Status::Running {
+            return Err(VmError::WrongStatus {
+                name: name.into(),
+                status: state.status,
+                needed: "attestation needs a running VM",
+            });
+        }
+        let ek = state
+            .ek_public
+            .as_deref()
+            .and_then(from_hex)
+            .ok_or_else(|| VmError::WrongStatus {
+                name: name.into(),
+                status: state.status,
+                needed: "attestation needs a vTPM",
+            })?;
+        let mut ch = Channel::connect(&p.attest_sock())?;
+        let received = ch.attest(&ek, limit, &mut OsRng, platform::unix_now())?;
+        let json = serde_json::to_vec_pretty(&received).unwrap_or_default();
+        platform::write_file(&p.attestation(), &json, 0o600)?;
+        self.set_phase(&p, BootPhase::Attested)?;
+        Ok(received)
+    }
+
+    fn set_phase(&self, p: &Paths, phase: BootPhase) -> Result<(), VmError> {
+        let _lock = lock(&p.dir)?;
+        let mut s = Self::load_state(p)?;
+        if s.status == Status::Running && s.phase.is_none_or(|old| old < phase) {
+            s.phase = Some(phase);
+            Self::save_state(p, &s)?;
+        }
+        Ok(())
+    }
+
+    fn fail_and_stop(&self, _name: &str, p: &Paths, reason: &str) -> Result<(), VmError> {
+        let _lock = lock(&p.dir)?;
+        self.kill_processes(p);
+        let mut s = Self::load_state(p)?;
+        s.status = Status::Failed;
+        s.phase = None;
+        s.reason = Some(reason.to_owned());
+        Self::save_state(p, &s)
+    }
+
+    /// QMP quit, then SIGKILL; swtpm follows QEMU (or is terminated);
+    /// sockets and pid files go.
+    fn kill_processes(&self, p: &Paths) {
+        let marker = p.marker();
+        if let Some(q) = process::find(&p.qemu_pid(), &marker) {
+            if let Ok(mut qmp) = Qmp::connect(&p.qmp(), Duration::from_secs(2)) {
+                let _ = qmp.execute("quit", None);
+            }
+            if !process::wait_gone(q.pid, &marker, Duration::from_secs(5)) {
+                process::terminate(q.pid, &marker, Duration::from_secs(2));
+            }
+        }
+        if let Some(s) = process::find(&p.swtpm_pid(), &marker) {
+            // --terminate: swtpm exits once QEMU closes the control channel.
+            if !process::wait_gone(s.pid, &marker, Duration::from_secs(3)) {
+                process::terminate(s.pid, &marker, Duration::from_secs(2));
+            }
+        }
+        cleanup_run_dir(p);
+    }
+
+    /// Stops a VM: ACPI power button (QMP `system_powerdown`), up to
+    /// `grace` for the guest to power off, then QMP `quit`, then SIGKILL.
+    pub fn stop(&self, name: &str, grace: Duration) -> Result<VmInfo, VmError> {
+        let p = self.existing(name)?;
+        let _lock = lock(&p.dir)?;
+        let mut state = self.refresh_locked(name, &p)?;
+        if state.status == Status::Running {
+            state.stop_requested = true;
+            Self::save_state(&p, &state)?;
+            let marker = p.marker();
+            let mut how = "forced (QMP quit)";
+            if let Some(q) = process::find(&p.qemu_pid(), &marker) {
+                if let Ok(mut qmp) = Qmp::connect(&p.qmp(), Duration::from_secs(2)) {
+                    if qmp.execute("system_powerdown", None).is_ok()
+                        && process::wait_gone(q.pid, &marker, grace)
+                    {
+                        how = "the guest powered off (ACPI power button)";
+                    }
+                }
+            }
+            self.kill_processes(&p);
+            state.status = Status::Stopped;
+            state.phase = None;
+            state.reason = Some(format!("stopped by the operator: {how}"));
+            Self::save_state(&p, &state)?;
+        } else {
+            // A failed VM may still have processes (e.g. refused boot).
+            self.kill_processes(&p);
+        }
+        self.info(name, &p)
+    }
+
+    /// Stop (graceful) then start.
+    pub fn restart(
+        &self,
+        name: &str,
+        grace: Duration,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<VmInfo, VmError> {
+        self.stop(name, grace)?;
+        self.start(name, progress)
+    }
+
+    /// Replaces the OS disk with a fresh overlay of the image (the vTPM
+    /// and the variable store stay). A running VM is stopped first and
+    /// started again afterwards.
+    pub fn reimage(
+        &self,
+        name: &str,
+        grace: Duration,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<VmInfo, VmError> {
+        let p = self.existing(name)?;
+        let was_running = self.refresh(name)?.status == Status::Running;
+        if was_running {
+            self.stop(name, grace)?;
+        }
+        {
+            let _lock = lock(&p.dir)?;
+            let spec = Self::load_spec(&p)?;
+            let tmp = p.dir.join("os.qcow2.new");
+            let _ = fs::remove_file(&tmp);
+            overlay(&spec.image.join(IMAGE_DISK), &tmp)?;
+            fs::rename(&tmp, p.os_disk()).map_err(io_err("replacing", &p.os_disk()))?;
+            progress(Progress {
+                vm: name.into(),
+                step: "overlay",
+                detail: format!("new OS disk on {}", spec.image.display()),
+                elapsed_ms: 0,
+            });
+        }
+        if was_running {
+            self.start(name, progress)
+        } else {
+            self.info(name, &p)
+        }
+    }
+
+    /// Changes vCPUs and/or memory; applied at the next start.
+    pub fn resize(
+        &self,
+        name: &str,
+        vcpus: Option<u32>,
+        memory_mib: Option<u64>,
+    ) -> Result<VmInfo, VmError> {
+        let p = self.existing(name)?;
+        let _lock = lock(&p.dir)?;
+        let mut spec = Self::load_spec(&p)?;
+        let mut state = Self::load_state(&p)?;
+        if let Some(v) = vcpus {
+            spec.vcpus = v;
+        }
+        if let Some(m) = memory_mib {
+            spec.memory_mib = m;
+        }
+        spec.validate()?;
+        Self::save_spec(&p, &spec)?;
+        if state.status == Status::Running {
+            state.pending_changes = vec![format!(
+                "{} vCPUs, {} MiB: applied at the next start",
+                spec.vcpus, spec.memory_mib
+            )];
+            Self::save_state(&p, &state)?;
+        }
+        self.info(name, &p)
+    }
+
+    /// Deletes a VM: stops it (forced), destroys its vTPM and key, removes
+    /// its directory.
+    pub fn delete(&self, name: &str) -> Result<(), VmError> {
+        let p = self.existing(name)?;
+        {
+            let _lock = lock(&p.dir)?;
+            self.kill_processes(&p);
+            vtpm::destroy(&self.vtpm_paths(name, &p))?;
+        }
+        fs::remove_dir_all(&p.dir).map_err(io_err("removing", &p.dir))
+    }
+
+    /// Brings a VM's recorded state in line with what runs: re-adopts a
+    /// running QEMU, fails a VM whose console shows a refused boot or whose
+    /// QEMU died, and removes leftovers (orphan swtpm, stale sockets).
+    pub fn refresh(&self, name: &str) -> Result<VmState, VmError> {
+        let p = self.existing(name)?;
+        let _lock = lock(&p.dir)?;
+        self.refresh_locked(name, &p)
+    }
+
+    fn refresh_locked(&self, _name: &str, p: &Paths) -> Result<VmState, VmError> {
+        let mut state = Self::load_state(p)?;
+        let before = state.clone();
+        let marker = p.marker();
+        let qemu = process::find(&p.qemu_pid(), &marker);
+        match (qemu, state.status) {
+            (Some(_), _) => {
+                // QEMU runs: whatever the record said (a crash may have
+                // come between starting QEMU and writing state), it runs.
+                if state.status != Status::Running {
+                    state.status = Status::Running;
+                    state.reason = Some("re-adopted a running QEMU".into());
+                    state.phase.get_or_insert(BootPhase::Firmware);
+                }
+                if let ConsoleVerdict::SecureBootDenied { reason, .. } =
+                    console::judge(&read_console(&p.console()), BOOT_FILE)
+                {
+                    self.kill_processes(p);
+                    state.status = Status::Failed;
+                    state.phase = None;
+                    state.reason = Some(reason);
+                }
+            }
+            (None, Status::Running) => {
+                let console = read_console(&p.console());
+                let (status, reason) = if state.stop_requested {
+                    (Status::Stopped, "stopped by the operator".to_owned())
+                } else if let ConsoleVerdict::SecureBootDenied { reason, .. } =
+                    console::judge(&console, BOOT_FILE)
+                {
+                    (Status::Failed, reason)
+                } else if console.contains("reboot: Power down") {
+                    (Status::Stopped, "the guest powered off".to_owned())
+                } else if console.contains("reboot: Restarting system") {
+                    (
+                        Status::Stopped,
+                        "the guest rebooted (the runtime starts VMs again only on request)"
+                            .to_owned(),
+                    )
+                } else {
+                    (
+                        Status::Failed,
+                        "QEMU exited unexpectedly (killed or crashed); the vTPM state is intact"
+                            .to_owned(),
+                    )
+                };
+                state.status = status;
+                state.reason = Some(reason);
+                state.phase = None;
+                self.kill_processes(p);
+            }
+            (None, Status::Creating) => {
+                state.status = Status::Failed;
+                state.reason = Some("creation was interrupted; delete and create again".into());
+                self.kill_processes(p);
+            }
+            (None, _) => {
+                // Stopped or failed: nothing may run.
+                self.kill_processes(p);
+            }
+        }
+        if state != before {
+            Self::save_state(p, &state)?;
+        }
+        Ok(state)
+    }
+
+    fn info(&self, name: &str, p: &Paths) -> Result<VmInfo, VmError> {
+        let marker = p.marker();
+        Ok(VmInfo {
+            spec: Self::load_spec(p)?,
+            state: Self::load_state(p)?,
+            qemu_pid: process::find(&p.qemu_pid(), &marker).map(|t| t.pid),
+            swtpm_pid: process::find(&p.swtpm_pid(), &marker).map(|t| t.pid),
+            dir: p.dir.clone(),
+            console_log: p.console(),
+        })
+        .map(|mut i: VmInfo| {
+            i.spec.name = name.to_owned();
+            i
+        })
+    }
+
+    /// A VM, refreshed.
+    pub fn show(&self, name: &str) -> Result<VmInfo, VmError> {
+        self.refresh(name)?;
+        let p = self.existing(name)?;
+        self.info(name, &p)
+    }
+
+    /// Every VM, refreshed (the runtime's recovery after a restart).
+    pub fn list(&self) -> Result<Vec<VmInfo>, VmError> {
+        let dir = self.home.vms();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_err("listing", &dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| check_name(n).is_ok())
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            match self.show(&n) {
+                Ok(i) => out.push(i),
+                Err(VmError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last evidence the runtime received from a VM.
+    pub fn last_attestation(&self, name: &str) -> Result<Option<serde_json::Value>, VmError> {
+        let p = self.existing(name)?;
+        if !p.attestation().exists() {
+            return Ok(None);
+        }
+        let bytes = platform::read_small(&p.attestation(), 64 << 20)?;
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// The path of a VM's console log.
+    pub fn console_path(&self, name: &str) -> Result<PathBuf, VmError> {
+        Ok(self.existing(name)?.console())
+    }
+}
+
+fn read_console(path: &Path) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Ok(f) = fs::File::open(path) {
+        let _ = f.take(32 << 20).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn cleanup_run_dir(p: &Paths) {
+    for f in [
+        p.qemu_pid(),
+        p.swtpm_pid(),
+        p.qmp(),
+        p.swtpm_sock(),
+        p.attest_sock(),
+    ] {
+        let _ = fs::remove_file(f);
+    }
+}
+
+fn overlay(base: &Path, out: &Path) -> Result<(), VmError> {
+    let base = fs::canonicalize(base).map_err(io_err("resolving", base))?;
+    let o = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&base)
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| VmError::Tool {
+            tool: "qemu-img",
+            message: format!("{e} (install qemu-utils)"),
+        })?;
+    if !o.status.success() {
+        return Err(VmError::Tool {
+            tool: "qemu-img",
+            message: String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// swtpm for a VM, daemonised, its pid in the run directory; waits for
+/// its control socket.
+fn spawn_swtpm(vt: &VtpmPaths, p: &Paths) -> Result<i32, VmError> {
+    let log = p.dir.join("swtpm.log");
+    let out = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--terminate", "--daemon"])
+        .arg("--tpmstate")
+        .arg(format!("dir={},mode=0600", vt.state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", p.swtpm_sock().display()))
+        .arg("--key")
+        .arg(format!(
+            "file={},format=binary,mode=aes-256-cbc",
+            vt.key.display()
+        ))
+        .arg("--pid")
+        .arg(format!("file={}", p.swtpm_pid().display()))
+        .arg("--log")
+        .arg(format!("file={}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| VmError::Tool {
+            tool: "swtpm",
+            message: format!("{e} (install swtpm)"),
+        })?;
+    if !out.status.success() {
+        return Err(VmError::StartFailed {
+            name: p.dir.display().to_string(),
+            reason: format!("swtpm: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    let t0 = Instant::now();
+    while !p.swtpm_sock().exists() || process::read_pid_file(&p.swtpm_pid()).is_none() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(VmError::StartFailed {
+                name: p.dir.display().to_string(),
+                reason: "swtpm did not create its control socket within 10 s".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(process::read_pid_file(&p.swtpm_pid()).unwrap_or_default())
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccelCache {
+    boot_id: String,
+    decision: AccelDecision,
+}
+
+fn decide_accel(home: &Home) -> Result<AccelDecision, VmError> {
+    if std::env::var_os("TRUSTLAUNCH_ACCEL").is_some_and(|v| !v.is_empty()) {
+        return Ok(accel::decide(
+            &ProbeConfig::default(),
+            &home.root().join("probe"),
+        )?);
+    }
+    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let cache = home.root().join("accel.json");
+    if let Ok(bytes) = platform::read_small(&cache, 64 << 10) {
+        if let Ok(c) = serde_json::from_slice::<AccelCache>(&bytes) {
+            if c.boot_id == boot_id && !boot_id.is_empty() {
+                return Ok(c.decision);
+            }
+        }
+    }
+    let scratch = home.root().join("probe");
+    platform::private_dir(&scratch)?;
+    let decision = accel::decide(&ProbeConfig::default(), &scratch)?;
+    let _ = fs::remove_dir_all(&scratch);
+    let json = serde_json::to_vec_pretty(&AccelCache {
+        boot_id,
+        decision: decision.clone(),
+    })
+    .unwrap_or_default();
+    platform::write_file(&cache, &json, 0o600)?;
+    Ok(decision)
+}
