@@ -3,6 +3,7 @@
 
 mod eventlog;
 mod host;
+mod image;
 mod input;
 mod pcrs;
 mod secureboot;
@@ -38,6 +39,9 @@ enum Command {
     /// This host's VM runtime: accelerator probe (VMs arrive with issue 6).
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Gen2 disk images: tiny (signed UKI) and debian-shim; metadata.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 /// Output piped into a reader that stops early (`| head`) ends the process
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Tpm(cmd) => tpm::run(cmd),
         Command::Secureboot(cmd) => secureboot::run(cmd),
         Command::Host(cmd) => host::run(cmd),
+        Command::Image(cmd) => image::run(cmd),
     };
     match result {
         Ok(code) => code,

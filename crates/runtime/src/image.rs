@@ -40,6 +40,54 @@ pub enum ImageError {
         /// ESP size.
         have: u64,
     },
+    /// A path inside the initramfs is empty, has `.`/`..` components, or
+    /// was added twice.
+    #[error("initramfs path {0:?}")]
+    BadArchivePath(String),
+    /// A cpio archive read back is malformed.
+    #[error("cpio archive at byte {offset}: {message}")]
+    BadArchive {
+        /// Byte offset of the entry.
+        offset: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// No kernel was found (no `vmlinuz-*`, or no module tree).
+    #[error("no kernel in {dir}: apt-get install -y linux-image-amd64")]
+    NoKernel {
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// A kernel module could not be included.
+    #[error("kernel module {module}: {message}")]
+    Module {
+        /// The module name or path.
+        module: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A required input is missing (e.g. the db key for a signed image).
+    #[error("{0}")]
+    Missing(String),
+    /// An EFI binary could not be parsed, hashed or signed.
+    #[error("{path}: {message}")]
+    Efi {
+        /// The file.
+        path: PathBuf,
+        /// The Secure Boot toolkit's error.
+        message: String,
+    },
+    /// The db key or certificate could not be used.
+    #[error("db key {path}: {message}")]
+    Key {
+        /// The key or certificate file.
+        path: PathBuf,
+        /// The error.
+        message: String,
+    },
+    /// The metadata could not be written or read.
+    #[error(transparent)]
+    Metadata(#[from] crate::image_meta::MetadataError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {

@@ -1,0 +1,277 @@
+//! `trustlaunch image ...`: Gen2 disk images (a `disk.raw` with a GPT and
+//! an EFI system partition, and its `image.json`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe, DEFAULT_CMDLINE};
+use trustlaunch_runtime::image_meta::ImageMetadata;
+use trustlaunch_secureboot::keys::KeyPair;
+
+use crate::input::{read_bounded, read_cert_der};
+
+/// Which image to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// A UKI (systemd-stub + Debian's kernel + a busybox initramfs running
+    /// the agent) signed with the platform's db key (key template custom).
+    Tiny,
+    /// Debian's signed shim -> grub -> kernel with the same initramfs, not
+    /// re-signed (key template microsoft).
+    DebianShim,
+    /// An existing UKI (`--uki`), signed with the db key unless `--no-sign`.
+    Uki,
+    /// An existing EFI binary (`--efi`) as BOOTX64.EFI, plus `--file`s.
+    Chain,
+}
+
+/// Image subcommands.
+// Parsed once per process: the size of the Build variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build an image directory: disk.raw + image.json.
+    Build {
+        /// tiny, debian-shim, uki or chain.
+        kind: Kind,
+        /// Output directory (created; must not hold an image already).
+        #[arg(long)]
+        out: PathBuf,
+        /// The db private key (PEM) that signs the boot image.
+        #[arg(long, requires = "db_cert")]
+        db_key: Option<PathBuf>,
+        /// The db certificate (PEM or DER).
+        #[arg(long, requires = "db_key")]
+        db_cert: Option<PathBuf>,
+        /// The guest agent (default: `trustlaunch-agent` next to this
+        /// executable).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Kernel release from /boot and /lib/modules (default: the newest
+        /// /boot/vmlinuz-*).
+        #[arg(long)]
+        kernel_release: Option<String>,
+        /// Kernel command line (tiny, debian-shim).
+        #[arg(long, default_value = DEFAULT_CMDLINE)]
+        cmdline: String,
+        /// Image name (default: the kind).
+        #[arg(long)]
+        name: Option<String>,
+        /// The UKI (kind uki).
+        #[arg(long)]
+        uki: Option<PathBuf>,
+        /// Do not sign the UKI (kind uki).
+        #[arg(long)]
+        no_sign: bool,
+        /// The boot application (kind chain).
+        #[arg(long)]
+        efi: Option<PathBuf>,
+        /// ESP_PATH=SRC, repeated (kind chain), e.g. EFI/BOOT/grubx64.efi=grub.efi.
+        #[arg(long = "file", value_name = "ESP_PATH=SRC")]
+        files: Vec<String>,
+        /// Print the metadata as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image directory's metadata (validated).
+    Show {
+        /// The image directory.
+        dir: PathBuf,
+        /// Also recompute the disk's SHA-256 and compare.
+        #[arg(long)]
+        verify_disk: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a subcommand.
+pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
+    match cmd {
+        ImageCommand::Build {
+            kind,
+            out,
+            db_key,
+            db_cert,
+            agent,
+            kernel_release,
+            cmdline,
+            name,
+            uki,
+            no_sign,
+            efi,
+            files,
+            json,
+        } => {
+            let t0 = Instant::now();
+            let pair = match (&db_key, &db_cert) {
+                (Some(k), Some(c)) => Some(load_key_pair(k, c)?),
+                _ => None,
+            };
+            let mut recipe = match kind {
+                Kind::Tiny | Kind::DebianShim => {
+                    let agent = match agent {
+                        Some(a) => a,
+                        None => default_agent()?,
+                    };
+                    if !agent.is_file() {
+                        bail!("guest agent {} not found", agent.display());
+                    }
+                    if kind == Kind::Tiny {
+                        Recipe::tiny(agent, kernel_release)?
+                    } else {
+                        Recipe::debian_shim(agent, kernel_release)?
+                    }
+                }
+                Kind::Uki => Recipe::Uki {
+                    uki: uki.ok_or_else(|| anyhow!("image build uki needs --uki FILE"))?,
+                    sign: !no_sign,
+                },
+                Kind::Chain => {
+                    let mut pairs = Vec::new();
+                    for f in &files {
+                        let (esp, src) = f
+                            .split_once('=')
+                            .ok_or_else(|| anyhow!("--file {f:?}: use ESP_PATH=SRC"))?;
+                        pairs.push((esp.trim_start_matches('/').to_owned(), PathBuf::from(src)));
+                    }
+                    Recipe::Chain {
+                        efi: efi.ok_or_else(|| anyhow!("image build chain needs --efi FILE"))?,
+                        files: pairs,
+                    }
+                }
+            };
+            match &mut recipe {
+                Recipe::Tiny { cmdline: c, .. } | Recipe::DebianShim { cmdline: c, .. } => {
+                    *c = cmdline
+                }
+                _ => {}
+            }
+            let created_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let req = BuildRequest {
+                name: name.unwrap_or_else(|| recipe.kind().to_owned()),
+                recipe,
+                db_key: pair.as_ref(),
+                out_dir: out.clone(),
+                created_at,
+            };
+            let meta = build_image(&req, &mut |step| eprintln!("{step}..."))
+                .with_context(|| format!("building image in {}", out.display()))?;
+            eprintln!(
+                "done in {:.1} s: {}",
+                t0.elapsed().as_secs_f64(),
+                out.display()
+            );
+            if json {
+                println!("{}", meta.to_json());
+            } else {
+                print_text(&meta);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Show {
+            dir,
+            verify_disk,
+            json,
+        } => {
+            let meta = ImageMetadata::read(&dir)?;
+            if verify_disk {
+                let disk = dir.join(&meta.disk.file);
+                let data = std::fs::read(&disk).with_context(|| disk.display().to_string())?;
+                let got = trustlaunch_runtime::image_meta::Sha256Digest::of(&data);
+                if got != meta.disk.sha256 {
+                    eprintln!(
+                        "{}: SHA-256 {got} differs from image.json's {}",
+                        disk.display(),
+                        meta.disk.sha256
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            if json {
+                println!("{}", meta.to_json());
+            } else {
+                print_text(&meta);
+                if verify_disk {
+                    println!("disk SHA-256 verified");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_text(m: &ImageMetadata) {
+    println!(
+        "name: {} ({}, generation {:?})",
+        m.name, m.kind, m.generation
+    );
+    for f in &m.features {
+        println!("feature: {}={}", f.name, f.value);
+    }
+    println!("key template: {}", m.key_template.name());
+    if let Some(c) = &m.db_certificate {
+        println!("db certificate: {} (sha256 {})", c.subject, c.sha256);
+    }
+    if let Some(r) = &m.kernel_release {
+        println!("kernel: {r}");
+    }
+    if let Some(c) = &m.kernel_cmdline {
+        println!("cmdline: {c}");
+    }
+    for c in &m.boot_components {
+        println!("boot component {}:", c.esp_path);
+        println!("  authenticode sha256 (PCR 4): {}", c.authenticode_sha256);
+        if c.signers.is_empty() {
+            println!("  unsigned");
+        }
+        for s in &c.signers {
+            println!("  signed by: {s}");
+        }
+        for s in &c.uki_sections {
+            println!("  UKI section {} sha256 {}", s.name, s.sha256);
+        }
+        if let Some(p) = &c.uki_pcr11_sha256 {
+            println!("  expected PCR 11 (sha256): {p}");
+        }
+    }
+    println!(
+        "disk: {} ({} bytes, {}, sha256 {})",
+        m.disk.file, m.disk.size_bytes, m.disk.format, m.disk.sha256
+    );
+    println!("created: {}", m.created_at);
+    for n in &m.notes {
+        println!("note: {n}");
+    }
+}
+
+/// `trustlaunch-agent` next to the running executable.
+fn default_agent() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let agent = exe
+        .parent()
+        .map(|d| d.join("trustlaunch-agent"))
+        .ok_or_else(|| anyhow!("{}: no parent directory", exe.display()))?;
+    if !agent.is_file() {
+        bail!(
+            "guest agent {} not found: build it with `cargo build -p trustlaunch-agent` \
+             (or pass --agent PATH)",
+            agent.display()
+        );
+    }
+    Ok(agent)
+}
+
+fn load_key_pair(key: &Path, cert: &Path) -> Result<KeyPair> {
+    let key_pem = String::from_utf8(read_bounded(key)?)
+        .map_err(|_| anyhow!("{}: not a PEM private key", key.display()))?;
+    KeyPair::from_pem(&key_pem, &read_cert_der(cert)?)
+        .with_context(|| format!("key {} with certificate {}", key.display(), cert.display()))
+}
