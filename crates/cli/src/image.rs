@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
+use rand_core::OsRng;
 use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe, DEFAULT_CMDLINE};
 use trustlaunch_runtime::image_meta::ImageMetadata;
+use trustlaunch_runtime::platform::{Home, PlatformKeys};
 use trustlaunch_secureboot::keys::KeyPair;
 
 use crate::input::{read_bounded, read_cert_der};
@@ -40,7 +42,8 @@ pub enum ImageCommand {
         /// Output directory (created; must not hold an image already).
         #[arg(long)]
         out: PathBuf,
-        /// The db private key (PEM) that signs the boot image.
+        /// The db private key (PEM) that signs the boot image (default:
+        /// the platform's own db key, from --home).
         #[arg(long, requires = "db_cert")]
         db_key: Option<PathBuf>,
         /// The db certificate (PEM or DER).
@@ -72,6 +75,10 @@ pub enum ImageCommand {
         /// ESP_PATH=SRC, repeated (kind chain), e.g. EFI/BOOT/grubx64.efi=grub.efi.
         #[arg(long = "file", value_name = "ESP_PATH=SRC")]
         files: Vec<String>,
+        /// The platform's state directory whose db key signs by default
+        /// (default: $TRUSTLAUNCH_HOME, /var/lib/trustlaunch for root).
+        #[arg(long)]
+        home: Option<PathBuf>,
         /// Print the metadata as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -105,11 +112,19 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             no_sign,
             efi,
             files,
+            home,
             json,
         } => {
             let t0 = Instant::now();
+            let needs_key = kind == Kind::Tiny || (kind == Kind::Uki && !no_sign);
             let pair = match (&db_key, &db_cert) {
                 (Some(k), Some(c)) => Some(load_key_pair(k, c)?),
+                _ if needs_key => {
+                    let root = home.unwrap_or_else(Home::default_root);
+                    let keys = PlatformKeys::load_or_create(&Home::open(&root)?, &mut OsRng)?;
+                    eprintln!("signing with the platform's db key ({})", root.display());
+                    Some(keys.db)
+                }
                 _ => None,
             };
             let mut recipe = match kind {

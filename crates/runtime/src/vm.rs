@@ -39,11 +39,12 @@ use trustlaunch_tpm::ekcert::UnixTime;
 use crate::accel::{self, AccelDecision, ProbeConfig};
 use crate::channel::{Channel, ChannelError, Received};
 use crate::console::{self, ConsoleVerdict};
+use crate::image_meta::{ImageMetadata, KeyTemplate as ImageKeyTemplate, Sha256Digest};
 use crate::platform::{self, Home, PlatformError, PlatformKeys, OWNER};
 use crate::process;
 use crate::qemu::{Accel, Firmware, QemuConfig};
 use crate::qmp::Qmp;
-use crate::spec::{check_name, Generation, KeyTemplate, SpecError, VmSpec};
+use crate::spec::{check_name, Generation, KeyTemplate, SecurityType, SpecError, VmSpec};
 use crate::vtpm::{self, VtpmError, VtpmPaths};
 
 /// Why a VM operation failed.
@@ -293,6 +294,24 @@ pub const IMAGE_DISK: &str = "disk.raw";
 /// The file the firmware loads from the ESP (UEFI removable-media path).
 pub const BOOT_FILE: &str = "EFI/BOOT/BOOTX64.EFI";
 
+/// The boot application named in refusals: the image's first boot
+/// component with its signer, else the removable-media path.
+fn boot_file(spec: &VmSpec) -> String {
+    match ImageMetadata::read(&spec.image) {
+        Ok(m) => m.boot_components.first().map_or_else(
+            || BOOT_FILE.to_owned(),
+            |c| {
+                let signer = c
+                    .signers
+                    .first()
+                    .map_or_else(|| "unsigned".to_owned(), |s| format!("signed by {s}"));
+                format!("{} ({signer})", c.esp_path)
+            },
+        ),
+        Err(_) => BOOT_FILE.to_owned(),
+    }
+}
+
 /// The VM runtime of this host.
 pub struct Runtime {
     home: Home,
@@ -482,6 +501,48 @@ impl Runtime {
                 reason: "V1 (BIOS) VMs are not supported by this runtime yet: its images are Gen2 (GPT + ESP)".into(),
             });
         }
+        let meta = ImageMetadata::read(&spec.image).map_err(|e| VmError::Image {
+            path: spec.image.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut warnings = Vec::new();
+        if spec.security_profile.security_type == SecurityType::TrustedLaunch {
+            let supported = meta.features.iter().any(|f| {
+                f.name == "SecurityType"
+                    && (f.value == "TrustedLaunchSupported"
+                        || f.value == "TrustedLaunchAndConfidentialVmSupported")
+            });
+            if !supported {
+                return Err(VmError::Image {
+                    path: spec.image.clone(),
+                    reason: "the image does not have the feature SecurityType=TrustedLaunchSupported: use securityType Standard or a Trusted Launch image".into(),
+                });
+            }
+        }
+        if spec.security_profile.secure_boot() {
+            let template_matches = matches!(
+                (spec.key_template, meta.key_template),
+                (KeyTemplate::Custom, ImageKeyTemplate::Custom)
+                    | (KeyTemplate::Microsoft, ImageKeyTemplate::Microsoft)
+                    | (KeyTemplate::None, _)
+            );
+            if !template_matches {
+                warnings.push(format!(
+                    "the image is made for the {:?} key template, the VM gets {}: the firmware will likely refuse its boot image",
+                    meta.key_template, spec.key_template
+                ));
+            }
+            if spec.key_template == KeyTemplate::Custom {
+                let ours = Sha256Digest::of(&self.keys.db.cert_der);
+                if let Some(c) = meta.db_certificate.as_ref().filter(|c| c.sha256 != ours) {
+                    warnings.push(format!(
+                        "the image was signed for db certificate {} ({}), not this platform's: the firmware will refuse it",
+                        c.subject,
+                        to_hex(&c.sha256.0)
+                    ));
+                }
+            }
+        }
         let t0 = Instant::now();
         let mut step = |step: &'static str, detail: String| {
             progress(Progress {
@@ -502,6 +563,9 @@ impl Runtime {
         fs::set_permissions(&p.dir, fs::Permissions::from_mode(0o700))
             .map_err(io_err("chmod", &p.dir))?;
         let _lock = lock(&p.dir)?;
+        for w in warnings {
+            step("warning", w);
+        }
         let result = self.populate(spec, &p, &mut step);
         if result.is_err() {
             let _ = vtpm::destroy(&self.vtpm_paths(&spec.name, &p));
@@ -746,11 +810,12 @@ impl Runtime {
             _ => None,
         };
         let mut session = session;
+        let boot_file = boot_file(&spec);
         let mut seen_firmware = false;
         let mut seen_up = false;
         loop {
             let text = read_console(&p.console());
-            match console::judge(&text, BOOT_FILE) {
+            match console::judge(&text, &boot_file) {
                 ConsoleVerdict::SecureBootDenied { reason, .. } => {
                     emit("denied", reason.clone());
                     self.fail_and_stop(name, &p, &reason)?;
@@ -1052,7 +1117,7 @@ impl Runtime {
                     state.phase.get_or_insert(BootPhase::Firmware);
                 }
                 if let ConsoleVerdict::SecureBootDenied { reason, .. } =
-                    console::judge(&read_console(&p.console()), BOOT_FILE)
+                    console::judge(&read_console(&p.console()), &boot_file_of(p))
                 {
                     self.kill_processes(p);
                     state.status = Status::Failed;
@@ -1065,7 +1130,7 @@ impl Runtime {
                 let (status, reason) = if state.stop_requested {
                     (Status::Stopped, "stopped by the operator".to_owned())
                 } else if let ConsoleVerdict::SecureBootDenied { reason, .. } =
-                    console::judge(&console, BOOT_FILE)
+                    console::judge(&console, &boot_file_of(p))
                 {
                     (Status::Failed, reason)
                 } else if console.contains("reboot: Power down") {
@@ -1162,6 +1227,10 @@ impl Runtime {
     pub fn console_path(&self, name: &str) -> Result<PathBuf, VmError> {
         Ok(self.existing(name)?.console())
     }
+}
+
+fn boot_file_of(p: &Paths) -> String {
+    Runtime::load_spec(p).map_or_else(|_| BOOT_FILE.to_owned(), |s| boot_file(&s))
 }
 
 fn read_console(path: &Path) -> String {

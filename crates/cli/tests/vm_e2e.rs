@@ -1,0 +1,679 @@
+//! End to end with real VMs (VM tier: `cargo test -- --ignored`; the test
+//! command runs it): `trustlaunch image build` makes the tiny and
+//! debian-shim images, `trustlaunch host vm ...` runs them under QEMU
+//! (TCG here) with OVMF and a swtpm per VM, the guest agent answers over
+//! the attestation channel, and the evidence is checked here again with
+//! the verifier crates: the quote, the EK certificate's chain to the
+//! platform's vTPM CA, the log's replay to the quoted PCRs, PCR 7 against
+//! the Secure Boot toolkit's prediction, PCR 11 against the image's
+//! metadata. Plus refusals, Secure Boot off, vTPM persistence across
+//! stop/start and runtime crashes, and no orphan processes.
+//!
+//! The tests share one platform home and its images and run one at a
+//! time (a lock): two cores boot one TCG guest at a time well.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use trustlaunch_eventlog::{replay, BootEvidence, EventLog, EventType, HashAlg as LogHash};
+use trustlaunch_protocol::Evidence;
+use trustlaunch_runtime::channel::pcr_values;
+use trustlaunch_runtime::image_build::ESP_OFFSET;
+use trustlaunch_tpm::ek::cert_matches_ek;
+use trustlaunch_tpm::ekcert::{CaCertificate, EkCertificate, EkTrustStore, UnixTime};
+use trustlaunch_tpm::public::Public;
+use trustlaunch_tpm::quote::verify_quote;
+use trustlaunch_tpm::signature::Signature;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    tiny: PathBuf,
+    dir: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::Builder::new()
+            .prefix("tl-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let home = dir.join("home");
+        let f = Fixture {
+            home: home.clone(),
+            tiny: dir.join("tiny"),
+            dir: dir.clone(),
+            _tmp: tmp,
+        };
+        let agent = agent_binary();
+        ok(tl(
+            &f,
+            &[
+                "image",
+                "build",
+                "tiny",
+                "--out",
+                s(&f.tiny),
+                "--agent",
+                s(&agent),
+                "--home",
+                s(&home),
+            ],
+        ));
+        f
+    })
+}
+
+/// One VM test at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The guest agent, built next to this package's binary.
+fn agent_binary() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_trustlaunch"));
+    let agent = exe.with_file_name("trustlaunch-agent");
+    if !agent.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "trustlaunch-agent"])
+            .status()
+            .expect("cargo build");
+        assert!(st.success(), "cargo build -p trustlaunch-agent");
+    }
+    assert!(agent.exists(), "{} missing", agent.display());
+    agent
+}
+
+fn tl(f: &Fixture, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
+        .args(args)
+        .env("TRUSTLAUNCH_HOME", &f.home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run trustlaunch")
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn vm_dir(f: &Fixture, name: &str) -> PathBuf {
+    f.home.join("vms").join(name)
+}
+
+/// Processes whose command line names this VM's directory.
+fn vm_processes(f: &Fixture, name: &str) -> Vec<String> {
+    let marker = vm_dir(f, name).display().to_string();
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !zombie && cmd.contains(&marker) && !cmd.contains("trustlaunch host") {
+            out.push(format!("{pid}: {cmd}"));
+        }
+    }
+    out
+}
+
+fn assert_no_leftovers(f: &Fixture, name: &str) {
+    let procs = vm_processes(f, name);
+    assert!(procs.is_empty(), "orphan processes: {procs:#?}");
+    let run = vm_dir(f, name).join("run");
+    let left: Vec<_> = fs::read_dir(&run)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "stale files in {}: {left:?}",
+        run.display()
+    );
+}
+
+fn evidence_of(f: &Fixture, name: &str) -> (Value, Evidence) {
+    let a: Value = serde_json::from_slice(
+        &fs::read(vm_dir(f, name).join("attestation.json")).expect("attestation.json"),
+    )
+    .expect("attestation json");
+    let e: Evidence = serde_json::from_value(a["evidence"].clone()).expect("evidence");
+    (a, e)
+}
+
+fn state_of(f: &Fixture, name: &str) -> Value {
+    serde_json::from_slice(&fs::read(vm_dir(f, name).join("state.json")).expect("state")).unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn now() -> UnixTime {
+    UnixTime::from_secs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+}
+
+/// Checks evidence the way a verifier does, independently of the runtime:
+/// quote (signature, nonce, PCR digest), EK certificate chain and key,
+/// the log's replay against every quoted PCR but IMA's. Returns the
+/// parsed log.
+fn verify_evidence(f: &Fixture, name: &str, e: &Evidence) -> EventLog {
+    let ak = Public::from_bytes(&e.ak_public.0).expect("AK public");
+    assert_eq!(ak.name().as_deref(), Some(e.ak_name.0.as_slice()));
+    let sig = Signature::from_bytes(&e.quote_signature.0).expect("signature");
+    let pcrs = pcr_values(e);
+    verify_quote(&ak, &e.quote_attest.0, &sig, &e.nonce.0, &pcrs).expect("quote verifies");
+
+    let ca_pem = fs::read(f.home.join("platform/vtpm-ca/ca.crt")).expect("CA");
+    let ca = CaCertificate::parse(&ca_pem).expect("CA parses");
+    let cert = EkCertificate::parse(&e.ek_certificate.as_ref().expect("EK cert").0).expect("EK");
+    EkTrustStore::new(vec![ca])
+        .verify(&cert, now())
+        .expect("the EK certificate chains to the platform's vTPM CA");
+    let ek = Public::from_bytes(&e.ek_public.0).expect("EK public");
+    assert!(cert_matches_ek(&cert, &ek), "certificate is for this EK");
+    assert_eq!(
+        state_of(f, name)["ekPublic"].as_str(),
+        Some(hex(&e.ek_public.0).as_str()),
+        "the EK is the one the platform created for {name}"
+    );
+
+    let log = EventLog::parse(&e.event_log.0).expect("event log parses");
+    let r = replay(&log);
+    let replayed = r.pcrs.get(&LogHash::Sha256).expect("sha256 bank");
+    let quoted = pcrs
+        .get(&trustlaunch_tpm::alg::HashAlg::Sha256)
+        .expect("quoted sha256");
+    assert_eq!(quoted.len(), 16, "PCRs 0-15 quoted");
+    for (i, v) in quoted {
+        if *i == 10 {
+            // PCR 10 is the guest kernel's IMA (boot_aggregate and what it
+            // measures), recorded in the kernel's IMA log, not the
+            // firmware's: nothing in this log extends it.
+            assert!(!log.events().iter().any(|ev| ev.pcr == 10));
+            continue;
+        }
+        let expect = replayed
+            .get(i)
+            .map_or_else(|| vec![0u8; 32], |d| d.as_bytes().to_vec());
+        assert_eq!(hex(v), hex(&expect), "PCR {i}: quote vs replayed log");
+    }
+    log
+}
+
+/// Extracts a file from an image's ESP.
+fn esp_file(image: &Path, esp_path: &str, out: &Path) {
+    ok(Command::new("mcopy")
+        .arg("-i")
+        .arg(format!(
+            "{}@@{ESP_OFFSET}",
+            image.join("disk.raw").display()
+        ))
+        .arg(format!("::/{esp_path}"))
+        .arg(out)
+        .output()
+        .expect("mcopy"));
+}
+
+#[test]
+#[ignore = "VM tier: several QEMU boots under TCG (~2 min); ./scripts/test.sh runs it"]
+fn tiny_trusted_launch_attests_and_its_vtpm_persists() {
+    let _g = serial();
+    let f = fixture();
+    let name = "tiny-tl";
+    let o = ok(tl(
+        f,
+        &[
+            "host",
+            "vm",
+            "create",
+            name,
+            "--image",
+            s(&f.tiny),
+            "--start",
+            "--json",
+        ],
+    ));
+    let outcome = json(&o);
+    assert_eq!(outcome["outcome"], "attested", "{outcome}");
+    let (att, e) = evidence_of(f, name);
+    assert_eq!(e.secure_boot, Some(1), "the guest sees SecureBoot=1");
+    for c in [
+        "nonce",
+        "ek_is_this_vms",
+        "ak_name",
+        "quote",
+        "ak_activated_under_ek",
+    ] {
+        assert!(
+            att["checks"].as_array().unwrap().iter().any(|x| x == c),
+            "{c}: {}",
+            att["checks"]
+        );
+    }
+    let log = verify_evidence(f, name, &e);
+
+    // PCR 7 equals the Secure Boot toolkit's prediction from the VM's own
+    // variable store and the image's boot application.
+    let boot = f.dir.join("tiny-BOOTX64.EFI");
+    esp_file(&f.tiny, "EFI/BOOT/BOOTX64.EFI", &boot);
+    let vars = vm_dir(f, name).join("OVMF_VARS.fd");
+    let pred = json(&ok(tl(
+        f,
+        &[
+            "secureboot",
+            "pcr7",
+            "--vars",
+            s(&vars),
+            "--image",
+            s(&boot),
+            "--json",
+        ],
+    )));
+    let quoted7 = e
+        .pcrs
+        .iter()
+        .find(|b| b.alg == 0x000b)
+        .and_then(|b| b.values.iter().find(|(i, _)| *i == 7))
+        .map(|(_, v)| hex(&v.0))
+        .expect("PCR 7 quoted");
+    assert_eq!(
+        pred["pcrs"]["sha256"]["7"].as_str(),
+        Some(quoted7.as_str()),
+        "PCR 7: prediction vs quote"
+    );
+    // PCR 11 equals the image metadata's prediction (systemd-stub's
+    // measurement of the UKI sections).
+    let meta: Value =
+        serde_json::from_slice(&fs::read(f.tiny.join("image.json")).unwrap()).unwrap();
+    let pcr11 = e
+        .pcrs
+        .iter()
+        .find(|b| b.alg == 0x000b)
+        .and_then(|b| b.values.iter().find(|(i, _)| *i == 11))
+        .map(|(_, v)| hex(&v.0))
+        .unwrap();
+    assert_eq!(
+        meta["boot_components"][0]["uki_pcr11_sha256"].as_str(),
+        Some(pcr11.as_str()),
+        "PCR 11 vs image.json"
+    );
+    // The log names the platform's db certificate as the UKI's authority.
+    let ev = BootEvidence::extract(&log);
+    let db_pem = fs::read_to_string(f.home.join("platform/secureboot/db.crt")).unwrap();
+    let db_der = trustlaunch_secureboot::keys::certificate_der(db_pem.as_bytes()).unwrap();
+    assert_eq!(ev.authorities.len(), 1, "{:?}", ev.authorities);
+    assert_eq!(ev.authorities[0].entry, db_der);
+
+    // vTPM state: the VM's alone and encrypted at rest.
+    let vtpm = vm_dir(f, name).join("vtpm");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&vtpm).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let key = f.home.join(format!("keys/{name}.vtpm.key"));
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let permall = vtpm.join("tpm2-00.permall");
+    assert_eq!(
+        fs::metadata(&permall).unwrap().permissions().mode() & 0o077,
+        0,
+        "state file readable by others"
+    );
+    let state = fs::read(&permall).unwrap();
+    let ek_cert = &e.ek_certificate.as_ref().unwrap().0;
+    assert!(
+        !state
+            .windows(64)
+            .any(|w| ek_cert.windows(64).next() == Some(w)),
+        "the EK certificate (in NV) is visible in the state file: not encrypted"
+    );
+    if Command::new("setpriv").arg("--version").output().is_ok() {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(&permall)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "another user read the vTPM state");
+    }
+
+    // Graceful stop: the power button powers the guest off.
+    let o = json(&ok(tl(f, &["host", "vm", "stop", name, "--json"])));
+    assert_eq!(o["state"]["status"], "stopped");
+    assert!(
+        o["state"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("powered off"),
+        "{o}"
+    );
+    assert_no_leftovers(f, name);
+
+    // Start again: same EK, EK certificate and AK (persistent handle).
+    let o = json(&ok(tl(f, &["host", "vm", "start", name, "--json"])));
+    assert_eq!(o["outcome"], "attested", "{o}");
+    let (_, e2) = evidence_of(f, name);
+    assert_eq!(e2.ek_public, e.ek_public);
+    assert_eq!(e2.ek_certificate, e.ek_certificate);
+    assert_eq!(e2.ak_public, e.ak_public, "the AK survives stop/start");
+    assert_ne!(e2.nonce, e.nonce);
+    verify_evidence(f, name, &e2);
+
+    // The runtime is killed while a VM boots; the next one re-adopts it.
+    ok(tl(f, &["host", "vm", "stop", name, "--grace", "10"]));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
+        .args(["host", "vm", "start", name])
+        .env("TRUSTLAUNCH_HOME", &f.home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = json(&ok(tl(f, &["host", "vm", "show", name, "--json"])));
+    assert_eq!(o["state"]["status"], "running", "re-adopted: {o}");
+    assert!(o["qemuPid"].as_i64().is_some() && o["swtpmPid"].as_i64().is_some());
+    let o = json(&ok(tl(
+        f,
+        &["host", "vm", "attest", name, "--timeout", "120", "--json"],
+    )));
+    let e3: Evidence = serde_json::from_value(o["evidence"].clone()).unwrap();
+    assert_eq!(
+        e3.ak_public, e.ak_public,
+        "same AK after the runtime's crash"
+    );
+    assert_eq!(e3.ek_certificate, e.ek_certificate);
+    verify_evidence(f, name, &e3);
+
+    // QEMU itself dies (kill -9): the VM is failed with a reason, swtpm is
+    // gone, nothing is left behind, and the vTPM boots again intact.
+    let pid = o_pid(f, name);
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    std::thread::sleep(Duration::from_millis(500));
+    let o = json(&ok(tl(f, &["host", "vm", "show", name, "--json"])));
+    assert_eq!(o["state"]["status"], "failed", "{o}");
+    assert!(o["state"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("QEMU exited unexpectedly"));
+    assert_no_leftovers(f, name);
+    let o = json(&ok(tl(f, &["host", "vm", "start", name, "--json"])));
+    assert_eq!(o["outcome"], "attested", "{o}");
+    let (_, e4) = evidence_of(f, name);
+    assert_eq!(e4.ak_public, e.ak_public);
+
+    // Delete: the vTPM and its key are destroyed, nothing runs.
+    ok(tl(f, &["host", "vm", "delete", name, "--yes"]));
+    assert!(!vm_dir(f, name).exists());
+    assert!(!key.exists());
+    assert!(vm_processes(f, name).is_empty());
+}
+
+fn o_pid(f: &Fixture, name: &str) -> i64 {
+    let o = json(&ok(tl(f, &["host", "vm", "show", name, "--json"])));
+    o["qemuPid"].as_i64().expect("qemu pid")
+}
+
+#[test]
+#[ignore = "VM tier: two refused boots under TCG (~15 s); ./scripts/test.sh runs it"]
+fn unsigned_and_wrong_key_images_are_refused_with_the_reason() {
+    let _g = serial();
+    let f = fixture();
+    // The tiny image's UKI, unsigned, and signed by a key not in db.
+    let signed = f.dir.join("refuse-signed.efi");
+    esp_file(&f.tiny, "EFI/BOOT/BOOTX64.EFI", &signed);
+    let unsigned = f.dir.join("refuse-unsigned.efi");
+    ok(tl(
+        f,
+        &["secureboot", "unsign", s(&signed), "--output", s(&unsigned)],
+    ));
+    let (okey, ocert) = (f.dir.join("other.key"), f.dir.join("other.crt"));
+    ok(tl(
+        f,
+        &[
+            "secureboot",
+            "keys",
+            "generate",
+            "--cn",
+            "not in db",
+            "--key-out",
+            s(&okey),
+            "--cert-out",
+            s(&ocert),
+        ],
+    ));
+    let unsigned_img = f.dir.join("img-unsigned");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "uki",
+            "--uki",
+            s(&unsigned),
+            "--no-sign",
+            "--out",
+            s(&unsigned_img),
+        ],
+    ));
+    let other_img = f.dir.join("img-other");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "uki",
+            "--uki",
+            s(&unsigned),
+            "--db-key",
+            s(&okey),
+            "--db-cert",
+            s(&ocert),
+            "--out",
+            s(&other_img),
+        ],
+    ));
+    for (name, img, signer) in [
+        ("refused-unsigned", &unsigned_img, "unsigned"),
+        ("refused-other", &other_img, "signed by CN=not in db"),
+    ] {
+        ok(tl(
+            f,
+            &[
+                "host",
+                "vm",
+                "create",
+                name,
+                "--image",
+                s(img),
+                "--key-template",
+                "custom",
+            ],
+        ));
+        let t0 = Instant::now();
+        let o = tl(f, &["host", "vm", "start", name, "--timeout", "60"]);
+        let took = t0.elapsed();
+        assert!(!o.status.success(), "{name} booted under Secure Boot");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains("Secure Boot validation failed: EFI/BOOT/BOOTX64.EFI"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(signer), "{stderr}");
+        assert!(stderr.contains("not allowed by db"), "{stderr}");
+        assert!(
+            took < Duration::from_secs(15),
+            "{name}: refusal took {took:?} (the issue asks for 15 s)"
+        );
+        let o = json(&ok(tl(f, &["host", "vm", "show", name, "--json"])));
+        assert_eq!(o["state"]["status"], "failed");
+        assert!(o["state"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Secure Boot validation failed"));
+        assert_no_leftovers(f, name);
+        ok(tl(f, &["host", "vm", "delete", name, "--yes"]));
+    }
+}
+
+#[test]
+#[ignore = "VM tier: one QEMU boot under TCG (~15 s); ./scripts/test.sh runs it"]
+fn secure_boot_off_boots_and_says_so() {
+    let _g = serial();
+    let f = fixture();
+    let name = "tiny-sb-off";
+    let o = json(&ok(tl(
+        f,
+        &[
+            "host",
+            "vm",
+            "create",
+            name,
+            "--image",
+            s(&f.tiny),
+            "--enable-secure-boot",
+            "false",
+            "--start",
+            "--json",
+        ],
+    )));
+    assert_eq!(o["outcome"], "attested", "{o}");
+    let (_, e) = evidence_of(f, name);
+    assert_eq!(e.secure_boot, Some(0), "the guest sees SecureBoot=0");
+    let log = verify_evidence(f, name, &e);
+    let ev = BootEvidence::extract(&log);
+    assert_eq!(ev.secure_boot, Some(0), "the log says SecureBoot=0");
+    ok(tl(f, &["host", "vm", "delete", name, "--yes"]));
+    assert!(vm_processes(f, name).is_empty());
+}
+
+#[test]
+#[ignore = "VM tier: one QEMU boot through shim and grub under TCG (~20 s); ./scripts/test.sh runs it"]
+fn debian_shim_boots_through_shim_and_grub_with_the_microsoft_template() {
+    let _g = serial();
+    let f = fixture();
+    let img = f.dir.join("debian-shim");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "debian-shim",
+            "--out",
+            s(&img),
+            "--agent",
+            s(&agent_binary()),
+        ],
+    ));
+    let name = "shim";
+    let o = json(&ok(tl(
+        f,
+        &[
+            "host",
+            "vm",
+            "create",
+            name,
+            "--image",
+            s(&img),
+            "--key-template",
+            "microsoft",
+            "--start",
+            "--json",
+        ],
+    )));
+    assert_eq!(o["outcome"], "attested", "{o}");
+    let (_, e) = evidence_of(f, name);
+    assert_eq!(e.secure_boot, Some(1));
+    let log = verify_evidence(f, name, &e);
+    // PCR 4 holds shim, then grub, then the kernel, as their Authenticode
+    // digests (image.json records them).
+    let meta: Value = serde_json::from_slice(&fs::read(img.join("image.json")).unwrap()).unwrap();
+    let digest = |path: &str| {
+        meta["boot_components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["esp_path"].as_str().unwrap().eq_ignore_ascii_case(path))
+            .unwrap_or_else(|| panic!("{path} in image.json"))["authenticode_sha256"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let pcr4: Vec<String> = log
+        .events()
+        .iter()
+        .filter(|ev| ev.pcr == 4 && ev.event_type == EventType::EV_EFI_BOOT_SERVICES_APPLICATION)
+        .filter_map(|ev| ev.digest(LogHash::Sha256).map(|d| d.to_hex()))
+        .collect();
+    assert_eq!(
+        pcr4.first(),
+        Some(&digest("EFI/BOOT/BOOTX64.EFI")),
+        "shim first"
+    );
+    assert_eq!(
+        pcr4.get(1),
+        Some(&digest("EFI/BOOT/grubx64.efi")),
+        "then grub"
+    );
+    assert!(pcr4.len() >= 3, "then the kernel: {pcr4:?}");
+    // shim's own measurements (MOK lists in PCR 14) and grub's (commands in
+    // PCR 8, files in PCR 9).
+    let text = |ev: &trustlaunch_eventlog::Event| String::from_utf8_lossy(&ev.data).into_owned();
+    let events = log.events();
+    assert!(events
+        .iter()
+        .any(|ev| ev.pcr == 14 && text(ev).contains("MokList")));
+    assert!(events
+        .iter()
+        .any(|ev| ev.pcr == 8 && text(ev).starts_with("grub_cmd")));
+    assert!(events
+        .iter()
+        .any(|ev| ev.pcr == 9 && text(ev).contains("/vmlinuz")));
+    ok(tl(f, &["host", "vm", "delete", name, "--yes"]));
+    assert!(vm_processes(f, name).is_empty());
+}
