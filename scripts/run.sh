@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds trustlaunch, and runs the main job. At this
-# stage the main job is measured-boot evidence: read this machine's TCG event
-# log (or, where it has none, a real log from shared/testdata), show it,
-# replay it, and extract the boot evidence.
+# stage: measured-boot evidence (this machine's TCG event log, or a real log
+# from shared/testdata: show, replay, extract), then a Trusted Launch VM —
+# the tiny image built and signed with the platform's db key, booted under
+# OVMF Secure Boot with its own vTPM to verified evidence, then stopped.
 source "$(dirname "$0")/lib.sh"
 install_packages
 require_rust
 cd "$ROOT"
-cargo build --release --locked -p trustlaunch-cli
+cargo build --release --locked -p trustlaunch-cli -p trustlaunch-agent
 bin="$ROOT/target/release/trustlaunch"
 
 live=/sys/kernel/security/tpm0/binary_bios_measurements
@@ -26,3 +27,15 @@ echo "== replay"
 echo "== boot evidence (Secure Boot state, authorities, boot applications)"
 "$bin" eventlog evidence "$log" | head -n 40
 echo "(full evidence: $bin eventlog evidence $log)"
+
+export TRUSTLAUNCH_HOME="${TRUSTLAUNCH_HOME:-$ROOT/target/trustlaunch-home}"
+images="$TRUSTLAUNCH_HOME/images"
+echo "== a Trusted Launch VM (platform state in $TRUSTLAUNCH_HOME)"
+if [ ! -f "$images/tiny/image.json" ]; then
+    "$bin" image build tiny --out "$images/tiny"
+fi
+"$bin" host vm delete demo --yes >/dev/null 2>&1 || true
+"$bin" host vm create demo --image "$images/tiny" --start
+"$bin" host vm show demo
+"$bin" host vm stop demo
+"$bin" host vm list
