@@ -117,6 +117,17 @@ impl Channel {
         })
     }
 
+    /// A channel over an already connected stream (tests, or a server
+    /// that accepts the socket itself).
+    pub fn from_stream(stream: UnixStream, name: &str) -> Self {
+        Self {
+            stream,
+            reader: FrameReader::default(),
+            pending: Vec::new(),
+            socket: name.to_owned(),
+        }
+    }
+
     fn io(&self) -> impl FnOnce(std::io::Error) -> ChannelError + '_ {
         move |source| ChannelError::Io {
             socket: self.socket.clone(),

@@ -406,6 +406,18 @@ impl Runtime {
         })
     }
 
+    /// Opens the runtime with a given accelerator decision (no probe).
+    pub fn open_with_accel(home: Home, accel: AccelDecision) -> Result<Self, VmError> {
+        let keys = PlatformKeys::load_or_create(&home, &mut OsRng)?;
+        Ok(Self {
+            home,
+            keys,
+            accel,
+            firmware: FirmwarePaths::default(),
+            qemu: "qemu-system-x86_64".into(),
+        })
+    }
+
     /// The home.
     pub fn home(&self) -> &Home {
         &self.home
