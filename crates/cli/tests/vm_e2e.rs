@@ -15,7 +15,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -36,38 +36,48 @@ struct Fixture {
     dir: PathBuf,
 }
 
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let tmp = tempfile::Builder::new()
-            .prefix("tl-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let dir = tmp.path().to_owned();
-        let home = dir.join("home");
-        let f = Fixture {
-            home: home.clone(),
-            tiny: dir.join("tiny"),
-            dir: dir.clone(),
-            _tmp: tmp,
-        };
-        let agent = agent_binary();
-        ok(tl(
-            &f,
-            &[
-                "image",
-                "build",
-                "tiny",
-                "--out",
-                s(&f.tiny),
-                "--agent",
-                s(&agent),
-                "--home",
-                s(&home),
-            ],
-        ));
-        f
-    })
+/// A platform home and the tiny image, removed when the test ends.
+fn fixture() -> Fixture {
+    let tmp = tempfile::Builder::new()
+        .prefix("tl-e2e-")
+        .tempdir()
+        .expect("tempdir");
+    let dir = tmp.path().to_owned();
+    let home = dir.join("home");
+    let f = Fixture {
+        home: home.clone(),
+        tiny: dir.join("tiny"),
+        dir: dir.clone(),
+        _tmp: tmp,
+    };
+    let agent = agent_binary();
+    ok(tl(
+        &f,
+        &[
+            "image",
+            "build",
+            "tiny",
+            "--out",
+            s(&f.tiny),
+            "--agent",
+            s(&agent),
+            "--home",
+            s(&home),
+        ],
+    ));
+    f
+}
+
+/// Deletes its VM when dropped, also when the test fails: no VM outlives
+/// a test.
+struct VmGuard<'a>(&'a Fixture, &'a str);
+
+impl Drop for VmGuard<'_> {
+    fn drop(&mut self) {
+        if vm_dir(self.0, self.1).exists() {
+            let _ = tl(self.0, &["host", "vm", "delete", self.1, "--yes"]);
+        }
+    }
 }
 
 /// One VM test at a time.
@@ -260,8 +270,9 @@ fn esp_file(image: &Path, esp_path: &str, out: &Path) {
 #[ignore = "VM tier: several QEMU boots under TCG (~2 min); ./scripts/test.sh runs it"]
 fn tiny_trusted_launch_attests_and_its_vtpm_persists() {
     let _g = serial();
-    let f = fixture();
+    let f = &fixture();
     let name = "tiny-tl";
+    let _vm = VmGuard(f, name);
     let o = ok(tl(
         f,
         &[
@@ -463,7 +474,7 @@ fn o_pid(f: &Fixture, name: &str) -> i64 {
 #[ignore = "VM tier: two refused boots under TCG (~15 s); ./scripts/test.sh runs it"]
 fn unsigned_and_wrong_key_images_are_refused_with_the_reason() {
     let _g = serial();
-    let f = fixture();
+    let f = &fixture();
     // The tiny image's UKI, unsigned, and signed by a key not in db.
     let signed = f.dir.join("refuse-signed.efi");
     esp_file(&f.tiny, "EFI/BOOT/BOOTX64.EFI", &signed);
@@ -522,6 +533,7 @@ fn unsigned_and_wrong_key_images_are_refused_with_the_reason() {
         ("refused-unsigned", &unsigned_img, "unsigned"),
         ("refused-other", &other_img, "signed by CN=not in db"),
     ] {
+        let _vm = VmGuard(f, name);
         ok(tl(
             f,
             &[
@@ -565,8 +577,9 @@ fn unsigned_and_wrong_key_images_are_refused_with_the_reason() {
 #[ignore = "VM tier: one QEMU boot under TCG (~15 s); ./scripts/test.sh runs it"]
 fn secure_boot_off_boots_and_says_so() {
     let _g = serial();
-    let f = fixture();
+    let f = &fixture();
     let name = "tiny-sb-off";
+    let _vm = VmGuard(f, name);
     let o = json(&ok(tl(
         f,
         &[
@@ -596,7 +609,7 @@ fn secure_boot_off_boots_and_says_so() {
 #[ignore = "VM tier: one QEMU boot through shim and grub under TCG (~20 s); ./scripts/test.sh runs it"]
 fn debian_shim_boots_through_shim_and_grub_with_the_microsoft_template() {
     let _g = serial();
-    let f = fixture();
+    let f = &fixture();
     let img = f.dir.join("debian-shim");
     ok(tl(
         f,
@@ -611,6 +624,7 @@ fn debian_shim_boots_through_shim_and_grub_with_the_microsoft_template() {
         ],
     ));
     let name = "shim";
+    let _vm = VmGuard(f, name);
     let o = json(&ok(tl(
         f,
         &[
