@@ -116,7 +116,11 @@ impl VtpmPaths {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let t0 = Instant::now();
         loop {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // Ready once the port listens. Not probed by connecting: swtpm
+            // listens with a backlog of 1 and serves one connection at a
+            // time, so a probe connection still queued makes the client's
+            // next SYN be dropped and retried a second later.
+            if listening(port) {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -159,6 +163,18 @@ impl Drop for TcpSwtpm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether 127.0.0.1:`port` is in LISTEN state (`/proc/net/tcp`).
+fn listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| {
+        t.lines().skip(1).any(|l| {
+            let mut f = l.split_whitespace();
+            let (local, state) = (f.nth(1), f.nth(1));
+            local == Some(want.as_str()) && state == Some("0A")
+        })
+    })
 }
 
 fn free_port() -> Result<u16, VtpmError> {
