@@ -116,17 +116,6 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             json,
         } => {
             let t0 = Instant::now();
-            let needs_key = kind == Kind::Tiny || (kind == Kind::Uki && !no_sign);
-            let pair = match (&db_key, &db_cert) {
-                (Some(k), Some(c)) => Some(load_key_pair(k, c)?),
-                _ if needs_key => {
-                    let root = home.unwrap_or_else(Home::default_root);
-                    let keys = PlatformKeys::load_or_create(&Home::open(&root)?, &mut OsRng)?;
-                    eprintln!("signing with the platform's db key ({})", root.display());
-                    Some(keys.db)
-                }
-                _ => None,
-            };
             let mut recipe = match kind {
                 Kind::Tiny | Kind::DebianShim => {
                     let agent = match agent {
@@ -142,10 +131,16 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
                         Recipe::debian_shim(agent, kernel_release)?
                     }
                 }
-                Kind::Uki => Recipe::Uki {
-                    uki: uki.ok_or_else(|| anyhow!("image build uki needs --uki FILE"))?,
-                    sign: !no_sign,
-                },
+                Kind::Uki => {
+                    let uki = uki.ok_or_else(|| anyhow!("image build uki needs --uki FILE"))?;
+                    if !uki.is_file() {
+                        bail!("UKI {} not found", uki.display());
+                    }
+                    Recipe::Uki {
+                        uki,
+                        sign: !no_sign,
+                    }
+                }
                 Kind::Chain => {
                     let mut pairs = Vec::new();
                     for f in &files {
@@ -166,6 +161,19 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
                 }
                 _ => {}
             }
+            // The key last: the inputs are checked first, so a mistake
+            // never creates a platform home.
+            let needs_key = kind == Kind::Tiny || (kind == Kind::Uki && !no_sign);
+            let pair = match (&db_key, &db_cert) {
+                (Some(k), Some(c)) => Some(load_key_pair(k, c)?),
+                _ if needs_key => {
+                    let root = home.unwrap_or_else(Home::default_root);
+                    let keys = PlatformKeys::load_or_create(&Home::open(&root)?, &mut OsRng)?;
+                    eprintln!("signing with the platform's db key ({})", root.display());
+                    Some(keys.db)
+                }
+                _ => None,
+            };
             let created_at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

@@ -31,6 +31,11 @@ fn tl(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     for a in args {
         cmd.arg(a);
     }
+    // Never the machine's own platform home (/var/lib/trustlaunch).
+    cmd.env(
+        "TRUSTLAUNCH_HOME",
+        std::env::temp_dir().join("tl-image-cli-no-home"),
+    );
     cmd.output().expect("trustlaunch runs")
 }
 
@@ -186,10 +191,44 @@ fn build_tiny_then_show_and_verify_the_uki() {
 fn build_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    // tiny needs the db key.
-    let o = build("tiny", &dir.join("a"), None, Path::new("/usr/bin/true"));
+    // Without --db-key, tiny is signed with the platform's own db key
+    // (from --home; made on first use).
+    let home = dir.join("home");
+    let o = tl(&[
+        &"image",
+        &"build",
+        &"tiny",
+        &"--out",
+        &dir.join("a"),
+        &"--agent",
+        &"/usr/bin/true",
+        &"--home",
+        &home,
+        &"--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("signing with the platform's db key"));
+    let meta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        meta["boot_components"][0]["signers"][0]
+            .as_str()
+            .unwrap()
+            .contains("trustlaunch platform db"),
+        "{meta}"
+    );
+    assert!(home.join("platform/secureboot/db.key").exists());
+    // --db-key without --db-cert is refused by the parser.
+    let o = tl(&[
+        &"image",
+        &"build",
+        &"tiny",
+        &"--out",
+        &dir.join("a2"),
+        &"--db-key",
+        &home.join("platform/secureboot/db.key"),
+    ]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--db-key"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--db-cert"));
     // A missing agent.
     let o = build(
         "debian-shim",
@@ -213,6 +252,8 @@ fn build_errors_are_clear() {
     // uki and chain need their inputs.
     let o = tl(&[&"image", &"build", &"uki", &"--out", &dir.join("d")]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--uki"));
+    // Mistakes are caught before any platform key is made.
+    assert!(!std::env::temp_dir().join("tl-image-cli-no-home").exists());
     let o = tl(&[
         &"image",
         &"build",
