@@ -555,15 +555,7 @@ impl Runtime {
                 }
             }
         }
-        let t0 = Instant::now();
-        let mut step = |step: &'static str, detail: String| {
-            progress(Progress {
-                vm: spec.name.clone(),
-                step,
-                detail,
-                elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-            })
-        };
+        let mut step = stepper(&spec.name, progress);
         // Claim the name: create_dir fails if another creation got there.
         fs::create_dir(&p.dir).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -720,15 +712,7 @@ impl Runtime {
             });
         }
         let spec = Self::load_spec(&p)?;
-        let t0 = Instant::now();
-        let mut step = |step: &'static str, detail: String| {
-            progress(Progress {
-                vm: name.to_owned(),
-                step,
-                detail,
-                elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-            })
-        };
+        let mut step = stepper(name, progress);
         cleanup_run_dir(&p);
         if p.console().exists() {
             let _ = fs::rename(p.console(), p.dir.join("console.prev.log"));
@@ -737,7 +721,7 @@ impl Runtime {
         let mut swtpm_pid = None;
         if spec.security_profile.vtpm() {
             let vt = self.vtpm_paths(name, &p);
-            let pid = spawn_swtpm(&vt, &p)?;
+            let pid = vt.spawn_daemon(&p.swtpm_sock(), &p.swtpm_pid(), &p.dir.join("swtpm.log"))?;
             swtpm_pid = Some(pid);
             step("swtpm", format!("pid {pid}"));
         }
@@ -801,14 +785,7 @@ impl Runtime {
         let state = Self::load_state(&p)?;
         let expected_ek = state.ek_public.as_deref().and_then(from_hex);
         let t0 = Instant::now();
-        let mut emit = |step: &'static str, detail: String| {
-            progress(Progress {
-                vm: name.to_owned(),
-                step,
-                detail,
-                elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-            })
-        };
+        let mut emit = stepper(name, progress);
         // The challenge goes in at once: QEMU holds it until the agent
         // opens the port.
         let session = match (&expected_ek, spec.security_profile.vtpm()) {
@@ -1241,6 +1218,23 @@ impl Runtime {
     }
 }
 
+/// Progress reporting for one operation: step name, detail, and the
+/// milliseconds since the operation began.
+fn stepper<'a>(
+    vm: &'a str,
+    progress: &'a mut dyn FnMut(Progress),
+) -> impl FnMut(&'static str, String) + 'a {
+    let t0 = Instant::now();
+    move |step, detail| {
+        progress(Progress {
+            vm: vm.to_owned(),
+            step,
+            detail,
+            elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
 fn boot_file_of(p: &Paths) -> String {
     Runtime::load_spec(p).map_or_else(|_| BOOT_FILE.to_owned(), |s| boot_file(&s))
 }
@@ -1285,52 +1279,6 @@ fn overlay(base: &Path, out: &Path) -> Result<(), VmError> {
         });
     }
     Ok(())
-}
-
-/// swtpm for a VM, daemonised, its pid in the run directory; waits for
-/// its control socket.
-fn spawn_swtpm(vt: &VtpmPaths, p: &Paths) -> Result<i32, VmError> {
-    let log = p.dir.join("swtpm.log");
-    let out = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--terminate", "--daemon"])
-        .arg("--tpmstate")
-        .arg(format!("dir={},mode=0600", vt.state.display()))
-        .arg("--ctrl")
-        .arg(format!("type=unixio,path={}", p.swtpm_sock().display()))
-        .arg("--key")
-        .arg(format!(
-            "file={},format=binary,mode=aes-256-cbc",
-            vt.key.display()
-        ))
-        .arg("--pid")
-        .arg(format!("file={}", p.swtpm_pid().display()))
-        .arg("--log")
-        .arg(format!("file={}", log.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| VmError::Tool {
-            tool: "swtpm",
-            message: format!("{e} (install swtpm)"),
-        })?;
-    if !out.status.success() {
-        return Err(VmError::StartFailed {
-            name: p.dir.display().to_string(),
-            reason: format!("swtpm: {}", String::from_utf8_lossy(&out.stderr).trim()),
-        });
-    }
-    let t0 = Instant::now();
-    while !p.swtpm_sock().exists() || process::read_pid_file(&p.swtpm_pid()).is_none() {
-        if t0.elapsed() > Duration::from_secs(10) {
-            return Err(VmError::StartFailed {
-                name: p.dir.display().to_string(),
-                reason: "swtpm did not create its control socket within 10 s".into(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(process::read_pid_file(&p.swtpm_pid()).unwrap_or_default())
 }
 
 #[derive(Serialize, Deserialize)]

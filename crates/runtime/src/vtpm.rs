@@ -76,22 +76,55 @@ impl VtpmPaths {
         format!("file={},format=binary,mode=aes-256-cbc", self.key.display())
     }
 
-    /// swtpm for a VM: control on a unix socket for QEMU (`--terminate`:
-    /// it exits with QEMU), state encrypted with the VM's key.
-    pub fn spawn_for_qemu(&self, ctrl_socket: &Path, log: &Path) -> Result<Child, VtpmError> {
-        Command::new("swtpm")
-            .args(["socket", "--tpm2", "--terminate"])
+    /// swtpm for a running VM, daemonised: control on a unix socket for
+    /// QEMU (`--terminate`: it exits when QEMU closes it), state encrypted
+    /// with the VM's key, its pid in `pid_file`. Returns once the control
+    /// socket exists, with the pid.
+    pub fn spawn_daemon(
+        &self,
+        ctrl_socket: &Path,
+        pid_file: &Path,
+        log: &Path,
+    ) -> Result<i32, VtpmError> {
+        let out = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--terminate", "--daemon"])
             .arg("--tpmstate")
             .arg(format!("dir={},mode=0600", self.state.display()))
             .arg("--ctrl")
             .arg(format!("type=unixio,path={}", ctrl_socket.display()))
             .arg("--key")
             .arg(self.key_arg())
+            .arg("--pid")
+            .arg(format!("file={}", pid_file.display()))
             .arg("--log")
             .arg(format!("file={}", log.display()))
             .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| VtpmError::Swtpm(format!("starting: {e}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| VtpmError::Swtpm(format!("starting: {e}")))?;
+        if !out.status.success() {
+            return Err(VtpmError::Swtpm(format!(
+                "exited ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let t0 = Instant::now();
+        loop {
+            let pid = fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            if let (Some(pid), true) = (pid, ctrl_socket.exists()) {
+                return Ok(pid);
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(VtpmError::Swtpm(
+                    "no control socket and pid file within 10 s".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// swtpm on loopback TCP for the platform's own commands (creation,
