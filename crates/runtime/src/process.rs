@@ -101,6 +101,12 @@ mod tests {
         let pid = i32::try_from(child.id()).unwrap();
         let pid_file = dir.path().join("p.pid");
         fs::write(&pid_file, format!("{pid}\n")).unwrap();
+        // Between fork and exec the child still has this test's command
+        // line: wait for the exec.
+        let t0 = std::time::Instant::now();
+        while find(&pid_file, marker).is_none() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(find(&pid_file, marker), Some(Tracked { pid }));
         assert_eq!(find(&pid_file, "/not/this/vm"), None);
         // Reap in the background so the zombie does not linger.
