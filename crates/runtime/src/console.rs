@@ -40,8 +40,11 @@ pub enum ConsoleVerdict {
 pub const INIT_MARKER: &str = "trustlaunch-init: up";
 
 fn clean(line: &str) -> String {
+    // Tabs become spaces and other control characters (escape sequences,
+    // bells) go: a reason is one plain line (found by fuzzing).
     line.chars()
-        .filter(|c| !c.is_control() || *c == '\t')
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .filter(|c| !c.is_control())
         .take(400)
         .collect::<String>()
         .trim()
@@ -150,6 +153,12 @@ mod tests {
             }
         );
         // Control characters and escape sequences do not end up in reasons.
+        match judge("i\tSecurity Violationcy\n", "f") {
+            ConsoleVerdict::SecureBootDenied { reason, .. } => {
+                assert!(!reason.chars().any(char::is_control), "{reason:?}")
+            }
+            other => panic!("{other:?}"),
+        }
         match judge("\x1b[2J\x07Access Denied\n", "f") {
             ConsoleVerdict::SecureBootDenied { line, .. } => assert!(!line.contains('\x07')),
             other => panic!("{other:?}"),
