@@ -1,0 +1,252 @@
+//! Baselines at the level of boot components: which binary, which UKI
+//! section, which command line, which Secure Boot variable — so that a
+//! kernel update reads "UKI section .linux changed from X to Y", not "PCR
+//! 11 differs".
+//!
+//! A baseline is a [`Measurements`] whose categories may be partial: one
+//! predicted from an image before the first boot knows the boot
+//! applications' Authenticode digests and the UKI sections but not the
+//! firmware; a category that is `None` is not compared.
+
+use serde::{Deserialize, Serialize};
+use trustlaunch_eventlog::{BootEvidence, HashAlg, ImageKind, Replay};
+
+use crate::sha256;
+
+/// One measured component.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    /// What it is (`\EFI\BOOT\BOOTX64.EFI`, `.linux`, `db`, ...).
+    pub name: String,
+    /// Its SHA-256 measurement (hex).
+    pub sha256: String,
+}
+
+/// A boot's components, by category; `None` means "not known" (only in
+/// baselines).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measurements {
+    /// The firmware: PCR 0 (SHA-256 bank), as replayed.
+    pub firmware: Option<String>,
+    /// Boot applications in load order: Authenticode SHA-256 (PCR 4).
+    pub boot_applications: Option<Vec<Component>>,
+    /// UKI sections measured by systemd-stub (PCR 11), content SHA-256.
+    pub uki_sections: Option<Vec<Component>>,
+    /// Kernel command lines as measured in text (grub's, systemd-stub's
+    /// PCR 12).
+    pub kernel_command_lines: Option<Vec<String>>,
+    /// Secure Boot variables as measured (PCR 7): SHA-256 of their data.
+    pub secure_boot_variables: Option<Vec<Component>>,
+    /// Authorities that allowed the boot applications: SHA-256 of the db
+    /// entry.
+    pub authorities: Option<Vec<Component>>,
+}
+
+/// Where a baseline came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BaselineSource {
+    /// Learned from a healthy boot.
+    Learned {
+        /// The boot (e.g. the guest's boot id).
+        boot: String,
+    },
+    /// Predicted from the image before any boot.
+    Predicted {
+        /// The image.
+        image: String,
+    },
+    /// Set by an operator.
+    Pinned {
+        /// Who.
+        by: String,
+    },
+}
+
+/// A VM's reference measurements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Where it came from.
+    pub source: BaselineSource,
+    /// The components.
+    pub measurements: Measurements,
+}
+
+/// A difference between a boot and its baseline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Deviation {
+    /// The component, in words (`UKI section .linux`).
+    pub component: String,
+    /// The baseline's value (`None`: absent from the baseline).
+    pub expected: Option<String>,
+    /// The boot's value (`None`: absent from the boot).
+    pub actual: Option<String>,
+}
+
+impl std::fmt::Display for Deviation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.expected, &self.actual) {
+            (Some(e), Some(a)) => write!(f, "{} changed from {} to {}", self.component, e, a),
+            (Some(e), None) => write!(f, "{} ({}) is missing", self.component, e),
+            (None, Some(a)) => write!(f, "{} ({}) is new", self.component, a),
+            (None, None) => write!(f, "{}", self.component),
+        }
+    }
+}
+
+impl Measurements {
+    /// The components of a boot, from its parsed evidence and replay.
+    pub fn from_boot(evidence: &BootEvidence, replay: &Replay) -> Self {
+        let sha = |digests: &[trustlaunch_eventlog::Digest]| {
+            digests
+                .iter()
+                .find(|d| d.alg() == HashAlg::Sha256)
+                .map(|d| d.to_hex())
+                .unwrap_or_default()
+        };
+        let apps = evidence
+            .images
+            .iter()
+            .filter(|i| i.kind == ImageKind::Application)
+            .enumerate()
+            .map(|(n, i)| Component {
+                name: i
+                    .file_path
+                    .clone()
+                    .or_else(|| i.device_path.clone())
+                    .unwrap_or_else(|| format!("application #{n}")),
+                sha256: sha(&i.digests),
+            })
+            .collect();
+        let uki = evidence
+            .uki_sections
+            .iter()
+            .map(|s| Component {
+                name: s.name.clone(),
+                sha256: sha(&s.content_digests),
+            })
+            .collect();
+        let vars = evidence
+            .secure_boot_variables
+            .iter()
+            .map(|v| Component {
+                name: v.name.clone(),
+                sha256: sha256(&v.data),
+            })
+            .collect();
+        let auth = evidence
+            .authorities
+            .iter()
+            .map(|a| Component {
+                name: a.database.clone(),
+                sha256: sha256(&a.entry),
+            })
+            .collect();
+        Self {
+            firmware: replay
+                .pcrs
+                .get(&HashAlg::Sha256)
+                .and_then(|b| b.get(&0))
+                .map(|d| d.to_hex()),
+            boot_applications: Some(apps),
+            uki_sections: Some(uki),
+            kernel_command_lines: Some(
+                evidence
+                    .kernel_command_lines
+                    .iter()
+                    .map(|c| c.text.clone())
+                    .collect(),
+            ),
+            secure_boot_variables: Some(vars),
+            authorities: Some(auth),
+        }
+    }
+
+    /// What differs from `baseline`, component by component (categories
+    /// the baseline does not know are not compared).
+    pub fn compare(&self, baseline: &Measurements) -> Vec<Deviation> {
+        let mut out = Vec::new();
+        if let (Some(e), Some(a)) = (&baseline.firmware, &self.firmware) {
+            if e != a {
+                out.push(Deviation {
+                    component: "firmware (PCR 0)".into(),
+                    expected: Some(e.clone()),
+                    actual: Some(a.clone()),
+                });
+            }
+        }
+        type Pair<'a> = (
+            &'a str,
+            &'a Option<Vec<Component>>,
+            &'a Option<Vec<Component>>,
+        );
+        let lists: [Pair<'_>; 4] = [
+            (
+                "boot application",
+                &baseline.boot_applications,
+                &self.boot_applications,
+            ),
+            ("UKI section", &baseline.uki_sections, &self.uki_sections),
+            (
+                "Secure Boot variable",
+                &baseline.secure_boot_variables,
+                &self.secure_boot_variables,
+            ),
+            ("authority", &baseline.authorities, &self.authorities),
+        ];
+        for (what, expected, actual) in lists {
+            if let (Some(e), Some(a)) = (expected, actual) {
+                compare_components(what, e, a, &mut out);
+            }
+        }
+        if let (Some(e), Some(a)) = (&baseline.kernel_command_lines, &self.kernel_command_lines) {
+            let n = e.len().max(a.len());
+            for i in 0..n {
+                let (x, y) = (e.get(i), a.get(i));
+                if x != y {
+                    out.push(Deviation {
+                        component: format!("kernel command line #{}", i.saturating_add(1)),
+                        expected: x.map(|s| format!("{s:?}")),
+                        actual: y.map(|s| format!("{s:?}")),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Compares two component lists in order; a component is named by its
+/// name and position, so a changed binary reads as "changed", a new one as
+/// "new".
+fn compare_components(what: &str, e: &[Component], a: &[Component], out: &mut Vec<Deviation>) {
+    let n = e.len().max(a.len());
+    for i in 0..n {
+        match (e.get(i), a.get(i)) {
+            (Some(x), Some(y)) if x == y => {}
+            (Some(x), Some(y)) => {
+                let name = if x.name == y.name {
+                    x.name.clone()
+                } else {
+                    format!("{} (was {})", y.name, x.name)
+                };
+                out.push(Deviation {
+                    component: format!("{what} {}: {name}", i.saturating_add(1)),
+                    expected: Some(x.sha256.clone()),
+                    actual: Some(y.sha256.clone()),
+                });
+            }
+            (Some(x), None) => out.push(Deviation {
+                component: format!("{what} {}: {}", i.saturating_add(1), x.name),
+                expected: Some(x.sha256.clone()),
+                actual: None,
+            }),
+            (None, Some(y)) => out.push(Deviation {
+                component: format!("{what} {}: {}", i.saturating_add(1), y.name),
+                expected: None,
+                actual: Some(y.sha256.clone()),
+            }),
+            (None, None) => {}
+        }
+    }
+}

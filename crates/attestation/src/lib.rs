@@ -1,0 +1,205 @@
+//! Appraisal of a VM's boot evidence (pure: no IO, no clock — the caller
+//! passes the time).
+//!
+//! [`appraise`] takes the evidence the guest agent sent
+//! (`trustlaunch-protocol`'s `Evidence`) and what the platform knows about
+//! the VM ([`Reference`]: the EK it created, its vTPM CA, the challenge's
+//! nonce, whether credential activation succeeded, the Secure Boot setting
+//! and key databases of the VM's template, its baseline) and returns an
+//! [`Appraisal`]: every check by name, each failure citing its evidence
+//! (event number, PCR, variable, digest, certificate), the component
+//! measurements a baseline is made of ([`Measurements`]), and claims in
+//! Azure's names ([`claims::Claims`]).
+//!
+//! Checks, in order (TCG PC Client PFP 1.05 for the log, TPM 2.0 Part 2/3
+//! for the quote, UEFI 2.10 §32 for Secure Boot):
+//!
+//! | check | what |
+//! | --- | --- |
+//! | `quote.signature` | the quote is a TPM-made quote signed by the AK |
+//! | `quote.nonce` | it answers this challenge (fresh) |
+//! | `quote.pcr_digest` | the PCR values sent are the ones quoted |
+//! | `ak.attributes` | the AK is a restricted, fixedTPM signing key |
+//! | `ak.name` | the AK's name is its public area's |
+//! | `ak.activated` | the AK was activated under the VM's EK |
+//! | `ek.vm_identity` | the EK is the one the platform made for this VM |
+//! | `ek.certificate` | the EK certificate chains to the vTPM CA and is for this EK |
+//! | `log.parse` | the event log parses |
+//! | `log.replay` | the log replays to every quoted PCR (PCR 10 is IMA's: skipped by name) |
+//! | `log.event_data` | each event's data is what its digest covers, where the spec defines it |
+//! | `secureboot.enabled` | SecureBoot = 1 as measured (when the VM has Secure Boot) |
+//! | `secureboot.not_setup_mode` | a PK is enrolled |
+//! | `secureboot.default_keys` | PK and KEK equal the template's |
+//! | `secureboot.db` / `secureboot.dbx` | db and dbx equal the template's |
+//! | `secureboot.sealed` | no Secure Boot configuration measured after PCR 7's separator |
+//! | `boot.authorities` | boot applications were loaded and each was authorised by a db (or shim) entry — a `-kernel` boot has neither |
+//! | `boot.dbx` | no boot application's digest is in dbx |
+//! | `boot.debug` | no debug flags in the measured kernel command lines |
+//! | `boot.testsigning` | shim's validation is not disabled (MokSBState) |
+//! | `baseline` | the boot's components equal the VM's baseline (which component changed, from what to what) |
+//! | `kernel.modules` | no module failed signature verification (not reported by agent v1: skipped) |
+//!
+//! What it does not do: fetch anything, remember anything (baselines and
+//! history are the caller's), or trust anything the guest says that the
+//! quote does not cover — the event log is trusted only after it replays to
+//! quoted PCRs, and the SecureBoot value the guest read is only reported.
+
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+pub mod baseline;
+mod checks;
+pub mod claims;
+
+pub use baseline::{Baseline, BaselineSource, Component, Deviation, Measurements};
+pub use checks::appraise;
+
+use serde::Serialize;
+use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
+
+/// The Secure Boot databases of the VM's key template, as
+/// EFI_SIGNATURE_LIST bytes (the variable data the firmware measures).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyDatabases {
+    /// PK.
+    pub pk: Option<Vec<u8>>,
+    /// KEK.
+    pub kek: Option<Vec<u8>>,
+    /// db.
+    pub db: Option<Vec<u8>>,
+    /// dbx (`None`: the template has none, and none may be measured).
+    pub dbx: Option<Vec<u8>>,
+}
+
+/// What the platform knows about the VM and this challenge.
+#[derive(Clone, Debug)]
+pub struct Reference<'a> {
+    /// The VM's id (for claims).
+    pub vm_id: &'a str,
+    /// The EK's TPMT_PUBLIC recorded when the platform created the vTPM.
+    pub ek_public: &'a [u8],
+    /// The platform's vTPM CA (roots).
+    pub vtpm_ca: &'a [CaCertificate],
+    /// The nonce of this challenge.
+    pub nonce: &'a [u8],
+    /// Whether the AK was activated under the EK in this session.
+    pub ak_activated: bool,
+    /// The VM's `secureBootEnabled`.
+    pub secure_boot_expected: bool,
+    /// The template's databases (`None`: not compared).
+    pub template: Option<&'a KeyDatabases>,
+    /// The VM's baseline (`None`: none yet).
+    pub baseline: Option<&'a Baseline>,
+    /// Now (certificate validity).
+    pub now: UnixTime,
+}
+
+/// A check's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Holds.
+    Pass,
+    /// Does not hold: the VM is unhealthy.
+    Fail,
+    /// Not evaluated (not applicable, or its input is missing); says why.
+    Skipped,
+}
+
+/// A piece of evidence a check rests on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cite {
+    /// An event of the log.
+    Event {
+        /// Event number (0 = the Spec ID event).
+        number: usize,
+        /// Its PCR.
+        pcr: u32,
+    },
+    /// A PCR (SHA-256 bank).
+    Pcr {
+        /// Index.
+        index: u32,
+        /// The value quoted (hex).
+        quoted: String,
+        /// The value the log replays to (hex), if any.
+        replayed: Option<String>,
+    },
+    /// A UEFI variable as measured.
+    Variable {
+        /// Name.
+        name: String,
+        /// Event number.
+        event: usize,
+        /// SHA-256 of the measured data (hex).
+        sha256: String,
+    },
+    /// A digest.
+    Digest {
+        /// What it is.
+        what: String,
+        /// Hex.
+        value: String,
+    },
+    /// A certificate.
+    Certificate {
+        /// What it is.
+        what: String,
+        /// Subject or reason.
+        detail: String,
+    },
+}
+
+/// One check's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// The check's name (see the crate docs).
+    pub name: &'static str,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// What was found, in words.
+    pub detail: String,
+    /// The evidence it rests on.
+    pub evidence: Vec<Cite>,
+}
+
+/// The result of an appraisal.
+#[derive(Clone, Debug, Serialize)]
+pub struct Appraisal {
+    /// Every check passed or was skipped.
+    pub healthy: bool,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+    /// The boot's components (for baselines), when the log could be read.
+    pub measurements: Option<Measurements>,
+    /// Claims in Azure's names.
+    pub claims: claims::Claims,
+}
+
+impl Appraisal {
+    /// The failed checks.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.outcome == Outcome::Fail)
+    }
+
+    /// A check by name.
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    trustlaunch_eventlog::hex::encode(b)
+}
+
+pub(crate) fn sha256(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(b))
+}
