@@ -440,6 +440,15 @@ fn replay_check(
     quote_ok: bool,
     c: &mut Checks,
 ) -> bool {
+    if !quote_ok {
+        // Comparing with PCR values the quote does not vouch for proves
+        // nothing either way.
+        c.skip(
+            "log.replay",
+            "the PCR values sent are not authenticated by the quote",
+        );
+        return false;
+    }
     let Some(quoted) = pcrs.get(&HashAlg::Sha256) else {
         c.fail("log.replay", "no SHA-256 PCRs were quoted", Vec::new());
         return false;
@@ -482,13 +491,6 @@ fn replay_check(
             "log.replay",
             format!("the log does not replay to quoted PCR {} (edited, truncated, reordered or foreign log)", list.join(", ")),
             bad,
-        );
-        return false;
-    }
-    if !quote_ok {
-        c.skip(
-            "log.replay",
-            "matches the PCR values sent, but the quote does not vouch for them",
         );
         return false;
     }
@@ -826,7 +828,7 @@ fn distro(ev: &BootEvidence) -> String {
     for s in ev.ipl_strings.iter().chain(&ev.kernel_command_lines) {
         let t = s.text.to_ascii_lowercase();
         if let Some(rest) = t.split("/efi/").nth(1) {
-            if let Some(d) = rest.split('/').next() {
+            if let Some(d) = rest.split(|c: char| c == '/' || c.is_whitespace()).next() {
                 if !d.is_empty() && d != "boot" {
                     return d.to_owned();
                 }

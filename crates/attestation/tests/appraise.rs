@@ -1,0 +1,535 @@
+//! Appraisal on evidence recorded from real VM boots
+//! (`tests/data/evidence/`, see its README): clean boots are healthy with
+//! no false alert, and a tamper suite where each attack fails exactly the
+//! checks it should, citing its evidence.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use trustlaunch_attestation::{
+    appraise, Appraisal, Baseline, BaselineSource, Cite, KeyDatabases, Outcome, Reference,
+};
+use trustlaunch_eventlog::{EventLog, EventType, HashAlg};
+use trustlaunch_protocol::{Bytes, Evidence};
+use trustlaunch_secureboot::varstore::{SecureBootVar, VarStore};
+use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
+use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
+use trustlaunch_tpm::public::Public;
+
+fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/evidence")
+}
+
+fn now() -> UnixTime {
+    UnixTime::from_secs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+}
+
+struct Case {
+    evidence: Evidence,
+    ek_public: Vec<u8>,
+    template: KeyDatabases,
+    secure_boot: bool,
+    checks_at_recording: Vec<String>,
+}
+
+fn json(path: PathBuf) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+fn case(name: &str, attestation: &str) -> Case {
+    let dir = data().join(name);
+    let a = json(dir.join(attestation));
+    let evidence: Evidence = serde_json::from_value(a["evidence"].clone()).unwrap();
+    let state = json(dir.join("state.json"));
+    let spec = json(dir.join("spec.json"));
+    let ek_public = trustlaunch_eventlog::hex::decode(state["ekPublic"].as_str().unwrap()).unwrap();
+    let vars = VarStore::parse(&std::fs::read(dir.join("vars-created.fd")).unwrap()).unwrap();
+    let get = |v: SecureBootVar| {
+        let (n, g) = v.id();
+        vars.get(n, g)
+            .map(|x| x.data.clone())
+            .filter(|d| !d.is_empty())
+    };
+    Case {
+        template: KeyDatabases {
+            pk: get(SecureBootVar::Pk),
+            kek: get(SecureBootVar::Kek),
+            db: get(SecureBootVar::Db),
+            dbx: get(SecureBootVar::Dbx),
+        },
+        secure_boot: spec["securityProfile"]["uefiSettings"]["secureBootEnabled"] == true,
+        checks_at_recording: a["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect(),
+        evidence,
+        ek_public,
+    }
+}
+
+fn platform_ca() -> Vec<CaCertificate> {
+    vec![CaCertificate::parse(&std::fs::read(data().join("vtpm-ca.crt")).unwrap()).unwrap()]
+}
+
+fn reference<'a>(c: &'a Case, ca: &'a [CaCertificate]) -> Reference<'a> {
+    Reference {
+        vm_id: "vm",
+        ek_public: &c.ek_public,
+        vtpm_ca: ca,
+        nonce: &c.evidence.nonce.0,
+        ak_activated: true,
+        secure_boot_expected: c.secure_boot,
+        template: Some(&c.template),
+        baseline: None,
+        now: now(),
+    }
+}
+
+fn failed(a: &Appraisal) -> BTreeSet<&'static str> {
+    a.failures().map(|c| c.name).collect()
+}
+
+fn assert_fails(a: &Appraisal, expected: &[&str], what: &str) {
+    let want: BTreeSet<&str> = expected.iter().copied().collect();
+    assert_eq!(
+        failed(a),
+        want,
+        "{what}: {}",
+        serde_json::to_string_pretty(&a.checks).unwrap()
+    );
+    assert!(!a.healthy, "{what}: unhealthy");
+    for c in a.failures() {
+        assert!(!c.detail.is_empty(), "{what}: {} says why", c.name);
+    }
+}
+
+#[test]
+fn clean_boots_are_healthy_and_claim_what_they_measured() {
+    let ca = platform_ca();
+    for (name, file) in [
+        ("tiny-sb", "attestation-boot1.json"),
+        ("tiny-sb", "attestation-boot2.json"),
+        ("shim", "attestation.json"),
+        ("tiny-sb-cmdline", "attestation.json"),
+    ] {
+        let c = case(name, file);
+        assert!(c
+            .checks_at_recording
+            .iter()
+            .any(|x| x == "ak_activated_under_ek"));
+        let a = appraise(&c.evidence, &reference(&c, &ca));
+        assert!(
+            a.healthy,
+            "{name}/{file}: {}",
+            serde_json::to_string_pretty(&a.checks).unwrap()
+        );
+        for check in [
+            "quote.signature",
+            "quote.nonce",
+            "quote.pcr_digest",
+            "ak.attributes",
+            "ak.name",
+            "ak.activated",
+            "ek.vm_identity",
+            "ek.certificate",
+            "log.parse",
+            "log.replay",
+            "log.event_data",
+            "secureboot.enabled",
+            "secureboot.not_setup_mode",
+            "secureboot.default_keys",
+            "secureboot.db",
+            "secureboot.dbx",
+            "secureboot.sealed",
+            "boot.authorities",
+            "boot.dbx",
+            "boot.debug",
+            "boot.testsigning",
+        ] {
+            assert_eq!(
+                a.check(check).map(|x| x.outcome),
+                Some(Outcome::Pass),
+                "{name}: {check}"
+            );
+        }
+        assert_eq!(a.check("baseline").unwrap().outcome, Outcome::Skipped);
+        let cl = &a.claims;
+        assert!(cl.secureboot && cl.db_validated && cl.dbx_validated);
+        assert!(cl.default_secure_boot_keys_validated);
+        assert!(!cl.kernel_debug_enabled && !cl.test_signing_enabled && !cl.boot_debug_enabled);
+        assert_eq!(cl.attested_pcrs, (0..16).collect::<Vec<u32>>());
+        let j = serde_json::to_value(cl).unwrap();
+        assert_eq!(j["x-ms-attestation-type"], "azurevm");
+        assert_eq!(j["secureboot"], true);
+    }
+    // Debian's shim chain: the distribution comes from grub's measured paths.
+    let c = case("shim", "attestation.json");
+    assert_eq!(
+        appraise(&c.evidence, &reference(&c, &ca)).claims.os_distro,
+        "debian"
+    );
+}
+
+#[test]
+fn secure_boot_off_is_reported_not_failed_when_the_vm_says_so() {
+    let ca = platform_ca();
+    let c = case("tiny-sb-off", "attestation.json");
+    assert!(!c.secure_boot);
+    let a = appraise(&c.evidence, &reference(&c, &ca));
+    assert!(
+        a.healthy,
+        "{}",
+        serde_json::to_string_pretty(&a.checks).unwrap()
+    );
+    assert_eq!(
+        a.check("secureboot.enabled").unwrap().outcome,
+        Outcome::Skipped
+    );
+    assert!(!a.claims.secureboot);
+}
+
+/// Byte ranges of the events of a log.
+fn event_ranges(log: &[u8]) -> Vec<(usize, usize, u32)> {
+    let parsed = EventLog::parse(log).unwrap();
+    let ev = parsed.events();
+    ev.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let end = ev
+                .get(i + 1)
+                .map_or(e.data_offset + e.data.len(), |n| n.offset);
+            (e.offset, end, e.pcr)
+        })
+        .collect()
+}
+
+/// Offset of an event's SHA-256 digest in a crypto-agile log.
+fn sha256_offset(log: &[u8], index: usize) -> usize {
+    let parsed = EventLog::parse(log).unwrap();
+    let e = &parsed.events()[index];
+    let mut at = e.offset + 12;
+    for d in &e.digests {
+        at += 2;
+        if d.alg() == HashAlg::Sha256 {
+            return at;
+        }
+        at += d.as_bytes().len();
+    }
+    panic!("no sha256 digest in event {index}");
+}
+
+fn with_log(c: &Case, log: Vec<u8>) -> Evidence {
+    let mut e = c.evidence.clone();
+    e.event_log = Bytes(log);
+    e
+}
+
+fn first_event(log: &[u8], pred: impl Fn(&trustlaunch_eventlog::Event) -> bool) -> usize {
+    EventLog::parse(log)
+        .unwrap()
+        .events()
+        .iter()
+        .position(pred)
+        .unwrap()
+}
+
+#[test]
+fn tamper_suite_each_attack_fails_exactly_its_checks() {
+    let ca = platform_ca();
+    let tiny = case("tiny-sb", "attestation-boot1.json");
+    let tiny2 = case("tiny-sb", "attestation-boot2.json");
+    let shim = case("shim", "attestation.json");
+    let off = case("tiny-sb-off", "attestation.json");
+    let log = tiny.evidence.event_log.0.clone();
+    let mut attacks = 0;
+
+    // 1. Wrong nonce: the challenge was another one.
+    let other = vec![0x42u8; 32];
+    let mut r = reference(&tiny, &ca);
+    r.nonce = &other;
+    let a = appraise(&tiny.evidence, &r);
+    assert_fails(&a, &["quote.nonce"], "wrong nonce");
+    assert!(
+        matches!(&a.check("quote.nonce").unwrap().evidence[0], Cite::Digest { value, .. } if *value == trustlaunch_eventlog::hex::encode(&tiny.evidence.nonce.0))
+    );
+    attacks += 1;
+
+    // 2. Replayed evidence: boot 1's answer to boot 2's challenge.
+    let mut r = reference(&tiny, &ca);
+    r.nonce = &tiny2.evidence.nonce.0;
+    assert_fails(&appraise(&tiny.evidence, &r), &["quote.nonce"], "replay");
+    attacks += 1;
+
+    // 3. Quote checked with a foreign AK (the shim VM's), its name made
+    // consistent: the signature does not verify.
+    let mut e = tiny.evidence.clone();
+    e.ak_public = shim.evidence.ak_public.clone();
+    e.ak_name = Bytes(Public::from_bytes(&e.ak_public.0).unwrap().name().unwrap());
+    assert_fails(
+        &appraise(&e, &reference(&tiny, &ca)),
+        &["quote.signature"],
+        "foreign AK",
+    );
+    attacks += 1;
+
+    // 4. AK not in the VM's vTPM: credential activation failed.
+    let mut r = reference(&tiny, &ca);
+    r.ak_activated = false;
+    assert_fails(
+        &appraise(&tiny.evidence, &r),
+        &["ak.activated"],
+        "AK not activated",
+    );
+    attacks += 1;
+
+    // 5. EK from another VM: the platform made a different EK for this one.
+    let mut r = reference(&tiny, &ca);
+    r.ek_public = &shim.ek_public;
+    assert_fails(
+        &appraise(&tiny.evidence, &r),
+        &["ek.vm_identity"],
+        "EK of another VM",
+    );
+    attacks += 1;
+
+    // 6. EK certificate from an unknown CA.
+    let stranger = VtpmCa::create(
+        CaSigningKey::generate(CaKeyAlgorithm::P256, &mut rand_core::OsRng),
+        &CaConfig {
+            common_name: "not the platform".into(),
+            organization: None,
+            not_before: UnixTime::from_secs(0),
+            not_after: None,
+            path_len_constraint: Some(0),
+        },
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    let roots = vec![stranger.certificate().clone()];
+    let mut r = reference(&tiny, &ca);
+    r.vtpm_ca = &roots;
+    assert_fails(
+        &appraise(&tiny.evidence, &r),
+        &["ek.certificate"],
+        "unknown CA",
+    );
+    attacks += 1;
+
+    // 7. Event log edited: a digest changed (PCR 4's first application).
+    let app = first_event(&log, |e| {
+        e.pcr == 4 && e.event_type == EventType::EV_EFI_BOOT_SERVICES_APPLICATION
+    });
+    let mut edited = log.clone();
+    edited[sha256_offset(&log, app)] ^= 1;
+    let a = appraise(&with_log(&tiny, edited), &reference(&tiny, &ca));
+    assert_fails(&a, &["log.replay"], "edited digest");
+    assert!(a
+        .check("log.replay")
+        .unwrap()
+        .evidence
+        .iter()
+        .any(|c| matches!(c, Cite::Pcr { index: 4, .. })));
+    attacks += 1;
+
+    // 8. Event log edited: data no longer what its digest measured (a
+    // Boot#### variable's description).
+    // BootOrder comes first; its digest covers only its data, so take a
+    // Boot#### option (name at data offset 32, UTF-16) and change the last
+    // byte of its data.
+    let boot_var = first_event(&log, |e| {
+        e.pcr == 1
+            && e.event_type == EventType::EV_EFI_VARIABLE_BOOT
+            && e.data.get(32..42) == Some(b"B\x00o\x00o\x00t\x000\x00".as_slice())
+    });
+    let (_, end, _) = event_ranges(&log)[boot_var];
+    let mut edited = log.clone();
+    edited[end - 1] ^= 0x20;
+    let a = appraise(&with_log(&tiny, edited), &reference(&tiny, &ca));
+    assert_fails(&a, &["log.event_data"], "edited data");
+    attacks += 1;
+
+    // 9. Truncated: the last event dropped.
+    let ranges = event_ranges(&log);
+    let (last_start, _, last_pcr) = *ranges.last().unwrap();
+    let a = appraise(
+        &with_log(&tiny, log[..last_start].to_vec()),
+        &reference(&tiny, &ca),
+    );
+    assert_fails(&a, &["log.replay"], "truncated");
+    assert!(a
+        .check("log.replay")
+        .unwrap()
+        .evidence
+        .iter()
+        .any(|c| matches!(c, Cite::Pcr { index, .. } if *index == last_pcr)));
+    attacks += 1;
+
+    // 10. Reordered: two PCR 7 events swapped.
+    let pcr7: Vec<usize> = ranges
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.2 == 7)
+        .map(|(i, _)| i)
+        .collect();
+    let (a0, a1, _) = ranges[pcr7[0]];
+    let (b0, b1, _) = ranges[pcr7[1]];
+    assert_eq!(a1, b0, "adjacent");
+    let mut reordered = log[..a0].to_vec();
+    reordered.extend_from_slice(&log[b0..b1]);
+    reordered.extend_from_slice(&log[a0..a1]);
+    reordered.extend_from_slice(&log[b1..]);
+    let a = appraise(&with_log(&tiny, reordered), &reference(&tiny, &ca));
+    assert_fails(&a, &["log.replay"], "reordered");
+    attacks += 1;
+
+    // 11. PCR values that are not the quoted ones.
+    let mut e = tiny.evidence.clone();
+    e.pcrs[0].values[7].1 .0[0] ^= 1;
+    assert_fails(
+        &appraise(&e, &reference(&tiny, &ca)),
+        &["quote.pcr_digest"],
+        "PCR mismatch",
+    );
+    attacks += 1;
+
+    // 12. Secure Boot off (and so in setup mode, no keys) on a VM whose
+    // profile says on: a real boot of the same image with an empty store.
+    let mut r = reference(&off, &ca);
+    r.secure_boot_expected = true;
+    r.template = Some(&tiny.template);
+    let a = appraise(&off.evidence, &r);
+    assert_fails(
+        &a,
+        &[
+            "secureboot.enabled",
+            "secureboot.not_setup_mode",
+            "secureboot.default_keys",
+            "secureboot.db",
+            "secureboot.dbx",
+            "boot.authorities",
+        ],
+        "Secure Boot off / setup mode",
+    );
+    attacks += 1;
+
+    // 13. A foreign db certificate: the VM booted with Microsoft's db where
+    // its template says the platform's (keys swapped under it).
+    let mut t = tiny.template.clone();
+    t.db = shim.template.db.clone();
+    let mut r = reference(&tiny, &ca);
+    r.template = Some(&t);
+    let a = appraise(&tiny.evidence, &r);
+    assert_fails(&a, &["secureboot.db"], "foreign db");
+    assert!(!a.claims.db_validated);
+    attacks += 1;
+
+    // 14. The boot application's hash is revoked in the template's dbx.
+    let parsed = EventLog::parse(&log).unwrap();
+    let uki = parsed.events()[app]
+        .digest(HashAlg::Sha256)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let mut dbx = trustlaunch_secureboot::siglist::SignatureDb::default();
+    let mut list = trustlaunch_secureboot::siglist::SignatureList::hashes(
+        trustlaunch_secureboot::siglist::SignatureType::Sha256,
+    )
+    .unwrap();
+    list.entries
+        .push(trustlaunch_secureboot::siglist::SignatureData {
+            owner: trustlaunch_eventlog::Guid::from_fields(1, 2, 3, [4; 8]),
+            data: uki,
+        });
+    dbx.lists.push(list);
+    let mut t = tiny.template.clone();
+    t.dbx = Some(dbx.encode().unwrap());
+    let mut r = reference(&tiny, &ca);
+    r.template = Some(&t);
+    let a = appraise(&tiny.evidence, &r);
+    assert_fails(&a, &["secureboot.dbx", "boot.dbx"], "hash in dbx");
+    assert!(a
+        .check("boot.dbx")
+        .unwrap()
+        .evidence
+        .contains(&Cite::Event {
+            number: app,
+            pcr: 4
+        }));
+    attacks += 1;
+
+    // 15. The kernel command line changed against the baseline (a rebuilt
+    // UKI with `debug` added): which components changed, from what to what.
+    let cmdline = case("tiny-sb-cmdline", "attestation.json");
+    let base = Baseline {
+        source: BaselineSource::Learned {
+            boot: "boot1".into(),
+        },
+        measurements: appraise(&tiny.evidence, &reference(&tiny, &ca))
+            .measurements
+            .unwrap(),
+    };
+    let mut r = reference(&cmdline, &ca);
+    r.baseline = Some(&base);
+    let a = appraise(&cmdline.evidence, &r);
+    assert_fails(&a, &["baseline"], "command line vs baseline");
+    let detail = &a.check("baseline").unwrap().detail;
+    assert!(
+        detail.contains("UKI section") && detail.contains(".cmdline changed from"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains(".linux"),
+        "the kernel itself did not change: {detail}"
+    );
+    attacks += 1;
+
+    // The same baseline passes its own boot and the next one.
+    for c in [&tiny, &tiny2] {
+        let mut r = reference(c, &ca);
+        r.baseline = Some(&base);
+        let a = appraise(&c.evidence, &r);
+        assert!(
+            a.healthy,
+            "{}",
+            serde_json::to_string_pretty(&a.checks).unwrap()
+        );
+        assert_eq!(a.check("baseline").unwrap().outcome, Outcome::Pass);
+    }
+    assert!(attacks >= 15);
+}
+
+#[test]
+fn garbage_evidence_fails_cleanly() {
+    let ca = platform_ca();
+    let tiny = case("tiny-sb", "attestation-boot1.json");
+    let mut e = tiny.evidence.clone();
+    e.event_log = Bytes(vec![0xff; 100]);
+    e.ak_public = Bytes(vec![1, 2, 3]);
+    e.ek_certificate = Some(Bytes(vec![0x30, 0x03, 1, 2, 3]));
+    e.pcrs.clear();
+    let a = appraise(&e, &reference(&tiny, &ca));
+    assert!(!a.healthy);
+    for n in [
+        "quote.signature",
+        "ak.attributes",
+        "ek.certificate",
+        "log.parse",
+    ] {
+        assert_eq!(a.check(n).unwrap().outcome, Outcome::Fail, "{n}");
+    }
+    assert_eq!(
+        a.check("secureboot.enabled").unwrap().outcome,
+        Outcome::Skipped
+    );
+}
