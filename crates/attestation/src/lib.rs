@@ -39,6 +39,10 @@
 //! | `baseline` | the boot's components equal the VM's baseline (which component changed, from what to what) |
 //! | `kernel.modules` | no module failed signature verification (not reported by agent v1: skipped) |
 //!
+//! [`security`] turns a VM's posture and appraisals into Defender's
+//! recommendations and alerts (deduplicated, with states and suppression
+//! rules).
+//!
 //! What it does not do: fetch anything, remember anything (baselines and
 //! history are the caller's), or trust anything the guest says that the
 //! quote does not cover — the event log is trusted only after it replays to
@@ -55,6 +59,7 @@
 
 pub mod baseline;
 mod checks;
+pub mod security;
 pub mod claims;
 
 pub use baseline::{Baseline, BaselineSource, Component, Deviation, Measurements};
