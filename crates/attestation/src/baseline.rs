@@ -250,3 +250,90 @@ fn compare_components(what: &str, e: &[Component], a: &[Component], out: &mut Ve
         }
     }
 }
+
+/// What an image says about the boot it will make, before any boot: the
+/// inputs of [`predict`].
+#[derive(Clone, Debug, Default)]
+pub struct ImageFacts<'a> {
+    /// The image's name (for the baseline's source).
+    pub image: &'a str,
+    /// Boot applications the firmware will load, in order: (ESP path,
+    /// Authenticode SHA-256 hex). Give them only when the whole sequence is
+    /// known (a UKI: one); otherwise leave empty and they are not
+    /// compared.
+    pub boot_applications: &'a [(String, String)],
+    /// UKI sections systemd-stub will measure: (name, content SHA-256 hex);
+    /// empty for a non-UKI image.
+    pub uki_sections: &'a [(String, String)],
+    /// The PCR 7 events the Secure Boot toolkit predicts from the VM's
+    /// variable store and the boot application
+    /// (`trustlaunch_secureboot::pcr7::predict_pcr7`).
+    pub pcr7: Option<&'a trustlaunch_secureboot::pcr7::Pcr7Prediction>,
+}
+
+/// The variable data inside a predicted UEFI_VARIABLE_DATA event
+/// (GUID, name length, data length, UTF-16 name, data).
+fn variable_data(event_data: &[u8]) -> Option<&[u8]> {
+    let name_len =
+        usize::try_from(u64::from_le_bytes(event_data.get(16..24)?.try_into().ok()?)).ok()?;
+    let start = name_len.checked_mul(2)?.checked_add(32)?;
+    event_data.get(start..)
+}
+
+/// A baseline predicted from the image before the VM's first boot —
+/// boot application digests, UKI section digests, the Secure Boot
+/// variables and authorities of PCR 7. The firmware (PCR 0) and whatever
+/// the image cannot say are left out (`None`: not compared).
+pub fn predict(facts: &ImageFacts<'_>) -> Baseline {
+    let comp = |(name, sha256): &(String, String)| Component {
+        name: name.clone(),
+        sha256: sha256.to_ascii_lowercase(),
+    };
+    let (vars, auth) = match facts.pcr7 {
+        None => (None, None),
+        Some(p) => {
+            let mut vars = Vec::new();
+            let mut auth = Vec::new();
+            for e in &p.events {
+                let Some(data) = variable_data(&e.event_data) else {
+                    continue;
+                };
+                // EV_EFI_VARIABLE_DRIVER_CONFIG and EV_EFI_VARIABLE_AUTHORITY.
+                match e.event_type {
+                    0x8000_0001 => vars.push(Component {
+                        name: e.name.clone(),
+                        sha256: sha256(data),
+                    }),
+                    0x8000_00e0 => auth.push(Component {
+                        name: e.name.clone(),
+                        // The EFI_SIGNATURE_DATA's data, after its owner.
+                        sha256: sha256(data.get(16..).unwrap_or_default()),
+                    }),
+                    _ => {}
+                }
+            }
+            (Some(vars), Some(auth))
+        }
+    };
+    Baseline {
+        source: BaselineSource::Predicted {
+            image: facts.image.to_owned(),
+        },
+        measurements: Measurements {
+            firmware: None,
+            boot_applications: (!facts.boot_applications.is_empty()).then(|| {
+                facts
+                    .boot_applications
+                    .iter()
+                    .map(|(path, d)| comp(&(format!("\\{}", path.replace('/', "\\")), d.clone())))
+                    .collect()
+            }),
+            uki_sections: (!facts.uki_sections.is_empty())
+                .then(|| facts.uki_sections.iter().map(comp).collect()),
+            // A UKI's command line is measured as a section digest only.
+            kernel_command_lines: (!facts.uki_sections.is_empty()).then(Vec::new),
+            secure_boot_variables: vars,
+            authorities: auth,
+        },
+    }
+}

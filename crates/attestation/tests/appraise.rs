@@ -453,3 +453,73 @@ fn garbage_evidence_fails_cleanly() {
         Outcome::Skipped
     );
 }
+
+/// The baseline predicted from the image and the VM's variable store,
+/// before any boot, equals what the real boots measured; and it names the
+/// changed section of a rebuilt image.
+#[test]
+fn baseline_predicted_before_the_first_boot_matches_real_boots() {
+    use trustlaunch_attestation::baseline::{predict, ImageFacts};
+    use trustlaunch_secureboot::pcr7::predict_pcr7;
+    use trustlaunch_secureboot::varstore::{SecureBootVar, VarStore};
+
+    let ca = platform_ca();
+    let dir = common::data().join("tiny-sb");
+    let meta = common::json(dir.join("image.json"));
+    let store = VarStore::parse(&std::fs::read(dir.join("vars-created.fd")).unwrap()).unwrap();
+    // The authority: the db entry that signs the UKI (image.json names the
+    // platform db certificate).
+    let db = store.secure_boot_db(SecureBootVar::Db).unwrap().unwrap();
+    let (_, entry) = db.entries().next().unwrap();
+    let signer_sha = meta["db_certificate"]["sha256"].as_str().unwrap();
+    assert_eq!(common::sha256_hex(&entry.data), signer_sha);
+    let pcr7 = predict_pcr7(&store, std::slice::from_ref(entry));
+    let comp = &meta["boot_components"][0];
+    let apps = vec![(
+        comp["esp_path"].as_str().unwrap().to_owned(),
+        comp["authenticode_sha256"].as_str().unwrap().to_owned(),
+    )];
+    let sections: Vec<(String, String)> = comp["uki_sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let predicted = predict(&ImageFacts {
+        image: "tiny",
+        boot_applications: &apps,
+        uki_sections: &sections,
+        pcr7: Some(&pcr7),
+    });
+    for file in ["attestation-boot1.json", "attestation-boot2.json"] {
+        let c = case("tiny-sb", file);
+        let mut r = reference(&c, &ca);
+        r.baseline = Some(&predicted);
+        let a = appraise(&c.evidence, &r);
+        assert!(
+            a.healthy,
+            "{file}: {}",
+            serde_json::to_string_pretty(&a.checks).unwrap()
+        );
+        assert_eq!(a.check("baseline").unwrap().outcome, Outcome::Pass);
+    }
+    let c = case("tiny-sb-cmdline", "attestation.json");
+    let mut r = reference(&c, &ca);
+    r.baseline = Some(&predicted);
+    let a = appraise(&c.evidence, &r);
+    assert_fails(&a, &["baseline"], "rebuilt image vs predicted baseline");
+    let detail = &a.check("baseline").unwrap().detail;
+    assert!(
+        detail.contains("boot application 1: \\EFI\\BOOT\\BOOTX64.EFI changed from"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("UKI section 3: .cmdline changed from"),
+        "{detail}"
+    );
+}

@@ -88,3 +88,11 @@ pub fn reference<'a>(c: &'a Case, ca: &'a [CaCertificate]) -> Reference<'a> {
         now: now(),
     }
 }
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
