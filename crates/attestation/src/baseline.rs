@@ -337,3 +337,95 @@ pub fn predict(facts: &ImageFacts<'_>) -> Baseline {
         },
     }
 }
+
+/// One boot's report in GCP's shape (early boot: firmware, Secure Boot
+/// configuration and boot loaders; late boot: kernel, command line,
+/// initrd): policy (baseline) against actual measurements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootReport {
+    /// The boot's counter (the caller's).
+    pub boot_counter: u64,
+    /// Early boot (PCR 0-7: firmware, boot applications, Secure Boot).
+    pub early_boot_report_event: PhaseReport,
+    /// Late boot (PCR 8-15: command lines, UKI sections).
+    pub late_boot_report_event: PhaseReport,
+}
+
+/// One phase of a [`BootReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseReport {
+    /// No deviation in this phase (and a baseline to compare with).
+    pub policy_evaluation_passed: bool,
+    /// The baseline's components of this phase.
+    pub policy_measurements: Vec<Component>,
+    /// The boot's components of this phase.
+    pub actual_measurements: Vec<Component>,
+    /// What differs.
+    pub deviations: Vec<Deviation>,
+}
+
+fn early(m: &Measurements) -> Vec<Component> {
+    let mut out = Vec::new();
+    if let Some(f) = &m.firmware {
+        out.push(Component {
+            name: "firmware (PCR 0)".into(),
+            sha256: f.clone(),
+        });
+    }
+    for list in [
+        &m.boot_applications,
+        &m.secure_boot_variables,
+        &m.authorities,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        out.extend(list.iter().cloned());
+    }
+    out
+}
+
+fn late(m: &Measurements) -> Vec<Component> {
+    let mut out: Vec<Component> = m.uki_sections.iter().flatten().cloned().collect();
+    for c in m.kernel_command_lines.iter().flatten() {
+        out.push(Component {
+            name: "kernel command line".into(),
+            sha256: sha256(c.as_bytes()),
+        });
+    }
+    out
+}
+
+fn is_late(d: &Deviation) -> bool {
+    d.component.starts_with("UKI section") || d.component.starts_with("kernel command line")
+}
+
+impl BootReport {
+    /// The report of a boot against a baseline (`None`: nothing to
+    /// compare with, so no phase passes).
+    pub fn new(boot_counter: u64, actual: &Measurements, baseline: Option<&Baseline>) -> Self {
+        let deviations = baseline.map(|b| actual.compare(&b.measurements));
+        let phase = |late_phase: bool| {
+            let pick = |m: &Measurements| if late_phase { late(m) } else { early(m) };
+            let devs: Vec<Deviation> = deviations
+                .iter()
+                .flatten()
+                .filter(|d| is_late(d) == late_phase)
+                .cloned()
+                .collect();
+            PhaseReport {
+                policy_evaluation_passed: baseline.is_some() && devs.is_empty(),
+                policy_measurements: baseline.map(|b| pick(&b.measurements)).unwrap_or_default(),
+                actual_measurements: pick(actual),
+                deviations: devs,
+            }
+        };
+        Self {
+            boot_counter,
+            early_boot_report_event: phase(false),
+            late_boot_report_event: phase(true),
+        }
+    }
+}

@@ -523,3 +523,47 @@ fn baseline_predicted_before_the_first_boot_matches_real_boots() {
         "{detail}"
     );
 }
+
+/// GCP-style early/late boot reports: a changed command line fails the late
+/// phase only (and the early one through the UKI's own digest).
+#[test]
+fn boot_reports_split_early_and_late() {
+    use trustlaunch_attestation::baseline::BootReport;
+    let ca = platform_ca();
+    let tiny = case("tiny-sb", "attestation-boot1.json");
+    let m1 = appraise(&tiny.evidence, &reference(&tiny, &ca))
+        .measurements
+        .unwrap();
+    let base = Baseline {
+        source: BaselineSource::Learned { boot: "1".into() },
+        measurements: m1.clone(),
+    };
+    let tiny2 = case("tiny-sb", "attestation-boot2.json");
+    let m2 = appraise(&tiny2.evidence, &reference(&tiny2, &ca))
+        .measurements
+        .unwrap();
+    let r = BootReport::new(2, &m2, Some(&base));
+    assert!(r.early_boot_report_event.policy_evaluation_passed);
+    assert!(r.late_boot_report_event.policy_evaluation_passed);
+    assert_eq!(
+        r.late_boot_report_event.actual_measurements,
+        r.late_boot_report_event.policy_measurements
+    );
+    let cmd = case("tiny-sb-cmdline", "attestation.json");
+    let m3 = appraise(&cmd.evidence, &reference(&cmd, &ca))
+        .measurements
+        .unwrap();
+    let r = BootReport::new(3, &m3, Some(&base));
+    let late = &r.late_boot_report_event;
+    assert!(!late.policy_evaluation_passed);
+    assert_eq!(late.deviations.len(), 1, "{:?}", late.deviations);
+    assert!(late.deviations[0].component.contains(".cmdline"));
+    // The UKI as a whole is a boot application: early boot sees it too.
+    assert!(!r.early_boot_report_event.policy_evaluation_passed);
+    let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(j["bootCounter"], 3);
+    assert_eq!(j["lateBootReportEvent"]["policyEvaluationPassed"], false);
+    // No baseline: nothing passes.
+    let r = BootReport::new(1, &m1, None);
+    assert!(!r.early_boot_report_event.policy_evaluation_passed);
+}
