@@ -61,6 +61,7 @@ pub mod baseline;
 mod checks;
 pub mod security;
 pub mod claims;
+pub mod token;
 
 pub use baseline::{Baseline, BaselineSource, Component, Deviation, Measurements};
 pub use checks::appraise;
