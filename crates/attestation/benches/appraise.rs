@@ -1,0 +1,138 @@
+//! Appraisals per second per core on real recorded evidence
+//! (`tests/data/evidence/`: the `tiny-sb` UKI boot and the Debian `shim`
+//! boot), and the parts of an appraisal on their own, to show where the
+//! time goes. Results: docs/benchmarks.md ("Appraisal (issue 7, pure part)").
+//!
+//! `full`: `appraise` with everything a platform passes — the EK it made,
+//! its vTPM CA, the nonce, the template's key databases and a baseline
+//! learned from the same boot — so every check runs and passes.
+//! `parts`: what `appraise` does first, each alone:
+//! - `quote_verify`: AK TPMT_PUBLIC and TPMT_SIGNATURE unmarshalled, then
+//!   `trustlaunch_tpm::quote::verify_quote` (RSA-2048 signature, magic,
+//!   nonce, PCR digest over the quoted SHA-256 bank);
+//! - `log_parse_replay`: `EventLog::parse` + `replay` (all banks);
+//! - `log_all`: the log work of an appraisal: parse, replay,
+//!   `check_digests`, `BootEvidence::extract`, `Measurements::from_boot`;
+//! - `ek_chain`: EK certificate parse and chain verification to the vTPM CA.
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use trustlaunch_attestation::{appraise, Baseline, BaselineSource, Measurements};
+use trustlaunch_eventlog::{check_digests, replay, BootEvidence, EventLog};
+use trustlaunch_protocol::Evidence;
+use trustlaunch_tpm::alg::{AlgId, HashAlg};
+use trustlaunch_tpm::ekcert::{EkCertificate, EkTrustStore};
+use trustlaunch_tpm::pcr::PcrValues;
+use trustlaunch_tpm::public::Public;
+use trustlaunch_tpm::quote::verify_quote;
+use trustlaunch_tpm::signature::Signature;
+
+/// The quoted PCR values, as `appraise` builds them.
+fn pcr_values(e: &Evidence) -> PcrValues {
+    let mut out = PcrValues::new();
+    for bank in &e.pcrs {
+        if let Some(h) = HashAlg::from_alg(AlgId(bank.alg)) {
+            let m = out.entry(h).or_default();
+            for (i, v) in &bank.values {
+                m.insert(u32::from(*i), v.0.clone());
+            }
+        }
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let ca = common::platform_ca();
+    let cases = [
+        ("tiny-sb", common::case("tiny-sb", "attestation-boot1.json")),
+        ("shim", common::case("shim", "attestation.json")),
+    ];
+    // Baselines learned from the boots themselves, so the baseline check
+    // compares every component and passes.
+    let baselines: Vec<Baseline> = cases
+        .iter()
+        .map(|(name, case)| {
+            let a = appraise(&case.evidence, &common::reference(case, &ca));
+            assert!(a.healthy, "{name}: the recorded boot is healthy");
+            Baseline {
+                source: BaselineSource::Learned {
+                    boot: (*name).into(),
+                },
+                measurements: a.measurements.expect("measurements"),
+            }
+        })
+        .collect();
+
+    let mut g = c.benchmark_group("full");
+    g.throughput(Throughput::Elements(1));
+    for ((name, case), base) in cases.iter().zip(&baselines) {
+        let mut r = common::reference(case, &ca);
+        r.baseline = Some(base);
+        let a = appraise(&case.evidence, &r);
+        assert!(a.healthy, "{name}: healthy with its baseline");
+        assert!(a
+            .checks
+            .iter()
+            .filter(|c| c.name != "kernel.modules")
+            .all(|c| c.outcome == trustlaunch_attestation::Outcome::Pass));
+        g.bench_function(format!("appraise/{name}"), |b| {
+            b.iter(|| black_box(appraise(black_box(&case.evidence), black_box(&r))))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("parts");
+    g.throughput(Throughput::Elements(1));
+    for (name, case) in &cases {
+        let e = &case.evidence;
+        let pcrs = pcr_values(e);
+        g.bench_function(format!("quote_verify/{name}"), |b| {
+            b.iter(|| {
+                let ak = Public::from_bytes(black_box(&e.ak_public.0)).expect("AK");
+                let sig = Signature::from_bytes(black_box(&e.quote_signature.0)).expect("sig");
+                black_box(
+                    verify_quote(&ak, &e.quote_attest.0, &sig, &e.nonce.0, &pcrs)
+                        .expect("quote verifies"),
+                )
+            })
+        });
+        g.bench_function(format!("log_parse_replay/{name}"), |b| {
+            b.iter(|| {
+                let log = EventLog::parse(black_box(&e.event_log.0)).expect("log");
+                black_box(replay(&log))
+            })
+        });
+        g.bench_function(format!("log_all/{name}"), |b| {
+            b.iter(|| {
+                let log = EventLog::parse(black_box(&e.event_log.0)).expect("log");
+                let rep = replay(&log);
+                let lies = check_digests(&log);
+                let ev = BootEvidence::extract(&log);
+                black_box((lies, Measurements::from_boot(&ev, &rep)))
+            })
+        });
+        let der = e.ek_certificate.as_ref().expect("EK certificate");
+        let now = common::now();
+        g.bench_function(format!("ek_chain/{name}"), |b| {
+            b.iter(|| {
+                let cert = EkCertificate::parse(black_box(&der.0)).expect("EK cert");
+                black_box(
+                    EkTrustStore::new(ca.clone())
+                        .verify(&cert, now)
+                        .expect("chains"),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
