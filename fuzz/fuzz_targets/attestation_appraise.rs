@@ -94,6 +94,7 @@ fn reference(f: &Fixture) -> Reference<'_> {
         template: Some(&f.template),
         baseline: Some(&f.baseline),
         now: UnixTime::from_secs(NOW),
+        enrollment: None,
     }
 }
 

@@ -85,6 +85,19 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("appraise/{name}"), |b| {
             b.iter(|| black_box(appraise(black_box(&case.evidence), black_box(&r))))
         });
+        // An enrolled VM's periodic attestation: the EK chain and the AK
+        // were verified at enrollment.
+        let en = trustlaunch_attestation::enrollment::Enrollment::new(
+            &case.evidence.ek_certificate.as_ref().expect("EK cert").0,
+            &case.evidence.ak_public.0,
+        )
+        .expect("enrollment");
+        let mut re = r.clone();
+        re.enrollment = Some(&en);
+        assert!(appraise(&case.evidence, &re).healthy);
+        g.bench_function(format!("appraise_enrolled/{name}"), |b| {
+            b.iter(|| black_box(appraise(black_box(&case.evidence), black_box(&re))))
+        });
     }
     g.finish();
 

@@ -238,13 +238,20 @@ fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Check
             return;
         }
     };
-    let verifier = match QuoteVerifier::new(&ak) {
-        Ok(v) => v,
-        Err(err) => {
-            c.fail("quote.signature", err.to_string(), Vec::new());
-            not_authentic(c);
-            return;
-        }
+    let prepared;
+    let verifier = match r.enrollment.and_then(|en| en.verifier_for(&e.ak_public.0)) {
+        Some(v) => v,
+        None => match QuoteVerifier::new(&ak) {
+            Ok(v) => {
+                prepared = v;
+                &prepared
+            }
+            Err(err) => {
+                c.fail("quote.signature", err.to_string(), Vec::new());
+                not_authentic(c);
+                return;
+            }
+        },
     };
     let sig = match Signature::from_bytes(&e.quote_signature.0) {
         Ok(s) => s,
@@ -397,6 +404,22 @@ fn identity_checks(e: &Evidence, r: &Reference<'_>, c: &mut Checks) {
         c.fail("ek.certificate", "no EK certificate in NV", Vec::new());
         return;
     };
+    if r.enrollment
+        .is_some_and(|en| en.is_enrolled_certificate(&der.0))
+        && e.ek_public.0 == r.ek_public
+    {
+        // Same bytes as verified at enrollment (chain and key); the EK is
+        // checked against the platform's record above.
+        c.pass(
+            "ek.certificate",
+            "the certificate verified at enrollment",
+            vec![Cite::Certificate {
+                what: "EK certificate".into(),
+                detail: format!("SHA-256 {}", sha256(&der.0)),
+            }],
+        );
+        return;
+    }
     let cert = match EkCertificate::parse(&der.0) {
         Ok(cert) => cert,
         Err(err) => {

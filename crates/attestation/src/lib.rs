@@ -59,8 +59,9 @@
 
 pub mod baseline;
 mod checks;
-pub mod security;
 pub mod claims;
+pub mod enrollment;
+pub mod security;
 pub mod token;
 
 pub use baseline::{Baseline, BaselineSource, Component, Deviation, Measurements};
@@ -104,6 +105,9 @@ pub struct Reference<'a> {
     pub baseline: Option<&'a Baseline>,
     /// Now (certificate validity).
     pub now: UnixTime,
+    /// The VM's enrollment, when it has one: the same EK certificate and
+    /// AK bytes are then not verified again (see [`enrollment`]).
+    pub enrollment: Option<&'a enrollment::Enrollment>,
 }
 
 /// A check's outcome.

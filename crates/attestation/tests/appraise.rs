@@ -567,3 +567,54 @@ fn boot_reports_split_early_and_late() {
     let r = BootReport::new(1, &m1, None);
     assert!(!r.early_boot_report_event.policy_evaluation_passed);
 }
+
+/// With an enrollment, the same EK certificate and AK are not verified
+/// again; anything else still is.
+#[test]
+fn enrollment_reuses_what_was_verified_once() {
+    use trustlaunch_attestation::enrollment::Enrollment;
+    let ca = platform_ca();
+    let tiny = case("tiny-sb", "attestation-boot1.json");
+    let first = appraise(&tiny.evidence, &reference(&tiny, &ca));
+    assert!(first.healthy);
+    let en = Enrollment::new(
+        &tiny.evidence.ek_certificate.as_ref().unwrap().0,
+        &tiny.evidence.ak_public.0,
+    )
+    .unwrap();
+    let tiny2 = case("tiny-sb", "attestation-boot2.json");
+    let mut r = reference(&tiny2, &ca);
+    r.enrollment = Some(&en);
+    let a = appraise(&tiny2.evidence, &r);
+    assert!(
+        a.healthy,
+        "{}",
+        serde_json::to_string_pretty(&a.checks).unwrap()
+    );
+    assert_eq!(
+        a.check("ek.certificate").unwrap().detail,
+        "the certificate verified at enrollment"
+    );
+    // Another VM's evidence with this enrollment: nothing is taken from it.
+    let shim = case("shim", "attestation.json");
+    let mut r = reference(&shim, &ca);
+    r.enrollment = Some(&en);
+    r.ek_public = &tiny.ek_public;
+    let a = appraise(&shim.evidence, &r);
+    assert_fails(&a, &["ek.vm_identity"], "other VM under an enrollment");
+    assert_ne!(
+        a.check("ek.certificate").unwrap().detail,
+        "the certificate verified at enrollment"
+    );
+    // A foreign AK under the enrollment is verified in full (and fails).
+    let mut e = tiny2.evidence.clone();
+    e.ak_public = shim.evidence.ak_public.clone();
+    e.ak_name = Bytes(Public::from_bytes(&e.ak_public.0).unwrap().name().unwrap());
+    let mut r = reference(&tiny2, &ca);
+    r.enrollment = Some(&en);
+    assert_fails(
+        &appraise(&e, &r),
+        &["quote.signature"],
+        "foreign AK under enrollment",
+    );
+}

@@ -86,6 +86,7 @@ pub fn reference<'a>(c: &'a Case, ca: &'a [CaCertificate]) -> Reference<'a> {
         template: Some(&c.template),
         baseline: None,
         now: now(),
+        enrollment: None,
     }
 }
 
