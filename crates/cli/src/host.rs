@@ -202,6 +202,15 @@ pub enum VmCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Appraise the VM's last evidence: every check, with its evidence,
+    /// against the EK the platform made, the vTPM CA, the key template and
+    /// the baseline predicted from the image.
+    Appraise {
+        /// VM name.
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Challenge a running VM's agent again and check its evidence.
     Attest {
         /// VM name.
@@ -542,6 +551,38 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
             let rt = open(&common)?;
             let path = rt.console_path(&name)?;
             print_console(&rt, &name, &path, follow)
+        }
+        VmCommand::Appraise { name, common } => {
+            let rt = open(&common)?;
+            let Some(a) = rt.appraise(&name)? else {
+                bail!("{name}: no evidence yet (start the VM, or `host vm attest {name}`)");
+            };
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                println!(
+                    "{name}: {}",
+                    if a.healthy { "healthy" } else { "UNHEALTHY" }
+                );
+                for c in &a.checks {
+                    let mark = match c.outcome {
+                        trustlaunch_attestation::Outcome::Pass => "pass",
+                        trustlaunch_attestation::Outcome::Fail => "FAIL",
+                        trustlaunch_attestation::Outcome::Skipped => "skip",
+                    };
+                    println!("  {mark:<4} {:<26} {}", c.name, c.detail);
+                    if c.outcome == trustlaunch_attestation::Outcome::Fail {
+                        for e in &c.evidence {
+                            println!("         evidence: {}", serde_json::to_string(e)?);
+                        }
+                    }
+                }
+            }
+            Ok(if a.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         VmCommand::Attest {
             name,

@@ -304,6 +304,7 @@ fn tiny_trusted_launch_attests_and_its_vtpm_persists() {
         );
     }
     let log = verify_evidence(f, name, &e);
+    assert_appraised_healthy(f, name);
 
     // PCR 7 equals the Secure Boot toolkit's prediction from the VM's own
     // variable store and the image's boot application.
@@ -465,6 +466,23 @@ fn tiny_trusted_launch_attests_and_its_vtpm_persists() {
     assert!(vm_processes(f, name).is_empty());
 }
 
+/// `host vm appraise`: healthy, every check passed or skipped, and the
+/// baseline predicted from the image before the first boot held.
+fn assert_appraised_healthy(f: &Fixture, name: &str) {
+    let a = json(&ok(tl(f, &["host", "vm", "appraise", name, "--json"])));
+    assert_eq!(a["healthy"], true, "{a:#}");
+    let outcome = |n: &str| {
+        a["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .map(|c| c["outcome"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(outcome("baseline").as_deref(), Some("pass"), "{a:#}");
+    assert_eq!(outcome("log.replay").as_deref(), Some("pass"), "{a:#}");
+}
+
 fn o_pid(f: &Fixture, name: &str) -> i64 {
     let o = json(&ok(tl(f, &["host", "vm", "show", name, "--json"])));
     o["qemuPid"].as_i64().expect("qemu pid")
@@ -601,6 +619,7 @@ fn secure_boot_off_boots_and_says_so() {
     let log = verify_evidence(f, name, &e);
     let ev = BootEvidence::extract(&log);
     assert_eq!(ev.secure_boot, Some(0), "the log says SecureBoot=0");
+    assert_appraised_healthy(f, name);
     ok(tl(f, &["host", "vm", "delete", name, "--yes"]));
     assert!(vm_processes(f, name).is_empty());
 }
@@ -688,6 +707,7 @@ fn debian_shim_boots_through_shim_and_grub_with_the_microsoft_template() {
     assert!(events
         .iter()
         .any(|ev| ev.pcr == 9 && text(ev).contains("/vmlinuz")));
+    assert_appraised_healthy(f, name);
     ok(tl(f, &["host", "vm", "delete", name, "--yes"]));
     assert!(vm_processes(f, name).is_empty());
 }

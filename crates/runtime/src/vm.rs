@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
+use trustlaunch_attestation::baseline::{predict, ImageFacts};
+use trustlaunch_attestation::{appraise, Appraisal, Baseline, KeyDatabases, Reference};
+use trustlaunch_protocol::Evidence;
+use trustlaunch_secureboot::pcr7::predict_pcr7;
 use trustlaunch_secureboot::siglist::SignatureDb;
 use trustlaunch_secureboot::varstore::{KeyTemplate as DbTemplate, SecureBootVar, VarStore};
 use trustlaunch_tpm::ekcert::UnixTime;
@@ -1212,6 +1216,69 @@ impl Runtime {
         Ok(serde_json::from_slice(&bytes).ok())
     }
 
+    /// Appraises the VM's last evidence with what the platform knows: the
+    /// EK it created, its vTPM CA, the template's Secure Boot databases
+    /// (rebuilt from the VM's key template), and a baseline predicted from
+    /// the image (boot application and UKI digests, the PCR 7 events of the
+    /// VM's store). `None` if no evidence was received yet.
+    pub fn appraise(&self, name: &str) -> Result<Option<Appraisal>, VmError> {
+        let p = self.existing(name)?;
+        let Some(att) = self.last_attestation(name)? else {
+            return Ok(None);
+        };
+        let spec = Self::load_spec(&p)?;
+        let state = Self::load_state(&p)?;
+        let bad = |reason: String| {
+            VmError::Platform(PlatformError::BadKey {
+                path: p.attestation(),
+                reason,
+            })
+        };
+        let evidence: Evidence =
+            serde_json::from_value(att["evidence"].clone()).map_err(|e| bad(e.to_string()))?;
+        let activated = att["checks"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x == "ak_activated_under_ek"));
+        let ek = state
+            .ek_public
+            .as_deref()
+            .and_then(from_hex)
+            .unwrap_or_default();
+        let ca = vec![self.keys.vtpm_ca.certificate().clone()];
+        let store =
+            VarStore::parse(&self.make_vars(&spec)?).map_err(|e| VmError::Vars(e.to_string()))?;
+        let get = |v: SecureBootVar| {
+            let (n, g) = v.id();
+            store
+                .get(n, g)
+                .map(|x| x.data.clone())
+                .filter(|d| !d.is_empty())
+        };
+        let template = KeyDatabases {
+            pk: get(SecureBootVar::Pk),
+            kek: get(SecureBootVar::Kek),
+            db: get(SecureBootVar::Db),
+            dbx: get(SecureBootVar::Dbx),
+        };
+        let baseline = ImageMetadata::read(&spec.image)
+            .ok()
+            .map(|m| predicted_baseline(&m, &store, spec.security_profile.secure_boot()));
+        let now = UnixTime::from_secs(platform::unix_now());
+        let reference = Reference {
+            vm_id: name,
+            ek_public: &ek,
+            vtpm_ca: &ca,
+            nonce: &evidence.nonce.0,
+            ak_activated: activated,
+            secure_boot_expected: spec.security_profile.secure_boot(),
+            template: Some(&template),
+            baseline: baseline.as_ref(),
+            now,
+            enrollment: None,
+        };
+        Ok(Some(appraise(&evidence, &reference)))
+    }
+
     /// The path of a VM's console log.
     pub fn console_path(&self, name: &str) -> Result<PathBuf, VmError> {
         Ok(self.existing(name)?.console())
@@ -1233,6 +1300,57 @@ fn stepper<'a>(
             elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
     }
+}
+
+/// The baseline an image predicts: its boot application and UKI sections
+/// when it is a single UKI, and the PCR 7 events of the VM's store with the
+/// db entry that signed it (custom template). What it cannot say (the
+/// authorities of a shim chain) is left out.
+fn predicted_baseline(m: &ImageMetadata, store: &VarStore, secure_boot: bool) -> Baseline {
+    let uki = m
+        .boot_components
+        .first()
+        .filter(|c| m.boot_components.len() == 1 && !c.uki_sections.is_empty());
+    let apps: Vec<(String, String)> = uki
+        .map(|c| vec![(c.esp_path.clone(), to_hex(&c.authenticode_sha256.0))])
+        .unwrap_or_default();
+    let sections: Vec<(String, String)> = uki
+        .map(|c| {
+            c.uki_sections
+                .iter()
+                .map(|s| (s.name.clone(), to_hex(&s.sha256.0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    // The authority: the db entry whose certificate signed the image.
+    let signer = m.db_certificate.as_ref().and_then(|cert| {
+        store
+            .secure_boot_db(SecureBootVar::Db)
+            .ok()
+            .flatten()?
+            .entries()
+            .find(|(_, e)| Sha256Digest::of(&e.data) == cert.sha256)
+            .map(|(_, e)| e.clone())
+    });
+    let pcr7 = predict_pcr7(store, signer.as_slice());
+    let mut b = predict(&ImageFacts {
+        image: &m.name,
+        boot_applications: &apps,
+        uki_sections: &sections,
+        pcr7: Some(&pcr7),
+    });
+    if signer.is_none() || !secure_boot {
+        // Without Secure Boot nothing is authorised; a chain the runtime
+        // cannot see (shim's vendor certificate) is not predicted.
+        b.measurements.authorities = None;
+    }
+    if !secure_boot {
+        // Without Secure Boot systemd-stub hands the kernel to the
+        // firmware's LoadImage, which measures it as a second application
+        // (seen on real boots): the image alone does not say its digest.
+        b.measurements.boot_applications = None;
+    }
+    b
 }
 
 fn boot_file_of(p: &Paths) -> String {
