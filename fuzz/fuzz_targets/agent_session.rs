@@ -39,6 +39,7 @@ impl Attester for Fake {
             event_log: Bytes(vec![7; 16]),
             secure_boot: Some(1),
             kernel_release: "6.1.0-fuzz".into(),
+            untrusted_modules: vec!["hello".into()],
         })
     }
 

@@ -10,6 +10,7 @@ use trustlaunch_tpm_client::{
 
 use crate::error::AgentError;
 use crate::guest::{read_bounded, read_secure_boot, read_text, GuestPaths, MAX_EVENT_LOG};
+use crate::kmsg::read_untrusted_modules;
 use crate::log;
 
 /// The AK's persistent handle (owner hierarchy), the one Azure's guest
@@ -254,6 +255,7 @@ impl Attester for TpmAttester {
             event_log: Bytes(event_log),
             secure_boot: read_secure_boot(&self.paths),
             kernel_release: read_text(&self.paths.os_release),
+            untrusted_modules: read_untrusted_modules(&self.paths.kmsg),
         })
     }
 

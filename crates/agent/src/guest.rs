@@ -1,6 +1,7 @@
 //! What the agent reads from the guest: where things are
 //! ([`GuestPaths`]), the attestation port's discovery in sysfs, the TPM
-//! device, bounded file reads and the `SecureBoot` efivar.
+//! device, bounded file reads and the `SecureBoot` efivar (the kernel log
+//! is `kmsg.rs`'s).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -33,6 +34,9 @@ pub struct GuestPaths {
     pub boot_id: PathBuf,
     /// The kernel release (`uname -r`).
     pub os_release: PathBuf,
+    /// The kernel log (`/dev/kmsg`), read for modules that failed
+    /// signature verification.
+    pub kmsg: PathBuf,
 }
 
 impl Default for GuestPaths {
@@ -47,6 +51,7 @@ impl Default for GuestPaths {
             ),
             boot_id: PathBuf::from("/proc/sys/kernel/random/boot_id"),
             os_release: PathBuf::from("/proc/sys/kernel/osrelease"),
+            kmsg: PathBuf::from("/dev/kmsg"),
         }
     }
 }

@@ -10,8 +10,10 @@
 //! at [`AK_HANDLE`] `0x81000003` so it is the same across reboots), the EK
 //! certificate in NV `0x01c00002`, TPM2_Quote of SHA-256 PCRs 0-15 and
 //! TPM2_PCR_Read of the same PCRs; the firmware's TCG event log
-//! (securityfs), the `SecureBoot` efivar, the boot id and the kernel
-//! release. All paths are in [`GuestPaths`].
+//! (securityfs), the `SecureBoot` efivar, the boot id, the kernel
+//! release and the kernel log (`/dev/kmsg`, non-blocking and bounded, for
+//! modules that failed signature verification: [`untrusted_modules`]).
+//! All paths are in [`GuestPaths`].
 //!
 //! What it does: finds the port in sysfs (no udev in an initramfs) and
 //! waits for it ([`wait_for_port`]); answers `challenge` with `evidence`
@@ -30,6 +32,7 @@
 mod attester;
 mod error;
 mod guest;
+mod kmsg;
 mod session;
 
 pub use attester::{
@@ -40,6 +43,10 @@ pub use error::AgentError;
 pub use guest::{
     find_port, open_tpm, parse_secure_boot, read_bounded, read_secure_boot, read_text,
     wait_for_port, GuestPaths, DEFAULT_PORT_WAIT, MAX_EVENT_LOG, PORT_POLL,
+};
+pub use kmsg::{
+    read_kernel_log, read_untrusted_modules, untrusted_modules, MAX_KMSG_BYTES, MAX_KMSG_RECORDS,
+    MAX_UNTRUSTED_MODULES, UNKNOWN_LOCKDOWN,
 };
 pub use session::{run_session, Output, Session, SessionEnd, SessionOptions};
 

@@ -299,6 +299,7 @@ mod tests {
                 event_log: Bytes(vec![7; 10]),
                 secure_boot: None,
                 kernel_release: String::new(),
+                untrusted_modules: Vec::new(),
             })
         }
 

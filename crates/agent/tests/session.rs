@@ -91,6 +91,7 @@ fn guest_files(dir: &Path) -> GuestPaths {
         secure_boot: dir.join("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"),
         boot_id: dir.join("boot_id"),
         os_release: dir.join("osrelease"),
+        kmsg: dir.join("kmsg"),
     };
     std::fs::write(
         &paths.event_log,
@@ -100,6 +101,13 @@ fn guest_files(dir: &Path) -> GuestPaths {
     std::fs::write(&paths.secure_boot, [0x06, 0, 0, 0, 1]).unwrap();
     std::fs::write(&paths.boot_id, "0b5e1d4c-0000-4000-8000-000000000001\n").unwrap();
     std::fs::write(&paths.os_release, "6.1.0-test-amd64\n").unwrap();
+    std::fs::write(
+        &paths.kmsg,
+        "6,0,0,-;Linux version 6.1.0-test-amd64\n\
+         5,731,4120607,-;hello: module verification failed: signature and/or required key missing - tainting kernel\n\
+         5,733,5011920,-;Lockdown: insmod: unsigned module loading is restricted; see man kernel_lockdown.7\n",
+    )
+    .unwrap();
     paths
 }
 
@@ -229,6 +237,10 @@ fn verify(ev: &Evidence, nonce: &[u8], ca: &VtpmCa, paths: &GuestPaths) -> Verif
     assert_eq!(ev.secure_boot, Some(1));
     assert_eq!(ev.boot_id, "0b5e1d4c-0000-4000-8000-000000000001");
     assert_eq!(ev.kernel_release, "6.1.0-test-amd64");
+    assert_eq!(
+        ev.untrusted_modules,
+        ["hello", trustlaunch_agent::UNKNOWN_LOCKDOWN]
+    );
     q
 }
 

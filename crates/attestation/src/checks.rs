@@ -178,13 +178,59 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
             }
         }
     }
-    c.skip(
-        "kernel.modules",
-        "agent v1 does not report modules that failed signature verification",
-    );
+    module_check(e, r, &mut c);
     claims.os_distro = distro(&ev);
     finish(c, Some(measurements), claims)
 }
+
+/// `kernel.modules`: the modules the guest kernel refused or flagged for a
+/// failed or missing signature, as the agent read them from its log. The
+/// guest reports them (the quote does not cover the kernel log), so a
+/// compromised guest can hide them; one that reports them is not healthy.
+fn module_check(e: &Evidence, r: &Reference<'_>, c: &mut Checks) {
+    if !r.secure_boot_expected {
+        c.skip(
+            "kernel.modules",
+            "the VM has no Secure Boot: module signatures are not enforced",
+        );
+        return;
+    }
+    if e.untrusted_modules.is_empty() {
+        c.pass(
+            "kernel.modules",
+            "the guest kernel logged no module that failed signature verification",
+            Vec::new(),
+        );
+        return;
+    }
+    // The guest chooses these strings: cite a bounded number, each bounded.
+    let names: Vec<String> = e
+        .untrusted_modules
+        .iter()
+        .take(MAX_CITED_MODULES)
+        .map(|n| n.chars().take(MAX_MODULE_TEXT).collect())
+        .collect();
+    let more = e.untrusted_modules.len().saturating_sub(names.len());
+    let mut detail = format!(
+        "the guest kernel refused or flagged {} kernel module(s) for a failed or missing signature (untrusted kernel module): {}",
+        e.untrusted_modules.len(),
+        names.join(", ")
+    );
+    if more > 0 {
+        detail.push_str(&format!(" and {more} more"));
+    }
+    let cites = names
+        .into_iter()
+        .map(|name| Cite::Module { name })
+        .collect();
+    c.fail("kernel.modules", detail, cites);
+}
+
+/// The most modules `kernel.modules` cites.
+const MAX_CITED_MODULES: usize = 64;
+
+/// The most characters of a module's name (or reason) cited.
+const MAX_MODULE_TEXT: usize = 128;
 
 fn finish(c: Checks, measurements: Option<Measurements>, claims: Claims) -> Appraisal {
     let healthy = c.0.iter().all(|x| x.outcome != Outcome::Fail);

@@ -37,7 +37,7 @@
 //! | `boot.debug` | no debug flags in the measured kernel command lines |
 //! | `boot.testsigning` | shim's validation is not disabled (MokSBState) |
 //! | `baseline` | the boot's components equal the VM's baseline (which component changed, from what to what) |
-//! | `kernel.modules` | no module failed signature verification (not reported by agent v1: skipped) |
+//! | `kernel.modules` | no kernel module failed signature verification, as the agent read the guest kernel's log (guest-reported: not covered by the quote; skipped when the VM has no Secure Boot) |
 //!
 //! [`security`] turns a VM's posture and appraisals into Defender's
 //! recommendations and alerts (deduplicated, with states and suppression
@@ -164,6 +164,13 @@ pub enum Cite {
         what: String,
         /// Subject or reason.
         detail: String,
+    },
+    /// A kernel module the guest reported (its name, or `unknown module
+    /// (<reason>)` when the kernel did not name it); guest-reported, not
+    /// covered by the quote.
+    Module {
+        /// Name.
+        name: String,
     },
 }
 

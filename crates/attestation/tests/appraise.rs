@@ -76,6 +76,7 @@ fn clean_boots_are_healthy_and_claim_what_they_measured() {
             "boot.dbx",
             "boot.debug",
             "boot.testsigning",
+            "kernel.modules",
         ] {
             assert_eq!(
                 a.check(check).map(|x| x.outcome),
@@ -116,6 +117,7 @@ fn secure_boot_off_is_reported_not_failed_when_the_vm_says_so() {
         a.check("secureboot.enabled").unwrap().outcome,
         Outcome::Skipped
     );
+    assert_eq!(a.check("kernel.modules").unwrap().outcome, Outcome::Skipped);
     assert!(!a.claims.secureboot);
 }
 
@@ -616,5 +618,65 @@ fn enrollment_reuses_what_was_verified_once() {
         &appraise(&e, &r),
         &["quote.signature"],
         "foreign AK under enrollment",
+    );
+}
+
+/// A module the guest kernel refused or flagged for its signature fails
+/// exactly `kernel.modules`, citing each module; without Secure Boot the
+/// check is skipped.
+#[test]
+fn untrusted_kernel_modules_fail_kernel_modules() {
+    let ca = platform_ca();
+    for (name, file) in [
+        ("tiny-sb", "attestation-boot1.json"),
+        ("shim", "attestation.json"),
+    ] {
+        let c = case(name, file);
+        assert!(c.evidence.untrusted_modules.is_empty(), "{name}: recorded");
+        let mut e = c.evidence.clone();
+        e.untrusted_modules = vec![
+            "hello".into(),
+            "unknown module (unsigned module loading is restricted)".into(),
+        ];
+        let a = appraise(&e, &reference(&c, &ca));
+        assert_fails(&a, &["kernel.modules"], name);
+        let check = a.check("kernel.modules").unwrap();
+        assert_eq!(
+            check.evidence,
+            [
+                Cite::Module {
+                    name: "hello".into()
+                },
+                Cite::Module {
+                    name: "unknown module (unsigned module loading is restricted)".into()
+                },
+            ]
+        );
+        assert!(check.detail.contains("hello"), "{}", check.detail);
+        let j = serde_json::to_value(&check.evidence).unwrap();
+        assert_eq!(j[0]["kind"], "module");
+        assert_eq!(j[0]["name"], "hello");
+    }
+
+    // Secure Boot off: module signatures are not enforced, nothing fails.
+    let c = case("tiny-sb-off", "attestation.json");
+    let mut e = c.evidence.clone();
+    e.untrusted_modules = vec!["hello".into()];
+    let a = appraise(&e, &reference(&c, &ca));
+    assert!(a.healthy);
+    assert_eq!(a.check("kernel.modules").unwrap().outcome, Outcome::Skipped);
+
+    // A flood of names: a bounded number is cited.
+    let c = case("tiny-sb", "attestation-boot2.json");
+    let mut e = c.evidence.clone();
+    e.untrusted_modules = (0..1000).map(|i| format!("m{i}")).collect();
+    let a = appraise(&e, &reference(&c, &ca));
+    assert_fails(&a, &["kernel.modules"], "many modules");
+    let check = a.check("kernel.modules").unwrap();
+    assert!(check.evidence.len() < 1000);
+    assert!(
+        check.detail.contains("1000 kernel module(s)"),
+        "{}",
+        check.detail
     );
 }

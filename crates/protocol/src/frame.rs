@@ -172,10 +172,21 @@ mod tests {
             event_log: Bytes(vec![10; 100]),
             secure_boot: Some(1),
             kernel_release: "6.1.0".into(),
+            untrusted_modules: vec!["hello".into()],
         }));
         let e = encode(&ev);
         assert!(e.starts_with(br#"{"type":"evidence","version":1,"#));
         assert_eq!(decode::<GuestMessage>(0, &e[..e.len() - 1]).unwrap(), ev);
+        // An agent that predates `untrusted_modules` omits it: empty.
+        let line = String::from_utf8(e[..e.len() - 1].to_vec()).unwrap();
+        let field = r#","untrusted_modules":["hello"]"#;
+        assert!(line.contains(field), "{line}");
+        let old = line.replace(field, "");
+        let old = decode::<GuestMessage>(0, old.as_bytes()).unwrap();
+        assert!(
+            matches!(&old, GuestMessage::Evidence(e) if e.untrusted_modules.is_empty()),
+            "{old:?}"
+        );
         let d = encode(&HostMessage::Done {});
         assert_eq!(d, b"{\"type\":\"done\"}\n");
     }

@@ -10,7 +10,7 @@
 //! host  -> guest challenge  {nonce}
 //! guest -> host  evidence   {agent, boot id, nonce, EK cert + public,
 //!                            AK public + name, quote, PCR values, event
-//!                            log, SecureBoot}
+//!                            log, SecureBoot, untrusted kernel modules}
 //! host  -> guest activate   {credential_blob, secret}   (MakeCredential for
 //!                            the AK's name under the EK)
 //! guest -> host  activated  {secret}                    (ActivateCredential)
@@ -159,4 +159,12 @@ pub struct Evidence {
     pub secure_boot: Option<u8>,
     /// `uname -r` of the guest kernel.
     pub kernel_release: String,
+    /// Kernel modules the guest kernel refused, or loaded but flagged, for
+    /// a failed or missing signature since boot, by name as the kernel
+    /// logged them; an attempt whose module the kernel did not name (a
+    /// refusal under lockdown or `module.sig_enforce`) is reported as
+    /// `unknown module (<the kernel's reason>)`. Guest-reported: the quote
+    /// does not cover it. Absent (agents before it): empty.
+    #[serde(default)]
+    pub untrusted_modules: Vec<String>,
 }

@@ -63,6 +63,7 @@ fn guest_files(dir: &Path) -> GuestPaths {
         secure_boot: dir.join("SecureBoot"),
         boot_id: dir.join("boot_id"),
         os_release: dir.join("osrelease"),
+        kmsg: dir.join("kmsg"),
     };
     std::fs::write(&paths.event_log, vec![0x5a; 4096]).unwrap();
     std::fs::write(&paths.secure_boot, [6, 0, 0, 0, 1]).unwrap();
