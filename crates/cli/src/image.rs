@@ -75,6 +75,11 @@ pub enum ImageCommand {
         /// ESP_PATH=SRC, repeated (kind chain), e.g. EFI/BOOT/grubx64.efi=grub.efi.
         #[arg(long = "file", value_name = "ESP_PATH=SRC")]
         files: Vec<String>,
+        /// PATH=SRC, repeated (tiny, debian-shim): an extra file in the
+        /// initramfs; scripts at etc/trustlaunch/init.d/*.sh run before the
+        /// agent starts.
+        #[arg(long = "add-file", value_name = "PATH=SRC")]
+        add_files: Vec<String>,
         /// The platform's state directory whose db key signs by default
         /// (default: $TRUSTLAUNCH_HOME, /var/lib/trustlaunch for root).
         #[arg(long)]
@@ -112,6 +117,7 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             no_sign,
             efi,
             files,
+            add_files,
             home,
             json,
         } => {
@@ -155,10 +161,31 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
                     }
                 }
             };
-            match &mut recipe {
-                Recipe::Tiny { cmdline: c, .. } | Recipe::DebianShim { cmdline: c, .. } => {
-                    *c = cmdline
+            let mut extra = Vec::new();
+            for f in &add_files {
+                let (path, src) = f
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--add-file {f:?}: use PATH=SRC"))?;
+                if !Path::new(src).is_file() {
+                    bail!("--add-file {f:?}: {src} not found");
                 }
+                extra.push((path.to_owned(), PathBuf::from(src)));
+            }
+            match &mut recipe {
+                Recipe::Tiny {
+                    cmdline: c,
+                    initramfs,
+                    ..
+                }
+                | Recipe::DebianShim {
+                    cmdline: c,
+                    initramfs,
+                    ..
+                } => {
+                    *c = cmdline;
+                    initramfs.extra_files = extra;
+                }
+                _ if !extra.is_empty() => bail!("--add-file is for tiny and debian-shim"),
                 _ => {}
             }
             // The key last: the inputs are checked first, so a mistake

@@ -711,3 +711,94 @@ fn debian_shim_boots_through_shim_and_grub_with_the_microsoft_template() {
     ok(tl(f, &["host", "vm", "delete", name, "--yes"]));
     assert!(vm_processes(f, name).is_empty());
 }
+
+/// A Debian module with its appended signature cut off: the kernel's
+/// `~Module signature appended~\n` marker (28 bytes) follows a 12-byte
+/// `struct module_signature` whose last 4 bytes are the signature length
+/// (big-endian).
+fn unsigned_module(signed: &[u8]) -> Vec<u8> {
+    const MARKER: &[u8] = b"~Module signature appended~\n";
+    assert!(signed.ends_with(MARKER), "not a signed module");
+    let info_end = signed.len() - MARKER.len();
+    let sig_len = u32::from_be_bytes(signed[info_end - 4..info_end].try_into().unwrap()) as usize;
+    signed[..info_end - 12 - sig_len].to_vec()
+}
+
+#[test]
+#[ignore = "VM tier: one QEMU boot under TCG (~15 s); ./scripts/test.sh runs it"]
+fn unsigned_kernel_module_is_refused_and_reported() {
+    let _g = serial();
+    let f = &fixture();
+    // The image's kernel, its crc7 module unsigned, and a hook that tries
+    // to load it before the agent starts.
+    let meta: Value =
+        serde_json::from_slice(&fs::read(f.tiny.join("image.json")).unwrap()).unwrap();
+    let release = meta["kernel_release"].as_str().unwrap();
+    let signed = fs::read(format!("/lib/modules/{release}/kernel/lib/crc7.ko")).unwrap();
+    let module = f.dir.join("crc7-unsigned.ko");
+    fs::write(&module, unsigned_module(&signed)).unwrap();
+    let hook = f.dir.join("load.sh");
+    fs::write(
+        &hook,
+        "insmod /crc7-unsigned.ko; echo \"trustlaunch-test: insmod crc7-unsigned rc=$?\"\n",
+    )
+    .unwrap();
+    let img = f.dir.join("tiny-module");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "tiny",
+            "--out",
+            s(&img),
+            "--agent",
+            s(&agent_binary()),
+            "--home",
+            s(&f.home),
+            "--add-file",
+            &format!("crc7-unsigned.ko={}", s(&module)),
+            "--add-file",
+            &format!("etc/trustlaunch/init.d/load.sh={}", s(&hook)),
+        ],
+    ));
+    let name = "module";
+    let _vm = VmGuard(f, name);
+    let o = json(&ok(tl(
+        f,
+        &[
+            "host",
+            "vm",
+            "create",
+            name,
+            "--image",
+            s(&img),
+            "--start",
+            "--json",
+        ],
+    )));
+    assert_eq!(o["outcome"], "attested", "{o}");
+    let console = fs::read_to_string(vm_dir(f, name).join("console.log")).unwrap();
+    assert!(
+        console.contains("trustlaunch-test: insmod crc7-unsigned rc=1"),
+        "the kernel refused the module under Secure Boot lockdown"
+    );
+    let (_, e) = evidence_of(f, name);
+    assert!(
+        !e.untrusted_modules.is_empty(),
+        "reported: {:?}",
+        e.untrusted_modules
+    );
+    // The appraisal fails exactly kernel.modules, citing the module.
+    let o = tl(f, &["host", "vm", "appraise", name, "--json"]);
+    assert!(!o.status.success(), "an unhealthy appraisal exits non-zero");
+    let a = json(&o);
+    let failed: Vec<&str> = a["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["kernel.modules"], "{a:#}");
+}

@@ -246,6 +246,10 @@ pub struct InitramfsSpec {
     pub modules_root: PathBuf,
     /// Module names to load (dependencies are added).
     pub modules: Vec<String>,
+    /// Extra files: (path in the archive, relative, source file). Scripts
+    /// under `etc/trustlaunch/init.d/*.sh` are run by `/init` after the
+    /// guest is up and before the agent starts.
+    pub extra_files: Vec<(String, PathBuf)>,
 }
 
 impl InitramfsSpec {
@@ -257,6 +261,7 @@ impl InitramfsSpec {
             kernel_release,
             modules_root: "/lib/modules".into(),
             modules: Self::default_modules(),
+            extra_files: Vec::new(),
         }
     }
 
@@ -522,6 +527,9 @@ pub fn init_script(release: &str, modules: &[String]) -> String {
         "for p in /sys/class/virtio-ports/*; do\n\
          \x20 [ -r $p/name ] && echo \"trustlaunch-init: virtio port $(cat $p/name)\" > /dev/console\n\
          done\n\
+         for f in /etc/trustlaunch/init.d/*.sh; do\n\
+         \x20 [ -r \"$f\" ] && . \"$f\" > /dev/console 2>&1\n\
+         done\n\
          while true; do\n\
          \x20 /bin/trustlaunch-agent > /dev/console 2>&1\n\
          \x20 echo \"trustlaunch-init: agent exited ($?), restarting\" > /dev/console\n\
@@ -601,6 +609,14 @@ pub fn build_initramfs(spec: &InitramfsSpec) -> Result<Vec<u8>, ImageError> {
         dep_out.as_bytes(),
     )?;
     w.file("etc/acpi/PWRF/00000080", 0o755, POWER_BUTTON.as_bytes())?;
+    for (path, src) in &spec.extra_files {
+        let path = path.trim_start_matches('/');
+        if path.is_empty() || path.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(ImageError::BadArchivePath(path.to_owned()));
+        }
+        let mode = if path.ends_with(".sh") { 0o755 } else { 0o644 };
+        w.file(path, mode, &read(src)?)?;
+    }
     w.file("init", 0o755, init_script(release, &load).as_bytes())?;
     Ok(w.finish())
 }
