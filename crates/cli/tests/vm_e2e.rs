@@ -802,3 +802,67 @@ fn unsigned_kernel_module_is_refused_and_reported() {
         .collect();
     assert_eq!(failed, ["kernel.modules"], "{a:#}");
 }
+
+#[test]
+#[ignore = "VM tier: one QEMU boot through shim and grub under TCG (~20 s); ./scripts/test.sh runs it"]
+fn kernel_debug_flag_measured_by_grub_is_caught() {
+    let _g = serial();
+    let f = &fixture();
+    let img = f.dir.join("debian-shim-debug");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "debian-shim",
+            "--out",
+            s(&img),
+            "--agent",
+            s(&agent_binary()),
+            "--cmdline",
+            "console=ttyS0 loglevel=4 panic=-1 debug",
+        ],
+    ));
+    let name = "shim-debug";
+    let _vm = VmGuard(f, name);
+    let o = json(&ok(tl(
+        f,
+        &[
+            "host",
+            "vm",
+            "create",
+            name,
+            "--image",
+            s(&img),
+            "--key-template",
+            "microsoft",
+            "--start",
+            "--json",
+        ],
+    )));
+    assert_eq!(o["outcome"], "attested", "{o}");
+    let o = tl(f, &["host", "vm", "appraise", name, "--json"]);
+    assert!(!o.status.success());
+    let a = json(&o);
+    let failed: Vec<&str> = a["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["boot.debug"], "{a:#}");
+    assert_eq!(a["claims"]["x-ms-azurevm-kerneldebug-enabled"], true);
+    // The failure cites grub's kernel_cmdline event in PCR 8.
+    let debug = a["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "boot.debug")
+        .unwrap();
+    assert!(debug["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "event" && e["pcr"] == 8));
+}
