@@ -540,6 +540,19 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
                         a["checks"], a["received_at"]
                     );
                 }
+                if let Some(a) = rt.appraise(&name)? {
+                    let failed: Vec<&str> = a.failures().map(|c| c.name).collect();
+                    if failed.is_empty() {
+                        println!(
+                            "appraisal:       healthy (`host vm appraise {name}` for every check)"
+                        );
+                    } else {
+                        println!(
+                            "appraisal:       UNHEALTHY: {} (`host vm appraise {name}`)",
+                            failed.join(", ")
+                        );
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
