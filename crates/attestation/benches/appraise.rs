@@ -24,29 +24,12 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use trustlaunch_attestation::{appraise, Baseline, BaselineSource, Measurements};
+use trustlaunch_attestation::{appraise, pcr_values, Baseline, BaselineSource, Measurements};
 use trustlaunch_eventlog::{check_digests, replay, BootEvidence, EventLog};
-use trustlaunch_protocol::Evidence;
-use trustlaunch_tpm::alg::{AlgId, HashAlg};
 use trustlaunch_tpm::ekcert::{EkCertificate, EkTrustStore};
-use trustlaunch_tpm::pcr::PcrValues;
 use trustlaunch_tpm::public::Public;
 use trustlaunch_tpm::quote::verify_quote;
 use trustlaunch_tpm::signature::Signature;
-
-/// The quoted PCR values, as `appraise` builds them.
-fn pcr_values(e: &Evidence) -> PcrValues {
-    let mut out = PcrValues::new();
-    for bank in &e.pcrs {
-        if let Some(h) = HashAlg::from_alg(AlgId(bank.alg)) {
-            let m = out.entry(h).or_default();
-            for (i, v) in &bank.values {
-                m.insert(u32::from(*i), v.0.clone());
-            }
-        }
-    }
-    out
-}
 
 fn bench(c: &mut Criterion) {
     let ca = common::platform_ca();

@@ -65,7 +65,7 @@ pub mod security;
 pub mod token;
 
 pub use baseline::{Baseline, BaselineSource, Component, Deviation, Measurements};
-pub use checks::appraise;
+pub use checks::{appraise, pcr_values};
 
 use serde::Serialize;
 use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};

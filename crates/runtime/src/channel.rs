@@ -11,7 +11,6 @@
 //! ActivateCredential). Appraising the boot (event log, Secure Boot,
 //! baselines) is the attestation service's (issue 7).
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -22,9 +21,7 @@ use serde::Serialize;
 use trustlaunch_protocol::{
     decode, encode, Bytes, Evidence, FrameReader, GuestMessage, HostMessage, NONCE_LEN,
 };
-use trustlaunch_tpm::alg::{AlgId, HashAlg};
 use trustlaunch_tpm::credential::make_credential;
-use trustlaunch_tpm::pcr::PcrValues;
 use trustlaunch_tpm::public::Public;
 use trustlaunch_tpm::quote::{verify_quote, VerifiedQuote};
 use trustlaunch_tpm::signature::Signature;
@@ -282,19 +279,8 @@ impl Channel {
     }
 }
 
-/// The quoted PCR values as the verifier's map.
-pub fn pcr_values(evidence: &Evidence) -> PcrValues {
-    let mut out: PcrValues = BTreeMap::new();
-    for bank in &evidence.pcrs {
-        if let Some(h) = HashAlg::from_alg(AlgId(bank.alg)) {
-            let m = out.entry(h).or_default();
-            for (i, v) in &bank.values {
-                m.insert(u32::from(*i), v.0.clone());
-            }
-        }
-    }
-    out
-}
+/// The quoted PCR values as the verifier's map (the appraisal's own).
+pub use trustlaunch_attestation::pcr_values;
 
 /// The runtime's checks: nonce, EK identity, AK name, quote.
 pub fn check_evidence(
