@@ -1,0 +1,119 @@
+//! The store's one error type.
+
+/// What went wrong in the store. Messages never carry the database
+/// password: URLs are redacted and connection failures are scrubbed of it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL names no supported database: only `sqlite:` and
+    /// `postgres:`/`postgresql:` URLs are accepted.
+    #[error("unsupported database URL {url}: expected sqlite://PATH or postgres://...")]
+    UnsupportedUrl {
+        /// The URL, password redacted.
+        url: String,
+    },
+    /// The database could not be opened or reached.
+    #[error("cannot open database {url}: {reason}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The driver's message, password removed.
+        reason: String,
+    },
+    /// A schema migration failed; the transaction it ran in was rolled back.
+    #[error("schema migration to version {version} failed: {source}")]
+    Migration {
+        /// The version that was being applied.
+        version: i64,
+        /// The database's error.
+        source: sqlx::Error,
+    },
+    /// The database was migrated by a newer trustlaunch than this one.
+    #[error("database schema version {found} is newer than this build knows ({known})")]
+    SchemaTooNew {
+        /// The highest version recorded in `schema_version`.
+        found: i64,
+        /// The highest version this build can apply.
+        known: i64,
+    },
+    /// A statement failed.
+    #[error("{op}: {source}")]
+    Database {
+        /// The store operation, e.g. `put_vm`.
+        op: &'static str,
+        /// The database's error.
+        source: sqlx::Error,
+    },
+    /// Optimistic concurrency: the baseline's version is not the one the
+    /// caller expected; nothing was written.
+    #[error("baseline of {vm_id} changed concurrently: expected version {expected:?}, current {current:?}")]
+    Conflict {
+        /// The VM whose baseline was being written.
+        vm_id: String,
+        /// The version the caller expected (`None`: no baseline yet).
+        expected: Option<i64>,
+        /// The version stored now (`None`: no baseline).
+        current: Option<i64>,
+    },
+    /// A stored value cannot be read back (bad JSON, hex or enum text):
+    /// the database was changed outside the store.
+    #[error("corrupt value in {table}.{column}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The column.
+        column: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// `map_err` helper: a failed statement of operation `op`.
+pub(crate) fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Database { op, source }
+}
+
+/// The URL with its password (userinfo or `password=` query parameter)
+/// replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(password) = url_password(url) {
+        if !password.is_empty() {
+            out = out.replace(password, "***");
+        }
+    }
+    out
+}
+
+/// The password of a URL, from its userinfo or a `password=` parameter.
+pub(crate) fn url_password(url: &str) -> Option<&str> {
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if let Some((_, password)) = userinfo.split_once(':') {
+                return Some(password);
+            }
+        }
+    }
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|kv| kv.strip_prefix("password="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_userinfo_and_query_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:s3cret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=s3cret"),
+            "postgres://h/db?user=u&password=***"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

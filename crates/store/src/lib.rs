@@ -1,0 +1,189 @@
+//! Persistence for the trustlaunch attestation service: VMs, enrollments,
+//! attestation history, baselines with their audit trail, alerts and
+//! suppression rules, token-signing keys and API tokens.
+//!
+//! One code path serves both databases: a [`Store`] is a
+//! [`sqlx::AnyPool`] opened from a URL, `sqlite://PATH` (the embedded
+//! default: the file is created if missing and put in WAL mode, so several
+//! processes can share it) or `postgres://...` (many servers, one
+//! database). The SQL is the subset both understand (`$n` placeholders,
+//! `ON CONFLICT`, `RETURNING`); the only spelling that differs, the
+//! autoincrement key, is chosen once in the migrations. Bytes are stored
+//! as lowercase hex TEXT, JSON as TEXT, booleans as 0/1, times as Unix
+//! seconds chosen by the caller.
+//!
+//! The schema is created and upgraded by the store's own versioned
+//! migrations ([`Store::open`] applies what is missing, each version in one
+//! transaction, recorded in `schema_version`).
+//!
+//! Not here: the meaning of the JSON it keeps (the server maps it to the
+//! attestation crate's types; this crate does not depend on it), TLS to
+//! PostgreSQL (sqlx is built without it: reach the database over a trusted
+//! network or a local socket), and retention (nothing is ever pruned).
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod hex;
+mod records;
+mod schema;
+mod tables;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+pub use error::StoreError;
+pub use records::{
+    AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, Baseline, BaselineAction,
+    BaselineAuditEntry, BaselineChange, Enrollment, NewAttestation, Role, SigningKeyRecord,
+    SuppressionRule, VmRecord,
+};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// SQLite, embedded (`sqlite://PATH`).
+    Sqlite,
+    /// PostgreSQL (`postgres://...`).
+    Postgres,
+}
+
+/// How to open a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the pool (default 4 for SQLite, 10 for PostgreSQL).
+    pub max_connections: Option<u32>,
+    /// How long to wait for a connection before failing (default 30 s).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The attestation service's database. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// The URL, password redacted.
+    url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens the database at `url` with default [`StoreOptions`] and
+    /// applies the migrations it lacks.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, &StoreOptions::default()).await
+    }
+
+    /// Opens the database at `url` and applies the migrations it lacks.
+    ///
+    /// `sqlite://PATH` creates the file if missing (unless the URL has its
+    /// own `mode=`) and switches it to WAL; `postgres://` and
+    /// `postgresql://` connect to an existing database.
+    pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let redacted = error::redact_url(url);
+        let (backend, connect_url) = if url.starts_with("sqlite:") {
+            let with_mode = if url.contains("mode=") {
+                url.to_string()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, with_mode)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::UnsupportedUrl { url: redacted });
+        };
+        sqlx::any::install_default_drivers();
+        let max = options.max_connections.unwrap_or(match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 10,
+        });
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max.max(1))
+            .acquire_timeout(options.acquire_timeout);
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Persistent in the file; per connection, NORMAL
+                    // syncing is durable enough in WAL mode.
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options
+            .connect(&connect_url)
+            .await
+            .map_err(|e| StoreError::Connect {
+                url: redacted.clone(),
+                reason: scrub(&e.to_string(), url),
+            })?;
+        schema::migrate(&pool, backend, unix_now()).await?;
+        Ok(Store {
+            pool,
+            backend,
+            url: redacted,
+        })
+    }
+
+    /// The database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The schema versions applied, ascending (each exactly once).
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        schema::applied(&self.pool).await
+    }
+
+    /// The schema version this build migrates to.
+    pub fn schema_version() -> i64 {
+        schema::latest_version()
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `message` without the password of `url`.
+fn scrub(message: &str, url: &str) -> String {
+    match error::url_password(url) {
+        Some(p) if !p.is_empty() => message.replace(p, "***"),
+        _ => message.to_string(),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,264 @@
+//! The values the store takes and returns. Times are Unix seconds chosen
+//! by the caller; JSON is `serde_json::Value` (the server maps it to the
+//! attestation crate's types); bytes are bytes (stored as hex).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+/// A registered VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmRecord {
+    /// The VM's identifier (primary key).
+    pub vm_id: String,
+    /// The VM's spec.
+    pub spec: Value,
+    /// The vTPM's EK public area.
+    pub ek_public: Vec<u8>,
+    /// When it was registered. Kept when the record is replaced.
+    pub created_at: i64,
+}
+
+/// A VM's enrollment: the EK certificate and the attestation key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrollment {
+    /// The VM (primary key).
+    pub vm_id: String,
+    /// The EK certificate (DER).
+    pub ek_certificate: Vec<u8>,
+    /// The AK public area.
+    pub ak_public: Vec<u8>,
+    /// When the VM enrolled.
+    pub enrolled_at: i64,
+}
+
+/// An attestation to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAttestation {
+    /// The VM.
+    pub vm_id: String,
+    /// The boot it attested.
+    pub boot_id: String,
+    /// The challenge's nonce: (vm_id, nonce) is unique, so a retry after a
+    /// crash does not record the attestation twice.
+    pub nonce: Vec<u8>,
+    /// When it was appraised.
+    pub at: i64,
+    /// The verdict.
+    pub healthy: bool,
+    /// The appraisal report.
+    pub appraisal: Value,
+    /// The token issued, if any.
+    pub token: Option<String>,
+}
+
+/// A recorded attestation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttestationRecord {
+    /// Assigned by the database, increasing.
+    pub id: i64,
+    /// What was recorded.
+    pub attestation: NewAttestation,
+}
+
+/// A VM's current baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    /// The VM (primary key).
+    pub vm_id: String,
+    /// The baseline.
+    pub baseline: Value,
+    /// 1 for the first baseline, +1 for each change.
+    pub version: i64,
+    /// When it last changed.
+    pub updated_at: i64,
+}
+
+/// Why a baseline changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BaselineAction {
+    /// Learned from a first healthy boot.
+    Learned,
+    /// Pinned by an operator.
+    Pinned,
+    /// Learned again after an accepted change.
+    Relearned,
+    /// Predicted from an image before it booted.
+    Predicted,
+}
+
+impl BaselineAction {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Learned => "learned",
+            Self::Pinned => "pinned",
+            Self::Relearned => "relearned",
+            Self::Predicted => "predicted",
+        }
+    }
+}
+
+impl FromStr for BaselineAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "learned" => Self::Learned,
+            "pinned" => Self::Pinned,
+            "relearned" => Self::Relearned,
+            "predicted" => Self::Predicted,
+            other => return Err(format!("unknown baseline action {other:?}")),
+        })
+    }
+}
+
+impl fmt::Display for BaselineAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who changed a baseline, how and when: written to `baseline_audit` in
+/// the same transaction as the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineChange {
+    /// Why.
+    pub action: BaselineAction,
+    /// Who (a token name, `system`, ...).
+    pub actor: String,
+    /// When.
+    pub at: i64,
+}
+
+/// One entry of a baseline's audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineAuditEntry {
+    /// Assigned by the database, increasing.
+    pub id: i64,
+    /// The VM.
+    pub vm_id: String,
+    /// The change.
+    pub change: BaselineChange,
+    /// The baseline before (`None` for the first).
+    pub old: Option<Value>,
+    /// The baseline after.
+    pub new: Value,
+    /// The version the change produced.
+    pub version: i64,
+}
+
+/// An alert, keyed by the caller (e.g. `vm/check`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    /// The alert's key (primary key).
+    pub key: String,
+    /// The VM it concerns.
+    pub vm_id: String,
+    /// Its state (`active`, `resolved`, `suppressed`, ...: the server's words).
+    pub state: String,
+    /// The alert.
+    pub alert: Value,
+    /// When it last changed.
+    pub updated_at: i64,
+}
+
+/// Which alerts to list; `Default` lists all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertFilter {
+    /// Only this VM's.
+    pub vm_id: Option<String>,
+    /// Only in this state.
+    pub state: Option<String>,
+}
+
+/// A named alert suppression rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuppressionRule {
+    /// The rule's name (primary key).
+    pub name: String,
+    /// The rule.
+    pub rule: Value,
+}
+
+/// A token-signing key. `Debug` does not print the private key.
+#[derive(Clone, PartialEq)]
+pub struct SigningKeyRecord {
+    /// Key id (primary key).
+    pub kid: String,
+    /// The private key, PKCS#8 PEM.
+    pub pkcs8_pem: String,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it stops being published, if planned.
+    pub retire_at: Option<i64>,
+    /// Whether it signs new tokens; at most one key is current.
+    pub current: bool,
+}
+
+impl fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("pkcs8_pem", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("retire_at", &self.retire_at)
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Role {
+    /// Read.
+    Reader,
+    /// Read and operate (pin baselines, handle alerts).
+    Operator,
+    /// Everything, including tokens and keys.
+    Admin,
+}
+
+impl Role {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reader => "reader",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "reader" => Self::Reader,
+            "operator" => Self::Operator,
+            "admin" => Self::Admin,
+            other => return Err(format!("unknown role {other:?}")),
+        })
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An API token, known only by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    /// SHA-256 of the token (primary key).
+    pub sha256: [u8; 32],
+    /// A name for people.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// When it was created.
+    pub created_at: i64,
+}

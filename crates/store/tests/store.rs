@@ -1,0 +1,590 @@
+//! The store's public API, one suite run against SQLite (always) and
+//! PostgreSQL (when `TRUSTLAUNCH_TEST_POSTGRES` names a database whose
+//! role may create databases: each run gets a fresh database, dropped
+//! afterwards).
+
+use serde_json::json;
+use sqlx::{Connection, Row};
+use trustlaunch_store::{
+    AlertFilter, AlertRecord, ApiTokenRecord, Backend, BaselineAction, BaselineChange, Enrollment,
+    NewAttestation, Role, SigningKeyRecord, Store, StoreError, StoreOptions, SuppressionRule,
+    VmRecord,
+};
+
+fn vm(id: &str, n: u8) -> VmRecord {
+    VmRecord {
+        vm_id: id.to_string(),
+        spec: json!({"name": id, "memory_mib": 512 + u32::from(n), "disks": ["a", "b"]}),
+        ek_public: vec![0x00, n, 0xff, 0x10],
+        created_at: 1_700_000_000 + i64::from(n),
+    }
+}
+
+fn attestation(vm_id: &str, nonce: u8, at: i64, healthy: bool) -> NewAttestation {
+    NewAttestation {
+        vm_id: vm_id.to_string(),
+        boot_id: format!("boot-{}", at / 100),
+        nonce: vec![nonce; 32],
+        at,
+        healthy,
+        appraisal: json!({"checks": [{"name": "pcr7", "ok": healthy}], "nonce": nonce}),
+        token: healthy.then(|| format!("eyJ.token.{nonce}")),
+    }
+}
+
+fn change(action: BaselineAction, actor: &str, at: i64) -> BaselineChange {
+    BaselineChange {
+        action,
+        actor: actor.to_string(),
+        at,
+    }
+}
+
+/// Every method of the store, on an empty database.
+async fn suite(store: &Store) {
+    // --- vms: round trip, upsert keeps created_at, list order, delete.
+    assert!(store.get_vm("vm-b").await.unwrap().is_none());
+    let b = vm("vm-b", 2);
+    let a = vm("vm-a", 1);
+    store.put_vm(&b).await.unwrap();
+    store.put_vm(&a).await.unwrap();
+    assert_eq!(store.get_vm("vm-b").await.unwrap().unwrap(), b);
+    let mut b2 = vm("vm-b", 7);
+    store.put_vm(&b2).await.unwrap();
+    b2.created_at = b.created_at;
+    assert_eq!(store.get_vm("vm-b").await.unwrap().unwrap(), b2);
+    let listed = store.list_vms().await.unwrap();
+    assert_eq!(listed, vec![a.clone(), b2.clone()]);
+
+    // --- enrollments.
+    assert!(store.get_enrollment("vm-a").await.unwrap().is_none());
+    let mut enrollment = Enrollment {
+        vm_id: "vm-a".into(),
+        ek_certificate: (0..=255u8).collect(),
+        ak_public: vec![1, 2, 3],
+        enrolled_at: 1_700_000_100,
+    };
+    store.put_enrollment(&enrollment).await.unwrap();
+    assert_eq!(
+        store.get_enrollment("vm-a").await.unwrap().unwrap(),
+        enrollment
+    );
+    enrollment.ak_public = vec![9, 9];
+    enrollment.enrolled_at += 5;
+    store.put_enrollment(&enrollment).await.unwrap();
+    assert_eq!(
+        store.get_enrollment("vm-a").await.unwrap().unwrap(),
+        enrollment
+    );
+
+    // delete_vm removes the VM and its enrollment, and says whether it existed.
+    store.put_vm(&vm("vm-gone", 3)).await.unwrap();
+    store
+        .put_enrollment(&Enrollment {
+            vm_id: "vm-gone".into(),
+            ..enrollment.clone()
+        })
+        .await
+        .unwrap();
+    assert!(store.delete_vm("vm-gone").await.unwrap());
+    assert!(!store.delete_vm("vm-gone").await.unwrap());
+    assert!(store.get_vm("vm-gone").await.unwrap().is_none());
+    assert!(store.get_enrollment("vm-gone").await.unwrap().is_none());
+    assert_eq!(store.list_vms().await.unwrap().len(), 2);
+
+    // --- attestations: idempotent on (vm_id, nonce), history newest first.
+    assert!(store.latest("vm-a").await.unwrap().is_none());
+    assert!(store.history("vm-a", 10).await.unwrap().is_empty());
+    let first = attestation("vm-a", 1, 1000, true);
+    assert!(store.add_attestation(&first).await.unwrap());
+    // A retry with the same nonce is not recorded again, even if it differs.
+    let retry = NewAttestation {
+        at: 1001,
+        healthy: false,
+        ..first.clone()
+    };
+    assert!(!store.add_attestation(&retry).await.unwrap());
+    // The same nonce for another VM is a different attestation.
+    assert!(store
+        .add_attestation(&attestation("vm-b", 1, 1000, false))
+        .await
+        .unwrap());
+    // Out of order in time: history sorts by time, then insertion.
+    assert!(store
+        .add_attestation(&attestation("vm-a", 3, 3000, false))
+        .await
+        .unwrap());
+    assert!(store
+        .add_attestation(&attestation("vm-a", 2, 2000, true))
+        .await
+        .unwrap());
+    assert!(store
+        .add_attestation(&attestation("vm-a", 4, 3000, true))
+        .await
+        .unwrap());
+    let history = store.history("vm-a", 10).await.unwrap();
+    let nonces: Vec<u8> = history.iter().map(|r| r.attestation.nonce[0]).collect();
+    assert_eq!(nonces, vec![4, 3, 2, 1]);
+    assert_eq!(history[3].attestation, first);
+    assert!(history[0].id > history[1].id, "ids increase");
+    assert_eq!(history[1].attestation.token, None);
+    let two = store.history("vm-a", 2).await.unwrap();
+    assert_eq!(two, history[..2].to_vec());
+    let latest = store.latest("vm-a").await.unwrap().unwrap();
+    assert_eq!(latest, history[0]);
+    assert_eq!(store.history("vm-b", 10).await.unwrap().len(), 1);
+    assert!(store.history("vm-none", 10).await.unwrap().is_empty());
+
+    // --- baselines: optimistic concurrency, audit in the same transaction.
+    assert!(store.get_baseline("vm-a").await.unwrap().is_none());
+    let v1 = json!({"pcr": {"7": "aa"}});
+    let v2 = json!({"pcr": {"7": "bb"}});
+    let v3 = json!({"pcr": {"7": "cc"}, "pinned": true});
+    // Expecting a version when there is none conflicts.
+    match store
+        .put_baseline(
+            "vm-a",
+            &v1,
+            Some(1),
+            &change(BaselineAction::Pinned, "op", 1),
+        )
+        .await
+    {
+        Err(StoreError::Conflict {
+            current: None,
+            expected: Some(1),
+            ..
+        }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(store.get_baseline("vm-a").await.unwrap().is_none());
+    assert!(store.baseline_audit("vm-a").await.unwrap().is_empty());
+    let learned = change(BaselineAction::Learned, "system", 1100);
+    assert_eq!(
+        store
+            .put_baseline("vm-a", &v1, None, &learned)
+            .await
+            .unwrap(),
+        1
+    );
+    // A second "first" baseline conflicts with version 1.
+    match store.put_baseline("vm-a", &v2, None, &learned).await {
+        Err(StoreError::Conflict {
+            current: Some(1), ..
+        }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let relearned = change(BaselineAction::Relearned, "system", 1200);
+    assert_eq!(
+        store
+            .put_baseline("vm-a", &v2, Some(1), &relearned)
+            .await
+            .unwrap(),
+        2
+    );
+    // A stale writer loses and learns the current version; nothing written.
+    let err = store
+        .put_baseline(
+            "vm-a",
+            &v3,
+            Some(1),
+            &change(BaselineAction::Pinned, "alice", 1300),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                current: Some(2),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("vm-a"), "{err}");
+    let pinned = change(BaselineAction::Pinned, "alice", 1400);
+    assert_eq!(
+        store
+            .put_baseline("vm-a", &v3, Some(2), &pinned)
+            .await
+            .unwrap(),
+        3
+    );
+    let predicted = change(BaselineAction::Predicted, "image-scan", 1500);
+    assert_eq!(
+        store
+            .put_baseline("vm-b", &v1, None, &predicted)
+            .await
+            .unwrap(),
+        1
+    );
+    let current = store.get_baseline("vm-a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            current.baseline.clone(),
+            current.version,
+            current.updated_at
+        ),
+        (v3.clone(), 3, 1400)
+    );
+    // One audit entry per successful change, none for the conflicts.
+    let audit = store.baseline_audit("vm-a").await.unwrap();
+    let trail: Vec<_> = audit
+        .iter()
+        .map(|e| (e.change.clone(), e.old.clone(), e.new.clone(), e.version))
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            (learned, None, v1.clone(), 1),
+            (relearned, Some(v1.clone()), v2.clone(), 2),
+            (pinned, Some(v2.clone()), v3.clone(), 3),
+        ]
+    );
+    assert!(audit.iter().all(|e| e.vm_id == "vm-a"));
+    assert_eq!(store.baseline_audit("vm-b").await.unwrap().len(), 1);
+
+    // --- alerts: upsert, filters.
+    let alert = |key: &str, vm_id: &str, state: &str, at: i64| AlertRecord {
+        key: key.into(),
+        vm_id: vm_id.into(),
+        state: state.into(),
+        alert: json!({"check": key, "severity": "high"}),
+        updated_at: at,
+    };
+    store
+        .put_alert(&alert("vm-a/pcr7", "vm-a", "active", 1))
+        .await
+        .unwrap();
+    store
+        .put_alert(&alert("vm-a/kernel", "vm-a", "active", 2))
+        .await
+        .unwrap();
+    store
+        .put_alert(&alert("vm-b/pcr7", "vm-b", "active", 3))
+        .await
+        .unwrap();
+    let resolved = alert("vm-a/kernel", "vm-a", "resolved", 4);
+    store.put_alert(&resolved).await.unwrap();
+    let keys = |alerts: Vec<AlertRecord>| alerts.into_iter().map(|a| a.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.alerts(&AlertFilter::default()).await.unwrap()),
+        ["vm-a/kernel", "vm-a/pcr7", "vm-b/pcr7"]
+    );
+    let by_vm = AlertFilter {
+        vm_id: Some("vm-a".into()),
+        state: None,
+    };
+    assert_eq!(
+        keys(store.alerts(&by_vm).await.unwrap()),
+        ["vm-a/kernel", "vm-a/pcr7"]
+    );
+    let active = AlertFilter {
+        vm_id: None,
+        state: Some("active".into()),
+    };
+    assert_eq!(
+        keys(store.alerts(&active).await.unwrap()),
+        ["vm-a/pcr7", "vm-b/pcr7"]
+    );
+    let both = AlertFilter {
+        vm_id: Some("vm-a".into()),
+        state: Some("resolved".into()),
+    };
+    assert_eq!(store.alerts(&both).await.unwrap(), vec![resolved]);
+    let none = AlertFilter {
+        vm_id: Some("vm-b".into()),
+        state: Some("resolved".into()),
+    };
+    assert!(store.alerts(&none).await.unwrap().is_empty());
+
+    // --- suppression rules.
+    assert!(store.suppression_rules().await.unwrap().is_empty());
+    let rule = |name: &str, days: u32| SuppressionRule {
+        name: name.into(),
+        rule: json!({"check": "pcr7", "days": days}),
+    };
+    store
+        .put_suppression_rule(&rule("z-rule", 1))
+        .await
+        .unwrap();
+    store
+        .put_suppression_rule(&rule("a-rule", 2))
+        .await
+        .unwrap();
+    store
+        .put_suppression_rule(&rule("z-rule", 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.suppression_rules().await.unwrap(),
+        vec![rule("a-rule", 2), rule("z-rule", 3)]
+    );
+    assert!(store.delete_suppression_rule("a-rule").await.unwrap());
+    assert!(!store.delete_suppression_rule("a-rule").await.unwrap());
+    assert_eq!(
+        store.suppression_rules().await.unwrap(),
+        vec![rule("z-rule", 3)]
+    );
+
+    // --- signing keys: at most one current.
+    assert!(store.current_signing_key().await.unwrap().is_none());
+    let key = |kid: &str, at: i64, current: bool| SigningKeyRecord {
+        kid: kid.into(),
+        pkcs8_pem: format!("-----BEGIN PRIVATE KEY-----\n{kid}\n-----END PRIVATE KEY-----\n"),
+        created_at: at,
+        retire_at: None,
+        current,
+    };
+    let k1 = key("k1", 10, true);
+    store.put_signing_key(&k1).await.unwrap();
+    assert_eq!(store.current_signing_key().await.unwrap().unwrap(), k1);
+    let k2 = key("k2", 20, true);
+    store.put_signing_key(&k2).await.unwrap();
+    let k1_retiring = SigningKeyRecord {
+        retire_at: Some(100),
+        current: false,
+        ..k1.clone()
+    };
+    store.put_signing_key(&k1_retiring).await.unwrap();
+    assert_eq!(store.current_signing_key().await.unwrap().unwrap(), k2);
+    assert_eq!(
+        store.signing_keys().await.unwrap(),
+        vec![k1_retiring.clone(), k2.clone()]
+    );
+    assert!(!format!("{k2:?}").contains("BEGIN PRIVATE KEY"));
+
+    // --- API tokens.
+    let token = |b: u8, name: &str, role| ApiTokenRecord {
+        sha256: [b; 32],
+        name: name.into(),
+        role,
+        created_at: 50,
+    };
+    assert!(store.lookup_api_token(&[1; 32]).await.unwrap().is_none());
+    store
+        .put_api_token(&token(1, "ci", Role::Reader))
+        .await
+        .unwrap();
+    store
+        .put_api_token(&token(2, "admin", Role::Admin))
+        .await
+        .unwrap();
+    store
+        .put_api_token(&token(1, "ci", Role::Operator))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.lookup_api_token(&[1; 32]).await.unwrap().unwrap(),
+        token(1, "ci", Role::Operator)
+    );
+    assert_eq!(
+        store.api_tokens().await.unwrap(),
+        vec![
+            token(2, "admin", Role::Admin),
+            token(1, "ci", Role::Operator)
+        ]
+    );
+    assert!(store.delete_api_token(&[2; 32]).await.unwrap());
+    assert!(!store.delete_api_token(&[2; 32]).await.unwrap());
+    assert!(store.lookup_api_token(&[2; 32]).await.unwrap().is_none());
+    assert_eq!(store.api_tokens().await.unwrap().len(), 1);
+
+    // --- the schema was migrated once.
+    assert_eq!(
+        store.applied_migrations().await.unwrap(),
+        (1..=Store::schema_version()).collect::<Vec<_>>()
+    );
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("store.db").display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&sqlite_url(&dir)).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    suite(&store).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_suite() {
+    let Ok(admin_url) = std::env::var("TRUSTLAUNCH_TEST_POSTGRES") else {
+        eprintln!("TRUSTLAUNCH_TEST_POSTGRES not set: PostgreSQL suite skipped");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    // A fresh database for this run, dropped afterwards.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!(
+        "trustlaunch_t{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
+    let mut admin = sqlx::AnyConnection::connect(&admin_url)
+        .await
+        .expect("TRUSTLAUNCH_TEST_POSTGRES is set but PostgreSQL is not reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database (the role needs CREATEDB)");
+    let base = admin_url.split('?').next().unwrap();
+    let (server, _db) = base.rsplit_once('/').unwrap();
+    let url = format!("{server}/{name}");
+
+    let outcome = tokio::spawn(async move {
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.backend(), Backend::Postgres);
+        suite(&store).await;
+        store.close().await;
+        // Reopening applies nothing again.
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+        assert_eq!(store.list_vms().await.unwrap().len(), 2);
+        store.close().await;
+    })
+    .await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_reopen_keeps_data_and_migrates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let store = Store::open(&url).await.unwrap();
+    store.put_vm(&vm("vm-a", 1)).await.unwrap();
+    store
+        .put_baseline(
+            "vm-a",
+            &json!({"x": 1}),
+            None,
+            &change(BaselineAction::Learned, "s", 5),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(dir.path().join("store.db").exists());
+
+    for _ in 0..2 {
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.get_vm("vm-a").await.unwrap().unwrap(), vm("vm-a", 1));
+        assert_eq!(
+            store.get_baseline("vm-a").await.unwrap().unwrap().version,
+            1
+        );
+        assert_eq!(store.baseline_audit("vm-a").await.unwrap().len(), 1);
+        assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_stores_share_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let one = Store::open(&url).await.unwrap();
+    let two = Store::open(&url).await.unwrap();
+
+    // The file is in WAL mode.
+    sqlx::any::install_default_drivers();
+    let mut raw = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(mode, "wal");
+    raw.close().await.unwrap();
+
+    one.put_vm(&vm("vm-a", 1)).await.unwrap();
+    assert_eq!(two.get_vm("vm-a").await.unwrap().unwrap(), vm("vm-a", 1));
+    assert!(two
+        .add_attestation(&attestation("vm-a", 9, 10, true))
+        .await
+        .unwrap());
+    assert!(!one
+        .add_attestation(&attestation("vm-a", 9, 10, true))
+        .await
+        .unwrap());
+    assert_eq!(one.history("vm-a", 5).await.unwrap().len(), 1);
+
+    // Optimistic concurrency across the two: the slower writer conflicts.
+    let c = change(BaselineAction::Learned, "s", 1);
+    assert_eq!(
+        one.put_baseline("vm-a", &json!(1), None, &c).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        two.put_baseline("vm-a", &json!(2), Some(1), &c)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        one.put_baseline("vm-a", &json!(3), Some(1), &c).await,
+        Err(StoreError::Conflict {
+            current: Some(2),
+            ..
+        })
+    ));
+    assert_eq!(
+        one.get_baseline("vm-a").await.unwrap().unwrap().baseline,
+        json!(2)
+    );
+
+    // Concurrent writers from both stores: every change lands exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..20u8 {
+        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .add_attestation(&attestation("vm-b", i, i64::from(i), true))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    assert_eq!(two.history("vm-b", 100).await.unwrap().len(), 20);
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test]
+async fn bad_urls_are_typed_errors_without_passwords() {
+    match Store::open("mysql://u:hunter2@h/db").await {
+        Err(e @ StoreError::UnsupportedUrl { .. }) => {
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        other => panic!("expected UnsupportedUrl, got {other:?}"),
+    }
+    let options = StoreOptions {
+        max_connections: Some(1),
+        acquire_timeout: std::time::Duration::from_secs(2),
+    };
+    // Port 1 on loopback: nothing listens.
+    match Store::open_with("postgres://u:hunter2@127.0.0.1:1/db", &options).await {
+        Err(e @ StoreError::Connect { .. }) => {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("u:***@127.0.0.1:1"), "{shown}");
+        }
+        other => panic!("expected Connect, got {other:?}"),
+    }
+}
