@@ -680,3 +680,21 @@ fn untrusted_kernel_modules_fail_kernel_modules() {
         check.detail
     );
 }
+
+/// shim logs its SBAT level as an EV_EFI_VARIABLE_AUTHORITY event that
+/// authorises nothing: it is SBAT text, not a db entry (real shim log).
+#[test]
+fn shims_sbat_level_is_not_an_authority() {
+    let shim = case("shim", "attestation.json");
+    let log = EventLog::parse(&shim.evidence.event_log.0).unwrap();
+    let ev = trustlaunch_eventlog::BootEvidence::extract(&log);
+    assert!(ev.authorities.iter().all(|a| a.database != "SbatLevel"));
+    assert_eq!(ev.sbat_levels.len(), 1);
+    assert!(
+        ev.sbat_levels[0].text.starts_with("sbat,1,"),
+        "{:?}",
+        ev.sbat_levels[0].text
+    );
+    let names: Vec<&str> = ev.authorities.iter().map(|a| a.database.as_str()).collect();
+    assert_eq!(names, ["db", "MokListRT"]);
+}

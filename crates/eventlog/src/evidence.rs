@@ -191,6 +191,11 @@ pub struct BootEvidence {
     /// shim's MOK state measured into PCR 14 (MokList, MokListX,
     /// MokListTrusted, MokSBState as EV_IPL or variable events).
     pub mok: Vec<IplString>,
+    /// shim's SBAT level: logged as an EV_EFI_VARIABLE_AUTHORITY event
+    /// (variable `SbatLevel`, shim-lock GUID) although it authorises no
+    /// image — its data is SBAT CSV text (`sbat,1,2025021800\nshim,4...`),
+    /// so it is reported here and not among the authorities.
+    pub sbat_levels: Vec<IplString>,
 }
 
 fn variable(event: &Event, data: EventData) -> Option<MeasuredVariable> {
@@ -289,6 +294,15 @@ impl BootEvidence {
                 }
                 EventType::EV_EFI_VARIABLE_AUTHORITY => {
                     if let EventData::Variable(v) = data {
+                        if v.guid == Guid::SHIM_LOCK && v.name == "SbatLevel" {
+                            ev.sbat_levels.push(IplString {
+                                event: event.index,
+                                pcr: event.pcr,
+                                text: String::from_utf8_lossy(&v.data).into_owned(),
+                                digests: event.digests.clone(),
+                            });
+                            continue;
+                        }
                         let (owner, entry) = match v.decoded {
                             Some(VariableContent::Authority(sd)) => (Some(sd.owner), sd.data),
                             Some(VariableContent::AuthorityCertificate { der }) => (None, der),
