@@ -28,7 +28,7 @@ use trustlaunch_attestation::{
     appraise, Appraisal, Baseline, BaselineSource, KeyDatabases, Outcome, Reference,
 };
 use trustlaunch_protocol::{decode, Bytes, Evidence};
-use trustlaunch_secureboot::varstore::{SecureBootVar, VarStore};
+use trustlaunch_secureboot::varstore::VarStore;
 use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
 
 const ATTESTATION: &str =
@@ -107,18 +107,7 @@ fn fixture() -> &'static Fixture {
             trustlaunch_eventlog::hex::decode(string_after(STATE, "ekPublic")).expect("ekPublic");
         let ca = vec![CaCertificate::parse(VTPM_CA).expect("vTPM CA")];
         let vars = VarStore::parse(VARS).expect("variable store");
-        let get = |v: SecureBootVar| {
-            let (n, g) = v.id();
-            vars.get(n, g)
-                .map(|x| x.data.clone())
-                .filter(|d| !d.is_empty())
-        };
-        let template = KeyDatabases {
-            pk: get(SecureBootVar::Pk),
-            kek: get(SecureBootVar::Kek),
-            db: get(SecureBootVar::Db),
-            dbx: get(SecureBootVar::Dbx),
-        };
+        let template = KeyDatabases::from_store(&vars);
         let mut f = Fixture {
             evidence,
             ek_public,

@@ -51,8 +51,10 @@ const RECORD_BUFFER: usize = 8192;
 /// The longest module name (`MODULE_NAME_LEN` less the NUL on 64-bit).
 const MAX_MODULE_NAME: usize = 55;
 
-/// `O_NONBLOCK` (the generic Linux value; the agent runs on these).
-#[cfg(any(
+/// `O_NONBLOCK`: the generic Linux value on the architectures listed;
+/// elsewhere unknown, and the kernel log is not read (a blocking read would
+/// wait for the next message).
+const O_NONBLOCK: Option<i32> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
@@ -61,21 +63,11 @@ const MAX_MODULE_NAME: usize = 55;
     target_arch = "powerpc64",
     target_arch = "s390x",
     target_arch = "loongarch64"
-))]
-const O_NONBLOCK: Option<i32> = Some(0o4000);
-/// Unknown here: the kernel log is not read (a blocking read would wait
-/// for the next message).
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "powerpc64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-)))]
-const O_NONBLOCK: Option<i32> = None;
+)) {
+    Some(0o4000)
+} else {
+    None
+};
 
 /// Reads the kernel log from `path` (`/dev/kmsg`) from its oldest record,
 /// non-blocking: one record per read until EAGAIN (or EOF, for a plain

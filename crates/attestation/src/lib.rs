@@ -84,6 +84,27 @@ pub struct KeyDatabases {
     pub dbx: Option<Vec<u8>>,
 }
 
+impl KeyDatabases {
+    /// The PK, KEK, db and dbx of a variable store (empty variables as
+    /// `None`), e.g. the store a VM's key template makes.
+    pub fn from_store(store: &trustlaunch_secureboot::varstore::VarStore) -> Self {
+        use trustlaunch_secureboot::varstore::SecureBootVar;
+        let get = |v: SecureBootVar| {
+            let (name, guid) = v.id();
+            store
+                .get(name, guid)
+                .map(|x| x.data.clone())
+                .filter(|d| !d.is_empty())
+        };
+        Self {
+            pk: get(SecureBootVar::Pk),
+            kek: get(SecureBootVar::Kek),
+            db: get(SecureBootVar::Db),
+            dbx: get(SecureBootVar::Dbx),
+        }
+    }
+}
+
 /// What the platform knows about the VM and this challenge.
 #[derive(Clone, Debug)]
 pub struct Reference<'a> {

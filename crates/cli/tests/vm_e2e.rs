@@ -466,6 +466,17 @@ fn tiny_trusted_launch_attests_and_its_vtpm_persists() {
     assert!(vm_processes(f, name).is_empty());
 }
 
+/// The names of the failed checks of an appraisal (JSON).
+fn failed_checks(a: &Value) -> Vec<&str> {
+    a["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
 /// `host vm appraise`: healthy, every check passed or skipped, and the
 /// baseline predicted from the image before the first boot held.
 fn assert_appraised_healthy(f: &Fixture, name: &str) {
@@ -793,13 +804,7 @@ fn unsigned_kernel_module_is_refused_and_reported() {
     let o = tl(f, &["host", "vm", "appraise", name, "--json"]);
     assert!(!o.status.success(), "an unhealthy appraisal exits non-zero");
     let a = json(&o);
-    let failed: Vec<&str> = a["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["outcome"] == "fail")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let failed = failed_checks(&a);
     assert_eq!(failed, ["kernel.modules"], "{a:#}");
 }
 
@@ -844,13 +849,7 @@ fn kernel_debug_flag_measured_by_grub_is_caught() {
     let o = tl(f, &["host", "vm", "appraise", name, "--json"]);
     assert!(!o.status.success());
     let a = json(&o);
-    let failed: Vec<&str> = a["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["outcome"] == "fail")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let failed = failed_checks(&a);
     assert_eq!(failed, ["boot.debug"], "{a:#}");
     assert_eq!(a["claims"]["x-ms-azurevm-kerneldebug-enabled"], true);
     // The failure cites grub's kernel_cmdline event in PCR 8.

@@ -351,16 +351,7 @@ impl ImageMetadata {
         if buf.len() as u64 > MAX_METADATA_BYTES {
             return Err(MetadataError::TooLarge { path });
         }
-        Self::from_json(&buf).map_err(|e| match e {
-            FromJson::Json(source) => MetadataError::Json {
-                path: path.clone(),
-                source,
-            },
-            FromJson::Invalid(message) => MetadataError::Invalid {
-                path: path.clone(),
-                message,
-            },
-        })
+        Self::from_json_at(&buf, path)
     }
 
     /// Parses and validates JSON bytes.
@@ -372,16 +363,14 @@ impl ImageMetadata {
 
     /// Parses and validates `image.json` text (for callers holding bytes).
     pub fn parse(bytes: &[u8]) -> Result<Self, MetadataError> {
-        let path = std::path::PathBuf::from(METADATA_FILE);
+        Self::from_json_at(bytes, std::path::PathBuf::from(METADATA_FILE))
+    }
+
+    /// [`Self::from_json`], its errors naming `path`.
+    fn from_json_at(bytes: &[u8], path: std::path::PathBuf) -> Result<Self, MetadataError> {
         Self::from_json(bytes).map_err(|e| match e {
-            FromJson::Json(source) => MetadataError::Json {
-                path: path.clone(),
-                source,
-            },
-            FromJson::Invalid(message) => MetadataError::Invalid {
-                path: path.clone(),
-                message,
-            },
+            FromJson::Json(source) => MetadataError::Json { path, source },
+            FromJson::Invalid(message) => MetadataError::Invalid { path, message },
         })
     }
 }

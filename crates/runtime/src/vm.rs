@@ -581,7 +581,7 @@ impl Runtime {
         }
         result?;
         step("created", format!("{}", p.dir.display()));
-        self.info(&spec.name, &p)
+        self.info(&p)
     }
 
     fn populate(
@@ -662,7 +662,6 @@ impl Runtime {
                 // Microsoft's KEK and db; the PK is the platform's (the
                 // platform owns every VM's firmware).
                 keys.pk = Some(cert_db(&self.keys.pk.cert_der));
-                let _ = SecureBootVar::Pk;
                 keys
             }
             KeyTemplate::None => DbTemplate::none(),
@@ -707,7 +706,7 @@ impl Runtime {
     pub fn start(&self, name: &str, progress: &mut dyn FnMut(Progress)) -> Result<VmInfo, VmError> {
         let p = self.existing(name)?;
         let _lock = lock(&p.dir)?;
-        let mut state = self.refresh_locked(name, &p)?;
+        let mut state = self.refresh_locked(&p)?;
         if state.status == Status::Running || state.status == Status::Creating {
             return Err(VmError::WrongStatus {
                 name: name.into(),
@@ -771,7 +770,7 @@ impl Runtime {
         state.pending_changes.clear();
         state.accel = Some(self.accel.accel);
         Self::save_state(&p, &state)?;
-        self.info(name, &p)
+        self.info(&p)
     }
 
     /// Follows a started VM's boot up to `limit`: watches its console (a
@@ -792,7 +791,7 @@ impl Runtime {
         let mut emit = stepper(name, progress);
         // The challenge goes in at once: QEMU holds it until the agent
         // opens the port.
-        let session = match (&expected_ek, spec.security_profile.vtpm()) {
+        let mut session = match (&expected_ek, spec.security_profile.vtpm()) {
             (Some(ek), true) => {
                 let mut ch = Channel::connect(&p.attest_sock())?;
                 let ek = ek.clone();
@@ -802,7 +801,6 @@ impl Runtime {
             }
             _ => None,
         };
-        let mut session = session;
         let boot_file = boot_file(&spec);
         let mut seen_firmware = false;
         let mut seen_up = false;
@@ -811,12 +809,12 @@ impl Runtime {
             match console::judge(&text, &boot_file) {
                 ConsoleVerdict::SecureBootDenied { reason, .. } => {
                     emit("denied", reason.clone());
-                    self.fail_and_stop(name, &p, &reason)?;
+                    self.fail_and_stop(&p, &reason)?;
                     return Ok(BootOutcome::Failed { reason });
                 }
                 ConsoleVerdict::KernelPanic { line } => {
                     let reason = format!("guest kernel panic: {line}");
-                    self.fail_and_stop(name, &p, &reason)?;
+                    self.fail_and_stop(&p, &reason)?;
                     return Ok(BootOutcome::Failed { reason });
                 }
                 ConsoleVerdict::GuestUp { line } if !seen_up => {
@@ -936,7 +934,7 @@ impl Runtime {
         Ok(())
     }
 
-    fn fail_and_stop(&self, _name: &str, p: &Paths, reason: &str) -> Result<(), VmError> {
+    fn fail_and_stop(&self, p: &Paths, reason: &str) -> Result<(), VmError> {
         let _lock = lock(&p.dir)?;
         self.kill_processes(p);
         let mut s = Self::load_state(p)?;
@@ -972,7 +970,7 @@ impl Runtime {
     pub fn stop(&self, name: &str, grace: Duration) -> Result<VmInfo, VmError> {
         let p = self.existing(name)?;
         let _lock = lock(&p.dir)?;
-        let mut state = self.refresh_locked(name, &p)?;
+        let mut state = self.refresh_locked(&p)?;
         if state.status == Status::Running {
             state.stop_requested = true;
             Self::save_state(&p, &state)?;
@@ -996,7 +994,7 @@ impl Runtime {
             // A failed VM may still have processes (e.g. refused boot).
             self.kill_processes(&p);
         }
-        self.info(name, &p)
+        self.info(&p)
     }
 
     /// Stop (graceful) then start.
@@ -1041,7 +1039,7 @@ impl Runtime {
         if was_running {
             self.start(name, progress)
         } else {
-            self.info(name, &p)
+            self.info(&p)
         }
     }
 
@@ -1071,7 +1069,7 @@ impl Runtime {
             )];
             Self::save_state(&p, &state)?;
         }
-        self.info(name, &p)
+        self.info(&p)
     }
 
     /// Deletes a VM: stops it (forced), destroys its vTPM and key, removes
@@ -1092,10 +1090,10 @@ impl Runtime {
     pub fn refresh(&self, name: &str) -> Result<VmState, VmError> {
         let p = self.existing(name)?;
         let _lock = lock(&p.dir)?;
-        self.refresh_locked(name, &p)
+        self.refresh_locked(&p)
     }
 
-    fn refresh_locked(&self, _name: &str, p: &Paths) -> Result<VmState, VmError> {
+    fn refresh_locked(&self, p: &Paths) -> Result<VmState, VmError> {
         let mut state = Self::load_state(p)?;
         let before = state.clone();
         let marker = p.marker();
@@ -1162,7 +1160,7 @@ impl Runtime {
         Ok(state)
     }
 
-    fn info(&self, name: &str, p: &Paths) -> Result<VmInfo, VmError> {
+    fn info(&self, p: &Paths) -> Result<VmInfo, VmError> {
         let marker = p.marker();
         Ok(VmInfo {
             spec: Self::load_spec(p)?,
@@ -1172,17 +1170,13 @@ impl Runtime {
             dir: p.dir.clone(),
             console_log: p.console(),
         })
-        .map(|mut i: VmInfo| {
-            i.spec.name = name.to_owned();
-            i
-        })
     }
 
     /// A VM, refreshed.
     pub fn show(&self, name: &str) -> Result<VmInfo, VmError> {
         self.refresh(name)?;
         let p = self.existing(name)?;
-        self.info(name, &p)
+        self.info(&p)
     }
 
     /// Every VM, refreshed (the runtime's recovery after a restart).
@@ -1247,19 +1241,7 @@ impl Runtime {
         let ca = vec![self.keys.vtpm_ca.certificate().clone()];
         let store =
             VarStore::parse(&self.make_vars(&spec)?).map_err(|e| VmError::Vars(e.to_string()))?;
-        let get = |v: SecureBootVar| {
-            let (n, g) = v.id();
-            store
-                .get(n, g)
-                .map(|x| x.data.clone())
-                .filter(|d| !d.is_empty())
-        };
-        let template = KeyDatabases {
-            pk: get(SecureBootVar::Pk),
-            kek: get(SecureBootVar::Kek),
-            db: get(SecureBootVar::Db),
-            dbx: get(SecureBootVar::Dbx),
-        };
+        let template = KeyDatabases::from_store(&store);
         let baseline = ImageMetadata::read(&spec.image)
             .ok()
             .map(|m| predicted_baseline(&m, &store, spec.security_profile.secure_boot()));

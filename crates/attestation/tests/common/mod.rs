@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use trustlaunch_attestation::{KeyDatabases, Reference};
 use trustlaunch_protocol::Evidence;
-use trustlaunch_secureboot::varstore::{SecureBootVar, VarStore};
+use trustlaunch_secureboot::varstore::VarStore;
 use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
 
 pub fn data() -> PathBuf {
@@ -46,19 +46,8 @@ pub fn case(name: &str, attestation: &str) -> Case {
     let spec = json(dir.join("spec.json"));
     let ek_public = trustlaunch_eventlog::hex::decode(state["ekPublic"].as_str().unwrap()).unwrap();
     let vars = VarStore::parse(&std::fs::read(dir.join("vars-created.fd")).unwrap()).unwrap();
-    let get = |v: SecureBootVar| {
-        let (n, g) = v.id();
-        vars.get(n, g)
-            .map(|x| x.data.clone())
-            .filter(|d| !d.is_empty())
-    };
     Case {
-        template: KeyDatabases {
-            pk: get(SecureBootVar::Pk),
-            kek: get(SecureBootVar::Kek),
-            db: get(SecureBootVar::Db),
-            dbx: get(SecureBootVar::Dbx),
-        },
+        template: KeyDatabases::from_store(&vars),
         secure_boot: spec["securityProfile"]["uefiSettings"]["secureBootEnabled"] == true,
         checks_at_recording: a["checks"]
             .as_array()
