@@ -231,6 +231,39 @@ impl Appraisal {
     pub fn check(&self, name: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.name == name)
     }
+
+    /// The verdict: healthy or not, and which checks failed saying what
+    /// (what the security center needs, and can be kept as JSON).
+    pub fn verdict(&self) -> Verdict {
+        Verdict {
+            healthy: self.healthy,
+            failed: self
+                .failures()
+                .map(|c| FailedCheck {
+                    name: c.name.to_owned(),
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An appraisal's verdict ([`Appraisal::verdict`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Verdict {
+    /// Every check passed or was skipped.
+    pub healthy: bool,
+    /// The failed checks, in order.
+    pub failed: Vec<FailedCheck>,
+}
+
+/// A failed check, by name, with what it found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FailedCheck {
+    /// The check's name.
+    pub name: String,
+    /// What it found.
+    pub detail: String,
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Appraisal, Outcome};
+use crate::Verdict;
 
 /// Severity, as Defender grades them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -95,8 +95,8 @@ pub struct Posture<'a> {
     pub vtpm: bool,
     /// The guest attestation agent (extension) is installed.
     pub attestation_agent: bool,
-    /// The last appraisal, if any.
-    pub last_appraisal: Option<&'a Appraisal>,
+    /// The last appraisal's verdict, if any.
+    pub last_appraisal: Option<&'a Verdict>,
     /// Seconds since the agent last answered (`None`: never).
     pub agent_silent_for: Option<u64>,
     /// How long the agent may be silent before it is unresponsive.
@@ -143,7 +143,7 @@ pub fn recommendations(p: &Posture<'_>) -> Vec<Recommendation> {
     if p.attestation_agent {
         match p.last_appraisal {
             Some(a) if !a.healthy => {
-                let failed: Vec<&str> = a.failures().map(|c| c.name).collect();
+                let failed: Vec<&str> = a.failed.iter().map(|c| c.name.as_str()).collect();
                 add(
                     RecommendationKind::AttestationHealthy,
                     format!("the last attestation failed: {}", failed.join(", ")),
@@ -233,7 +233,7 @@ pub enum Cause {
 }
 
 /// A condition that should be an alert.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertCandidate {
     /// Kind.
     pub kind: AlertKind,
@@ -294,9 +294,10 @@ pub fn alert_candidates(p: &Posture<'_>) -> Vec<AlertCandidate> {
     }
     if let Some(a) = p.last_appraisal {
         let mut by_reason: BTreeMap<FailureReason, Vec<String>> = BTreeMap::new();
-        for c in a.checks.iter().filter(|c| c.outcome == Outcome::Fail) {
+        // An untrusted module has its own alert (below), not a second one.
+        for c in a.failed.iter().filter(|c| c.name != "kernel.modules") {
             by_reason
-                .entry(reason_of(c.name))
+                .entry(reason_of(&c.name))
                 .or_default()
                 .push(format!("{}: {}", c.name, c.detail));
         }
@@ -375,7 +376,8 @@ pub struct SuppressionRule {
 }
 
 impl SuppressionRule {
-    fn matches(&self, c: &AlertCandidate) -> bool {
+    /// Whether the rule covers an alert condition.
+    pub fn matches(&self, c: &AlertCandidate) -> bool {
         self.kind.is_none_or(|k| k == c.kind)
             && self
                 .reason

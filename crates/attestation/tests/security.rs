@@ -10,11 +10,11 @@ use trustlaunch_attestation::security::{
     alert_candidates, recommendations, AlertBook, AlertEvent, AlertKind, AlertState, Cause,
     FailureReason, Posture, RecommendationKind, Severity, SuppressionRule,
 };
-use trustlaunch_attestation::{appraise, Appraisal, Baseline, BaselineSource};
+use trustlaunch_attestation::{appraise, Baseline, BaselineSource, Verdict};
 use trustlaunch_protocol::Bytes;
 use trustlaunch_tpm::public::Public;
 
-fn posture<'a>(vm: &'a str, a: Option<&'a Appraisal>) -> Posture<'a> {
+fn posture<'a>(vm: &'a str, a: Option<&'a Verdict>) -> Posture<'a> {
     Posture {
         vm_id: vm,
         trusted_launch_supported: true,
@@ -43,7 +43,8 @@ fn clean_boot_no_alert_and_each_failure_named_once() {
     let tiny = case("tiny-sb", "attestation-boot1.json");
     let clean = appraise(&tiny.evidence, &reference(&tiny, &ca));
     assert!(clean.healthy);
-    let p = posture("vm1", Some(&clean));
+    let clean_v = clean.verdict();
+    let p = posture("vm1", Some(&clean_v));
     assert!(
         alert_candidates(&p).is_empty(),
         "no false alert on a clean boot"
@@ -57,7 +58,7 @@ fn clean_boot_no_alert_and_each_failure_named_once() {
     e.ak_public = shim.evidence.ak_public.clone();
     e.ak_name = Bytes(Public::from_bytes(&e.ak_public.0).unwrap().name().unwrap());
     let bad = appraise(&e, &reference(&tiny, &ca));
-    let c = alert_candidates(&posture("vm1", Some(&bad)));
+    let c = alert_candidates(&posture("vm1", Some(&bad.verdict())));
     assert_eq!(reasons(&c), [FailureReason::QuoteNotFromVtpm]);
     assert!(c[0].detail.contains("quote.signature"), "{}", c[0].detail);
     assert_eq!(
@@ -65,7 +66,7 @@ fn clean_boot_no_alert_and_each_failure_named_once() {
         "Attestation failed your virtual machine"
     );
     assert_eq!(c[0].kind.severity(), Severity::Medium);
-    let r = recommendations(&posture("vm1", Some(&bad)));
+    let r = recommendations(&posture("vm1", Some(&bad.verdict())));
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].kind, RecommendationKind::AttestationHealthy);
     assert_eq!(r[0].severity, Severity::Medium);
@@ -80,7 +81,7 @@ fn clean_boot_no_alert_and_each_failure_named_once() {
     let mut r = reference(&cmdline, &ca);
     r.baseline = Some(&base);
     let dev = appraise(&cmdline.evidence, &r);
-    let c = alert_candidates(&posture("vm1", Some(&dev)));
+    let c = alert_candidates(&posture("vm1", Some(&dev.verdict())));
     assert_eq!(reasons(&c), [FailureReason::BaselineDeviation]);
     assert!(
         c[0].detail.contains(".cmdline changed from"),
@@ -89,7 +90,8 @@ fn clean_boot_no_alert_and_each_failure_named_once() {
     );
 
     // A silent agent.
-    let mut p = posture("vm1", Some(&clean));
+    let clean_v = clean.verdict();
+    let mut p = posture("vm1", Some(&clean_v));
     p.agent_silent_for = Some(3600);
     assert_eq!(
         reasons(&alert_candidates(&p)),
@@ -103,7 +105,8 @@ fn clean_boot_no_alert_and_each_failure_named_once() {
 
     // An untrusted module, under Secure Boot.
     let modules = vec!["evil.ko".to_owned()];
-    let mut p = posture("vm1", Some(&clean));
+    let clean_v = clean.verdict();
+    let mut p = posture("vm1", Some(&clean_v));
     p.untrusted_modules = &modules;
     let c = alert_candidates(&p);
     assert_eq!(c.len(), 1);
@@ -116,7 +119,8 @@ fn alerts_are_deduplicated_resolved_raised_again_and_suppressed() {
     let ca = platform_ca();
     let tiny = case("tiny-sb", "attestation-boot1.json");
     let clean = appraise(&tiny.evidence, &reference(&tiny, &ca));
-    let mut silent = posture("vm1", Some(&clean));
+    let clean_v = clean.verdict();
+    let mut silent = posture("vm1", Some(&clean_v));
     silent.agent_silent_for = Some(9999);
     let mut book = AlertBook::default();
 
@@ -131,7 +135,8 @@ fn alerts_are_deduplicated_resolved_raised_again_and_suppressed() {
     // Another VM's evaluation does not touch vm1's alert.
     assert!(book.reconcile("vm2", &[], &[], 170).is_empty());
     // The agent answers: resolved.
-    let ok = posture("vm1", Some(&clean));
+    let clean_v = clean.verdict();
+    let ok = posture("vm1", Some(&clean_v));
     let ev = book.reconcile("vm1", &alert_candidates(&ok), &[], 200);
     assert!(matches!(&ev[..], [AlertEvent::Resolved { .. }]));
     assert_eq!(book.in_state(AlertState::Active).count(), 0);
@@ -152,7 +157,8 @@ fn alerts_are_deduplicated_resolved_raised_again_and_suppressed() {
     // fires; a rule suppresses it for these VMs, and only for them.
     let off = case("tiny-sb-off", "attestation.json");
     let a_off = appraise(&off.evidence, &reference(&off, &ca));
-    let mut p = posture("lab-vm", Some(&a_off));
+    let off_v = a_off.verdict();
+    let mut p = posture("lab-vm", Some(&off_v));
     p.secure_boot = false;
     let c = alert_candidates(&p);
     assert_eq!(reasons(&c), [FailureReason::SecureBootOff]);

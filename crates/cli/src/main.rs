@@ -1,12 +1,14 @@
 //! `trustlaunch`: the command line. A thin layer: it reads files, turns
 //! arguments into calls of the libraries, and prints their results.
 
+mod client;
 mod eventlog;
 mod host;
 mod image;
 mod input;
 mod pcrs;
 mod secureboot;
+mod server;
 mod tpm;
 mod tpm_certs;
 
@@ -36,12 +38,24 @@ enum Command {
     /// decisions, signature lists, OVMF variable stores, PCR 7 prediction.
     #[command(subcommand)]
     Secureboot(secureboot::SecurebootCommand),
-    /// This host's VM runtime: accelerator probe (VMs arrive with issue 6).
+    /// This host's VM runtime: accelerator probe, Trusted Launch VMs.
     #[command(subcommand)]
     Host(host::HostCommand),
     /// Gen2 disk images: tiny (signed UKI) and debian-shim; metadata.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// The attestation service: REST API, monitoring of this host's VMs,
+    /// tokens, recommendations, alerts (the main job).
+    Server(server::ServerCommand),
+    /// Attestations of a VM, from the server.
+    #[command(subcommand)]
+    Attestation(client::AttestationCommand),
+    /// A VM's baseline: show, pin, relearn (from the server).
+    #[command(subcommand)]
+    Baseline(client::BaselineCommand),
+    /// Recommendations and alerts (from the server).
+    #[command(subcommand)]
+    Security(client::SecurityCommand),
 }
 
 /// Output piped into a reader that stops early (`| head`) ends the process
@@ -72,6 +86,10 @@ fn main() -> ExitCode {
         Command::Secureboot(cmd) => secureboot::run(cmd),
         Command::Host(cmd) => host::run(cmd),
         Command::Image(cmd) => image::run(cmd),
+        Command::Server(cmd) => server::run(cmd),
+        Command::Attestation(cmd) => client::attestation(cmd),
+        Command::Baseline(cmd) => client::baseline(cmd),
+        Command::Security(cmd) => client::security(cmd),
     };
     match result {
         Ok(code) => code,

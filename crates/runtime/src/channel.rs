@@ -190,7 +190,8 @@ impl Channel {
     /// One challenge: nonce -> evidence -> checks -> credential activation.
     /// `expected_ek` is the EK's TPMT_PUBLIC recorded when the platform
     /// created the VM's vTPM; `limit` bounds the whole exchange (a guest
-    /// that is still booting answers once its agent runs).
+    /// that is still booting answers once its agent runs). Fails on the
+    /// first check that does not hold.
     pub fn attest(
         &mut self,
         expected_ek: &[u8],
@@ -198,12 +199,69 @@ impl Channel {
         rng: &mut impl CryptoRngCore,
         now: u64,
     ) -> Result<Received, ChannelError> {
-        let t0 = Instant::now();
-        let deadline = t0 + limit;
         let mut nonce = vec![0u8; NONCE_LEN];
         rng.fill_bytes(&mut nonce);
+        let collected = self.collect_with(&nonce, expected_ek, limit, rng, |e| {
+            check_evidence(e, &nonce, expected_ek).map(Some)
+        })?;
+        let Some((quote, mut checks)) = collected.checked else {
+            return Err(ChannelError::Unexpected {
+                expected: "checked evidence",
+                got: "none".into(),
+            });
+        };
+        if !collected.ak_activated {
+            return Err(ChannelError::Rejected {
+                check: "ak_activated_under_ek",
+                reason: "the guest returned a different secret: the AK is not in this vTPM".into(),
+            });
+        }
+        checks.push("ak_activated_under_ek");
+        Ok(Received {
+            received_at: now,
+            wait_ms: collected.wait_ms,
+            evidence: collected.evidence,
+            quote,
+            checks,
+        })
+    }
+
+    /// One challenge for the attestation service, which appraises what
+    /// comes back itself: nonce -> evidence -> credential activation under
+    /// `expected_ek` (the EK the platform created for the VM, never the
+    /// one the guest names) for the AK the guest names. Nothing is
+    /// rejected here but transport and protocol errors: a wrong nonce, a
+    /// foreign EK or an AK that is not in this vTPM come back as evidence
+    /// and `ak_activated == false` for the appraisal to name.
+    pub fn collect(
+        &mut self,
+        nonce: &[u8],
+        expected_ek: &[u8],
+        limit: Duration,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Collected, ChannelError> {
+        let c = self.collect_with(nonce, expected_ek, limit, rng, |_| Ok(None))?;
+        Ok(Collected {
+            evidence: c.evidence,
+            ak_activated: c.ak_activated,
+            wait_ms: c.wait_ms,
+        })
+    }
+
+    fn collect_with(
+        &mut self,
+        nonce: &[u8],
+        expected_ek: &[u8],
+        limit: Duration,
+        rng: &mut impl CryptoRngCore,
+        check: impl FnOnce(
+            &Evidence,
+        ) -> Result<Option<(VerifiedQuote, Vec<&'static str>)>, ChannelError>,
+    ) -> Result<CollectedChecked, ChannelError> {
+        let t0 = Instant::now();
+        let deadline = t0 + limit;
         self.send(&HostMessage::Challenge {
-            nonce: Bytes(nonce.clone()),
+            nonce: Bytes(nonce.to_vec()),
         })?;
         let evidence = match self.recv(deadline, "evidence", limit)? {
             GuestMessage::Evidence(e) => *e,
@@ -218,7 +276,7 @@ impl Channel {
             }
         };
         let wait_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (quote, mut checks) = match check_evidence(&evidence, &nonce, expected_ek) {
+        let checked = match check(&evidence) {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.send(&HostMessage::Error {
@@ -227,9 +285,10 @@ impl Channel {
                 return Err(e);
             }
         };
-        // Credential activation: only the TPM holding this EK can recover
-        // the secret, and only for an object with the AK's name.
-        let ek = Public::from_bytes(&evidence.ek_public.0).map_err(|e| ChannelError::Rejected {
+        // Credential activation under the EK the platform created: only
+        // the TPM holding it can recover the secret, and only for an
+        // object with the AK's name.
+        let ek = Public::from_bytes(expected_ek).map_err(|e| ChannelError::Rejected {
             check: "ek_public",
             reason: e.to_string(),
         })?;
@@ -245,18 +304,11 @@ impl Channel {
             credential_blob: Bytes(made.credential_blob),
             secret: Bytes(made.secret),
         })?;
-        match self.recv(deadline, "activated", limit)? {
-            GuestMessage::Activated { secret: s } if s.0 == secret => {}
-            GuestMessage::Activated { .. } => {
-                let _ = self.send(&HostMessage::Error {
-                    message: "wrong credential".into(),
-                });
-                return Err(ChannelError::Rejected {
-                    check: "ak_activated_under_ek",
-                    reason: "the guest returned a different secret: the AK is not in this vTPM"
-                        .into(),
-                });
-            }
+        let ak_activated = match self.recv(deadline, "activated", limit)? {
+            GuestMessage::Activated { secret: s } => s.0 == secret,
+            // The guest's TPM could not activate it (another TPM's EK, or
+            // a name that is not of a loaded key): not activated.
+            GuestMessage::Error { stage, .. } if stage == "activate" => false,
             GuestMessage::Error { stage, message } => {
                 return Err(ChannelError::Agent { stage, message })
             }
@@ -266,17 +318,40 @@ impl Channel {
                     got: format!("{other:?}"),
                 })
             }
+        };
+        if ak_activated {
+            self.send(&HostMessage::Done {})?;
+        } else {
+            let _ = self.send(&HostMessage::Error {
+                message: "wrong credential".into(),
+            });
         }
-        checks.push("ak_activated_under_ek");
-        self.send(&HostMessage::Done {})?;
-        Ok(Received {
-            received_at: now,
-            wait_ms,
+        Ok(CollectedChecked {
             evidence,
-            quote,
-            checks,
+            ak_activated,
+            wait_ms,
+            checked,
         })
     }
+}
+
+/// What one challenge brought back, unjudged (see [`Channel::collect`]).
+#[derive(Clone, Debug)]
+pub struct Collected {
+    /// The evidence as sent.
+    pub evidence: Evidence,
+    /// Whether the guest recovered the credential made for its AK name
+    /// under the VM's own EK.
+    pub ak_activated: bool,
+    /// Milliseconds from the challenge to the evidence.
+    pub wait_ms: u64,
+}
+
+struct CollectedChecked {
+    evidence: Evidence,
+    ak_activated: bool,
+    wait_ms: u64,
+    checked: Option<(VerifiedQuote, Vec<&'static str>)>,
 }
 
 /// The quoted PCR values as the verifier's map (the appraisal's own).

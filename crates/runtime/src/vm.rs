@@ -41,7 +41,7 @@ use trustlaunch_secureboot::varstore::{KeyTemplate as DbTemplate, SecureBootVar,
 use trustlaunch_tpm::ekcert::UnixTime;
 
 use crate::accel::{self, AccelDecision, ProbeConfig};
-use crate::channel::{Channel, ChannelError, Received};
+use crate::channel::{Channel, ChannelError, Collected, Received};
 use crate::console::{self, ConsoleVerdict};
 use crate::image_meta::{ImageMetadata, KeyTemplate as ImageKeyTemplate, Sha256Digest};
 use crate::platform::{self, Home, PlatformError, PlatformKeys, OWNER};
@@ -224,6 +224,32 @@ pub struct VmInfo {
     pub dir: PathBuf,
     /// The console log.
     pub console_log: PathBuf,
+}
+
+/// What the platform knows about a VM for its appraisal ([`Runtime::facts`]).
+#[derive(Clone, Debug)]
+pub struct VmFacts {
+    /// The VM's spec.
+    pub spec: VmSpec,
+    /// Its status now.
+    pub status: Status,
+    /// How many times it was started.
+    pub boots: u64,
+    /// The EK the platform created (TPMT_PUBLIC), if it has a vTPM.
+    pub ek_public: Option<Vec<u8>>,
+    /// securityType is TrustedLaunch.
+    pub trusted_launch: bool,
+    /// Its image carries `SecurityType=TrustedLaunchSupported`.
+    pub trusted_launch_supported: bool,
+    /// `secureBootEnabled`.
+    pub secure_boot: bool,
+    /// `vTpmEnabled`.
+    pub vtpm: bool,
+    /// The template's PK, KEK, db, dbx.
+    pub template: KeyDatabases,
+    /// The baseline predicted from its image, if the image's metadata is
+    /// readable.
+    pub predicted: Option<Baseline>,
 }
 
 /// Firmware files.
@@ -924,6 +950,71 @@ impl Runtime {
         Ok(received)
     }
 
+    /// A challenge for the attestation service: `nonce` to a running VM's
+    /// agent, credential activation under the EK the platform created for
+    /// it; the evidence comes back unjudged (see [`Channel::collect`]).
+    pub fn challenge(
+        &self,
+        name: &str,
+        nonce: &[u8],
+        limit: Duration,
+    ) -> Result<Collected, VmError> {
+        let p = self.existing(name)?;
+        let state = self.refresh(name)?;
+        if state.status != Status::Running {
+            return Err(VmError::WrongStatus {
+                name: name.into(),
+                status: state.status,
+                needed: "attestation needs a running VM",
+            });
+        }
+        let ek = state
+            .ek_public
+            .as_deref()
+            .and_then(from_hex)
+            .ok_or_else(|| VmError::WrongStatus {
+                name: name.into(),
+                status: state.status,
+                needed: "attestation needs a vTPM",
+            })?;
+        let mut ch = Channel::connect(&p.attest_sock())?;
+        Ok(ch.collect(nonce, &ek, limit, &mut OsRng)?)
+    }
+
+    /// What the platform knows about a VM for its appraisal: the EK it
+    /// created, the Secure Boot setting and the template's databases
+    /// (rebuilt from the VM's key template), the baseline predicted from
+    /// its image (boot application and UKI digests, the PCR 7 events of
+    /// the VM's store), and what the posture rules need.
+    pub fn facts(&self, name: &str) -> Result<VmFacts, VmError> {
+        let p = self.existing(name)?;
+        let spec = Self::load_spec(&p)?;
+        let state = Self::load_state(&p)?;
+        let ek_public = state.ek_public.as_deref().and_then(from_hex);
+        let store =
+            VarStore::parse(&self.make_vars(&spec)?).map_err(|e| VmError::Vars(e.to_string()))?;
+        let secure_boot = spec.security_profile.secure_boot();
+        let meta = ImageMetadata::read(&spec.image).ok();
+        let predicted = meta
+            .as_ref()
+            .map(|m| predicted_baseline(m, &store, secure_boot));
+        Ok(VmFacts {
+            trusted_launch_supported: meta.as_ref().is_some_and(|m| {
+                m.features
+                    .contains(&crate::image_meta::trusted_launch_feature())
+            }),
+            trusted_launch: spec.security_profile.security_type == SecurityType::TrustedLaunch,
+            secure_boot,
+            vtpm: spec.security_profile.vtpm(),
+            template: KeyDatabases::from_store(&store),
+            predicted,
+            ek_public,
+            boots: state.boots,
+            status: state.status,
+            spec,
+        })
+    }
+
     fn set_phase(&self, p: &Paths, phase: BootPhase) -> Result<(), VmError> {
         let _lock = lock(&p.dir)?;
         let mut s = Self::load_state(p)?;
@@ -1220,31 +1311,18 @@ impl Runtime {
         let Some(att) = self.last_attestation(name)? else {
             return Ok(None);
         };
-        let spec = Self::load_spec(&p)?;
-        let state = Self::load_state(&p)?;
-        let bad = |reason: String| {
+        let facts = self.facts(name)?;
+        let evidence: Evidence = serde_json::from_value(att["evidence"].clone()).map_err(|e| {
             VmError::Platform(PlatformError::BadKey {
                 path: p.attestation(),
-                reason,
+                reason: e.to_string(),
             })
-        };
-        let evidence: Evidence =
-            serde_json::from_value(att["evidence"].clone()).map_err(|e| bad(e.to_string()))?;
+        })?;
         let activated = att["checks"]
             .as_array()
             .is_some_and(|c| c.iter().any(|x| x == "ak_activated_under_ek"));
-        let ek = state
-            .ek_public
-            .as_deref()
-            .and_then(from_hex)
-            .unwrap_or_default();
+        let ek = facts.ek_public.clone().unwrap_or_default();
         let ca = vec![self.keys.vtpm_ca.certificate().clone()];
-        let store =
-            VarStore::parse(&self.make_vars(&spec)?).map_err(|e| VmError::Vars(e.to_string()))?;
-        let template = KeyDatabases::from_store(&store);
-        let baseline = ImageMetadata::read(&spec.image)
-            .ok()
-            .map(|m| predicted_baseline(&m, &store, spec.security_profile.secure_boot()));
         let now = UnixTime::from_secs(platform::unix_now());
         let reference = Reference {
             vm_id: name,
@@ -1252,9 +1330,9 @@ impl Runtime {
             vtpm_ca: &ca,
             nonce: &evidence.nonce.0,
             ak_activated: activated,
-            secure_boot_expected: spec.security_profile.secure_boot(),
-            template: Some(&template),
-            baseline: baseline.as_ref(),
+            secure_boot_expected: facts.secure_boot,
+            template: Some(&facts.template),
+            baseline: facts.predicted.as_ref(),
             now,
             enrollment: None,
         };

@@ -258,6 +258,47 @@ impl Store {
             .collect()
     }
 
+    /// The attestation of `vm_id` that answered `nonce`, if recorded.
+    pub async fn attestation_by_nonce(
+        &self,
+        vm_id: &str,
+        nonce: &[u8],
+    ) -> Result<Option<AttestationRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ATTESTATION_COLUMNS} FROM attestations WHERE vm_id = $1 AND nonce = $2"
+        ))
+        .bind(vm_id)
+        .bind(hex::encode(nonce))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("attestation_by_nonce"))?;
+        row.map(|r| attestation_from(&r, "attestation_by_nonce"))
+            .transpose()
+    }
+
+    /// Registered VMs by the verdict of their newest attestation:
+    /// `healthy`, `unhealthy`, `unknown` (never attested).
+    pub async fn vm_health_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let op = "vm_health_counts";
+        let rows = sqlx::query(
+            "SELECT CASE WHEN a.healthy IS NULL THEN 'unknown' \
+                         WHEN a.healthy = 1 THEN 'healthy' ELSE 'unhealthy' END AS health, \
+                    COUNT(*) AS n \
+             FROM vms v LEFT JOIN attestations a ON a.id = \
+                 (SELECT MAX(b.id) FROM attestations b WHERE b.vm_id = v.vm_id) \
+             GROUP BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(op))?;
+        rows.iter()
+            .map(|r| {
+                let c = cols(r, "vms", op);
+                Ok((c.text("health")?, u64::try_from(c.int("n")?).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     /// The newest attestation of `vm_id`, if any.
     pub async fn latest(&self, vm_id: &str) -> Result<Option<AttestationRecord>, StoreError> {
         Ok(self.history(vm_id, 1).await?.into_iter().next())

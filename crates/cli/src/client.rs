@@ -1,0 +1,441 @@
+//! Commands that talk to a running `trustlaunch server`: `attestation`,
+//! `baseline`, `security`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use trustlaunch_runtime::platform::Home;
+
+/// How to reach the server.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// The server's URL.
+    #[arg(
+        long,
+        env = "TRUSTLAUNCH_SERVER",
+        default_value = "http://127.0.0.1:8844",
+        global = true
+    )]
+    server: String,
+    /// API token (default: $TRUSTLAUNCH_TOKEN, else the admin token file of
+    /// the home).
+    #[arg(long, env = "TRUSTLAUNCH_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Home whose server/admin.token is used when no token is given.
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+    /// Print the server's JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Conn {
+    fn token(&self) -> Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let root = self.home.clone().unwrap_or_else(Home::default_root);
+        let f = crate::server::default_token_file(&root);
+        let t = std::fs::read_to_string(&f).with_context(|| {
+            format!(
+                "no API token: give --token or TRUSTLAUNCH_TOKEN, or run where {} is readable",
+                f.display()
+            )
+        })?;
+        Ok(t.trim().to_owned())
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(300))
+            .build()?;
+        let url = format!("{}{}", self.server.trim_end_matches('/'), path);
+        let mut req = client.request(method, &url).bearer_auth(self.token()?);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .with_context(|| format!("reaching the server at {}", self.server))?;
+        let status = resp.status();
+        let v: Value = resp.json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = v["error"]["message"].as_str().unwrap_or("(no message)");
+            let code = v["error"]["code"].as_str().unwrap_or("");
+            bail!("server: {} {code}: {msg}", status.as_u16());
+        }
+        Ok(v)
+    }
+
+    fn get(&self, path: &str) -> Result<Value> {
+        self.call(reqwest::Method::GET, path, None)
+    }
+    fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body))
+    }
+}
+
+fn enc(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            o.push(char::from(b));
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// `trustlaunch attestation ...`
+#[derive(Subcommand)]
+pub enum AttestationCommand {
+    /// A VM's latest attestation: verdict, every failed check with its
+    /// evidence, boot report, token.
+    Show {
+        /// The VM.
+        vm: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A VM's attestations, newest first.
+    History {
+        /// The VM.
+        vm: String,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Challenge a VM of the server's host now.
+    Now {
+        /// The VM.
+        vm: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `trustlaunch baseline ...`
+#[derive(Subcommand)]
+pub enum BaselineCommand {
+    /// A VM's baseline, version, pending learn and audit trail.
+    Show {
+        /// The VM.
+        vm: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Pin the baseline to an attestation's components (default: latest).
+    Pin {
+        /// The VM.
+        vm: String,
+        /// The attestation id (see `attestation history`).
+        #[arg(long)]
+        attestation: Option<i64>,
+        /// Only if the baseline is still at this version.
+        #[arg(long)]
+        if_version: Option<i64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Learn the baseline again from the next boot (after an update).
+    Relearn {
+        /// The VM.
+        vm: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `trustlaunch security ...`
+#[derive(Subcommand)]
+pub enum SecurityCommand {
+    /// Recommendations for every VM.
+    Recommendations {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Alerts.
+    Alerts {
+        /// Only this VM's.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only in this state: active, resolved, dismissed.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Dismiss an alert by key.
+    Dismiss {
+        /// The alert's key.
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Add a suppression rule (alerts matching every given field are
+    /// dismissed as raised), or delete one with --delete.
+    Suppress {
+        /// The rule's name.
+        name: String,
+        /// attestation-failed | untrusted-kernel-module
+        #[arg(long)]
+        kind: Option<String>,
+        /// baseline-deviation | quote-not-from-vtpm | agent-unresponsive |
+        /// secure-boot-off
+        #[arg(long)]
+        reason: Option<String>,
+        /// VM ids (repeatable).
+        #[arg(long = "vm")]
+        vms: Vec<String>,
+        /// Delete the rule instead.
+        #[arg(long)]
+        delete: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn failed_lines(att: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in att["appraisal"]["checks"].as_array().into_iter().flatten() {
+        if c["outcome"] == "fail" {
+            out.push(format!(
+                "  FAIL {}: {}",
+                c["name"].as_str().unwrap_or("?"),
+                c["detail"].as_str().unwrap_or("")
+            ));
+            for e in c["evidence"].as_array().into_iter().flatten() {
+                out.push(format!("       evidence: {e}"));
+            }
+        }
+    }
+    out
+}
+
+fn show_attestation(vm: &str, r: &Value) {
+    let att = &r["attestation"];
+    let verdict = if r["healthy"] == true {
+        "healthy"
+    } else {
+        "UNHEALTHY"
+    };
+    println!(
+        "{vm}: {verdict} (attestation {}, boot {} #{}, at {})",
+        r["id"],
+        r["bootId"].as_str().unwrap_or("?"),
+        att["bootCounter"],
+        r["at"]
+    );
+    let checks = att["appraisal"]["checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let count = |o: &str| checks.iter().filter(|c| c["outcome"] == o).count();
+    println!(
+        "  checks: {} passed, {} failed, {} skipped",
+        count("pass"),
+        count("fail"),
+        count("skipped")
+    );
+    for l in failed_lines(att) {
+        println!("{l}");
+    }
+    if let Some(ev) = att["baselineEvent"].as_str() {
+        println!("  baseline: {ev}");
+    }
+    for phase in ["earlyBootReportEvent", "lateBootReportEvent"] {
+        let p = &att["bootReport"][phase];
+        if !p.is_null() {
+            println!(
+                "  {phase}: policyEvaluationPassed={} ({} deviations)",
+                p["policyEvaluationPassed"],
+                p["deviations"].as_array().map_or(0, Vec::len)
+            );
+        }
+    }
+    if r["token"].is_string() {
+        println!("  token: issued (RS256; verify against /.well-known/jwks.json)");
+    }
+}
+
+pub fn attestation(cmd: AttestationCommand) -> Result<ExitCode> {
+    match cmd {
+        AttestationCommand::Show { vm, conn } => {
+            let r = conn.get(&format!("/v1/vms/{}/attestations/latest", enc(&vm)))?;
+            if conn.json {
+                print_json(&r);
+            } else {
+                show_attestation(&vm, &r);
+            }
+            Ok(if r["healthy"] == true {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        AttestationCommand::History { vm, limit, conn } => {
+            let r = conn.get(&format!("/v1/vms/{}/attestations?limit={limit}", enc(&vm)))?;
+            if conn.json {
+                print_json(&r);
+            } else {
+                for a in r["value"].as_array().into_iter().flatten() {
+                    let failed: Vec<&str> = a["attestation"]["verdict"]["failed"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["name"].as_str())
+                        .collect();
+                    println!(
+                        "{:>6}  at {}  boot #{} {}  {}{}",
+                        a["id"],
+                        a["at"],
+                        a["attestation"]["bootCounter"],
+                        a["bootId"].as_str().unwrap_or("?"),
+                        if a["healthy"] == true {
+                            "healthy"
+                        } else {
+                            "UNHEALTHY"
+                        },
+                        if failed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", failed.join(", "))
+                        }
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AttestationCommand::Now { vm, conn } => {
+            let r = conn.post(&format!("/v1/vms/{}/attest", enc(&vm)), json!({}))?;
+            if conn.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "{vm}: {}",
+                    if r["healthy"] == true {
+                        "healthy"
+                    } else {
+                        "UNHEALTHY"
+                    }
+                );
+                for l in failed_lines(&r["attestation"]) {
+                    println!("{l}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn baseline(cmd: BaselineCommand) -> Result<ExitCode> {
+    let (conn, r) = match cmd {
+        BaselineCommand::Show { vm, conn } => {
+            let r = conn.get(&format!("/v1/vms/{}/baseline", enc(&vm)))?;
+            (conn, r)
+        }
+        BaselineCommand::Pin {
+            vm,
+            attestation,
+            if_version,
+            conn,
+        } => {
+            let r = conn.post(
+                &format!("/v1/vms/{}/baseline/pin", enc(&vm)),
+                json!({"attestationId": attestation, "ifVersion": if_version}),
+            )?;
+            (conn, r)
+        }
+        BaselineCommand::Relearn { vm, conn } => {
+            let r = conn.post(&format!("/v1/vms/{}/baseline/relearn", enc(&vm)), json!({}))?;
+            (conn, r)
+        }
+    };
+    let _ = conn.json;
+    print_json(&r);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn security(cmd: SecurityCommand) -> Result<ExitCode> {
+    match cmd {
+        SecurityCommand::Recommendations { conn } => {
+            let r = conn.get("/v1/security/recommendations")?;
+            if conn.json {
+                print_json(&r);
+            } else {
+                for x in r["value"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<8} {:<20} {}\n         {}",
+                        x["severity"].as_str().unwrap_or(""),
+                        x["vm_id"].as_str().unwrap_or(""),
+                        x["name"].as_str().unwrap_or(""),
+                        x["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        SecurityCommand::Alerts { vm, state, conn } => {
+            let mut q = Vec::new();
+            if let Some(v) = vm {
+                q.push(format!("vm={}", enc(&v)));
+            }
+            if let Some(s) = state {
+                q.push(format!("state={}", enc(&s)));
+            }
+            let r = conn.get(&format!("/v1/security/alerts?{}", q.join("&")))?;
+            if conn.json {
+                print_json(&r);
+            } else {
+                for a in r["value"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<9} {:<6} {}  [{}]\n          {}\n          key: {}",
+                        a["state"].as_str().unwrap_or(""),
+                        a["severity"].as_str().unwrap_or(""),
+                        a["name"].as_str().unwrap_or(""),
+                        a["vm_id"].as_str().unwrap_or(""),
+                        a["detail"].as_str().unwrap_or(""),
+                        a["key"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        SecurityCommand::Dismiss { key, conn } => {
+            let r = conn.post(
+                &format!("/v1/security/alerts/{}/dismiss", enc(&key)),
+                json!({}),
+            )?;
+            print_json(&r);
+        }
+        SecurityCommand::Suppress {
+            name,
+            kind,
+            reason,
+            vms,
+            delete,
+            conn,
+        } => {
+            let path = format!("/v1/security/suppressions/{}", enc(&name));
+            let r = if delete {
+                conn.call(reqwest::Method::DELETE, &path, None)?
+            } else {
+                conn.call(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(json!({"kind": kind, "reason": reason, "vmIds": (!vms.is_empty()).then_some(vms)})),
+                )?
+            };
+            print_json(&r);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

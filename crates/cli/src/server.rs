@@ -1,0 +1,131 @@
+//! `trustlaunch server`: the attestation service (see `trustlaunch-server`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use trustlaunch_runtime::platform::Home;
+
+/// `trustlaunch server ...`
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerCommand {
+    #[command(subcommand)]
+    sub: Option<ServerSub>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum ServerSub {
+    /// Print the REST API's OpenAPI document.
+    Openapi,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8844")]
+    listen: SocketAddr,
+    /// Database: sqlite://PATH (default: trustlaunch.db in the home) or
+    /// postgres://USER@HOST/DB (several servers may share one).
+    #[arg(long)]
+    db: Option<String>,
+    /// The platform's state directory (default: $TRUSTLAUNCH_HOME, else
+    /// /var/lib/trustlaunch as root); its VMs are monitored and attested.
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Serve the API only: run and monitor no VMs (needs --vtpm-ca).
+    #[arg(long)]
+    no_runtime: bool,
+    /// Another vTPM CA certificate EK certificates may chain to (PEM/DER).
+    #[arg(long = "vtpm-ca")]
+    vtpm_ca: Vec<PathBuf>,
+    /// Attest each running VM this often, in seconds.
+    #[arg(long, default_value_t = 300)]
+    interval: u64,
+    /// An agent silent this long (seconds) is reported unresponsive.
+    #[arg(long, default_value_t = 600)]
+    agent_timeout: u64,
+    /// How long the first challenge of a boot waits for the agent, seconds.
+    #[arg(long, default_value_t = 180)]
+    boot_wait: u64,
+    /// How long a later challenge waits, seconds.
+    #[arg(long, default_value_t = 30)]
+    challenge_limit: u64,
+    /// Attestation token lifetime, seconds.
+    #[arg(long, default_value_t = 8 * 3600)]
+    token_lifetime: u64,
+    /// The tokens' issuer (default http://LISTEN).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// POST alert changes to this URL (repeatable).
+    #[arg(long = "webhook")]
+    webhooks: Vec<String>,
+    /// Where the first admin token is written (default: server/admin.token
+    /// in the home).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+}
+
+/// The admin token file of a home.
+pub fn default_token_file(home: &std::path::Path) -> PathBuf {
+    home.join("server").join("admin.token")
+}
+
+pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
+    if let Some(ServerSub::Openapi) = cmd.sub {
+        println!("{}", trustlaunch_server::openapi_json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let a = cmd.run;
+    let root = a.home.clone().unwrap_or_else(Home::default_root);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let db =
+        a.db.clone()
+            .unwrap_or_else(|| format!("sqlite://{}", root.join("trustlaunch.db").display()));
+    let token_file = a
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| default_token_file(&root));
+    let config = trustlaunch_server::Config {
+        listen: a.listen,
+        db,
+        home: (!a.no_runtime).then(|| root.clone()),
+        vtpm_ca: a.vtpm_ca,
+        admin_token_file: Some(token_file.clone()),
+        issuer: a.issuer,
+        token_lifetime: Duration::from_secs(a.token_lifetime.max(1)),
+        interval: Duration::from_secs(a.interval.max(1)),
+        agent_timeout: Duration::from_secs(a.agent_timeout),
+        boot_wait: Duration::from_secs(a.boot_wait.max(1)),
+        challenge_limit: Duration::from_secs(a.challenge_limit.max(1)),
+        tick: Duration::from_secs(2),
+        webhooks: a.webhooks,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let running = trustlaunch_server::start(config)
+            .await
+            .context("starting the server")?;
+        eprintln!("trustlaunch server: listening on http://{}", running.addr);
+        if running.admin_token.is_some() {
+            eprintln!(
+                "trustlaunch server: made the first admin token: {}",
+                token_file.display()
+            );
+        }
+        tokio::select! {
+            _ = running.wait() => {}
+            _ = tokio::signal::ctrl_c() => eprintln!("trustlaunch server: interrupted, stopping"),
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,301 @@
+//! `trustlaunch server`: the attestation service in one process.
+//!
+//! - the REST API ([`api`]; OpenAPI at `/openapi.json`), API tokens with
+//!   roles reader < operator < admin ([`auth`]);
+//! - the service ([`service`]): appraisal (`trustlaunch-attestation`),
+//!   enrollment, baselines (predicted, learned, pinned, relearned),
+//!   RS256 tokens with their JWKS, boot reports, alerts;
+//! - the monitor ([`monitor`]) over this host's runtime: registers its
+//!   VMs, attests each Trusted Launch VM at every boot and every
+//!   `interval`, reports silent agents;
+//! - webhook delivery ([`webhook`]) and Prometheus metrics ([`metrics`]);
+//! - the store (`trustlaunch-store`): SQLite by default, PostgreSQL so
+//!   several servers can share one database.
+//!
+//! Binds to 127.0.0.1 unless told otherwise.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod monitor;
+pub mod service;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use trustlaunch_runtime::platform::Home;
+use trustlaunch_runtime::vm::Runtime;
+use trustlaunch_store::{Role, Store};
+use trustlaunch_tpm::ekcert::CaCertificate;
+
+pub use error::ApiError;
+use monitor::{Monitor, MonitorConfig};
+use service::{Service, ServiceConfig};
+
+/// The server's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen (default 127.0.0.1:8844).
+    pub listen: SocketAddr,
+    /// The database URL (`sqlite://PATH` or `postgres://...`).
+    pub db: String,
+    /// The runtime's home, to run and monitor this host's VMs (`None`:
+    /// API only; then `vtpm_ca` must name the CA).
+    pub home: Option<PathBuf>,
+    /// vTPM CA certificates (PEM or DER files) besides the runtime's.
+    pub vtpm_ca: Vec<PathBuf>,
+    /// Where the first admin token is written when the store has none.
+    pub admin_token_file: Option<PathBuf>,
+    /// The tokens' issuer (default `http://<listen>`).
+    pub issuer: Option<String>,
+    /// Token lifetime (default 8 h, as Azure Attestation's).
+    pub token_lifetime: Duration,
+    /// Attest running VMs this often (default 5 min).
+    pub interval: Duration,
+    /// An agent silent longer than this is unresponsive (default 10 min).
+    pub agent_timeout: Duration,
+    /// How long the first challenge of a boot waits (default 180 s).
+    pub boot_wait: Duration,
+    /// How long a later challenge waits (default 30 s).
+    pub challenge_limit: Duration,
+    /// How often the runtime's VMs are looked at (default 2 s).
+    pub tick: Duration,
+    /// Webhook URLs for alert changes.
+    pub webhooks: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8844)),
+            db: "sqlite://trustlaunch.db".into(),
+            home: None,
+            vtpm_ca: Vec::new(),
+            admin_token_file: None,
+            issuer: None,
+            token_lifetime: Duration::from_secs(8 * 3600),
+            interval: Duration::from_secs(300),
+            agent_timeout: Duration::from_secs(600),
+            boot_wait: Duration::from_secs(180),
+            challenge_limit: Duration::from_secs(30),
+            tick: Duration::from_secs(2),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The database.
+    #[error("database: {0}")]
+    Store(#[from] trustlaunch_store::StoreError),
+    /// The runtime's home or keys.
+    #[error("runtime: {0}")]
+    Runtime(String),
+    /// A CA file.
+    #[error("vTPM CA {path}: {reason}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Binding the address.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A started server.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The service.
+    pub service: Arc<Service>,
+    /// The admin token made at this start, if the store had no token.
+    pub admin_token: Option<String>,
+    serve: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Serves until the task ends (it does not, unless the listener fails).
+    pub async fn wait(self) {
+        let _ = self.serve.await;
+    }
+
+    /// Stops serving and the loops (in-flight requests are dropped).
+    pub fn abort(self) {
+        self.serve.abort();
+        for b in self.background {
+            b.abort();
+        }
+    }
+}
+
+fn read_ca(path: &PathBuf) -> Result<CaCertificate, StartError> {
+    let bytes = std::fs::read(path).map_err(|e| StartError::Ca {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    CaCertificate::parse(&bytes).map_err(|e| StartError::Ca {
+        path: path.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Opens the store, the runtime (if any) and the service, binds, and
+/// starts serving and the loops.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let store = Store::open(&config.db).await?;
+    let mut ca = Vec::new();
+    let runtime = match &config.home {
+        Some(h) => {
+            let home = Home::open(h.clone()).map_err(|e| StartError::Runtime(e.to_string()))?;
+            let rt = tokio::task::spawn_blocking(move || Runtime::open(home))
+                .await
+                .map_err(|e| StartError::Runtime(e.to_string()))?
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
+            ca.push(rt.keys().vtpm_ca.certificate().clone());
+            Some(Arc::new(rt))
+        }
+        None => None,
+    };
+    for p in &config.vtpm_ca {
+        ca.push(read_ca(p)?);
+    }
+    if ca.is_empty() {
+        return Err(StartError::Other(
+            "no vTPM CA: give --home (the runtime's) or --vtpm-ca FILE".into(),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let issuer = config
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let service = Arc::new(
+        Service::new(
+            store.clone(),
+            ServiceConfig {
+                issuer,
+                token_lifetime: config.token_lifetime,
+                agent_timeout: config.agent_timeout,
+                webhooks: config.webhooks.clone(),
+            },
+            ca,
+        )
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?,
+    );
+    let admin_token = bootstrap_admin(&store, config.admin_token_file.as_ref()).await?;
+    let monitor = runtime.map(|rt| {
+        Arc::new(Monitor::new(
+            rt,
+            service.clone(),
+            MonitorConfig {
+                tick: config.tick,
+                interval: config.interval,
+                boot_wait: config.boot_wait,
+                challenge_limit: config.challenge_limit,
+            },
+        ))
+    });
+    let state = Arc::new(api::AppState {
+        service: service.clone(),
+        tokens: auth::TokenCache::default(),
+        monitor: monitor.clone(),
+    });
+    let router = api::router(state);
+    let serve = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("server: {e}");
+        }
+    });
+    let mut background = vec![tokio::spawn(webhook::run(service.clone()))];
+    if let Some(m) = monitor {
+        background.push(tokio::spawn(m.run()));
+    }
+    let keys = service.clone();
+    background.push(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            if let Err(e) = keys.reload_keys().await {
+                tracing::warn!("reloading signing keys: {e}");
+            }
+        }
+    }));
+    Ok(Running {
+        addr,
+        service,
+        admin_token,
+        serve,
+        background,
+    })
+}
+
+/// With no API token in the store, makes an admin token and writes it to
+/// `file` (0600) if given.
+async fn bootstrap_admin(
+    store: &Store,
+    file: Option<&PathBuf>,
+) -> Result<Option<String>, StartError> {
+    if !store.api_tokens().await?.is_empty() {
+        return Ok(None);
+    }
+    let (secret, rec) = auth::new_token(
+        "admin",
+        Role::Admin,
+        i64::try_from(service::now()).unwrap_or(0),
+    );
+    store.put_api_token(&rec).await?;
+    if let Some(f) = file {
+        write_secret(f, &secret).map_err(|e| StartError::Other(format!("{}: {e}", f.display())))?;
+    }
+    Ok(Some(secret))
+}
+
+fn write_secret(path: &PathBuf, secret: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+/// The OpenAPI document (for `docs/openapi.json` and its check).
+pub fn openapi_json() -> String {
+    api::openapi().to_pretty_json().unwrap_or_default()
+}

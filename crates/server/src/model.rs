@@ -1,0 +1,168 @@
+//! What the service keeps in the store's JSON columns and returns over the
+//! API. The store keeps JSON opaque; these are its shapes.
+
+use serde::{Deserialize, Serialize};
+use trustlaunch_attestation::baseline::BootReport;
+use trustlaunch_attestation::security::{Alert, AlertCandidate};
+use trustlaunch_attestation::{Baseline, KeyDatabases, Verdict};
+use utoipa::ToSchema;
+
+/// A VM as the attestation service knows it: what the platform that runs
+/// it says (never what the guest says).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmRegistration {
+    /// securityProfile.securityType is TrustedLaunch.
+    pub trusted_launch: bool,
+    /// The image carries `SecurityType=TrustedLaunchSupported` (and the
+    /// VM is Gen2): Trusted Launch can be on.
+    pub trusted_launch_supported: bool,
+    /// uefiSettings.secureBootEnabled.
+    pub secure_boot_enabled: bool,
+    /// uefiSettings.vTpmEnabled.
+    pub v_tpm_enabled: bool,
+    /// The EK the platform created for the VM's vTPM (TPMT_PUBLIC, hex).
+    pub ek_public: Option<String>,
+    /// The key template's Secure Boot databases (EFI_SIGNATURE_LIST, hex).
+    #[serde(default)]
+    pub template: Template,
+    /// The baseline predicted from the image before the first boot.
+    #[schema(value_type = Option<Object>)]
+    pub predicted_baseline: Option<Baseline>,
+    /// The VM's spec as the runtime has it (informational).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// Which host runs it (`local`: this server's runtime).
+    #[serde(default)]
+    pub host: String,
+}
+
+/// PK, KEK, db, dbx as hex EFI_SIGNATURE_LISTs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Template {
+    /// PK.
+    pub pk: Option<String>,
+    /// KEK.
+    pub kek: Option<String>,
+    /// db.
+    pub db: Option<String>,
+    /// dbx.
+    pub dbx: Option<String>,
+}
+
+impl Template {
+    /// From the databases.
+    pub fn from_dbs(k: &KeyDatabases) -> Self {
+        let h = |v: &Option<Vec<u8>>| v.as_deref().map(hex);
+        Self {
+            pk: h(&k.pk),
+            kek: h(&k.kek),
+            db: h(&k.db),
+            dbx: h(&k.dbx),
+        }
+    }
+
+    /// To the databases; `None` if a value is not hex.
+    pub fn to_dbs(&self) -> Option<KeyDatabases> {
+        let h = |v: &Option<String>| -> Option<Option<Vec<u8>>> {
+            match v {
+                None => Some(None),
+                Some(s) => unhex(s).map(Some),
+            }
+        };
+        Some(KeyDatabases {
+            pk: h(&self.pk)?,
+            kek: h(&self.kek)?,
+            db: h(&self.db)?,
+            dbx: h(&self.dbx)?,
+        })
+    }
+
+    /// Whether any database is set.
+    pub fn is_empty(&self) -> bool {
+        self.pk.is_none() && self.kek.is_none() && self.db.is_none() && self.dbx.is_none()
+    }
+}
+
+/// A VM's baseline as stored: the baseline and whether the next healthy
+/// boot replaces it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineDoc {
+    /// The baseline (`None`: nothing known yet).
+    pub baseline: Option<Baseline>,
+    /// Learn from the next boot whose other checks pass.
+    pub learn: Option<LearnRequest>,
+}
+
+/// A pending learn.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LearnRequest {
+    /// Who asked (`system` for the first boot's auto-learn).
+    pub actor: String,
+    /// Relearn (an operator's request after an update: the boot's
+    /// components replace the baseline even where they differ) or learn
+    /// (auto-learn: only a boot that matches the predicted baseline).
+    pub relearn: bool,
+}
+
+/// One recorded attestation, as stored and returned.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationDoc {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The full appraisal: every check, its outcome, detail and evidence.
+    pub appraisal: serde_json::Value,
+    /// The boot's early/late report against the baseline.
+    pub boot_report: Option<serde_json::Value>,
+    /// The guest's boot id.
+    pub boot_id: String,
+    /// The service's boot counter for this VM (1 for the first boot seen).
+    pub boot_counter: u64,
+    /// The baseline version compared with (0: none).
+    pub baseline_version: i64,
+    /// What happened to the baseline on this attestation, if anything.
+    pub baseline_event: Option<String>,
+    /// The alert conditions this attestation found.
+    pub alert_candidates: Vec<AlertCandidate>,
+    /// Kernel modules the guest reported as failing signature checks.
+    pub untrusted_modules: Vec<String>,
+    /// Milliseconds the appraisal took.
+    pub appraisal_ms: f64,
+}
+
+/// Where an alert's webhook deliveries stand, kept with the alert so that
+/// a restart redelivers what was not acknowledged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertDoc {
+    /// The alert.
+    #[serde(flatten)]
+    pub alert: Alert,
+    /// The last event (`raised`, `resolved`, `dismissed`).
+    pub last_event: String,
+    /// Webhooks that have not acknowledged `last_event` yet.
+    #[serde(default)]
+    pub pending_webhooks: Vec<String>,
+    /// Delivery attempts of `last_event` so far.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// The boot report as JSON.
+pub fn report_json(r: &BootReport) -> Option<serde_json::Value> {
+    serde_json::to_value(r).ok()
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    trustlaunch_eventlog::hex::encode(b)
+}
+
+/// Hex to bytes.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    trustlaunch_eventlog::hex::decode(s)
+}

@@ -1,0 +1,228 @@
+//! Shared by the server tests: a server on loopback over a real store
+//! (SQLite in a temporary directory, and PostgreSQL when
+//! `TRUSTLAUNCH_TEST_POSTGRES` names a database), the recorded evidence of
+//! real VM boots (`crates/attestation/tests/data/evidence/`), and an HTTP
+//! client.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use trustlaunch_attestation::KeyDatabases;
+use trustlaunch_protocol::Evidence;
+use trustlaunch_secureboot::varstore::VarStore;
+use trustlaunch_server::model::{Template, VmRegistration};
+use trustlaunch_server::{Config, Running};
+use trustlaunch_store::{Role, Store};
+
+pub fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attestation/tests/data/evidence")
+}
+
+pub fn json_file(p: PathBuf) -> Value {
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// A recorded boot.
+#[derive(Clone)]
+pub struct Case {
+    pub evidence: Evidence,
+    pub ek_public: String,
+    pub template: KeyDatabases,
+    pub secure_boot: bool,
+}
+
+pub fn case(name: &str, file: &str) -> Case {
+    let dir = data().join(name);
+    let a = json_file(dir.join(file));
+    let state = json_file(dir.join("state.json"));
+    let spec = json_file(dir.join("spec.json"));
+    let vars = VarStore::parse(&std::fs::read(dir.join("vars-created.fd")).unwrap()).unwrap();
+    Case {
+        evidence: serde_json::from_value(a["evidence"].clone()).unwrap(),
+        ek_public: state["ekPublic"].as_str().unwrap().to_owned(),
+        template: KeyDatabases::from_store(&vars),
+        secure_boot: spec["securityProfile"]["uefiSettings"]["secureBootEnabled"] == true,
+    }
+}
+
+/// The platform's registration of a recorded VM.
+pub fn registration(c: &Case) -> VmRegistration {
+    VmRegistration {
+        trusted_launch: true,
+        trusted_launch_supported: true,
+        secure_boot_enabled: c.secure_boot,
+        v_tpm_enabled: true,
+        ek_public: Some(c.ek_public.clone()),
+        template: if c.secure_boot {
+            Template::from_dbs(&c.template)
+        } else {
+            Template::default()
+        },
+        predicted_baseline: None,
+        spec: json!({}),
+        host: "recorded".into(),
+    }
+}
+
+/// The databases to run against: SQLite always, PostgreSQL when the test
+/// command provides one.
+pub fn databases(dir: &std::path::Path) -> Vec<String> {
+    let mut v = vec![format!("sqlite://{}", dir.join("server.db").display())];
+    if let Ok(pg) = std::env::var("TRUSTLAUNCH_TEST_POSTGRES") {
+        if !pg.is_empty() {
+            v.push(pg);
+        }
+    }
+    v
+}
+
+/// A unique prefix, so runs sharing a PostgreSQL database do not meet.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{:x}-{}",
+        t % 0xffff_ffff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub struct Srv {
+    pub running: Running,
+    pub url: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+/// Starts an API-only server on an ephemeral loopback port, with an
+/// operator-and-more token made in the store first.
+pub async fn start(db: &str, ca: Vec<PathBuf>, webhooks: Vec<String>) -> Srv {
+    let store = Store::open(db).await.unwrap();
+    let (token, rec) = trustlaunch_server::auth::new_token(&unique("test-admin"), Role::Admin, 0);
+    store.put_api_token(&rec).await.unwrap();
+    store.close().await;
+    let running = trustlaunch_server::start(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: db.to_owned(),
+        home: None,
+        vtpm_ca: ca,
+        webhooks,
+        agent_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    Srv {
+        url: format!("http://{}", running.addr),
+        running,
+        token,
+        http: reqwest::Client::new(),
+    }
+}
+
+pub fn platform_ca() -> Vec<PathBuf> {
+    vec![data().join("vtpm-ca.crt")]
+}
+
+impl Srv {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    pub async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+    pub async fn register(&self, vm: &str, reg: &VmRegistration) {
+        let (s, v) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/vms/{vm}"),
+                Some(serde_json::to_value(reg).unwrap()),
+            )
+            .await;
+        assert_eq!(s, 200, "register {vm}: {v}");
+    }
+    /// Submits evidence with a nonce; returns (status, result).
+    pub async fn submit(
+        &self,
+        vm: &str,
+        e: &Evidence,
+        nonce: &[u8],
+        activated: bool,
+    ) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/vms/{vm}/attestations"),
+            Some(json!({
+                "nonce": trustlaunch_eventlog::hex::encode(nonce),
+                "akActivated": activated,
+                "evidence": e,
+            })),
+        )
+        .await
+    }
+    pub async fn alerts(&self, vm: &str) -> Vec<Value> {
+        self.get(&format!("/v1/security/alerts?vm={vm}")).await["value"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// The failed checks of a result.
+pub fn failed(result: &Value) -> Vec<String> {
+    result["attestation"]["verdict"]["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// (kind, reason-or-module, state) of alerts.
+pub fn alert_summary(alerts: &[Value]) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            let cause = &a["cause"];
+            let what = cause["reason"]
+                .as_str()
+                .or(cause["name"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            (
+                a["kind"].as_str().unwrap().to_owned(),
+                what,
+                a["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
