@@ -19,13 +19,14 @@ as_root() {
 # tools for the Secure Boot toolkit's tests (read at run time, never
 # committed). qemu-system-x86, systemd-boot-efi, busybox-static, cpio, fdisk,
 # dosfstools, mtools, binutils, kmod: the real Secure Boot boot test (a
-# small UKI on a FAT ESP, booted by OVMF under QEMU). postgresql: the
+# small UKI on a FAT ESP, booted by OVMF under QEMU). curl: run.sh waits
+# for the server. postgresql: the
 # store's tests run their suite against PostgreSQL as well as SQLite.
 APT_PACKAGES=(tpm2-tools swtpm swtpm-tools openssl hyperfine jq ca-certificates pkg-config
     ovmf shim-signed shim-unsigned grub-efi-amd64-signed linux-image-amd64 sbsigntool osslsigncode
     pesign efitools
     qemu-system-x86 qemu-utils systemd-boot-efi busybox-static cpio fdisk dosfstools mtools binutils kmod
-    python3-pip postgresql)
+    python3-pip postgresql curl)
 
 # PyPI: virt-firmware (virt-fw-vars), the reference for OVMF variable stores.
 PIP_PACKAGES=(virt-firmware)

@@ -34,8 +34,31 @@ echo "== a Trusted Launch VM (platform state in $TRUSTLAUNCH_HOME)"
 if [ ! -f "$images/tiny/image.json" ]; then
     "$bin" image build tiny --out "$images/tiny"
 fi
+# The attestation service: it registers the host's VMs, attests each
+# Trusted Launch VM at every boot (and every --interval seconds), enrolls it,
+# learns its baseline and raises alerts.
+port="${TRUSTLAUNCH_PORT:-8844}"
+export TRUSTLAUNCH_SERVER="http://127.0.0.1:$port"
 "$bin" host vm delete demo --yes >/dev/null 2>&1 || true
-"$bin" host vm create demo --image "$images/tiny" --start
-"$bin" host vm show demo
+echo "== trustlaunch server on $TRUSTLAUNCH_SERVER (database $TRUSTLAUNCH_HOME/trustlaunch.db)"
+"$bin" server --home "$TRUSTLAUNCH_HOME" --listen "127.0.0.1:$port" --interval 60 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+for _ in $(seq 100); do
+    curl -fsS "$TRUSTLAUNCH_SERVER/healthz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+"$bin" host vm create demo --image "$images/tiny" --start --no-wait
+echo "== waiting for the server to attest demo at boot"
+for _ in $(seq 180); do
+    "$bin" attestation show demo >/dev/null 2>&1 && break
+    sleep 1
+done
+"$bin" attestation show demo
+"$bin" baseline show demo | head -n 20
+echo "== recommendations and alerts"
+"$bin" security recommendations
+"$bin" security alerts
 "$bin" host vm stop demo
 "$bin" host vm list
+echo "== done: run the service yourself with: $bin server --home $TRUSTLAUNCH_HOME"

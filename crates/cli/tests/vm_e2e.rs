@@ -865,3 +865,372 @@ fn kernel_debug_flag_measured_by_grub_is_caught() {
         .iter()
         .any(|e| e["kind"] == "event" && e["pcr"] == 8));
 }
+
+/// A `trustlaunch server` child process on an ephemeral loopback port,
+/// killed when dropped.
+struct ServerProc {
+    child: std::process::Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(f: &Fixture, extra: &[&str]) -> ServerProc {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
+        .args(["server", "--listen", "127.0.0.1:0", "--home", s(&f.home)])
+        .args(extra)
+        .env("TRUSTLAUNCH_HOME", &f.home)
+        .env(
+            "TRUSTLAUNCH_ACCEL",
+            std::env::var("TRUSTLAUNCH_ACCEL").unwrap_or_default(),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("trustlaunch server: listening on ") {
+            url = Some(u.trim().to_owned());
+            break;
+        }
+    }
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    let token = fs::read_to_string(f.home.join("server/admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    ServerProc {
+        child,
+        url: url.expect("the server said where it listens"),
+        token,
+    }
+}
+
+impl ServerProc {
+    fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap();
+        let st = r.status().as_u16();
+        (st, r.json().unwrap_or(Value::Null))
+    }
+
+    /// Polls the latest attestation of `vm` until `pred` holds.
+    fn wait_latest(&self, vm: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let (st, v) = self.get(&format!("/v1/vms/{vm}/attestations/latest"));
+            if st == 200 && pred(&v) {
+                return v;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "waited {secs} s for {vm}'s attestation; last: {st} {v:#}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn alerts(&self, vm: &str) -> Vec<Value> {
+        self.get(&format!("/v1/security/alerts?vm={vm}")).1["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A loopback webhook receiver: every JSON body POSTed to it.
+fn webhook_receiver() -> (String, std::sync::Arc<Mutex<Vec<Value>>>) {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            loop {
+                let mut len = 0usize;
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_err() {
+                    break;
+                }
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    sink.lock().unwrap().push(v);
+                }
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        }
+    });
+    (url, got)
+}
+
+#[test]
+#[ignore = "VM tier: four QEMU boots under TCG (~2 min); ./scripts/test.sh runs it"]
+fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_agent() {
+    let _g = serial();
+    let f = &fixture();
+    let (hook, delivered) = webhook_receiver();
+    let srv = start_server(
+        f,
+        &[
+            "--interval",
+            "3",
+            "--agent-timeout",
+            "5",
+            "--challenge-limit",
+            "3",
+            "--boot-wait",
+            "150",
+            "--webhook",
+            &hook,
+        ],
+    );
+    let name = "srv";
+    let _vm = VmGuard(f, name);
+    let client = |args: &[&str]| {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--server", &srv.url, "--home", s(&f.home)]);
+        tl(f, &a)
+    };
+
+    // 1. Boot: the server registers the VM (baseline predicted from the
+    // image), attests it at boot, enrolls it and learns the baseline.
+    ok(tl(
+        f,
+        &[
+            "host",
+            "vm",
+            "create",
+            name,
+            "--image",
+            s(&f.tiny),
+            "--start",
+            "--no-wait",
+        ],
+    ));
+    let first = srv.wait_latest(name, 150, |v| v["healthy"].is_boolean());
+    assert_eq!(first["healthy"], true, "{first:#}");
+    assert_eq!(first["attestation"]["bootCounter"], 1);
+    let (_, vm) = srv.get(&format!("/v1/vms/{name}"));
+    assert!(vm["enrolledAt"].is_i64(), "{vm}");
+    let (_, b) = srv.get(&format!("/v1/vms/{name}/baseline"));
+    let actions: Vec<&str> = b["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["predicted", "learned"],
+        "predicted before the boot, then learned: {b:#}"
+    );
+    // The token verifies against the JWKS the server publishes.
+    let jwks = reqwest::blocking::get(format!("{}/.well-known/jwks.json", srv.url))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let jwks = trustlaunch_attestation::token::Jwks::from_json(&jwks).unwrap();
+    let claims = trustlaunch_attestation::token::verify(
+        first["token"].as_str().unwrap(),
+        &jwks,
+        &srv.url,
+        unix_now(),
+        60,
+    )
+    .unwrap();
+    assert_eq!(claims["x-ms-azurevm-vmid"], name);
+    assert_eq!(claims["secureboot"], true);
+    let show = client(&["attestation", "show", name]);
+    assert!(ok(show)
+        .stdout
+        .starts_with(format!("{name}: healthy").as_bytes()));
+
+    // 2. Restart: a new boot, a new boot report against the baseline.
+    ok(tl(f, &["host", "vm", "restart", name, "--no-wait"]));
+    let second = srv.wait_latest(name, 150, |v| v["attestation"]["bootCounter"] == 2);
+    assert_eq!(second["healthy"], true, "{second:#}");
+    let report = &second["attestation"]["bootReport"];
+    assert_eq!(
+        report["earlyBootReportEvent"]["policyEvaluationPassed"], true,
+        "{report:#}"
+    );
+    assert_eq!(
+        report["lateBootReportEvent"]["policyEvaluationPassed"],
+        true
+    );
+
+    // 3. An update: the image is rebuilt with another command line and the
+    // VM reimaged. The boot deviates from the baseline component by
+    // component and raises an alert (delivered to the webhook); relearn
+    // makes the next good boot the baseline and resolves it.
+    let v2 = f.dir.join("tiny-v2");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "tiny",
+            "--out",
+            s(&v2),
+            "--agent",
+            s(&agent_binary()),
+            "--home",
+            s(&f.home),
+            "--cmdline",
+            "console=ttyS0 loglevel=4 panic=-1 quiet",
+        ],
+    ));
+    // The VM's image reference now names the new version.
+    fs::rename(&f.tiny, f.dir.join("tiny-v1")).unwrap();
+    fs::rename(&v2, &f.tiny).unwrap();
+    ok(tl(f, &["host", "vm", "reimage", name]));
+    let third = srv.wait_latest(name, 150, |v| v["attestation"]["bootCounter"] == 3);
+    assert_eq!(third["healthy"], false);
+    let failed: Vec<&str> = third["attestation"]["verdict"]["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["baseline"], "{third:#}");
+    let detail = third["attestation"]["verdict"]["failed"][0]["detail"]
+        .as_str()
+        .unwrap();
+    assert!(detail.contains(".cmdline changed from"), "{detail}");
+    assert!(
+        !detail.contains(".linux"),
+        "the kernel did not change: {detail}"
+    );
+    let alerts = srv.alerts(name);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["cause"]["reason"] == "baseline-deviation" && a["state"] == "active"),
+        "{alerts:#?}"
+    );
+    ok(client(&["baseline", "relearn", name]));
+    let now_out = ok(client(&["attestation", "now", name, "--json"]));
+    let relearned = json(&now_out);
+    assert_eq!(relearned["healthy"], true, "{relearned:#}");
+    assert!(relearned["attestation"]["baselineEvent"]
+        .as_str()
+        .unwrap()
+        .starts_with("relearned"));
+    let (_, b) = srv.get(&format!("/v1/vms/{name}/baseline"));
+    assert_eq!(
+        b["audit"].as_array().unwrap().last().unwrap()["action"],
+        "relearned"
+    );
+    let alerts = srv.alerts(name);
+    assert!(alerts.iter().all(|a| a["state"] != "active"), "{alerts:#?}");
+
+    // 4. The agent stops answering (the guest is frozen): reported as
+    // "agent unresponsive" once silent longer than the limit; resolved
+    // when it answers again.
+    let qemu = o_pid(f, name).to_string();
+    ok(Command::new("kill")
+        .args(["-STOP", &qemu])
+        .output()
+        .unwrap());
+    let t0 = Instant::now();
+    let silent = loop {
+        let a = srv.alerts(name);
+        if let Some(x) = a
+            .iter()
+            .find(|a| a["cause"]["reason"] == "agent-unresponsive" && a["state"] == "active")
+        {
+            break x.clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no agent-unresponsive alert: {a:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    ok(Command::new("kill")
+        .args(["-CONT", &qemu])
+        .output()
+        .unwrap());
+    assert_eq!(silent["name"], "Attestation failed your virtual machine");
+    let t0 = Instant::now();
+    while srv.alerts(name).iter().any(|a| a["state"] == "active") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "not resolved: {:#?}",
+            srv.alerts(name)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Webhooks got each change: raised and resolved, for both alerts.
+    let t0 = Instant::now();
+    loop {
+        let got = delivered.lock().unwrap().clone();
+        let seen = |reason: &str, event: &str| {
+            got.iter()
+                .any(|d| d["event"] == event && d["alert"]["cause"]["reason"] == reason)
+        };
+        if seen("baseline-deviation", "raised")
+            && seen("baseline-deviation", "resolved")
+            && seen("agent-unresponsive", "raised")
+            && seen("agent-unresponsive", "resolved")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "webhook deliveries: {got:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (st, metrics) = {
+        let r = reqwest::blocking::get(format!("{}/metrics", srv.url)).unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert_eq!(st, 200);
+    assert!(
+        metrics.contains("trustlaunch_attestations_total{result=\"healthy\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("trustlaunch_challenges_total{result=\"silent\"}"),
+        "{metrics}"
+    );
+    ok(tl(f, &["host", "vm", "stop", name]));
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

@@ -201,7 +201,7 @@ impl Channel {
     ) -> Result<Received, ChannelError> {
         let mut nonce = vec![0u8; NONCE_LEN];
         rng.fill_bytes(&mut nonce);
-        let collected = self.collect_with(&nonce, expected_ek, limit, rng, |e| {
+        let collected = self.collect_with(&nonce, expected_ek, limit, rng, &[], |e| {
             check_evidence(e, &nonce, expected_ek).map(Some)
         })?;
         let Some((quote, mut checks)) = collected.checked else {
@@ -232,15 +232,18 @@ impl Channel {
     /// one the guest names) for the AK the guest names. Nothing is
     /// rejected here but transport and protocol errors: a wrong nonce, a
     /// foreign EK or an AK that is not in this vTPM come back as evidence
-    /// and `ak_activated == false` for the appraisal to name.
+    /// and `ak_activated == false` for the appraisal to name. Evidence
+    /// answering one of `stale` (nonces this host sent the VM before, e.g.
+    /// while the guest was frozen) is skipped.
     pub fn collect(
         &mut self,
         nonce: &[u8],
         expected_ek: &[u8],
         limit: Duration,
         rng: &mut impl CryptoRngCore,
+        stale: &[Vec<u8>],
     ) -> Result<Collected, ChannelError> {
-        let c = self.collect_with(nonce, expected_ek, limit, rng, |_| Ok(None))?;
+        let c = self.collect_with(nonce, expected_ek, limit, rng, stale, |_| Ok(None))?;
         Ok(Collected {
             evidence: c.evidence,
             ak_activated: c.ak_activated,
@@ -254,6 +257,7 @@ impl Channel {
         expected_ek: &[u8],
         limit: Duration,
         rng: &mut impl CryptoRngCore,
+        stale: &[Vec<u8>],
         check: impl FnOnce(
             &Evidence,
         ) -> Result<Option<(VerifiedQuote, Vec<&'static str>)>, ChannelError>,
@@ -263,16 +267,19 @@ impl Channel {
         self.send(&HostMessage::Challenge {
             nonce: Bytes(nonce.to_vec()),
         })?;
-        let evidence = match self.recv(deadline, "evidence", limit)? {
-            GuestMessage::Evidence(e) => *e,
-            GuestMessage::Error { stage, message } => {
-                return Err(ChannelError::Agent { stage, message })
-            }
-            other => {
-                return Err(ChannelError::Unexpected {
-                    expected: "evidence",
-                    got: format!("{other:?}"),
-                })
+        let evidence = loop {
+            match self.recv(deadline, "evidence", limit)? {
+                GuestMessage::Evidence(e) if stale.contains(&e.nonce.0) => continue,
+                GuestMessage::Evidence(e) => break *e,
+                GuestMessage::Error { stage, message } => {
+                    return Err(ChannelError::Agent { stage, message })
+                }
+                other => {
+                    return Err(ChannelError::Unexpected {
+                        expected: "evidence",
+                        got: format!("{other:?}"),
+                    })
+                }
             }
         };
         let wait_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -304,20 +311,23 @@ impl Channel {
             credential_blob: Bytes(made.credential_blob),
             secret: Bytes(made.secret),
         })?;
-        let ak_activated = match self.recv(deadline, "activated", limit)? {
-            GuestMessage::Activated { secret: s } => s.0 == secret,
-            // The guest's TPM could not activate it (another TPM's EK, or
-            // a name that is not of a loaded key): not activated.
-            GuestMessage::Error { stage, .. } if stage == "activate" => false,
-            GuestMessage::Error { stage, message } => {
-                return Err(ChannelError::Agent { stage, message })
-            }
-            other => {
-                return Err(ChannelError::Unexpected {
-                    expected: "activated",
-                    got: format!("{other:?}"),
-                })
-            }
+        let ak_activated = loop {
+            break match self.recv(deadline, "activated", limit)? {
+                GuestMessage::Evidence(e) if stale.contains(&e.nonce.0) => continue,
+                GuestMessage::Activated { secret: s } => s.0 == secret,
+                // The guest's TPM could not activate it (another TPM's EK, or
+                // a name that is not of a loaded key): not activated.
+                GuestMessage::Error { stage, .. } if stage == "activate" => false,
+                GuestMessage::Error { stage, message } => {
+                    return Err(ChannelError::Agent { stage, message })
+                }
+                other => {
+                    return Err(ChannelError::Unexpected {
+                        expected: "activated",
+                        got: format!("{other:?}"),
+                    })
+                }
+            };
         };
         if ak_activated {
             self.send(&HostMessage::Done {})?;

@@ -349,7 +349,14 @@ pub struct Runtime {
     accel: AccelDecision,
     firmware: FirmwarePaths,
     qemu: PathBuf,
+    /// The last nonces this runtime challenged each VM with: a guest
+    /// frozen mid-challenge answers them when it runs again, and those
+    /// stale answers are skipped, not taken for replies.
+    sent: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Vec<u8>>>>,
 }
+
+/// How many earlier nonces per VM are remembered as stale.
+const STALE_NONCES: usize = 32;
 
 struct Paths {
     dir: PathBuf,
@@ -433,6 +440,7 @@ impl Runtime {
             accel,
             firmware: FirmwarePaths::default(),
             qemu: "qemu-system-x86_64".into(),
+            sent: Default::default(),
         })
     }
 
@@ -445,6 +453,7 @@ impl Runtime {
             accel,
             firmware: FirmwarePaths::default(),
             qemu: "qemu-system-x86_64".into(),
+            sent: Default::default(),
         })
     }
 
@@ -977,8 +986,18 @@ impl Runtime {
                 status: state.status,
                 needed: "attestation needs a vTPM",
             })?;
+        let stale: Vec<Vec<u8>> = {
+            let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+            let q = sent.entry(name.to_owned()).or_default();
+            let earlier = q.iter().cloned().collect();
+            q.push_back(nonce.to_vec());
+            while q.len() > STALE_NONCES {
+                q.pop_front();
+            }
+            earlier
+        };
         let mut ch = Channel::connect(&p.attest_sock())?;
-        Ok(ch.collect(nonce, &ek, limit, &mut OsRng)?)
+        Ok(ch.collect(nonce, &ek, limit, &mut OsRng, &stale)?)
     }
 
     /// What the platform knows about a VM for its appraisal: the EK it

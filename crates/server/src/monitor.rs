@@ -96,7 +96,10 @@ impl Monitor {
             .map_err(vm_err)?;
         for info in infos {
             let name = info.spec.name.clone();
-            if let Err(e) = self.register(&name).await {
+            let seen = serde_json::to_value(&info.spec)
+                .ok()
+                .map(|v| (info.state.boots, v));
+            if let Err(e) = self.register(&name, seen).await {
                 tracing::warn!("monitor: registering {name}: {e}");
                 continue;
             }
@@ -137,8 +140,18 @@ impl Monitor {
         Ok(())
     }
 
-    /// Registers a runtime VM with the service when it is new or changed.
-    async fn register(&self, name: &str) -> Result<(), ApiError> {
+    /// Registers a runtime VM with the service when it is new or changed
+    /// (its spec or its start counter).
+    async fn register(
+        &self,
+        name: &str,
+        seen: Option<(u64, serde_json::Value)>,
+    ) -> Result<(), ApiError> {
+        if seen.is_some()
+            && self.watches().get(name).and_then(|w| w.registered.as_ref()) == seen.as_ref()
+        {
+            return Ok(());
+        }
         let rt = self.runtime.clone();
         let n = name.to_owned();
         let facts = tokio::task::spawn_blocking(move || rt.facts(&n))
@@ -147,9 +160,6 @@ impl Monitor {
             .map_err(vm_err)?;
         let spec = serde_json::to_value(&facts.spec).map_err(ApiError::internal)?;
         let key = (facts.boots, spec.clone());
-        if self.watches().get(name).and_then(|w| w.registered.as_ref()) == Some(&key) {
-            return Ok(());
-        }
         let reg = VmRegistration {
             trusted_launch: facts.trusted_launch,
             trusted_launch_supported: facts.trusted_launch_supported,
@@ -183,7 +193,7 @@ impl Monitor {
 
     /// Challenges one VM now (the API's "attest now").
     pub async fn attest_now(&self, name: &str) -> Result<AttestationResult, ApiError> {
-        self.register(name).await?;
+        self.register(name, None).await?;
         let boots = {
             let rt = self.runtime.clone();
             let n = name.to_owned();

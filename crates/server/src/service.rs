@@ -380,6 +380,17 @@ impl Service {
         self.invalidate(vm_id);
         let e = self.entry(vm_id).await?;
         if let Some(old) = self.find_by_nonce(vm_id, nonce).await? {
+            // A retry. If the first try died between recording the
+            // attestation and writing its alerts, write them now.
+            if self
+                .store
+                .latest(vm_id)
+                .await?
+                .is_some_and(|l| l.id == old.id)
+            {
+                self.repair_alerts(vm_id, &old.attestation.alert_candidates)
+                    .await?;
+            }
             return Ok(old);
         }
         let t0 = Instant::now();
@@ -633,6 +644,35 @@ impl Service {
             }
         }
         self.reconcile(vm_id, &candidates).await
+    }
+
+    /// Reconciles only if some condition of the latest attestation has no
+    /// open alert, or an open alert has no condition (a crash between the
+    /// two writes); otherwise a retry would count the conditions twice.
+    async fn repair_alerts(
+        &self,
+        vm_id: &str,
+        candidates: &[AlertCandidate],
+    ) -> Result<(), ApiError> {
+        let open: std::collections::BTreeSet<String> = self
+            .alerts(Some(vm_id.to_owned()), None)
+            .await?
+            .into_iter()
+            .filter(|d| d.alert.state != AlertState::Resolved)
+            .map(|d| d.alert.key)
+            .collect();
+        let wanted: std::collections::BTreeSet<String> =
+            candidates.iter().map(|c| c.key()).collect();
+        let active: std::collections::BTreeSet<String> = self
+            .alerts(Some(vm_id.to_owned()), Some("active".into()))
+            .await?
+            .into_iter()
+            .map(|d| d.alert.key)
+            .collect();
+        if !wanted.is_subset(&open) || !active.is_subset(&wanted) {
+            self.reconcile(vm_id, candidates).await?;
+        }
+        Ok(())
     }
 
     /// Applies a VM's alert conditions to its stored alerts: raised once,
