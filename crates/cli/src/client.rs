@@ -372,6 +372,8 @@ pub fn security(cmd: SecurityCommand) -> Result<ExitCode> {
             let r = conn.get("/v1/security/recommendations")?;
             if conn.json {
                 print_json(&r);
+            } else if r["value"].as_array().is_none_or(Vec::is_empty) {
+                println!("no recommendations");
             } else {
                 for x in r["value"].as_array().into_iter().flatten() {
                     println!(
@@ -395,6 +397,8 @@ pub fn security(cmd: SecurityCommand) -> Result<ExitCode> {
             let r = conn.get(&format!("/v1/security/alerts?{}", q.join("&")))?;
             if conn.json {
                 print_json(&r);
+            } else if r["value"].as_array().is_none_or(Vec::is_empty) {
+                println!("no alerts");
             } else {
                 for a in r["value"].as_array().into_iter().flatten() {
                     println!(
