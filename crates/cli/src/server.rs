@@ -81,6 +81,14 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
         println!("{}", trustlaunch_server::openapi_json());
         return Ok(ExitCode::SUCCESS);
     }
+    // The server's log on stderr; RUST_LOG overrides (e.g. debug).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let a = cmd.run;
     let root = a.home.clone().unwrap_or_else(Home::default_root);
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;

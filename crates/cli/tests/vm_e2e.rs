@@ -1234,3 +1234,98 @@ fn unix_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+#[test]
+#[ignore = "VM tier: two QEMU boots under TCG (~45 s); ./scripts/test.sh runs it"]
+fn unsigned_boot_application_with_secure_boot_off_deviates_from_the_baseline() {
+    let _g = serial();
+    let f = &fixture();
+    let srv = start_server(f, &["--interval", "600", "--boot-wait", "150"]);
+    let name = "sboff";
+    let _vm = VmGuard(f, name);
+    // Secure Boot intentionally off: the boot is healthy against its
+    // learned baseline, and Defender's "Secure Boot off" alert stands.
+    ok(tl(
+        f,
+        &[
+            "host",
+            "vm",
+            "create",
+            name,
+            "--image",
+            s(&f.tiny),
+            "--enable-secure-boot",
+            "false",
+            "--start",
+            "--no-wait",
+        ],
+    ));
+    let first = srv.wait_latest(name, 150, |v| v["healthy"].is_boolean());
+    assert_eq!(first["healthy"], true, "{first:#}");
+    let reasons = |srv: &ServerProc| {
+        let mut r: Vec<String> = srv
+            .alerts(name)
+            .iter()
+            .filter(|a| a["state"] == "active")
+            .map(|a| a["cause"]["reason"].as_str().unwrap_or("").to_owned())
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(reasons(&srv), ["secure-boot-off"]);
+    // An unsigned boot application (another UKI, its signature removed):
+    // the firmware loads it without a word; the baseline names it.
+    let v2 = f.dir.join("tiny-v2");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "tiny",
+            "--out",
+            s(&v2),
+            "--agent",
+            s(&agent_binary()),
+            "--home",
+            s(&f.home),
+            "--cmdline",
+            "console=ttyS0 loglevel=4 panic=-1 quiet",
+        ],
+    ));
+    let signed = f.dir.join("v2.efi");
+    esp_file(&v2, "EFI/BOOT/BOOTX64.EFI", &signed);
+    let unsigned = f.dir.join("v2-unsigned.efi");
+    ok(tl(
+        f,
+        &["secureboot", "unsign", s(&signed), "--output", s(&unsigned)],
+    ));
+    let img = f.dir.join("img-unsigned");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "uki",
+            "--uki",
+            s(&unsigned),
+            "--no-sign",
+            "--out",
+            s(&img),
+        ],
+    ));
+    fs::rename(&f.tiny, f.dir.join("tiny-v1")).unwrap();
+    fs::rename(&img, &f.tiny).unwrap();
+    ok(tl(f, &["host", "vm", "reimage", name]));
+    let second = srv.wait_latest(name, 150, |v| v["attestation"]["bootCounter"] == 2);
+    assert_eq!(second["healthy"], false, "{second:#}");
+    let failed = &second["attestation"]["verdict"]["failed"];
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{failed:#}");
+    assert_eq!(failed[0]["name"], "baseline");
+    let detail = failed[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("BOOTX64.EFI") && detail.contains("changed from"),
+        "{detail}"
+    );
+    assert_eq!(reasons(&srv), ["baseline-deviation", "secure-boot-off"]);
+    ok(tl(f, &["host", "vm", "stop", name]));
+}

@@ -176,6 +176,7 @@ impl Monitor {
             host: "local".into(),
         };
         self.service.register(name, &reg).await?;
+        tracing::info!("{name}: registered (start #{})", facts.boots);
         let last_answer = self
             .service
             .store
@@ -253,6 +254,25 @@ impl Monitor {
                     .service
                     .attest(name, &c.evidence, &nonce, c.ak_activated)
                     .await?;
+                if r.healthy {
+                    tracing::info!(
+                        "{name}: attested healthy (boot #{})",
+                        r.attestation.boot_counter
+                    );
+                } else {
+                    let failed: Vec<&str> = r
+                        .attestation
+                        .verdict
+                        .failed
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    tracing::warn!(
+                        "{name}: attestation failed (boot #{}): {}",
+                        r.attestation.boot_counter,
+                        failed.join(", ")
+                    );
+                }
                 let mut w = self.watches();
                 let w = w.entry(name.to_owned()).or_default();
                 w.boot_attested = Some(boots);

@@ -98,6 +98,9 @@ pub struct Service {
     locks: StdMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Wakes the webhook worker.
     pub webhook_wake: tokio::sync::Notify,
+    /// Some alert may owe a webhook delivery (set at start and whenever
+    /// one is written; the worker clears it when it finds none).
+    pub webhook_pending: std::sync::atomic::AtomicBool,
 }
 
 /// Unix seconds now.
@@ -129,6 +132,7 @@ impl Service {
             cache: RwLock::new(HashMap::new()),
             locks: StdMutex::new(HashMap::new()),
             webhook_wake: tokio::sync::Notify::new(),
+            webhook_pending: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -740,6 +744,8 @@ impl Service {
             self.put_alert_doc(&doc).await?;
         }
         if any_pending {
+            self.webhook_pending
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.webhook_wake.notify_one();
         }
         Ok(())
@@ -786,6 +792,8 @@ impl Service {
         doc.attempts = 0;
         self.put_alert_doc(&doc).await?;
         self.metrics.alert_event("dismissed");
+        self.webhook_pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.webhook_wake.notify_one();
         Ok(doc)
     }

@@ -40,12 +40,25 @@ async fn pass(
     client: &reqwest::Client,
     next_try: &mut HashMap<String, Instant>,
 ) -> Result<(), crate::error::ApiError> {
+    use std::sync::atomic::Ordering;
+    if service.config.webhooks.is_empty() {
+        return Ok(());
+    }
+    // Nothing written since the last scan found nothing: no scan.
+    if !service.webhook_pending.swap(false, Ordering::SeqCst) && next_try.is_empty() {
+        return Ok(());
+    }
     let pending: Vec<AlertDoc> = service
         .alerts(None, None)
         .await?
         .into_iter()
         .filter(|d| !d.pending_webhooks.is_empty())
         .collect();
+    next_try.retain(|k, _| pending.iter().any(|d| &d.alert.key == k));
+    if pending.iter().any(|d| !next_try.contains_key(&d.alert.key)) {
+        // Deliveries owed but not yet tried: scan again next time too.
+        service.webhook_pending.store(true, Ordering::SeqCst);
+    }
     for doc in pending {
         let key = doc.alert.key.clone();
         if next_try.get(&key).is_some_and(|t| Instant::now() < *t) {

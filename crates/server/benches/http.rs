@@ -1,0 +1,934 @@
+//! HTTP load generator for the attestation service, side by side with
+//! Keylime's verifier (issue 7).
+//!
+//! One command runs the whole comparison:
+//!
+//! ```sh
+//! cargo build --release -p trustlaunch-cli        # the server binary it starts
+//! cargo bench -p trustlaunch-server --bench http -- --duration 10
+//! ```
+//!
+//! 1. starts `target/release/trustlaunch server --no-runtime` as a child on a
+//!    free loopback port (SQLite in a temporary directory unless `--db`),
+//!    reads its RSS, registers and enrolls `--vms` VMs over HTTP (half with
+//!    the `shim` evidence, half with `tiny-sb` boot 1, each VM id registered
+//!    with that case's EK and key template), appraises each once, reads the
+//!    RSS again;
+//! 2. per case: closed loop (`--concurrency` connections, `--duration` s) and
+//!    open loop (`--rate`/s, latency from each request's *scheduled* send
+//!    time, so no coordinated omission) against `POST /v1/appraisals`,
+//!    rotating over that case's enrolled VMs (the server's per-VM cache
+//!    keeps an entry 5 s, so with thousands of VMs most requests reload
+//!    the VM from the store); plus a closed loop over only `--hot` VMs per
+//!    case (warm cache). The server's and this generator's CPU time per
+//!    request is read from `/proc/PID/stat` around each window;
+//! 3. unless `KEYLIME=0`: `bench/keylime/setup.sh` (policy `example` for
+//!    `shim`, `accept-all` for `tiny-sb`), the same two measurements against
+//!    `POST /v2.6/verify/evidence` over HTTPS (`--keylime-concurrency`,
+//!    `--keylime-rate`), `bench/keylime/stop.sh`;
+//! 4. prints a table with the ratios.
+//!
+//! A single arbitrary target instead: `-- --url URL --body FILE [--header 'K: V']...
+//! [--cacert PEM]` runs the closed and open loop against it only.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use trustlaunch_attestation::KeyDatabases;
+use trustlaunch_secureboot::varstore::VarStore;
+use trustlaunch_server::model::{Template, VmRegistration};
+
+type Res<T> = Result<T, String>;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn evidence_dir() -> PathBuf {
+    repo().join("crates/attestation/tests/data/evidence")
+}
+
+#[derive(Clone, Debug)]
+struct Args {
+    duration: f64,
+    warmup: f64,
+    concurrency: usize,
+    rate: f64,
+    keylime_concurrency: usize,
+    keylime_rate: f64,
+    vms: usize,
+    hot: usize,
+    bin: PathBuf,
+    db: Option<String>,
+    keylime: bool,
+    url: Option<String>,
+    body: Option<PathBuf>,
+    headers: Vec<(String, String)>,
+    cacert: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        duration: 10.0,
+        warmup: 2.0,
+        concurrency: 32,
+        rate: 1000.0,
+        keylime_concurrency: 4,
+        keylime_rate: 20.0,
+        vms: 10_000,
+        hot: 100,
+        bin: repo().join("target/release/trustlaunch"),
+        db: None,
+        keylime: std::env::var("KEYLIME").map_or(true, |v| v != "0"),
+        url: None,
+        body: None,
+        headers: Vec::new(),
+        cacert: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || {
+            it.next()
+                .unwrap_or_else(|| panic!("{k} needs a value"))
+                .clone()
+        };
+        match k.as_str() {
+            "--bench" => {}
+            "--duration" => a.duration = v().parse().expect("--duration"),
+            "--warmup" => a.warmup = v().parse().expect("--warmup"),
+            "--concurrency" => a.concurrency = v().parse().expect("--concurrency"),
+            "--rate" => a.rate = v().parse().expect("--rate"),
+            "--keylime-concurrency" => {
+                a.keylime_concurrency = v().parse().expect("--keylime-concurrency")
+            }
+            "--keylime-rate" => a.keylime_rate = v().parse().expect("--keylime-rate"),
+            "--vms" => a.vms = v().parse().expect("--vms"),
+            "--hot" => a.hot = v().parse().expect("--hot"),
+            "--bin" => a.bin = v().into(),
+            "--db" => a.db = Some(v()),
+            "--no-keylime" => a.keylime = false,
+            "--url" => a.url = Some(v()),
+            "--body" => a.body = Some(v().into()),
+            "--cacert" => a.cacert = Some(v().into()),
+            "--header" => {
+                let h = v();
+                let (n, val) = h.split_once(':').expect("--header 'Name: value'");
+                a.headers.push((n.trim().into(), val.trim().into()));
+            }
+            "-h" | "--help" => {
+                println!(
+                    "options: --duration S --warmup S --concurrency C --rate R/s \
+                     --keylime-concurrency C --keylime-rate R/s --vms N (0: no memory figure, \
+                     2 VMs) --hot N (also a closed loop over only N VMs per case; 0: not) --bin PATH --db URL --no-keylime (or KEYLIME=0) \
+                     | --url URL --body FILE [--header 'K: V']... [--cacert PEM]"
+                );
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    a
+}
+
+/// Where requests go.
+#[derive(Clone)]
+struct Target {
+    client: reqwest::Client,
+    url: String,
+    headers: Vec<(String, String)>,
+    /// Rotated over, one per request.
+    bodies: Arc<Vec<Bytes>>,
+}
+
+fn client(cacert: Option<&Path>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(usize::MAX)
+        .pool_idle_timeout(None)
+        .timeout(Duration::from_secs(60));
+    if let Some(p) = cacert {
+        let pem = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"));
+    }
+    b.build().expect("http client")
+}
+
+impl Target {
+    async fn send(&self, i: usize) -> Res<(u16, Bytes)> {
+        let mut r = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json");
+        for (k, v) in &self.headers {
+            r = r.header(k, v);
+        }
+        let body = self.bodies[i % self.bodies.len()].clone();
+        let resp = r.body(body).send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let b = resp.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, b))
+    }
+}
+
+/// One measurement.
+#[derive(Default, Clone)]
+struct Stats {
+    ok: usize,
+    errors: usize,
+    secs: f64,
+    /// Seconds, sorted.
+    lat: Vec<f64>,
+    first_error: Option<String>,
+    /// CPU seconds the server (all its processes) and the load generator
+    /// used during the window.
+    cpu: Option<(f64, f64)>,
+}
+
+impl Stats {
+    fn cpu_us(&self) -> String {
+        self.cpu.map_or("-".into(), |(srv, gen)| {
+            format!(
+                "{:.0} / {:.0}",
+                srv / self.ok.max(1) as f64 * 1e6,
+                gen / self.ok.max(1) as f64 * 1e6
+            )
+        })
+    }
+    fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * self.lat.len() as f64).ceil() as usize;
+        self.lat[i.clamp(1, self.lat.len()) - 1]
+    }
+    fn summary(&self) -> String {
+        format!(
+            "{:.0}/s ok={} err={} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms cpu us/req server/loadgen={}{}",
+            self.per_sec(),
+            self.ok,
+            self.errors,
+            self.pct(50.0) * 1e3,
+            self.pct(90.0) * 1e3,
+            self.pct(99.0) * 1e3,
+            self.lat.last().copied().unwrap_or(f64::NAN) * 1e3,
+            self.cpu_us(),
+            self.first_error
+                .as_ref()
+                .map(|e| format!(" first error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    ok: usize,
+    errors: usize,
+    lat: Vec<f64>,
+    first_error: Option<String>,
+}
+
+impl Acc {
+    fn add(&mut self, r: &Res<(u16, Bytes)>, lat: f64) {
+        match r {
+            Ok((200, _)) => {
+                self.ok += 1;
+                self.lat.push(lat);
+            }
+            Ok((s, b)) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| {
+                    format!(
+                        "HTTP {s}: {}",
+                        String::from_utf8_lossy(&b[..b.len().min(200)])
+                    )
+                });
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| e.clone());
+            }
+        }
+    }
+    fn finish(self, secs: f64) -> Stats {
+        let mut lat = self.lat;
+        lat.sort_by(f64::total_cmp);
+        Stats {
+            ok: self.ok,
+            errors: self.errors,
+            secs,
+            lat,
+            first_error: self.first_error,
+            cpu: None,
+        }
+    }
+}
+
+/// Closed loop: `c` connections, each sending its next request when the
+/// previous answer is read, for `d` seconds.
+async fn closed_loop(t: &Target, c: usize, d: f64) -> Stats {
+    let next = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(d);
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (t, next, stop) = (t.clone(), next.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acc = Acc::default();
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
+                let r = t.send(i).await;
+                let now = Instant::now();
+                if now > end {
+                    stop.store(true, Ordering::Relaxed);
+                    break; // finished after the window: not counted
+                }
+                acc.add(&r, (now - t0).as_secs_f64());
+            }
+            acc
+        }));
+    }
+    let mut all = Acc::default();
+    for h in tasks {
+        let a = h.await.expect("task");
+        all.ok += a.ok;
+        all.errors += a.errors;
+        all.lat.extend(a.lat);
+        if all.first_error.is_none() {
+            all.first_error = a.first_error;
+        }
+    }
+    all.finish(d)
+}
+
+/// Open loop: request `i` is due at `start + i / rate`; it is sent then (or
+/// as soon as the generator can) and its latency is counted from that due
+/// time, so a slow server cannot slow the schedule down.
+async fn open_loop(t: &Target, rate: f64, d: f64) -> Stats {
+    let n = (rate * d).round() as usize;
+    let acc = Arc::new(Mutex::new(Acc::default()));
+    let start = tokio::time::Instant::now() + Duration::from_millis(5);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let (t, acc) = (t.clone(), acc.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = t.send(i).await;
+            let lat = (tokio::time::Instant::now() - due).as_secs_f64();
+            acc.lock().expect("acc").add(&r, lat);
+        }));
+    }
+    for h in tasks {
+        h.await.expect("task");
+    }
+    let secs = (tokio::time::Instant::now() - start).as_secs_f64();
+    let a = std::mem::take(&mut *acc.lock().expect("acc"));
+    // completions per second from the first due time to the last answer
+    a.finish(secs)
+}
+
+/// Runs `f`, recording the CPU time of the server (`pid`, its process
+/// group when `pgrp`) and of this load generator meanwhile.
+async fn with_cpu(pid: u32, pgrp: bool, f: impl std::future::Future<Output = Stats>) -> Stats {
+    let me = std::process::id();
+    let (s0, g0) = (cpu_secs(pid, pgrp), cpu_secs(me, false));
+    let mut st = f.await;
+    st.cpu = Some((cpu_secs(pid, pgrp) - s0, cpu_secs(me, false) - g0));
+    st
+}
+
+/// A recorded boot.
+#[derive(Clone)]
+struct Case {
+    name: &'static str,
+    attestation: PathBuf,
+    evidence: Value,
+    nonce: String,
+    registration: VmRegistration,
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn case(name: &'static str, dir: &str, file: &str) -> Case {
+    let d = evidence_dir().join(dir);
+    let a = read_json(&d.join(file));
+    let state = read_json(&d.join("state.json"));
+    let spec = read_json(&d.join("spec.json"));
+    let vars = VarStore::parse(&std::fs::read(d.join("vars-created.fd")).expect("vars"))
+        .expect("varstore");
+    let sb = spec["securityProfile"]["uefiSettings"]["secureBootEnabled"] == true;
+    let evidence = a["evidence"].clone();
+    Case {
+        name,
+        attestation: d.join(file),
+        nonce: evidence["nonce"].as_str().expect("nonce").to_owned(),
+        evidence,
+        registration: VmRegistration {
+            trusted_launch: true,
+            trusted_launch_supported: true,
+            secure_boot_enabled: sb,
+            v_tpm_enabled: true,
+            ek_public: Some(state["ekPublic"].as_str().expect("ekPublic").to_owned()),
+            template: if sb {
+                Template::from_dbs(&KeyDatabases::from_store(&vars))
+            } else {
+                Template::default()
+            },
+            predicted_baseline: None,
+            spec: json!({}),
+            host: "bench".into(),
+        },
+    }
+}
+
+fn rss(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// CPU seconds (user + system, with waited-for children) of every process
+/// in process group `pgrp`, or of `pid` itself when `pgrp` is 0.
+fn cpu_secs(pid: u32, pgrp: bool) -> f64 {
+    let tck = 100.0; // USER_HZ on Linux
+    let one = |stat: &str| -> Option<(u32, f64)> {
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // f[0] = state (field 3): pgrp is field 5, utime..cstime 14..17
+        let t: f64 = f[11..15].iter().filter_map(|v| v.parse::<f64>().ok()).sum();
+        Some((f[2].parse().ok()?, t / tck))
+    };
+    if !pgrp {
+        return std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| one(&s))
+            .map_or(0.0, |x| x.1);
+    }
+    let mut sum = 0.0;
+    for d in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(st) = std::fs::read_to_string(d.path().join("stat")) {
+            if let Some((g, t)) = one(&st) {
+                if g == pid {
+                    sum += t;
+                }
+            }
+        }
+    }
+    sum
+}
+
+/// Our server as a child process.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(a: &Args) -> Res<Server> {
+    if !a.bin.exists() {
+        return Err(format!(
+            "{} missing: run `cargo build --release -p trustlaunch-cli` first (or --bin)",
+            a.bin.display()
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let db =
+        a.db.clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let token_file = dir.path().join("admin.token");
+    let log = std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(&a.bin)
+        .args(["server", "--no-runtime", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--vtpm-ca")
+        .arg(evidence_dir().join("vtpm-ca.crt"))
+        .arg("--admin-token-file")
+        .arg(&token_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", a.bin.display()))?;
+    let mut s = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        token: String::new(),
+        _dir: dir,
+    };
+    let c = client(None);
+    for _ in 0..200 {
+        if let Ok(Some(st)) = s.child.try_wait() {
+            let log = std::fs::read_to_string(s._dir.path().join("server.log")).unwrap_or_default();
+            return Err(format!("server exited ({st}): {log}"));
+        }
+        let up = c
+            .get(format!("{}/healthz", s.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if up {
+            if let Ok(t) = std::fs::read_to_string(&token_file) {
+                if !t.trim().is_empty() {
+                    s.token = t.trim().to_owned();
+                    return Ok(s);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("server did not come up in 10 s (a --db that is not empty has no new admin token)".into())
+}
+
+async fn call(
+    c: &reqwest::Client,
+    s: &Server,
+    m: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> Res<(u16, Value)> {
+    let r = c
+        .request(m, format!("{}{path}", s.url))
+        .bearer_auth(&s.token)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let st = r.status().as_u16();
+    let b = r.bytes().await.map_err(|e| e.to_string())?;
+    Ok((st, serde_json::from_slice(&b).unwrap_or(Value::Null)))
+}
+
+/// Registers and enrolls `vm` with `c`'s evidence, then appraises it once
+/// statelessly (warming its cache entry); the appraisal must be healthy.
+async fn enroll(cl: &reqwest::Client, s: &Server, c: &Case, vm: &str) -> Res<()> {
+    let reg = serde_json::to_value(&c.registration).map_err(|e| e.to_string())?;
+    let (st, b) = call(cl, s, reqwest::Method::PUT, &format!("/v1/vms/{vm}"), &reg).await?;
+    if st != 200 && st != 201 {
+        return Err(format!("PUT {vm}: {st} {b}"));
+    }
+    let body = json!({"nonce": c.nonce, "akActivated": true, "evidence": c.evidence});
+    let (st, b) = call(
+        cl,
+        s,
+        reqwest::Method::POST,
+        &format!("/v1/vms/{vm}/attestations"),
+        &body,
+    )
+    .await?;
+    if !(st == 200 || st == 201) || b["healthy"] != true {
+        return Err(format!("attest {vm}: {st} {b}"));
+    }
+    let body = json!({"vmId": vm, "nonce": c.nonce, "evidence": c.evidence});
+    let (st, b) = call(cl, s, reqwest::Method::POST, "/v1/appraisals", &body).await?;
+    if st != 200 || b["healthy"] != true {
+        return Err(format!("appraise {vm}: {st} {b}"));
+    }
+    Ok(())
+}
+
+struct Row {
+    what: String,
+    ours: Option<Stats>,
+    keylime: Option<Stats>,
+}
+
+struct Ours {
+    rows: HashMap<&'static str, (Stats, Option<Stats>, Stats)>,
+    memory: Option<(u64, u64, u64, u64, usize, f64)>,
+}
+
+async fn run_ours(a: &Args, cases: &[Case]) -> Res<Ours> {
+    let s = start_server(a).await?;
+    let pid = s.child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss0, hwm0) = rss(pid);
+    eprintln!(
+        "ours: server pid {pid} at {}, RSS {rss0} kB (HWM {hwm0} kB) with an empty DB",
+        s.url
+    );
+    let n = a.vms.max(cases.len());
+    let setup = client(None);
+    let t0 = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed: Arc<Mutex<Option<String>>> = Arc::default();
+    let cases_arc: Arc<Vec<Case>> = Arc::new(cases.to_vec());
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (next, failed, cs, s, cl) = (
+            next.clone(),
+            failed.clone(),
+            cases_arc.clone(),
+            s.clone(),
+            setup.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || failed.lock().expect("f").is_some() {
+                    break;
+                }
+                let c = &cs[i % cs.len()];
+                if let Err(e) = enroll(&cl, &s, c, &format!("bench-{}-{i:05}", c.name)).await {
+                    *failed.lock().expect("f") = Some(e);
+                    break;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    if let Some(e) = failed.lock().expect("f").take() {
+        return Err(e);
+    }
+    let setup_secs = t0.elapsed().as_secs_f64();
+    let (rss1, hwm1) = rss(pid);
+    eprintln!(
+        "ours: {n} VMs registered + enrolled + appraised once in {setup_secs:.1} s; RSS {rss1} kB (HWM {hwm1} kB)"
+    );
+    let memory = (a.vms > 0).then_some((rss0, hwm0, rss1, hwm1, n, setup_secs));
+
+    let auth = vec![("authorization".to_owned(), format!("Bearer {}", s.token))];
+    let mut rows = HashMap::new();
+    for (ci, c) in cases.iter().enumerate() {
+        let bodies: Vec<Bytes> = (0..n)
+            .filter(|i| i % cases.len() == ci)
+            .map(|i| {
+                Bytes::from(
+                    serde_json::to_vec(&json!({
+                        "vmId": format!("bench-{}-{i:05}", c.name),
+                        "nonce": c.nonce,
+                        "evidence": c.evidence,
+                    }))
+                    .expect("json"),
+                )
+            })
+            .collect();
+        let t = Target {
+            client: client(None),
+            url: format!("{}/v1/appraisals", s.url),
+            headers: auth.clone(),
+            bodies: Arc::new(bodies),
+        };
+        let (st, b) = t.send(0).await?;
+        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+        if st != 200 || v["healthy"] != true {
+            return Err(format!(
+                "ours {}: sanity appraisal not healthy: {st} {v}",
+                c.name
+            ));
+        }
+        eprintln!(
+            "ours {}: sanity OK (healthy, {} checks, {} VMs rotated, body {} B)",
+            c.name,
+            v["checks"].as_array().map_or(0, |a| a.len()),
+            t.bodies.len(),
+            t.bodies[0].len()
+        );
+        closed_loop(&t, a.concurrency, a.warmup).await;
+        let cl = with_cpu(pid, false, closed_loop(&t, a.concurrency, a.duration)).await;
+        eprintln!(
+            "ours {} closed c={}: {}",
+            c.name,
+            a.concurrency,
+            cl.summary()
+        );
+        let hot = if a.hot > 0 && a.hot < t.bodies.len() {
+            let h = Target {
+                bodies: Arc::new(t.bodies[..a.hot].to_vec()),
+                ..t.clone()
+            };
+            closed_loop(&h, a.concurrency, a.warmup).await;
+            let hs = with_cpu(pid, false, closed_loop(&h, a.concurrency, a.duration)).await;
+            eprintln!(
+                "ours {} closed c={} over {} VMs only: {}",
+                c.name,
+                a.concurrency,
+                a.hot,
+                hs.summary()
+            );
+            Some(hs)
+        } else {
+            None
+        };
+        let ol = with_cpu(pid, false, open_loop(&t, a.rate, a.duration)).await;
+        eprintln!("ours {} open {}/s: {}", c.name, a.rate, ol.summary());
+        rows.insert(c.name, (cl, hot, ol));
+    }
+    let (rss2, hwm2) = rss(pid);
+    eprintln!("ours: after the load RSS {rss2} kB (HWM {hwm2} kB)");
+    Ok(Ours { rows, memory })
+}
+
+fn sh(cmd: &str, env: &[(&str, &str)]) -> Res<String> {
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(cmd).current_dir(repo());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!(
+            "`{cmd}` failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+async fn run_keylime_case(a: &Args, c: &Case, policy: &str) -> Res<(Stats, Stats)> {
+    let out = sh(
+        "bash bench/keylime/setup.sh",
+        &[("KEYLIME_MB_POLICY", policy)],
+    )?;
+    let url = out.lines().last().unwrap_or("").trim().to_owned();
+    eprintln!("keylime ({policy}): {}", out.lines().next().unwrap_or(""));
+    let kl = repo().join("target/keylime");
+    let body = kl.join(format!("bodies/{}.json", c.name));
+    if !body.exists() {
+        sh(
+            &format!(
+                "mkdir -p target/keylime/bodies && . target/keylime/env.sh && python3 bench/keylime/make_request.py {} {}",
+                c.attestation.display(),
+                body.display()
+            ),
+            &[],
+        )?;
+    }
+    let t = Target {
+        client: client(Some(&kl.join("cv_ca/cacert.crt"))),
+        url: format!("{url}/v2.6/verify/evidence"),
+        headers: Vec::new(),
+        bodies: Arc::new(vec![Bytes::from(
+            std::fs::read(&body).map_err(|e| e.to_string())?,
+        )]),
+    };
+    let (st, b) = t.send(0).await?;
+    let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+    if st != 200 || v["results"]["valid"] != true {
+        let _ = sh("bash bench/keylime/stop.sh", &[]);
+        return Err(format!(
+            "keylime {}: sanity verification not valid: {st} {}",
+            c.name, v["results"]["failures"]
+        ));
+    }
+    eprintln!(
+        "keylime {}: sanity OK (valid, no failures, body {} B)",
+        c.name,
+        t.bodies[0].len()
+    );
+    closed_loop(&t, a.keylime_concurrency, a.warmup).await;
+    let kpid: u32 = std::fs::read_to_string(kl.join("verifier.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    let cl = with_cpu(
+        kpid,
+        true,
+        closed_loop(&t, a.keylime_concurrency, a.duration),
+    )
+    .await;
+    eprintln!(
+        "keylime {} closed c={}: {}",
+        c.name,
+        a.keylime_concurrency,
+        cl.summary()
+    );
+    let ol = with_cpu(kpid, true, open_loop(&t, a.keylime_rate, a.duration)).await;
+    eprintln!(
+        "keylime {} open {}/s: {}",
+        c.name,
+        a.keylime_rate,
+        ol.summary()
+    );
+    let _ = sh("bash bench/keylime/stop.sh", &[]);
+    Ok((cl, ol))
+}
+
+fn ms(s: &Stats) -> String {
+    format!(
+        "{:.2} / {:.2} / {:.2} / {:.2}",
+        s.pct(50.0) * 1e3,
+        s.pct(90.0) * 1e3,
+        s.pct(99.0) * 1e3,
+        s.lat.last().copied().unwrap_or(f64::NAN) * 1e3
+    )
+}
+
+async fn single(a: &Args) {
+    let body = a.body.as_ref().expect("--url needs --body");
+    let t = Target {
+        client: client(a.cacert.as_deref()),
+        url: a.url.clone().expect("url"),
+        headers: a.headers.clone(),
+        bodies: Arc::new(vec![Bytes::from(std::fs::read(body).expect("body"))]),
+    };
+    closed_loop(&t, a.concurrency, a.warmup).await;
+    println!(
+        "closed c={}: {}",
+        a.concurrency,
+        closed_loop(&t, a.concurrency, a.duration).await.summary()
+    );
+    println!(
+        "open {}/s: {}",
+        a.rate,
+        open_loop(&t, a.rate, a.duration).await.summary()
+    );
+}
+
+async fn run(a: Args) {
+    if a.url.is_some() {
+        return single(&a).await;
+    }
+    let cases = vec![
+        case("shim", "shim", "attestation.json"),
+        case("tiny-sb", "tiny-sb", "attestation-boot1.json"),
+    ];
+    eprintln!("args: {a:?}");
+    let ours = match run_ours(&a, &cases).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ours: FAILED: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut kl: HashMap<&str, (Stats, Stats)> = HashMap::new();
+    if a.keylime {
+        for (c, policy) in cases.iter().zip(["example", "accept-all"]) {
+            match run_keylime_case(&a, c, policy).await {
+                Ok(r) => {
+                    kl.insert(c.name, r);
+                }
+                Err(e) => eprintln!("keylime {}: skipped: {e}", c.name),
+            }
+        }
+    } else {
+        eprintln!("keylime: skipped (KEYLIME=0 or --no-keylime)");
+    }
+
+    let mut rows = Vec::new();
+    for c in &cases {
+        let o = ours.rows.get(c.name);
+        let k = kl.get(c.name);
+        rows.push(Row {
+            what: format!(
+                "{} closed loop (ours c={}, Keylime c={}), appraisals/s",
+                c.name, a.concurrency, a.keylime_concurrency
+            ),
+            ours: o.map(|x| x.0.clone()),
+            keylime: k.map(|x| x.0.clone()),
+        });
+        if let Some(h) = o.and_then(|x| x.1.clone()) {
+            rows.push(Row {
+                what: format!(
+                    "{} closed loop over {} VMs only (warm cache), c={}, appraisals/s",
+                    c.name, a.hot, a.concurrency
+                ),
+                ours: Some(h),
+                keylime: k.map(|x| x.0.clone()),
+            });
+        }
+        rows.push(Row {
+            what: format!(
+                "{} open loop (ours {}/s, Keylime {}/s), done/s",
+                c.name, a.rate, a.keylime_rate
+            ),
+            ours: o.map(|x| x.2.clone()),
+            keylime: k.map(|x| x.1.clone()),
+        });
+    }
+    println!();
+    println!(
+        "| {} s per measurement | trustlaunch | Keylime 7.14.3 | ours/Keylime |",
+        a.duration
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    for r in &rows {
+        let f = |s: &Option<Stats>| {
+            s.as_ref().map_or("-".into(), |s| {
+                format!("{:.0} (err {})", s.per_sec(), s.errors)
+            })
+        };
+        let ratio = match (&r.ours, &r.keylime) {
+            (Some(o), Some(k)) if r.what.contains("closed") => {
+                format!("{:.1}x", o.per_sec() / k.per_sec())
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} |",
+            r.what,
+            f(&r.ours),
+            f(&r.keylime),
+            ratio
+        );
+        let lat = |s: &Option<Stats>| s.as_ref().map_or("-".into(), ms);
+        println!(
+            "| &nbsp;&nbsp;latency p50 / p90 / p99 / max, ms | {} | {} | |",
+            lat(&r.ours),
+            lat(&r.keylime)
+        );
+        let cpu = |s: &Option<Stats>| s.as_ref().map_or("-".into(), Stats::cpu_us);
+        println!(
+            "| &nbsp;&nbsp;CPU per request, server / load generator, µs | {} | {} | |",
+            cpu(&r.ours),
+            cpu(&r.keylime)
+        );
+    }
+    if let Some((r0, h0, r1, h1, n, secs)) = ours.memory {
+        println!();
+        println!(
+            "memory: RSS {r0} kB (HWM {h0}) empty -> {r1} kB (HWM {h1}) with {n} VMs enrolled + appraised once \
+             ({secs:.1} s over HTTP): {:.1} kB per VM, {:.1} MB per 10,000 VMs",
+            (r1 as f64 - r0 as f64) / n as f64,
+            (r1 as f64 - r0 as f64) / n as f64 * 10_000.0 / 1024.0
+        );
+    }
+}
+
+fn main() {
+    let a = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(a));
+}
