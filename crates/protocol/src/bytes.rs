@@ -35,35 +35,66 @@ impl AsRef<[u8]> for Bytes {
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use fmt::Write as _;
-        let mut out = String::with_capacity(self.0.len().saturating_mul(2));
-        for b in &self.0 {
-            let _ = write!(out, "{b:02x}");
-        }
-        s.serialize_str(&out)
+        s.serialize_str(&to_hex(&self.0))
     }
 }
 
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c.wrapping_sub(b'0')),
-        b'a'..=b'f' => Some(c.wrapping_sub(b'a').wrapping_add(10)),
-        _ => None,
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of `b`.
+pub(crate) fn to_hex(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len().saturating_mul(2));
+    for &x in b {
+        out.push(char::from(
+            DIGITS.get(usize::from(x >> 4)).copied().unwrap_or(b'0'),
+        ));
+        out.push(char::from(
+            DIGITS.get(usize::from(x & 0x0f)).copied().unwrap_or(b'0'),
+        ));
     }
+    out
 }
+
+/// Each byte's value as a lower-case hex digit, 0xff for anything else.
+// Evaluated at compile time: an index out of bounds would fail the build,
+// it cannot panic at run time.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+const NIBBLE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Decodes lower-case hex; `None` on odd length or another character.
+/// (A table lookup per digit: event logs of megabytes arrive as hex.)
 pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     if b.len() % 2 != 0 {
         return None;
     }
-    b.chunks_exact(2)
-        .map(|p| match p {
-            [h, l] => Some((nibble(*h)? << 4) | nibble(*l)?),
-            _ => None,
-        })
-        .collect()
+    let mut out = Vec::with_capacity(b.len() / 2);
+    let mut bad = 0u8;
+    for p in b.chunks_exact(2) {
+        let (h, l) = match p {
+            [h, l] => (*h, *l),
+            _ => return None,
+        };
+        let hi = NIBBLE.get(usize::from(h)).copied().unwrap_or(0xff);
+        let lo = NIBBLE.get(usize::from(l)).copied().unwrap_or(0xff);
+        bad |= hi | lo;
+        out.push((hi << 4) | (lo & 0x0f));
+    }
+    // Valid digits are < 16: any 0xff leaves the high bits set.
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 struct HexVisitor;
@@ -108,6 +139,24 @@ mod tests {
         assert_eq!(serde_json::from_str::<Bytes>(&s).unwrap(), b);
         for bad in ["\"abc\"", "\"AB\"", "\"zz\"", "12"] {
             assert!(serde_json::from_str::<Bytes>(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod hex_tests {
+    use super::{from_hex, to_hex};
+
+    #[test]
+    fn every_byte_round_trips_and_only_lower_case_hex_decodes() {
+        let all: Vec<u8> = (0..=255).collect();
+        let h = to_hex(&all);
+        assert_eq!(from_hex(&h).unwrap(), all);
+        assert_eq!(from_hex(""), Some(vec![]));
+        assert_eq!(from_hex("abc"), None, "odd length");
+        // The characters next to each digit range, and upper case.
+        for bad in ["/0", "0:", "`0", "0g", "AB", "0F", "é0", "0 "] {
+            assert_eq!(from_hex(bad), None, "{bad:?}");
         }
     }
 }

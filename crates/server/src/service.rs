@@ -26,7 +26,7 @@ use trustlaunch_attestation::{
 use trustlaunch_protocol::Evidence;
 use trustlaunch_store::{
     AlertFilter, AlertRecord, BaselineAction, BaselineChange, NewAttestation, SigningKeyRecord,
-    Store, StoreError, VmRecord,
+    Store, StoreError, VmRecord, VmStamp,
 };
 use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
 
@@ -53,15 +53,22 @@ pub struct ServiceConfig {
     pub webhooks: Vec<String>,
 }
 
-/// A VM's cached reference.
+/// A VM's cached reference: what its appraisal reads, shared (`Arc`)
+/// where many VMs hold the same (key templates).
+#[derive(Clone)]
 pub struct VmEntry {
-    /// The registration.
-    pub reg: VmRegistration,
+    /// The image supports Trusted Launch.
+    pub trusted_launch_supported: bool,
+    /// `secureBootEnabled`.
+    pub secure_boot: bool,
+    /// `vTpmEnabled`.
+    pub vtpm: bool,
     ek_public: Vec<u8>,
-    template: Option<KeyDatabases>,
+    template: Option<Arc<KeyDatabases>>,
     enrollment: Option<Arc<Prepared>>,
-    baseline: Option<(BaselineDoc, i64)>,
-    loaded: Instant,
+    baseline: Option<(Arc<BaselineDoc>, i64)>,
+    stamp: VmStamp,
+    checked: Instant,
 }
 
 /// What one attestation produced.
@@ -95,6 +102,7 @@ pub struct Service {
     pub metrics: Metrics,
     keys: RwLock<KeySet>,
     cache: RwLock<HashMap<String, Arc<VmEntry>>>,
+    templates: RwLock<HashMap<[u8; 32], Arc<KeyDatabases>>>,
     locks: StdMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Wakes the webhook worker.
     pub webhook_wake: tokio::sync::Notify,
@@ -130,6 +138,7 @@ impl Service {
             metrics: Metrics::default(),
             keys: RwLock::new(keys),
             cache: RwLock::new(HashMap::new()),
+            templates: RwLock::new(HashMap::new()),
             locks: StdMutex::new(HashMap::new()),
             webhook_wake: tokio::sync::Notify::new(),
             webhook_pending: std::sync::atomic::AtomicBool::new(true),
@@ -271,55 +280,116 @@ impl Service {
         }
     }
 
-    /// The VM's reference, from the cache or the store.
+    /// The VM's reference: from the cache while it was checked less than
+    /// [`CACHE_TTL`] ago, else checked against the store's stamp (one
+    /// read) and reloaded only if something changed.
     pub async fn entry(&self, vm_id: &str) -> Result<Arc<VmEntry>, ApiError> {
-        if let Some(e) = self
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(vm_id).cloned())
-            .filter(|e| e.loaded.elapsed() < CACHE_TTL)
-        {
-            return Ok(e);
+        let cached = self.cache.read().ok().and_then(|c| c.get(vm_id).cloned());
+        if let Some(e) = &cached {
+            if e.checked.elapsed() < CACHE_TTL {
+                return Ok(e.clone());
+            }
         }
+        self.entry_checked(vm_id, cached).await
+    }
+
+    /// The VM's reference, checked against the store now.
+    async fn entry_checked(
+        &self,
+        vm_id: &str,
+        cached: Option<Arc<VmEntry>>,
+    ) -> Result<Arc<VmEntry>, ApiError> {
+        let stamp = self
+            .store
+            .vm_stamp(vm_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("VM {vm_id:?} is not registered")))?;
+        let entry = match cached {
+            Some(e) if e.stamp == stamp => Arc::new(VmEntry {
+                checked: Instant::now(),
+                ..(*e).clone()
+            }),
+            _ => Arc::new(self.load_entry(vm_id, stamp).await?),
+        };
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(vm_id.to_owned(), entry.clone());
+        }
+        Ok(entry)
+    }
+
+    async fn load_entry(&self, vm_id: &str, stamp: VmStamp) -> Result<VmEntry, ApiError> {
         let rec = self
             .store
             .get_vm(vm_id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("VM {vm_id:?} is not registered")))?;
-        let reg: VmRegistration = serde_json::from_value(rec.spec.clone())
+        let reg: VmRegistration = serde_json::from_value(rec.spec)
             .map_err(|e| ApiError::internal(format!("stored VM {vm_id}: {e}")))?;
-        let enrollment = match self.store.get_enrollment(vm_id).await? {
-            Some(en) => Prepared::new(&en.ek_certificate, &en.ak_public)
-                .ok()
-                .map(Arc::new),
-            None => None,
+        // The enrollment's prepared AK is kept if the enrollment did not
+        // change (preparing an RSA key is the costly part).
+        let previous = self.cache.read().ok().and_then(|c| c.get(vm_id).cloned());
+        let enrollment = match previous
+            .as_ref()
+            .filter(|p| p.stamp.enrolled_at == stamp.enrolled_at && p.enrollment.is_some())
+        {
+            Some(p) => p.enrollment.clone(),
+            None => match self.store.get_enrollment(vm_id).await? {
+                Some(en) => Prepared::new(&en.ek_certificate, &en.ak_public)
+                    .ok()
+                    .map(Arc::new),
+                None => None,
+            },
         };
-        let baseline = match self.store.get_baseline(vm_id).await? {
-            Some(b) => Some((
-                serde_json::from_value(b.baseline)
-                    .map_err(|e| ApiError::internal(format!("stored baseline of {vm_id}: {e}")))?,
-                b.version,
-            )),
-            None => None,
-        };
+        let baseline =
+            match self.store.get_baseline(vm_id).await? {
+                Some(b) => Some((
+                    Arc::new(serde_json::from_value(b.baseline).map_err(|e| {
+                        ApiError::internal(format!("stored baseline of {vm_id}: {e}"))
+                    })?),
+                    b.version,
+                )),
+                None => None,
+            };
         let template = if reg.template.is_empty() {
             None
         } else {
-            reg.template.to_dbs()
+            self.intern_template(&reg.template)
         };
-        let entry = Arc::new(VmEntry {
+        Ok(VmEntry {
+            trusted_launch_supported: reg.trusted_launch_supported,
+            secure_boot: reg.secure_boot_enabled,
+            vtpm: reg.v_tpm_enabled,
             ek_public: rec.ek_public,
             template,
             enrollment,
             baseline,
-            reg,
-            loaded: Instant::now(),
-        });
-        if let Ok(mut c) = self.cache.write() {
-            c.insert(vm_id.to_owned(), entry.clone());
+            stamp,
+            checked: Instant::now(),
+        })
+    }
+
+    /// One shared copy per distinct key template.
+    fn intern_template(&self, t: &crate::model::Template) -> Option<Arc<KeyDatabases>> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for part in [&t.pk, &t.kek, &t.db, &t.dbx] {
+            h.update(part.as_deref().unwrap_or("-").as_bytes());
+            h.update(b"/");
         }
-        Ok(entry)
+        let key: [u8; 32] = h.finalize().into();
+        if let Some(k) = self
+            .templates
+            .read()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return Some(k);
+        }
+        let dbs = Arc::new(t.to_dbs()?);
+        if let Ok(mut m) = self.templates.write() {
+            m.insert(key, dbs.clone());
+        }
+        Some(dbs)
     }
 
     fn appraise_with(
@@ -342,8 +412,8 @@ impl Service {
             vtpm_ca: &self.ca,
             nonce,
             ak_activated: activated,
-            secure_boot_expected: e.reg.secure_boot_enabled,
-            template: e.template.as_ref(),
+            secure_boot_expected: e.secure_boot,
+            template: e.template.as_deref(),
             baseline,
             now: UnixTime::from_secs(now()),
             enrollment: e.enrollment.as_deref(),
@@ -381,8 +451,8 @@ impl Service {
     ) -> Result<AttestationResult, ApiError> {
         let lock = self.vm_lock(vm_id);
         let _guard = lock.lock().await;
-        self.invalidate(vm_id);
-        let e = self.entry(vm_id).await?;
+        let cached = self.cache.read().ok().and_then(|c| c.get(vm_id).cloned());
+        let e = self.entry_checked(vm_id, cached).await?;
         if let Some(old) = self.find_by_nonce(vm_id, nonce).await? {
             // A retry. If the first try died between recording the
             // attestation and writing its alerts, write them now.
@@ -401,7 +471,7 @@ impl Service {
         let (bdoc, bversion) = e
             .baseline
             .clone()
-            .map_or((None, None), |(d, v)| (Some(d), Some(v)));
+            .map_or((None, None), |(d, v)| (Some((*d).clone()), Some(v)));
         let learn = bdoc.as_ref().and_then(|d| d.learn.clone());
         let current = bdoc.as_ref().and_then(|d| d.baseline.clone());
         let relearn = learn.as_ref().is_some_and(|l| l.relearn);
@@ -505,9 +575,9 @@ impl Service {
         let verdict = a.verdict();
         let posture = Posture {
             vm_id,
-            trusted_launch_supported: e.reg.trusted_launch_supported,
-            secure_boot: e.reg.secure_boot_enabled,
-            vtpm: e.reg.v_tpm_enabled,
+            trusted_launch_supported: e.trusted_launch_supported,
+            secure_boot: e.secure_boot,
+            vtpm: e.vtpm,
             attestation_agent: true,
             last_appraisal: Some(&verdict),
             agent_silent_for: Some(0),
@@ -625,9 +695,9 @@ impl Service {
             .unwrap_or_default();
         let posture = Posture {
             vm_id,
-            trusted_launch_supported: e.reg.trusted_launch_supported,
-            secure_boot: e.reg.secure_boot_enabled,
-            vtpm: e.reg.v_tpm_enabled,
+            trusted_launch_supported: e.trusted_launch_supported,
+            secure_boot: e.secure_boot,
+            vtpm: e.vtpm,
             // An agent that never answered is missing (a recommendation),
             // not unresponsive.
             attestation_agent: last.is_some(),
@@ -993,7 +1063,11 @@ impl Service {
 
     /// A JSON summary of a VM: registration, enrollment, latest verdict.
     pub async fn vm_summary(&self, vm_id: &str) -> Result<serde_json::Value, ApiError> {
-        let e = self.entry(vm_id).await?;
+        let rec = self
+            .store
+            .get_vm(vm_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("VM {vm_id:?} is not registered")))?;
         let last = self.store.latest(vm_id).await?;
         let enrolled = self.store.get_enrollment(vm_id).await?;
         let active = self
@@ -1007,7 +1081,7 @@ impl Service {
         };
         Ok(json!({
             "vmId": vm_id,
-            "registration": e.reg,
+            "registration": rec.spec,
             "enrolledAt": enrolled.map(|x| x.enrolled_at),
             "attestationHealth": health,
             "lastAttestedAt": at,

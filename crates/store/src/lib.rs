@@ -38,7 +38,7 @@ pub use error::StoreError;
 pub use records::{
     AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, Baseline, BaselineAction,
     BaselineAuditEntry, BaselineChange, Enrollment, NewAttestation, Role, SigningKeyRecord,
-    SuppressionRule, VmRecord,
+    SuppressionRule, VmRecord, VmStamp,
 };
 
 /// Which database a [`Store`] talks to.

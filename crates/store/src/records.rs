@@ -20,6 +20,17 @@ pub struct VmRecord {
     pub created_at: i64,
 }
 
+/// Whether a VM's record, enrollment or baseline changed ([`crate::Store::vm_stamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmStamp {
+    /// +1 each time the VM's record is replaced.
+    pub revision: i64,
+    /// When it enrolled, if it did.
+    pub enrolled_at: Option<i64>,
+    /// Its baseline's version, if it has one.
+    pub baseline_version: Option<i64>,
+}
+
 /// A VM's enrollment: the EK certificate and the attestation key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Enrollment {

@@ -44,6 +44,9 @@ const MIGRATIONS: &[&[&str]] = &[
          role TEXT NOT NULL CHECK (role IN ('reader', 'operator', 'admin')), \
          created_at BIGINT NOT NULL)",
     ],
+    // 2: a VM's revision, +1 each time its record is replaced, so that a
+    // cache can tell whether it changed without reading it.
+    &["ALTER TABLE vms ADD COLUMN revision BIGINT NOT NULL DEFAULT 0"],
 ];
 
 /// The schema version this build migrates to.

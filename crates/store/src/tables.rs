@@ -9,6 +9,7 @@ use crate::hex;
 use crate::records::{
     AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, Baseline, BaselineAuditEntry,
     BaselineChange, Enrollment, NewAttestation, Role, SigningKeyRecord, SuppressionRule, VmRecord,
+    VmStamp,
 };
 use crate::Store;
 
@@ -113,7 +114,8 @@ impl Store {
     pub async fn put_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO vms (vm_id, spec, ek_public, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (vm_id) DO UPDATE SET spec = excluded.spec, ek_public = excluded.ek_public",
+             ON CONFLICT (vm_id) DO UPDATE SET spec = excluded.spec, ek_public = excluded.ek_public, \
+             revision = vms.revision + 1",
         )
         .bind(&vm.vm_id)
         .bind(vm.spec.to_string())
@@ -123,6 +125,32 @@ impl Store {
         .await
         .map_err(db("put_vm"))?;
         Ok(())
+    }
+
+    /// What tells whether anything a VM's appraisal reads changed: its
+    /// record's revision, its enrollment time and its baseline's version
+    /// (`None`: not registered). One indexed read.
+    pub async fn vm_stamp(&self, vm_id: &str) -> Result<Option<VmStamp>, StoreError> {
+        let op = "vm_stamp";
+        let row = sqlx::query(
+            "SELECT v.revision AS revision, \
+                    (SELECT e.enrolled_at FROM enrollments e WHERE e.vm_id = v.vm_id) AS enrolled_at, \
+                    (SELECT b.version FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
+             FROM vms v WHERE v.vm_id = $1",
+        )
+        .bind(vm_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(op))?;
+        row.map(|r| {
+            let c = cols(&r, "vms", op);
+            Ok(VmStamp {
+                revision: c.int("revision")?,
+                enrolled_at: c.opt_int("enrolled_at")?,
+                baseline_version: c.opt_int("baseline_version")?,
+            })
+        })
+        .transpose()
     }
 
     /// The VM `vm_id`, if registered.

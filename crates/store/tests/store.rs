@@ -55,6 +55,15 @@ async fn suite(store: &Store) {
     assert_eq!(store.get_vm("vm-b").await.unwrap().unwrap(), b2);
     let listed = store.list_vms().await.unwrap();
     assert_eq!(listed, vec![a.clone(), b2.clone()]);
+    // The stamp: the replaced record's revision moved, the other's not.
+    let stamp = |s: Option<trustlaunch_store::VmStamp>| s.unwrap();
+    assert_eq!(stamp(store.vm_stamp("vm-a").await.unwrap()).revision, 0);
+    assert_eq!(stamp(store.vm_stamp("vm-b").await.unwrap()).revision, 1);
+    assert_eq!(
+        stamp(store.vm_stamp("vm-a").await.unwrap()).enrolled_at,
+        None
+    );
+    assert!(store.vm_stamp("vm-x").await.unwrap().is_none());
 
     // --- enrollments.
     assert!(store.get_enrollment("vm-a").await.unwrap().is_none());
@@ -446,7 +455,10 @@ async fn postgres_suite() {
         store.close().await;
         // Reopening applies nothing again.
         let store = Store::open(&url).await.unwrap();
-        assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+        assert_eq!(
+            store.applied_migrations().await.unwrap(),
+            (1..=Store::schema_version()).collect::<Vec<_>>()
+        );
         assert_eq!(store.list_vms().await.unwrap().len(), 2);
         store.close().await;
     })
@@ -487,7 +499,10 @@ async fn sqlite_reopen_keeps_data_and_migrates_once() {
             1
         );
         assert_eq!(store.baseline_audit("vm-a").await.unwrap().len(), 1);
-        assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+        assert_eq!(
+            store.applied_migrations().await.unwrap(),
+            (1..=Store::schema_version()).collect::<Vec<_>>()
+        );
         store.close().await;
     }
 }
