@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use trustlaunch_eventlog::{
-    check_digests, replay, BootEvidence, EventLog, EventType, HashAlg as LogHash, ImageKind,
+    check_digests_in, replay_banks, BootEvidence, EventLog, EventType, HashAlg as LogHash,
+    ImageKind,
 };
 use trustlaunch_protocol::Evidence;
 use trustlaunch_secureboot::siglist::{SignatureDb, SignatureType};
@@ -114,7 +115,9 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
         skip_log_checks(&mut c, "the event log does not parse");
         return finish(c, None, claims);
     };
-    let replayed = replay(&log);
+    // Only the SHA-256 bank is quoted: the others are neither replayed
+    // nor hashed (nothing rests on them).
+    let replayed = replay_banks(&log, &[LogHash::Sha256]);
     let log_ok = replay_check(&replayed, &pcrs, quote_ok, &mut c);
     let ev = BootEvidence::extract(&log);
     let measurements = Measurements::from_boot(&ev, &replayed);
@@ -129,7 +132,7 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
     // beside a digest must be what that digest covers where the spec says
     // so (variables, separators, actions, ...), or the log lies about
     // what was measured.
-    let lies = check_digests(&log);
+    let lies = check_digests_in(&log, &[LogHash::Sha256]);
     if lies.is_empty() {
         c.pass(
             "log.event_data",

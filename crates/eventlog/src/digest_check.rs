@@ -100,13 +100,19 @@ fn matches(digest: &Digest, event: &Event, what: Hashed) -> bool {
 /// Every digest of every event whose digest the spec ties to its data and
 /// that does not match. Banks this crate cannot compute are not checked.
 pub fn check_digests(log: &EventLog) -> Vec<DigestMismatch> {
+    check_digests_in(log, log.banks())
+}
+
+/// [`check_digests`] for the digests of the given banks only (e.g. the
+/// SHA-256 bank a quote vouches for).
+pub fn check_digests_in(log: &EventLog, banks: &[HashAlg]) -> Vec<DigestMismatch> {
     let mut out = Vec::new();
     // Event 0 of a crypto-agile log is the Spec ID event; its SHA-1 field
     // is zero by definition and covered by the EV_NO_ACTION rule.
     for event in log.events() {
         let Some(forms) = rule(event) else { continue };
         for digest in &event.digests {
-            if !digest.alg().is_computable() {
+            if !digest.alg().is_computable() || !banks.contains(&digest.alg()) {
                 continue;
             }
             if forms.iter().any(|f| matches(digest, event, *f)) {

@@ -62,7 +62,7 @@ pub use data::{
     SP800_155_EVENT3_SIGNATURE, SP800_155_SIGNATURE,
 };
 pub use device_path::{DevicePath, DevicePathError, DevicePathNode};
-pub use digest_check::{check_digests, DigestMismatch, Hashed};
+pub use digest_check::{check_digests, check_digests_in, DigestMismatch, Hashed};
 pub use efi::{
     EfiVariable, LoadOption, SignatureData, SignatureList, StructError, VariableContent,
     CERT_SHA256, CERT_X509,
@@ -79,7 +79,7 @@ pub use log::{
     SPEC_ID_SIGNATURE_LEGACY,
 };
 pub use replay::{
-    initial_value, is_extended, replay, startup_locality, verify, PcrBanks, PcrCheck, PcrStatus,
-    Replay, Verification, Workaround, STARTUP_LOCALITY_SIGNATURE,
+    initial_value, is_extended, replay, replay_banks, startup_locality, verify, PcrBanks, PcrCheck,
+    PcrStatus, Replay, Verification, Workaround, STARTUP_LOCALITY_SIGNATURE,
 };
 pub use text::TextEncoding;

@@ -271,3 +271,27 @@ fn truncated_logs_fail_with_an_offset_inside_the_log() {
         }
     }
 }
+
+#[test]
+fn one_bank_replays_and_checks_as_it_does_among_all() {
+    for name in expected().keys() {
+        let bytes = log_bytes(name);
+        let Ok(log) = EventLog::parse(&bytes) else { continue };
+        let all = replay(&log);
+        let only = trustlaunch_eventlog::replay_banks(&log, &[HashAlg::Sha256]);
+        assert_eq!(only.pcrs.get(&HashAlg::Sha256), all.pcrs.get(&HashAlg::Sha256), "{name}");
+        assert!(only.pcrs.keys().all(|a| *a == HashAlg::Sha256), "{name}");
+        let mut all_lies: Vec<_> = trustlaunch_eventlog::check_digests(&log)
+            .into_iter()
+            .filter(|m| m.alg == HashAlg::Sha256)
+            .map(|m| m.event)
+            .collect();
+        let mut lies: Vec<_> = trustlaunch_eventlog::check_digests_in(&log, &[HashAlg::Sha256])
+            .into_iter()
+            .map(|m| m.event)
+            .collect();
+        all_lies.sort_unstable();
+        lies.sort_unstable();
+        assert_eq!(lies, all_lies, "{name}");
+    }
+}
