@@ -276,10 +276,16 @@ fn truncated_logs_fail_with_an_offset_inside_the_log() {
 fn one_bank_replays_and_checks_as_it_does_among_all() {
     for name in expected().keys() {
         let bytes = log_bytes(name);
-        let Ok(log) = EventLog::parse(&bytes) else { continue };
+        let Ok(log) = EventLog::parse(&bytes) else {
+            continue;
+        };
         let all = replay(&log);
         let only = trustlaunch_eventlog::replay_banks(&log, &[HashAlg::Sha256]);
-        assert_eq!(only.pcrs.get(&HashAlg::Sha256), all.pcrs.get(&HashAlg::Sha256), "{name}");
+        assert_eq!(
+            only.pcrs.get(&HashAlg::Sha256),
+            all.pcrs.get(&HashAlg::Sha256),
+            "{name}"
+        );
         assert!(only.pcrs.keys().all(|a| *a == HashAlg::Sha256), "{name}");
         let mut all_lies: Vec<_> = trustlaunch_eventlog::check_digests(&log)
             .into_iter()

@@ -162,7 +162,10 @@ pub fn hex(b: &[u8]) -> String {
     trustlaunch_eventlog::hex::encode(b)
 }
 
-/// Hex to bytes.
+/// Hex (either case, no `0x`) to bytes.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.starts_with("0x") {
+        return None;
+    }
     trustlaunch_eventlog::hex::decode(s)
 }
