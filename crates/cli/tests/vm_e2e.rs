@@ -1093,23 +1093,7 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
     // VM reimaged. The boot deviates from the baseline component by
     // component and raises an alert (delivered to the webhook); relearn
     // makes the next good boot the baseline and resolves it.
-    let v2 = f.dir.join("tiny-v2");
-    ok(tl(
-        f,
-        &[
-            "image",
-            "build",
-            "tiny",
-            "--out",
-            s(&v2),
-            "--agent",
-            s(&agent_binary()),
-            "--home",
-            s(&f.home),
-            "--cmdline",
-            "console=ttyS0 loglevel=4 panic=-1 quiet",
-        ],
-    ));
+    let v2 = tiny_with_another_cmdline(f);
     // The VM's image reference now names the new version.
     fs::rename(&f.tiny, f.dir.join("tiny-v1")).unwrap();
     fs::rename(&v2, &f.tiny).unwrap();
@@ -1228,6 +1212,29 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
     ok(tl(f, &["host", "vm", "stop", name]));
 }
 
+/// The tiny image rebuilt with `quiet` added to its command line (same
+/// kernel, same db key): an "update".
+fn tiny_with_another_cmdline(f: &Fixture) -> PathBuf {
+    let v2 = f.dir.join("tiny-v2");
+    ok(tl(
+        f,
+        &[
+            "image",
+            "build",
+            "tiny",
+            "--out",
+            s(&v2),
+            "--agent",
+            s(&agent_binary()),
+            "--home",
+            s(&f.home),
+            "--cmdline",
+            "console=ttyS0 loglevel=4 panic=-1 quiet",
+        ],
+    ));
+    v2
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1275,23 +1282,7 @@ fn unsigned_boot_application_with_secure_boot_off_deviates_from_the_baseline() {
     assert_eq!(reasons(&srv), ["secure-boot-off"]);
     // An unsigned boot application (another UKI, its signature removed):
     // the firmware loads it without a word; the baseline names it.
-    let v2 = f.dir.join("tiny-v2");
-    ok(tl(
-        f,
-        &[
-            "image",
-            "build",
-            "tiny",
-            "--out",
-            s(&v2),
-            "--agent",
-            s(&agent_binary()),
-            "--home",
-            s(&f.home),
-            "--cmdline",
-            "console=ttyS0 loglevel=4 panic=-1 quiet",
-        ],
-    ));
+    let v2 = tiny_with_another_cmdline(f);
     let signed = f.dir.join("v2.efi");
     esp_file(&v2, "EFI/BOOT/BOOTX64.EFI", &signed);
     let unsigned = f.dir.join("v2-unsigned.efi");

@@ -930,9 +930,9 @@ impl Runtime {
         }
     }
 
-    /// A new challenge to a running VM's agent (after a runtime restart, or
-    /// periodically).
-    pub fn attest(&self, name: &str, limit: Duration) -> Result<Received, VmError> {
+    /// A running VM's paths and the EK the platform created for it, or why
+    /// it cannot be attested.
+    fn attestable(&self, name: &str) -> Result<(Paths, Vec<u8>), VmError> {
         let p = self.existing(name)?;
         let state = self.refresh(name)?;
         if state.status != Status::Running {
@@ -951,6 +951,13 @@ impl Runtime {
                 status: state.status,
                 needed: "attestation needs a vTPM",
             })?;
+        Ok((p, ek))
+    }
+
+    /// A new challenge to a running VM's agent (after a runtime restart, or
+    /// periodically).
+    pub fn attest(&self, name: &str, limit: Duration) -> Result<Received, VmError> {
+        let (p, ek) = self.attestable(name)?;
         let mut ch = Channel::connect(&p.attest_sock())?;
         let received = ch.attest(&ek, limit, &mut OsRng, platform::unix_now())?;
         let json = serde_json::to_vec_pretty(&received).unwrap_or_default();
@@ -968,24 +975,7 @@ impl Runtime {
         nonce: &[u8],
         limit: Duration,
     ) -> Result<Collected, VmError> {
-        let p = self.existing(name)?;
-        let state = self.refresh(name)?;
-        if state.status != Status::Running {
-            return Err(VmError::WrongStatus {
-                name: name.into(),
-                status: state.status,
-                needed: "attestation needs a running VM",
-            });
-        }
-        let ek = state
-            .ek_public
-            .as_deref()
-            .and_then(from_hex)
-            .ok_or_else(|| VmError::WrongStatus {
-                name: name.into(),
-                status: state.status,
-                needed: "attestation needs a vTPM",
-            })?;
+        let (p, ek) = self.attestable(name)?;
         let stale: Vec<Vec<u8>> = {
             let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
             let q = sent.entry(name.to_owned()).or_default();
