@@ -106,6 +106,11 @@ pub struct Posture<'a> {
     pub untrusted_modules: &'a [String],
 }
 
+/// The agent has not answered for longer than it may (or never did).
+fn is_silent(p: &Posture<'_>) -> bool {
+    p.agent_silent_for.is_none_or(|s| s > p.agent_timeout)
+}
+
 /// The recommendations that apply to a VM.
 pub fn recommendations(p: &Posture<'_>) -> Vec<Recommendation> {
     let mut out = Vec::new();
@@ -140,7 +145,12 @@ pub fn recommendations(p: &Posture<'_>) -> Vec<Recommendation> {
             "no guest attestation agent: the boot is never verified".into(),
         );
     }
-    if p.attestation_agent {
+    if p.attestation_agent && is_silent(p) {
+        add(
+            RecommendationKind::AttestationHealthy,
+            "the attestation agent does not respond".into(),
+        );
+    } else if p.attestation_agent {
         match p.last_appraisal {
             Some(a) if !a.healthy => {
                 let failed: Vec<&str> = a.failed.iter().map(|c| c.name.as_str()).collect();
@@ -277,7 +287,7 @@ pub fn alert_candidates(p: &Posture<'_>) -> Vec<AlertCandidate> {
         cause: Cause::Attestation { reason },
         detail,
     };
-    if p.agent_silent_for.is_none_or(|s| s > p.agent_timeout) {
+    if is_silent(p) {
         out.push(attestation(
             FailureReason::AgentUnresponsive,
             match p.agent_silent_for {
@@ -330,6 +340,17 @@ pub enum AlertState {
     Resolved,
     /// An operator (or a suppression rule) dismissed it.
     Dismissed,
+}
+
+impl AlertState {
+    /// Its name (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Resolved => "resolved",
+            Self::Dismissed => "dismissed",
+        }
+    }
 }
 
 /// A stored alert.

@@ -227,3 +227,14 @@ fn recommendations_follow_the_security_profile() {
         "not for VMs that cannot have Trusted Launch"
     );
 }
+
+#[test]
+fn alert_state_names_are_their_serialized_names() {
+    for s in [
+        AlertState::Active,
+        AlertState::Resolved,
+        AlertState::Dismissed,
+    ] {
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+    }
+}

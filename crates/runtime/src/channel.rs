@@ -187,6 +187,23 @@ impl Channel {
         }
     }
 
+    /// The next message that is not evidence answering a `stale` nonce (a
+    /// frozen guest catching up on challenges it was sent before).
+    fn recv_fresh(
+        &mut self,
+        deadline: Instant,
+        waiting_for: &'static str,
+        total: Duration,
+        stale: &[Vec<u8>],
+    ) -> Result<GuestMessage, ChannelError> {
+        loop {
+            match self.recv(deadline, waiting_for, total)? {
+                GuestMessage::Evidence(e) if stale.contains(&e.nonce.0) => {}
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// One challenge: nonce -> evidence -> checks -> credential activation.
     /// `expected_ek` is the EK's TPMT_PUBLIC recorded when the platform
     /// created the VM's vTPM; `limit` bounds the whole exchange (a guest
@@ -201,15 +218,10 @@ impl Channel {
     ) -> Result<Received, ChannelError> {
         let mut nonce = vec![0u8; NONCE_LEN];
         rng.fill_bytes(&mut nonce);
-        let collected = self.collect_with(&nonce, expected_ek, limit, rng, &[], |e| {
-            check_evidence(e, &nonce, expected_ek).map(Some)
-        })?;
-        let Some((quote, mut checks)) = collected.checked else {
-            return Err(ChannelError::Unexpected {
-                expected: "checked evidence",
-                got: "none".into(),
-            });
-        };
+        let (collected, (quote, mut checks)) =
+            self.collect_with(&nonce, expected_ek, limit, rng, &[], |e| {
+                check_evidence(e, &nonce, expected_ek)
+            })?;
         if !collected.ak_activated {
             return Err(ChannelError::Rejected {
                 check: "ak_activated_under_ek",
@@ -243,43 +255,35 @@ impl Channel {
         rng: &mut impl CryptoRngCore,
         stale: &[Vec<u8>],
     ) -> Result<Collected, ChannelError> {
-        let c = self.collect_with(nonce, expected_ek, limit, rng, stale, |_| Ok(None))?;
-        Ok(Collected {
-            evidence: c.evidence,
-            ak_activated: c.ak_activated,
-            wait_ms: c.wait_ms,
-        })
+        Ok(self
+            .collect_with(nonce, expected_ek, limit, rng, stale, |_| Ok(()))?
+            .0)
     }
 
-    fn collect_with(
+    fn collect_with<T>(
         &mut self,
         nonce: &[u8],
         expected_ek: &[u8],
         limit: Duration,
         rng: &mut impl CryptoRngCore,
         stale: &[Vec<u8>],
-        check: impl FnOnce(
-            &Evidence,
-        ) -> Result<Option<(VerifiedQuote, Vec<&'static str>)>, ChannelError>,
-    ) -> Result<CollectedChecked, ChannelError> {
+        check: impl FnOnce(&Evidence) -> Result<T, ChannelError>,
+    ) -> Result<(Collected, T), ChannelError> {
         let t0 = Instant::now();
         let deadline = t0 + limit;
         self.send(&HostMessage::Challenge {
             nonce: Bytes(nonce.to_vec()),
         })?;
-        let evidence = loop {
-            match self.recv(deadline, "evidence", limit)? {
-                GuestMessage::Evidence(e) if stale.contains(&e.nonce.0) => continue,
-                GuestMessage::Evidence(e) => break *e,
-                GuestMessage::Error { stage, message } => {
-                    return Err(ChannelError::Agent { stage, message })
-                }
-                other => {
-                    return Err(ChannelError::Unexpected {
-                        expected: "evidence",
-                        got: format!("{other:?}"),
-                    })
-                }
+        let evidence = match self.recv_fresh(deadline, "evidence", limit, stale)? {
+            GuestMessage::Evidence(e) => *e,
+            GuestMessage::Error { stage, message } => {
+                return Err(ChannelError::Agent { stage, message })
+            }
+            other => {
+                return Err(ChannelError::Unexpected {
+                    expected: "evidence",
+                    got: format!("{other:?}"),
+                })
             }
         };
         let wait_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -311,23 +315,20 @@ impl Channel {
             credential_blob: Bytes(made.credential_blob),
             secret: Bytes(made.secret),
         })?;
-        let ak_activated = loop {
-            break match self.recv(deadline, "activated", limit)? {
-                GuestMessage::Evidence(e) if stale.contains(&e.nonce.0) => continue,
-                GuestMessage::Activated { secret: s } => s.0 == secret,
-                // The guest's TPM could not activate it (another TPM's EK, or
-                // a name that is not of a loaded key): not activated.
-                GuestMessage::Error { stage, .. } if stage == "activate" => false,
-                GuestMessage::Error { stage, message } => {
-                    return Err(ChannelError::Agent { stage, message })
-                }
-                other => {
-                    return Err(ChannelError::Unexpected {
-                        expected: "activated",
-                        got: format!("{other:?}"),
-                    })
-                }
-            };
+        let ak_activated = match self.recv_fresh(deadline, "activated", limit, stale)? {
+            GuestMessage::Activated { secret: s } => s.0 == secret,
+            // The guest's TPM could not activate it (another TPM's EK, or
+            // a name that is not of a loaded key): not activated.
+            GuestMessage::Error { stage, .. } if stage == "activate" => false,
+            GuestMessage::Error { stage, message } => {
+                return Err(ChannelError::Agent { stage, message })
+            }
+            other => {
+                return Err(ChannelError::Unexpected {
+                    expected: "activated",
+                    got: format!("{other:?}"),
+                })
+            }
         };
         if ak_activated {
             self.send(&HostMessage::Done {})?;
@@ -336,12 +337,14 @@ impl Channel {
                 message: "wrong credential".into(),
             });
         }
-        Ok(CollectedChecked {
-            evidence,
-            ak_activated,
-            wait_ms,
+        Ok((
+            Collected {
+                evidence,
+                ak_activated,
+                wait_ms,
+            },
             checked,
-        })
+        ))
     }
 }
 
@@ -355,13 +358,6 @@ pub struct Collected {
     pub ak_activated: bool,
     /// Milliseconds from the challenge to the evidence.
     pub wait_ms: u64,
-}
-
-struct CollectedChecked {
-    evidence: Evidence,
-    ak_activated: bool,
-    wait_ms: u64,
-    checked: Option<(VerifiedQuote, Vec<&'static str>)>,
 }
 
 /// The quoted PCR values as the verifier's map (the appraisal's own).

@@ -143,11 +143,9 @@ async fn metrics(State(s): St) -> Result<Response, ApiError> {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let state = serde_json::to_value(a.alert.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        *g.alerts.entry((kind, state)).or_default() += 1;
+        *g.alerts
+            .entry((kind, a.alert.state.as_str().to_owned()))
+            .or_default() += 1;
         if !a.pending_webhooks.is_empty() {
             g.webhook_pending += 1;
         }
@@ -255,6 +253,18 @@ async fn submit_attestation(
     Ok((status, Json(r)).into_response())
 }
 
+/// A recorded attestation as the API returns it.
+fn record_json(r: trustlaunch_store::AttestationRecord) -> Value {
+    json!({
+        "id": r.id,
+        "at": r.attestation.at,
+        "bootId": r.attestation.boot_id,
+        "healthy": r.attestation.healthy,
+        "token": r.attestation.token,
+        "attestation": r.attestation.appraisal,
+    })
+}
+
 fn parse_nonce(h: &str) -> Result<Vec<u8>, ApiError> {
     let n = unhex(h).ok_or_else(|| ApiError::bad_request("nonce is not hex"))?;
     if !(8..=64).contains(&n.len()) {
@@ -282,19 +292,7 @@ async fn history(
     check_vm_id(&vm)?;
     let limit = q.limit.unwrap_or(20).min(1000);
     let rows = s.service.store.history(&vm, limit).await?;
-    let value: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "at": r.attestation.at,
-                "bootId": r.attestation.boot_id,
-                "healthy": r.attestation.healthy,
-                "token": r.attestation.token,
-                "attestation": r.attestation.appraisal,
-            })
-        })
-        .collect();
+    let value: Vec<Value> = rows.into_iter().map(record_json).collect();
     ok(json!({ "value": value }))
 }
 
@@ -309,14 +307,7 @@ async fn latest(State(s): St, caller: Caller, Path(vm): Path<String>) -> ApiResu
         .latest(&vm)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("VM {vm:?} has not been attested")))?;
-    ok(json!({
-        "id": r.id,
-        "at": r.attestation.at,
-        "bootId": r.attestation.boot_id,
-        "healthy": r.attestation.healthy,
-        "token": r.attestation.token,
-        "attestation": r.attestation.appraisal,
-    }))
+    ok(record_json(r))
 }
 
 /// Challenges a VM of this server's runtime now and records the result.

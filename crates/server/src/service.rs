@@ -17,7 +17,7 @@ use trustlaunch_attestation::baseline::BootReport;
 use trustlaunch_attestation::enrollment::Enrollment as Prepared;
 use trustlaunch_attestation::security::{
     alert_candidates, recommendations, AlertBook, AlertCandidate, AlertEvent, AlertState, Cause,
-    FailureReason, Posture, Recommendation, RecommendationKind, SuppressionRule,
+    FailureReason, Posture, Recommendation, SuppressionRule,
 };
 use trustlaunch_attestation::token::{self, KeySet, SigningKey};
 use trustlaunch_attestation::{
@@ -827,7 +827,7 @@ impl Service {
             .put_alert(&AlertRecord {
                 key: doc.alert.key.clone(),
                 vm_id: doc.alert.vm_id.clone(),
-                state: state_name(doc.alert.state).into(),
+                state: doc.alert.state.as_str().into(),
                 alert: serde_json::to_value(doc).map_err(ApiError::internal)?,
                 updated_at: now_i64(),
             })
@@ -934,22 +934,7 @@ impl Service {
                 agent_timeout: self.config.agent_timeout.as_secs(),
                 untrusted_modules: &[],
             };
-            let mut recs = recommendations(&posture);
-            let healthy_kind = RecommendationKind::AttestationHealthy;
-            if silent
-                && reg.secure_boot_enabled
-                && reg.v_tpm_enabled
-                && !recs.iter().any(|r| r.kind == healthy_kind)
-            {
-                recs.push(Recommendation {
-                    kind: healthy_kind,
-                    name: healthy_kind.display_name(),
-                    severity: healthy_kind.severity(),
-                    vm_id: vm.vm_id.clone(),
-                    reason: "the attestation agent does not respond".into(),
-                });
-            }
-            out.extend(recs);
+            out.extend(recommendations(&posture));
         }
         Ok(out)
     }
@@ -1101,14 +1086,6 @@ fn identity_proven(a: &Appraisal) -> bool {
     ]
     .iter()
     .all(|n| a.check(n).is_some_and(|c| c.outcome == Outcome::Pass))
-}
-
-fn state_name(s: AlertState) -> &'static str {
-    match s {
-        AlertState::Active => "active",
-        AlertState::Resolved => "resolved",
-        AlertState::Dismissed => "dismissed",
-    }
 }
 
 async fn load_keys(store: &Store) -> Result<KeySet, ApiError> {
