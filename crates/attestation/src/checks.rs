@@ -34,10 +34,15 @@ const KERNEL_DEBUG_WORDS: [&str; 5] = [
     "ignore_loglevel",
 ];
 
-#[derive(Default)]
 struct Checks(Vec<Check>);
 
 impl Checks {
+    /// Room for every check an appraisal makes (23), so the list is not
+    /// regrown as it fills.
+    fn new() -> Self {
+        Self(Vec::with_capacity(24))
+    }
+
     fn push(&mut self, name: &'static str, outcome: Outcome, detail: String, evidence: Vec<Cite>) {
         self.0.push(Check {
             name,
@@ -78,7 +83,7 @@ pub fn pcr_values(evidence: &Evidence) -> PcrValues {
 
 /// Appraises one piece of evidence against what the platform knows.
 pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
-    let mut c = Checks::default();
+    let mut c = Checks::new();
     let pcrs = pcr_values(e);
     quote_checks(e, r, &pcrs, &mut c);
     identity_checks(e, r, &mut c);

@@ -290,7 +290,7 @@ fn text_or_raw(data: &[u8]) -> EventData {
 }
 
 fn decode(e: &Event, uintn: usize) -> Result<EventData, StructError> {
-    let d = e.data.as_slice();
+    let d: &[u8] = &e.data;
     let base = e.data_offset;
     Ok(match e.event_type {
         EventType::EV_NO_ACTION => decode_no_action(d, base)?,
@@ -679,8 +679,8 @@ mod tests {
             offset: 100,
             pcr: 0,
             event_type: t,
-            digests: vec![Digest::zero(HashAlg::Sha1)],
-            data,
+            digests: smallvec::smallvec![Digest::zero(HashAlg::Sha1)],
+            data: data.into(),
             data_offset: 132,
         }
     }

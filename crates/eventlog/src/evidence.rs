@@ -9,12 +9,11 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::alg::Digest;
 use crate::data::EventData;
 use crate::efi::VariableContent;
 use crate::event_type::EventType;
 use crate::guid::Guid;
-use crate::log::{Event, EventLog};
+use crate::log::{Event, EventDigests, EventLog};
 use crate::replay::is_extended;
 
 /// A UEFI variable as measured.
@@ -83,7 +82,7 @@ pub struct BootImage {
     /// Kind.
     pub kind: ImageKind,
     /// The image's Authenticode digests, one per bank.
-    pub digests: Vec<Digest>,
+    pub digests: EventDigests,
     /// The device path text, when it decodes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_path: Option<String>,
@@ -137,7 +136,7 @@ pub struct IplString {
     /// The text.
     pub text: String,
     /// The digests logged with it.
-    pub digests: Vec<Digest>,
+    pub digests: EventDigests,
 }
 
 /// A UKI section measured by systemd-stub into PCR 11: the name event and
@@ -152,7 +151,7 @@ pub struct UkiSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_event: Option<usize>,
     /// Digests of the section's content.
-    pub content_digests: Vec<Digest>,
+    pub content_digests: EventDigests,
 }
 
 /// Everything appraisal reads from a log.
@@ -388,7 +387,7 @@ impl BootEvidence {
                                 name: text,
                                 name_event: event.index,
                                 content_event: None,
-                                content_digests: Vec::new(),
+                                content_digests: EventDigests::new(),
                             });
                         }
                         12 => ev.kernel_command_lines.push(ipl(event, text)),
@@ -431,8 +430,8 @@ mod tests {
             offset: 0,
             pcr,
             event_type: t,
-            digests: vec![HashAlg::Sha1.hash(&data).unwrap()],
-            data,
+            digests: smallvec::smallvec![HashAlg::Sha1.hash(&data).unwrap()],
+            data: data.into(),
             data_offset: 0,
         }
     }

@@ -75,8 +75,8 @@ pub use evidence::{
 };
 pub use guid::Guid;
 pub use log::{
-    AlgorithmSize, Event, EventLog, LogFormat, ParseLimits, SpecIdEvent, SPEC_ID_SIGNATURE_AGILE,
-    SPEC_ID_SIGNATURE_LEGACY,
+    AlgorithmSize, Event, EventDigests, EventLog, LogFormat, ParseLimits, SpecIdEvent,
+    SPEC_ID_SIGNATURE_AGILE, SPEC_ID_SIGNATURE_LEGACY,
 };
 pub use replay::{
     initial_value, is_extended, replay, replay_banks, startup_locality, verify, PcrBanks, PcrCheck,

@@ -2,6 +2,7 @@
 //! crypto-agile format, PC Client Platform Firmware Profile §10.2.
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::alg::{Digest, HashAlg, MAX_DIGEST_SIZE};
 use crate::cursor::Cursor;
@@ -174,6 +175,11 @@ impl SpecIdEvent {
     }
 }
 
+/// An event's digests, one per bank: inline up to four banks (SHA-1,
+/// SHA-256, SHA-384, SHA-512: what OVMF and swtpm log), so parsing a log
+/// does not allocate per event.
+pub type EventDigests = SmallVec<[Digest; 4]>;
+
 /// One measured event, as it stands in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
@@ -187,10 +193,11 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: EventType,
     /// The digests, one per bank, in log order.
-    pub digests: Vec<Digest>,
-    /// The event data (`event`), undecoded.
+    pub digests: EventDigests,
+    /// The event data (`event`), undecoded: a view into the parsed log's
+    /// one copy of its bytes (no allocation per event).
     #[serde(skip)]
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     /// Offset of the event data in the log.
     #[serde(skip)]
     pub data_offset: usize,
@@ -242,8 +249,10 @@ impl EventLog {
         if bytes.is_empty() {
             return Err(ParseError::Empty);
         }
-        let mut c = Cursor::new(bytes, 0);
-        let first = read_legacy_event(&mut c, 0)?;
+        // One copy of the log; every event's data is a view into it.
+        let shared = bytes::Bytes::copy_from_slice(bytes);
+        let mut c = Cursor::new(&shared, 0);
+        let first = read_legacy_event(&mut c, 0, &shared)?;
         let agile = first.event_type == EventType::EV_NO_ACTION
             && first.pcr == 0
             && first.data.starts_with(SPEC_ID_SIGNATURE_AGILE);
@@ -254,8 +263,13 @@ impl EventLog {
         } else {
             (LogFormat::Sha1Legacy, None, vec![HashAlg::Sha1])
         };
-        // Each event takes at least 16 bytes, which bounds the allocation.
-        let mut events = Vec::with_capacity((bytes.len() / 64).min(limits.max_events));
+        // A hint only (the vector grows past it if it must): as many events
+        // as fit when each carries every bank's digest.
+        let full_event = banks
+            .iter()
+            .fold(16_usize, |n, b| n.saturating_add(b.size()).saturating_add(2));
+        let hint = bytes.len().checked_div(full_event).unwrap_or(0);
+        let mut events = Vec::with_capacity(hint.min(limits.max_events));
         events.push(first);
         let mut trailing_padding = 0;
         while !c.is_empty() {
@@ -272,8 +286,8 @@ impl EventLog {
                 });
             }
             let event = match format {
-                LogFormat::Sha1Legacy => read_legacy_event(&mut c, index)?,
-                LogFormat::CryptoAgile => read_agile_event(&mut c, index, &banks)?,
+                LogFormat::Sha1Legacy => read_legacy_event(&mut c, index, &shared)?,
+                LogFormat::CryptoAgile => read_agile_event(&mut c, index, &banks, &shared)?,
             };
             events.push(event);
         }
@@ -363,7 +377,21 @@ fn is_padding(rest: &[u8]) -> bool {
     rest.iter().all(|b| *b == 0x00 || *b == 0xff)
 }
 
-fn read_legacy_event(c: &mut Cursor<'_>, index: usize) -> Result<Event, ParseError> {
+/// The `size` bytes at the cursor, as a view into `shared`: the log the
+/// cursor reads (so what it takes is always within `shared`).
+fn take_shared(
+    c: &mut Cursor<'_>,
+    size: usize,
+    shared: &bytes::Bytes,
+) -> Result<bytes::Bytes, crate::cursor::Short> {
+    c.take(size).map(|taken| shared.slice_ref(taken))
+}
+
+fn read_legacy_event(
+    c: &mut Cursor<'_>,
+    index: usize,
+    shared: &bytes::Bytes,
+) -> Result<Event, ParseError> {
     let offset = c.offset();
     let trunc = |field| move |s| ParseError::truncated(index, offset, field, s);
     if c.remaining() < LEGACY_HEADER {
@@ -376,13 +404,13 @@ fn read_legacy_event(c: &mut Cursor<'_>, index: usize) -> Result<Event, ParseErr
     let digest = Digest::new(HashAlg::Sha1, sha1).ok_or(ParseError::Empty)?;
     let size = c.len_u32().map_err(trunc("eventDataSize"))?;
     let data_offset = c.offset();
-    let data = c.take(size).map_err(trunc("event data"))?.to_vec();
+    let data = take_shared(c, size, shared).map_err(trunc("event data"))?;
     Ok(Event {
         index,
         offset,
         pcr,
         event_type,
-        digests: vec![digest],
+        digests: smallvec::smallvec![digest],
         data,
         data_offset,
     })
@@ -392,6 +420,7 @@ fn read_agile_event(
     c: &mut Cursor<'_>,
     index: usize,
     banks: &[HashAlg],
+    shared: &bytes::Bytes,
 ) -> Result<Event, ParseError> {
     let offset = c.offset();
     let trunc = |field| move |s| ParseError::truncated(index, offset, field, s);
@@ -413,7 +442,7 @@ fn read_agile_event(
             ),
         });
     }
-    let mut digests = Vec::with_capacity(count);
+    let mut digests = EventDigests::with_capacity(count);
     for _ in 0..count {
         let at = c.offset();
         let id = c.u16().map_err(trunc("digest hashAlg"))?;
@@ -442,7 +471,7 @@ fn read_agile_event(
     }
     let size = c.len_u32().map_err(trunc("eventSize"))?;
     let data_offset = c.offset();
-    let data = c.take(size).map_err(trunc("event data"))?.to_vec();
+    let data = take_shared(c, size, shared).map_err(trunc("event data"))?;
     Ok(Event {
         index,
         offset,

@@ -99,8 +99,8 @@ fn agile_log(banks: &[HashAlg], raw: &[RawEvent]) -> EventLog {
         offset: 0,
         pcr: 0,
         event_type: EventType::EV_NO_ACTION,
-        digests: vec![Digest::zero(HashAlg::Sha1)],
-        data: spec.to_bytes(),
+        digests: vec![Digest::zero(HashAlg::Sha1)].into(),
+        data: spec.to_bytes().into(),
         data_offset: 32,
     }];
     for (i, r) in raw.iter().enumerate() {
@@ -114,7 +114,7 @@ fn agile_log(banks: &[HashAlg], raw: &[RawEvent]) -> EventLog {
                 .zip(&r.seeds)
                 .map(|(a, s)| digest_for(*a, *s, &r.data))
                 .collect(),
-            data: r.data.clone(),
+            data: r.data.clone().into(),
             data_offset: 0,
         });
     }
@@ -157,8 +157,8 @@ proptest! {
                 offset: 0,
                 pcr: r.pcr,
                 event_type: EventType(r.event_type),
-                digests: vec![digest_for(HashAlg::Sha1, r.seeds[0], &r.data)],
-                data: r.data.clone(),
+                digests: vec![digest_for(HashAlg::Sha1, r.seeds[0], &r.data)].into(),
+                data: r.data.clone().into(),
                 data_offset: 0,
             })
             .collect();
