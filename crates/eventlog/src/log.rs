@@ -265,9 +265,9 @@ impl EventLog {
         };
         // A hint only (the vector grows past it if it must): as many events
         // as fit when each carries every bank's digest.
-        let full_event = banks
-            .iter()
-            .fold(16_usize, |n, b| n.saturating_add(b.size()).saturating_add(2));
+        let full_event = banks.iter().fold(16_usize, |n, b| {
+            n.saturating_add(b.size()).saturating_add(2)
+        });
         let hint = bytes.len().checked_div(full_event).unwrap_or(0);
         let mut events = Vec::with_capacity(hint.min(limits.max_events));
         events.push(first);
