@@ -55,6 +55,41 @@ pub enum StoreError {
         /// The version stored now (`None`: no baseline).
         current: Option<i64>,
     },
+    /// Optimistic concurrency on a resource: its ETag is not the one the
+    /// request expected (`If-Match`), it exists where it must not
+    /// (`If-None-Match: *`), or it does not exist where it must.
+    #[error("resource {id} changed: expected ETag {expected:?}, current {current:?}")]
+    PreconditionFailed {
+        /// The resource.
+        id: String,
+        /// The ETag expected (`None`: that it does not exist).
+        expected: Option<i64>,
+        /// The ETag now (`None`: it does not exist).
+        current: Option<i64>,
+    },
+    /// An operation is already running on the target resource.
+    #[error("operation {operation} is already running on {target}")]
+    OperationInProgress {
+        /// The resource.
+        target: String,
+        /// The running operation's id.
+        operation: String,
+    },
+    /// An operation with this id exists.
+    #[error("operation {id} exists")]
+    DuplicateOperation {
+        /// The id.
+        id: String,
+    },
+    /// An operation step was written by someone else since it was read
+    /// (another server took it over): nothing was written.
+    #[error("operation {id} moved past revision {expected}")]
+    OperationChanged {
+        /// The operation.
+        id: String,
+        /// The revision the writer expected.
+        expected: i64,
+    },
     /// A stored value cannot be read back (bad JSON, hex or enum text):
     /// the database was changed outside the store.
     #[error("corrupt value in {table}.{column}: {detail}")]

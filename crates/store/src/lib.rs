@@ -1,6 +1,8 @@
-//! Persistence for the trustlaunch attestation service: VMs, enrollments,
-//! attestation history, baselines with their audit trail, alerts and
-//! suppression rules, token-signing keys and API tokens.
+//! Persistence for the trustlaunch server: for the attestation service,
+//! VMs, enrollments, attestation history, baselines with their audit
+//! trail, alerts and suppression rules, token-signing keys and API tokens;
+//! for the control plane, ARM resources with ETags and long-running
+//! operations (persisted state machines under a lease).
 //!
 //! One code path serves both databases: a [`Store`] is a
 //! [`sqlx::AnyPool`] opened from a URL, `sqlite://PATH` (the embedded
@@ -23,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod control;
 mod error;
 mod hex;
 mod records;
@@ -34,6 +37,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use control::{
+    NewOperation, NewResource, OperationRecord, OperationStatus, OperationStep, Precondition,
+    ResourceRecord,
+};
 pub use error::StoreError;
 pub use records::{
     AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, Baseline, BaselineAction,

@@ -47,6 +47,23 @@ const MIGRATIONS: &[&[&str]] = &[
     // 2: a VM's revision, +1 each time its record is replaced, so that a
     // cache can tell whether it changed without reading it.
     &["ALTER TABLE vms ADD COLUMN revision BIGINT NOT NULL DEFAULT 0"],
+    // 3: the control plane: ARM resources with an ETag, and long-running
+    // operations (persisted state machines, leased to one server at a
+    // time, at most one running per target).
+    &[
+        "CREATE TABLE resources (key TEXT PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL, \
+         resource_group TEXT NOT NULL, name TEXT NOT NULL, parent TEXT, body TEXT NOT NULL, \
+         etag BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        "CREATE INDEX resources_by_kind ON resources (kind, resource_group)",
+        "CREATE INDEX resources_by_parent ON resources (parent)",
+        "CREATE TABLE operations (id TEXT PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, \
+         status TEXT NOT NULL CHECK (status IN ('InProgress', 'Succeeded', 'Failed', 'Canceled')), \
+         state TEXT NOT NULL, error TEXT, revision BIGINT NOT NULL, lease_owner TEXT, \
+         lease_until BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        "CREATE UNIQUE INDEX operations_one_running ON operations (target) \
+         WHERE status = 'InProgress'",
+        "CREATE INDEX operations_by_target ON operations (target, created_at)",
+    ],
 ];
 
 /// The schema version this build migrates to.

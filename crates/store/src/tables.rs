@@ -14,53 +14,53 @@ use crate::records::{
 use crate::Store;
 
 /// Reads column `column` of a row of `table`.
-struct Cols<'r> {
+pub(crate) struct Cols<'r> {
     row: &'r AnyRow,
     table: &'static str,
     op: &'static str,
 }
 
 impl Cols<'_> {
-    fn text(&self, column: &'static str) -> Result<String, StoreError> {
+    pub(crate) fn text(&self, column: &'static str) -> Result<String, StoreError> {
         self.row.try_get::<String, _>(column).map_err(db(self.op))
     }
-    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
         self.row
             .try_get::<Option<String>, _>(column)
             .map_err(db(self.op))
     }
-    fn int(&self, column: &'static str) -> Result<i64, StoreError> {
+    pub(crate) fn int(&self, column: &'static str) -> Result<i64, StoreError> {
         self.row.try_get::<i64, _>(column).map_err(db(self.op))
     }
-    fn opt_int(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
+    pub(crate) fn opt_int(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
         self.row
             .try_get::<Option<i64>, _>(column)
             .map_err(db(self.op))
     }
-    fn flag(&self, column: &'static str) -> Result<bool, StoreError> {
+    pub(crate) fn flag(&self, column: &'static str) -> Result<bool, StoreError> {
         match self.int(column)? {
             0 => Ok(false),
             1 => Ok(true),
             other => Err(self.corrupt(column, format!("boolean {other}"))),
         }
     }
-    fn json(&self, column: &'static str) -> Result<Value, StoreError> {
+    pub(crate) fn json(&self, column: &'static str) -> Result<Value, StoreError> {
         let s = self.text(column)?;
         self.parse_json(column, &s)
     }
-    fn opt_json(&self, column: &'static str) -> Result<Option<Value>, StoreError> {
+    pub(crate) fn opt_json(&self, column: &'static str) -> Result<Option<Value>, StoreError> {
         self.opt_text(column)?
             .map(|s| self.parse_json(column, &s))
             .transpose()
     }
-    fn parse_json(&self, column: &'static str, s: &str) -> Result<Value, StoreError> {
+    pub(crate) fn parse_json(&self, column: &'static str, s: &str) -> Result<Value, StoreError> {
         serde_json::from_str(s).map_err(|e| self.corrupt(column, e.to_string()))
     }
-    fn bytes(&self, column: &'static str) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn bytes(&self, column: &'static str) -> Result<Vec<u8>, StoreError> {
         let s = self.text(column)?;
         hex::decode(&s).ok_or_else(|| self.corrupt(column, "not hex".into()))
     }
-    fn parsed<T: std::str::FromStr<Err = String>>(
+    pub(crate) fn parsed<T: std::str::FromStr<Err = String>>(
         &self,
         column: &'static str,
     ) -> Result<T, StoreError> {
@@ -68,7 +68,7 @@ impl Cols<'_> {
             .parse()
             .map_err(|e| self.corrupt(column, e))
     }
-    fn corrupt(&self, column: &'static str, detail: String) -> StoreError {
+    pub(crate) fn corrupt(&self, column: &'static str, detail: String) -> StoreError {
         StoreError::Corrupt {
             table: self.table,
             column,
@@ -77,7 +77,7 @@ impl Cols<'_> {
     }
 }
 
-fn cols<'r>(row: &'r AnyRow, table: &'static str, op: &'static str) -> Cols<'r> {
+pub(crate) fn cols<'r>(row: &'r AnyRow, table: &'static str, op: &'static str) -> Cols<'r> {
     Cols { row, table, op }
 }
 

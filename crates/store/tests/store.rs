@@ -7,9 +7,282 @@ use serde_json::json;
 use sqlx::{Connection, Row};
 use trustlaunch_store::{
     AlertFilter, AlertRecord, ApiTokenRecord, Backend, BaselineAction, BaselineChange, Enrollment,
-    NewAttestation, Role, SigningKeyRecord, Store, StoreError, StoreOptions, SuppressionRule,
-    VmRecord,
+    NewAttestation, NewOperation, NewResource, OperationStatus, OperationStep, Precondition, Role,
+    SigningKeyRecord, Store, StoreError, StoreOptions, SuppressionRule, VmRecord,
 };
+
+const VMSS: &str = "Microsoft.Compute/virtualMachineScaleSets";
+
+fn scale_set(name: &str, capacity: u32) -> NewResource {
+    NewResource {
+        id: format!("/subscriptions/s/resourceGroups/RG1/providers/{VMSS}/{name}"),
+        kind: VMSS.to_string(),
+        resource_group: "RG1".to_string(),
+        name: name.to_string(),
+        parent: None,
+        body: json!({"name": name, "sku": {"name": "Standard_D2s_v3", "capacity": capacity}}),
+    }
+}
+
+fn operation(id: &str, target: &str, at: i64) -> NewOperation {
+    NewOperation {
+        id: id.to_string(),
+        kind: "vmss.rollingUpgrade".to_string(),
+        target: target.to_string(),
+        state: json!({"step": 0}),
+        created_at: at,
+    }
+}
+
+/// The control plane's resources and operations.
+async fn control_suite(store: &Store) {
+    // --- resources: create-only, If-Match, case-insensitive ids.
+    let a = scale_set("web", 3);
+    assert_eq!(
+        store
+            .put_resource(&a, Precondition::Absent, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    match store.put_resource(&a, Precondition::Absent, 11).await {
+        Err(StoreError::PreconditionFailed {
+            current: Some(1), ..
+        }) => {}
+        other => panic!("create over an existing resource: {other:?}"),
+    }
+    let upper = a.id.to_uppercase();
+    let got = store.get_resource(&upper).await.unwrap().unwrap();
+    assert_eq!((got.etag, got.created_at, got.updated_at), (1, 10, 10));
+    assert_eq!(
+        got.id, a.id,
+        "the id keeps the spelling it was created with"
+    );
+    let a2 = scale_set("web", 5);
+    assert_eq!(
+        store
+            .put_resource(&a2, Precondition::Etag(1), 12)
+            .await
+            .unwrap(),
+        2
+    );
+    match store.put_resource(&a, Precondition::Etag(1), 13).await {
+        Err(StoreError::PreconditionFailed {
+            expected: Some(1),
+            current: Some(2),
+            ..
+        }) => {}
+        other => panic!("stale If-Match: {other:?}"),
+    }
+    let got = store.get_resource(&a.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.body["sku"]["capacity"], 5,
+        "the stale write changed nothing"
+    );
+    assert_eq!(got.created_at, 10);
+    match store
+        .put_resource(&scale_set("nope", 1), Precondition::Etag(1), 13)
+        .await
+    {
+        Err(StoreError::PreconditionFailed { current: None, .. }) => {}
+        other => panic!("If-Match on a missing resource: {other:?}"),
+    }
+    assert_eq!(
+        store
+            .put_resource(&a2, Precondition::Any, 14)
+            .await
+            .unwrap(),
+        3
+    );
+
+    // Two concurrent updates with the same If-Match: exactly one wins.
+    let (w7, w8) = (scale_set("web", 7), scale_set("web", 8));
+    let (x, y) = tokio::join!(
+        store.put_resource(&w7, Precondition::Etag(3), 15),
+        store.put_resource(&w8, Precondition::Etag(3), 15),
+    );
+    let wins = [&x, &y].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "{x:?} {y:?}");
+    assert!(
+        [&x, &y]
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::PreconditionFailed { .. }))),
+        "{x:?} {y:?}"
+    );
+
+    // Children and listing.
+    for i in 0..3 {
+        let inst = NewResource {
+            id: format!("{}/virtualMachines/{i}", a.id),
+            kind: format!("{VMSS}/virtualMachines"),
+            resource_group: "RG1".to_string(),
+            name: format!("web_{i}"),
+            parent: Some(upper.clone()),
+            body: json!({"instanceId": i.to_string()}),
+        };
+        store
+            .put_resource(&inst, Precondition::Absent, 20)
+            .await
+            .unwrap();
+    }
+    let children = store.child_resources(&a.id).await.unwrap();
+    assert_eq!(children.len(), 3);
+    assert_eq!(
+        children[0].parent.as_deref(),
+        Some(a.id.to_lowercase().as_str())
+    );
+    store
+        .put_resource(&scale_set("api", 1), Precondition::Absent, 21)
+        .await
+        .unwrap();
+    let names = |v: Vec<trustlaunch_store::ResourceRecord>| {
+        v.into_iter().map(|r| r.name).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.list_resources(VMSS, Some("rg1")).await.unwrap()),
+        ["api", "web"]
+    );
+    assert_eq!(
+        names(store.list_resources(VMSS, None).await.unwrap()),
+        ["api", "web"]
+    );
+    assert!(store
+        .list_resources(VMSS, Some("other"))
+        .await
+        .unwrap()
+        .is_empty());
+    match store.delete_resource(&a.id, Precondition::Etag(1)).await {
+        Err(StoreError::PreconditionFailed {
+            expected: Some(1),
+            current: Some(4),
+            ..
+        }) => {}
+        other => panic!("stale delete: {other:?}"),
+    }
+    assert!(store
+        .delete_resource(&children[2].id, Precondition::Etag(1))
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_resource(&children[2].id, Precondition::Any)
+        .await
+        .unwrap());
+
+    // --- operations: one running per target, committed with the change.
+    let api = scale_set("api", 2);
+    let op1 = operation("op-1", &api.id, 30);
+    store
+        .put_resource_with_operation(&api, Precondition::Etag(1), Some(&op1), 30)
+        .await
+        .unwrap();
+    // A second operation on the same target is refused, and the resource
+    // change it came with is not written.
+    let op2 = operation("op-2", &api.id.to_uppercase(), 31);
+    match store
+        .put_resource_with_operation(&scale_set("api", 9), Precondition::Etag(2), Some(&op2), 31)
+        .await
+    {
+        Err(StoreError::OperationInProgress { operation, .. }) => assert_eq!(operation, "op-1"),
+        other => panic!("second operation: {other:?}"),
+    }
+    let got = store.get_resource(&api.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.etag, got.body["sku"]["capacity"].as_u64()),
+        (2, Some(2))
+    );
+    match store.start_operation(&operation("op-1", &a.id, 32)).await {
+        Err(StoreError::DuplicateOperation { id }) => assert_eq!(id, "op-1"),
+        other => panic!("duplicate id: {other:?}"),
+    }
+
+    // Leases: claimed by one server; another takes it over once it expires.
+    let claimed = store
+        .claim_operation("server-a", 40, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, "op-1");
+    assert_eq!(claimed.lease_owner.as_deref(), Some("server-a"));
+    assert_eq!(claimed.lease_until, Some(70));
+    assert!(store
+        .claim_operation("server-b", 50, 30)
+        .await
+        .unwrap()
+        .is_none());
+    let step = OperationStep {
+        expected_revision: claimed.revision,
+        status: OperationStatus::InProgress,
+        state: json!({"step": 1}),
+        error: None,
+        at: 55,
+    };
+    let rev = store.step_operation("op-1", &step, None).await.unwrap();
+    let stolen = store
+        .claim_operation("server-b", 71, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stolen.lease_owner.as_deref(), Some("server-b"));
+    assert_eq!(
+        stolen.state,
+        json!({"step": 1}),
+        "the step survives the takeover"
+    );
+    // server-a, which lost the lease, cannot write another step.
+    let late = OperationStep {
+        expected_revision: rev,
+        ..step.clone()
+    };
+    match store.step_operation("op-1", &late, None).await {
+        Err(StoreError::OperationChanged { expected, .. }) => assert_eq!(expected, rev),
+        other => panic!("step after losing the lease: {other:?}"),
+    }
+    // The last step writes the resource too, and frees the target.
+    let done = OperationStep {
+        expected_revision: stolen.revision,
+        status: OperationStatus::Succeeded,
+        state: json!({"step": 2}),
+        error: None,
+        at: 80,
+    };
+    store
+        .step_operation(
+            "op-1",
+            &done,
+            Some((&scale_set("api", 4), Precondition::Etag(2))),
+        )
+        .await
+        .unwrap();
+    let got = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(got.status, OperationStatus::Succeeded);
+    assert_eq!((got.lease_owner, got.lease_until), (None, None));
+    assert_eq!(store.get_resource(&api.id).await.unwrap().unwrap().etag, 3);
+    store.start_operation(&op2).await.unwrap();
+    let on = store.operations_on(&api.id).await.unwrap();
+    assert_eq!(
+        on.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+        ["op-2", "op-1"]
+    );
+    // A failing step with a stale resource ETag writes neither.
+    let fail = OperationStep {
+        expected_revision: 1,
+        status: OperationStatus::Failed,
+        state: json!({"step": 9}),
+        error: Some(json!({"code": "X"})),
+        at: 90,
+    };
+    assert!(store
+        .step_operation(
+            "op-2",
+            &fail,
+            Some((&scale_set("api", 1), Precondition::Etag(1)))
+        )
+        .await
+        .is_err());
+    let got = store.get_operation("op-2").await.unwrap().unwrap();
+    assert_eq!((got.status, got.revision), (OperationStatus::InProgress, 1));
+    assert!(store.get_operation("nope").await.unwrap().is_none());
+}
 
 fn vm(id: &str, n: u8) -> VmRecord {
     VmRecord {
@@ -399,6 +672,8 @@ async fn suite(store: &Store) {
     assert!(!store.delete_api_token(&[2; 32]).await.unwrap());
     assert!(store.lookup_api_token(&[2; 32]).await.unwrap().is_none());
     assert_eq!(store.api_tokens().await.unwrap().len(), 1);
+
+    control_suite(store).await;
 
     // --- the schema was migrated once.
     assert_eq!(

@@ -1,0 +1,607 @@
+//! The control plane's tables: ARM resources (VMs, scale sets, their
+//! instances, images, ...) as JSON documents with an ETag each, and the
+//! long-running operations that change them, as persisted state machines
+//! that a server claims with a lease and any server resumes after a crash.
+//!
+//! The meaning of the JSON is the fleet crate's; this module keeps the
+//! invariants that need the database: optimistic concurrency (a write with
+//! an expected ETag changes nothing if another write came first), at most
+//! one running operation per target resource (a unique index), and a
+//! resource change committed together with the operation that carries it
+//! out (one transaction), so a crash cannot keep one without the other.
+
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
+
+use crate::error::{db, StoreError};
+use crate::tables::cols;
+use crate::Store;
+
+/// What a resource write expects to find (HTTP `If-Match` /
+/// `If-None-Match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Create or replace, whatever is there (no header).
+    Any,
+    /// Create only: fails if the resource exists (`If-None-Match: *`).
+    Absent,
+    /// Replace only this version (`If-Match: <etag>`); fails if the
+    /// resource changed or does not exist.
+    Etag(i64),
+}
+
+/// A resource to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewResource {
+    /// Its ARM id, as the client spelled it at creation (the key is the id
+    /// in lowercase: ARM ids are case-insensitive).
+    pub id: String,
+    /// Its type, e.g. `Microsoft.Compute/virtualMachineScaleSets`.
+    pub kind: String,
+    /// Its resource group.
+    pub resource_group: String,
+    /// Its name.
+    pub name: String,
+    /// The resource it belongs to (a scale set, for an instance; kept in
+    /// lowercase, like every id the store compares).
+    pub parent: Option<String>,
+    /// The resource's document.
+    pub body: Value,
+}
+
+/// A stored resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRecord {
+    /// Its ARM id as first written.
+    pub id: String,
+    /// Its type.
+    pub kind: String,
+    /// Its resource group.
+    pub resource_group: String,
+    /// Its name.
+    pub name: String,
+    /// The resource it belongs to (lowercase).
+    pub parent: Option<String>,
+    /// Its document.
+    pub body: Value,
+    /// Its version: 1 at creation, +1 at every write.
+    pub etag: i64,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it was last written.
+    pub updated_at: i64,
+}
+
+/// The state of a long-running operation (Azure's operation status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationStatus {
+    /// Running, or waiting for a server to resume it.
+    InProgress,
+    /// Done.
+    Succeeded,
+    /// Stopped on an error (kept in `error`).
+    Failed,
+    /// Cancelled on request.
+    Canceled,
+}
+
+impl OperationStatus {
+    /// The status as Azure spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "InProgress",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Canceled => "Canceled",
+        }
+    }
+}
+
+impl std::str::FromStr for OperationStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "InProgress" => Ok(Self::InProgress),
+            "Succeeded" => Ok(Self::Succeeded),
+            "Failed" => Ok(Self::Failed),
+            "Canceled" => Ok(Self::Canceled),
+            other => Err(format!("unknown operation status {other:?}")),
+        }
+    }
+}
+
+/// An operation to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOperation {
+    /// Its id (unique; the caller makes it, e.g. a random UUID).
+    pub id: String,
+    /// What it does, e.g. `vmss.rollingUpgrade`.
+    pub kind: String,
+    /// The resource it works on (its ARM id).
+    pub target: String,
+    /// The orchestrator's state machine, as it starts.
+    pub state: Value,
+    /// When it was started.
+    pub created_at: i64,
+}
+
+/// A stored operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationRecord {
+    /// Its id.
+    pub id: String,
+    /// What it does.
+    pub kind: String,
+    /// The resource it works on.
+    pub target: String,
+    /// Its status.
+    pub status: OperationStatus,
+    /// The orchestrator's state machine, as of the last step.
+    pub state: Value,
+    /// Why it failed.
+    pub error: Option<Value>,
+    /// Its version: 1 at creation, +1 at every step written.
+    pub revision: i64,
+    /// The server running it, while it holds the lease.
+    pub lease_owner: Option<String>,
+    /// Until when the lease holds (Unix seconds).
+    pub lease_until: Option<i64>,
+    /// When it was started.
+    pub created_at: i64,
+    /// When it last changed.
+    pub updated_at: i64,
+}
+
+/// One step of an operation to write: its new state, and whether it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationStep {
+    /// The revision the writer read; the write fails if it moved.
+    pub expected_revision: i64,
+    /// The status after the step.
+    pub status: OperationStatus,
+    /// The state machine after the step.
+    pub state: Value,
+    /// The error, when it failed.
+    pub error: Option<Value>,
+    /// When.
+    pub at: i64,
+}
+
+const RESOURCE_COLUMNS: &str =
+    "id, kind, resource_group, name, parent, body, etag, created_at, updated_at";
+const OPERATION_COLUMNS: &str = "id, kind, target, status, state, error, revision, lease_owner, \
+     lease_until, created_at, updated_at";
+
+fn resource_from(row: &AnyRow, op: &'static str) -> Result<ResourceRecord, StoreError> {
+    let c = cols(row, "resources", op);
+    Ok(ResourceRecord {
+        id: c.text("id")?,
+        kind: c.text("kind")?,
+        resource_group: c.text("resource_group")?,
+        name: c.text("name")?,
+        parent: c.opt_text("parent")?,
+        body: c.json("body")?,
+        etag: c.int("etag")?,
+        created_at: c.int("created_at")?,
+        updated_at: c.int("updated_at")?,
+    })
+}
+
+fn operation_from(row: &AnyRow, op: &'static str) -> Result<OperationRecord, StoreError> {
+    let c = cols(row, "operations", op);
+    Ok(OperationRecord {
+        id: c.text("id")?,
+        kind: c.text("kind")?,
+        target: c.text("target")?,
+        status: c.parsed("status")?,
+        state: c.json("state")?,
+        error: c.opt_json("error")?,
+        revision: c.int("revision")?,
+        lease_owner: c.opt_text("lease_owner")?,
+        lease_until: c.opt_int("lease_until")?,
+        created_at: c.int("created_at")?,
+        updated_at: c.int("updated_at")?,
+    })
+}
+
+/// The key of an ARM id: ids are case-insensitive.
+fn key(id: &str) -> String {
+    id.to_ascii_lowercase()
+}
+
+async fn write_resource(
+    tx: &mut Transaction<'static, Any>,
+    r: &NewResource,
+    pre: Precondition,
+    at: i64,
+) -> Result<i64, StoreError> {
+    let op = "put_resource";
+    let k = key(&r.id);
+    let failed = |current: Option<i64>| StoreError::PreconditionFailed {
+        id: r.id.clone(),
+        expected: match pre {
+            Precondition::Etag(e) => Some(e),
+            _ => None,
+        },
+        current,
+    };
+    // A write first: takes SQLite's write lock / PostgreSQL's row lock
+    // before the read, so the compare-and-write below is not raced.
+    sqlx::query("UPDATE resources SET etag = etag WHERE key = $1")
+        .bind(&k)
+        .execute(&mut **tx)
+        .await
+        .map_err(db(op))?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT etag FROM resources WHERE key = $1")
+        .bind(&k)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db(op))?;
+    match (pre, current) {
+        (Precondition::Absent, Some(_)) | (Precondition::Etag(_), None) => {
+            return Err(failed(current))
+        }
+        (Precondition::Etag(e), Some(c)) if e != c => return Err(failed(current)),
+        _ => {}
+    }
+    let body = r.body.to_string();
+    let parent = r.parent.as_deref().map(key);
+    match current {
+        Some(c) => {
+            let next = c.checked_add(1).ok_or_else(|| failed(current))?;
+            let done = sqlx::query(
+                "UPDATE resources SET body = $1, etag = $2, updated_at = $3, kind = $4, \
+                 resource_group = $5, name = $6, parent = $7 WHERE key = $8 AND etag = $9",
+            )
+            .bind(&body)
+            .bind(next)
+            .bind(at)
+            .bind(&r.kind)
+            .bind(&r.resource_group)
+            .bind(&r.name)
+            .bind(parent.as_deref())
+            .bind(&k)
+            .bind(c)
+            .execute(&mut **tx)
+            .await
+            .map_err(db(op))?;
+            if done.rows_affected() != 1 {
+                return Err(failed(current));
+            }
+            Ok(next)
+        }
+        None => {
+            let done = sqlx::query(
+                "INSERT INTO resources (key, id, kind, resource_group, name, parent, body, etag, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&k)
+            .bind(&r.id)
+            .bind(&r.kind)
+            .bind(&r.resource_group)
+            .bind(&r.name)
+            .bind(parent.as_deref())
+            .bind(&body)
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(db(op))?;
+            if done.rows_affected() != 1 {
+                // Created concurrently (PostgreSQL: we waited on its key).
+                return Err(failed(None));
+            }
+            Ok(1)
+        }
+    }
+}
+
+async fn insert_operation(
+    tx: &mut Transaction<'static, Any>,
+    o: &NewOperation,
+) -> Result<(), StoreError> {
+    let op = "start_operation";
+    let running: Option<String> =
+        sqlx::query_scalar("SELECT id FROM operations WHERE target = $1 AND status = 'InProgress'")
+            .bind(key(&o.target))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db(op))?;
+    if let Some(operation) = running {
+        return Err(StoreError::OperationInProgress {
+            target: o.target.clone(),
+            operation,
+        });
+    }
+    let done = sqlx::query(
+        "INSERT INTO operations (id, kind, target, status, state, revision, created_at, \
+         updated_at) VALUES ($1, $2, $3, 'InProgress', $4, 1, $5, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&o.id)
+    .bind(&o.kind)
+    .bind(key(&o.target))
+    .bind(o.state.to_string())
+    .bind(o.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    if done.rows_affected() != 1 {
+        // The id exists, or another operation on the target started
+        // concurrently (the unique index on running operations).
+        let running: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM operations WHERE target = $1 AND status = 'InProgress'",
+        )
+        .bind(key(&o.target))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db(op))?;
+        return Err(match running {
+            Some(operation) => StoreError::OperationInProgress {
+                target: o.target.clone(),
+                operation,
+            },
+            None => StoreError::DuplicateOperation { id: o.id.clone() },
+        });
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Writes a resource if `pre` holds; returns its new ETag.
+    pub async fn put_resource(
+        &self,
+        r: &NewResource,
+        pre: Precondition,
+        at: i64,
+    ) -> Result<i64, StoreError> {
+        self.put_resource_with_operation(r, pre, None, at).await
+    }
+
+    /// Writes a resource if `pre` holds and, in the same transaction,
+    /// starts the operation that carries the change out (if any): both or
+    /// neither. Fails with [`StoreError::OperationInProgress`] if the
+    /// operation's target already has one running.
+    pub async fn put_resource_with_operation(
+        &self,
+        r: &NewResource,
+        pre: Precondition,
+        operation: Option<&NewOperation>,
+        at: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("put_resource"))?;
+        let etag = write_resource(&mut tx, r, pre, at).await?;
+        if let Some(o) = operation {
+            insert_operation(&mut tx, o).await?;
+        }
+        tx.commit().await.map_err(db("put_resource"))?;
+        Ok(etag)
+    }
+
+    /// A resource by id (case-insensitive).
+    pub async fn get_resource(&self, id: &str) -> Result<Option<ResourceRecord>, StoreError> {
+        let op = "get_resource";
+        let row = sqlx::query(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE key = $1"
+        ))
+        .bind(key(id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(op))?;
+        row.as_ref().map(|r| resource_from(r, op)).transpose()
+    }
+
+    /// The resources of a type, in one resource group or all, by id.
+    pub async fn list_resources(
+        &self,
+        kind: &str,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<ResourceRecord>, StoreError> {
+        let op = "list_resources";
+        let rows = match resource_group {
+            Some(rg) => {
+                sqlx::query(&format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 \
+                 AND lower(resource_group) = lower($2) ORDER BY key"
+                ))
+                .bind(kind)
+                .bind(rg)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 ORDER BY key"
+                ))
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(db(op))?;
+        rows.iter().map(|r| resource_from(r, op)).collect()
+    }
+
+    /// The resources that belong to `parent` (a scale set's instances), by id.
+    pub async fn child_resources(&self, parent: &str) -> Result<Vec<ResourceRecord>, StoreError> {
+        let op = "child_resources";
+        let rows = sqlx::query(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE parent = $1 ORDER BY key"
+        ))
+        .bind(key(parent))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(op))?;
+        rows.iter().map(|r| resource_from(r, op)).collect()
+    }
+
+    /// Deletes a resource if `pre` holds (`Absent` is refused as
+    /// meaningless); `false` if there was none and `pre` is `Any`.
+    pub async fn delete_resource(&self, id: &str, pre: Precondition) -> Result<bool, StoreError> {
+        let op = "delete_resource";
+        let done = match pre {
+            Precondition::Any => {
+                sqlx::query("DELETE FROM resources WHERE key = $1")
+                    .bind(key(id))
+                    .execute(&self.pool)
+                    .await
+            }
+            Precondition::Etag(e) => {
+                sqlx::query("DELETE FROM resources WHERE key = $1 AND etag = $2")
+                    .bind(key(id))
+                    .bind(e)
+                    .execute(&self.pool)
+                    .await
+            }
+            Precondition::Absent => {
+                return Err(StoreError::PreconditionFailed {
+                    id: id.to_string(),
+                    expected: None,
+                    current: None,
+                })
+            }
+        }
+        .map_err(db(op))?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        if let Precondition::Etag(e) = pre {
+            let current = self.get_resource(id).await?.map(|r| r.etag);
+            return Err(StoreError::PreconditionFailed {
+                id: id.to_string(),
+                expected: Some(e),
+                current,
+            });
+        }
+        Ok(false)
+    }
+
+    /// Starts an operation on its own (no resource change).
+    pub async fn start_operation(&self, o: &NewOperation) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("start_operation"))?;
+        insert_operation(&mut tx, o).await?;
+        tx.commit().await.map_err(db("start_operation"))
+    }
+
+    /// An operation by id.
+    pub async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {
+        let op = "get_operation";
+        let row = sqlx::query(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(op))?;
+        row.as_ref().map(|r| operation_from(r, op)).transpose()
+    }
+
+    /// The operations on a resource, newest first.
+    pub async fn operations_on(&self, target: &str) -> Result<Vec<OperationRecord>, StoreError> {
+        let op = "operations_on";
+        let rows = sqlx::query(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations WHERE target = $1 \
+             ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(key(target))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(op))?;
+        rows.iter().map(|r| operation_from(r, op)).collect()
+    }
+
+    /// Writes one step of an operation if nobody wrote one since the
+    /// writer read it (`expected_revision`), optionally together with a
+    /// resource change (one transaction); returns the new revision. A
+    /// server that lost its lease to another fails here and stops.
+    pub async fn step_operation(
+        &self,
+        id: &str,
+        step: &OperationStep,
+        resource: Option<(&NewResource, Precondition)>,
+    ) -> Result<i64, StoreError> {
+        let op = "step_operation";
+        let next = step
+            .expected_revision
+            .checked_add(1)
+            .ok_or(StoreError::OperationChanged {
+                id: id.to_string(),
+                expected: step.expected_revision,
+            })?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
+        let ended = step.status != OperationStatus::InProgress;
+        let done = sqlx::query(
+            "UPDATE operations SET status = $1, state = $2, error = $3, revision = $4, \
+             updated_at = $5, lease_owner = CASE WHEN $6 = 1 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN $6 = 1 THEN NULL ELSE lease_until END \
+             WHERE id = $7 AND revision = $8",
+        )
+        .bind(step.status.as_str())
+        .bind(step.state.to_string())
+        .bind(step.error.as_ref().map(Value::to_string))
+        .bind(next)
+        .bind(step.at)
+        .bind(i64::from(ended))
+        .bind(id)
+        .bind(step.expected_revision)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(op))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::OperationChanged {
+                id: id.to_string(),
+                expected: step.expected_revision,
+            });
+        }
+        if let Some((r, pre)) = resource {
+            write_resource(&mut tx, r, pre, step.at).await?;
+        }
+        tx.commit().await.map_err(db(op))?;
+        Ok(next)
+    }
+
+    /// Claims a running operation for `owner` until `now + lease_seconds`:
+    /// one whose lease expired (its server died) or was never taken, or
+    /// one `owner` already holds (renewal). Oldest first; `None` if there
+    /// is nothing to run.
+    pub async fn claim_operation(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_seconds: i64,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        let op = "claim_operation";
+        let until = now.saturating_add(lease_seconds);
+        let candidates: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT id, revision FROM operations WHERE status = 'InProgress' \
+             AND (lease_until IS NULL OR lease_until < $1 OR lease_owner = $2) \
+             ORDER BY created_at, id LIMIT 16",
+        )
+        .bind(now)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(op))?;
+        for (id, revision) in candidates {
+            // Compare-and-set on the revision: of two servers claiming at
+            // once, one wins.
+            let next = revision.saturating_add(1);
+            let done = sqlx::query(
+                "UPDATE operations SET lease_owner = $1, lease_until = $2, revision = $3 \
+                 WHERE id = $4 AND revision = $5 AND status = 'InProgress'",
+            )
+            .bind(owner)
+            .bind(until)
+            .bind(next)
+            .bind(&id)
+            .bind(revision)
+            .execute(&self.pool)
+            .await
+            .map_err(db(op))?;
+            if done.rows_affected() == 1 {
+                return self.get_operation(&id).await;
+            }
+        }
+        Ok(None)
+    }
+}
