@@ -409,6 +409,7 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
                 memory_mib: memory,
                 image: std::fs::canonicalize(&image)
                     .with_context(|| format!("image {}", image.display()))?,
+                data_disks: Vec::new(),
             };
             let rt = open(&common)?;
             let info = rt.create(&spec, &mut progress_printer())?;

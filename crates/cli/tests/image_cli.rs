@@ -353,6 +353,7 @@ fn start(dir: &Path, image: &Path, vars_template: &str, enrolled: Option<&Path>)
         vcpus: 1,
         memory_mib: 1024,
         os_disk: overlay,
+        data_disks: Vec::new(),
         swtpm_socket: Some(sock),
         console_log: dir.join("console.log"),
         qmp_socket: dir.join("qmp.sock"),

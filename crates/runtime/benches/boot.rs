@@ -298,6 +298,7 @@ fn spec(name: &str, image: &Path, profile: SecurityProfile, template: KeyTemplat
         vcpus: VCPUS,
         memory_mib: MEMORY_MIB,
         image: image.to_path_buf(),
+        data_disks: Vec::new(),
     }
 }
 

@@ -64,6 +64,8 @@ pub struct QemuConfig {
     pub memory_mib: u64,
     /// The OS disk (a qcow2 overlay).
     pub os_disk: PathBuf,
+    /// Data disks (qcow2) by LUN: never bootable.
+    pub data_disks: Vec<(u32, PathBuf)>,
     /// swtpm's control socket, when the VM has a vTPM.
     pub swtpm_socket: Option<PathBuf>,
     /// File the serial console is written to.
@@ -145,6 +147,19 @@ impl QemuConfig {
             ),
         ]);
         push(&["-device", "virtio-blk-pci,drive=os,bootindex=1"]);
+        for (lun, path) in &self.data_disks {
+            push(&[
+                "-drive",
+                &format!(
+                    "if=none,id=data{lun},format=qcow2,file={}",
+                    drive_path(path)
+                ),
+            ]);
+            push(&[
+                "-device",
+                &format!("virtio-blk-pci,drive=data{lun},serial=lun{lun}"),
+            ]);
+        }
         push(&["-display", "none", "-nic", "none"]);
         push(&[
             "-chardev",
@@ -191,6 +206,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 1024,
             os_disk: "/vms/vm1/os.qcow2".into(),
+            data_disks: Vec::new(),
             swtpm_socket: tpm.then(|| "/vms/vm1/swtpm.sock".into()),
             console_log: "/vms/vm1/console.log".into(),
             qmp_socket: "/vms/vm1/qmp.sock".into(),
@@ -238,6 +254,38 @@ mod tests {
                 assert!(!a.iter().any(|x| x == forbidden), "{forbidden} in {a:?}");
             }
         }
+    }
+
+    #[test]
+    fn data_disks_are_attached_by_lun_and_never_bootable() {
+        let mut c = config(secure(), true);
+        c.data_disks = vec![
+            (0, "/vms/vm1/data-0.qcow2".into()),
+            (7, "/d,x/data-7.qcow2".into()),
+        ];
+        let a = text(&c);
+        assert!(has_pair(
+            &a,
+            "-drive",
+            "if=none,id=data0,format=qcow2,file=/vms/vm1/data-0.qcow2"
+        ));
+        assert!(has_pair(
+            &a,
+            "-drive",
+            "if=none,id=data7,format=qcow2,file=/d,,x/data-7.qcow2"
+        ));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-blk-pci,drive=data7,serial=lun7"
+        ));
+        // Only the OS disk has a boot index.
+        assert_eq!(a.iter().filter(|x| x.contains("bootindex")).count(), 1);
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-blk-pci,drive=os,bootindex=1"
+        ));
     }
 
     #[test]

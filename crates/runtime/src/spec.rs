@@ -41,6 +41,14 @@ pub enum SpecError {
     /// Secure Boot on without keys to enforce it.
     #[error("secureBootEnabled needs a key template with keys (microsoft or custom), not none")]
     SecureBootWithoutKeys,
+    /// A data disk is out of range or its LUN is taken.
+    #[error("data disk at LUN {lun}: {reason}")]
+    DataDisk {
+        /// Its LUN.
+        lun: u32,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// `hyperVGeneration`.
@@ -170,7 +178,30 @@ pub struct VmSpec {
     /// The image directory (`disk.raw` + `image.json`) the OS disk is an
     /// overlay of.
     pub image: PathBuf,
+    /// Data disks (`storageProfile.dataDisks`): empty qcow2 disks that
+    /// survive reimage and model updates, deleted with the VM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_disks: Vec<DataDisk>,
 }
+
+/// A data disk (`storageProfile.dataDisks[]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataDisk {
+    /// Logical unit number (0..=63), unique per VM; the guest sees the disk
+    /// with serial `lun<N>` (`/dev/disk/by-id/virtio-lun<N>`).
+    pub lun: u32,
+    /// Size, GiB (1..=4096; allocated as written).
+    #[serde(rename = "diskSizeGB")]
+    pub disk_size_gb: u32,
+}
+
+/// Most data disks per VM.
+pub const MAX_DATA_DISKS: usize = 16;
+/// Highest LUN.
+pub const MAX_LUN: u32 = 63;
+/// Largest data disk, GiB.
+pub const MAX_DATA_DISK_GB: u32 = 4096;
 
 /// Limits of the runtime (a small host).
 pub const MAX_VCPUS: u32 = 64;
@@ -226,6 +257,24 @@ impl VmSpec {
                 max: MAX_MEMORY_MIB,
             });
         }
+        for (i, d) in self.data_disks.iter().enumerate() {
+            let bad = |reason: String| SpecError::DataDisk { lun: d.lun, reason };
+            if i >= MAX_DATA_DISKS {
+                return Err(bad(format!("at most {MAX_DATA_DISKS} data disks")));
+            }
+            if d.lun > MAX_LUN {
+                return Err(bad(format!("LUNs are 0..={MAX_LUN}")));
+            }
+            if !(1..=MAX_DATA_DISK_GB).contains(&d.disk_size_gb) {
+                return Err(bad(format!(
+                    "diskSizeGB {} is out of range 1..={MAX_DATA_DISK_GB}",
+                    d.disk_size_gb
+                )));
+            }
+            if self.data_disks.iter().take(i).any(|o| o.lun == d.lun) {
+                return Err(bad("the LUN is used twice".into()));
+            }
+        }
         Ok(())
     }
 }
@@ -243,6 +292,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 1024,
             image: "/img".into(),
+            data_disks: Vec::new(),
         }
     }
 
@@ -288,6 +338,47 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn data_disks_are_bounded() {
+        let disk = |lun, disk_size_gb| DataDisk { lun, disk_size_gb };
+        let mut s = spec();
+        s.data_disks = vec![disk(0, 1), disk(63, MAX_DATA_DISK_GB)];
+        s.validate().unwrap();
+        for (disks, lun, why) in [
+            (vec![disk(64, 1)], 64, "LUNs are 0..=63"),
+            (vec![disk(1, 0)], 1, "diskSizeGB 0 is out of range 1..=4096"),
+            (
+                vec![disk(1, 4097)],
+                1,
+                "diskSizeGB 4097 is out of range 1..=4096",
+            ),
+            (vec![disk(2, 1), disk(2, 5)], 2, "the LUN is used twice"),
+            (
+                (0..17).map(|l| disk(l, 1)).collect(),
+                16,
+                "at most 16 data disks",
+            ),
+        ] {
+            s.data_disks = disks;
+            assert_eq!(
+                s.validate(),
+                Err(SpecError::DataDisk {
+                    lun,
+                    reason: why.into()
+                })
+            );
+        }
+        // Absent in JSON: no data disks (specs written before them load).
+        let j = serde_json::to_value(spec()).unwrap();
+        assert!(j.get("dataDisks").is_none());
+        s.data_disks = vec![disk(3, 8)];
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            j["dataDisks"],
+            serde_json::json!([{"lun": 3, "diskSizeGB": 8}])
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! vms/<name>/run/            pid files and sockets (qmp, swtpm, attest)
 //! ```
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -376,6 +377,9 @@ impl Paths {
     fn os_disk(&self) -> PathBuf {
         self.dir.join("os.qcow2")
     }
+    fn data_disk(&self, lun: u32) -> PathBuf {
+        self.dir.join(format!("data-{lun}.qcow2"))
+    }
     fn console(&self) -> PathBuf {
         self.dir.join("console.log")
     }
@@ -529,16 +533,10 @@ impl Runtime {
         Ok(platform::write_file(&p.spec(), &json, 0o600)?)
     }
 
-    /// Creates a VM: its directory, variable store (from the key
-    /// template), OS disk overlay and vTPM (EK certified by the platform's
-    /// CA). Does not start it. A failed creation removes what it made.
-    pub fn create(
-        &self,
-        spec: &VmSpec,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<VmInfo, VmError> {
-        spec.validate()?;
-        let p = self.paths(&spec.name)?;
+    /// What the image must offer the spec (Trusted Launch support) and
+    /// what looks wrong but is allowed (key template or db certificate
+    /// mismatches the firmware will likely refuse): the warnings.
+    fn check_image(&self, spec: &VmSpec) -> Result<Vec<String>, VmError> {
         let disk = spec.image.join(IMAGE_DISK);
         if !disk.is_file() {
             return Err(VmError::Image {
@@ -594,6 +592,20 @@ impl Runtime {
                 }
             }
         }
+        Ok(warnings)
+    }
+
+    /// Creates a VM: its directory, variable store (from the key
+    /// template), OS disk overlay and vTPM (EK certified by the platform's
+    /// CA). Does not start it. A failed creation removes what it made.
+    pub fn create(
+        &self,
+        spec: &VmSpec,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<VmInfo, VmError> {
+        spec.validate()?;
+        let p = self.paths(&spec.name)?;
+        let warnings = self.check_image(spec)?;
         let mut step = stepper(&spec.name, progress);
         // Claim the name: create_dir fails if another creation got there.
         fs::create_dir(&p.dir).map_err(|e| {
@@ -648,6 +660,7 @@ impl Runtime {
             "overlay",
             format!("{} on {}", p.os_disk().display(), spec.image.display()),
         );
+        make_data_disks(spec, p, step)?;
         if spec.security_profile.vtpm() {
             let identity = vtpm::create(
                 &self.vtpm_paths(&spec.name, p),
@@ -729,6 +742,11 @@ impl Runtime {
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
             os_disk: p.os_disk(),
+            data_disks: spec
+                .data_disks
+                .iter()
+                .map(|d| (d.lun, p.data_disk(d.lun)))
+                .collect(),
             swtpm_socket: spec.security_profile.vtpm().then(|| p.swtpm_sock()),
             console_log: p.console(),
             qmp_socket: p.qmp(),
@@ -1143,6 +1161,159 @@ impl Runtime {
         }
     }
 
+    /// Brings a VM to a new model (same name): size; image (a new OS disk
+    /// from it: what was on the old one is lost); security profile (a new
+    /// variable store when the firmware's Secure Boot setting, key
+    /// template or security type changes; a vTPM made when one is first
+    /// enabled, then kept for the VM's life, so turning it off and on
+    /// again keeps its EK); data disks (new ones made, dropped ones
+    /// deleted, grown ones resized, kept ones keep their data; shrinking
+    /// is refused). A running VM is stopped first and started again
+    /// afterwards. The same spec again changes nothing.
+    pub fn update(
+        &self,
+        spec: &VmSpec,
+        grace: Duration,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<VmInfo, VmError> {
+        spec.validate()?;
+        let p = self.existing(&spec.name)?;
+        let warnings = self.check_image(spec)?;
+        let old = Self::load_spec(&p)?;
+        if old == *spec {
+            return self.info(&p);
+        }
+        for d in &spec.data_disks {
+            if let Some(o) = old.data_disks.iter().find(|o| o.lun == d.lun) {
+                if d.disk_size_gb < o.disk_size_gb {
+                    return Err(SpecError::DataDisk {
+                        lun: d.lun,
+                        reason: format!(
+                            "shrinking from {} to {} GiB would lose data: not supported",
+                            o.disk_size_gb, d.disk_size_gb
+                        ),
+                    }
+                    .into());
+                }
+            }
+        }
+        let was_running = self.refresh(&spec.name)?.status == Status::Running;
+        if was_running {
+            self.stop(&spec.name, grace)?;
+        }
+        {
+            let _lock = lock(&p.dir)?;
+            let mut step = stepper(&spec.name, progress);
+            for w in warnings {
+                step("warning", w);
+            }
+            let mut state = Self::load_state(&p)?;
+            let mut changed = Vec::new();
+            if old.image != spec.image {
+                let tmp = p.dir.join("os.qcow2.new");
+                let _ = fs::remove_file(&tmp);
+                overlay(&spec.image.join(IMAGE_DISK), &tmp)?;
+                fs::rename(&tmp, p.os_disk()).map_err(io_err("replacing", &p.os_disk()))?;
+                step(
+                    "overlay",
+                    format!("new OS disk on {}", spec.image.display()),
+                );
+                changed.push("image");
+            }
+            let firmware_changed = old.security_profile.security_type
+                != spec.security_profile.security_type
+                || old.security_profile.secure_boot() != spec.security_profile.secure_boot()
+                || (spec.security_profile.secure_boot() && old.key_template != spec.key_template);
+            if firmware_changed {
+                let vars = self.make_vars(spec)?;
+                let tmp = p.dir.join("OVMF_VARS.fd.new");
+                platform::write_file(&tmp, &vars, 0o600)?;
+                fs::rename(&tmp, p.vars()).map_err(io_err("replacing", &p.vars()))?;
+                step(
+                    "varstore",
+                    format!(
+                        "new variable store: {} template, Secure Boot {}",
+                        spec.key_template,
+                        if spec.security_profile.secure_boot() {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                    ),
+                );
+                changed.push("security profile");
+            }
+            let vtpm_paths = self.vtpm_paths(&spec.name, &p);
+            if spec.security_profile.vtpm() && !vtpm_paths.state.exists() {
+                let identity = vtpm::create(
+                    &vtpm_paths,
+                    &self.keys.vtpm_ca,
+                    UnixTime::from_secs(platform::unix_now()),
+                    &mut OsRng,
+                )?;
+                state.ek_public = Some(to_hex(&identity.ek_public));
+                state.ek_certificate = Some(to_hex(&identity.ek_certificate));
+                step(
+                    "vtpm",
+                    "EK certificate issued by the platform's vTPM CA, written to NV".into(),
+                );
+                changed.push("vTPM");
+            }
+            for o in &old.data_disks {
+                match spec.data_disks.iter().find(|d| d.lun == o.lun) {
+                    None => {
+                        let path = p.data_disk(o.lun);
+                        fs::remove_file(&path).or_else(|e| {
+                            if e.kind() == std::io::ErrorKind::NotFound {
+                                Ok(())
+                            } else {
+                                Err(io_err("removing", &path)(e))
+                            }
+                        })?;
+                        step("data disk", format!("LUN {} deleted", o.lun));
+                        changed.push("data disks");
+                    }
+                    Some(d) if d.disk_size_gb > o.disk_size_gb => {
+                        qemu_img(&[
+                            OsStr::new("resize"),
+                            OsStr::new("-q"),
+                            p.data_disk(d.lun).as_os_str(),
+                            OsStr::new(&format!("{}G", d.disk_size_gb)),
+                        ])?;
+                        step(
+                            "data disk",
+                            format!("LUN {} grown to {} GiB", d.lun, d.disk_size_gb),
+                        );
+                        changed.push("data disks");
+                    }
+                    Some(_) => {}
+                }
+            }
+            if spec.data_disks.len() > old.data_disks.len()
+                || spec
+                    .data_disks
+                    .iter()
+                    .any(|d| !old.data_disks.iter().any(|o| o.lun == d.lun))
+            {
+                changed.push("data disks");
+            }
+            make_data_disks(spec, &p, &mut step)?;
+            if old.vcpus != spec.vcpus || old.memory_mib != spec.memory_mib {
+                changed.push("size");
+            }
+            changed.dedup();
+            Self::save_spec(&p, spec)?;
+            state.pending_changes.clear();
+            state.reason = Some(format!("updated: {}", changed.join(", ")));
+            Self::save_state(&p, &state)?;
+        }
+        if was_running {
+            self.start(&spec.name, progress)
+        } else {
+            self.info(&p)
+        }
+    }
+
     /// Changes vCPUs and/or memory; applied at the next start.
     pub fn resize(
         &self,
@@ -1447,12 +1618,46 @@ fn cleanup_run_dir(p: &Paths) {
     }
 }
 
-fn overlay(base: &Path, out: &Path) -> Result<(), VmError> {
-    let base = fs::canonicalize(base).map_err(io_err("resolving", base))?;
+/// Creates the spec's data disks that do not exist yet (empty qcow2,
+/// allocated as written); a disk already there keeps its data.
+fn make_data_disks(
+    spec: &VmSpec,
+    p: &Paths,
+    step: &mut dyn FnMut(&'static str, String),
+) -> Result<(), VmError> {
+    for d in &spec.data_disks {
+        let path = p.data_disk(d.lun);
+        if path.exists() {
+            continue;
+        }
+        let tmp = p.dir.join(format!("data-{}.qcow2.new", d.lun));
+        let _ = fs::remove_file(&tmp);
+        qemu_img(&[
+            OsStr::new("create"),
+            OsStr::new("-q"),
+            OsStr::new("-f"),
+            OsStr::new("qcow2"),
+            tmp.as_os_str(),
+            OsStr::new(&format!("{}G", d.disk_size_gb)),
+        ])?;
+        fs::rename(&tmp, &path).map_err(io_err("creating", &path))?;
+        step(
+            "data disk",
+            format!(
+                "LUN {}: {} GiB at {}",
+                d.lun,
+                d.disk_size_gb,
+                path.display()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Runs `qemu-img` with `args`.
+fn qemu_img(args: &[&OsStr]) -> Result<(), VmError> {
     let o = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(&base)
-        .arg(out)
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| VmError::Tool {
@@ -1466,6 +1671,21 @@ fn overlay(base: &Path, out: &Path) -> Result<(), VmError> {
         });
     }
     Ok(())
+}
+
+fn overlay(base: &Path, out: &Path) -> Result<(), VmError> {
+    let base = fs::canonicalize(base).map_err(io_err("resolving", base))?;
+    qemu_img(&[
+        OsStr::new("create"),
+        OsStr::new("-q"),
+        OsStr::new("-f"),
+        OsStr::new("qcow2"),
+        OsStr::new("-F"),
+        OsStr::new("raw"),
+        OsStr::new("-b"),
+        base.as_os_str(),
+        out.as_os_str(),
+    ])
 }
 
 #[derive(Serialize, Deserialize)]

@@ -100,6 +100,7 @@ fn a_kernel_passed_by_dash_kernel_is_caught_by_appraisal() {
             vcpus: 1,
             memory_mib: 1024,
             image: img,
+            data_disks: Vec::new(),
         },
         &mut |_| {},
     )
@@ -139,6 +140,7 @@ fn a_kernel_passed_by_dash_kernel_is_caught_by_appraisal() {
         vcpus: 1,
         memory_mib: 1024,
         os_disk: vm.join("os.qcow2"),
+        data_disks: Vec::new(),
         swtpm_socket: Some(run.join("swtpm.sock")),
         console_log: vm.join("console.log"),
         qmp_socket: run.join("qmp.sock"),

@@ -57,6 +57,7 @@ fn spec(name: &str, image: &Path) -> VmSpec {
         vcpus: 1,
         memory_mib: 512,
         image: image.to_owned(),
+        data_disks: Vec::new(),
     }
 }
 
@@ -240,4 +241,176 @@ fn refresh_reconciles_the_record_with_what_runs() {
         Err(VmError::WrongStatus { .. })
     ));
     rt.delete("vm-r").unwrap();
+}
+
+/// Whether the VM's variable store has Secure Boot on and a PK enrolled.
+fn secure_boot_in_vars(rt: &Runtime, name: &str) -> (bool, bool) {
+    use trustlaunch_eventlog::Guid;
+    use trustlaunch_secureboot::varstore::{VarStore, SECURE_BOOT_ENABLE_DISABLE};
+    let bytes = fs::read(rt.home().vms().join(name).join("OVMF_VARS.fd")).unwrap();
+    let store = VarStore::parse(&bytes).unwrap();
+    let on = store
+        .get("SecureBootEnable", SECURE_BOOT_ENABLE_DISABLE)
+        .is_some_and(|v| v.data == [1]);
+    let pk = store.get("PK", Guid::GLOBAL_VARIABLE).is_some();
+    (on, pk)
+}
+
+/// `qemu-io` on a data disk: writes or checks a pattern at offset 0.
+fn qemu_io(disk: &Path, cmd: &str) -> bool {
+    std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", cmd])
+        .arg(disk)
+        .output()
+        .map(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("fail"))
+        .unwrap()
+}
+
+fn virtual_size(disk: &Path) -> u64 {
+    let o = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(disk)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["virtual-size"].as_u64().unwrap()
+}
+
+/// The seed workflow's per-instance step without booting: a Standard VM
+/// with a data disk moves to Trusted Launch (new variable store with
+/// Secure Boot, a vTPM made), its data disk keeps its data through the
+/// update, an image change and a reimage, and it rolls back to Standard
+/// keeping its vTPM's identity for a later return.
+#[test]
+fn update_moves_a_vm_to_trusted_launch_and_back_keeping_its_data_disks() {
+    use trustlaunch_runtime::spec::DataDisk;
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let img = image(tmp.path());
+    let mut standard = spec("vm-u", &img);
+    standard.security_profile = SecurityProfile::standard();
+    standard.data_disks = vec![DataDisk {
+        lun: 0,
+        disk_size_gb: 1,
+    }];
+    let mut steps = Vec::new();
+    let info = rt.create(&standard, &mut |p| steps.push(p.step)).unwrap();
+    assert_eq!(steps, ["varstore", "overlay", "data disk", "created"]);
+    assert!(info.state.ek_public.is_none());
+    let dir = rt.home().vms().join("vm-u");
+    let data = dir.join("data-0.qcow2");
+    assert_eq!(virtual_size(&data), 1 << 30);
+    assert!(!dir.join("vtpm").exists());
+    assert!(!secure_boot_in_vars(&rt, "vm-u").0);
+    assert!(qemu_io(&data, "write -P 0xab 0 4k"));
+
+    // Standard -> TrustedLaunch with Secure Boot and vTPM.
+    let mut tl = standard.clone();
+    tl.security_profile = SecurityProfile {
+        security_type: trustlaunch_runtime::spec::SecurityType::TrustedLaunch,
+        uefi_settings: Some(UefiSettings {
+            secure_boot_enabled: true,
+            v_tpm_enabled: true,
+        }),
+    };
+    let mut steps = Vec::new();
+    let info = rt
+        .update(&tl, std::time::Duration::from_secs(1), &mut |p| {
+            steps.push(p.step)
+        })
+        .unwrap();
+    assert_eq!(steps, ["varstore", "vtpm"]);
+    assert_eq!(
+        info.state.reason.as_deref(),
+        Some("updated: security profile, vTPM")
+    );
+    let ek = info.state.ek_public.clone().expect("a vTPM was made");
+    assert_eq!(secure_boot_in_vars(&rt, "vm-u"), (true, true));
+    assert!(
+        qemu_io(&data, "read -P 0xab 0 4k"),
+        "the data disk kept its data"
+    );
+    // The same spec again changes nothing.
+    let vars_before = fs::read(dir.join("OVMF_VARS.fd")).unwrap();
+    rt.update(&tl, std::time::Duration::from_secs(1), &mut |_| {})
+        .unwrap();
+    assert_eq!(fs::read(dir.join("OVMF_VARS.fd")).unwrap(), vars_before);
+
+    // Grow the data disk and add one; shrinking is refused.
+    let mut grown = tl.clone();
+    grown.data_disks = vec![
+        DataDisk {
+            lun: 0,
+            disk_size_gb: 2,
+        },
+        DataDisk {
+            lun: 5,
+            disk_size_gb: 1,
+        },
+    ];
+    rt.update(&grown, std::time::Duration::from_secs(1), &mut |_| {})
+        .unwrap();
+    assert_eq!(virtual_size(&data), 2 << 30);
+    assert!(dir.join("data-5.qcow2").exists());
+    assert!(qemu_io(&data, "read -P 0xab 0 4k"));
+    let mut shrunk = grown.clone();
+    shrunk.data_disks[0].disk_size_gb = 1;
+    let err = rt
+        .update(&shrunk, std::time::Duration::from_secs(1), &mut |_| {})
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("shrinking from 2 to 1 GiB"),
+        "{err}"
+    );
+    assert_eq!(virtual_size(&data), 2 << 30, "nothing changed");
+
+    // Reimage and an image change re-create the OS disk only.
+    rt.reimage("vm-u", std::time::Duration::from_secs(1), &mut |_| {})
+        .unwrap();
+    let img2 = tmp.path().join("img2");
+    fs::create_dir(&img2).unwrap();
+    for f in ["disk.raw", "image.json"] {
+        fs::copy(img.join(f), img2.join(f)).unwrap();
+    }
+    let mut moved = grown.clone();
+    moved.image = img2.clone();
+    moved.data_disks.pop();
+    let info = rt
+        .update(&moved, std::time::Duration::from_secs(1), &mut |_| {})
+        .unwrap();
+    assert_eq!(
+        info.state.reason.as_deref(),
+        Some("updated: image, data disks")
+    );
+    assert!(
+        !dir.join("data-5.qcow2").exists(),
+        "the dropped disk is deleted"
+    );
+    assert!(qemu_io(&data, "read -P 0xab 0 4k"));
+    let o = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(dir.join("os.qcow2"))
+        .output()
+        .unwrap();
+    let qi: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(qi["backing-filename"]
+        .as_str()
+        .unwrap()
+        .starts_with(img2.to_str().unwrap()));
+
+    // Rollback: Standard, no uefiSettings. Secure Boot off in the store;
+    // the vTPM's state stays, so going back keeps the VM's EK.
+    let mut back = moved.clone();
+    back.security_profile = SecurityProfile::standard();
+    rt.update(&back, std::time::Duration::from_secs(1), &mut |_| {})
+        .unwrap();
+    assert!(!secure_boot_in_vars(&rt, "vm-u").0);
+    let info = rt
+        .update(&moved, std::time::Duration::from_secs(1), &mut |_| {})
+        .unwrap();
+    assert_eq!(info.state.ek_public.as_deref(), Some(ek.as_str()));
+    assert_eq!(secure_boot_in_vars(&rt, "vm-u"), (true, true));
+
+    rt.delete("vm-u").unwrap();
+    assert!(!dir.exists());
 }
