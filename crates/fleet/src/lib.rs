@@ -9,6 +9,7 @@
 //!   `features` with `SecurityType`) and versions;
 //! - [`sizes`]: VM sizes, their families' Trusted Launch support, vCPU
 //!   quotas per family, operator-defined sizes;
+//! - [`ids`]: ARM resource ids and Azure's naming rules;
 //! - [`resources`]: resource groups, VMs, scale sets (Uniform and
 //!   Flexible), instances, data disks, extensions;
 //! - [`validate`]: the rules and defaults a create or update must pass,
@@ -42,6 +43,7 @@
 )]
 
 pub mod error;
+pub mod ids;
 pub mod image;
 pub mod policy;
 pub mod resources;

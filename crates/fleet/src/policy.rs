@@ -260,8 +260,21 @@ mod tests {
             assert_eq!(parse_iso8601_duration(t), Some(s), "{t}");
         }
         for t in [
-            "", "P", "PT", "T5M", "PT5", "PT5X", "P1Y", "P1W", "PT1.5S", "PT5M1H", "PT5M5M",
-            "PTM", "5M", "P99999999999999999999D", "-PT5M",
+            "",
+            "P",
+            "PT",
+            "T5M",
+            "PT5",
+            "PT5X",
+            "P1Y",
+            "P1W",
+            "PT1.5S",
+            "PT5M1H",
+            "PT5M5M",
+            "PTM",
+            "5M",
+            "P99999999999999999999D",
+            "-PT5M",
         ] {
             assert_eq!(parse_iso8601_duration(t), None, "{t}");
         }
