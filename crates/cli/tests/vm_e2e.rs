@@ -1320,3 +1320,131 @@ fn unsigned_boot_application_with_secure_boot_off_deviates_from_the_baseline() {
     assert_eq!(reasons(&srv), ["baseline-deviation", "secure-boot-off"]);
     ok(tl(f, &["host", "vm", "stop", name]));
 }
+
+/// Polls the driver until `name` runs healthy on `version`, or fails.
+async fn wait_healthy<D: trustlaunch_control::Driver>(
+    d: &D,
+    name: &str,
+    version: u64,
+) -> trustlaunch_control::InstanceStatus {
+    use trustlaunch_control::{Health, PowerState};
+    let t0 = Instant::now();
+    loop {
+        let st = d.status(name).await.expect("status").expect("exists");
+        if st.health == Health::Healthy {
+            assert_eq!(st.spec.model_version, version, "{st:?}");
+            return st;
+        }
+        if let PowerState::Failed(reason) = &st.power {
+            panic!("{name} failed: {reason}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "{name} not healthy in 180 s: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The control plane's per-instance step on real VMs, through the same
+/// driver interface the orchestrator uses: an instance created Standard
+/// (Gen2, Secure Boot off, no vTPM, one data disk) boots healthy, is moved
+/// to Trusted Launch (Secure Boot and vTPM on: healthy means its agent's
+/// evidence passed the runtime's checks, quote by the new vTPM included),
+/// then rolled back to Standard; its data disk keeps its data throughout,
+/// and every call repeated changes nothing.
+#[test]
+#[ignore = "VM tier: three QEMU boots under TCG (~60 s); ./scripts/test.sh runs it"]
+fn runtime_driver_moves_an_instance_to_trusted_launch_and_back() {
+    use std::sync::Arc;
+    use trustlaunch_control::{
+        DataDiskSpec, Driver, InstanceSecurity, InstanceSpec, PowerState, RuntimeDriver,
+    };
+    let _serial = serial();
+    let f = fixture();
+    let name = "vmss-web-0";
+    let _guard = VmGuard(&f, name);
+    let rt = trustlaunch_runtime::vm::Runtime::open(
+        trustlaunch_runtime::platform::Home::open(&f.home).expect("home"),
+    )
+    .expect("runtime");
+    let d = RuntimeDriver::new(Arc::new(rt), Duration::from_secs(150)).expect("driver");
+    let standard = InstanceSpec {
+        name: name.into(),
+        model_version: 1,
+        vcpus: 1,
+        memory_mib: 1024,
+        image: s(&f.tiny).into(),
+        security: InstanceSecurity::default(),
+        data_disks: vec![DataDiskSpec {
+            lun: 0,
+            disk_size_gb: 1,
+        }],
+        guest_attestation: false,
+    };
+    let data = vm_dir(&f, name).join("data-0.qcow2");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    tokio.block_on(async {
+        d.create(&standard).await.expect("create");
+        d.create(&standard)
+            .await
+            .expect("create again: nothing to do");
+        ok(Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", "write -P 0x5a 0 64k"])
+            .arg(&data)
+            .output()
+            .expect("qemu-io"));
+        d.start(name).await.expect("start");
+        let st = wait_healthy(&d, name, 1).await;
+        assert_eq!(st.power, PowerState::Running);
+        assert!(state_of(&f, name)["ekPublic"].is_null(), "no vTPM yet");
+
+        // Standard -> TrustedLaunch, Secure Boot and vTPM on.
+        let tl = InstanceSpec {
+            model_version: 2,
+            security: InstanceSecurity {
+                trusted_launch: true,
+                secure_boot: true,
+                vtpm: true,
+            },
+            ..standard.clone()
+        };
+        d.apply(&tl).await.expect("apply TrustedLaunch");
+        let st = d.status(name).await.unwrap().unwrap();
+        assert_eq!(st.power, PowerState::Stopped, "apply leaves it stopped");
+        d.apply(&tl).await.expect("apply again: nothing to do");
+        d.start(name).await.expect("start");
+        wait_healthy(&d, name, 2).await;
+        let state = state_of(&f, name);
+        let ek = state["ekPublic"]
+            .as_str()
+            .expect("a vTPM was made")
+            .to_owned();
+        let (_, e) = evidence_of(&f, name);
+        assert_eq!(e.secure_boot, Some(1), "the guest sees SecureBoot=1");
+        assert_eq!(hex(&e.ek_public.0), ek, "quoted by the VM's new vTPM");
+
+        // Rollback: Standard.
+        let back = InstanceSpec {
+            model_version: 3,
+            ..standard.clone()
+        };
+        d.apply(&back).await.expect("apply Standard");
+        d.start(name).await.expect("start");
+        wait_healthy(&d, name, 3).await;
+        d.stop(name, true).await.expect("stop");
+        d.stop(name, true).await.expect("stop again");
+        ok(Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", "read -P 0x5a 0 64k"])
+            .arg(&data)
+            .output()
+            .expect("qemu-io"));
+        d.delete(name).await.expect("delete");
+        d.delete(name).await.expect("delete again");
+        assert!(d.status(name).await.unwrap().is_none());
+    });
+    assert!(!vm_dir(&f, name).exists());
+}

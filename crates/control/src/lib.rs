@@ -16,9 +16,12 @@
 #![forbid(unsafe_code)]
 
 pub mod driver;
+pub mod orchestrator;
+pub mod runtime_driver;
 pub mod sim;
 
 pub use driver::{
     DataDiskSpec, Driver, DriverError, Health, InstanceSecurity, InstanceSpec, InstanceStatus,
     PowerState,
 };
+pub use runtime_driver::RuntimeDriver;

@@ -1,0 +1,568 @@
+//! Long-running operations on scale sets, run from the store so that a
+//! server killed at any step resumes where it was: a rolling upgrade is
+//! the fleet crate's planner ([`RollingUpgrade`]) driven over a
+//! [`Driver`], its state written to the operation's row *before* each step
+//! is carried out (so a restarted server knows what may have half
+//! happened) and the planner, fed the driver's view of the instances,
+//! re-issues only what is not done: no instance is upgraded twice, none is
+//! lost, no surge instance is orphaned.
+//!
+//! Operations are claimed with a lease ([`trustlaunch_store::Store::claim_operation`]);
+//! every write is a compare-and-set on the operation's revision, so a
+//! server that lost its lease to another stops at its next write.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use trustlaunch_fleet::image::ImageCatalog;
+use trustlaunch_fleet::resources::{
+    InstanceHealth, PowerState, ProvisioningState, ScaleSet, ScaleSetVm, SCALE_SET_VM_TYPE,
+};
+use trustlaunch_fleet::rolling::{
+    compare_instance_ids, Health as PlanHealth, InstanceResult, InstanceView, Outcome,
+    RollingUpgrade, Step,
+};
+use trustlaunch_fleet::sizes::SizeCatalog;
+use trustlaunch_fleet::FleetError;
+use trustlaunch_store::{
+    NewOperation, NewResource, OperationRecord, OperationStatus, OperationStep, Precondition,
+    Store, StoreError,
+};
+
+use crate::driver::{DataDiskSpec, Driver, DriverError, Health, InstanceSecurity, InstanceSpec};
+
+/// The kind of a rolling upgrade operation.
+pub const ROLLING_UPGRADE: &str = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrade";
+
+/// What turns a model into instance specs: sizes and images.
+#[derive(Clone, Debug, Default)]
+pub struct Catalogs {
+    /// Sizes (vCPUs, memory).
+    pub sizes: SizeCatalog,
+    /// Gallery images (version -> the runtime image).
+    pub images: ImageCatalog,
+}
+
+/// Why an operation could not be run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The store failed, or another server took the operation over.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The request or the model is invalid.
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// A driver call failed in a way the operation cannot absorb.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// A stored document does not read back.
+    #[error("stored {what} does not parse: {reason}")]
+    Corrupt {
+        /// What.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> ControlError {
+    move |e| ControlError::Corrupt {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// The driver's name of a scale set's instance: the runtime's names are
+/// lowercase `a-z 0-9 -`.
+pub fn instance_name(set: &str, instance_id: &str) -> String {
+    let set: String = set
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{set}-{instance_id}")
+}
+
+/// The spec of instance `instance_id` of `set` at the set's model version.
+pub fn instance_spec(
+    set: &ScaleSet,
+    instance_id: &str,
+    c: &Catalogs,
+) -> Result<InstanceSpec, FleetError> {
+    let size = c.sizes.get(&set.sku.name).ok_or_else(|| {
+        FleetError::new(
+            trustlaunch_fleet::ErrorCode::InvalidParameter,
+            format!("The VM size '{}' is not known.", set.sku.name),
+        )
+        .at("sku.name")
+    })?;
+    let profile = &set.properties.virtual_machine_profile;
+    let image = profile
+        .storage_profile
+        .image_reference
+        .as_ref()
+        .ok_or_else(|| {
+            FleetError::new(
+                trustlaunch_fleet::ErrorCode::InvalidParameter,
+                "The scale set model has no imageReference.",
+            )
+            .at("properties.virtualMachineProfile.storageProfile.imageReference")
+        })?;
+    let (_, version) = c.images.resolve(
+        image,
+        "properties.virtualMachineProfile.storageProfile.imageReference",
+    )?;
+    let security = profile
+        .security_profile
+        .as_ref()
+        .map_or(InstanceSecurity::default(), |p| InstanceSecurity {
+            trusted_launch: p.effective_type()
+                == trustlaunch_fleet::security::SecurityType::TrustedLaunch,
+            secure_boot: p.secure_boot(),
+            vtpm: p.vtpm(),
+        });
+    Ok(InstanceSpec {
+        name: instance_name(&set.name, instance_id),
+        model_version: set.properties.model_version,
+        vcpus: size.vcpus,
+        memory_mib: size.memory_mib,
+        image: version.source.clone(),
+        security,
+        data_disks: profile
+            .storage_profile
+            .data_disks
+            .iter()
+            .map(|d| DataDiskSpec {
+                lun: d.lun,
+                disk_size_gb: d.disk_size_gb,
+            })
+            .collect(),
+        guest_attestation: profile.extension_profile.as_ref().is_some_and(|e| {
+            e.extensions
+                .iter()
+                .any(|x| x.guest_attestation_os().is_some())
+        }),
+    })
+}
+
+/// A rolling upgrade's persisted state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpgradeState {
+    /// The scale set's id.
+    pub scale_set: String,
+    /// The model the instances move to.
+    pub target: ScaleSet,
+    /// The model they came from (for rollback of failed instances).
+    pub previous: Option<ScaleSet>,
+    /// Surge instances and the instance each replaces, recorded before
+    /// they are created.
+    #[serde(default)]
+    pub replacements: BTreeMap<String, String>,
+    /// The next instance id to hand out.
+    pub next_instance_id: u64,
+    /// The planner.
+    pub planner: RollingUpgrade,
+}
+
+/// Runs operations: claims them from the store and drives them to the end.
+pub struct Orchestrator<D: Driver> {
+    store: Store,
+    driver: D,
+    catalogs: Arc<Catalogs>,
+    owner: String,
+    lease_seconds: i64,
+    poll: Duration,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl<D: Driver> std::fmt::Debug for Orchestrator<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl<D: Driver> Orchestrator<D> {
+    /// An orchestrator named `owner` (leases are taken in its name: a
+    /// restarted server with the same name resumes its operations at
+    /// once; another waits for the lease to expire).
+    pub fn new(store: Store, driver: D, catalogs: Arc<Catalogs>, owner: impl Into<String>) -> Self {
+        Self {
+            store,
+            driver,
+            catalogs,
+            owner: owner.into(),
+            lease_seconds: 60,
+            poll: Duration::from_millis(200),
+            clock: Arc::new(unix_now),
+        }
+    }
+
+    /// How often health is polled while waiting.
+    #[must_use]
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// The clock (Unix seconds).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    async fn scale_set(&self, id: &str) -> Result<(ScaleSet, i64), ControlError> {
+        let r = self.store.get_resource(id).await?.ok_or_else(|| {
+            FleetError::new(
+                trustlaunch_fleet::ErrorCode::ResourceNotFound,
+                format!("The scale set '{id}' was not found."),
+            )
+        })?;
+        let set = serde_json::from_value(r.body).map_err(corrupt("scale set"))?;
+        Ok((set, r.etag))
+    }
+
+    async fn instances(&self, set_id: &str) -> Result<Vec<ScaleSetVm>, ControlError> {
+        let mut out = Vec::new();
+        for r in self.store.child_resources(set_id).await? {
+            out.push(serde_json::from_value(r.body).map_err(corrupt("instance"))?);
+        }
+        out.sort_by(|a: &ScaleSetVm, b| compare_instance_ids(&a.instance_id, &b.instance_id));
+        Ok(out)
+    }
+
+    /// Starts a rolling upgrade of the scale set `set_id` to its current
+    /// model (one operation in the store, `op_id`); `previous` is the
+    /// model the instances run, for rollback.
+    pub async fn start_rolling_upgrade(
+        &self,
+        set_id: &str,
+        op_id: &str,
+        previous: Option<ScaleSet>,
+    ) -> Result<(), ControlError> {
+        let (set, _) = self.scale_set(set_id).await?;
+        let policy = set
+            .properties
+            .upgrade_policy
+            .clone()
+            .unwrap_or_default()
+            .rolling()?;
+        let instances = self.instances(set_id).await?;
+        let mut view = Vec::new();
+        for i in &instances {
+            view.push(self.view_of(&set, &i.instance_id, None).await?);
+        }
+        let next_instance_id = instances
+            .iter()
+            .filter_map(|i| i.instance_id.parse::<u64>().ok())
+            .max()
+            .map_or(0, |m| m.saturating_add(1));
+        let state = RollingUpgradeState {
+            scale_set: set_id.to_owned(),
+            planner: RollingUpgrade::new(policy, self.now(), &view),
+            target: set,
+            previous,
+            replacements: BTreeMap::new(),
+            next_instance_id,
+        };
+        self.store
+            .start_operation(&NewOperation {
+                id: op_id.to_owned(),
+                kind: ROLLING_UPGRADE.to_owned(),
+                target: set_id.to_owned(),
+                state: serde_json::to_value(&state).map_err(corrupt("operation state"))?,
+                created_at: to_i64(self.now()),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn view_of(
+        &self,
+        set: &ScaleSet,
+        instance_id: &str,
+        replaces: Option<&String>,
+    ) -> Result<InstanceView, ControlError> {
+        let name = instance_name(&set.name, instance_id);
+        let status = self.driver.status(&name).await?;
+        let (up_to_date, health) = match status {
+            None => (false, PlanHealth::Unknown),
+            Some(s) => (
+                s.spec.model_version == set.properties.model_version,
+                match s.health {
+                    Health::Healthy => PlanHealth::Healthy,
+                    Health::Unhealthy => PlanHealth::Unhealthy,
+                    Health::Unknown => PlanHealth::Unknown,
+                },
+            ),
+        };
+        let mut v = InstanceView::new(instance_id, up_to_date, health);
+        if let Some(old) = replaces {
+            v = v.replacing(old.clone());
+        }
+        Ok(v)
+    }
+
+    /// Claims and runs operations until none is left to run; returns how
+    /// many it finished.
+    pub async fn run_pending(&self) -> Result<usize, ControlError> {
+        let mut done = 0_usize;
+        while let Some(op) = self
+            .store
+            .claim_operation(&self.owner, to_i64(self.now()), self.lease_seconds)
+            .await?
+        {
+            self.drive(op).await?;
+            done = done.saturating_add(1);
+        }
+        Ok(done)
+    }
+
+    async fn write(
+        &self,
+        op: &mut OperationRecord,
+        state: &RollingUpgradeState,
+        status: OperationStatus,
+        error: Option<Value>,
+    ) -> Result<(), ControlError> {
+        let value = serde_json::to_value(state).map_err(corrupt("operation state"))?;
+        let step = OperationStep {
+            expected_revision: op.revision,
+            status,
+            state: value.clone(),
+            error: error.clone(),
+            at: to_i64(self.now()),
+        };
+        op.revision = self.store.step_operation(&op.id, &step, None).await?;
+        op.state = value;
+        op.status = status;
+        op.error = error;
+        Ok(())
+    }
+
+    async fn put_instance(
+        &self,
+        set: &ScaleSet,
+        set_id: &str,
+        instance_id: &str,
+    ) -> Result<(), ControlError> {
+        let vm = ScaleSetVm {
+            instance_id: instance_id.to_owned(),
+            name: ScaleSetVm::uniform_name(&set.name, instance_id),
+            latest_model_applied: true,
+            model_version: set.properties.model_version,
+            provisioning_state: ProvisioningState::Succeeded,
+            power_state: PowerState::Running,
+            health: InstanceHealth::Unknown,
+        };
+        self.store
+            .put_resource(
+                &NewResource {
+                    id: format!("{set_id}/virtualMachines/{instance_id}"),
+                    kind: SCALE_SET_VM_TYPE.to_owned(),
+                    resource_group: resource_group_of(set_id),
+                    name: vm.name.clone(),
+                    parent: Some(set_id.to_owned()),
+                    body: serde_json::to_value(&vm).map_err(corrupt("instance"))?,
+                },
+                Precondition::Any,
+                to_i64(self.now()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Drives one claimed operation to its end.
+    async fn drive(&self, mut op: OperationRecord) -> Result<(), ControlError> {
+        let mut state: RollingUpgradeState =
+            serde_json::from_value(op.state.clone()).map_err(corrupt("operation state"))?;
+        let set_id = state.scale_set.clone();
+        loop {
+            // The view: every instance of the set, and every surge
+            // instance recorded (created or not).
+            let mut ids: Vec<String> = self
+                .instances(&set_id)
+                .await?
+                .into_iter()
+                .map(|i| i.instance_id)
+                .collect();
+            for new in state.replacements.keys() {
+                if !ids.contains(new) {
+                    ids.push(new.clone());
+                }
+            }
+            let mut view = Vec::new();
+            for id in &ids {
+                let replaces = state.replacements.get(id);
+                let exists = self
+                    .driver
+                    .status(&instance_name(&state.target.name, id))
+                    .await?
+                    .is_some();
+                if replaces.is_some() && !exists {
+                    // Recorded but never created: not in the view yet.
+                    continue;
+                }
+                view.push(self.view_of(&state.target, id, replaces).await?);
+            }
+            let now = self.now();
+            let step = state.planner.next(&view, now);
+            // Written before it is carried out.
+            self.write(&mut op, &state, OperationStatus::InProgress, None)
+                .await?;
+            match step {
+                Step::Upgrade { batch } => {
+                    let mut results = Vec::new();
+                    for id in &batch {
+                        let spec = instance_spec(&state.target, id, &self.catalogs)?;
+                        let ok = self.upgrade(&spec).await;
+                        if ok {
+                            self.put_instance(&state.target, &set_id, id).await?;
+                        }
+                        results.push(if ok {
+                            InstanceResult::ok(id.clone())
+                        } else {
+                            InstanceResult::failed(id.clone())
+                        });
+                    }
+                    state.planner.batch_done(&results);
+                    self.write(&mut op, &state, OperationStatus::InProgress, None)
+                        .await?;
+                }
+                Step::Surge { count, replacing } => {
+                    // Ids first, recorded; then the instances.
+                    let mut new_ids = Vec::new();
+                    for old in replacing.iter().take(count) {
+                        let id = state.next_instance_id.to_string();
+                        state.next_instance_id = state.next_instance_id.saturating_add(1);
+                        state.replacements.insert(id.clone(), old.clone());
+                        new_ids.push(id);
+                    }
+                    self.write(&mut op, &state, OperationStatus::InProgress, None)
+                        .await?;
+                    let mut results = Vec::new();
+                    for id in &new_ids {
+                        let spec = instance_spec(&state.target, id, &self.catalogs)?;
+                        let ok = self.driver.create(&spec).await.is_ok()
+                            && self.driver.start(&spec.name).await.is_ok();
+                        if ok {
+                            self.put_instance(&state.target, &set_id, id).await?;
+                        }
+                        results.push(if ok {
+                            InstanceResult::ok(id.clone())
+                        } else {
+                            InstanceResult::failed(id.clone())
+                        });
+                    }
+                    state.planner.batch_done(&results);
+                    self.write(&mut op, &state, OperationStatus::InProgress, None)
+                        .await?;
+                }
+                Step::Delete { ids } => {
+                    let mut results = Vec::new();
+                    for id in &ids {
+                        let name = instance_name(&state.target.name, id);
+                        let ok = self.driver.delete(&name).await.is_ok();
+                        if ok {
+                            self.store
+                                .delete_resource(
+                                    &format!("{set_id}/virtualMachines/{id}"),
+                                    Precondition::Any,
+                                )
+                                .await?;
+                            state.replacements.remove(id);
+                        } else {
+                            results.push(InstanceResult::failed(id.clone()));
+                        }
+                    }
+                    state.planner.batch_done(&results);
+                    self.write(&mut op, &state, OperationStatus::InProgress, None)
+                        .await?;
+                }
+                Step::Rollback { ids } => {
+                    let mut results = Vec::new();
+                    if let Some(previous) = state.previous.clone() {
+                        for id in &ids {
+                            let spec = instance_spec(&previous, id, &self.catalogs)?;
+                            if !self.upgrade(&spec).await {
+                                results.push(InstanceResult::failed(id.clone()));
+                            }
+                        }
+                    }
+                    state.planner.batch_done(&results);
+                    self.write(&mut op, &state, OperationStatus::InProgress, None)
+                        .await?;
+                }
+                Step::WaitForHealth { until, .. } | Step::Pause { until } => {
+                    let wait = Duration::from_secs(until.saturating_sub(now));
+                    tokio::time::sleep(wait.min(self.poll)).await;
+                }
+                Step::Done(outcome) => {
+                    let (status, error) = match &outcome {
+                        Outcome::Completed => (OperationStatus::Succeeded, None),
+                        Outcome::Cancelled => (OperationStatus::Canceled, None),
+                        Outcome::Faulted(b) => (
+                            OperationStatus::Failed,
+                            Some(serde_json::to_value(b.error()).unwrap_or(Value::Null)),
+                        ),
+                    };
+                    self.write(&mut op, &state, status, error).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Brings an instance to `spec` and starts it; `false` if the driver
+    /// failed (the planner counts the instance as failed).
+    async fn upgrade(&self, spec: &InstanceSpec) -> bool {
+        let done = match self.driver.status(&spec.name).await {
+            Ok(Some(_)) => self.driver.apply(spec).await,
+            Ok(None) => self.driver.create(spec).await,
+            Err(e) => Err(e),
+        };
+        done.is_ok() && self.driver.start(&spec.name).await.is_ok()
+    }
+}
+
+/// The resource group of an ARM id (`/subscriptions/s/resourceGroups/RG/...`).
+fn resource_group_of(id: &str) -> String {
+    let mut parts = id.split('/');
+    while let Some(p) = parts.next() {
+        if p.eq_ignore_ascii_case("resourceGroups") {
+            return parts.next().unwrap_or_default().to_owned();
+        }
+    }
+    String::new()
+}

@@ -1,0 +1,330 @@
+//! The orchestrator's rolling upgrade on the simulated driver, with the
+//! store on SQLite: completes, honours the policy's health limits, keeps
+//! old instances until their surge replacements are healthy, and resumes
+//! after being killed at any point — no instance upgraded twice, none lost,
+//! no orphan.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use trustlaunch_control::orchestrator::{instance_name, instance_spec, Catalogs, Orchestrator};
+use trustlaunch_control::sim::{BootOutcome, SimDriver};
+use trustlaunch_control::{Driver, Health};
+use trustlaunch_fleet::image::{ImageCatalog, ImageDefinition, ImageVersion};
+use trustlaunch_fleet::resources::{ScaleSet, ScaleSetVm, SCALE_SET_TYPE, SCALE_SET_VM_TYPE};
+use trustlaunch_fleet::sizes::SizeCatalog;
+use trustlaunch_store::{NewResource, OperationStatus, Precondition, Store};
+
+const SET: &str =
+    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web";
+
+fn catalogs() -> Arc<Catalogs> {
+    let mut images = ImageCatalog::new();
+    let def: ImageDefinition = serde_json::from_value(json!({
+        "name": "tiny", "osType": "Linux", "hyperVGeneration": "V2",
+        "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
+        "identifier": {"publisher": "trustlaunch", "offer": "tiny", "sku": "1"}
+    }))
+    .unwrap();
+    images.add_definition("g1", def).unwrap();
+    for (v, source) in [("1.0.0", "/images/tiny-1"), ("2.0.0", "/images/tiny-2")] {
+        images
+            .add_version(
+                "g1",
+                "tiny",
+                ImageVersion {
+                    name: v.into(),
+                    source: source.into(),
+                },
+            )
+            .unwrap();
+    }
+    Arc::new(Catalogs {
+        sizes: SizeCatalog::built_in(),
+        images,
+    })
+}
+
+/// The scale set at model `version`: 1 is Standard on image 1.0.0, 2 is
+/// Trusted Launch on image 2.0.0.
+fn scale_set(capacity: u32, version: u64, rolling: serde_json::Value) -> ScaleSet {
+    let (image, security) = if version == 1 {
+        ("1.0.0", json!({"securityType": "Standard"}))
+    } else {
+        (
+            "2.0.0",
+            json!({"securityType": "TrustedLaunch",
+                   "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}),
+        )
+    };
+    serde_json::from_value(json!({
+        "id": SET, "name": "web", "type": SCALE_SET_TYPE, "location": "local",
+        "sku": {"name": "Standard_D2s_v3", "capacity": capacity},
+        "properties": {
+            "orchestrationMode": "Uniform",
+            "upgradePolicy": {"mode": "Rolling", "rollingUpgradePolicy": rolling},
+            "virtualMachineProfile": {
+                "storageProfile": {"imageReference": {"id": format!(
+                    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{image}")}},
+                "securityProfile": security
+            },
+            "modelVersion": version
+        }
+    }))
+    .unwrap()
+}
+
+async fn put_set(store: &Store, set: &ScaleSet) {
+    store
+        .put_resource(
+            &NewResource {
+                id: SET.into(),
+                kind: SCALE_SET_TYPE.into(),
+                resource_group: "rg".into(),
+                name: "web".into(),
+                parent: None,
+                body: serde_json::to_value(set).unwrap(),
+            },
+            Precondition::Any,
+            1,
+        )
+        .await
+        .unwrap();
+}
+
+/// A store and a driver holding `n` healthy instances on model 1, and the
+/// set's model moved to 2.
+async fn fleet(
+    dir: &tempfile::TempDir,
+    n: u32,
+    d: &SimDriver,
+    rolling: serde_json::Value,
+) -> Store {
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    let c = catalogs();
+    let v1 = scale_set(n, 1, rolling.clone());
+    put_set(&store, &v1).await;
+    for i in 0..n {
+        let id = i.to_string();
+        let spec = instance_spec(&v1, &id, &c).unwrap();
+        d.create(&spec).await.unwrap();
+        d.start(&spec.name).await.unwrap();
+        let vm: ScaleSetVm = serde_json::from_value(json!({
+            "instanceId": id, "name": format!("web_{i}"), "latestModelApplied": true,
+            "modelVersion": 1, "provisioningState": "Succeeded",
+            "powerState": "PowerState/running"
+        }))
+        .unwrap();
+        store
+            .put_resource(
+                &NewResource {
+                    id: format!("{SET}/virtualMachines/{i}"),
+                    kind: SCALE_SET_VM_TYPE.into(),
+                    resource_group: "rg".into(),
+                    name: vm.name.clone(),
+                    parent: Some(SET.into()),
+                    body: serde_json::to_value(&vm).unwrap(),
+                },
+                Precondition::Absent,
+                1,
+            )
+            .await
+            .unwrap();
+    }
+    put_set(&store, &scale_set(n, 2, rolling)).await;
+    store
+}
+
+fn orchestrator(store: &Store, d: &SimDriver) -> Orchestrator<SimDriver> {
+    Orchestrator::new(store.clone(), d.clone(), catalogs(), "server-1")
+        .with_poll(Duration::from_millis(1))
+}
+
+/// Instances applied per name, with the model version each apply brought.
+fn applies(d: &SimDriver) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut out = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for e in d.events() {
+        if e.action == "apply" {
+            out.entry(e.name).or_default().push(e.model_version);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_upgrade_moves_every_instance_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = SimDriver::new(Duration::ZERO);
+    let store = fleet(&dir, 10, &d, json!({"maxBatchInstancePercent": 20})).await;
+    let o = orchestrator(&store, &d);
+    o.start_rolling_upgrade(SET, "op-1", Some(scale_set(10, 1, json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(o.run_pending().await.unwrap(), 1);
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Succeeded, "{:?}", op.error);
+    let a = applies(&d);
+    assert_eq!(a.len(), 10);
+    assert!(a.values().all(|v| v == &[2]), "{a:?}");
+    for s in d.list().await.unwrap() {
+        assert_eq!((s.spec.model_version, s.health), (2, Health::Healthy));
+        assert!(s.spec.security.trusted_launch && s.spec.security.secure_boot);
+        assert_eq!(s.spec.image, "/images/tiny-2");
+    }
+    // Batches of 2: every apply of a batch precedes the next batch's.
+    let order: Vec<String> = d
+        .events()
+        .into_iter()
+        .filter(|e| e.action == "apply")
+        .map(|e| e.name)
+        .collect();
+    let expect: Vec<String> = (0..10)
+        .map(|i| instance_name("web", &i.to_string()))
+        .collect();
+    assert_eq!(order, expect);
+    let status = op.state["planner"].clone();
+    assert!(!status.is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unhealthy_upgraded_instances_fault_the_upgrade_and_name_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = SimDriver::with_outcomes(
+        Duration::ZERO,
+        Arc::new(|s| {
+            if s.model_version == 2 {
+                BootOutcome::Unhealthy
+            } else {
+                BootOutcome::Healthy
+            }
+        }),
+    );
+    let store = fleet(&dir, 10, &d, json!({"maxBatchInstancePercent": 20})).await;
+    let o = orchestrator(&store, &d).with_clock(Arc::new({
+        // Time moves 10 minutes per reading: health gates time out.
+        let t = std::sync::atomic::AtomicU64::new(1_000);
+        move || t.fetch_add(600, std::sync::atomic::Ordering::Relaxed)
+    }));
+    o.start_rolling_upgrade(SET, "op-1", None).await.unwrap();
+    o.run_pending().await.unwrap();
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Failed);
+    let err = op.error.unwrap();
+    assert_eq!(err["code"], "RollingUpgradeInstanceUnhealthyError", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("maxUnhealthyUpgradedInstancePercent 20%"),
+        "{err}"
+    );
+    // 2 unhealthy of 10 after the first batch is 20%, not above the
+    // limit; 4 after the second is: it stopped there.
+    assert_eq!(applies(&d).len(), 4);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 upgraded instances of 10 are unhealthy (40%)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_surge_replaces_instances_and_deletes_the_old_ones_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = SimDriver::new(Duration::ZERO);
+    let store = fleet(
+        &dir,
+        5,
+        &d,
+        json!({"maxBatchInstancePercent": 40, "maxSurge": true}),
+    )
+    .await;
+    let o = orchestrator(&store, &d);
+    o.start_rolling_upgrade(SET, "op-1", None).await.unwrap();
+    o.run_pending().await.unwrap();
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Succeeded, "{:?}", op.error);
+    let live = d.list().await.unwrap();
+    assert_eq!(live.len(), 5, "one instance per original");
+    assert!(live.iter().all(|s| s.spec.model_version == 2));
+    assert!(
+        applies(&d).is_empty(),
+        "surge creates, never upgrades in place"
+    );
+    // Each old instance was deleted after a replacement was created.
+    let events = d.events();
+    for i in 0..5 {
+        let name = instance_name("web", &i.to_string());
+        let deleted = events
+            .iter()
+            .position(|e| e.name == name && e.action == "delete")
+            .expect("old instance deleted");
+        let created_after_start = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.action == "create" && e.model_version == 2)
+            .count();
+        assert!(created_after_start >= 5);
+        assert!(events[..deleted]
+            .iter()
+            .any(|e| e.action == "start" && e.model_version == 2));
+    }
+    let instances = store.child_resources(SET).await.unwrap();
+    assert_eq!(instances.len(), 5, "the store lists the replacements only");
+}
+
+/// Killed at every store await in turn, the upgrade resumes and ends as
+/// an uninterrupted one: each instance applied once, all on model 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_at_any_point_it_resumes_without_upgrading_twice() {
+    let mut interrupted = 0;
+    for kill_after in 0..12_usize {
+        let dir = tempfile::tempdir().unwrap();
+        let d = SimDriver::new(Duration::ZERO);
+        let store = fleet(&dir, 6, &d, json!({"maxBatchInstancePercent": 34})).await;
+        let base = d.events().len();
+        orchestrator(&store, &d)
+            .start_rolling_upgrade(SET, "op-1", None)
+            .await
+            .unwrap();
+        let task = tokio::spawn({
+            let (store, d) = (store.clone(), d.clone());
+            async move { orchestrator(&store, &d).run_pending().await }
+        });
+        // Kill it once the driver did `kill_after` things (or it ended).
+        while d.events().len() < base + kill_after && !task.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        let _ = task.await;
+        let after_kill = store.get_operation("op-1").await.unwrap().unwrap();
+        if after_kill.status == OperationStatus::InProgress {
+            interrupted += 1;
+        }
+        // A restarted server with the same name resumes at once.
+        orchestrator(&store, &d).run_pending().await.unwrap();
+        let op = store.get_operation("op-1").await.unwrap().unwrap();
+        assert_eq!(
+            op.status,
+            OperationStatus::Succeeded,
+            "killed after {kill_after}: {:?}",
+            op.error
+        );
+        let a = applies(&d);
+        assert_eq!(a.len(), 6, "killed after {kill_after}: {a:?}");
+        assert!(
+            a.values().all(|v| v == &[2]),
+            "killed after {kill_after}: an instance upgraded twice: {a:?}"
+        );
+        assert_eq!(d.list().await.unwrap().len(), 6);
+    }
+    assert!(
+        interrupted >= 6,
+        "only {interrupted} of 12 runs were killed mid-way"
+    );
+}
