@@ -37,6 +37,29 @@ use crate::driver::{DataDiskSpec, Driver, DriverError, Health, InstanceSecurity,
 /// The kind of a rolling upgrade operation.
 pub const ROLLING_UPGRADE: &str = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrade";
 
+/// The kind of a manual upgrade (`manualupgrade`, `az vmss
+/// update-instances --instance-ids`), and of Automatic mode's update of
+/// every instance at once.
+pub const MANUAL_UPGRADE: &str = "Microsoft.Compute/virtualMachineScaleSets/manualUpgrade";
+
+/// A manual upgrade's persisted state: which instances, which are done.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualUpgradeState {
+    /// The scale set's id.
+    pub scale_set: String,
+    /// The model the instances move to.
+    pub target: ScaleSet,
+    /// The instances to upgrade, in order.
+    pub instance_ids: Vec<String>,
+    /// Those upgraded (brought to the model and started).
+    #[serde(default)]
+    pub done: Vec<String>,
+    /// Those the driver failed on.
+    #[serde(default)]
+    pub failed: Vec<String>,
+}
+
 /// What turns a model into instance specs: sizes and images.
 #[derive(Clone, Debug, Default)]
 pub struct Catalogs {
@@ -334,6 +357,98 @@ impl<D: Driver> Orchestrator<D> {
         Ok(v)
     }
 
+    /// Starts upgrading instances `instance_ids` of `set_id` to the set's
+    /// current model (`update-instances`; Automatic mode passes every
+    /// instance). Unknown instance ids are refused before anything starts.
+    pub async fn start_manual_upgrade(
+        &self,
+        set_id: &str,
+        op_id: &str,
+        instance_ids: &[String],
+    ) -> Result<(), ControlError> {
+        let (set, _) = self.scale_set(set_id).await?;
+        let known: Vec<String> = self
+            .instances(set_id)
+            .await?
+            .into_iter()
+            .map(|i| i.instance_id)
+            .collect();
+        if let Some(unknown) = instance_ids.iter().find(|i| !known.contains(i)) {
+            return Err(FleetError::new(
+                trustlaunch_fleet::ErrorCode::ResourceNotFound,
+                format!(
+                    "The instance '{unknown}' of the scale set '{}' was not found.",
+                    set.name
+                ),
+            )
+            .at("instanceIds")
+            .into());
+        }
+        let mut ids = instance_ids.to_vec();
+        ids.sort_by(|a, b| compare_instance_ids(a, b));
+        ids.dedup();
+        let state = ManualUpgradeState {
+            scale_set: set_id.to_owned(),
+            target: set,
+            instance_ids: ids,
+            done: Vec::new(),
+            failed: Vec::new(),
+        };
+        self.store
+            .start_operation(&NewOperation {
+                id: op_id.to_owned(),
+                kind: MANUAL_UPGRADE.to_owned(),
+                target: set_id.to_owned(),
+                state: serde_json::to_value(&state).map_err(corrupt("operation state"))?,
+                created_at: to_i64(self.now()),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Drives a manual upgrade: each instance in turn, its completion
+    /// written before the next (a restart skips what is done; the driver
+    /// makes a repeated step a no-op).
+    async fn drive_manual(&self, mut op: OperationRecord) -> Result<(), ControlError> {
+        let mut state: ManualUpgradeState =
+            serde_json::from_value(op.state.clone()).map_err(corrupt("operation state"))?;
+        let set_id = state.scale_set.clone();
+        let pending: Vec<String> = state
+            .instance_ids
+            .iter()
+            .filter(|i| !state.done.contains(i) && !state.failed.contains(i))
+            .cloned()
+            .collect();
+        for id in pending {
+            let spec = instance_spec(&state.target, &id, &self.catalogs)?;
+            if self.upgrade(&spec).await {
+                self.put_instance(&state.target, &set_id, &id).await?;
+                state.done.push(id);
+            } else {
+                state.failed.push(id);
+            }
+            self.write(&mut op, &state, OperationStatus::InProgress, None)
+                .await?;
+        }
+        if state.failed.is_empty() {
+            self.write(&mut op, &state, OperationStatus::Succeeded, None)
+                .await
+        } else {
+            let error = FleetError::new(
+                trustlaunch_fleet::ErrorCode::Conflict,
+                format!(
+                    "{} of {} instances could not be upgraded: {}.",
+                    state.failed.len(),
+                    state.instance_ids.len(),
+                    state.failed.join(", ")
+                ),
+            );
+            let error = serde_json::to_value(error).unwrap_or(Value::Null);
+            self.write(&mut op, &state, OperationStatus::Failed, Some(error))
+                .await
+        }
+    }
+
     /// Claims and runs operations until none is left to run; returns how
     /// many it finished.
     pub async fn run_pending(&self) -> Result<usize, ControlError> {
@@ -343,7 +458,16 @@ impl<D: Driver> Orchestrator<D> {
             .claim_operation(&self.owner, to_i64(self.now()), self.lease_seconds)
             .await?
         {
-            self.drive(op).await?;
+            match op.kind.as_str() {
+                ROLLING_UPGRADE => self.drive(op).await?,
+                MANUAL_UPGRADE => self.drive_manual(op).await?,
+                other => {
+                    return Err(ControlError::Corrupt {
+                        what: "operation kind",
+                        reason: format!("{other:?} is not an operation this server runs"),
+                    })
+                }
+            }
             done = done.saturating_add(1);
         }
         Ok(done)
@@ -352,7 +476,7 @@ impl<D: Driver> Orchestrator<D> {
     async fn write(
         &self,
         op: &mut OperationRecord,
-        state: &RollingUpgradeState,
+        state: &impl Serialize,
         status: OperationStatus,
         error: Option<Value>,
     ) -> Result<(), ControlError> {

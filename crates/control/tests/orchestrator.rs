@@ -328,3 +328,48 @@ async fn killed_at_any_point_it_resumes_without_upgrading_twice() {
         "only {interrupted} of 12 runs were killed mid-way"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_upgrade_touches_only_the_named_instances_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = SimDriver::new(Duration::ZERO);
+    let store = fleet(&dir, 4, &d, json!({})).await;
+    let o = orchestrator(&store, &d);
+    let err = o
+        .start_manual_upgrade(SET, "op-x", &["0".into(), "9".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ResourceNotFound: The instance '9' of the scale set 'web' was not found."
+    );
+    assert!(store.get_operation("op-x").await.unwrap().is_none());
+    let base = d.events().len();
+    o.start_manual_upgrade(SET, "op-1", &["2".into(), "0".into(), "2".into()])
+        .await
+        .unwrap();
+    // Killed after the first instance's apply, then resumed.
+    let task = tokio::spawn({
+        let (store, d) = (store.clone(), d.clone());
+        async move { orchestrator(&store, &d).run_pending().await }
+    });
+    while d.events().len() < base + 1 && !task.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    task.abort();
+    let _ = task.await;
+    o.run_pending().await.unwrap();
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Succeeded, "{:?}", op.error);
+    assert_eq!(op.state["done"], json!(["0", "2"]));
+    let a = applies(&d);
+    assert_eq!(
+        a.keys().cloned().collect::<Vec<_>>(),
+        [instance_name("web", "0"), instance_name("web", "2")]
+    );
+    assert!(a.values().all(|v| v == &[2]));
+    for i in ["1", "3"] {
+        let s = d.status(&instance_name("web", i)).await.unwrap().unwrap();
+        assert_eq!(s.spec.model_version, 1, "instance {i} untouched");
+    }
+}
