@@ -406,6 +406,26 @@ impl<D: Driver> Orchestrator<D> {
         Ok(())
     }
 
+    /// Whether a cancel was requested for `op` since it was read.
+    async fn cancel_requested(&self, op: &OperationRecord) -> Result<bool, ControlError> {
+        if op.cancel_requested {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .get_operation(&op.id)
+            .await?
+            .is_some_and(|o| o.cancel_requested))
+    }
+
+    /// Asks operation `op_id` to stop (`rolling-upgrade cancel`): a
+    /// rolling upgrade finishes the batch in flight and ends Cancelled; a
+    /// manual upgrade stops before its next instance. `false` if it is not
+    /// running.
+    pub async fn cancel(&self, op_id: &str) -> Result<bool, ControlError> {
+        Ok(self.store.request_cancel(op_id).await?)
+    }
+
     /// Drives a manual upgrade: each instance in turn, its completion
     /// written before the next (a restart skips what is done; the driver
     /// makes a repeated step a no-op).
@@ -420,6 +440,11 @@ impl<D: Driver> Orchestrator<D> {
             .cloned()
             .collect();
         for id in pending {
+            if self.cancel_requested(&op).await? {
+                return self
+                    .write(&mut op, &state, OperationStatus::Canceled, None)
+                    .await;
+            }
             let spec = instance_spec(&state.target, &id, &self.catalogs)?;
             if self.upgrade(&spec).await {
                 self.put_instance(&state.target, &set_id, &id).await?;
@@ -561,6 +586,10 @@ impl<D: Driver> Orchestrator<D> {
                 view.push(self.view_of(&state.target, id, replaces).await?);
             }
             let now = self.now();
+            if self.cancel_requested(&op).await? && state.planner.outcome().is_none() {
+                // Refused only once the upgrade is over: nothing to stop.
+                let _ = state.planner.cancel(now);
+            }
             let step = state.planner.next(&view, now);
             // Written before it is carried out.
             self.write(&mut op, &state, OperationStatus::InProgress, None)

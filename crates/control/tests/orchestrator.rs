@@ -373,3 +373,32 @@ async fn manual_upgrade_touches_only_the_named_instances_and_resumes() {
         assert_eq!(s.spec.model_version, 1, "instance {i} untouched");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_rolling_upgrade_stops_after_the_batch_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = SimDriver::new(Duration::ZERO);
+    let store = fleet(
+        &dir,
+        10,
+        &d,
+        json!({"maxBatchInstancePercent": 20, "pauseTimeBetweenBatches": "PT1H"}),
+    )
+    .await;
+    let o = orchestrator(&store, &d);
+    o.start_rolling_upgrade(SET, "op-1", None).await.unwrap();
+    let task = tokio::spawn({
+        let (store, d) = (store.clone(), d.clone());
+        async move { orchestrator(&store, &d).run_pending().await }
+    });
+    // The first batch is done and the hour's pause has begun: cancel.
+    while applies(&d).len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert!(o.cancel("op-1").await.unwrap());
+    task.await.unwrap().unwrap();
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Canceled);
+    assert_eq!(applies(&d).len(), 2, "no batch after the cancel");
+    assert!(!o.cancel("op-1").await.unwrap(), "nothing left to cancel");
+}

@@ -147,6 +147,9 @@ pub struct OperationRecord {
     pub lease_owner: Option<String>,
     /// Until when the lease holds (Unix seconds).
     pub lease_until: Option<i64>,
+    /// Someone asked for it to stop ([`Store::request_cancel`]); the
+    /// server running it stops at its next step.
+    pub cancel_requested: bool,
     /// When it was started.
     pub created_at: i64,
     /// When it last changed.
@@ -171,7 +174,7 @@ pub struct OperationStep {
 const RESOURCE_COLUMNS: &str =
     "id, kind, resource_group, name, parent, body, etag, created_at, updated_at";
 const OPERATION_COLUMNS: &str = "id, kind, target, status, state, error, revision, lease_owner, \
-     lease_until, created_at, updated_at";
+     lease_until, cancel_requested, created_at, updated_at";
 
 fn resource_from(row: &AnyRow, op: &'static str) -> Result<ResourceRecord, StoreError> {
     let c = cols(row, "resources", op);
@@ -200,6 +203,7 @@ fn operation_from(row: &AnyRow, op: &'static str) -> Result<OperationRecord, Sto
         revision: c.int("revision")?,
         lease_owner: c.opt_text("lease_owner")?,
         lease_until: c.opt_int("lease_until")?,
+        cancel_requested: c.flag("cancel_requested")?,
         created_at: c.int("created_at")?,
         updated_at: c.int("updated_at")?,
     })
@@ -558,6 +562,21 @@ impl Store {
         }
         tx.commit().await.map_err(db(op))?;
         Ok(next)
+    }
+
+    /// Asks a running operation to stop: it is flagged (its revision does
+    /// not move, so the server running it is not disturbed mid-step) and
+    /// that server stops it at its next step. `false` if it is not
+    /// running.
+    pub async fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operations SET cancel_requested = 1 WHERE id = $1 AND status = 'InProgress'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("request_cancel"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Claims a running operation for `owner` until `now + lease_seconds`:

@@ -59,7 +59,9 @@ const MIGRATIONS: &[&[&str]] = &[
         "CREATE TABLE operations (id TEXT PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, \
          status TEXT NOT NULL CHECK (status IN ('InProgress', 'Succeeded', 'Failed', 'Canceled')), \
          state TEXT NOT NULL, error TEXT, revision BIGINT NOT NULL, lease_owner TEXT, \
-         lease_until BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+         lease_until BIGINT, cancel_requested BIGINT NOT NULL DEFAULT 0 \
+         CHECK (cancel_requested IN (0, 1)), created_at BIGINT NOT NULL, \
+         updated_at BIGINT NOT NULL)",
         "CREATE UNIQUE INDEX operations_one_running ON operations (target) \
          WHERE status = 'InProgress'",
         "CREATE INDEX operations_by_target ON operations (target, created_at)",

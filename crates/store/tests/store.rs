@@ -257,7 +257,18 @@ async fn control_suite(store: &Store) {
     assert_eq!(got.status, OperationStatus::Succeeded);
     assert_eq!((got.lease_owner, got.lease_until), (None, None));
     assert_eq!(store.get_resource(&api.id).await.unwrap().unwrap().etag, 3);
+    assert!(
+        !store.request_cancel("op-1").await.unwrap(),
+        "op-1 has ended"
+    );
     store.start_operation(&op2).await.unwrap();
+    assert!(store.request_cancel("op-2").await.unwrap());
+    let got = store.get_operation("op-2").await.unwrap().unwrap();
+    assert!(got.cancel_requested);
+    assert_eq!(
+        got.revision, 1,
+        "a cancel request does not move the revision"
+    );
     let on = store.operations_on(&api.id).await.unwrap();
     assert_eq!(
         on.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
