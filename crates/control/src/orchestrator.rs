@@ -60,6 +60,34 @@ pub struct ManualUpgradeState {
     pub failed: Vec<String>,
 }
 
+/// The kind of the operation that brings a scale set's instances to its
+/// capacity (create, scale out, scale in) or deletes the set.
+pub const RECONCILE: &str = "Microsoft.Compute/virtualMachineScaleSets/reconcile";
+
+/// A reconcile's persisted state: the instances to create and to delete,
+/// chosen when it started, and those done.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileState {
+    /// The scale set's id.
+    pub scale_set: String,
+    /// Its model.
+    pub target: ScaleSet,
+    /// New instance ids (recorded before they are created).
+    pub create: Vec<String>,
+    /// Instance ids to delete (scale in: the highest ids, as Azure's
+    /// default scale-in policy does on one zone).
+    pub delete: Vec<String>,
+    /// Delete the scale set itself at the end.
+    pub delete_set: bool,
+    /// Ids done (created or deleted).
+    #[serde(default)]
+    pub done: Vec<String>,
+    /// Ids the driver failed on.
+    #[serde(default)]
+    pub failed: Vec<String>,
+}
+
 /// What turns a model into instance specs: sizes and images.
 #[derive(Clone, Debug, Default)]
 pub struct Catalogs {
@@ -406,6 +434,126 @@ impl<D: Driver> Orchestrator<D> {
         Ok(())
     }
 
+    /// Starts bringing the scale set's instances to its capacity (or, with
+    /// `delete_set`, deleting them and then the set). Nothing to do still
+    /// starts (and at once ends) an operation, so every call has one.
+    pub async fn start_reconcile(
+        &self,
+        set_id: &str,
+        op_id: &str,
+        delete_set: bool,
+    ) -> Result<(), ControlError> {
+        let (set, _) = self.scale_set(set_id).await?;
+        let instances = self.instances(set_id).await?;
+        let capacity = if delete_set {
+            0
+        } else {
+            usize::try_from(set.sku.capacity).unwrap_or(usize::MAX)
+        };
+        let mut create = Vec::new();
+        let mut delete = Vec::new();
+        if instances.len() < capacity {
+            let mut next = instances
+                .iter()
+                .filter_map(|i| i.instance_id.parse::<u64>().ok())
+                .max()
+                .map_or(0, |m| m.saturating_add(1));
+            for _ in instances.len()..capacity {
+                create.push(next.to_string());
+                next = next.saturating_add(1);
+            }
+        } else {
+            delete = instances
+                .iter()
+                .rev()
+                .take(instances.len().saturating_sub(capacity))
+                .map(|i| i.instance_id.clone())
+                .collect();
+        }
+        let state = ReconcileState {
+            scale_set: set_id.to_owned(),
+            target: set,
+            create,
+            delete,
+            delete_set,
+            done: Vec::new(),
+            failed: Vec::new(),
+        };
+        self.store
+            .start_operation(&NewOperation {
+                id: op_id.to_owned(),
+                kind: RECONCILE.to_owned(),
+                target: set_id.to_owned(),
+                state: serde_json::to_value(&state).map_err(corrupt("operation state"))?,
+                created_at: to_i64(self.now()),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Drives a reconcile: each new instance is recorded in the store
+    /// before the driver creates it (a crash leaves a record to finish,
+    /// never an orphan VM), each deleted one is removed from the driver
+    /// before the store; every completion is written before the next.
+    async fn drive_reconcile(&self, mut op: OperationRecord) -> Result<(), ControlError> {
+        let mut state: ReconcileState =
+            serde_json::from_value(op.state.clone()).map_err(corrupt("operation state"))?;
+        let set_id = state.scale_set.clone();
+        let pending =
+            |s: &ReconcileState, id: &String| !s.done.contains(id) && !s.failed.contains(id);
+        for id in state.create.clone() {
+            if !pending(&state, &id) {
+                continue;
+            }
+            self.put_instance(&state.target, &set_id, &id).await?;
+            let spec = instance_spec(&state.target, &id, &self.catalogs)?;
+            if self.upgrade(&spec).await {
+                state.done.push(id);
+            } else {
+                state.failed.push(id);
+            }
+            self.write(&mut op, &state, OperationStatus::InProgress, None)
+                .await?;
+        }
+        for id in state.delete.clone() {
+            if !pending(&state, &id) {
+                continue;
+            }
+            let name = instance_name(&state.target.name, &id);
+            if self.driver.delete(&name).await.is_ok() {
+                self.store
+                    .delete_resource(&format!("{set_id}/virtualMachines/{id}"), Precondition::Any)
+                    .await?;
+                state.done.push(id);
+            } else {
+                state.failed.push(id);
+            }
+            self.write(&mut op, &state, OperationStatus::InProgress, None)
+                .await?;
+        }
+        if !state.failed.is_empty() {
+            let error = FleetError::new(
+                trustlaunch_fleet::ErrorCode::Conflict,
+                format!(
+                    "{} instances could not be provisioned or deleted: {}.",
+                    state.failed.len(),
+                    state.failed.join(", ")
+                ),
+            );
+            let error = serde_json::to_value(error).unwrap_or(Value::Null);
+            return self
+                .write(&mut op, &state, OperationStatus::Failed, Some(error))
+                .await;
+        }
+        if state.delete_set {
+            self.store
+                .delete_resource(&set_id, Precondition::Any)
+                .await?;
+        }
+        self.write(&mut op, &state, OperationStatus::Succeeded, None)
+            .await
+    }
+
     /// Whether a cancel was requested for `op` since it was read.
     async fn cancel_requested(&self, op: &OperationRecord) -> Result<bool, ControlError> {
         if op.cancel_requested {
@@ -486,6 +634,7 @@ impl<D: Driver> Orchestrator<D> {
             match op.kind.as_str() {
                 ROLLING_UPGRADE => self.drive(op).await?,
                 MANUAL_UPGRADE => self.drive_manual(op).await?,
+                RECONCILE => self.drive_reconcile(op).await?,
                 other => {
                     return Err(ControlError::Corrupt {
                         what: "operation kind",
