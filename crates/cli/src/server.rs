@@ -69,6 +69,36 @@ struct RunArgs {
     /// in the home).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// What runs the control plane's VMs and scale set instances: the
+    /// host runtime (QEMU/OVMF/swtpm; not with --no-runtime), the
+    /// simulated driver (in-process, for trying the API and scale tests),
+    /// or none.
+    #[arg(long, value_enum, default_value_t = DriverArg::Runtime)]
+    driver: DriverArg,
+    /// The simulated driver's boot time, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    sim_boot_ms: u64,
+    /// A vCPU quota for a size family, FAMILY=VCPUS (repeatable; e.g.
+    /// Dsv3=20). Families without one are unlimited.
+    #[arg(long = "quota", value_parser = parse_quota)]
+    quotas: Vec<(String, u32)>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DriverArg {
+    Runtime,
+    Sim,
+    None,
+}
+
+fn parse_quota(s: &str) -> Result<(String, u32), String> {
+    let (family, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: use FAMILY=VCPUS, e.g. Dsv3=20"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("{s:?}: {n:?} is not a number of vCPUs"))?;
+    Ok((family.to_owned(), n))
 }
 
 /// The admin token file of a home.
@@ -113,6 +143,14 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
         challenge_limit: Duration::from_secs(a.challenge_limit.max(1)),
         tick: Duration::from_secs(2),
         webhooks: a.webhooks,
+        driver: match a.driver {
+            DriverArg::Runtime => trustlaunch_server::DriverChoice::Runtime,
+            DriverArg::Sim => trustlaunch_server::DriverChoice::Sim {
+                boot: Duration::from_millis(a.sim_boot_ms),
+            },
+            DriverArg::None => trustlaunch_server::DriverChoice::None,
+        },
+        quotas: a.quotas,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

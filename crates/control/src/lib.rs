@@ -15,11 +15,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod any;
 pub mod driver;
 pub mod orchestrator;
 pub mod runtime_driver;
 pub mod sim;
 
+pub use any::AnyDriver;
 pub use driver::{
     DataDiskSpec, Driver, DriverError, Health, InstanceSecurity, InstanceSpec, InstanceStatus,
     PowerState,

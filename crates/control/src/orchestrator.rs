@@ -229,7 +229,7 @@ pub struct RollingUpgradeState {
 pub struct Orchestrator<D: Driver> {
     store: Store,
     driver: D,
-    catalogs: Arc<Catalogs>,
+    catalogs: std::sync::RwLock<Arc<Catalogs>>,
     owner: String,
     lease_seconds: i64,
     poll: Duration,
@@ -262,7 +262,7 @@ impl<D: Driver> Orchestrator<D> {
         Self {
             store,
             driver,
-            catalogs,
+            catalogs: std::sync::RwLock::new(catalogs),
             owner: owner.into(),
             lease_seconds: 60,
             poll: Duration::from_millis(200),
@@ -287,6 +287,19 @@ impl<D: Driver> Orchestrator<D> {
     /// The driver.
     pub fn driver(&self) -> &D {
         &self.driver
+    }
+
+    /// Replaces the catalogs (images or sizes changed); operations read
+    /// them at each step.
+    pub fn set_catalogs(&self, catalogs: Arc<Catalogs>) {
+        *self.catalogs.write().unwrap_or_else(|p| p.into_inner()) = catalogs;
+    }
+
+    fn catalogs(&self) -> Arc<Catalogs> {
+        self.catalogs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn now(&self) -> u64 {
@@ -506,7 +519,7 @@ impl<D: Driver> Orchestrator<D> {
                 continue;
             }
             self.put_instance(&state.target, &set_id, &id).await?;
-            let spec = instance_spec(&state.target, &id, &self.catalogs)?;
+            let spec = instance_spec(&state.target, &id, &self.catalogs())?;
             if self.upgrade(&spec).await {
                 state.done.push(id);
             } else {
@@ -593,7 +606,7 @@ impl<D: Driver> Orchestrator<D> {
                     .write(&mut op, &state, OperationStatus::Canceled, None)
                     .await;
             }
-            let spec = instance_spec(&state.target, &id, &self.catalogs)?;
+            let spec = instance_spec(&state.target, &id, &self.catalogs())?;
             if self.upgrade(&spec).await {
                 self.put_instance(&state.target, &set_id, &id).await?;
                 state.done.push(id);
@@ -715,8 +728,9 @@ impl<D: Driver> Orchestrator<D> {
                 .into_iter()
                 .map(|i| i.instance_id)
                 .collect();
+            let known: std::collections::HashSet<String> = ids.iter().cloned().collect();
             for new in state.replacements.keys() {
-                if !ids.contains(new) {
+                if !known.contains(new) {
                     ids.push(new.clone());
                 }
             }
@@ -747,7 +761,7 @@ impl<D: Driver> Orchestrator<D> {
                 Step::Upgrade { batch } => {
                     let mut results = Vec::new();
                     for id in &batch {
-                        let spec = instance_spec(&state.target, id, &self.catalogs)?;
+                        let spec = instance_spec(&state.target, id, &self.catalogs())?;
                         let ok = self.upgrade(&spec).await;
                         if ok {
                             self.put_instance(&state.target, &set_id, id).await?;
@@ -775,7 +789,7 @@ impl<D: Driver> Orchestrator<D> {
                         .await?;
                     let mut results = Vec::new();
                     for id in &new_ids {
-                        let spec = instance_spec(&state.target, id, &self.catalogs)?;
+                        let spec = instance_spec(&state.target, id, &self.catalogs())?;
                         let ok = self.driver.create(&spec).await.is_ok()
                             && self.driver.start(&spec.name).await.is_ok();
                         if ok {
@@ -816,7 +830,7 @@ impl<D: Driver> Orchestrator<D> {
                     let mut results = Vec::new();
                     if let Some(previous) = state.previous.clone() {
                         for id in &ids {
-                            let spec = instance_spec(&previous, id, &self.catalogs)?;
+                            let spec = instance_spec(&previous, id, &self.catalogs())?;
                             if !self.upgrade(&spec).await {
                                 results.push(InstanceResult::failed(id.clone()));
                             }

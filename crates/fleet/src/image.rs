@@ -280,6 +280,39 @@ pub struct GalleryImageVersionId {
     pub version: String,
 }
 
+/// A gallery's full id.
+pub fn gallery_id(subscription: &str, resource_group: &str, gallery: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute/galleries/{gallery}"
+    )
+}
+
+/// The gallery name of a catalog key: the key itself, or the last segment
+/// of a full gallery id (whose shape is checked).
+fn gallery_name(key: &str) -> Result<&str, FleetError> {
+    if !key.starts_with('/') {
+        return Ok(key);
+    }
+    let parts: Vec<&str> = key.split('/').collect();
+    let shape = matches!(
+        parts.as_slice(),
+        ["", s, _, r, _, p, c, g, name]
+            if s.eq_ignore_ascii_case("subscriptions")
+                && r.eq_ignore_ascii_case("resourceGroups")
+                && p.eq_ignore_ascii_case("providers")
+                && c.eq_ignore_ascii_case("Microsoft.Compute")
+                && g.eq_ignore_ascii_case("galleries")
+                && !name.is_empty()
+    );
+    match parts.last() {
+        Some(name) if shape => Ok(name),
+        _ => Err(FleetError::new(
+            ErrorCode::InvalidParameter,
+            format!("'{key}' is not a gallery id (/subscriptions/{{s}}/resourceGroups/{{rg}}/providers/Microsoft.Compute/galleries/{{g}})."),
+        )),
+    }
+}
+
 fn gallery_name_rule(s: &str) -> Result<(), &'static str> {
     let ok = (1..=80).contains(&s.len())
         && s.bytes()
@@ -375,7 +408,7 @@ impl ImageCatalog {
         gallery: &str,
         def: ImageDefinition,
     ) -> Result<(), FleetError> {
-        gallery_name_rule(gallery).map_err(|rule| {
+        gallery_name_rule(gallery_name(gallery)?).map_err(|rule| {
             FleetError::new(
                 ErrorCode::InvalidParameter,
                 format!("The gallery name '{gallery}' is invalid: use {rule}."),
@@ -437,10 +470,25 @@ impl ImageCatalog {
         Ok(())
     }
 
-    /// A definition by gallery and name.
+    /// A definition by gallery (as it was added: name or full id) and name.
     pub fn find(&self, gallery: &str, image: &str) -> Option<&GalleryImage> {
         self.images.iter().find(|g| {
             g.gallery.eq_ignore_ascii_case(gallery) && g.definition.name.eq_ignore_ascii_case(image)
+        })
+    }
+
+    /// The definition a version id names: galleries added by full id
+    /// match that id's subscription, resource group and gallery; those
+    /// added by name match the name alone.
+    fn find_for(&self, id: &GalleryImageVersionId) -> Option<&GalleryImage> {
+        let full = gallery_id(&id.subscription, &id.resource_group, &id.gallery);
+        self.images.iter().find(|g| {
+            let gallery = if g.gallery.starts_with('/') {
+                g.gallery.eq_ignore_ascii_case(&full)
+            } else {
+                g.gallery.eq_ignore_ascii_case(&id.gallery)
+            };
+            gallery && g.definition.name.eq_ignore_ascii_case(&id.image)
         })
     }
 
@@ -458,7 +506,7 @@ impl ImageCatalog {
     ) -> Result<(&ImageDefinition, &ImageVersion), FleetError> {
         let id = reference.parse(target)?;
         let g = self
-            .find(&id.gallery, &id.image)
+            .find_for(&id)
             .ok_or_else(|| not_found(&reference.id).at(target))?;
         let v = g
             .versions

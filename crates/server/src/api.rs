@@ -33,6 +33,8 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// The local runtime's monitor, if this server runs one.
     pub monitor: Option<Arc<Monitor>>,
+    /// The control plane, if this server runs one.
+    pub control: Option<Arc<crate::fleet_api::ControlPlane>>,
 }
 
 type St = State<Arc<AppState>>;
@@ -86,7 +88,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn routes() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
-    let (router, doc) = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi())
+    let base = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi());
+    let (router, doc) = crate::fleet_api::routes(base)
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(jwks))

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
+    /// The property it is about (ARM's `target`), when there is one.
+    pub target: Option<String>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            target: None,
         }
     }
     /// 400.
@@ -78,14 +81,57 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { .. } => Self::conflict(e.to_string()),
+            StoreError::PreconditionFailed { ref id, expected, current } => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                match (expected, current) {
+                    (Some(x), Some(c)) => format!(
+                        "The resource '{id}' changed: its ETag is \"{c}\", the request's If-Match is \"{x}\". Read it again and retry."
+                    ),
+                    (None, Some(c)) => format!("The resource '{id}' exists (ETag \"{c}\")."),
+                    (_, None) => format!("The resource '{id}' does not exist."),
+                },
+            ),
+            StoreError::OperationInProgress { ref operation, .. } => Self::new(
+                StatusCode::CONFLICT,
+                "OperationNotAllowed",
+                format!(
+                    "Operation '{operation}' is in progress on this resource; wait for it or cancel it."
+                ),
+            ),
             other => Self::unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<trustlaunch_fleet::FleetError> for ApiError {
+    fn from(e: trustlaunch_fleet::FleetError) -> Self {
+        Self {
+            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            code: e.code.as_str(),
+            message: e.message,
+            target: e.target,
+        }
+    }
+}
+
+impl From<trustlaunch_control::orchestrator::ControlError> for ApiError {
+    fn from(e: trustlaunch_control::orchestrator::ControlError) -> Self {
+        use trustlaunch_control::orchestrator::ControlError;
+        match e {
+            ControlError::Store(s) => s.into(),
+            ControlError::Fleet(f) => f.into(),
+            other => Self::internal(other),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = match self.target {
+            Some(t) => json!({"error": {"code": self.code, "message": self.message, "target": t}}),
+            None => json!({"error": {"code": self.code, "message": self.message}}),
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod fleet_api;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
@@ -69,6 +70,25 @@ pub struct Config {
     pub tick: Duration,
     /// Webhook URLs for alert changes.
     pub webhooks: Vec<String>,
+    /// What runs the control plane's instances.
+    pub driver: DriverChoice,
+    /// vCPU quotas per size family (none: unlimited).
+    pub quotas: Vec<(String, u32)>,
+}
+
+/// What runs the control plane's instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// The host runtime when the server has one (`home`), else no
+    /// control plane.
+    Runtime,
+    /// The simulated driver: instances boot in `boot` and are healthy.
+    Sim {
+        /// Simulated boot time.
+        boot: Duration,
+    },
+    /// No control plane.
+    None,
 }
 
 impl Default for Config {
@@ -87,6 +107,8 @@ impl Default for Config {
             challenge_limit: Duration::from_secs(30),
             tick: Duration::from_secs(2),
             webhooks: Vec::new(),
+            driver: DriverChoice::Runtime,
+            quotas: Vec::new(),
         }
     }
 }
@@ -213,6 +235,36 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError::Other(e.to_string()))?,
     );
     let admin_token = bootstrap_admin(&store, config.admin_token_file.as_ref()).await?;
+    let driver = match (&config.driver, &runtime) {
+        (DriverChoice::Sim { boot }, _) => Some(trustlaunch_control::AnyDriver::Sim(
+            trustlaunch_control::sim::SimDriver::new(*boot),
+        )),
+        (DriverChoice::Runtime, Some(rt)) => Some(trustlaunch_control::AnyDriver::Runtime(
+            trustlaunch_control::RuntimeDriver::new(rt.clone(), config.boot_wait)
+                .map_err(|e| StartError::Runtime(e.to_string()))?,
+        )),
+        _ => None,
+    };
+    let control = driver.map(|d| {
+        let mut quotas = trustlaunch_fleet::sizes::Quotas::new();
+        for (family, limit) in &config.quotas {
+            quotas.set(family, *limit);
+        }
+        Arc::new(fleet_api::ControlPlane {
+            orchestrator: trustlaunch_control::orchestrator::Orchestrator::new(
+                store.clone(),
+                d,
+                Arc::default(),
+                // Unique per process: servers sharing a database must not
+                // take each other's leases for their own.
+                format!("server-{addr}-{}-{}", std::process::id(), service::now()),
+            ),
+            store: store.clone(),
+            sizes: trustlaunch_fleet::sizes::SizeCatalog::built_in(),
+            quotas,
+            wake: tokio::sync::Notify::new(),
+        })
+    });
     let monitor = runtime.map(|rt| {
         Arc::new(Monitor::new(
             rt,
@@ -229,6 +281,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         service: service.clone(),
         tokens: auth::TokenCache::default(),
         monitor: monitor.clone(),
+        control: control.clone(),
     });
     let router = api::router(state);
     let serve = tokio::spawn(async move {
@@ -239,6 +292,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut background = vec![tokio::spawn(webhook::run(service.clone()))];
     if let Some(m) = monitor {
         background.push(tokio::spawn(m.run()));
+    }
+    if let Some(c) = control {
+        background.push(tokio::spawn(c.run()));
     }
     let keys = service.clone();
     background.push(tokio::spawn(async move {

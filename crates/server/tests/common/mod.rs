@@ -104,6 +104,20 @@ pub struct Srv {
 /// Starts an API-only server on an ephemeral loopback port, with an
 /// operator-and-more token made in the store first.
 pub async fn start(db: &str, ca: Vec<PathBuf>, webhooks: Vec<String>) -> Srv {
+    start_with(
+        db,
+        Config {
+            vtpm_ca: ca,
+            webhooks,
+            ..Config::default()
+        },
+    )
+    .await
+}
+
+/// [`start`] with more of the configuration: `listen`, `db` and `home`
+/// are set here.
+pub async fn start_with(db: &str, config: Config) -> Srv {
     let store = Store::open(db).await.unwrap();
     let (token, rec) = trustlaunch_server::auth::new_token(&unique("test-admin"), Role::Admin, 0);
     store.put_api_token(&rec).await.unwrap();
@@ -112,10 +126,8 @@ pub async fn start(db: &str, ca: Vec<PathBuf>, webhooks: Vec<String>) -> Srv {
         listen: "127.0.0.1:0".parse().unwrap(),
         db: db.to_owned(),
         home: None,
-        vtpm_ca: ca,
-        webhooks,
         agent_timeout: Duration::from_secs(5),
-        ..Config::default()
+        ..config
     })
     .await
     .unwrap();

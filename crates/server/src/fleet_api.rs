@@ -1,0 +1,800 @@
+//! The control plane's REST API, ARM-shaped: gallery images, sizes, scale
+//! sets and their instances under
+//! `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/`,
+//! and long-running operations at `/operations/{id}`.
+//!
+//! Handlers turn requests into the fleet crate's typed values, validate
+//! them there (Azure's rules, errors and defaults), write the resource
+//! with its ETag (`If-Match` → 412 on conflict, `If-None-Match: *` for
+//! create-only) and start the operation that carries the change out; the
+//! orchestrator (`trustlaunch-control`) runs it in the background. A
+//! mutating call that starts an operation answers 202 with the resource,
+//! `Azure-AsyncOperation` and `Location` headers naming the operation.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use trustlaunch_control::orchestrator::{
+    instance_name, Catalogs, ManualUpgradeState, Orchestrator, RollingUpgradeState, MANUAL_UPGRADE,
+    RECONCILE, ROLLING_UPGRADE,
+};
+use trustlaunch_control::{AnyDriver, Driver, Health};
+use trustlaunch_fleet::image::{gallery_id, ImageCatalog, ImageDefinition, ImageVersion};
+use trustlaunch_fleet::policy::UpgradeMode;
+use trustlaunch_fleet::resources::{
+    InstanceHealth, PowerState, ScaleSet, ScaleSetVm, SCALE_SET_TYPE,
+};
+use trustlaunch_fleet::sizes::{Quotas, SizeCatalog, Usage};
+use trustlaunch_fleet::validate::{
+    validate_scale_set_create, validate_scale_set_update, Confirmations, Context,
+};
+use trustlaunch_store::{NewResource, OperationRecord, OperationStatus, Precondition, Role, Store};
+use utoipa::IntoParams;
+
+use crate::api::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::service::now;
+
+/// Resource type of a gallery image definition.
+pub const IMAGE_TYPE: &str = "Microsoft.Compute/galleries/images";
+/// Resource type of a gallery image version.
+pub const IMAGE_VERSION_TYPE: &str = "Microsoft.Compute/galleries/images/versions";
+
+type St = State<Arc<AppState>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The control plane a server runs: its store, orchestrator and limits.
+pub struct ControlPlane {
+    /// The store.
+    pub store: Store,
+    /// The orchestrator (its driver: the runtime's or the simulated one).
+    pub orchestrator: Orchestrator<AnyDriver>,
+    /// Sizes (built in, plus operator-defined).
+    pub sizes: SizeCatalog,
+    /// vCPU quotas per family.
+    pub quotas: Quotas,
+    /// Wakes the background loop when an operation starts.
+    pub wake: tokio::sync::Notify,
+}
+
+impl ControlPlane {
+    /// The gallery images in the store, as a catalog. A stored image that
+    /// does not load (changed outside the API) is left out with a warning
+    /// rather than failing every request.
+    pub async fn images(&self) -> Result<ImageCatalog, ApiError> {
+        let mut c = ImageCatalog::new();
+        for r in self.store.list_resources(IMAGE_TYPE, None).await? {
+            let gallery = r.body["galleryId"].as_str().unwrap_or_default();
+            let added = serde_json::from_value::<ImageDefinition>(r.body["definition"].clone())
+                .map_err(|e| e.to_string())
+                .and_then(|def| c.add_definition(gallery, def).map_err(|e| e.to_string()));
+            if let Err(e) = added {
+                tracing::warn!("image {} left out: {e}", r.id);
+            }
+        }
+        for r in self.store.list_resources(IMAGE_VERSION_TYPE, None).await? {
+            let gallery = r.body["galleryId"].as_str().unwrap_or_default();
+            let image = r.body["image"].as_str().unwrap_or_default();
+            let added = serde_json::from_value::<ImageVersion>(r.body["version"].clone())
+                .map_err(|e| e.to_string())
+                .and_then(|v| c.add_version(gallery, image, v).map_err(|e| e.to_string()));
+            if let Err(e) = added {
+                tracing::warn!("image version {} left out: {e}", r.id);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Refreshes the orchestrator's catalogs from the store.
+    pub async fn refresh_catalogs(&self) -> Result<(), ApiError> {
+        let images = self.images().await?;
+        self.orchestrator.set_catalogs(Arc::new(Catalogs {
+            sizes: self.sizes.clone(),
+            images,
+        }));
+        Ok(())
+    }
+
+    /// Runs operations: at start (resuming what a previous run left),
+    /// when woken, and every second (another server's, or a lease that
+    /// expired).
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.refresh_catalogs().await {
+                tracing::warn!("control plane: catalogs: {e}");
+            }
+            match self.orchestrator.run_pending().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("control plane: {n} operations finished"),
+                Err(e) => tracing::warn!("control plane: {e}"),
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// vCPUs in use per family: every scale set's capacity times its
+    /// size's vCPUs, but `except` (the set being updated).
+    async fn usage(&self, except: Option<&str>) -> Result<Usage, ApiError> {
+        let mut u = Usage::new();
+        for r in self.store.list_resources(SCALE_SET_TYPE, None).await? {
+            if except.is_some_and(|e| e.eq_ignore_ascii_case(&r.id)) {
+                continue;
+            }
+            let Ok(set) = serde_json::from_value::<ScaleSet>(r.body) else {
+                continue;
+            };
+            if let Some(size) = self.sizes.get(&set.sku.name) {
+                u.add(&size.family, size.vcpus.saturating_mul(set.sku.capacity));
+            }
+        }
+        Ok(u)
+    }
+}
+
+fn control(s: &AppState) -> Result<&Arc<ControlPlane>, ApiError> {
+    s.control.as_ref().ok_or_else(|| {
+        ApiError::unavailable(
+            "this server runs no control plane (start it with a runtime home, or --driver sim)",
+        )
+    })
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("The request body is not valid: {e}")))
+}
+
+/// `ETag` values are quoted version numbers.
+fn etag(v: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{v}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The precondition the request's `If-Match` / `If-None-Match` ask for.
+fn precondition(h: &HeaderMap) -> Result<Precondition, ApiError> {
+    if let Some(v) = h.get(header::IF_MATCH) {
+        let text = v.to_str().unwrap_or_default().trim();
+        if text == "*" {
+            return Ok(Precondition::Any);
+        }
+        let n = text
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse::<i64>()
+            .map_err(|_| {
+                ApiError::bad_request(format!("If-Match {text:?} is not an ETag of this API"))
+            })?;
+        return Ok(Precondition::Etag(n));
+    }
+    if h.get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.to_str().unwrap_or_default().trim() == "*")
+    {
+        return Ok(Precondition::Absent);
+    }
+    Ok(Precondition::Any)
+}
+
+fn respond(
+    status: StatusCode,
+    body: &impl serde::Serialize,
+    tag: Option<i64>,
+    op: Option<&str>,
+    warnings: &[String],
+) -> ApiResult {
+    let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
+    let mut r = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    let h = r.headers_mut();
+    if let Some(t) = tag {
+        h.insert(header::ETAG, etag(t));
+    }
+    if let Some(op) = op {
+        if let Ok(v) = HeaderValue::from_str(&format!("/operations/{op}")) {
+            h.insert("azure-asyncoperation", v.clone());
+            h.insert(header::LOCATION, v);
+        }
+    }
+    for w in warnings {
+        // RFC 7234 warn-code 299: a persistent warning.
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {:?}", w.replace('"', "'"))) {
+            h.append(header::WARNING, v);
+        }
+    }
+    Ok(r)
+}
+
+fn new_op_id() -> String {
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn set_id(sub: &str, rg: &str, name: &str) -> Result<String, ApiError> {
+    let id = format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}"
+    );
+    id.parse::<trustlaunch_fleet::ids::ResourceId>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(id)
+}
+
+async fn load_set(c: &ControlPlane, id: &str) -> Result<(ScaleSet, i64), ApiError> {
+    let r = c
+        .store
+        .get_resource(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
+    let set = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+    Ok((set, r.etag))
+}
+
+async fn no_running_operation(c: &ControlPlane, id: &str) -> Result<(), ApiError> {
+    if let Some(op) = c
+        .store
+        .operations_on(id)
+        .await?
+        .into_iter()
+        .find(|o| o.status == OperationStatus::InProgress)
+    {
+        return Err(trustlaunch_store::StoreError::OperationInProgress {
+            target: id.to_owned(),
+            operation: op.id,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- images
+
+/// Path of a gallery image.
+#[derive(Deserialize, IntoParams)]
+pub struct ImagePath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+    /// Gallery.
+    pub gallery: String,
+    /// Image definition.
+    pub image: String,
+}
+
+/// Creates or replaces a gallery image definition (`az sig image-definition
+/// create`): `{"location", "properties": {"osType", "hyperVGeneration",
+/// "features", "identifier"}}`.
+#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/{gallery}/images/{image}", tag = "fleet", security(("token" = [])), params(ImagePath), request_body = Object, responses((status = 200, description = "the image definition")))]
+async fn put_image(
+    State(s): St,
+    caller: Caller,
+    Path(p): Path<ImagePath>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let v: Value = json_body(&body)?;
+    let mut props = v.get("properties").cloned().unwrap_or(Value::Null);
+    if let Some(o) = props.as_object_mut() {
+        o.insert("name".into(), Value::String(p.image.clone()));
+    }
+    let def: ImageDefinition = serde_json::from_value(props)
+        .map_err(|e| ApiError::bad_request(format!("properties: {e}")))?;
+    def.validate()?;
+    let id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/galleries/{}/images/{}",
+        p.sub, p.rg, p.gallery, p.image
+    );
+    let location = v.get("location").and_then(Value::as_str).unwrap_or("local");
+    let tag = c
+        .store
+        .put_resource(
+            &NewResource {
+                id: id.clone(),
+                kind: IMAGE_TYPE.into(),
+                resource_group: p.rg.clone(),
+                name: p.image.clone(),
+                parent: None,
+                body: json!({"galleryId": gallery_id(&p.sub, &p.rg, &p.gallery), "location": location, "definition": def}),
+            },
+            precondition(&HeaderMap::new())?,
+            i64::try_from(now()).unwrap_or(0),
+        )
+        .await?;
+    c.refresh_catalogs().await?;
+    respond(
+        StatusCode::OK,
+        &json!({"id": id, "name": p.image, "type": IMAGE_TYPE, "location": location, "properties": def}),
+        Some(tag),
+        None,
+        &[],
+    )
+}
+
+/// Path of a gallery image version.
+#[derive(Deserialize, IntoParams)]
+pub struct VersionPath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+    /// Gallery.
+    pub gallery: String,
+    /// Image definition.
+    pub image: String,
+    /// Version (`1.0.0`).
+    pub version: String,
+}
+
+/// Creates or replaces an image version (`az sig image-version create`):
+/// `{"location", "properties": {"source": "<an image directory the runtime built>"}}`.
+#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/{gallery}/images/{image}/versions/{version}", tag = "fleet", security(("token" = [])), params(VersionPath), request_body = Object, responses((status = 200, description = "the image version")))]
+async fn put_image_version(
+    State(s): St,
+    caller: Caller,
+    Path(p): Path<VersionPath>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let v: Value = json_body(&body)?;
+    let source = v
+        .pointer("/properties/source")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::bad_request("properties.source (the runtime image) is required")
+        })?;
+    let version = ImageVersion {
+        name: p.version.clone(),
+        source: source.to_owned(),
+    };
+    // Checked against the catalog (the definition exists, the version
+    // name is well formed) before it is stored.
+    let id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/galleries/{}/images/{}/versions/{}",
+        p.sub, p.rg, p.gallery, p.image, p.version
+    );
+    let gallery = gallery_id(&p.sub, &p.rg, &p.gallery);
+    if let Some(old) = c.store.get_resource(&id).await? {
+        // Versions are immutable: the same PUT again is a no-op.
+        if old.body["version"]["source"].as_str() != Some(source) {
+            return Err(ApiError::conflict(format!(
+                "The image version '{}' exists with another source; image versions cannot change: publish a new version.",
+                p.version
+            )));
+        }
+    } else {
+        let mut images = c.images().await?;
+        images.add_version(&gallery, &p.image, version.clone())?;
+    }
+    let tag = c
+        .store
+        .put_resource(
+            &NewResource {
+                id: id.clone(),
+                kind: IMAGE_VERSION_TYPE.into(),
+                resource_group: p.rg.clone(),
+                name: p.version.clone(),
+                parent: None,
+                body: json!({"galleryId": gallery, "image": p.image, "version": version}),
+            },
+            Precondition::Any,
+            i64::try_from(now()).unwrap_or(0),
+        )
+        .await?;
+    c.refresh_catalogs().await?;
+    respond(
+        StatusCode::OK,
+        &json!({"id": id, "name": p.version, "type": IMAGE_VERSION_TYPE, "properties": {"source": source}}),
+        Some(tag),
+        None,
+        &[],
+    )
+}
+
+/// The sizes (`az vm list-skus`): vCPUs, memory, family and whether the
+/// family supports Trusted Launch (`TrustedLaunchDisabled` capability).
+#[utoipa::path(get, path = "/subscriptions/{sub}/providers/Microsoft.Compute/skus", tag = "fleet", security(("token" = [])), params(("sub" = String, Path, description = "subscription")), responses((status = 200, description = "sizes")))]
+async fn list_skus(State(s): St, caller: Caller, Path(_sub): Path<String>) -> ApiResult {
+    caller.require(Role::Reader)?;
+    let c = control(&s)?;
+    let value: Vec<Value> = c
+        .sizes
+        .sizes()
+        .iter()
+        .map(|z| {
+            json!({
+                "resourceType": "virtualMachines",
+                "name": z.name,
+                "family": z.family,
+                "capabilities": [
+                    {"name": "vCPUs", "value": z.vcpus.to_string()},
+                    {"name": "MemoryGB", "value": format!("{}", z.memory_mib as f64 / 1024.0)},
+                    {"name": "HyperVGenerations", "value": if matches!(z.trusted_launch, trustlaunch_fleet::sizes::TrustedLaunchSupport::NotSupportedNoGen2) { "V1" } else { "V1,V2" }},
+                    {"name": "TrustedLaunchDisabled", "value": if z.supports_trusted_launch() { "False" } else { "True" }},
+                ],
+            })
+        })
+        .collect();
+    respond(StatusCode::OK, &json!({"value": value}), None, None, &[])
+}
+
+// ---------------------------------------------------------------- scale sets
+
+/// Path of a scale set.
+#[derive(Deserialize, IntoParams)]
+pub struct SetPath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+    /// Scale set.
+    pub name: String,
+}
+
+/// Query of a scale set write.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct PutQuery {
+    /// The caller accepts that a new image reference re-creates every
+    /// instance's OS disk, losing what was written to it.
+    #[serde(default)]
+    pub confirm_os_disk_data_loss: bool,
+}
+
+/// Creates or updates a scale set (`az vmss create` / `update`): validated
+/// by Azure's rules; `If-Match` guards against concurrent updates (412).
+/// Starts the operation the change needs: instances to create or delete
+/// (capacity), or, in Automatic and Rolling mode, the upgrade of every
+/// instance to a changed model. Warnings (e.g. Secure Boot left off) come
+/// as `Warning` headers.
+#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath, PutQuery), request_body = Object, responses((status = 200, description = "updated, nothing to run"), (status = 201, description = "created"), (status = 202, description = "accepted: an operation runs the change"), (status = 412, description = "If-Match does not match")))]
+async fn put_scale_set(
+    State(s): St,
+    caller: Caller,
+    Path(p): Path<SetPath>,
+    Query(q): Query<PutQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let mut requested: ScaleSet = json_body(&body)?;
+    requested.name = p.name.clone();
+    requested.id = id.parse().ok();
+    let pre = precondition(&headers)?;
+    let existing = c.store.get_resource(&id).await?;
+    let images = c.images().await?;
+    let usage = c.usage(Some(&id)).await?;
+    let ctx = Context {
+        images: &images,
+        sizes: &c.sizes,
+        quotas: &c.quotas,
+        usage: &usage,
+    };
+    let old: Option<ScaleSet> = existing
+        .as_ref()
+        .map(|r| serde_json::from_value(r.body.clone()))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    let v = match &old {
+        None => validate_scale_set_create(&ctx, &requested)?,
+        Some(o) => validate_scale_set_update(
+            &ctx,
+            o,
+            &requested,
+            Confirmations {
+                os_disk_data_loss: q.confirm_os_disk_data_loss,
+            },
+        )?,
+    };
+    let mut set = v.resource;
+    if old.is_none() && set.properties.model_version == 0 {
+        set.properties.model_version = 1;
+    }
+    let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
+    // What the change needs run.
+    let kind = match &old {
+        None => Some(RECONCILE),
+        Some(o) if o.sku.capacity != set.sku.capacity => Some(RECONCILE),
+        Some(o) if o.properties.model_version != set.properties.model_version => {
+            match set.upgrade_policy().mode {
+                UpgradeMode::Manual => None,
+                UpgradeMode::Automatic => Some(MANUAL_UPGRADE),
+                UpgradeMode::Rolling => Some(ROLLING_UPGRADE),
+            }
+        }
+        Some(_) => None,
+    };
+    if kind.is_some() {
+        no_running_operation(c, &id).await?;
+    }
+    let tag = c
+        .store
+        .put_resource(
+            &NewResource {
+                id: id.clone(),
+                kind: SCALE_SET_TYPE.into(),
+                resource_group: p.rg.clone(),
+                name: p.name.clone(),
+                parent: None,
+                body: serde_json::to_value(&set).map_err(ApiError::internal)?,
+            },
+            pre,
+            i64::try_from(now()).unwrap_or(0),
+        )
+        .await?;
+    let op = match kind {
+        None => None,
+        Some(k) => {
+            let op = new_op_id();
+            let o = &c.orchestrator;
+            match k {
+                RECONCILE => o.start_reconcile(&id, &op, false).await?,
+                ROLLING_UPGRADE => o.start_rolling_upgrade(&id, &op, old.clone()).await?,
+                _ => {
+                    let all: Vec<String> = c
+                        .store
+                        .child_resources(&id)
+                        .await?
+                        .into_iter()
+                        .filter_map(|r| r.body["instanceId"].as_str().map(str::to_owned))
+                        .collect();
+                    o.start_manual_upgrade(&id, &op, &all).await?;
+                }
+            }
+            c.wake.notify_one();
+            Some(op)
+        }
+    };
+    let status = match (&op, &old) {
+        (Some(_), _) => StatusCode::ACCEPTED,
+        (None, None) => StatusCode::CREATED,
+        (None, Some(_)) => StatusCode::OK,
+    };
+    respond(status, &set, Some(tag), op.as_deref(), &warnings)
+}
+
+/// A scale set (`az vmss show`), with its ETag.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 200, description = "the scale set"), (status = 404, description = "no such scale set")))]
+async fn get_scale_set(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
+    caller.require(Role::Reader)?;
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let (set, tag) = load_set(c, &id).await?;
+    respond(StatusCode::OK, &set, Some(tag), None, &[])
+}
+
+/// Deletes a scale set and its instances (202: an operation).
+#[utoipa::path(delete, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such scale set")))]
+async fn delete_scale_set(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let (set, tag) = load_set(c, &id).await?;
+    let op = new_op_id();
+    c.orchestrator.start_reconcile(&id, &op, true).await?;
+    c.wake.notify_one();
+    respond(StatusCode::ACCEPTED, &set, Some(tag), Some(&op), &[])
+}
+
+/// A scale set's instances (`az vmss list-instances`): each one's model
+/// version and `latestModelApplied`, power state and health as its
+/// driver reports them.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 200, description = "instances")))]
+async fn list_instances(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
+    caller.require(Role::Reader)?;
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let (set, _) = load_set(c, &id).await?;
+    let mut value = Vec::new();
+    for r in c.store.child_resources(&id).await? {
+        let mut vm: ScaleSetVm = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+        let status = c
+            .orchestrator
+            .driver()
+            .status(&instance_name(&set.name, &vm.instance_id))
+            .await
+            .map_err(ApiError::internal)?;
+        if let Some(st) = status {
+            vm.model_version = st.spec.model_version;
+            vm.power_state = match st.power {
+                trustlaunch_control::PowerState::Running => PowerState::Running,
+                trustlaunch_control::PowerState::Starting => PowerState::Starting,
+                trustlaunch_control::PowerState::Stopped
+                | trustlaunch_control::PowerState::Failed(_) => PowerState::Stopped,
+                trustlaunch_control::PowerState::Deallocated => PowerState::Deallocated,
+            };
+            vm.health = match st.health {
+                Health::Healthy => InstanceHealth::Healthy,
+                Health::Unhealthy => InstanceHealth::Unhealthy,
+                Health::Unknown => InstanceHealth::Unknown,
+            };
+        }
+        vm.refresh(&set);
+        value.push(json!({
+            "id": r.id,
+            "name": vm.name,
+            "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
+            "instanceId": vm.instance_id,
+            "properties": vm,
+        }));
+    }
+    respond(StatusCode::OK, &json!({"value": value}), None, None, &[])
+}
+
+/// Body of `manualupgrade`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceIds {
+    /// The instances to upgrade.
+    pub instance_ids: Vec<String>,
+}
+
+/// Upgrades the named instances to the latest model (`az vmss
+/// update-instances --instance-ids`; 202: an operation).
+#[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/manualupgrade", tag = "fleet", security(("token" = [])), params(SetPath), request_body = InstanceIds, responses((status = 202, description = "accepted")))]
+async fn manual_upgrade(
+    State(s): St,
+    caller: Caller,
+    Path(p): Path<SetPath>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let req: InstanceIds = json_body(&body)?;
+    if req.instance_ids.is_empty() || req.instance_ids.len() > 1000 {
+        return Err(ApiError::bad_request("instanceIds: 1 to 1000 instance ids"));
+    }
+    load_set(c, &id).await?;
+    let op = new_op_id();
+    c.orchestrator
+        .start_manual_upgrade(&id, &op, &req.instance_ids)
+        .await?;
+    c.wake.notify_one();
+    respond(
+        StatusCode::ACCEPTED,
+        &json!({"operationId": op}),
+        None,
+        Some(&op),
+        &[],
+    )
+}
+
+/// Starts a rolling upgrade to the latest model (`az vmss rolling-upgrade
+/// start`; 202: an operation).
+#[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/osRollingUpgrade", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 202, description = "accepted")))]
+async fn rolling_start(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    load_set(c, &id).await?;
+    let op = new_op_id();
+    c.orchestrator.start_rolling_upgrade(&id, &op, None).await?;
+    c.wake.notify_one();
+    respond(
+        StatusCode::ACCEPTED,
+        &json!({"operationId": op}),
+        None,
+        Some(&op),
+        &[],
+    )
+}
+
+async fn latest_rolling(c: &ControlPlane, id: &str) -> Result<OperationRecord, ApiError> {
+    c.store
+        .operations_on(id)
+        .await?
+        .into_iter()
+        .find(|o| o.kind == ROLLING_UPGRADE)
+        .ok_or_else(|| ApiError::not_found("The scale set has had no rolling upgrade."))
+}
+
+/// The latest rolling upgrade (`az vmss rolling-upgrade get-latest`):
+/// `runningStatus` (RollingForward / Cancelled / Completed / Faulted),
+/// `progress` counts, the policy and the error.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/rollingUpgrades/latest", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 200, description = "status"), (status = 404, description = "none yet")))]
+async fn rolling_latest(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
+    caller.require(Role::Reader)?;
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let op = latest_rolling(c, &id).await?;
+    let state: RollingUpgradeState =
+        serde_json::from_value(op.state).map_err(ApiError::internal)?;
+    respond(
+        StatusCode::OK,
+        &json!({"name": "latest", "type": "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades", "operationId": op.id, "properties": state.planner.status()}),
+        None,
+        None,
+        &[],
+    )
+}
+
+/// Cancels the running rolling upgrade (`az vmss rolling-upgrade cancel`):
+/// the batch in flight finishes, no other starts.
+#[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/rollingUpgrades/cancel", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 202, description = "accepted"), (status = 409, description = "nothing running")))]
+async fn rolling_cancel(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let op = latest_rolling(c, &id).await?;
+    if !c.orchestrator.cancel(&op.id).await? {
+        return Err(ApiError::conflict(
+            "There is no rolling upgrade in progress to cancel.",
+        ));
+    }
+    respond(
+        StatusCode::ACCEPTED,
+        &json!({"operationId": op.id}),
+        None,
+        Some(&op.id),
+        &[],
+    )
+}
+
+/// A long-running operation: `status` (InProgress, Succeeded, Failed,
+/// Canceled), times, `error`, and its progress.
+#[utoipa::path(get, path = "/operations/{id}", tag = "fleet", security(("token" = [])), params(("id" = String, Path, description = "operation id")), responses((status = 200, description = "the operation"), (status = 404, description = "no such operation")))]
+async fn get_operation(State(s): St, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    caller.require(Role::Reader)?;
+    let c = control(&s)?;
+    let op = c
+        .store
+        .get_operation(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("The operation '{id}' was not found.")))?;
+    let progress = match op.kind.as_str() {
+        ROLLING_UPGRADE => serde_json::from_value::<RollingUpgradeState>(op.state.clone())
+            .map(|st| json!(st.planner.status().progress))
+            .unwrap_or(Value::Null),
+        MANUAL_UPGRADE => serde_json::from_value::<ManualUpgradeState>(op.state.clone())
+            .map(|st| json!({"total": st.instance_ids.len(), "succeeded": st.done.len(), "failed": st.failed.len()}))
+            .unwrap_or(Value::Null),
+        _ => json!({
+            "total": op.state["create"].as_array().map_or(0, Vec::len) + op.state["delete"].as_array().map_or(0, Vec::len),
+            "succeeded": op.state["done"].as_array().map_or(0, Vec::len),
+            "failed": op.state["failed"].as_array().map_or(0, Vec::len),
+        }),
+    };
+    let ended = op.status != OperationStatus::InProgress;
+    respond(
+        StatusCode::OK,
+        &json!({
+            "id": format!("/operations/{}", op.id),
+            "name": op.id,
+            "status": op.status.as_str(),
+            "startTime": op.created_at,
+            "endTime": if ended { Some(op.updated_at) } else { None },
+            "error": op.error,
+            "properties": {"kind": op.kind, "target": op.target, "progress": progress, "cancelRequested": op.cancel_requested},
+        }),
+        None,
+        None,
+        &[],
+    )
+}
+
+/// The control plane's routes.
+pub fn routes(
+    r: utoipa_axum::router::OpenApiRouter<Arc<AppState>>,
+) -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    use utoipa_axum::routes;
+    r.routes(routes!(put_image))
+        .routes(routes!(put_image_version))
+        .routes(routes!(list_skus))
+        .routes(routes!(put_scale_set, get_scale_set, delete_scale_set))
+        .routes(routes!(list_instances))
+        .routes(routes!(manual_upgrade))
+        .routes(routes!(rolling_start))
+        .routes(routes!(rolling_latest))
+        .routes(routes!(rolling_cancel))
+        .routes(routes!(get_operation))
+}

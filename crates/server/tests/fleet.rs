@@ -1,0 +1,373 @@
+//! The control plane over HTTP with the simulated driver, against SQLite
+//! and PostgreSQL: the seed workflow (a Standard scale set moved to
+//! Trusted Launch by manual and rolling upgrades, then rolled back),
+//! ETags (If-Match -> 412; of two concurrent updates exactly one wins),
+//! validation errors in Azure's shape, operations, delete.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use trustlaunch_server::{Config, DriverChoice};
+
+/// The resource group's provider path: a subscription of its own per run
+/// (runs share the PostgreSQL database).
+fn rg() -> &'static str {
+    static RG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RG.get_or_init(|| {
+        format!(
+            "/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.Compute",
+            common::unique("s")
+        )
+    })
+}
+
+fn set_url() -> String {
+    let rg = rg();
+    format!("{rg}/virtualMachineScaleSets/web")
+}
+
+fn image_ref(v: &str) -> Value {
+    let rg = rg();
+    json!({"id": format!("{rg}/galleries/g1/images/tiny/versions/{v}")})
+}
+
+fn set_body(capacity: u32, image: &str, security: Value, policy: Value) -> Value {
+    json!({
+        "location": "local",
+        "sku": {"name": "Standard_D2s_v3", "capacity": capacity},
+        "properties": {
+            "orchestrationMode": "Uniform",
+            "upgradePolicy": policy,
+            "virtualMachineProfile": {
+                "storageProfile": {"imageReference": image_ref(image)},
+                "securityProfile": security
+            }
+        }
+    })
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+async fn send(
+    s: &common::Srv,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, String)],
+) -> Reply {
+    let mut r = s
+        .http
+        .request(method, format!("{}{path}", s.url))
+        .bearer_auth(&s.token);
+    for (k, v) in headers {
+        r = r.header(*k, v);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+/// Follows the reply's operation to its end; returns the operation.
+async fn wait_op(s: &common::Srv, r: &Reply) -> Value {
+    assert_eq!(r.status, 202, "{}", r.body);
+    let url = r.headers["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(r.headers["location"].to_str().unwrap(), url);
+    let t0 = Instant::now();
+    loop {
+        let op = s.get(&url).await;
+        if op["status"] != "InProgress" {
+            return op;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{op}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn etag(r: &Reply) -> String {
+    r.headers["etag"].to_str().unwrap().to_owned()
+}
+
+async fn instances(s: &common::Srv) -> Vec<Value> {
+    let v = s.get(&format!("{}/virtualMachines", set_url())).await;
+    v["value"].as_array().unwrap().clone()
+}
+
+async fn suite(s: &common::Srv) {
+    let rg = rg();
+    // Images: a Trusted Launch capable Gen2 definition, two versions.
+    let r = send(
+        s,
+        Method::PUT,
+        &format!("{rg}/galleries/g1/images/tiny"),
+        Some(json!({"location": "local", "properties": {
+            "osType": "Linux", "hyperVGeneration": "V2",
+            "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
+            "identifier": {"publisher": "trustlaunch", "offer": "tiny", "sku": "1"}}})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for v in ["1.0.0", "2.0.0"] {
+        let r = send(
+            s,
+            Method::PUT,
+            &format!("{rg}/galleries/g1/images/tiny/versions/{v}"),
+            Some(json!({"properties": {"source": format!("/images/tiny-{v}")}})),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let skus = s
+        .get("/subscriptions/s1/providers/Microsoft.Compute/skus")
+        .await;
+    let d2v3 = skus["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "Standard_D2_v3")
+        .unwrap()
+        .clone();
+    assert!(d2v3["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"name": "TrustedLaunchDisabled", "value": "True"})));
+
+    // A validation error in Azure's shape.
+    let mut bad = set_body(
+        2,
+        "1.0.0",
+        json!({"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}),
+        json!({"mode": "Manual"}),
+    );
+    bad["sku"]["name"] = json!("Standard_D2_v3");
+    let r = send(s, Method::PUT, &set_url(), Some(bad), &[]).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "BadRequest");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("The VM size 'Standard_D2_v3' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type."));
+    assert_eq!(r.body["error"]["target"], "sku.name");
+    let r = send(s, Method::GET, &set_url(), None, &[]).await;
+    assert_eq!(r.status, 404, "nothing was created");
+
+    // 1. A Standard scale set of 3 (Gen2, Secure Boot off, no vTPM).
+    let standard = json!({"securityType": "Standard"});
+    let r = send(
+        s,
+        Method::PUT,
+        &set_url(),
+        Some(set_body(
+            3,
+            "1.0.0",
+            standard.clone(),
+            json!({"mode": "Manual"}),
+        )),
+        &[("if-none-match", "*".into())],
+    )
+    .await;
+    let op = wait_op(s, &r).await;
+    assert_eq!(op["status"], "Succeeded", "{op}");
+    assert_eq!(op["properties"]["progress"]["succeeded"], 3);
+    let inst = instances(s).await;
+    assert_eq!(inst.len(), 3);
+    for i in &inst {
+        assert_eq!(i["properties"]["latestModelApplied"], true, "{i}");
+        assert_eq!(i["properties"]["health"], "Healthy", "{i}");
+    }
+    let r = send(s, Method::GET, &set_url(), None, &[]).await;
+    let tag = etag(&r);
+
+    // 2. Image change + TrustedLaunch in Manual mode: the model changes,
+    //    the instances do not until updated. Without the data-loss
+    //    confirmation the image change is refused; with a stale ETag 412.
+    let tl = json!({"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}});
+    let body = set_body(3, "2.0.0", tl.clone(), json!({"mode": "Manual"}));
+    let r = send(
+        s,
+        Method::PUT,
+        &set_url(),
+        Some(body.clone()),
+        &[("if-match", tag.clone())],
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OS disk"),
+        "{}",
+        r.body
+    );
+    let url = format!("{}?confirmOsDiskDataLoss=true", set_url());
+    let r = send(
+        s,
+        Method::PUT,
+        &url,
+        Some(body.clone()),
+        &[("if-match", "\"999\"".into())],
+    )
+    .await;
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "PreconditionFailed");
+    let r = send(
+        s,
+        Method::PUT,
+        &url,
+        Some(body),
+        &[("if-match", tag.clone())],
+    )
+    .await;
+    assert_eq!(r.status, 200, "Manual mode: nothing runs: {}", r.body);
+    assert_ne!(etag(&r), tag);
+    assert!(instances(s)
+        .await
+        .iter()
+        .all(|i| i["properties"]["latestModelApplied"] == false));
+
+    // 3. update-instances 0.
+    let r = send(
+        s,
+        Method::POST,
+        &format!("{}/manualupgrade", set_url()),
+        Some(json!({"instanceIds": ["0"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(wait_op(s, &r).await["status"], "Succeeded");
+    let latest: Vec<bool> = instances(s)
+        .await
+        .iter()
+        .map(|i| i["properties"]["latestModelApplied"] == true)
+        .collect();
+    assert_eq!(latest, [true, false, false]);
+
+    // 4. Rolling: the rest, in batches; get-latest reports it.
+    let r = send(s, Method::GET, &set_url(), None, &[]).await;
+    let mut cur = r.body.clone();
+    cur["properties"]["upgradePolicy"] =
+        json!({"mode": "Rolling", "rollingUpgradePolicy": {"maxBatchInstancePercent": 34}});
+    let r = send(
+        s,
+        Method::PUT,
+        &set_url(),
+        Some(cur),
+        &[("if-match", etag(&r))],
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "a policy change is not a model change: {}",
+        r.body
+    );
+    let r = send(
+        s,
+        Method::POST,
+        &format!("{}/osRollingUpgrade", set_url()),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(wait_op(s, &r).await["status"], "Succeeded");
+    let latest = s
+        .get(&format!("{}/rollingUpgrades/latest", set_url()))
+        .await;
+    assert_eq!(
+        latest["properties"]["runningStatus"]["code"], "Completed",
+        "{latest}"
+    );
+    assert_eq!(
+        latest["properties"]["progress"]["successfulInstanceCount"], 2,
+        "{latest}"
+    );
+    assert!(instances(s)
+        .await
+        .iter()
+        .all(|i| i["properties"]["latestModelApplied"] == true));
+
+    // 5. Rollback: Standard, uefiSettings null, image back: in Rolling
+    //    mode the model change starts the rolling upgrade itself.
+    let r = send(s, Method::GET, &set_url(), None, &[]).await;
+    let mut back = r.body.clone();
+    back["properties"]["virtualMachineProfile"]["securityProfile"] =
+        json!({"securityType": "Standard", "uefiSettings": null});
+    back["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"] =
+        image_ref("1.0.0");
+    let r = send(s, Method::PUT, &url, Some(back), &[("if-match", etag(&r))]).await;
+    assert_eq!(wait_op(s, &r).await["status"], "Succeeded");
+    let set = s.get(&set_url()).await;
+    assert_eq!(
+        set["properties"]["virtualMachineProfile"]["securityProfile"]["securityType"],
+        "Standard"
+    );
+    assert!(instances(s)
+        .await
+        .iter()
+        .all(|i| i["properties"]["latestModelApplied"] == true));
+
+    // 6. Two concurrent updates with the same If-Match: one wins.
+    let r = send(s, Method::GET, &set_url(), None, &[]).await;
+    let tag = etag(&r);
+    let mut a = r.body.clone();
+    a["tags"] = json!({"x": "a"});
+    let mut b = r.body.clone();
+    b["properties"]["upgradePolicy"] = json!({"mode": "Manual"});
+    let (path, h) = (set_url(), [("if-match", tag.clone())]);
+    let (ra, rb) = tokio::join!(
+        send(s, Method::PUT, &path, Some(a), &h),
+        send(s, Method::PUT, &path, Some(b), &h),
+    );
+    let mut codes = [ra.status, rb.status];
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 412], "{} / {}", ra.body, rb.body);
+
+    // 7. Delete: instances, then the set.
+    let r = send(s, Method::DELETE, &set_url(), None, &[]).await;
+    assert_eq!(wait_op(s, &r).await["status"], "Succeeded");
+    let r = send(s, Method::GET, &set_url(), None, &[]).await;
+    assert_eq!(r.status, 404);
+    let r = send(s, Method::GET, "/operations/nope", None, &[]).await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_workflow_over_http_on_the_simulated_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in common::databases(dir.path()) {
+        let s = common::start_with(
+            &db,
+            Config {
+                vtpm_ca: common::platform_ca(),
+                driver: DriverChoice::Sim {
+                    boot: Duration::ZERO,
+                },
+                ..Config::default()
+            },
+        )
+        .await;
+        suite(&s).await;
+        s.running.abort();
+    }
+}
