@@ -48,6 +48,49 @@ impl Conn {
         Ok(t.trim().to_owned())
     }
 
+    /// A request whose answer's headers matter (ETag, the operation URL,
+    /// warnings); an error status is an error, with the server's message.
+    pub(crate) fn call_full(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, String)],
+    ) -> Result<(reqwest::header::HeaderMap, Value)> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(300))
+            .build()?;
+        let url = format!("{}{}", self.server.trim_end_matches('/'), path);
+        let mut req = client.request(method, &url).bearer_auth(self.token()?);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .with_context(|| format!("reaching the server at {}", self.server))?;
+        let status = resp.status();
+        let h = resp.headers().clone();
+        let v: Value = resp.json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = v["error"]["message"].as_str().unwrap_or("(no message)");
+            let code = v["error"]["code"].as_str().unwrap_or("");
+            let target = v["error"]["target"]
+                .as_str()
+                .map(|t| format!(" (at {t})"))
+                .unwrap_or_default();
+            bail!("server: {} {code}: {msg}{target}", status.as_u16());
+        }
+        Ok((h, v))
+    }
+
+    /// Whether `--json` was given.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
     fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
         let client = reqwest::blocking::Client::builder()
             .timeout(std::time::Duration::from_secs(300))
@@ -70,7 +113,7 @@ impl Conn {
         Ok(v)
     }
 
-    fn get(&self, path: &str) -> Result<Value> {
+    pub(crate) fn get(&self, path: &str) -> Result<Value> {
         self.call(reqwest::Method::GET, path, None)
     }
     fn post(&self, path: &str, body: Value) -> Result<Value> {
@@ -78,7 +121,7 @@ impl Conn {
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut o = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -90,7 +133,7 @@ fn enc(s: &str) -> String {
     o
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 

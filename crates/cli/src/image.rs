@@ -35,6 +35,12 @@ pub enum Kind {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ImageCommand {
+    /// Gallery image definitions on the server (az sig image-definition).
+    #[command(subcommand)]
+    Definition(crate::fleet::GalleryCommand),
+    /// Gallery image versions on the server (az sig image-version).
+    #[command(subcommand)]
+    Version(crate::fleet::VersionCommand),
     /// Build an image directory: disk.raw + image.json.
     Build {
         /// tiny, debian-shim, uki or chain.
@@ -104,6 +110,8 @@ pub enum ImageCommand {
 /// Runs a subcommand.
 pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
     match cmd {
+        ImageCommand::Definition(c) => crate::fleet::definition(c),
+        ImageCommand::Version(c) => crate::fleet::version(c),
         ImageCommand::Build {
             kind,
             out,

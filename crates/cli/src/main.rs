@@ -3,6 +3,7 @@
 
 mod client;
 mod eventlog;
+mod fleet;
 mod host;
 mod image;
 mod input;
@@ -56,6 +57,13 @@ enum Command {
     /// Recommendations and alerts (from the server).
     #[command(subcommand)]
     Security(client::SecurityCommand),
+    /// Virtual machine scale sets (from the server): create, update,
+    /// update-instances, rolling-upgrade, list-instances, show, delete.
+    #[command(subcommand)]
+    Vmss(fleet::VmssCommand),
+    /// Virtual machines (from the server): list-skus.
+    #[command(subcommand)]
+    Vm(fleet::VmCommand),
 }
 
 /// Output piped into a reader that stops early (`| head`) ends the process
@@ -90,6 +98,8 @@ fn main() -> ExitCode {
         Command::Attestation(cmd) => client::attestation(cmd),
         Command::Baseline(cmd) => client::baseline(cmd),
         Command::Security(cmd) => client::security(cmd),
+        Command::Vmss(cmd) => fleet::vmss(cmd),
+        Command::Vm(cmd) => fleet::vm(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,856 @@
+//! `trustlaunch vmss ...`, `trustlaunch vm list-skus` and `trustlaunch
+//! image definition|version create`: the control plane, talking to a
+//! running `trustlaunch server`, with az's verbs and flags where they
+//! exist. A command that starts an operation follows it with a progress
+//! line until it ends, unless `--no-wait`.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::client::{enc, print_json, Conn};
+
+/// Where a resource lives (az's `--subscription`, `--resource-group`).
+#[derive(Args, Clone)]
+pub struct Scope {
+    /// Subscription (one per deployment is enough here).
+    #[arg(long, default_value = "local", global = true)]
+    subscription: String,
+    /// Resource group.
+    #[arg(long, short = 'g', global = true)]
+    resource_group: Option<String>,
+}
+
+impl Scope {
+    fn provider(&self) -> Result<String> {
+        let rg = self
+            .resource_group
+            .as_deref()
+            .context("--resource-group (-g) is required")?;
+        Ok(format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute",
+            enc(&self.subscription),
+            enc(rg)
+        ))
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "verbatim")]
+enum SecurityTypeArg {
+    Standard,
+    TrustedLaunch,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "verbatim")]
+enum ModeArg {
+    Manual,
+    Automatic,
+    Rolling,
+}
+
+/// The flags of `create` and `update` that shape the model.
+#[derive(Args, Clone, Default)]
+pub struct ModelArgs {
+    /// The gallery image version id (az's `--image`).
+    #[arg(long)]
+    image: Option<String>,
+    /// The size (az's `--vm-sku`), e.g. Standard_D2s_v3.
+    #[arg(long)]
+    vm_sku: Option<String>,
+    /// Number of instances.
+    #[arg(long)]
+    instance_count: Option<u32>,
+    /// Standard or TrustedLaunch (Standard drops uefiSettings).
+    #[arg(long, value_enum)]
+    security_type: Option<SecurityTypeArg>,
+    /// Secure Boot on or off (TrustedLaunch).
+    #[arg(long)]
+    enable_secure_boot: Option<bool>,
+    /// vTPM on or off (TrustedLaunch).
+    #[arg(long)]
+    enable_vtpm: Option<bool>,
+    /// Manual, Automatic or Rolling.
+    #[arg(long, value_enum)]
+    upgrade_policy_mode: Option<ModeArg>,
+    /// Rolling: most instances per batch, percent.
+    #[arg(long)]
+    max_batch_instance_percent: Option<u32>,
+    /// Rolling: most unhealthy instances before a batch, percent.
+    #[arg(long)]
+    max_unhealthy_instance_percent: Option<u32>,
+    /// Rolling: most unhealthy upgraded instances, percent.
+    #[arg(long)]
+    max_unhealthy_upgraded_instance_percent: Option<u32>,
+    /// Rolling: pause between batches, ISO 8601 (PT30S).
+    #[arg(long)]
+    pause_time_between_batches: Option<String>,
+    /// Rolling: unhealthy instances first.
+    #[arg(long)]
+    prioritize_unhealthy_instances: Option<bool>,
+    /// Rolling: create replacements before deleting old instances.
+    #[arg(long)]
+    max_surge: Option<bool>,
+    /// Rolling: roll back failed instances when the policy is breached.
+    #[arg(long)]
+    rollback_failed_instances_on_policy_breach: Option<bool>,
+    /// Data disk sizes in GiB, one per disk (LUNs 0, 1, ...).
+    #[arg(long, num_args = 1..)]
+    data_disk_sizes_gb: Option<Vec<u32>>,
+    /// Add the Guest Attestation extension (needs Secure Boot and vTPM).
+    #[arg(long, conflicts_with = "disable_guest_attestation")]
+    enable_guest_attestation: bool,
+    /// Remove the Guest Attestation extension (before a rollback to
+    /// Standard).
+    #[arg(long)]
+    disable_guest_attestation: bool,
+}
+
+impl ModelArgs {
+    /// Applies the flags given to a scale set document.
+    fn apply(&self, set: &mut Value) {
+        let props = &mut set["properties"];
+        if let Some(i) = &self.image {
+            props["virtualMachineProfile"]["storageProfile"]["imageReference"] = json!({"id": i});
+        }
+        if let Some(s) = &self.vm_sku {
+            set["sku"]["name"] = json!(s);
+        }
+        if let Some(n) = self.instance_count {
+            set["sku"]["capacity"] = json!(n);
+        }
+        let props = &mut set["properties"];
+        let sp = &mut props["virtualMachineProfile"]["securityProfile"];
+        match self.security_type {
+            Some(SecurityTypeArg::Standard) => {
+                *sp = json!({"securityType": "Standard", "uefiSettings": null});
+            }
+            Some(SecurityTypeArg::TrustedLaunch) => sp["securityType"] = json!("TrustedLaunch"),
+            None => {}
+        }
+        if let Some(b) = self.enable_secure_boot {
+            sp["uefiSettings"]["secureBootEnabled"] = json!(b);
+        }
+        if let Some(b) = self.enable_vtpm {
+            sp["uefiSettings"]["vTpmEnabled"] = json!(b);
+        }
+        if sp.is_null() {
+            props["virtualMachineProfile"]
+                .as_object_mut()
+                .map(|o| o.remove("securityProfile"));
+        }
+        if let Some(m) = self.upgrade_policy_mode {
+            props["upgradePolicy"]["mode"] = json!(match m {
+                ModeArg::Manual => "Manual",
+                ModeArg::Automatic => "Automatic",
+                ModeArg::Rolling => "Rolling",
+            });
+        }
+        let r = &mut props["upgradePolicy"]["rollingUpgradePolicy"];
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                r[k] = v;
+            }
+        };
+        put(
+            "maxBatchInstancePercent",
+            self.max_batch_instance_percent.map(|v| json!(v)),
+        );
+        put(
+            "maxUnhealthyInstancePercent",
+            self.max_unhealthy_instance_percent.map(|v| json!(v)),
+        );
+        put(
+            "maxUnhealthyUpgradedInstancePercent",
+            self.max_unhealthy_upgraded_instance_percent
+                .map(|v| json!(v)),
+        );
+        put(
+            "pauseTimeBetweenBatches",
+            self.pause_time_between_batches.clone().map(|v| json!(v)),
+        );
+        put(
+            "prioritizeUnhealthyInstances",
+            self.prioritize_unhealthy_instances.map(|v| json!(v)),
+        );
+        put("maxSurge", self.max_surge.map(|v| json!(v)));
+        put(
+            "rollbackFailedInstancesOnPolicyBreach",
+            self.rollback_failed_instances_on_policy_breach
+                .map(|v| json!(v)),
+        );
+        if props["upgradePolicy"]["rollingUpgradePolicy"].is_null() {
+            props["upgradePolicy"]
+                .as_object_mut()
+                .map(|o| o.remove("rollingUpgradePolicy"));
+        }
+        if let Some(sizes) = &self.data_disk_sizes_gb {
+            let disks: Vec<Value> = sizes
+                .iter()
+                .enumerate()
+                .map(|(lun, gb)| json!({"lun": lun, "diskSizeGB": gb, "createOption": "Empty"}))
+                .collect();
+            props["virtualMachineProfile"]["storageProfile"]["dataDisks"] = json!(disks);
+        }
+        if self.disable_guest_attestation {
+            if let Some(a) =
+                props["virtualMachineProfile"]["extensionProfile"]["extensions"].as_array_mut()
+            {
+                a.retain(|e| e["properties"]["type"] != "GuestAttestation");
+            }
+        }
+        if self.enable_guest_attestation {
+            let ext = json!({"name": "GuestAttestation", "properties": {
+                "publisher": "Microsoft.Azure.Security.LinuxAttestation",
+                "type": "GuestAttestation", "typeHandlerVersion": "1.0",
+                "autoUpgradeMinorVersion": true}});
+            let list = &mut props["virtualMachineProfile"]["extensionProfile"]["extensions"];
+            if !list.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|e| e["properties"]["type"] == "GuestAttestation")
+            }) {
+                match list.as_array_mut() {
+                    Some(a) => a.push(ext),
+                    None => *list = json!([ext]),
+                }
+            }
+        }
+    }
+}
+
+/// `trustlaunch vmss ...`
+#[derive(Subcommand)]
+pub enum VmssCommand {
+    /// Create a scale set (new eligible Gen2 sets default to TrustedLaunch
+    /// with Secure Boot and vTPM on; --security-type Standard opts out).
+    Create {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Return once accepted, without following the operation.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Change a scale set's model, size, capacity or upgrade policy (read,
+    /// change, write with If-Match: a concurrent change fails with 412).
+    Update {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Accept that a new image re-creates every instance's OS disk
+        /// (what was written to it is lost; data disks are kept).
+        #[arg(long)]
+        yes: bool,
+        /// Return once accepted.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a scale set: its security profile, policy and each instance's
+    /// model state and health.
+    Show {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a scale set and its instances.
+    Delete {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Return once accepted.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The instances: model version, latestModelApplied, power, health.
+    ListInstances {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Upgrade instances to the latest model (Manual mode).
+    UpdateInstances {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Instance ids, or `*` for all.
+        #[arg(long, num_args = 1.., required = true)]
+        instance_ids: Vec<String>,
+        /// Return once accepted.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Rolling upgrades: start, get-latest, cancel.
+    #[command(subcommand)]
+    RollingUpgrade(RollingCommand),
+}
+
+/// `trustlaunch vmss rolling-upgrade ...`
+#[derive(Subcommand)]
+pub enum RollingCommand {
+    /// Start a rolling upgrade to the latest model.
+    Start {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Return once accepted.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The latest rolling upgrade: running status, progress, error.
+    GetLatest {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cancel the running rolling upgrade (the batch in flight finishes).
+    Cancel {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `trustlaunch vm ...` (sizes; single VMs are scale sets of one for now).
+#[derive(Subcommand)]
+pub enum VmCommand {
+    /// The sizes: vCPUs, memory, family, Trusted Launch support.
+    ListSkus {
+        /// Subscription.
+        #[arg(long, default_value = "local")]
+        subscription: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `trustlaunch image definition|version create` (gallery images).
+#[derive(Subcommand)]
+pub enum GalleryCommand {
+    /// Create a gallery image definition (az sig image-definition create).
+    Create {
+        /// Gallery.
+        #[arg(long)]
+        gallery_name: String,
+        /// Image definition name.
+        #[arg(long)]
+        gallery_image_definition: String,
+        /// Linux or Windows.
+        #[arg(long, default_value = "Linux")]
+        os_type: String,
+        /// V1 or V2.
+        #[arg(long, default_value = "V2")]
+        hyper_v_generation: String,
+        /// Features, e.g. SecurityType=TrustedLaunchSupported.
+        #[arg(long, num_args = 0..)]
+        features: Vec<String>,
+        /// Publisher.
+        #[arg(long, default_value = "trustlaunch")]
+        publisher: String,
+        /// Offer.
+        #[arg(long, default_value = "images")]
+        offer: String,
+        /// SKU.
+        #[arg(long, default_value = "1")]
+        sku: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `trustlaunch image version create`.
+#[derive(Subcommand)]
+pub enum VersionCommand {
+    /// Publish an image directory the runtime built as a version.
+    Create {
+        /// Gallery.
+        #[arg(long)]
+        gallery_name: String,
+        /// Image definition name.
+        #[arg(long)]
+        gallery_image_definition: String,
+        /// Version, e.g. 1.0.0.
+        #[arg(long)]
+        gallery_image_version: String,
+        /// The image directory (`trustlaunch image build`'s output).
+        #[arg(long)]
+        source: std::path::PathBuf,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn warn(h: &reqwest::header::HeaderMap) {
+    for w in h.get_all("warning") {
+        if let Ok(t) = w.to_str() {
+            let text = t.strip_prefix("299 - ").unwrap_or(t).trim_matches('"');
+            eprintln!("warning: {text}");
+        }
+    }
+}
+
+/// Follows an operation to its end with a progress line on stderr;
+/// returns it (an error if it did not succeed).
+fn follow(conn: &Conn, h: &reqwest::header::HeaderMap, no_wait: bool) -> Result<Option<Value>> {
+    let Some(url) = h.get("azure-asyncoperation").and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    if no_wait {
+        eprintln!("accepted: operation {url}");
+        return Ok(None);
+    }
+    let t0 = Instant::now();
+    let mut stderr = std::io::stderr();
+    loop {
+        let op = conn.get(url)?;
+        let p = &op["properties"]["progress"];
+        let (done, failed, total) = if p.get("successfulInstanceCount").is_some() {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            let total = n("successfulInstanceCount")
+                + n("failedInstanceCount")
+                + n("inProgressInstanceCount")
+                + n("pendingInstanceCount");
+            (
+                n("successfulInstanceCount"),
+                n("failedInstanceCount"),
+                total,
+            )
+        } else {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            (n("succeeded"), n("failed"), n("total"))
+        };
+        let width = 24_u64;
+        let filled = ((done + failed) * width).checked_div(total).unwrap_or(0);
+        let bar: String = (0..width)
+            .map(|i| if i < filled { '#' } else { '-' })
+            .collect();
+        let _ = write!(
+            stderr,
+            "\r[{bar}] {done}/{total} done, {failed} failed  {}  {:.0} s ",
+            op["status"].as_str().unwrap_or("?"),
+            t0.elapsed().as_secs_f64()
+        );
+        let _ = stderr.flush();
+        if op["status"] != "InProgress" {
+            let _ = writeln!(stderr);
+            if op["status"] != "Succeeded" {
+                let msg = op["error"]["message"].as_str().unwrap_or("(no message)");
+                bail!(
+                    "operation {} {}: {msg}",
+                    op["name"].as_str().unwrap_or("?"),
+                    op["status"].as_str().unwrap_or("?")
+                );
+            }
+            return Ok(Some(op));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn show_set(conn: &Conn, path: &str) -> Result<()> {
+    let set = conn.get(path)?;
+    let inst = conn.get(&format!("{path}/virtualMachines"))?;
+    if conn.json() {
+        print_json(&json!({"scaleSet": set, "instances": inst["value"]}));
+        return Ok(());
+    }
+    let p = &set["properties"];
+    let sp = &p["virtualMachineProfile"]["securityProfile"];
+    println!("name:            {}", set["name"].as_str().unwrap_or(""));
+    println!(
+        "size:            {} x {}",
+        set["sku"]["capacity"],
+        set["sku"]["name"].as_str().unwrap_or("")
+    );
+    println!(
+        "image:           {}",
+        p["virtualMachineProfile"]["storageProfile"]["imageReference"]["id"]
+            .as_str()
+            .unwrap_or("")
+    );
+    println!(
+        "security type:   {}",
+        sp["securityType"].as_str().unwrap_or("Standard")
+    );
+    if let Some(u) = sp.get("uefiSettings").filter(|u| !u.is_null()) {
+        println!(
+            "secure boot:     {}\nvTPM:            {}",
+            u["secureBootEnabled"], u["vTpmEnabled"]
+        );
+    }
+    println!(
+        "upgrade policy:  {}",
+        p["upgradePolicy"]["mode"].as_str().unwrap_or("Manual")
+    );
+    println!("model version:   {}", p["modelVersion"]);
+    println!("instances:");
+    for i in inst["value"].as_array().into_iter().flatten() {
+        let q = &i["properties"];
+        println!(
+            "  {:<4} latestModelApplied={:<5} model={:<3} {:<20} {}",
+            i["instanceId"].as_str().unwrap_or(""),
+            q["latestModelApplied"],
+            q["modelVersion"],
+            q["powerState"].as_str().unwrap_or(""),
+            q["health"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Runs `trustlaunch vmss ...`.
+pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
+    use reqwest::Method;
+    match cmd {
+        VmssCommand::Create {
+            name,
+            model,
+            no_wait,
+            scope,
+            conn,
+        } => {
+            let path = format!(
+                "{}/virtualMachineScaleSets/{}",
+                scope.provider()?,
+                enc(&name)
+            );
+            let mut set = json!({"location": "local", "sku": {"name": "Standard_D2s_v3", "capacity": 2},
+                "properties": {"orchestrationMode": "Uniform", "upgradePolicy": {"mode": "Manual"},
+                "virtualMachineProfile": {"storageProfile": {}}}});
+            if model.image.is_none() {
+                bail!("--image (a gallery image version id) is required");
+            }
+            model.apply(&mut set);
+            let (h, body) = conn.call_full(
+                Method::PUT,
+                &path,
+                Some(set),
+                &[("if-none-match", "*".into())],
+            )?;
+            warn(&h);
+            follow(&conn, &h, no_wait)?;
+            if conn.json() {
+                print_json(&body);
+            } else if !no_wait {
+                show_set(&conn, &path)?;
+            }
+        }
+        VmssCommand::Update {
+            name,
+            model,
+            yes,
+            no_wait,
+            scope,
+            conn,
+        } => {
+            let path = format!(
+                "{}/virtualMachineScaleSets/{}",
+                scope.provider()?,
+                enc(&name)
+            );
+            let (h, mut set) = conn.call_full(Method::GET, &path, None, &[])?;
+            let etag = h
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("*")
+                .to_owned();
+            model.apply(&mut set);
+            let url = if yes {
+                format!("{path}?confirmOsDiskDataLoss=true")
+            } else {
+                path.clone()
+            };
+            let (h, body) = conn
+                .call_full(Method::PUT, &url, Some(set), &[("if-match", etag)])
+                .map_err(|e| {
+                    if e.to_string().starts_with("server: 412") {
+                        e.context("the scale set changed since this command read it; run it again")
+                    } else {
+                        e
+                    }
+                })?;
+            warn(&h);
+            follow(&conn, &h, no_wait)?;
+            if conn.json() {
+                print_json(&body);
+            } else if !no_wait {
+                show_set(&conn, &path)?;
+            }
+        }
+        VmssCommand::Show { name, scope, conn } => {
+            show_set(
+                &conn,
+                &format!(
+                    "{}/virtualMachineScaleSets/{}",
+                    scope.provider()?,
+                    enc(&name)
+                ),
+            )?;
+        }
+        VmssCommand::Delete {
+            name,
+            no_wait,
+            scope,
+            conn,
+        } => {
+            let path = format!(
+                "{}/virtualMachineScaleSets/{}",
+                scope.provider()?,
+                enc(&name)
+            );
+            let (h, _) = conn.call_full(Method::DELETE, &path, None, &[])?;
+            follow(&conn, &h, no_wait)?;
+        }
+        VmssCommand::ListInstances { name, scope, conn } => {
+            let path = format!(
+                "{}/virtualMachineScaleSets/{}/virtualMachines",
+                scope.provider()?,
+                enc(&name)
+            );
+            print_json(&conn.get(&path)?["value"]);
+        }
+        VmssCommand::UpdateInstances {
+            name,
+            instance_ids,
+            no_wait,
+            scope,
+            conn,
+        } => {
+            let base = format!(
+                "{}/virtualMachineScaleSets/{}",
+                scope.provider()?,
+                enc(&name)
+            );
+            let ids: Vec<String> = if instance_ids.iter().any(|i| i == "*") {
+                conn.get(&format!("{base}/virtualMachines"))?["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["instanceId"].as_str().map(str::to_owned))
+                    .collect()
+            } else {
+                instance_ids
+            };
+            let (h, _) = conn.call_full(
+                Method::POST,
+                &format!("{base}/manualupgrade"),
+                Some(json!({"instanceIds": ids})),
+                &[],
+            )?;
+            follow(&conn, &h, no_wait)?;
+            if !no_wait && !conn.json() {
+                show_set(&conn, &base)?;
+            }
+        }
+        VmssCommand::RollingUpgrade(r) => match r {
+            RollingCommand::Start {
+                name,
+                no_wait,
+                scope,
+                conn,
+            } => {
+                let base = format!(
+                    "{}/virtualMachineScaleSets/{}",
+                    scope.provider()?,
+                    enc(&name)
+                );
+                let (h, _) =
+                    conn.call_full(Method::POST, &format!("{base}/osRollingUpgrade"), None, &[])?;
+                follow(&conn, &h, no_wait)?;
+                if !no_wait {
+                    print_json(&conn.get(&format!("{base}/rollingUpgrades/latest"))?["properties"]);
+                }
+            }
+            RollingCommand::GetLatest { name, scope, conn } => {
+                let base = format!(
+                    "{}/virtualMachineScaleSets/{}",
+                    scope.provider()?,
+                    enc(&name)
+                );
+                print_json(&conn.get(&format!("{base}/rollingUpgrades/latest"))?["properties"]);
+            }
+            RollingCommand::Cancel { name, scope, conn } => {
+                let base = format!(
+                    "{}/virtualMachineScaleSets/{}",
+                    scope.provider()?,
+                    enc(&name)
+                );
+                conn.call_full(
+                    Method::POST,
+                    &format!("{base}/rollingUpgrades/cancel"),
+                    None,
+                    &[],
+                )?;
+                eprintln!("cancel requested: the batch in flight finishes, no other starts");
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `trustlaunch vm ...`.
+pub fn vm(cmd: VmCommand) -> Result<ExitCode> {
+    match cmd {
+        VmCommand::ListSkus { subscription, conn } => {
+            let v = conn.get(&format!(
+                "/subscriptions/{}/providers/Microsoft.Compute/skus",
+                enc(&subscription)
+            ))?;
+            if conn.json() {
+                print_json(&v);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<22} {:<10} {:>5} {:>9}  TrustedLaunch",
+                "name", "family", "vCPUs", "memoryGB"
+            );
+            for s in v["value"].as_array().into_iter().flatten() {
+                let cap = |n: &str| {
+                    s["capabilities"]
+                        .as_array()
+                        .and_then(|c| c.iter().find(|x| x["name"] == n))
+                        .and_then(|x| x["value"].as_str())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                println!(
+                    "{:<22} {:<10} {:>5} {:>9}  {}",
+                    s["name"].as_str().unwrap_or(""),
+                    s["family"].as_str().unwrap_or(""),
+                    cap("vCPUs"),
+                    cap("MemoryGB"),
+                    if cap("TrustedLaunchDisabled") == "False" {
+                        "supported"
+                    } else {
+                        "not supported"
+                    }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `trustlaunch image definition create`.
+pub fn definition(cmd: GalleryCommand) -> Result<ExitCode> {
+    let GalleryCommand::Create {
+        gallery_name,
+        gallery_image_definition,
+        os_type,
+        hyper_v_generation,
+        features,
+        publisher,
+        offer,
+        sku,
+        scope,
+        conn,
+    } = cmd;
+    let features: Vec<Value> = features
+        .iter()
+        .map(|f| {
+            let (n, v) = f
+                .split_once('=')
+                .with_context(|| format!("--features {f:?}: use NAME=VALUE"))?;
+            Ok(json!({"name": n, "value": v}))
+        })
+        .collect::<Result<_>>()?;
+    let path = format!(
+        "{}/galleries/{}/images/{}",
+        scope.provider()?,
+        enc(&gallery_name),
+        enc(&gallery_image_definition)
+    );
+    let (_, v) = conn.call_full(
+        reqwest::Method::PUT,
+        &path,
+        Some(json!({"location": "local", "properties": {
+            "osType": os_type, "hyperVGeneration": hyper_v_generation, "features": features,
+            "identifier": {"publisher": publisher, "offer": offer, "sku": sku}}})),
+        &[],
+    )?;
+    print_json(&v);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `trustlaunch image version create`.
+pub fn version(cmd: VersionCommand) -> Result<ExitCode> {
+    let VersionCommand::Create {
+        gallery_name,
+        gallery_image_definition,
+        gallery_image_version,
+        source,
+        scope,
+        conn,
+    } = cmd;
+    let source = std::fs::canonicalize(&source)
+        .with_context(|| format!("image directory {}", source.display()))?;
+    if !source.join("image.json").is_file() {
+        bail!(
+            "{} holds no image.json: build it with `trustlaunch image build`",
+            source.display()
+        );
+    }
+    let path = format!(
+        "{}/galleries/{}/images/{}/versions/{}",
+        scope.provider()?,
+        enc(&gallery_name),
+        enc(&gallery_image_definition),
+        enc(&gallery_image_version)
+    );
+    let (_, v) = conn.call_full(
+        reqwest::Method::PUT,
+        &path,
+        Some(json!({"location": "local", "properties": {"source": source.display().to_string()}})),
+        &[],
+    )?;
+    print_json(&v);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,314 @@
+//! The seed workflow as a CLI session against a real `trustlaunch server`
+//! process running the simulated driver: gallery image and versions, a
+//! Standard scale set, the move to Trusted Launch (update + update-instances,
+//! then a rolling upgrade), rollback, delete — what README shows.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Server {
+    let ca = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../attestation/tests/data/evidence/vtpm-ca.crt");
+    let token_file = dir.join("admin.token");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
+        .args([
+            "server",
+            "--no-runtime",
+            "--driver",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.join("s.db").display()))
+        .arg("--vtpm-ca")
+        .arg(&ca)
+        .arg("--admin-token-file")
+        .arg(&token_file)
+        .arg("--home")
+        .arg(dir.join("home"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines.next().expect("server output").expect("line");
+        if let Some(u) = line.strip_prefix("trustlaunch server: listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let token = std::fs::read_to_string(&token_file)
+        .expect("admin token")
+        .trim()
+        .to_owned();
+    Server { child, url, token }
+}
+
+fn tl(s: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
+        .args(args)
+        .env("TRUSTLAUNCH_SERVER", &s.url)
+        .env("TRUSTLAUNCH_TOKEN", &s.token)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run trustlaunch")
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn fails(o: Output) -> String {
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn seed_workflow_as_a_cli_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(tmp.path());
+    let img = |v: &str| {
+        format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
+    };
+    ok(tl(
+        &s,
+        &[
+            "image",
+            "definition",
+            "create",
+            "-g",
+            "rg",
+            "--gallery-name",
+            "g1",
+            "--gallery-image-definition",
+            "tiny",
+            "--os-type",
+            "Linux",
+            "--hyper-v-generation",
+            "V2",
+            "--features",
+            "SecurityType=TrustedLaunchSupported",
+        ],
+    ));
+    for v in ["1.0.0", "2.0.0"] {
+        let dir = tmp.path().join(v);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("image.json"), "{}").unwrap();
+        ok(tl(
+            &s,
+            &[
+                "image",
+                "version",
+                "create",
+                "-g",
+                "rg",
+                "--gallery-name",
+                "g1",
+                "--gallery-image-definition",
+                "tiny",
+                "--gallery-image-version",
+                v,
+                "--source",
+                dir.to_str().unwrap(),
+            ],
+        ));
+    }
+    let skus = ok(tl(&s, &["vm", "list-skus"]));
+    assert!(
+        skus.contains("Standard_D2_v3") && skus.contains("not supported"),
+        "{skus}"
+    );
+
+    // A Standard scale set of 3.
+    let out = ok(tl(
+        &s,
+        &[
+            "vmss",
+            "create",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--image",
+            &img("1.0.0"),
+            "--vm-sku",
+            "Standard_D2s_v3",
+            "--instance-count",
+            "3",
+            "--security-type",
+            "Standard",
+            "--upgrade-policy-mode",
+            "Manual",
+        ],
+    ));
+    assert!(out.contains("security type:   Standard"), "{out}");
+    assert_eq!(out.matches("latestModelApplied=true").count(), 3, "{out}");
+    assert!(out.contains("3/3 done"), "progress shown: {out}");
+
+    // An unsupported size for Trusted Launch: Azure's error, with the way out.
+    let err = fails(tl(
+        &s,
+        &[
+            "vmss",
+            "update",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--vm-sku",
+            "Standard_D2_v3",
+            "--security-type",
+            "TrustedLaunch",
+        ],
+    ));
+    assert!(
+        err.contains("The VM size 'Standard_D2_v3' is not supported"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Standard_D2s_v3"),
+        "names the alternative: {err}"
+    );
+
+    // The image change needs --yes; then the model moves, instances do not.
+    let err = fails(tl(
+        &s,
+        &[
+            "vmss",
+            "update",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--image",
+            &img("2.0.0"),
+            "--security-type",
+            "TrustedLaunch",
+            "--enable-secure-boot",
+            "true",
+            "--enable-vtpm",
+            "true",
+        ],
+    ));
+    assert!(err.contains("OS disk"), "{err}");
+    let out = ok(tl(
+        &s,
+        &[
+            "vmss",
+            "update",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--image",
+            &img("2.0.0"),
+            "--security-type",
+            "TrustedLaunch",
+            "--enable-secure-boot",
+            "true",
+            "--enable-vtpm",
+            "true",
+            "--enable-guest-attestation",
+            "--yes",
+        ],
+    ));
+    assert!(out.contains("security type:   TrustedLaunch"), "{out}");
+    assert_eq!(out.matches("latestModelApplied=false").count(), 3, "{out}");
+    let out = ok(tl(
+        &s,
+        &[
+            "vmss",
+            "update-instances",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--instance-ids",
+            "0",
+        ],
+    ));
+    assert_eq!(out.matches("latestModelApplied=true").count(), 1, "{out}");
+
+    // Rolling for the rest.
+    ok(tl(
+        &s,
+        &[
+            "vmss",
+            "update",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--upgrade-policy-mode",
+            "Rolling",
+            "--max-batch-instance-percent",
+            "50",
+        ],
+    ));
+    let out = ok(tl(
+        &s,
+        &["vmss", "rolling-upgrade", "start", "-g", "rg", "-n", "web"],
+    ));
+    assert!(out.contains("\"code\": \"Completed\""), "{out}");
+    let out = ok(tl(&s, &["vmss", "show", "-g", "rg", "-n", "web"]));
+    assert_eq!(out.matches("latestModelApplied=true").count(), 3, "{out}");
+
+    // Rollback (Rolling mode: the update itself rolls the instances).
+    let out = ok(tl(
+        &s,
+        &[
+            "vmss",
+            "update",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--image",
+            &img("1.0.0"),
+            "--security-type",
+            "Standard",
+            "--disable-guest-attestation",
+            "--yes",
+        ],
+    ));
+    assert!(out.contains("security type:   Standard"), "{out}");
+    assert_eq!(out.matches("latestModelApplied=true").count(), 3, "{out}");
+
+    ok(tl(&s, &["vmss", "delete", "-g", "rg", "-n", "web"]));
+    let err = fails(tl(&s, &["vmss", "show", "-g", "rg", "-n", "web"]));
+    assert!(err.contains("404"), "{err}");
+}
