@@ -1448,3 +1448,263 @@ fn runtime_driver_moves_an_instance_to_trusted_launch_and_back() {
     });
     assert!(!vm_dir(&f, name).exists());
 }
+
+/// Follows an operation the server accepted (the CLI's `--no-wait`
+/// prints its URL) until it ends, within `secs`.
+fn wait_operation(srv: &ServerProc, stderr: &str, secs: u64) -> Value {
+    let url = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("accepted: operation "))
+        .unwrap_or_else(|| panic!("no operation in {stderr:?}"))
+        .trim()
+        .to_owned();
+    let t0 = Instant::now();
+    loop {
+        let (st, op) = srv.get(&url);
+        assert_eq!(st, 200, "{op}");
+        if op["status"] != "InProgress" {
+            assert_eq!(op["status"], "Succeeded", "{op:#}");
+            return op;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "operation still running after {secs} s: {op:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The seed workflow on real VMs: a 3-instance Uniform scale set of the
+/// tiny image created Standard (Gen2, Secure Boot off, no vTPM), moved to
+/// Trusted Launch — one instance by update-instances (Manual), the others
+/// by a rolling upgrade — every instance then attested healthy by the
+/// server; rollback to Standard.
+#[test]
+#[ignore = "VM tier: twelve QEMU boots under TCG, three at a time (~5 min); ./scripts/test.sh runs it"]
+fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
+    let _g = serial();
+    let f = &fixture();
+    let srv = start_server(f, &["--interval", "600", "--boot-wait", "240"]);
+    let _vms: Vec<VmGuard<'_>> = ["web-0", "web-1", "web-2"]
+        .into_iter()
+        .map(|n| VmGuard(f, n))
+        .collect();
+    let client = |args: &[&str]| {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--server", &srv.url, "--home", s(&f.home)]);
+        tl(f, &a)
+    };
+    let run = |args: &[&str]| -> String {
+        let o = ok(client(args));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // Two versions of the tiny image (a new version is a new image
+    // directory: its OS disks are re-created from it).
+    let v2 = f.dir.join("tiny-2");
+    fs::create_dir(&v2).unwrap();
+    for file in ["disk.raw", "image.json"] {
+        fs::copy(f.tiny.join(file), v2.join(file)).unwrap();
+    }
+    run(&[
+        "image",
+        "definition",
+        "create",
+        "-g",
+        "rg",
+        "--gallery-name",
+        "g1",
+        "--gallery-image-definition",
+        "tiny",
+        "--hyper-v-generation",
+        "V2",
+        "--features",
+        "SecurityType=TrustedLaunchSupported",
+    ]);
+    for (v, dir) in [("1.0.0", f.tiny.clone()), ("2.0.0", v2.clone())] {
+        run(&[
+            "image",
+            "version",
+            "create",
+            "-g",
+            "rg",
+            "--gallery-name",
+            "g1",
+            "--gallery-image-definition",
+            "tiny",
+            "--gallery-image-version",
+            v,
+            "--source",
+            s(&dir),
+        ]);
+    }
+    let img = |v: &str| {
+        format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
+    };
+    let instances = || -> Vec<Value> {
+        let (st, v) = srv.get(
+            "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines",
+        );
+        assert_eq!(st, 200, "{v}");
+        v["value"].as_array().unwrap().clone()
+    };
+
+    // 1. Standard, 3 instances: created and booted healthy.
+    let e = run(&[
+        "vmss",
+        "create",
+        "-g",
+        "rg",
+        "-n",
+        "web",
+        "--image",
+        &img("1.0.0"),
+        "--vm-sku",
+        "Standard_B1s",
+        "--instance-count",
+        "3",
+        "--security-type",
+        "Standard",
+        "--upgrade-policy-mode",
+        "Manual",
+        "--no-wait",
+    ]);
+    wait_operation(&srv, &e, 600);
+    let wait_healthy = |what: &str| {
+        let t0 = Instant::now();
+        loop {
+            let inst = instances();
+            if inst.len() == 3
+                && inst.iter().all(|i| {
+                    i["properties"]["health"] == "Healthy"
+                        && i["properties"]["latestModelApplied"] == true
+                })
+            {
+                return inst;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(400),
+                "{what}: not all healthy on the latest model: {inst:#?}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    };
+    wait_healthy("created Standard");
+    for n in ["web-0", "web-1", "web-2"] {
+        assert!(
+            state_of(f, n)["ekPublic"].is_null(),
+            "{n}: Standard has no vTPM"
+        );
+    }
+
+    // 2. Image + TrustedLaunch (Secure Boot and vTPM on), Manual: nothing
+    //    moves until update-instances.
+    run(&[
+        "vmss",
+        "update",
+        "-g",
+        "rg",
+        "-n",
+        "web",
+        "--image",
+        &img("2.0.0"),
+        "--security-type",
+        "TrustedLaunch",
+        "--enable-secure-boot",
+        "true",
+        "--enable-vtpm",
+        "true",
+        "--enable-guest-attestation",
+        "--yes",
+        "--no-wait",
+    ]);
+    assert!(instances()
+        .iter()
+        .all(|i| i["properties"]["latestModelApplied"] == false));
+    let e = run(&[
+        "vmss",
+        "update-instances",
+        "-g",
+        "rg",
+        "-n",
+        "web",
+        "--instance-ids",
+        "0",
+        "--no-wait",
+    ]);
+    wait_operation(&srv, &e, 600);
+
+    // 3. Rolling for the other two.
+    run(&[
+        "vmss",
+        "update",
+        "-g",
+        "rg",
+        "-n",
+        "web",
+        "--upgrade-policy-mode",
+        "Rolling",
+        "--max-batch-instance-percent",
+        "50",
+        "--no-wait",
+    ]);
+    let e = run(&[
+        "vmss",
+        "rolling-upgrade",
+        "start",
+        "-g",
+        "rg",
+        "-n",
+        "web",
+        "--no-wait",
+    ]);
+    wait_operation(&srv, &e, 900);
+    let (_, latest) = srv.get(
+        "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/rollingUpgrades/latest",
+    );
+    assert_eq!(
+        latest["properties"]["runningStatus"]["code"], "Completed",
+        "{latest:#}"
+    );
+    assert_eq!(
+        latest["properties"]["progress"]["successfulInstanceCount"], 2,
+        "{latest:#}"
+    );
+    wait_healthy("moved to Trusted Launch");
+    // Every instance attested healthy by the server, with Secure Boot on.
+    for n in ["web-0", "web-1", "web-2"] {
+        assert!(state_of(f, n)["ekPublic"].is_string(), "{n} got a vTPM");
+        let a = srv.wait_latest(n, 300, |v| v["healthy"] == true);
+        assert!(
+            a["token"].is_string(),
+            "{n}: a healthy verdict has a token: {a:#}"
+        );
+        let (_, e) = evidence_of(f, n);
+        assert_eq!(e.secure_boot, Some(1), "{n}: the guest sees SecureBoot=1");
+    }
+
+    // 4. Rollback: Standard, guest attestation removed, image back; in
+    //    Rolling mode the update rolls the instances itself.
+    let e = run(&[
+        "vmss",
+        "update",
+        "-g",
+        "rg",
+        "-n",
+        "web",
+        "--image",
+        &img("1.0.0"),
+        "--security-type",
+        "Standard",
+        "--disable-guest-attestation",
+        "--yes",
+        "--no-wait",
+    ]);
+    wait_operation(&srv, &e, 900);
+    wait_healthy("rolled back to Standard");
+
+    let e = run(&["vmss", "delete", "-g", "rg", "-n", "web", "--no-wait"]);
+    wait_operation(&srv, &e, 300);
+    for n in ["web-0", "web-1", "web-2"] {
+        assert!(!vm_dir(f, n).exists(), "{n} deleted");
+    }
+}

@@ -233,6 +233,7 @@ pub struct Orchestrator<D: Driver> {
     owner: String,
     lease_seconds: i64,
     poll: Duration,
+    health_timeout: u64,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
@@ -266,6 +267,7 @@ impl<D: Driver> Orchestrator<D> {
             owner: owner.into(),
             lease_seconds: 60,
             poll: Duration::from_millis(200),
+            health_timeout: trustlaunch_fleet::rolling::DEFAULT_HEALTH_TIMEOUT_SECONDS,
             clock: Arc::new(unix_now),
         }
     }
@@ -514,6 +516,9 @@ impl<D: Driver> Orchestrator<D> {
         let set_id = state.scale_set.clone();
         let pending =
             |s: &ReconcileState, id: &String| !s.done.contains(id) && !s.failed.contains(id);
+        // New instances: each recorded, created and started, then all
+        // waited for until healthy (they boot side by side).
+        let mut started = Vec::new();
         for id in state.create.clone() {
             if !pending(&state, &id) {
                 continue;
@@ -521,13 +526,23 @@ impl<D: Driver> Orchestrator<D> {
             self.put_instance(&state.target, &set_id, &id).await?;
             let spec = instance_spec(&state.target, &id, &self.catalogs())?;
             if self.upgrade(&spec).await {
+                started.push(id);
+            } else {
+                state.failed.push(id);
+                self.write(&mut op, &state, OperationStatus::InProgress, None)
+                    .await?;
+            }
+        }
+        let healthy = self.await_health(&state.target.name, &started).await?;
+        for id in started {
+            if healthy.contains(&id) {
                 state.done.push(id);
             } else {
                 state.failed.push(id);
             }
-            self.write(&mut op, &state, OperationStatus::InProgress, None)
-                .await?;
         }
+        self.write(&mut op, &state, OperationStatus::InProgress, None)
+            .await?;
         for id in state.delete.clone() {
             if !pending(&state, &id) {
                 continue;
@@ -600,22 +615,37 @@ impl<D: Driver> Orchestrator<D> {
             .filter(|i| !state.done.contains(i) && !state.failed.contains(i))
             .cloned()
             .collect();
+        // Every pending instance brought to the model and started, then
+        // each waited for until healthy (Azure's update-instances ends
+        // when the instances run again). A restart repeats both: the
+        // driver makes a repeated apply or start a no-op.
+        if self.cancel_requested(&op).await? {
+            return self
+                .write(&mut op, &state, OperationStatus::Canceled, None)
+                .await;
+        }
+        let mut started = Vec::new();
         for id in pending {
-            if self.cancel_requested(&op).await? {
-                return self
-                    .write(&mut op, &state, OperationStatus::Canceled, None)
-                    .await;
-            }
             let spec = instance_spec(&state.target, &id, &self.catalogs())?;
             if self.upgrade(&spec).await {
+                started.push(id);
+            } else {
+                state.failed.push(id);
+            }
+        }
+        self.write(&mut op, &state, OperationStatus::InProgress, None)
+            .await?;
+        let healthy = self.await_health(&state.target.name, &started).await?;
+        for id in started {
+            if healthy.contains(&id) {
                 self.put_instance(&state.target, &set_id, &id).await?;
                 state.done.push(id);
             } else {
                 state.failed.push(id);
             }
-            self.write(&mut op, &state, OperationStatus::InProgress, None)
-                .await?;
         }
+        self.write(&mut op, &state, OperationStatus::InProgress, None)
+            .await?;
         if state.failed.is_empty() {
             self.write(&mut op, &state, OperationStatus::Succeeded, None)
                 .await
@@ -858,6 +888,39 @@ impl<D: Driver> Orchestrator<D> {
                 }
             }
         }
+    }
+
+    /// Waits until each of `ids` (instances of set `set`) is healthy, has
+    /// failed, or the health timeout passed; returns the healthy ones.
+    async fn await_health(
+        &self,
+        set: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, ControlError> {
+        let deadline = self.now().saturating_add(self.health_timeout);
+        let mut healthy = std::collections::HashSet::new();
+        let mut open: Vec<&String> = ids.iter().collect();
+        while !open.is_empty() {
+            let mut still = Vec::new();
+            for id in open {
+                match self.driver.status(&instance_name(set, id)).await? {
+                    Some(s) if s.health == Health::Healthy => {
+                        healthy.insert(id.clone());
+                    }
+                    Some(s)
+                        if s.health == Health::Unhealthy
+                            || matches!(s.power, crate::driver::PowerState::Failed(_)) => {}
+                    None => {}
+                    Some(_) => still.push(id),
+                }
+            }
+            open = still;
+            if open.is_empty() || self.now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+        Ok(healthy)
     }
 
     /// Brings an instance to `spec` and starts it; `false` if the driver

@@ -219,6 +219,28 @@ impl Service {
         {
             return Ok(());
         }
+        // The platform changed the VM's security configuration (e.g. the
+        // control plane moved it from Standard to TrustedLaunch, or back):
+        // the Secure Boot state and keys it measures are new, set by the
+        // platform itself, so the baseline predicted for the new
+        // configuration replaces the old one (audited). An image change
+        // alone does not: that is what a baseline guards (relearn).
+        let reconfigured = existing
+            .as_ref()
+            .and_then(|e| serde_json::from_value::<VmRegistration>(e.spec.clone()).ok())
+            .is_some_and(|old| {
+                (
+                    old.trusted_launch,
+                    old.secure_boot_enabled,
+                    old.v_tpm_enabled,
+                    &old.template,
+                ) != (
+                    reg.trusted_launch,
+                    reg.secure_boot_enabled,
+                    reg.v_tpm_enabled,
+                    &reg.template,
+                )
+            });
         self.store
             .put_vm(&VmRecord {
                 vm_id: vm_id.to_owned(),
@@ -227,6 +249,36 @@ impl Service {
                 created_at: now_i64(),
             })
             .await?;
+        if reconfigured {
+            if let Some(current) = self.store.get_baseline(vm_id).await? {
+                let doc = BaselineDoc {
+                    baseline: reg.predicted_baseline.clone(),
+                    learn: Some(LearnRequest {
+                        actor: "system".into(),
+                        relearn: false,
+                    }),
+                };
+                let value = serde_json::to_value(&doc).map_err(ApiError::internal)?;
+                match self
+                    .store
+                    .put_baseline(
+                        vm_id,
+                        &value,
+                        Some(current.version),
+                        &BaselineChange {
+                            action: BaselineAction::Predicted,
+                            actor: "platform: security profile changed".into(),
+                            at: now_i64(),
+                        },
+                    )
+                    .await
+                {
+                    // Changed concurrently: the other writer's baseline stands.
+                    Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         if self.store.get_baseline(vm_id).await?.is_none() {
             let (doc, action) = match &reg.predicted_baseline {
                 Some(b) => (

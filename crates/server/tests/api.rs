@@ -637,3 +637,42 @@ fn openapi_document_is_committed_and_covers_every_route() {
         }
     }
 }
+
+/// A platform reconfiguration (Standard -> TrustedLaunch, as the control
+/// plane does it) replaces the baseline with the one predicted for the new
+/// configuration, audited; re-registering the same configuration does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_security_profile_change_repredicts_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in databases(dir.path()) {
+        let s = start(&db, platform_ca(), vec![]).await;
+        let boot1 = case("tiny-sb", "attestation-boot1.json");
+        let vm = unique("moved");
+        let tl = registration(&boot1);
+        let mut standard = tl.clone();
+        standard.trusted_launch = false;
+        standard.secure_boot_enabled = false;
+        standard.v_tpm_enabled = false;
+        standard.template = Default::default();
+        s.register(&vm, &standard).await;
+        s.register(&vm, &standard).await;
+        let b = s.get(&format!("/v1/vms/{vm}/baseline")).await;
+        assert_eq!(b["version"], 1, "{db}: {b}");
+        s.register(&vm, &tl).await;
+        let b = s.get(&format!("/v1/vms/{vm}/baseline")).await;
+        assert_eq!(b["version"], 2, "{db}: {b}");
+        let last = b["audit"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["action"], "predicted", "{db}: {b}");
+        assert_eq!(
+            last["actor"], "platform: security profile changed",
+            "{db}: {b}"
+        );
+        // And the first boot under Trusted Launch is healthy against it.
+        let (st, r) = s
+            .submit(&vm, &boot1.evidence, &boot1.evidence.nonce.0, true)
+            .await;
+        assert_eq!(st, 201, "{db}: {r}");
+        assert_eq!(r["healthy"], true, "{db}: {:?}", failed(&r));
+        s.running.abort();
+    }
+}
