@@ -882,9 +882,15 @@ impl Drop for ServerProc {
 }
 
 fn start_server(f: &Fixture, extra: &[&str]) -> ServerProc {
+    start_server_on(f, "127.0.0.1:0", extra)
+}
+
+/// [`start_server`] on a given address (a server restarted on the same
+/// address and home is the same server: it resumes its operations).
+fn start_server_on(f: &Fixture, listen: &str, extra: &[&str]) -> ServerProc {
     use std::io::BufRead as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
-        .args(["server", "--listen", "127.0.0.1:0", "--home", s(&f.home)])
+        .args(["server", "--listen", listen, "--home", s(&f.home)])
         .args(extra)
         .env("TRUSTLAUNCH_HOME", &f.home)
         .env(
@@ -1707,4 +1713,159 @@ fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
     for n in ["web-0", "web-1", "web-2"] {
         assert!(!vm_dir(f, n).exists(), "{n} deleted");
     }
+}
+
+/// The server killed (SIGKILL) twice in the middle of a rolling upgrade
+/// that moves a 3-instance scale set to Trusted Launch, restarted each
+/// time: the upgrade resumes and completes, each instance is upgraded
+/// exactly once (one reboot each: its boot counter moves by one), none is
+/// lost, and each is attested healthy.
+#[test]
+#[ignore = "VM tier: nine QEMU boots under TCG with two server kills (~3 min); ./scripts/test.sh runs it"]
+fn killed_server_resumes_a_rolling_upgrade_without_upgrading_twice() {
+    let _g = serial();
+    let f = &fixture();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--interval", "600", "--boot-wait", "240"];
+    let mut srv = start_server_on(f, &listen, &args);
+    let _vms: Vec<VmGuard<'_>> = ["api-0", "api-1", "api-2"]
+        .into_iter()
+        .map(|n| VmGuard(f, n))
+        .collect();
+    let run = |srv: &ServerProc, args: &[&str]| -> String {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--server", &srv.url, "--home", s(&f.home)]);
+        String::from_utf8_lossy(&ok(tl(f, &a)).stderr).into_owned()
+    };
+    let v2 = f.dir.join("tiny-2");
+    fs::create_dir(&v2).unwrap();
+    for file in ["disk.raw", "image.json"] {
+        fs::copy(f.tiny.join(file), v2.join(file)).unwrap();
+    }
+    run(
+        &srv,
+        &[
+            "image",
+            "definition",
+            "create",
+            "-g",
+            "rg",
+            "--gallery-name",
+            "g1",
+            "--gallery-image-definition",
+            "tiny",
+            "--features",
+            "SecurityType=TrustedLaunchSupported",
+        ],
+    );
+    for (v, dir) in [("1.0.0", f.tiny.clone()), ("2.0.0", v2.clone())] {
+        run(
+            &srv,
+            &[
+                "image",
+                "version",
+                "create",
+                "-g",
+                "rg",
+                "--gallery-name",
+                "g1",
+                "--gallery-image-definition",
+                "tiny",
+                "--gallery-image-version",
+                v,
+                "--source",
+                s(&dir),
+            ],
+        );
+    }
+    let img = |v: &str| {
+        format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
+    };
+    let e = run(
+        &srv,
+        &[
+            "vmss",
+            "create",
+            "-g",
+            "rg",
+            "-n",
+            "api",
+            "--image",
+            &img("1.0.0"),
+            "--vm-sku",
+            "Standard_B1s",
+            "--instance-count",
+            "3",
+            "--security-type",
+            "Standard",
+            "--upgrade-policy-mode",
+            "Rolling",
+            "--max-batch-instance-percent",
+            "34",
+            "--no-wait",
+        ],
+    );
+    wait_operation(&srv, &e, 600);
+    let boots = |n: &str| state_of(f, n)["boots"].as_u64().unwrap();
+    let before: Vec<u64> = ["api-0", "api-1", "api-2"]
+        .iter()
+        .map(|n| boots(n))
+        .collect();
+
+    // The move: Rolling mode, so the update starts the rolling upgrade.
+    let e = run(
+        &srv,
+        &[
+            "vmss",
+            "update",
+            "-g",
+            "rg",
+            "-n",
+            "api",
+            "--image",
+            &img("2.0.0"),
+            "--security-type",
+            "TrustedLaunch",
+            "--enable-secure-boot",
+            "true",
+            "--enable-vtpm",
+            "true",
+            "--yes",
+            "--no-wait",
+        ],
+    );
+    for pause in [6, 14] {
+        std::thread::sleep(Duration::from_secs(pause));
+        drop(srv); // SIGKILL
+        srv = start_server_on(f, &listen, &args);
+    }
+    let op = wait_operation(&srv, &e, 900);
+    assert_eq!(
+        op["properties"]["progress"]["successfulInstanceCount"], 3,
+        "{op:#}"
+    );
+    for (i, n) in ["api-0", "api-1", "api-2"].iter().enumerate() {
+        assert_eq!(
+            boots(n),
+            before[i] + 1,
+            "{n}: upgraded exactly once (one reboot), across two server kills"
+        );
+        assert!(state_of(f, n)["ekPublic"].is_string(), "{n} got a vTPM");
+        let a = srv.wait_latest(n, 300, |v| v["healthy"] == true);
+        assert!(a["token"].is_string(), "{n}: {a:#}");
+    }
+    let (_, inst) = srv.get(
+        "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/api/virtualMachines",
+    );
+    assert_eq!(inst["value"].as_array().unwrap().len(), 3, "{inst:#}");
+    let e = run(
+        &srv,
+        &["vmss", "delete", "-g", "rg", "-n", "api", "--no-wait"],
+    );
+    wait_operation(&srv, &e, 300);
 }

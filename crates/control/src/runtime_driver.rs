@@ -37,6 +37,8 @@ pub struct RuntimeDriver {
     runtime: Arc<Runtime>,
     records: PathBuf,
     boot_limit: Duration,
+    /// The VMs whose boot a thread of this process follows.
+    following: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for RuntimeDriver {
@@ -120,7 +122,32 @@ impl RuntimeDriver {
             runtime,
             records,
             boot_limit,
+            following: Arc::default(),
         })
+    }
+
+    /// Follows `name`'s boot in a background thread (once per VM at a
+    /// time): `wait_boot` records the phase (guest up, attested) or the
+    /// failure in the VM's state, which `status` reads. Called at start,
+    /// and for a running VM whose boot nobody follows — one started by a
+    /// previous server process that was killed while it booted.
+    fn follow(&self, name: &str) {
+        {
+            let mut f = self.following.lock().unwrap_or_else(|p| p.into_inner());
+            if !f.insert(name.to_owned()) {
+                return;
+            }
+        }
+        let rt = self.runtime.clone();
+        let following = self.following.clone();
+        let (n, limit) = (name.to_owned(), self.boot_limit);
+        tokio::task::spawn_blocking(move || {
+            let _ = rt.wait_boot(&n, limit, &mut |_| {});
+            following
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&n);
+        });
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
@@ -257,13 +284,7 @@ impl Driver for RuntimeDriver {
         self.blocking(move |rt| rt.start(&n, &mut |_| {}).map(drop))
             .await
             .map_err(failed(name, "start"))?;
-        // Follow the boot in the background: it records the phase (and a
-        // refused boot as failed) in the VM's state.
-        let rt = self.runtime.clone();
-        let (n, limit) = (name.to_owned(), self.boot_limit);
-        tokio::task::spawn_blocking(move || {
-            let _ = rt.wait_boot(&n, limit, &mut |_| {});
-        });
+        self.follow(name);
         Ok(())
     }
 
@@ -279,7 +300,12 @@ impl Driver for RuntimeDriver {
     async fn apply(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
         let want = vm_spec(spec);
         let name = spec.name.clone();
+        // Already on this spec (a step repeated after a crash): nothing
+        // to do, and above all no stop — a running instance keeps running.
         self.blocking(move |rt| {
+            if rt.show(&name)?.spec == want {
+                return Ok(());
+            }
             rt.stop(&name, STOP_GRACE)?;
             rt.update(&want, STOP_GRACE, &mut |_| {}).map(drop)
         })
@@ -323,7 +349,13 @@ impl Driver for RuntimeDriver {
             })
             .await;
         match info {
-            Ok(info) => Ok(Some(self.status_of(&info))),
+            Ok(info) => {
+                let st = self.status_of(&info);
+                if st.power == PowerState::Starting {
+                    self.follow(name);
+                }
+                Ok(Some(st))
+            }
             Err(VmError::NotFound(_)) => Ok(None),
             Err(e) => Err(failed(name, "status")(e)),
         }

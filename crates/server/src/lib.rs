@@ -255,9 +255,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 store.clone(),
                 d,
                 Arc::default(),
-                // Unique per process: servers sharing a database must not
-                // take each other's leases for their own.
-                format!("server-{addr}-{}-{}", std::process::id(), service::now()),
+                owner_name(&config, addr),
             ),
             store: store.clone(),
             sizes: trustlaunch_fleet::sizes::SizeCatalog::built_in(),
@@ -312,6 +310,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         serve,
         background,
     })
+}
+
+/// The name this server takes operation leases in. A server restarted
+/// with the same fixed address and home is the same server: it resumes its
+/// operations at once instead of waiting for its old leases to expire.
+/// With an ephemeral port the name is unique per process, so servers
+/// sharing a database never take each other's leases for their own.
+fn owner_name(config: &Config, addr: SocketAddr) -> String {
+    let home = config
+        .home
+        .as_ref()
+        .map_or_else(|| "api-only".to_owned(), |h| h.display().to_string());
+    if config.listen.port() != 0 {
+        format!("server-{addr}-{home}")
+    } else {
+        format!(
+            "server-{addr}-{home}-{}-{}",
+            std::process::id(),
+            service::now()
+        )
+    }
 }
 
 /// With no API token in the store, makes an admin token and writes it to
