@@ -1455,6 +1455,60 @@ fn runtime_driver_moves_an_instance_to_trusted_launch_and_back() {
     assert!(!vm_dir(&f, name).exists());
 }
 
+/// Publishes the tiny image as gallery image `g1/tiny` (resource group
+/// `rg`) in two versions: 1.0.0 the image itself, 2.0.0 a copy in a
+/// directory of its own (a new version is a new image directory: moving
+/// to it re-creates OS disks).
+fn publish_tiny(f: &Fixture, srv: &ServerProc) {
+    let v2 = f.dir.join("tiny-2");
+    fs::create_dir(&v2).unwrap();
+    for file in ["disk.raw", "image.json"] {
+        fs::copy(f.tiny.join(file), v2.join(file)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--server", &srv.url, "--home", s(&f.home)]);
+        ok(tl(f, &a));
+    };
+    run(&[
+        "image",
+        "definition",
+        "create",
+        "-g",
+        "rg",
+        "--gallery-name",
+        "g1",
+        "--gallery-image-definition",
+        "tiny",
+        "--hyper-v-generation",
+        "V2",
+        "--features",
+        "SecurityType=TrustedLaunchSupported",
+    ]);
+    for (v, dir) in [("1.0.0", &f.tiny), ("2.0.0", &v2)] {
+        run(&[
+            "image",
+            "version",
+            "create",
+            "-g",
+            "rg",
+            "--gallery-name",
+            "g1",
+            "--gallery-image-definition",
+            "tiny",
+            "--gallery-image-version",
+            v,
+            "--source",
+            s(dir),
+        ]);
+    }
+}
+
+/// The id of a version [`publish_tiny`] published.
+fn tiny_version(v: &str) -> String {
+    format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
+}
+
 /// Follows an operation the server accepted (the CLI's `--no-wait`
 /// prints its URL) until it ends, within `secs`.
 fn wait_operation(srv: &ServerProc, stderr: &str, secs: u64) -> Value {
@@ -1504,48 +1558,7 @@ fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
         let o = ok(client(args));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    // Two versions of the tiny image (a new version is a new image
-    // directory: its OS disks are re-created from it).
-    let v2 = f.dir.join("tiny-2");
-    fs::create_dir(&v2).unwrap();
-    for file in ["disk.raw", "image.json"] {
-        fs::copy(f.tiny.join(file), v2.join(file)).unwrap();
-    }
-    run(&[
-        "image",
-        "definition",
-        "create",
-        "-g",
-        "rg",
-        "--gallery-name",
-        "g1",
-        "--gallery-image-definition",
-        "tiny",
-        "--hyper-v-generation",
-        "V2",
-        "--features",
-        "SecurityType=TrustedLaunchSupported",
-    ]);
-    for (v, dir) in [("1.0.0", f.tiny.clone()), ("2.0.0", v2.clone())] {
-        run(&[
-            "image",
-            "version",
-            "create",
-            "-g",
-            "rg",
-            "--gallery-name",
-            "g1",
-            "--gallery-image-definition",
-            "tiny",
-            "--gallery-image-version",
-            v,
-            "--source",
-            s(&dir),
-        ]);
-    }
-    let img = |v: &str| {
-        format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
-    };
+    publish_tiny(f, &srv);
     let instances = || -> Vec<Value> {
         let (st, v) = srv.get(
             "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines",
@@ -1563,7 +1576,7 @@ fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
         "-n",
         "web",
         "--image",
-        &img("1.0.0"),
+        &tiny_version("1.0.0"),
         "--vm-sku",
         "Standard_B1s",
         "--instance-count",
@@ -1612,7 +1625,7 @@ fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
         "-n",
         "web",
         "--image",
-        &img("2.0.0"),
+        &tiny_version("2.0.0"),
         "--security-type",
         "TrustedLaunch",
         "--enable-secure-boot",
@@ -1698,7 +1711,7 @@ fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
         "-n",
         "web",
         "--image",
-        &img("1.0.0"),
+        &tiny_version("1.0.0"),
         "--security-type",
         "Standard",
         "--disable-guest-attestation",
@@ -1742,50 +1755,7 @@ fn killed_server_resumes_a_rolling_upgrade_without_upgrading_twice() {
         a.extend(["--server", &srv.url, "--home", s(&f.home)]);
         String::from_utf8_lossy(&ok(tl(f, &a)).stderr).into_owned()
     };
-    let v2 = f.dir.join("tiny-2");
-    fs::create_dir(&v2).unwrap();
-    for file in ["disk.raw", "image.json"] {
-        fs::copy(f.tiny.join(file), v2.join(file)).unwrap();
-    }
-    run(
-        &srv,
-        &[
-            "image",
-            "definition",
-            "create",
-            "-g",
-            "rg",
-            "--gallery-name",
-            "g1",
-            "--gallery-image-definition",
-            "tiny",
-            "--features",
-            "SecurityType=TrustedLaunchSupported",
-        ],
-    );
-    for (v, dir) in [("1.0.0", f.tiny.clone()), ("2.0.0", v2.clone())] {
-        run(
-            &srv,
-            &[
-                "image",
-                "version",
-                "create",
-                "-g",
-                "rg",
-                "--gallery-name",
-                "g1",
-                "--gallery-image-definition",
-                "tiny",
-                "--gallery-image-version",
-                v,
-                "--source",
-                s(&dir),
-            ],
-        );
-    }
-    let img = |v: &str| {
-        format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
-    };
+    publish_tiny(f, &srv);
     let e = run(
         &srv,
         &[
@@ -1796,7 +1766,7 @@ fn killed_server_resumes_a_rolling_upgrade_without_upgrading_twice() {
             "-n",
             "api",
             "--image",
-            &img("1.0.0"),
+            &tiny_version("1.0.0"),
             "--vm-sku",
             "Standard_B1s",
             "--instance-count",
@@ -1828,7 +1798,7 @@ fn killed_server_resumes_a_rolling_upgrade_without_upgrading_twice() {
             "-n",
             "api",
             "--image",
-            &img("2.0.0"),
+            &tiny_version("2.0.0"),
             "--security-type",
             "TrustedLaunch",
             "--enable-secure-boot",

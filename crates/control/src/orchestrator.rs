@@ -328,6 +328,26 @@ impl<D: Driver> Orchestrator<D> {
         Ok(out)
     }
 
+    /// Records a new operation of `kind` on `set_id` with its first state.
+    async fn start_operation(
+        &self,
+        kind: &str,
+        op_id: &str,
+        set_id: &str,
+        state: &impl Serialize,
+    ) -> Result<(), ControlError> {
+        self.store
+            .start_operation(&NewOperation {
+                id: op_id.to_owned(),
+                kind: kind.to_owned(),
+                target: set_id.to_owned(),
+                state: serde_json::to_value(state).map_err(corrupt("operation state"))?,
+                created_at: to_i64(self.now()),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Starts a rolling upgrade of the scale set `set_id` to its current
     /// model (one operation in the store, `op_id`); `previous` is the
     /// model the instances run, for rollback.
@@ -362,16 +382,8 @@ impl<D: Driver> Orchestrator<D> {
             replacements: BTreeMap::new(),
             next_instance_id,
         };
-        self.store
-            .start_operation(&NewOperation {
-                id: op_id.to_owned(),
-                kind: ROLLING_UPGRADE.to_owned(),
-                target: set_id.to_owned(),
-                state: serde_json::to_value(&state).map_err(corrupt("operation state"))?,
-                created_at: to_i64(self.now()),
-            })
-            .await?;
-        Ok(())
+        self.start_operation(ROLLING_UPGRADE, op_id, set_id, &state)
+            .await
     }
 
     async fn view_of(
@@ -437,16 +449,8 @@ impl<D: Driver> Orchestrator<D> {
             done: Vec::new(),
             failed: Vec::new(),
         };
-        self.store
-            .start_operation(&NewOperation {
-                id: op_id.to_owned(),
-                kind: MANUAL_UPGRADE.to_owned(),
-                target: set_id.to_owned(),
-                state: serde_json::to_value(&state).map_err(corrupt("operation state"))?,
-                created_at: to_i64(self.now()),
-            })
-            .await?;
-        Ok(())
+        self.start_operation(MANUAL_UPGRADE, op_id, set_id, &state)
+            .await
     }
 
     /// Starts bringing the scale set's instances to its capacity (or, with
@@ -494,16 +498,7 @@ impl<D: Driver> Orchestrator<D> {
             done: Vec::new(),
             failed: Vec::new(),
         };
-        self.store
-            .start_operation(&NewOperation {
-                id: op_id.to_owned(),
-                kind: RECONCILE.to_owned(),
-                target: set_id.to_owned(),
-                state: serde_json::to_value(&state).map_err(corrupt("operation state"))?,
-                created_at: to_i64(self.now()),
-            })
-            .await?;
-        Ok(())
+        self.start_operation(RECONCILE, op_id, set_id, &state).await
     }
 
     /// Drives a reconcile: each new instance is recorded in the store
