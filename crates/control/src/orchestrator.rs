@@ -328,24 +328,21 @@ impl<D: Driver> Orchestrator<D> {
         Ok(out)
     }
 
-    /// Records a new operation of `kind` on `set_id` with its first state.
-    async fn start_operation(
+    /// A new operation of `kind` on `set_id` with its first state.
+    fn new_operation(
         &self,
         kind: &str,
         op_id: &str,
         set_id: &str,
         state: &impl Serialize,
-    ) -> Result<(), ControlError> {
-        self.store
-            .start_operation(&NewOperation {
-                id: op_id.to_owned(),
-                kind: kind.to_owned(),
-                target: set_id.to_owned(),
-                state: serde_json::to_value(state).map_err(corrupt("operation state"))?,
-                created_at: to_i64(self.now()),
-            })
-            .await?;
-        Ok(())
+    ) -> Result<NewOperation, ControlError> {
+        Ok(NewOperation {
+            id: op_id.to_owned(),
+            kind: kind.to_owned(),
+            target: set_id.to_owned(),
+            state: serde_json::to_value(state).map_err(corrupt("operation state"))?,
+            created_at: to_i64(self.now()),
+        })
     }
 
     /// Starts a rolling upgrade of the scale set `set_id` to its current
@@ -358,6 +355,53 @@ impl<D: Driver> Orchestrator<D> {
         previous: Option<ScaleSet>,
     ) -> Result<(), ControlError> {
         let (set, _) = self.scale_set(set_id).await?;
+        let op = self
+            .plan_rolling_upgrade(set_id, set, op_id, previous)
+            .await?;
+        Ok(self.store.start_operation(&op).await?)
+    }
+
+    /// Starts upgrading instances `instance_ids` of `set_id` to the set's
+    /// current model (`update-instances`; Automatic mode passes every
+    /// instance). Unknown instance ids are refused before anything starts.
+    pub async fn start_manual_upgrade(
+        &self,
+        set_id: &str,
+        op_id: &str,
+        instance_ids: &[String],
+    ) -> Result<(), ControlError> {
+        let (set, _) = self.scale_set(set_id).await?;
+        let op = self
+            .plan_manual_upgrade(set_id, set, op_id, instance_ids)
+            .await?;
+        Ok(self.store.start_operation(&op).await?)
+    }
+
+    /// Starts bringing the scale set's instances to its capacity (or, with
+    /// `delete_set`, deleting them and then the set). Nothing to do still
+    /// starts (and at once ends) an operation, so every call has one.
+    pub async fn start_reconcile(
+        &self,
+        set_id: &str,
+        op_id: &str,
+        delete_set: bool,
+    ) -> Result<(), ControlError> {
+        let (set, _) = self.scale_set(set_id).await?;
+        let op = self.plan_reconcile(set_id, set, op_id, delete_set).await?;
+        Ok(self.store.start_operation(&op).await?)
+    }
+
+    /// The rolling upgrade of scale set `set_id` to model `set` (its
+    /// instances as they are in the store and the driver), as an
+    /// operation to record — on its own, or with the model change that
+    /// causes it ([`trustlaunch_store::Store::put_resource_with_operation`]).
+    pub async fn plan_rolling_upgrade(
+        &self,
+        set_id: &str,
+        set: ScaleSet,
+        op_id: &str,
+        previous: Option<ScaleSet>,
+    ) -> Result<NewOperation, ControlError> {
         let policy = set
             .properties
             .upgrade_policy
@@ -382,8 +426,7 @@ impl<D: Driver> Orchestrator<D> {
             replacements: BTreeMap::new(),
             next_instance_id,
         };
-        self.start_operation(ROLLING_UPGRADE, op_id, set_id, &state)
-            .await
+        self.new_operation(ROLLING_UPGRADE, op_id, set_id, &state)
     }
 
     async fn view_of(
@@ -412,16 +455,15 @@ impl<D: Driver> Orchestrator<D> {
         Ok(v)
     }
 
-    /// Starts upgrading instances `instance_ids` of `set_id` to the set's
-    /// current model (`update-instances`; Automatic mode passes every
-    /// instance). Unknown instance ids are refused before anything starts.
-    pub async fn start_manual_upgrade(
+    /// The upgrade of instances `instance_ids` of `set_id` to model
+    /// `set`, as an operation to record (see [`Self::plan_rolling_upgrade`]).
+    pub async fn plan_manual_upgrade(
         &self,
         set_id: &str,
+        set: ScaleSet,
         op_id: &str,
         instance_ids: &[String],
-    ) -> Result<(), ControlError> {
-        let (set, _) = self.scale_set(set_id).await?;
+    ) -> Result<NewOperation, ControlError> {
         let known: Vec<String> = self
             .instances(set_id)
             .await?
@@ -449,20 +491,19 @@ impl<D: Driver> Orchestrator<D> {
             done: Vec::new(),
             failed: Vec::new(),
         };
-        self.start_operation(MANUAL_UPGRADE, op_id, set_id, &state)
-            .await
+        self.new_operation(MANUAL_UPGRADE, op_id, set_id, &state)
     }
 
-    /// Starts bringing the scale set's instances to its capacity (or, with
-    /// `delete_set`, deleting them and then the set). Nothing to do still
-    /// starts (and at once ends) an operation, so every call has one.
-    pub async fn start_reconcile(
+    /// Bringing scale set `set_id`'s instances to model `set`'s capacity
+    /// (or deleting them and the set), as an operation to record (see
+    /// [`Self::plan_rolling_upgrade`]).
+    pub async fn plan_reconcile(
         &self,
         set_id: &str,
+        set: ScaleSet,
         op_id: &str,
         delete_set: bool,
-    ) -> Result<(), ControlError> {
-        let (set, _) = self.scale_set(set_id).await?;
+    ) -> Result<NewOperation, ControlError> {
         let instances = self.instances(set_id).await?;
         let capacity = if delete_set {
             0
@@ -498,7 +539,7 @@ impl<D: Driver> Orchestrator<D> {
             done: Vec::new(),
             failed: Vec::new(),
         };
-        self.start_operation(RECONCILE, op_id, set_id, &state).await
+        self.new_operation(RECONCILE, op_id, set_id, &state)
     }
 
     /// Drives a reconcile: each new instance is recorded in the store

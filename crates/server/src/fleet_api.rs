@@ -235,23 +235,6 @@ async fn load_set(c: &ControlPlane, id: &str) -> Result<(ScaleSet, i64), ApiErro
     Ok((set, r.etag))
 }
 
-async fn no_running_operation(c: &ControlPlane, id: &str) -> Result<(), ApiError> {
-    if let Some(op) = c
-        .store
-        .operations_on(id)
-        .await?
-        .into_iter()
-        .find(|o| o.status == OperationStatus::InProgress)
-    {
-        return Err(trustlaunch_store::StoreError::OperationInProgress {
-            target: id.to_owned(),
-            operation: op.id,
-        }
-        .into());
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------- images
 
 /// Path of a gallery image.
@@ -513,32 +496,28 @@ async fn put_scale_set(
         }
         Some(_) => None,
     };
-    if kind.is_some() {
-        no_running_operation(c, &id).await?;
-    }
-    let tag = c
-        .store
-        .put_resource(
-            &NewResource {
-                id: id.clone(),
-                kind: SCALE_SET_TYPE.into(),
-                resource_group: p.rg.clone(),
-                name: p.name.clone(),
-                parent: None,
-                body: serde_json::to_value(&set).map_err(ApiError::internal)?,
-            },
-            pre,
-            i64::try_from(now()).unwrap_or(0),
-        )
-        .await?;
-    let op = match kind {
+    // The model change and the operation that carries it out commit in
+    // one transaction: a crash cannot keep one without the other, and an
+    // operation already running on the set refuses both (409).
+    let resource = NewResource {
+        id: id.clone(),
+        kind: SCALE_SET_TYPE.into(),
+        resource_group: p.rg.clone(),
+        name: p.name.clone(),
+        parent: None,
+        body: serde_json::to_value(&set).map_err(ApiError::internal)?,
+    };
+    let operation = match kind {
         None => None,
         Some(k) => {
-            let op = new_op_id();
+            let op_id = new_op_id();
             let o = &c.orchestrator;
-            match k {
-                RECONCILE => o.start_reconcile(&id, &op, false).await?,
-                ROLLING_UPGRADE => o.start_rolling_upgrade(&id, &op, old.clone()).await?,
+            Some(match k {
+                RECONCILE => o.plan_reconcile(&id, set.clone(), &op_id, false).await?,
+                ROLLING_UPGRADE => {
+                    o.plan_rolling_upgrade(&id, set.clone(), &op_id, old.clone())
+                        .await?
+                }
                 _ => {
                     let all: Vec<String> = c
                         .store
@@ -547,13 +526,25 @@ async fn put_scale_set(
                         .into_iter()
                         .filter_map(|r| r.body["instanceId"].as_str().map(str::to_owned))
                         .collect();
-                    o.start_manual_upgrade(&id, &op, &all).await?;
+                    o.plan_manual_upgrade(&id, set.clone(), &op_id, &all)
+                        .await?
                 }
-            }
-            c.wake.notify_one();
-            Some(op)
+            })
         }
     };
+    let tag = c
+        .store
+        .put_resource_with_operation(
+            &resource,
+            pre,
+            operation.as_ref(),
+            i64::try_from(now()).unwrap_or(0),
+        )
+        .await?;
+    let op = operation.map(|o| {
+        c.wake.notify_one();
+        o.id
+    });
     let status = match (&op, &old) {
         (Some(_), _) => StatusCode::ACCEPTED,
         (None, None) => StatusCode::CREATED,
@@ -690,11 +681,24 @@ async fn rolling_start(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> 
 }
 
 async fn latest_rolling(c: &ControlPlane, id: &str) -> Result<OperationRecord, ApiError> {
-    c.store
+    // The running one if there is one (at most one runs per set), else
+    // the newest (operations started in the same second are ordered by
+    // their last change).
+    let mut ops: Vec<OperationRecord> = c
+        .store
         .operations_on(id)
         .await?
         .into_iter()
-        .find(|o| o.kind == ROLLING_UPGRADE)
+        .filter(|o| o.kind == ROLLING_UPGRADE)
+        .collect();
+    ops.sort_by_key(|o| {
+        (
+            o.status == OperationStatus::InProgress,
+            o.created_at,
+            o.updated_at,
+        )
+    });
+    ops.pop()
         .ok_or_else(|| ApiError::not_found("The scale set has had no rolling upgrade."))
 }
 

@@ -343,7 +343,61 @@ async fn suite(s: &common::Srv) {
     codes.sort_unstable();
     assert_eq!(codes, [200, 412], "{} / {}", ra.body, rb.body);
 
-    // 7. Delete: instances, then the set.
+    // 7. While a rolling upgrade runs (an hour's pause between batches),
+    //    a change that needs another operation is refused (409) and not
+    //    written: the model change and its operation commit together.
+    let r = send(s, Method::GET, &set_url(), None, &[]).await;
+    let mut slow = r.body.clone();
+    slow["properties"]["upgradePolicy"] = json!({"mode": "Rolling", "rollingUpgradePolicy":
+        {"maxBatchInstancePercent": 34, "pauseTimeBetweenBatches": "PT1H"}});
+    slow["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"] =
+        image_ref("2.0.0");
+    let r = send(s, Method::PUT, &url, Some(slow), &[("if-match", etag(&r))]).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let running = r.headers["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let tag = etag(&r);
+    let mut bigger = r.body.clone();
+    bigger["sku"]["capacity"] = json!(4);
+    let r = send(
+        s,
+        Method::PUT,
+        &set_url(),
+        Some(bigger),
+        &[("if-match", tag.clone())],
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
+    let r = send(s, Method::GET, &set_url(), None, &[]).await;
+    assert_eq!(
+        (etag(&r), r.body["sku"]["capacity"].as_u64()),
+        (tag, Some(3)),
+        "nothing written"
+    );
+    let r = send(
+        s,
+        Method::POST,
+        &format!("{}/rollingUpgrades/cancel", set_url()),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let t0 = Instant::now();
+    let op = loop {
+        let op = s.get(&running).await;
+        if op["status"] != "InProgress" {
+            break op;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{op}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(op["status"], "Canceled", "{op}");
+
+    // 8. Delete: instances, then the set.
     let r = send(s, Method::DELETE, &set_url(), None, &[]).await;
     assert_eq!(wait_op(s, &r).await["status"], "Succeeded");
     let r = send(s, Method::GET, &set_url(), None, &[]).await;
