@@ -396,7 +396,8 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
                     None
                 }
             };
-            let key_template = key_template.unwrap_or_else(|| image_key_template(&image));
+            let key_template = key_template
+                .unwrap_or_else(|| trustlaunch_runtime::image_meta::vm_key_template(&image));
             let spec = VmSpec {
                 name: name.clone(),
                 hyper_v_generation: generation,
@@ -618,20 +619,6 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The key template the image's metadata asks for, else `custom`.
-fn image_key_template(image: &std::path::Path) -> KeyTemplate {
-    std::fs::read(image.join("image.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            v.get("keyTemplate")
-                .or_else(|| v.get("key_template"))
-                .and_then(|t| t.as_str())
-                .and_then(|t| t.parse().ok())
-        })
-        .unwrap_or(KeyTemplate::Custom)
 }
 
 fn print_console(

@@ -768,7 +768,11 @@ impl<D: Driver> Orchestrator<D> {
                 &NewResource {
                     id: format!("{set_id}/virtualMachines/{instance_id}"),
                     kind: SCALE_SET_VM_TYPE.to_owned(),
-                    resource_group: resource_group_of(set_id),
+                    resource_group: set
+                        .id
+                        .as_ref()
+                        .map(|i| i.resource_group().to_owned())
+                        .unwrap_or_default(),
                     name: vm.name.clone(),
                     parent: Some(set_id.to_owned()),
                     body: serde_json::to_value(&vm).map_err(corrupt("instance"))?,
@@ -969,15 +973,4 @@ impl<D: Driver> Orchestrator<D> {
         };
         done.is_ok() && self.driver.start(&spec.name).await.is_ok()
     }
-}
-
-/// The resource group of an ARM id (`/subscriptions/s/resourceGroups/RG/...`).
-fn resource_group_of(id: &str) -> String {
-    let mut parts = id.split('/');
-    while let Some(p) = parts.next() {
-        if p.eq_ignore_ascii_case("resourceGroups") {
-            return parts.next().unwrap_or_default().to_owned();
-        }
-    }
-    String::new()
 }

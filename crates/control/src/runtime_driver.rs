@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trustlaunch_runtime::spec::{
-    DataDisk, Generation, KeyTemplate, SecurityProfile, SecurityType, UefiSettings, VmSpec,
+    DataDisk, Generation, SecurityProfile, SecurityType, UefiSettings, VmSpec,
 };
 use trustlaunch_runtime::vm::{BootPhase, Runtime, Status, VmError, VmInfo};
 
@@ -81,7 +81,7 @@ pub fn vm_spec(spec: &InstanceSpec) -> VmSpec {
         name: spec.name.clone(),
         hyper_v_generation: Generation::V2,
         security_profile,
-        key_template: image_key_template(&image),
+        key_template: trustlaunch_runtime::image_meta::vm_key_template(&image),
         vcpus: spec.vcpus,
         memory_mib: spec.memory_mib,
         image,
@@ -94,18 +94,6 @@ pub fn vm_spec(spec: &InstanceSpec) -> VmSpec {
             })
             .collect(),
     }
-}
-
-fn image_key_template(image: &std::path::Path) -> KeyTemplate {
-    std::fs::read(image.join("image.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            v.get("keyTemplate")
-                .and_then(|t| t.as_str())
-                .and_then(|t| t.parse().ok())
-        })
-        .unwrap_or(KeyTemplate::Custom)
 }
 
 impl RuntimeDriver {

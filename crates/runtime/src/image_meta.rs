@@ -98,6 +98,17 @@ pub enum KeyTemplate {
     Microsoft,
 }
 
+/// The VM key template an image directory's metadata asks for; `custom`
+/// when it has none that reads (the runtime's own images are signed with
+/// the platform's db key). Shared by `host vm create` and the control
+/// plane's runtime driver.
+pub fn vm_key_template(dir: &Path) -> crate::spec::KeyTemplate {
+    match ImageMetadata::read(dir).map(|m| m.key_template) {
+        Ok(KeyTemplate::Microsoft) => crate::spec::KeyTemplate::Microsoft,
+        _ => crate::spec::KeyTemplate::Custom,
+    }
+}
+
 impl KeyTemplate {
     /// `custom` / `microsoft`.
     pub fn name(self) -> &'static str {
