@@ -46,6 +46,16 @@ enum SecurityTypeArg {
     TrustedLaunch,
 }
 
+/// `--orchestration-mode`.
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "verbatim")]
+pub enum OrchestrationArg {
+    /// Instances stamped from the model.
+    Uniform,
+    /// VMs may also join the set.
+    Flexible,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 #[value(rename_all = "verbatim")]
 enum ModeArg {
@@ -54,18 +64,13 @@ enum ModeArg {
     Rolling,
 }
 
-/// The flags of `create` and `update` that shape the model.
+/// The flags that shape an instance's model, for VMs and scale sets:
+/// image, security profile, data disks, guest attestation.
 #[derive(Args, Clone, Default)]
-pub struct ModelArgs {
+pub struct ProfileArgs {
     /// The gallery image version id (az's `--image`).
     #[arg(long)]
     image: Option<String>,
-    /// The size (az's `--vm-sku`), e.g. Standard_D2s_v3.
-    #[arg(long)]
-    vm_sku: Option<String>,
-    /// Number of instances.
-    #[arg(long)]
-    instance_count: Option<u32>,
     /// Standard or TrustedLaunch (Standard drops uefiSettings).
     #[arg(long, value_enum)]
     security_type: Option<SecurityTypeArg>,
@@ -75,6 +80,93 @@ pub struct ModelArgs {
     /// vTPM on or off (TrustedLaunch).
     #[arg(long)]
     enable_vtpm: Option<bool>,
+    /// Data disk sizes in GiB, one per disk (LUNs 0, 1, ...).
+    #[arg(long, num_args = 1..)]
+    data_disk_sizes_gb: Option<Vec<u32>>,
+    /// Add the Guest Attestation extension (needs Secure Boot and vTPM).
+    #[arg(long, conflicts_with = "disable_guest_attestation")]
+    enable_guest_attestation: bool,
+    /// Remove the Guest Attestation extension (before a rollback to
+    /// Standard).
+    #[arg(long)]
+    disable_guest_attestation: bool,
+}
+
+impl ProfileArgs {
+    /// Applies the flags given to a model's `storageProfile` and
+    /// `securityProfile` (both in `profile`).
+    fn apply_profile(&self, profile: &mut Value) {
+        if let Some(i) = &self.image {
+            profile["storageProfile"]["imageReference"] = json!({"id": i});
+        }
+        let sp = &mut profile["securityProfile"];
+        match self.security_type {
+            Some(SecurityTypeArg::Standard) => {
+                *sp = json!({"securityType": "Standard", "uefiSettings": null});
+            }
+            Some(SecurityTypeArg::TrustedLaunch) => sp["securityType"] = json!("TrustedLaunch"),
+            None => {}
+        }
+        if let Some(b) = self.enable_secure_boot {
+            sp["uefiSettings"]["secureBootEnabled"] = json!(b);
+        }
+        if let Some(b) = self.enable_vtpm {
+            sp["uefiSettings"]["vTpmEnabled"] = json!(b);
+        }
+        if sp.is_null() {
+            profile.as_object_mut().map(|o| o.remove("securityProfile"));
+        }
+        if let Some(sizes) = &self.data_disk_sizes_gb {
+            let disks: Vec<Value> = sizes
+                .iter()
+                .enumerate()
+                .map(|(lun, gb)| json!({"lun": lun, "diskSizeGB": gb, "createOption": "Empty"}))
+                .collect();
+            profile["storageProfile"]["dataDisks"] = json!(disks);
+        }
+    }
+
+    fn touches_extensions(&self) -> bool {
+        self.enable_guest_attestation || self.disable_guest_attestation
+    }
+
+    /// Adds or removes the Guest Attestation extension in `list` (a
+    /// JSON array, or null).
+    fn apply_extensions(&self, list: &mut Value) {
+        if self.disable_guest_attestation {
+            if let Some(a) = list.as_array_mut() {
+                a.retain(|e| e["properties"]["type"] != "GuestAttestation");
+            }
+        }
+        if self.enable_guest_attestation {
+            let ext = json!({"name": "GuestAttestation", "properties": {
+                "publisher": "Microsoft.Azure.Security.LinuxAttestation",
+                "type": "GuestAttestation", "typeHandlerVersion": "1.0",
+                "autoUpgradeMinorVersion": true}});
+            if !list.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|e| e["properties"]["type"] == "GuestAttestation")
+            }) {
+                match list.as_array_mut() {
+                    Some(a) => a.push(ext),
+                    None => *list = json!([ext]),
+                }
+            }
+        }
+    }
+}
+
+/// The flags of `vmss create` and `update` that shape the model.
+#[derive(Args, Clone, Default)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// The size (az's `--vm-sku`), e.g. Standard_D2s_v3.
+    #[arg(long)]
+    vm_sku: Option<String>,
+    /// Number of instances.
+    #[arg(long)]
+    instance_count: Option<u32>,
     /// Manual, Automatic or Rolling.
     #[arg(long, value_enum)]
     upgrade_policy_mode: Option<ModeArg>,
@@ -99,25 +191,11 @@ pub struct ModelArgs {
     /// Rolling: roll back failed instances when the policy is breached.
     #[arg(long)]
     rollback_failed_instances_on_policy_breach: Option<bool>,
-    /// Data disk sizes in GiB, one per disk (LUNs 0, 1, ...).
-    #[arg(long, num_args = 1..)]
-    data_disk_sizes_gb: Option<Vec<u32>>,
-    /// Add the Guest Attestation extension (needs Secure Boot and vTPM).
-    #[arg(long, conflicts_with = "disable_guest_attestation")]
-    enable_guest_attestation: bool,
-    /// Remove the Guest Attestation extension (before a rollback to
-    /// Standard).
-    #[arg(long)]
-    disable_guest_attestation: bool,
 }
 
 impl ModelArgs {
     /// Applies the flags given to a scale set document.
     fn apply(&self, set: &mut Value) {
-        let props = &mut set["properties"];
-        if let Some(i) = &self.image {
-            props["virtualMachineProfile"]["storageProfile"]["imageReference"] = json!({"id": i});
-        }
         if let Some(s) = &self.vm_sku {
             set["sku"]["name"] = json!(s);
         }
@@ -125,24 +203,11 @@ impl ModelArgs {
             set["sku"]["capacity"] = json!(n);
         }
         let props = &mut set["properties"];
-        let sp = &mut props["virtualMachineProfile"]["securityProfile"];
-        match self.security_type {
-            Some(SecurityTypeArg::Standard) => {
-                *sp = json!({"securityType": "Standard", "uefiSettings": null});
-            }
-            Some(SecurityTypeArg::TrustedLaunch) => sp["securityType"] = json!("TrustedLaunch"),
-            None => {}
-        }
-        if let Some(b) = self.enable_secure_boot {
-            sp["uefiSettings"]["secureBootEnabled"] = json!(b);
-        }
-        if let Some(b) = self.enable_vtpm {
-            sp["uefiSettings"]["vTpmEnabled"] = json!(b);
-        }
-        if sp.is_null() {
-            props["virtualMachineProfile"]
-                .as_object_mut()
-                .map(|o| o.remove("securityProfile"));
+        let profile = &mut props["virtualMachineProfile"];
+        self.profile.apply_profile(profile);
+        if self.profile.touches_extensions() {
+            self.profile
+                .apply_extensions(&mut profile["extensionProfile"]["extensions"]);
         }
         if let Some(m) = self.upgrade_policy_mode {
             props["upgradePolicy"]["mode"] = json!(match m {
@@ -189,36 +254,28 @@ impl ModelArgs {
                 .as_object_mut()
                 .map(|o| o.remove("rollingUpgradePolicy"));
         }
-        if let Some(sizes) = &self.data_disk_sizes_gb {
-            let disks: Vec<Value> = sizes
-                .iter()
-                .enumerate()
-                .map(|(lun, gb)| json!({"lun": lun, "diskSizeGB": gb, "createOption": "Empty"}))
-                .collect();
-            props["virtualMachineProfile"]["storageProfile"]["dataDisks"] = json!(disks);
+    }
+}
+
+/// The flags of `vm create` and `update` that shape the model.
+#[derive(Args, Clone, Default)]
+pub struct VmArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// The size (az's `--size`), e.g. Standard_D2s_v5.
+    #[arg(long)]
+    size: Option<String>,
+}
+
+impl VmArgs {
+    /// Applies the flags given to a VM document.
+    fn apply(&self, vm: &mut Value) {
+        if let Some(s) = &self.size {
+            vm["properties"]["hardwareProfile"]["vmSize"] = json!(s);
         }
-        if self.disable_guest_attestation {
-            if let Some(a) =
-                props["virtualMachineProfile"]["extensionProfile"]["extensions"].as_array_mut()
-            {
-                a.retain(|e| e["properties"]["type"] != "GuestAttestation");
-            }
-        }
-        if self.enable_guest_attestation {
-            let ext = json!({"name": "GuestAttestation", "properties": {
-                "publisher": "Microsoft.Azure.Security.LinuxAttestation",
-                "type": "GuestAttestation", "typeHandlerVersion": "1.0",
-                "autoUpgradeMinorVersion": true}});
-            let list = &mut props["virtualMachineProfile"]["extensionProfile"]["extensions"];
-            if !list.as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|e| e["properties"]["type"] == "GuestAttestation")
-            }) {
-                match list.as_array_mut() {
-                    Some(a) => a.push(ext),
-                    None => *list = json!([ext]),
-                }
-            }
+        self.profile.apply_profile(&mut vm["properties"]);
+        if self.profile.touches_extensions() {
+            self.profile.apply_extensions(&mut vm["resources"]);
         }
     }
 }
@@ -234,6 +291,10 @@ pub enum VmssCommand {
         name: String,
         #[command(flatten)]
         model: ModelArgs,
+        /// Uniform (instances stamped from the model) or Flexible (VMs
+        /// may also join it).
+        #[arg(long, value_enum, default_value = "Uniform")]
+        orchestration_mode: OrchestrationArg,
         /// Return once accepted, without following the operation.
         #[arg(long)]
         no_wait: bool,
@@ -315,6 +376,16 @@ pub enum VmssCommand {
     /// Rolling upgrades: start, get-latest, cancel.
     #[command(subcommand)]
     RollingUpgrade(RollingCommand),
+    /// Start instances (ends when they are healthy).
+    Start(SetActionArgs),
+    /// Stop instances, keeping their resources (powerOff).
+    Stop(SetActionArgs),
+    /// Stop instances and release their resources.
+    Deallocate(SetActionArgs),
+    /// Restart instances.
+    Restart(SetActionArgs),
+    /// Re-create instances' OS disks from the image (data disks kept).
+    Reimage(SetActionArgs),
 }
 
 /// `trustlaunch vmss rolling-upgrade ...`
@@ -355,9 +426,111 @@ pub enum RollingCommand {
     },
 }
 
-/// `trustlaunch vm ...` (sizes; single VMs are scale sets of one for now).
+/// A power action's flags on a scale set.
+#[derive(Args)]
+pub struct SetActionArgs {
+    /// Name.
+    #[arg(long, short = 'n')]
+    name: String,
+    /// Instance ids (default: every instance).
+    #[arg(long, num_args = 1..)]
+    instance_ids: Vec<String>,
+    /// Return once accepted.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    scope: Scope,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// A power action's flags on a VM.
+#[derive(Args)]
+pub struct VmActionArgs {
+    /// Name.
+    #[arg(long, short = 'n')]
+    name: String,
+    /// Return once accepted.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    scope: Scope,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `trustlaunch vm ...`: single VMs and sizes.
 #[derive(Subcommand)]
 pub enum VmCommand {
+    /// Create a VM (an eligible Gen2 VM defaults to TrustedLaunch with
+    /// Secure Boot and vTPM on; --security-type Standard opts out); it
+    /// ends when the VM runs healthy.
+    Create {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        model: VmArgs,
+        /// The Flexible scale set the VM joins (its name).
+        #[arg(long)]
+        vmss: Option<String>,
+        /// Return once accepted.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Change a VM's size, image, security profile or extensions (read,
+    /// change, write with If-Match).
+    Update {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        model: VmArgs,
+        /// Accept that a new image re-creates the OS disk (what was written
+        /// to it is lost; data disks are kept).
+        #[arg(long)]
+        yes: bool,
+        /// Return once accepted.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a VM with its power state, health and model version.
+    Show {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The resource group's VMs.
+    List {
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a VM, its disks and its vTPM.
+    Delete(VmActionArgs),
+    /// Start a VM (ends when it is healthy).
+    Start(VmActionArgs),
+    /// Stop a VM, keeping its resources (powerOff).
+    Stop(VmActionArgs),
+    /// Stop a VM and release its resources.
+    Deallocate(VmActionArgs),
+    /// Restart a VM.
+    Restart(VmActionArgs),
+    /// Re-create a VM's OS disk from its image (data disks are kept).
+    Reimage(VmActionArgs),
     /// The sizes: vCPUs, memory, family, Trusted Launch support.
     ListSkus {
         /// Subscription.
@@ -553,6 +726,7 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
         VmssCommand::Create {
             name,
             model,
+            orchestration_mode,
             no_wait,
             scope,
             conn,
@@ -565,9 +739,13 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
             let mut set = json!({"location": "local", "sku": {"name": "Standard_D2s_v3", "capacity": 2},
                 "properties": {"orchestrationMode": "Uniform", "upgradePolicy": {"mode": "Manual"},
                 "virtualMachineProfile": {"storageProfile": {}}}});
-            if model.image.is_none() {
+            if model.profile.image.is_none() {
                 bail!("--image (a gallery image version id) is required");
             }
+            set["properties"]["orchestrationMode"] = json!(match orchestration_mode {
+                OrchestrationArg::Uniform => "Uniform",
+                OrchestrationArg::Flexible => "Flexible",
+            });
             model.apply(&mut set);
             let (h, body) = conn.call_full(
                 Method::PUT,
@@ -690,6 +868,11 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
                 show_set(&conn, &base)?;
             }
         }
+        VmssCommand::Start(a) => set_action(a, "start")?,
+        VmssCommand::Stop(a) => set_action(a, "powerOff")?,
+        VmssCommand::Deallocate(a) => set_action(a, "deallocate")?,
+        VmssCommand::Restart(a) => set_action(a, "restart")?,
+        VmssCommand::Reimage(a) => set_action(a, "reimage")?,
         VmssCommand::RollingUpgrade(r) => match r {
             RollingCommand::Start {
                 name,
@@ -736,9 +919,224 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn set_action(a: SetActionArgs, action: &str) -> Result<()> {
+    let base = format!(
+        "{}/virtualMachineScaleSets/{}",
+        a.scope.provider()?,
+        enc(&a.name)
+    );
+    let (h, _) = a.conn.call_full(
+        reqwest::Method::POST,
+        &format!("{base}/{action}"),
+        Some(json!({"instanceIds": a.instance_ids})),
+        &[],
+    )?;
+    follow(&a.conn, &h, a.no_wait)?;
+    if !a.no_wait && !a.conn.json() {
+        show_set(&a.conn, &base)?;
+    }
+    Ok(())
+}
+
+fn vm_path(scope: &Scope, name: &str) -> Result<String> {
+    Ok(format!(
+        "{}/virtualMachines/{}",
+        scope.provider()?,
+        enc(name)
+    ))
+}
+
+fn show_vm(conn: &Conn, vm: &Value) {
+    if conn.json() {
+        print_json(vm);
+        return;
+    }
+    let p = &vm["properties"];
+    let sp = &p["securityProfile"];
+    let view = &p["instanceView"];
+    println!("name:            {}", vm["name"].as_str().unwrap_or(""));
+    println!(
+        "size:            {}",
+        p["hardwareProfile"]["vmSize"].as_str().unwrap_or("")
+    );
+    println!(
+        "image:           {}",
+        p["storageProfile"]["imageReference"]["id"]
+            .as_str()
+            .unwrap_or("")
+    );
+    println!(
+        "security type:   {}",
+        sp["securityType"].as_str().unwrap_or("Standard")
+    );
+    if let Some(u) = sp.get("uefiSettings").filter(|u| !u.is_null()) {
+        println!(
+            "secure boot:     {}\nvTPM:            {}",
+            u["secureBootEnabled"], u["vTpmEnabled"]
+        );
+    }
+    let attested = vm["resources"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|e| e["properties"]["type"] == "GuestAttestation")
+    });
+    println!("guest attestation: {attested}");
+    if let Some(set) = p["virtualMachineScaleSet"]["id"].as_str() {
+        println!("scale set:       {set}");
+    }
+    println!(
+        "model version:   {} (latestModelApplied={})",
+        p["modelVersion"], view["latestModelApplied"]
+    );
+    println!(
+        "power state:     {}",
+        view["powerState"].as_str().unwrap_or("(none)")
+    );
+    println!(
+        "health:          {}",
+        view["health"].as_str().unwrap_or("Unknown")
+    );
+}
+
+fn vm_action(a: VmActionArgs, action: &str) -> Result<()> {
+    let path = vm_path(&a.scope, &a.name)?;
+    let (h, _) = if action == "delete" {
+        a.conn
+            .call_full(reqwest::Method::DELETE, &path, None, &[])?
+    } else {
+        a.conn.call_full(
+            reqwest::Method::POST,
+            &format!("{path}/{action}"),
+            None,
+            &[],
+        )?
+    };
+    follow(&a.conn, &h, a.no_wait)?;
+    if !a.no_wait && action != "delete" {
+        show_vm(&a.conn, &a.conn.get(&path)?);
+    }
+    Ok(())
+}
+
+/// Writes a VM document (create: `If-None-Match: *`; update: `If-Match`)
+/// and follows the operation.
+fn write_vm(
+    conn: &Conn,
+    path: &str,
+    vm: Value,
+    guard: (&str, String),
+    yes: bool,
+    no_wait: bool,
+) -> Result<()> {
+    let url = if yes {
+        format!("{path}?confirmOsDiskDataLoss=true")
+    } else {
+        path.to_owned()
+    };
+    let (h, body) = conn
+        .call_full(reqwest::Method::PUT, &url, Some(vm), &[guard])
+        .map_err(|e| {
+            if e.to_string().starts_with("server: 412") {
+                e.context("the VM changed since this command read it; run it again")
+            } else {
+                e
+            }
+        })?;
+    warn(&h);
+    follow(conn, &h, no_wait)?;
+    if no_wait {
+        if conn.json() {
+            print_json(&body);
+        }
+    } else {
+        show_vm(conn, &conn.get(path)?);
+    }
+    Ok(())
+}
+
 /// Runs `trustlaunch vm ...`.
 pub fn vm(cmd: VmCommand) -> Result<ExitCode> {
     match cmd {
+        VmCommand::Create {
+            name,
+            model,
+            vmss,
+            no_wait,
+            scope,
+            conn,
+        } => {
+            if model.profile.image.is_none() {
+                bail!("--image (a gallery image version id) is required");
+            }
+            let path = vm_path(&scope, &name)?;
+            let mut vm = json!({"location": "local", "properties": {
+                "hardwareProfile": {"vmSize": "Standard_D2s_v5"}, "storageProfile": {}}});
+            model.apply(&mut vm);
+            if let Some(set) = vmss {
+                let rg = scope.resource_group.as_deref().unwrap_or_default();
+                vm["properties"]["virtualMachineScaleSet"] = json!({"id": format!(
+                    "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{set}",
+                    scope.subscription
+                )});
+            }
+            write_vm(
+                &conn,
+                &path,
+                vm,
+                ("if-none-match", "*".into()),
+                false,
+                no_wait,
+            )?;
+        }
+        VmCommand::Update {
+            name,
+            model,
+            yes,
+            no_wait,
+            scope,
+            conn,
+        } => {
+            let path = vm_path(&scope, &name)?;
+            let (h, mut vm) = conn.call_full(reqwest::Method::GET, &path, None, &[])?;
+            let etag = h
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("*")
+                .to_owned();
+            if let Some(p) = vm["properties"].as_object_mut() {
+                p.remove("instanceView");
+            }
+            model.apply(&mut vm);
+            write_vm(&conn, &path, vm, ("if-match", etag), yes, no_wait)?;
+        }
+        VmCommand::Show { name, scope, conn } => {
+            show_vm(&conn, &conn.get(&vm_path(&scope, &name)?)?);
+        }
+        VmCommand::List { scope, conn } => {
+            let v = conn.get(&format!("{}/virtualMachines", scope.provider()?))?;
+            if conn.json() {
+                print_json(&v["value"]);
+            } else {
+                for vm in v["value"].as_array().into_iter().flatten() {
+                    let p = &vm["properties"];
+                    println!(
+                        "{:<24} {:<18} {:<14} {:<22} {}",
+                        vm["name"].as_str().unwrap_or(""),
+                        p["hardwareProfile"]["vmSize"].as_str().unwrap_or(""),
+                        p["securityProfile"]["securityType"]
+                            .as_str()
+                            .unwrap_or("Standard"),
+                        p["instanceView"]["powerState"].as_str().unwrap_or("-"),
+                        p["instanceView"]["health"].as_str().unwrap_or("Unknown")
+                    );
+                }
+            }
+        }
+        VmCommand::Delete(a) => vm_action(a, "delete")?,
+        VmCommand::Start(a) => vm_action(a, "start")?,
+        VmCommand::Stop(a) => vm_action(a, "powerOff")?,
+        VmCommand::Deallocate(a) => vm_action(a, "deallocate")?,
+        VmCommand::Restart(a) => vm_action(a, "restart")?,
+        VmCommand::Reimage(a) => vm_action(a, "reimage")?,
         VmCommand::ListSkus { subscription, conn } => {
             let v = conn.get(&format!(
                 "/subscriptions/{}/providers/Microsoft.Compute/skus",

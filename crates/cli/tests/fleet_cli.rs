@@ -97,15 +97,11 @@ fn fails(o: Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[test]
-fn seed_workflow_as_a_cli_session() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = start(tmp.path());
-    let img = |v: &str| {
-        format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
-    };
+/// The gallery image `tiny` (Gen2, TrustedLaunchSupported) with versions
+/// 1.0.0 and 2.0.0, made with the CLI.
+fn publish(s: &Server, tmp: &Path) {
     ok(tl(
-        &s,
+        s,
         &[
             "image",
             "definition",
@@ -125,11 +121,11 @@ fn seed_workflow_as_a_cli_session() {
         ],
     ));
     for v in ["1.0.0", "2.0.0"] {
-        let dir = tmp.path().join(v);
+        let dir = tmp.join(v);
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("image.json"), "{}").unwrap();
         ok(tl(
-            &s,
+            s,
             &[
                 "image",
                 "version",
@@ -147,6 +143,17 @@ fn seed_workflow_as_a_cli_session() {
             ],
         ));
     }
+}
+
+fn img(v: &str) -> String {
+    format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
+}
+
+#[test]
+fn seed_workflow_as_a_cli_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(tmp.path());
+    publish(&s, tmp.path());
     let skus = ok(tl(&s, &["vm", "list-skus"]));
     assert!(
         skus.contains("Standard_D2_v3") && skus.contains("not supported"),
@@ -311,4 +318,117 @@ fn seed_workflow_as_a_cli_session() {
     ok(tl(&s, &["vmss", "delete", "-g", "rg", "-n", "web"]));
     let err = fails(tl(&s, &["vmss", "show", "-g", "rg", "-n", "web"]));
     assert!(err.contains("404"), "{err}");
+}
+
+#[test]
+fn vm_verbs_as_a_cli_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(tmp.path());
+    publish(&s, tmp.path());
+    let vm = |args: &[&str]| {
+        let mut a = vec!["vm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-g", "rg"]);
+        tl(&s, &a)
+    };
+
+    // Created with the defaults: TrustedLaunch, Secure Boot and vTPM on.
+    let out = ok(vm(&["create", "-n", "app1", "--image", &img("1.0.0")]));
+    assert!(out.contains("security type:   TrustedLaunch"), "{out}");
+    assert!(out.contains("secure boot:     true"), "{out}");
+    assert!(out.contains("power state:     PowerState/running"), "{out}");
+    assert!(out.contains("health:          Healthy"), "{out}");
+    assert!(out.contains("1/1 done"), "progress shown: {out}");
+
+    // Guest attestation added; a new image only with --yes.
+    let out = ok(vm(&["update", "-n", "app1", "--enable-guest-attestation"]));
+    assert!(out.contains("guest attestation: true"), "{out}");
+    assert!(
+        out.contains("model version:   2 (latestModelApplied=true)"),
+        "{out}"
+    );
+    let err = fails(vm(&["update", "-n", "app1", "--image", &img("2.0.0")]));
+    assert!(err.contains("OS disk"), "{err}");
+    ok(vm(&[
+        "update",
+        "-n",
+        "app1",
+        "--image",
+        &img("2.0.0"),
+        "--yes",
+    ]));
+
+    for (verb, power) in [
+        ("stop", "PowerState/stopped"),
+        ("deallocate", "PowerState/deallocated"),
+        ("start", "PowerState/running"),
+        ("restart", "PowerState/running"),
+        ("reimage", "PowerState/running"),
+    ] {
+        let out = ok(vm(&[verb, "-n", "app1"]));
+        assert!(
+            out.contains(&format!("power state:     {power}")),
+            "{verb}: {out}"
+        );
+    }
+    let out = ok(vm(&["list"]));
+    assert!(
+        out.contains("app1") && out.contains("TrustedLaunch"),
+        "{out}"
+    );
+
+    // A Flexible scale set, a VM joining it, a power action on the set.
+    ok(tl(
+        &s,
+        &[
+            "vmss",
+            "create",
+            "-g",
+            "rg",
+            "-n",
+            "flex",
+            "--image",
+            &img("1.0.0"),
+            "--vm-sku",
+            "Standard_D2s_v3",
+            "--instance-count",
+            "1",
+            "--orchestration-mode",
+            "Flexible",
+        ],
+    ));
+    ok(vm(&[
+        "create",
+        "-n",
+        "app2",
+        "--image",
+        &img("1.0.0"),
+        "--vmss",
+        "flex",
+    ]));
+    let out = ok(tl(
+        &s,
+        &[
+            "vmss",
+            "restart",
+            "-g",
+            "rg",
+            "-n",
+            "flex",
+            "--instance-ids",
+            "app2",
+        ],
+    ));
+    assert!(out.contains("1/1 done"), "{out}");
+    let out = ok(tl(&s, &["vmss", "stop", "-g", "rg", "-n", "flex"]));
+    assert!(out.contains("2/2 done"), "{out}");
+    let err = fails(tl(&s, &["vmss", "delete", "-g", "rg", "-n", "flex"]));
+    assert!(err.contains("app2"), "{err}");
+
+    for name in ["app1", "app2"] {
+        ok(vm(&["delete", "-n", name]));
+        let err = fails(vm(&["show", "-n", name]));
+        assert!(err.contains("404"), "{err}");
+    }
+    ok(tl(&s, &["vmss", "delete", "-g", "rg", "-n", "flex"]));
 }

@@ -20,6 +20,7 @@ pub mod driver;
 pub mod orchestrator;
 pub mod runtime_driver;
 pub mod sim;
+pub mod vm_ops;
 
 pub use any::AnyDriver;
 pub use driver::{

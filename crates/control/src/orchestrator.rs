@@ -120,7 +120,7 @@ pub enum ControlError {
     },
 }
 
-fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> ControlError {
+pub(crate) fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> ControlError {
     move |e| ControlError::Corrupt {
         what,
         reason: e.to_string(),
@@ -130,8 +130,13 @@ fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> ControlError
 /// The driver's name of a scale set's instance: the runtime's names are
 /// lowercase `a-z 0-9 -`.
 pub fn instance_name(set: &str, instance_id: &str) -> String {
-    let set: String = set
-        .chars()
+    format!("{}-{instance_id}", sanitize(set))
+}
+
+/// A resource name as a runtime name: lowercase, anything but `a-z 0-9`
+/// turned into `-`.
+pub(crate) fn sanitize(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
@@ -139,8 +144,19 @@ pub fn instance_name(set: &str, instance_id: &str) -> String {
                 '-'
             }
         })
-        .collect();
-    format!("{set}-{instance_id}")
+        .collect()
+}
+
+impl InstanceSecurity {
+    /// The settings a resolved `securityProfile` asks for (none: Standard).
+    pub fn of(profile: Option<&trustlaunch_fleet::security::SecurityProfile>) -> Self {
+        profile.map_or(Self::default(), |p| Self {
+            trusted_launch: p.effective_type()
+                == trustlaunch_fleet::security::SecurityType::TrustedLaunch,
+            secure_boot: p.secure_boot(),
+            vtpm: p.vtpm(),
+        })
+    }
 }
 
 /// The spec of instance `instance_id` of `set` at the set's model version.
@@ -172,15 +188,7 @@ pub fn instance_spec(
         image,
         "properties.virtualMachineProfile.storageProfile.imageReference",
     )?;
-    let security = profile
-        .security_profile
-        .as_ref()
-        .map_or(InstanceSecurity::default(), |p| InstanceSecurity {
-            trusted_launch: p.effective_type()
-                == trustlaunch_fleet::security::SecurityType::TrustedLaunch,
-            secure_boot: p.secure_boot(),
-            vtpm: p.vtpm(),
-        });
+    let security = InstanceSecurity::of(profile.security_profile.as_ref());
     Ok(InstanceSpec {
         name: instance_name(&set.name, instance_id),
         model_version: set.properties.model_version,
@@ -291,13 +299,17 @@ impl<D: Driver> Orchestrator<D> {
         &self.driver
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Replaces the catalogs (images or sizes changed); operations read
     /// them at each step.
     pub fn set_catalogs(&self, catalogs: Arc<Catalogs>) {
         *self.catalogs.write().unwrap_or_else(|p| p.into_inner()) = catalogs;
     }
 
-    fn catalogs(&self) -> Arc<Catalogs> {
+    pub(crate) fn catalogs(&self) -> Arc<Catalogs> {
         self.catalogs
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -329,7 +341,7 @@ impl<D: Driver> Orchestrator<D> {
     }
 
     /// A new operation of `kind` on `set_id` with its first state.
-    fn new_operation(
+    pub(crate) fn new_operation(
         &self,
         kind: &str,
         op_id: &str,
@@ -619,7 +631,10 @@ impl<D: Driver> Orchestrator<D> {
     }
 
     /// Whether a cancel was requested for `op` since it was read.
-    async fn cancel_requested(&self, op: &OperationRecord) -> Result<bool, ControlError> {
+    pub(crate) async fn cancel_requested(
+        &self,
+        op: &OperationRecord,
+    ) -> Result<bool, ControlError> {
         if op.cancel_requested {
             return Ok(true);
         }
@@ -714,6 +729,9 @@ impl<D: Driver> Orchestrator<D> {
                 ROLLING_UPGRADE => self.drive(op).await?,
                 MANUAL_UPGRADE => self.drive_manual(op).await?,
                 RECONCILE => self.drive_reconcile(op).await?,
+                crate::vm_ops::VM_APPLY => self.drive_vm_apply(op).await?,
+                crate::vm_ops::VM_DELETE => self.drive_vm_delete(op).await?,
+                crate::vm_ops::POWER_ACTION => self.drive_action(op).await?,
                 other => {
                     return Err(ControlError::Corrupt {
                         what: "operation kind",
@@ -726,7 +744,7 @@ impl<D: Driver> Orchestrator<D> {
         Ok(done)
     }
 
-    async fn write(
+    pub(crate) async fn write(
         &self,
         op: &mut OperationRecord,
         state: &impl Serialize,
@@ -937,13 +955,29 @@ impl<D: Driver> Orchestrator<D> {
         set: &str,
         ids: &[String],
     ) -> Result<std::collections::HashSet<String>, ControlError> {
+        let names: Vec<String> = ids.iter().map(|id| instance_name(set, id)).collect();
+        let healthy = self.await_health_of(&names).await?;
+        Ok(ids
+            .iter()
+            .zip(&names)
+            .filter(|(_, n)| healthy.contains(*n))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    /// Waits until each instance of `names` is healthy, has failed, or
+    /// the health timeout passed; returns the healthy ones' names.
+    pub(crate) async fn await_health_of(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::HashSet<String>, ControlError> {
         let deadline = self.now().saturating_add(self.health_timeout);
         let mut healthy = std::collections::HashSet::new();
-        let mut open: Vec<&String> = ids.iter().collect();
+        let mut open: Vec<&String> = names.iter().collect();
         while !open.is_empty() {
             let mut still = Vec::new();
             for id in open {
-                match self.driver.status(&instance_name(set, id)).await? {
+                match self.driver.status(id).await? {
                     Some(s) if s.health == Health::Healthy => {
                         healthy.insert(id.clone());
                     }
@@ -965,7 +999,7 @@ impl<D: Driver> Orchestrator<D> {
 
     /// Brings an instance to `spec` and starts it; `false` if the driver
     /// failed (the planner counts the instance as failed).
-    async fn upgrade(&self, spec: &InstanceSpec) -> bool {
+    pub(crate) async fn upgrade(&self, spec: &InstanceSpec) -> bool {
         let done = match self.driver.status(&spec.name).await {
             Ok(Some(_)) => self.driver.apply(spec).await,
             Ok(None) => self.driver.create(spec).await,

@@ -209,6 +209,26 @@ pub struct VirtualMachineProperties {
     /// Read-only: the VM's unique id (a UUID the control plane assigns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_id: Option<String>,
+    /// The Flexible scale set the VM belongs to (set when it is created;
+    /// it cannot change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine_scale_set: Option<SubResource>,
+    /// Read-only (ours): bumped by every change to the model (size,
+    /// storage and security profiles, extensions); absent (0) in a
+    /// document that never went through the control plane.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub model_version: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A reference to another resource, `{"id": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubResource {
+    /// The resource's id.
+    pub id: String,
 }
 
 /// A VM (`Microsoft.Compute/virtualMachines`).
@@ -228,6 +248,10 @@ pub struct VirtualMachine {
     pub location: String,
     /// Properties.
     pub properties: VirtualMachineProperties,
+    /// The VM's extensions (ARM child resources
+    /// `virtualMachines/{vm}/extensions/{name}`, which Azure lists here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<Extension>,
 }
 
 fn vm_type() -> String {
@@ -247,7 +271,27 @@ impl VirtualMachine {
             id: Some(id),
             location: location.to_owned(),
             properties,
+            resources: Vec::new(),
         }
+    }
+
+    /// The model differs from `other`'s: size, storage or security
+    /// profile, or extensions.
+    pub fn model_differs(&self, other: &VirtualMachine) -> bool {
+        let (a, b) = (&self.properties, &other.properties);
+        !a.hardware_profile
+            .vm_size
+            .eq_ignore_ascii_case(&b.hardware_profile.vm_size)
+            || a.storage_profile != b.storage_profile
+            || a.security_profile != b.security_profile
+            || self.resources != other.resources
+    }
+
+    /// The Guest Attestation extension is installed.
+    pub fn has_guest_attestation(&self) -> bool {
+        self.resources
+            .iter()
+            .any(|e| e.guest_attestation_os().is_some())
     }
 }
 

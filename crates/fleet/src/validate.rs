@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorCode, FleetError};
 use crate::image::{HyperVGeneration, ImageCatalog, ImageDefinition, ImageReference, OsType};
 use crate::resources::{
-    check_vm_name, DataDisk, ExtensionProfile, ScaleSet, StorageProfile, VirtualMachine,
-    MAX_DISK_SIZE_GB, MAX_LUN, SCALE_SET_TYPE, VM_TYPE,
+    check_vm_name, DataDisk, Extension, ScaleSet, StorageProfile, VirtualMachine, MAX_DISK_SIZE_GB,
+    MAX_LUN, SCALE_SET_TYPE, VM_TYPE,
 };
 use crate::security::{SecurityProfile, SecurityType, UefiSettings};
 use crate::sizes::{check_quotas, Quotas, SizeCatalog, Usage, VmSize};
@@ -377,15 +377,14 @@ fn check_data_disks(disks: &[DataDisk], paths: &Paths) -> Result<(), FleetError>
 }
 
 fn check_extensions(
-    ext: Option<&ExtensionProfile>,
+    extensions: &[Extension],
+    at: &str,
     security: &SecurityProfile,
     os: OsType,
 ) -> Result<(), FleetError> {
-    let Some(ext) = ext else { return Ok(()) };
-    for (i, e) in ext.extensions.iter().enumerate() {
-        let at = format!("properties.virtualMachineProfile.extensionProfile.extensions[{i}]");
-        if ext
-            .extensions
+    for (i, e) in extensions.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        if extensions
             .iter()
             .filter(|o| o.name.eq_ignore_ascii_case(&e.name))
             .count()
@@ -527,6 +526,23 @@ fn vm_common(
         &mut warnings,
     )?;
     check_data_disks(&props.storage_profile.data_disks, paths)?;
+    check_extensions(&vm.resources, "resources", &security, img.os_type)?;
+    if let Some(old) = existing {
+        let (a, b) = (
+            old.properties.virtual_machine_scale_set.as_ref(),
+            props.virtual_machine_scale_set.as_ref(),
+        );
+        if !a
+            .map(|r| r.id.to_ascii_lowercase())
+            .eq(&b.map(|r| r.id.to_ascii_lowercase()))
+        {
+            return Err(bad(
+                ErrorCode::OperationNotAllowed,
+                "Changing property 'virtualMachineScaleSet' is not allowed: a VM joins a scale set when it is created.",
+                "properties.virtualMachineScaleSet.id",
+            ));
+        }
+    }
     let old_size = existing.and_then(|o| ctx.sizes.get(&o.properties.hardware_profile.vm_size));
     check_quota(
         ctx,
@@ -543,6 +559,12 @@ fn vm_common(
         out.resource_type = old.resource_type.clone();
         out.properties.provisioning_state = old.properties.provisioning_state;
         out.properties.vm_id = old.properties.vm_id.clone();
+        out.properties.model_version = old.properties.model_version;
+        if out.model_differs(old) {
+            out.properties.model_version = out.properties.model_version.saturating_add(1);
+        }
+    } else {
+        out.properties.model_version = 1;
     }
     Ok(Validated {
         resource: out,
@@ -649,7 +671,15 @@ fn set_common(
             "properties.upgradePolicy",
         ));
     }
-    check_extensions(model.extension_profile.as_ref(), &security, img.os_type)?;
+    check_extensions(
+        model
+            .extension_profile
+            .as_ref()
+            .map_or(&[], |e| e.extensions.as_slice()),
+        "properties.virtualMachineProfile.extensionProfile.extensions",
+        &security,
+        img.os_type,
+    )?;
     let old_size = existing.and_then(|o| ctx.sizes.get(&o.sku.name).map(|s| (s, o.sku.capacity)));
     check_quota(
         ctx,

@@ -382,6 +382,17 @@ fn rows() -> Vec<(&'static str, Run, Expect)> {
             s.properties.virtual_machine_profile.extension_profile = Some(ExtensionProfile { extensions: vec![Extension::guest_attestation(OsType::Windows)] });
             set_out(validate_scale_set_create(c, &s))
         }, E(InvalidParameter, Exact("The Guest Attestation extension of publisher 'Microsoft.Azure.Security.WindowsAttestation' is for Windows, but the image is Linux."), "properties.virtualMachineProfile.extensionProfile.extensions[0].properties.publisher")),
+        ("VM guest attestation with the vTPM off", |c| {
+            let mut v = vm("Standard_D2s_v3", "ubuntu-tl", tl(true, false));
+            v.resources = vec![Extension::guest_attestation(OsType::Linux)];
+            vm_out(validate_vm_create(c, &v))
+        }, E(BadRequest, Prefix("The Guest Attestation extension needs securityType 'TrustedLaunch' with Secure Boot and vTPM enabled"), "resources[0]")),
+        ("VM moved to another scale set", |c| {
+            let old = existing_vm(c, "Standard_D2s_v3");
+            let mut new = old.clone();
+            new.properties.virtual_machine_scale_set = Some(trustlaunch_fleet::resources::SubResource { id: "/subscriptions/sub1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/flex".into() });
+            vm_out(validate_vm_update(c, &old, &new, Confirmations::default()))
+        }, E(OperationNotAllowed, Prefix("Changing property 'virtualMachineScaleSet' is not allowed"), "properties.virtualMachineScaleSet.id")),
         // --- updates
         ("data disks to TrustedLaunch in Manual mode", |c| {
             let mut old = existing_set(c);

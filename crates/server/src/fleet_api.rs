@@ -27,7 +27,7 @@ use trustlaunch_control::{AnyDriver, Driver, Health};
 use trustlaunch_fleet::image::{gallery_id, ImageCatalog, ImageDefinition, ImageVersion};
 use trustlaunch_fleet::policy::UpgradeMode;
 use trustlaunch_fleet::resources::{
-    InstanceHealth, PowerState, ScaleSet, ScaleSetVm, SCALE_SET_TYPE,
+    InstanceHealth, PowerState, ScaleSet, ScaleSetVm, VirtualMachine, SCALE_SET_TYPE, VM_TYPE,
 };
 use trustlaunch_fleet::sizes::{Quotas, SizeCatalog, Usage};
 use trustlaunch_fleet::validate::{
@@ -121,12 +121,17 @@ impl ControlPlane {
         }
     }
 
-    /// vCPUs in use per family: every scale set's capacity times its
-    /// size's vCPUs, but `except` (the set being updated).
-    async fn usage(&self, except: Option<&str>) -> Result<Usage, ApiError> {
+    /// vCPUs in use per family in the subscription of `id` (quotas are
+    /// per subscription, as in Azure): every scale set's capacity times
+    /// its size's vCPUs and every VM's, but `id`'s own (the resource being
+    /// written).
+    pub(crate) async fn usage(&self, id: &str) -> Result<Usage, ApiError> {
+        let sub = |rid: &str| rid.split('/').nth(2).map(str::to_ascii_lowercase);
+        let mine = sub(id);
+        let skip = |rid: &str| rid.eq_ignore_ascii_case(id) || sub(rid) != mine;
         let mut u = Usage::new();
         for r in self.store.list_resources(SCALE_SET_TYPE, None).await? {
-            if except.is_some_and(|e| e.eq_ignore_ascii_case(&r.id)) {
+            if skip(&r.id) {
                 continue;
             }
             let Ok(set) = serde_json::from_value::<ScaleSet>(r.body) else {
@@ -136,11 +141,44 @@ impl ControlPlane {
                 u.add(&size.family, size.vcpus.saturating_mul(set.sku.capacity));
             }
         }
+        for r in self.store.list_resources(VM_TYPE, None).await? {
+            if skip(&r.id) {
+                continue;
+            }
+            let Ok(vm) = serde_json::from_value::<VirtualMachine>(r.body) else {
+                continue;
+            };
+            if let Some(size) = self.sizes.get(&vm.properties.hardware_profile.vm_size) {
+                u.add(&size.family, size.vcpus);
+            }
+        }
         Ok(u)
+    }
+
+    /// The VMs that joined the Flexible scale set `set_id`.
+    pub(crate) async fn flexible_members(
+        &self,
+        set_id: &str,
+    ) -> Result<Vec<VirtualMachine>, ApiError> {
+        let mut out = Vec::new();
+        for r in self.store.list_resources(VM_TYPE, None).await? {
+            let Ok(vm) = serde_json::from_value::<VirtualMachine>(r.body) else {
+                continue;
+            };
+            if vm
+                .properties
+                .virtual_machine_scale_set
+                .as_ref()
+                .is_some_and(|s| s.id.eq_ignore_ascii_case(set_id))
+            {
+                out.push(vm);
+            }
+        }
+        Ok(out)
     }
 }
 
-fn control(s: &AppState) -> Result<&Arc<ControlPlane>, ApiError> {
+pub(crate) fn control(s: &AppState) -> Result<&Arc<ControlPlane>, ApiError> {
     s.control.as_ref().ok_or_else(|| {
         ApiError::unavailable(
             "this server runs no control plane (start it with a runtime home, or --driver sim)",
@@ -148,7 +186,7 @@ fn control(s: &AppState) -> Result<&Arc<ControlPlane>, ApiError> {
     })
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("The request body is not valid: {e}")))
 }
@@ -159,7 +197,7 @@ fn etag(v: i64) -> HeaderValue {
 }
 
 /// The precondition the request's `If-Match` / `If-None-Match` ask for.
-fn precondition(h: &HeaderMap) -> Result<Precondition, ApiError> {
+pub(crate) fn precondition(h: &HeaderMap) -> Result<Precondition, ApiError> {
     if let Some(v) = h.get(header::IF_MATCH) {
         let text = v.to_str().unwrap_or_default().trim();
         if text == "*" {
@@ -182,7 +220,7 @@ fn precondition(h: &HeaderMap) -> Result<Precondition, ApiError> {
     Ok(Precondition::Any)
 }
 
-fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     body: &impl serde::Serialize,
     tag: Option<i64>,
@@ -210,13 +248,13 @@ fn respond(
     Ok(r)
 }
 
-fn new_op_id() -> String {
+pub(crate) fn new_op_id() -> String {
     let mut b = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn set_id(sub: &str, rg: &str, name: &str) -> Result<String, ApiError> {
+pub(crate) fn set_id(sub: &str, rg: &str, name: &str) -> Result<String, ApiError> {
     let id = format!(
         "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}"
     );
@@ -225,7 +263,7 @@ fn set_id(sub: &str, rg: &str, name: &str) -> Result<String, ApiError> {
     Ok(id)
 }
 
-async fn load_set(c: &ControlPlane, id: &str) -> Result<(ScaleSet, i64), ApiError> {
+pub(crate) async fn load_set(c: &ControlPlane, id: &str) -> Result<(ScaleSet, i64), ApiError> {
     let r = c
         .store
         .get_resource(id)
@@ -455,7 +493,7 @@ async fn put_scale_set(
     let pre = precondition(&headers)?;
     let existing = c.store.get_resource(&id).await?;
     let images = c.images().await?;
-    let usage = c.usage(Some(&id)).await?;
+    let usage = c.usage(&id).await?;
     let ctx = Context {
         images: &images,
         sizes: &c.sizes,
@@ -570,6 +608,23 @@ async fn delete_scale_set(State(s): St, caller: Caller, Path(p): Path<SetPath>) 
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let (set, tag) = load_set(c, &id).await?;
+    let members = c.flexible_members(&id).await?;
+    if !members.is_empty() {
+        return Err(trustlaunch_fleet::FleetError::new(
+            trustlaunch_fleet::ErrorCode::OperationNotAllowed,
+            format!(
+                "The scale set '{}' has {} VMs that joined it ({}): delete them first.",
+                set.name,
+                members.len(),
+                members
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .into());
+    }
     let op = new_op_id();
     c.orchestrator.start_reconcile(&id, &op, true).await?;
     c.wake.notify_one();
@@ -616,6 +671,29 @@ async fn list_instances(State(s): St, caller: Caller, Path(p): Path<SetPath>) ->
             "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
             "instanceId": vm.instance_id,
             "properties": vm,
+        }));
+    }
+    // A Flexible set's instances include the VMs that joined it.
+    for vm in c.flexible_members(&id).await? {
+        let view = crate::fleet_vms::instance_view(
+            c,
+            &trustlaunch_control::vm_ops::vm_instance_name(&vm.name),
+        )
+        .await?;
+        value.push(json!({
+            "id": vm.id.as_ref().map(ToString::to_string),
+            "name": vm.name,
+            "type": VM_TYPE,
+            "instanceId": vm.name,
+            "properties": {
+                "instanceId": vm.name,
+                "name": vm.name,
+                "latestModelApplied": view["modelVersion"] == json!(vm.properties.model_version),
+                "modelVersion": view["modelVersion"],
+                "powerState": view["powerState"],
+                "health": view["health"],
+                "securityProfile": vm.properties.security_profile,
+            },
         }));
     }
     respond(StatusCode::OK, &json!({"value": value}), None, None, &[])
@@ -762,6 +840,16 @@ async fn get_operation(State(s): St, caller: Caller, Path(id): Path<String>) -> 
         MANUAL_UPGRADE => serde_json::from_value::<ManualUpgradeState>(op.state.clone())
             .map(|st| json!({"total": st.instance_ids.len(), "succeeded": st.done.len(), "failed": st.failed.len()}))
             .unwrap_or(Value::Null),
+        trustlaunch_control::vm_ops::POWER_ACTION => {
+            serde_json::from_value::<trustlaunch_control::vm_ops::ActionState>(op.state.clone())
+                .map(|st| json!({"total": st.instances.len(), "succeeded": st.done.len(), "failed": st.failed.len(), "action": st.action.as_str()}))
+                .unwrap_or(Value::Null)
+        }
+        trustlaunch_control::vm_ops::VM_APPLY | trustlaunch_control::vm_ops::VM_DELETE => json!({
+            "total": 1,
+            "succeeded": u8::from(op.status == OperationStatus::Succeeded),
+            "failed": u8::from(matches!(op.status, OperationStatus::Failed)),
+        }),
         _ => json!({
             "total": op.state["create"].as_array().map_or(0, Vec::len) + op.state["delete"].as_array().map_or(0, Vec::len),
             "succeeded": op.state["done"].as_array().map_or(0, Vec::len),
@@ -801,4 +889,7 @@ pub fn routes(
         .routes(routes!(rolling_latest))
         .routes(routes!(rolling_cancel))
         .routes(routes!(get_operation))
+        .merge(crate::fleet_vms::routes(
+            utoipa_axum::router::OpenApiRouter::new(),
+        ))
 }

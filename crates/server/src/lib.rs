@@ -20,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod fleet_api;
+pub mod fleet_vms;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

@@ -111,13 +111,13 @@ async fn instances(s: &common::Srv) -> Vec<Value> {
     v["value"].as_array().unwrap().clone()
 }
 
-async fn suite(s: &common::Srv) {
-    let rg = rg();
-    // Images: a Trusted Launch capable Gen2 definition, two versions.
+/// Images under provider path `p`: a Trusted Launch capable Gen2
+/// definition `tiny` with versions 1.0.0 and 2.0.0.
+async fn publish_images(s: &common::Srv, p: &str) {
     let r = send(
         s,
         Method::PUT,
-        &format!("{rg}/galleries/g1/images/tiny"),
+        &format!("{p}/galleries/g1/images/tiny"),
         Some(json!({"location": "local", "properties": {
             "osType": "Linux", "hyperVGeneration": "V2",
             "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
@@ -130,13 +130,18 @@ async fn suite(s: &common::Srv) {
         let r = send(
             s,
             Method::PUT,
-            &format!("{rg}/galleries/g1/images/tiny/versions/{v}"),
+            &format!("{p}/galleries/g1/images/tiny/versions/{v}"),
             Some(json!({"properties": {"source": format!("/images/tiny-{v}")}})),
             &[],
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
+}
+
+async fn suite(s: &common::Srv) {
+    let rg = rg();
+    publish_images(s, rg).await;
     let skus = s
         .get("/subscriptions/s1/providers/Microsoft.Compute/skus")
         .await;
@@ -422,6 +427,262 @@ async fn seed_workflow_over_http_on_the_simulated_driver() {
         )
         .await;
         suite(&s).await;
+        s.running.abort();
+    }
+}
+
+/// Follows operation `r` and asserts it succeeded.
+async fn succeeds(s: &common::Srv, r: &Reply) {
+    let op = wait_op(s, r).await;
+    assert_eq!(op["status"], "Succeeded", "{op}");
+}
+
+/// Single VMs (create with the Trusted Launch defaults, idempotent PUT,
+/// image change only with the data-loss confirmation, every power action,
+/// delete), a quota-checked resize of a scale set that rolls to its
+/// instances, power actions on a scale set and one instance, and a
+/// Flexible set that VMs join.
+async fn vm_suite(s: &common::Srv) {
+    let p = format!(
+        "/subscriptions/{}/resourceGroups/rg2/providers/Microsoft.Compute",
+        common::unique("v")
+    );
+    publish_images(s, &p).await;
+    let image = |v: &str| json!({"id": format!("{p}/galleries/g1/images/tiny/versions/{v}")});
+    let vm_url = format!("{p}/virtualMachines/app1");
+    let vm_body = |v: &str| {
+        json!({"location": "local", "properties": {
+            "hardwareProfile": {"vmSize": "Standard_D2s_v5"},
+            "storageProfile": {"imageReference": image(v)}}})
+    };
+
+    // Create: an eligible Gen2 VM defaults to TrustedLaunch, SB + vTPM.
+    let r = send(s, Method::PUT, &vm_url, Some(vm_body("1.0.0")), &[]).await;
+    assert_eq!(
+        r.body["properties"]["securityProfile"],
+        json!({"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}})
+    );
+    succeeds(s, &r).await;
+    let vm = s.get(&vm_url).await;
+    let view = &vm["properties"]["instanceView"];
+    assert_eq!(view["powerState"], "PowerState/running", "{vm}");
+    assert_eq!(view["health"], "Healthy", "{vm}");
+    assert_eq!(view["latestModelApplied"], true, "{vm}");
+    assert_eq!(vm["properties"]["modelVersion"], 1);
+
+    // The same model again: 200, nothing to run. A stale ETag: 412.
+    let r = send(s, Method::GET, &vm_url, None, &[]).await;
+    let tag = etag(&r);
+    let mut same = r.body.clone();
+    same["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("instanceView");
+    let r = send(
+        s,
+        Method::PUT,
+        &vm_url,
+        Some(same.clone()),
+        &[("if-match", tag.clone())],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers.get("azure-asyncoperation").is_none());
+    let r = send(s, Method::PUT, &vm_url, Some(same), &[("if-match", tag)]).await;
+    assert_eq!(r.status, 412, "{}", r.body);
+
+    // A new image re-creates the OS disk: refused without the consent.
+    let r = send(s, Method::PUT, &vm_url, Some(vm_body("2.0.0")), &[]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
+    assert_eq!(
+        r.body["error"]["target"],
+        "properties.storageProfile.imageReference.id"
+    );
+    let r = send(
+        s,
+        Method::PUT,
+        &format!("{vm_url}?confirmOsDiskDataLoss=true"),
+        Some(vm_body("2.0.0")),
+        &[],
+    )
+    .await;
+    succeeds(s, &r).await;
+    assert_eq!(
+        s.get(&vm_url).await["properties"]["instanceView"]["modelVersion"],
+        2
+    );
+
+    // Power actions, each an operation; the instance view follows.
+    for (action, power) in [
+        ("powerOff", "PowerState/stopped"),
+        ("deallocate", "PowerState/deallocated"),
+        ("start", "PowerState/running"),
+        ("restart", "PowerState/running"),
+        ("reimage", "PowerState/running"),
+    ] {
+        let r = send(s, Method::POST, &format!("{vm_url}/{action}"), None, &[]).await;
+        succeeds(s, &r).await;
+        let view = &s.get(&vm_url).await["properties"]["instanceView"];
+        assert_eq!(view["powerState"], power, "after {action}: {view}");
+    }
+    let r = send(s, Method::POST, &format!("{vm_url}/explode"), None, &[]).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let list = s.get(&format!("{p}/virtualMachines")).await;
+    assert_eq!(list["value"].as_array().unwrap().len(), 1, "{list}");
+
+    // A scale set resized within the quota (Dsv5: 10 vCPUs, 2 used by
+    // app1): 3 x D4s_v5 needs 12 and is refused with used/limit; 3 x
+    // D2s_v5 fits and rolls to every instance.
+    let set_url = format!("{p}/virtualMachineScaleSets/web");
+    let mut set = json!({"location": "local", "sku": {"name": "Standard_D2s_v3", "capacity": 3},
+        "properties": {"orchestrationMode": "Uniform",
+            "upgradePolicy": {"mode": "Rolling", "rollingUpgradePolicy": {"maxBatchInstancePercent": 34}},
+            "virtualMachineProfile": {"storageProfile": {"imageReference": image("1.0.0")}}}});
+    let r = send(s, Method::PUT, &set_url, Some(set.clone()), &[]).await;
+    succeeds(s, &r).await;
+    set["sku"]["name"] = json!("Standard_D4s_v5");
+    let r = send(s, Method::PUT, &set_url, Some(set.clone()), &[]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("Current Limit: 10"), "{msg}");
+    assert!(msg.contains("Current Usage: 2"), "{msg}");
+    assert!(msg.contains("Additional Required: 12"), "{msg}");
+    assert_eq!(r.body["error"]["target"], "sku.name");
+    set["sku"]["name"] = json!("Standard_D2s_v5");
+    let r = send(s, Method::PUT, &set_url, Some(set.clone()), &[]).await;
+    succeeds(s, &r).await;
+    let inst = s.get(&format!("{set_url}/virtualMachines")).await;
+    let inst = inst["value"].as_array().unwrap();
+    assert_eq!(inst.len(), 3);
+    for i in inst {
+        assert_eq!(i["properties"]["latestModelApplied"], true, "{i}");
+        assert_eq!(i["properties"]["modelVersion"], 2, "{i}");
+    }
+
+    // Power actions on the set, on chosen instances, on one instance.
+    let r = send(s, Method::POST, &format!("{set_url}/powerOff"), None, &[]).await;
+    succeeds(s, &r).await;
+    let r = send(
+        s,
+        Method::POST,
+        &format!("{set_url}/start"),
+        Some(json!({"instanceIds": ["0", "2"]})),
+        &[],
+    )
+    .await;
+    succeeds(s, &r).await;
+    let r = send(
+        s,
+        Method::POST,
+        &format!("{set_url}/virtualMachines/1/restart"),
+        None,
+        &[],
+    )
+    .await;
+    succeeds(s, &r).await;
+    let inst = s.get(&format!("{set_url}/virtualMachines")).await;
+    let powers: Vec<&str> = inst["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["properties"]["powerState"].as_str().unwrap())
+        .collect();
+    assert_eq!(powers, ["PowerState/running"; 3], "{inst}");
+    let r = send(
+        s,
+        Method::POST,
+        &format!("{set_url}/restart"),
+        Some(json!({"instanceIds": ["7"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.body["error"]["target"], "instanceIds");
+
+    // VMs join a Flexible set, never a Uniform one; the set lists them
+    // and cannot be deleted while they are in it.
+    let flex_url = format!("{p}/virtualMachineScaleSets/flex");
+    let mut flex = set.clone();
+    flex["sku"]["capacity"] = json!(0);
+    flex["properties"]["orchestrationMode"] = json!("Flexible");
+    let r = send(s, Method::PUT, &flex_url, Some(flex), &[]).await;
+    succeeds(s, &r).await;
+    let mut member = vm_body("1.0.0");
+    member["properties"]["virtualMachineScaleSet"] = json!({"id": set_url});
+    let r = send(
+        s,
+        Method::PUT,
+        &format!("{p}/virtualMachines/app2"),
+        Some(member.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "OperationNotAllowed");
+    member["properties"]["virtualMachineScaleSet"] = json!({"id": flex_url});
+    let r = send(
+        s,
+        Method::PUT,
+        &format!("{p}/virtualMachines/app2"),
+        Some(member),
+        &[],
+    )
+    .await;
+    succeeds(s, &r).await;
+    let inst = s.get(&format!("{flex_url}/virtualMachines")).await;
+    assert_eq!(inst["value"][0]["name"], "app2", "{inst}");
+    assert_eq!(
+        inst["value"][0]["properties"]["health"], "Healthy",
+        "{inst}"
+    );
+    let r = send(s, Method::DELETE, &flex_url, None, &[]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = send(s, Method::POST, &format!("{flex_url}/restart"), None, &[]).await;
+    succeeds(s, &r).await;
+
+    // A VM whose host name a scale set instance has: refused.
+    let r = send(
+        s,
+        Method::PUT,
+        &format!("{p}/virtualMachines/web-0"),
+        Some(vm_body("1.0.0")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "Conflict");
+
+    // Delete: the VMs, then the emptied sets.
+    for url in [
+        vm_url.clone(),
+        format!("{p}/virtualMachines/app2"),
+        flex_url,
+        set_url,
+    ] {
+        let r = send(s, Method::DELETE, &url, None, &[]).await;
+        succeeds(s, &r).await;
+        assert_eq!(send(s, Method::GET, &url, None, &[]).await.status, 404);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_vms_power_actions_resize_and_flexible_sets_on_the_simulated_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in common::databases(dir.path()) {
+        let s = common::start_with(
+            &db,
+            Config {
+                vtpm_ca: common::platform_ca(),
+                driver: DriverChoice::Sim {
+                    boot: Duration::ZERO,
+                },
+                quotas: vec![("Dsv5".into(), 10)],
+                ..Config::default()
+            },
+        )
+        .await;
+        vm_suite(&s).await;
         s.running.abort();
     }
 }

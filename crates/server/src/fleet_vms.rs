@@ -1,0 +1,507 @@
+//! Single VMs and power actions, ARM-shaped like the scale sets of
+//! [`crate::fleet_api`]: `PUT/GET/DELETE .../virtualMachines/{vm}` (`az vm
+//! create|update|show|delete`), the list of a resource group's VMs, and
+//! `POST .../{action}` (start, powerOff, deallocate, restart, reimage) on
+//! a VM, on a scale set (optionally `{"instanceIds": [...]}`) and on one
+//! scale set instance. A VM may join a Flexible scale set when it is
+//! created (`properties.virtualMachineScaleSet.id`); the set then lists
+//! it among its instances.
+//!
+//! Every mutating call answers 202 with the operation that carries it
+//! out (`Azure-AsyncOperation`), except a VM update that changes nothing
+//! (200).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use trustlaunch_control::orchestrator::instance_name;
+use trustlaunch_control::vm_ops::{vm_instance_name, Action, ActionTarget};
+use trustlaunch_control::{Driver, Health, PowerState as DriverPower};
+use trustlaunch_fleet::resources::{
+    OrchestrationMode, ScaleSet, VirtualMachine, SCALE_SET_VM_TYPE, VM_TYPE,
+};
+use trustlaunch_fleet::validate::{validate_vm_create, validate_vm_update, Confirmations, Context};
+use trustlaunch_fleet::{ErrorCode, FleetError};
+use trustlaunch_store::{NewResource, Role};
+use utoipa::IntoParams;
+
+use crate::api::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::fleet_api::{
+    control, json_body, load_set, new_op_id, precondition, respond, set_id, ControlPlane, PutQuery,
+};
+use crate::service::now;
+
+type St = State<Arc<AppState>>;
+type ApiResult = Result<axum::response::Response, ApiError>;
+
+/// Path of a VM.
+#[derive(Deserialize, IntoParams)]
+pub struct VmPath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+    /// VM.
+    pub name: String,
+}
+
+/// Path of a resource group's VMs.
+#[derive(Deserialize, IntoParams)]
+pub struct GroupPath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+}
+
+/// Path of a power action on a VM or a scale set.
+#[derive(Deserialize, IntoParams)]
+pub struct ActionPath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+    /// VM or scale set.
+    pub name: String,
+    /// start, powerOff, deallocate, restart or reimage.
+    pub action: String,
+}
+
+/// Path of a power action on one scale set instance.
+#[derive(Deserialize, IntoParams)]
+pub struct InstanceActionPath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+    /// Scale set.
+    pub name: String,
+    /// Instance id.
+    pub instance: String,
+    /// start, powerOff, deallocate, restart or reimage.
+    pub action: String,
+}
+
+fn vm_id(sub: &str, rg: &str, name: &str) -> Result<String, ApiError> {
+    let id =
+        format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}");
+    id.parse::<trustlaunch_fleet::ids::ResourceId>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(id)
+}
+
+async fn load_vm(c: &ControlPlane, id: &str) -> Result<(VirtualMachine, i64), ApiError> {
+    let r = c
+        .store
+        .get_resource(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
+    let vm = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+    Ok((vm, r.etag))
+}
+
+fn action_of(name: &str) -> Result<Action, ApiError> {
+    Action::parse(name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "No action '{name}': use start, powerOff, deallocate, restart or reimage."
+        ))
+    })
+}
+
+/// The driver's view of an instance, as Azure's instance view: power
+/// state, health (attested where the Guest Attestation extension is on)
+/// and the model version it runs.
+pub(crate) async fn instance_view(c: &ControlPlane, name: &str) -> Result<Value, ApiError> {
+    let st = c
+        .orchestrator
+        .driver()
+        .status(name)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(match st {
+        None => json!({"powerState": null, "health": "Unknown"}),
+        Some(s) => json!({
+            "powerState": match s.power {
+                DriverPower::Running => "PowerState/running",
+                DriverPower::Starting => "PowerState/starting",
+                DriverPower::Stopped | DriverPower::Failed(_) => "PowerState/stopped",
+                DriverPower::Deallocated => "PowerState/deallocated",
+            },
+            "failure": match &s.power { DriverPower::Failed(r) => Some(r.clone()), _ => None },
+            "health": match s.health {
+                Health::Healthy => "Healthy",
+                Health::Unhealthy => "Unhealthy",
+                Health::Unknown => "Unknown",
+            },
+            "modelVersion": s.spec.model_version,
+        }),
+    })
+}
+
+async fn vm_document(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, ApiError> {
+    let mut v = serde_json::to_value(vm).map_err(ApiError::internal)?;
+    let mut view = instance_view(c, &vm_instance_name(&vm.name)).await?;
+    view["latestModelApplied"] = json!(view["modelVersion"] == json!(vm.properties.model_version));
+    v["properties"]["instanceView"] = view;
+    Ok(v)
+}
+
+/// Creates or updates a VM (`az vm create` / `update`): validated by
+/// Azure's rules (new eligible Gen2 VMs default to TrustedLaunch with
+/// Secure Boot and vTPM on); `If-Match` guards against concurrent
+/// updates (412); a changed model is applied by an operation (202) that
+/// brings the VM to it, starts it and waits until it is healthy. A new
+/// image re-creates the OS disk: refused unless `confirmOsDiskDataLoss`.
+#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath, PutQuery), request_body = Object, responses((status = 200, description = "updated, nothing to run"), (status = 202, description = "accepted: an operation runs the change"), (status = 409, description = "name taken, or an operation runs"), (status = 412, description = "If-Match does not match")))]
+async fn put_vm(
+    State(s): St,
+    caller: Caller,
+    Path(p): Path<VmPath>,
+    Query(q): Query<PutQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let mut requested: VirtualMachine = json_body(&body)?;
+    requested.name = p.name.clone();
+    requested.id = id.parse().ok();
+    let pre = precondition(&headers)?;
+    let existing = c.store.get_resource(&id).await?;
+    let old: Option<VirtualMachine> = existing
+        .as_ref()
+        .map(|r| serde_json::from_value(r.body.clone()))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    if old.is_none() {
+        check_new_vm(c, &requested).await?;
+    }
+    let images = c.images().await?;
+    let usage = c.usage(&id).await?;
+    let ctx = Context {
+        images: &images,
+        sizes: &c.sizes,
+        quotas: &c.quotas,
+        usage: &usage,
+    };
+    let v = match &old {
+        None => validate_vm_create(&ctx, &requested)?,
+        Some(o) => validate_vm_update(
+            &ctx,
+            o,
+            &requested,
+            Confirmations {
+                os_disk_data_loss: q.confirm_os_disk_data_loss,
+            },
+        )?,
+    };
+    let vm = v.resource;
+    let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
+    let changed = old
+        .as_ref()
+        .is_none_or(|o| o.properties.model_version != vm.properties.model_version);
+    let op_id = new_op_id();
+    let operation = if changed {
+        Some(c.orchestrator.plan_vm_apply(&id, vm.clone(), &op_id)?)
+    } else {
+        None
+    };
+    let resource = NewResource {
+        id: id.clone(),
+        kind: VM_TYPE.into(),
+        resource_group: p.rg.clone(),
+        name: p.name.clone(),
+        parent: None,
+        body: serde_json::to_value(&vm).map_err(ApiError::internal)?,
+    };
+    let tag = c
+        .store
+        .put_resource_with_operation(
+            &resource,
+            pre,
+            operation.as_ref(),
+            i64::try_from(now()).unwrap_or(0),
+        )
+        .await?;
+    let op = operation.map(|o| {
+        c.wake.notify_one();
+        o.id
+    });
+    let status = if op.is_some() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    respond(
+        status,
+        &vm_document(c, &vm).await?,
+        Some(tag),
+        op.as_deref(),
+        &warnings,
+    )
+}
+
+/// What only a new VM is checked for: its host name is free, and the
+/// scale set it joins exists and is Flexible.
+async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine) -> Result<(), ApiError> {
+    let name = vm_instance_name(&vm.name);
+    if c.orchestrator
+        .driver()
+        .status(&name)
+        .await
+        .map_err(ApiError::internal)?
+        .is_some()
+    {
+        return Err(FleetError::new(
+            ErrorCode::Conflict,
+            format!(
+                "The VM name '{}' maps to the host name '{name}', which another VM or scale set instance uses.",
+                vm.name
+            ),
+        )
+        .at("name")
+        .into());
+    }
+    let Some(set_ref) = &vm.properties.virtual_machine_scale_set else {
+        return Ok(());
+    };
+    let at = "properties.virtualMachineScaleSet.id";
+    let set_id: trustlaunch_fleet::ids::ResourceId = set_ref
+        .id
+        .parse()
+        .map_err(|e| FleetError::new(ErrorCode::InvalidParameter, format!("{e}")).at(at))?;
+    let Some(r) = c.store.get_resource(&set_id.to_string()).await? else {
+        return Err(FleetError::new(
+            ErrorCode::ResourceNotFound,
+            format!("The scale set '{}' was not found.", set_ref.id),
+        )
+        .at(at)
+        .into());
+    };
+    let set: ScaleSet = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+    if set.properties.orchestration_mode != OrchestrationMode::Flexible {
+        return Err(FleetError::new(
+            ErrorCode::OperationNotAllowed,
+            format!(
+                "The VM cannot join the scale set '{}': only a scale set in Flexible orchestration mode takes VMs; '{}' is Uniform.",
+                set.name, set.name
+            ),
+        )
+        .at(at)
+        .into());
+    }
+    Ok(())
+}
+
+/// A VM (`az vm show`), with its instance view (power state, health,
+/// model version) and ETag.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath), responses((status = 200, description = "the VM"), (status = 404, description = "no such VM")))]
+async fn get_vm(State(s): St, caller: Caller, Path(p): Path<VmPath>) -> ApiResult {
+    caller.require(Role::Reader)?;
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (vm, tag) = load_vm(c, &id).await?;
+    respond(
+        StatusCode::OK,
+        &vm_document(c, &vm).await?,
+        Some(tag),
+        None,
+        &[],
+    )
+}
+
+/// Deletes a VM, its disks and its vTPM (202: an operation).
+#[utoipa::path(delete, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such VM")))]
+async fn delete_vm(State(s): St, caller: Caller, Path(p): Path<VmPath>) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (vm, tag) = load_vm(c, &id).await?;
+    let op_id = new_op_id();
+    let op = c.orchestrator.plan_vm_delete(&id, vm.clone(), &op_id)?;
+    c.store.start_operation(&op).await?;
+    c.wake.notify_one();
+    respond(StatusCode::ACCEPTED, &vm, Some(tag), Some(&op_id), &[])
+}
+
+/// A resource group's VMs (`az vm list -g`).
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines", tag = "fleet", security(("token" = [])), params(GroupPath), responses((status = 200, description = "VMs")))]
+async fn list_vms(State(s): St, caller: Caller, Path(p): Path<GroupPath>) -> ApiResult {
+    caller.require(Role::Reader)?;
+    let c = control(&s)?;
+    let mut value = Vec::new();
+    for r in c.store.list_resources(VM_TYPE, Some(&p.rg)).await? {
+        let vm: VirtualMachine = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+        if vm
+            .id
+            .as_ref()
+            .is_some_and(|i| i.subscription().eq_ignore_ascii_case(&p.sub))
+        {
+            value.push(vm_document(c, &vm).await?);
+        }
+    }
+    respond(StatusCode::OK, &json!({"value": value}), None, None, &[])
+}
+
+/// Runs a power action on a VM (`az vm start|stop|deallocate|restart|
+/// reimage`; 202: an operation; start, restart and reimage end when the
+/// VM is healthy again).
+#[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}/{action}", tag = "fleet", security(("token" = [])), params(ActionPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such VM or action"), (status = 409, description = "an operation runs on the VM")))]
+async fn vm_action(State(s): St, caller: Caller, Path(p): Path<ActionPath>) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let action = action_of(&p.action)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (vm, _) = load_vm(c, &id).await?;
+    let target = ActionTarget {
+        label: vm.name.clone(),
+        name: vm_instance_name(&vm.name),
+    };
+    start_action(c, &id, action, vec![target]).await
+}
+
+async fn start_action(
+    c: &ControlPlane,
+    target_id: &str,
+    action: Action,
+    targets: Vec<ActionTarget>,
+) -> ApiResult {
+    let op_id = new_op_id();
+    let op = c
+        .orchestrator
+        .plan_action(target_id, action, targets, &op_id)?;
+    c.store.start_operation(&op).await?;
+    c.wake.notify_one();
+    respond(
+        StatusCode::ACCEPTED,
+        &json!({"operationId": op_id, "action": action.as_str()}),
+        None,
+        Some(&op_id),
+        &[],
+    )
+}
+
+/// Body of a scale set power action: the instances (none: all).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OptionalInstanceIds {
+    /// The instances; absent or empty: every instance.
+    #[serde(default)]
+    pub instance_ids: Vec<String>,
+}
+
+/// Runs a power action on a scale set's instances (`az vmss
+/// start|stop|deallocate|restart|reimage [--instance-ids]`; 202).
+#[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/{action}", tag = "fleet", security(("token" = [])), params(ActionPath), request_body = OptionalInstanceIds, responses((status = 202, description = "accepted"), (status = 404, description = "no such scale set, instance or action"), (status = 409, description = "an operation runs on the set")))]
+async fn set_action(
+    State(s): St,
+    caller: Caller,
+    Path(p): Path<ActionPath>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let action = action_of(&p.action)?;
+    let req: OptionalInstanceIds = if body.is_empty() {
+        OptionalInstanceIds::default()
+    } else {
+        json_body(&body)?
+    };
+    if req.instance_ids.len() > 1000 {
+        return Err(ApiError::bad_request(
+            "instanceIds: at most 1000 instance ids",
+        ));
+    }
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let targets = set_targets(c, &id, &req.instance_ids).await?;
+    start_action(c, &id, action, targets).await
+}
+
+/// Runs a power action on one scale set instance (`az vmss start
+/// --instance-ids N`, the instance's own URL; 202).
+#[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines/{instance}/{action}", tag = "fleet", security(("token" = [])), params(InstanceActionPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such instance or action")))]
+async fn instance_action(
+    State(s): St,
+    caller: Caller,
+    Path(p): Path<InstanceActionPath>,
+) -> ApiResult {
+    caller.require(Role::Operator)?;
+    let c = control(&s)?;
+    let action = action_of(&p.action)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let targets = set_targets(c, &id, std::slice::from_ref(&p.instance)).await?;
+    start_action(c, &id, action, targets).await
+}
+
+/// The driver names of a scale set's instances `ids` (all if empty);
+/// an unknown id is refused (404) before anything starts.
+async fn set_targets(
+    c: &ControlPlane,
+    set_id: &str,
+    ids: &[String],
+) -> Result<Vec<ActionTarget>, ApiError> {
+    let (set, _) = load_set(c, set_id).await?;
+    let mut all: Vec<ActionTarget> = c
+        .store
+        .child_resources(set_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == SCALE_SET_VM_TYPE)
+        .filter_map(|r| r.body["instanceId"].as_str().map(str::to_owned))
+        .map(|i| ActionTarget {
+            name: instance_name(&set.name, &i),
+            label: i,
+        })
+        .collect();
+    // A Flexible set's joined VMs are its instances too (by VM name).
+    for vm in c.flexible_members(set_id).await? {
+        all.push(ActionTarget {
+            name: vm_instance_name(&vm.name),
+            label: vm.name,
+        });
+    }
+    if ids.is_empty() {
+        return Ok(all);
+    }
+    let mut out = Vec::new();
+    for i in ids {
+        let t = all
+            .iter()
+            .find(|t| t.label.eq_ignore_ascii_case(i))
+            .ok_or_else(|| {
+                ApiError::from(
+                    FleetError::new(
+                        ErrorCode::ResourceNotFound,
+                        format!(
+                            "The instance '{i}' of the scale set '{}' was not found.",
+                            set.name
+                        ),
+                    )
+                    .at("instanceIds"),
+                )
+            })?;
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The routes of single VMs and power actions.
+pub fn routes(
+    r: utoipa_axum::router::OpenApiRouter<Arc<AppState>>,
+) -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    use utoipa_axum::routes;
+    r.routes(routes!(put_vm, get_vm, delete_vm))
+        .routes(routes!(list_vms))
+        .routes(routes!(vm_action))
+        .routes(routes!(set_action))
+        .routes(routes!(instance_action))
+}
