@@ -581,7 +581,7 @@ impl<D: Driver> Orchestrator<D> {
                     .await?;
             }
         }
-        let healthy = self.await_health(&state.target.name, &started).await?;
+        let healthy = self.await_health(&op, &state.target.name, &started).await?;
         for id in started {
             if healthy.contains(&id) {
                 state.done.push(id);
@@ -686,7 +686,7 @@ impl<D: Driver> Orchestrator<D> {
         }
         self.write(&mut op, &state, OperationStatus::InProgress, None)
             .await?;
-        let healthy = self.await_health(&state.target.name, &started).await?;
+        let healthy = self.await_health(&op, &state.target.name, &started).await?;
         for id in started {
             if healthy.contains(&id) {
                 self.put_instance(&state.target, &set_id, &id).await?;
@@ -807,6 +807,7 @@ impl<D: Driver> Orchestrator<D> {
         let mut state: RollingUpgradeState =
             serde_json::from_value(op.state.clone()).map_err(corrupt("operation state"))?;
         let set_id = state.scale_set.clone();
+        let mut renewed = self.now();
         loop {
             // The view: every instance of the set, and every surge
             // instance recorded (created or not).
@@ -929,6 +930,7 @@ impl<D: Driver> Orchestrator<D> {
                         .await?;
                 }
                 Step::WaitForHealth { until, .. } | Step::Pause { until } => {
+                    self.keep_lease(&op, &mut renewed).await?;
                     let wait = Duration::from_secs(until.saturating_sub(now));
                     tokio::time::sleep(wait.min(self.poll)).await;
                 }
@@ -952,11 +954,12 @@ impl<D: Driver> Orchestrator<D> {
     /// failed, or the health timeout passed; returns the healthy ones.
     async fn await_health(
         &self,
+        op: &OperationRecord,
         set: &str,
         ids: &[String],
     ) -> Result<std::collections::HashSet<String>, ControlError> {
         let names: Vec<String> = ids.iter().map(|id| instance_name(set, id)).collect();
-        let healthy = self.await_health_of(&names).await?;
+        let healthy = self.await_health_of(op, &names).await?;
         Ok(ids
             .iter()
             .zip(&names)
@@ -969,9 +972,11 @@ impl<D: Driver> Orchestrator<D> {
     /// the health timeout passed; returns the healthy ones' names.
     pub(crate) async fn await_health_of(
         &self,
+        op: &OperationRecord,
         names: &[String],
     ) -> Result<std::collections::HashSet<String>, ControlError> {
         let deadline = self.now().saturating_add(self.health_timeout);
+        let mut renewed = self.now();
         let mut healthy = std::collections::HashSet::new();
         let mut open: Vec<&String> = names.iter().collect();
         while !open.is_empty() {
@@ -992,9 +997,38 @@ impl<D: Driver> Orchestrator<D> {
             if open.is_empty() || self.now() >= deadline {
                 break;
             }
+            self.keep_lease(op, &mut renewed).await?;
             tokio::time::sleep(self.poll).await;
         }
         Ok(healthy)
+    }
+
+    /// Renews the lease on `op` once a third of its term has passed since
+    /// `renewed` (a long wait keeps the operation); an error if another
+    /// server took it over: this one stops.
+    pub(crate) async fn keep_lease(
+        &self,
+        op: &OperationRecord,
+        renewed: &mut u64,
+    ) -> Result<(), ControlError> {
+        let now = self.now();
+        let third = u64::try_from(self.lease_seconds / 3).unwrap_or(1).max(1);
+        if now < renewed.saturating_add(third) {
+            return Ok(());
+        }
+        if !self
+            .store
+            .renew_lease(&op.id, &self.owner, to_i64(now), self.lease_seconds)
+            .await?
+        {
+            return Err(StoreError::OperationChanged {
+                id: op.id.clone(),
+                expected: op.revision,
+            }
+            .into());
+        }
+        *renewed = now;
+        Ok(())
     }
 
     /// Brings an instance to `spec` and starts it; `false` if the driver

@@ -234,7 +234,7 @@ impl<D: Driver> Orchestrator<D> {
         self.write(&mut op, &state, OperationStatus::InProgress, None)
             .await?;
         let healthy = self
-            .await_health_of(std::slice::from_ref(&spec.name))
+            .await_health_of(&op, std::slice::from_ref(&spec.name))
             .await?;
         if healthy.contains(&spec.name) {
             self.write(&mut op, &state, OperationStatus::Succeeded, None)
@@ -336,7 +336,7 @@ impl<D: Driver> Orchestrator<D> {
             // Those started before a crash are waited for again: health
             // is read, not repeated.
             let names: Vec<String> = started.iter().map(|t| t.name.clone()).collect();
-            let healthy = self.await_health_of(&names).await?;
+            let healthy = self.await_health_of(&op, &names).await?;
             for t in started {
                 if healthy.contains(&t.name) {
                     state.done.push(t.label);

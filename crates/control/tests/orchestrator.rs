@@ -437,3 +437,51 @@ async fn reconcile_creates_scales_in_and_deletes_the_set() {
     assert!(store.get_resource(SET).await.unwrap().is_none());
     assert!(store.child_resources(SET).await.unwrap().is_empty());
 }
+
+/// A long health wait renews the lease: a second server polling for work
+/// never takes the operation over while the first is alive, and each
+/// instance is upgraded once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_health_wait_keeps_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    // Boots take 400 ms of real time; the clock runs 500x faster, so a
+    // boot lasts ~200 "seconds", over three 60 s lease terms.
+    let d = SimDriver::new(Duration::from_millis(400));
+    let store = fleet(&dir, 2, &d, json!({})).await;
+    let t0 = std::time::Instant::now();
+    let now = Arc::new(move || {
+        1_000_000 + u64::try_from(t0.elapsed().as_millis() / 2).unwrap_or(u64::MAX)
+    }) as Arc<dyn Fn() -> u64 + Send + Sync>;
+    let first = orchestrator(&store, &d).with_clock(now.clone());
+    first
+        .start_manual_upgrade(SET, "op-1", &["0".into(), "1".into()])
+        .await
+        .unwrap();
+    let base = d.events().len();
+    let running = tokio::spawn(async move { first.run_pending().await });
+    let second = Orchestrator::new(store.clone(), d.clone(), catalogs(), "server-2")
+        .with_poll(Duration::from_millis(1))
+        .with_clock(now.clone());
+    let start = now();
+    while !running.is_finished() {
+        let t = now();
+        let claimed = store
+            .claim_operation("server-2", i64::try_from(t).unwrap(), 60)
+            .await
+            .unwrap();
+        assert!(
+            claimed.is_none(),
+            "taken over {} s into the operation",
+            t - start
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.await.unwrap().unwrap();
+    assert!(now() - start > 120, "the wait outlasted two lease terms");
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Succeeded, "{:?}", op.error);
+    assert_eq!(second.run_pending().await.unwrap(), 0);
+    let a = applies(&d);
+    assert!(a.values().all(|v| v == &[2]), "{a:?}");
+    assert!(d.events().len() > base);
+}

@@ -579,6 +579,30 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Extends `owner`'s lease on running operation `id` to `now +
+    /// lease_seconds` (a long step, such as a health wait, keeps it). The
+    /// revision does not move. `false` if `owner` no longer holds it
+    /// (another server took it over, or it ended): the caller stops.
+    pub async fn renew_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        lease_seconds: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operations SET lease_until = $1 \
+             WHERE id = $2 AND lease_owner = $3 AND status = 'InProgress'",
+        )
+        .bind(now.saturating_add(lease_seconds))
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(db("renew_lease"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Claims a running operation for `owner` until `now + lease_seconds`:
     /// one whose lease expired (its server died) or was never taken, or
     /// one `owner` already holds (renewal). Oldest first; `None` if there

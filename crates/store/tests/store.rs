@@ -217,12 +217,23 @@ async fn control_suite(store: &Store) {
         at: 55,
     };
     let rev = store.step_operation("op-1", &step, None).await.unwrap();
-    let stolen = store
+    // A renewal keeps it past its first term without moving the revision.
+    assert!(store.renew_lease("op-1", "server-a", 60, 30).await.unwrap());
+    assert!(!store.renew_lease("op-1", "server-b", 60, 30).await.unwrap());
+    assert!(store
         .claim_operation("server-b", 71, 30)
+        .await
+        .unwrap()
+        .is_none());
+    let renewed = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!((renewed.lease_until, renewed.revision), (Some(90), rev));
+    let stolen = store
+        .claim_operation("server-b", 91, 30)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stolen.lease_owner.as_deref(), Some("server-b"));
+    assert!(!store.renew_lease("op-1", "server-a", 92, 30).await.unwrap());
     assert_eq!(
         stolen.state,
         json!({"step": 1}),
