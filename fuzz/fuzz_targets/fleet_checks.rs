@@ -392,6 +392,10 @@ pub fn requests(data: &[u8]) {
             round_trip(&out);
             let sp = out.properties.security_profile.expect("a security profile");
             assert!(sp.security_type.is_some(), "{sp:?}");
+            if out.has_guest_attestation() {
+                assert!(sp.secure_boot() && sp.vtpm(), "attestation needs SB + vTPM");
+            }
+            assert!(out.properties.model_version >= 1);
             assert!(ctx
                 .sizes
                 .get(&out.properties.hardware_profile.vm_size)

@@ -123,12 +123,12 @@ impl ControlPlane {
 
     /// vCPUs in use per family in the subscription of `id` (quotas are
     /// per subscription, as in Azure): every scale set's capacity times
-    /// its size's vCPUs and every VM's, but `id`'s own (the resource being
-    /// written).
+    /// its size's vCPUs and every VM's, `id`'s own included (validation
+    /// counts only an update's growth on top of it).
     pub(crate) async fn usage(&self, id: &str) -> Result<Usage, ApiError> {
         let sub = |rid: &str| rid.split('/').nth(2).map(str::to_ascii_lowercase);
         let mine = sub(id);
-        let skip = |rid: &str| rid.eq_ignore_ascii_case(id) || sub(rid) != mine;
+        let skip = |rid: &str| sub(rid) != mine;
         let mut u = Usage::new();
         for r in self.store.list_resources(SCALE_SET_TYPE, None).await? {
             if skip(&r.id) {

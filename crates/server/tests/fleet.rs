@@ -552,6 +552,17 @@ async fn vm_suite(s: &common::Srv) {
     set["sku"]["name"] = json!("Standard_D2s_v5");
     let r = send(s, Method::PUT, &set_url, Some(set.clone()), &[]).await;
     succeeds(s, &r).await;
+    // Within the family only the growth counts, on top of what the set
+    // itself already uses: 8 used, 6 more needed.
+    let mut bigger = set.clone();
+    bigger["sku"]["name"] = json!("Standard_D4s_v5");
+    let r = send(s, Method::PUT, &set_url, Some(bigger), &[]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Current Usage: 8, Additional Required: 6"),
+        "{msg}"
+    );
     let inst = s.get(&format!("{set_url}/virtualMachines")).await;
     let inst = inst["value"].as_array().unwrap();
     assert_eq!(inst.len(), 3);
