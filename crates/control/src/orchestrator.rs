@@ -229,6 +229,12 @@ pub struct RollingUpgradeState {
     pub replacements: BTreeMap<String, String>,
     /// The next instance id to hand out.
     pub next_instance_id: u64,
+    /// The instances the step in flight brings to a model (apply or
+    /// create, then start), recorded before it is carried out: a restarted
+    /// server starts those the driver has stopped and brings their records
+    /// to the model the driver runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_flight: Vec<String>,
     /// The planner.
     pub planner: RollingUpgrade,
 }
@@ -437,6 +443,7 @@ impl<D: Driver> Orchestrator<D> {
             previous,
             replacements: BTreeMap::new(),
             next_instance_id,
+            in_flight: Vec::new(),
         };
         self.new_operation(ROLLING_UPGRADE, op_id, set_id, &state)
     }
@@ -772,11 +779,24 @@ impl<D: Driver> Orchestrator<D> {
         set_id: &str,
         instance_id: &str,
     ) -> Result<(), ControlError> {
+        self.put_instance_on(set, set_id, instance_id, set.properties.model_version)
+            .await
+    }
+
+    /// Records instance `instance_id` of `set` as running model
+    /// `model_version` (the set's, or an older one after a rollback).
+    async fn put_instance_on(
+        &self,
+        set: &ScaleSet,
+        set_id: &str,
+        instance_id: &str,
+        model_version: u64,
+    ) -> Result<(), ControlError> {
         let vm = ScaleSetVm {
             instance_id: instance_id.to_owned(),
             name: ScaleSetVm::uniform_name(&set.name, instance_id),
-            latest_model_applied: true,
-            model_version: set.properties.model_version,
+            latest_model_applied: model_version == set.properties.model_version,
+            model_version,
             provisioning_state: ProvisioningState::Succeeded,
             power_state: PowerState::Running,
             health: InstanceHealth::Unknown,
@@ -802,11 +822,39 @@ impl<D: Driver> Orchestrator<D> {
         Ok(())
     }
 
+    /// After a restart, finishes what the step in flight did to each
+    /// instance it was bringing to a model: started if the driver has it
+    /// stopped (killed between apply or create and start), and recorded on
+    /// the model the driver runs (killed before the record was written).
+    async fn finish_in_flight(
+        &self,
+        state: &RollingUpgradeState,
+        set_id: &str,
+    ) -> Result<(), ControlError> {
+        for id in &state.in_flight {
+            let name = instance_name(&state.target.name, id);
+            let Some(s) = self.driver.status(&name).await? else {
+                continue;
+            };
+            if matches!(
+                s.power,
+                crate::driver::PowerState::Stopped | crate::driver::PowerState::Deallocated
+            ) {
+                // A failed start leaves it unhealthy: the planner sees it.
+                let _ = self.driver.start(&name).await;
+            }
+            self.put_instance_on(&state.target, set_id, id, s.spec.model_version)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Drives one claimed operation to its end.
     async fn drive(&self, mut op: OperationRecord) -> Result<(), ControlError> {
         let mut state: RollingUpgradeState =
             serde_json::from_value(op.state.clone()).map_err(corrupt("operation state"))?;
         let set_id = state.scale_set.clone();
+        self.finish_in_flight(&state, &set_id).await?;
         let mut renewed = self.now();
         loop {
             // The view: every instance of the set, and every surge
@@ -832,7 +880,16 @@ impl<D: Driver> Orchestrator<D> {
                     .await?
                     .is_some();
                 if replaces.is_some() && !exists {
-                    // Recorded but never created: not in the view yet.
+                    // Recorded but never created (not in the view yet), or
+                    // deleted before its record was: no record either.
+                    if known.contains(id) {
+                        self.store
+                            .delete_resource(
+                                &format!("{set_id}/virtualMachines/{id}"),
+                                Precondition::Any,
+                            )
+                            .await?;
+                    }
                     continue;
                 }
                 view.push(self.view_of(&state.target, id, replaces).await?);
@@ -843,6 +900,11 @@ impl<D: Driver> Orchestrator<D> {
                 let _ = state.planner.cancel(now);
             }
             let step = state.planner.next(&view, now);
+            state.in_flight = match &step {
+                Step::Upgrade { batch } => batch.clone(),
+                Step::Rollback { ids } => ids.clone(),
+                _ => Vec::new(),
+            };
             // Written before it is carried out.
             self.write(&mut op, &state, OperationStatus::InProgress, None)
                 .await?;
@@ -862,6 +924,7 @@ impl<D: Driver> Orchestrator<D> {
                         });
                     }
                     state.planner.batch_done(&results);
+                    state.in_flight.clear();
                     self.write(&mut op, &state, OperationStatus::InProgress, None)
                         .await?;
                 }
@@ -874,6 +937,7 @@ impl<D: Driver> Orchestrator<D> {
                         state.replacements.insert(id.clone(), old.clone());
                         new_ids.push(id);
                     }
+                    state.in_flight.clone_from(&new_ids);
                     self.write(&mut op, &state, OperationStatus::InProgress, None)
                         .await?;
                     let mut results = Vec::new();
@@ -891,6 +955,7 @@ impl<D: Driver> Orchestrator<D> {
                         });
                     }
                     state.planner.batch_done(&results);
+                    state.in_flight.clear();
                     self.write(&mut op, &state, OperationStatus::InProgress, None)
                         .await?;
                 }
@@ -912,20 +977,40 @@ impl<D: Driver> Orchestrator<D> {
                         }
                     }
                     state.planner.batch_done(&results);
+                    state.in_flight.clear();
                     self.write(&mut op, &state, OperationStatus::InProgress, None)
                         .await?;
                 }
                 Step::Rollback { ids } => {
                     let mut results = Vec::new();
-                    if let Some(previous) = state.previous.clone() {
-                        for id in &ids {
-                            let spec = instance_spec(&previous, id, &self.catalogs())?;
-                            if !self.upgrade(&spec).await {
-                                results.push(InstanceResult::failed(id.clone()));
+                    for id in &ids {
+                        // Without the previous model there is nothing to
+                        // roll back to: reported failed, not re-issued.
+                        let ok = match &state.previous {
+                            Some(previous) => {
+                                let spec = instance_spec(previous, id, &self.catalogs())?;
+                                let ok = self.upgrade(&spec).await;
+                                if ok {
+                                    self.put_instance_on(
+                                        &state.target,
+                                        &set_id,
+                                        id,
+                                        previous.properties.model_version,
+                                    )
+                                    .await?;
+                                }
+                                ok
                             }
-                        }
+                            None => false,
+                        };
+                        results.push(if ok {
+                            InstanceResult::ok(id.clone())
+                        } else {
+                            InstanceResult::failed(id.clone())
+                        });
                     }
                     state.planner.batch_done(&results);
+                    state.in_flight.clear();
                     self.write(&mut op, &state, OperationStatus::InProgress, None)
                         .await?;
                 }

@@ -462,6 +462,18 @@ async fn a_long_health_wait_keeps_the_lease() {
     let second = Orchestrator::new(store.clone(), d.clone(), catalogs(), "server-2")
         .with_poll(Duration::from_millis(1))
         .with_clock(now.clone());
+    // Once the first server holds it, the second polls for work.
+    while store
+        .get_operation("op-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .lease_owner
+        .is_none()
+        && !running.is_finished()
+    {
+        tokio::task::yield_now().await;
+    }
     let start = now();
     while !running.is_finished() {
         let t = now();
