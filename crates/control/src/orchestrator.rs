@@ -213,6 +213,15 @@ pub fn instance_spec(
     })
 }
 
+/// One past the highest numeric instance id in use (0 for none).
+fn id_floor(instances: &[ScaleSetVm]) -> u64 {
+    instances
+        .iter()
+        .filter_map(|i| i.instance_id.parse::<u64>().ok())
+        .max()
+        .map_or(0, |m| m.saturating_add(1))
+}
+
 /// A rolling upgrade's persisted state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -372,11 +381,11 @@ impl<D: Driver> Orchestrator<D> {
         op_id: &str,
         previous: Option<ScaleSet>,
     ) -> Result<(), ControlError> {
-        let (set, _) = self.scale_set(set_id).await?;
+        let (mut set, etag) = self.scale_set(set_id).await?;
         let op = self
-            .plan_rolling_upgrade(set_id, set, op_id, previous)
+            .plan_rolling_upgrade(set_id, &mut set, op_id, previous)
             .await?;
-        Ok(self.store.start_operation(&op).await?)
+        self.start_with_set(set_id, &set, etag, &op).await
     }
 
     /// Starts upgrading instances `instance_ids` of `set_id` to the set's
@@ -388,11 +397,11 @@ impl<D: Driver> Orchestrator<D> {
         op_id: &str,
         instance_ids: &[String],
     ) -> Result<(), ControlError> {
-        let (set, _) = self.scale_set(set_id).await?;
+        let (mut set, etag) = self.scale_set(set_id).await?;
         let op = self
-            .plan_manual_upgrade(set_id, set, op_id, instance_ids)
+            .plan_manual_upgrade(set_id, &mut set, op_id, instance_ids)
             .await?;
-        Ok(self.store.start_operation(&op).await?)
+        self.start_with_set(set_id, &set, etag, &op).await
     }
 
     /// Starts bringing the scale set's instances to its capacity (or, with
@@ -404,19 +413,61 @@ impl<D: Driver> Orchestrator<D> {
         op_id: &str,
         delete_set: bool,
     ) -> Result<(), ControlError> {
-        let (set, _) = self.scale_set(set_id).await?;
-        let op = self.plan_reconcile(set_id, set, op_id, delete_set).await?;
-        Ok(self.store.start_operation(&op).await?)
+        let (mut set, etag) = self.scale_set(set_id).await?;
+        let op = self
+            .plan_reconcile(set_id, &mut set, op_id, delete_set)
+            .await?;
+        self.start_with_set(set_id, &set, etag, &op).await
+    }
+
+    /// Records `op` with the set as planned (its reserved instance ids),
+    /// if the set did not change since it was read (`etag`); the set is
+    /// rewritten only if planning reserved ids.
+    async fn start_with_set(
+        &self,
+        set_id: &str,
+        set: &ScaleSet,
+        etag: i64,
+        op: &NewOperation,
+    ) -> Result<(), ControlError> {
+        let (stored, _) = self.scale_set(set_id).await?;
+        if stored.properties.next_instance_id == set.properties.next_instance_id {
+            return Ok(self.store.start_operation(op).await?);
+        }
+        let resource = NewResource {
+            id: set_id.to_owned(),
+            kind: trustlaunch_fleet::resources::SCALE_SET_TYPE.to_owned(),
+            resource_group: set
+                .id
+                .as_ref()
+                .map(|i| i.resource_group().to_owned())
+                .unwrap_or_default(),
+            name: set.name.clone(),
+            parent: None,
+            body: serde_json::to_value(set).map_err(corrupt("scale set"))?,
+        };
+        self.store
+            .put_resource_with_operation(
+                &resource,
+                Precondition::Etag(etag),
+                Some(op),
+                to_i64(self.now()),
+            )
+            .await?;
+        Ok(())
     }
 
     /// The rolling upgrade of scale set `set_id` to model `set` (its
     /// instances as they are in the store and the driver), as an
     /// operation to record — on its own, or with the model change that
     /// causes it ([`trustlaunch_store::Store::put_resource_with_operation`]).
+    ///
+    /// With maxSurge, ids for a replacement of every instance are reserved
+    /// in `set` (which the caller writes with the operation).
     pub async fn plan_rolling_upgrade(
         &self,
         set_id: &str,
-        set: ScaleSet,
+        set: &mut ScaleSet,
         op_id: &str,
         previous: Option<ScaleSet>,
     ) -> Result<NewOperation, ControlError> {
@@ -429,17 +480,18 @@ impl<D: Driver> Orchestrator<D> {
         let instances = self.instances(set_id).await?;
         let mut view = Vec::new();
         for i in &instances {
-            view.push(self.view_of(&set, &i.instance_id, None).await?);
+            view.push(self.view_of(set, &i.instance_id, None).await?);
         }
-        let next_instance_id = instances
-            .iter()
-            .filter_map(|i| i.instance_id.parse::<u64>().ok())
-            .max()
-            .map_or(0, |m| m.saturating_add(1));
+        let surge = if policy.max_surge {
+            u64::try_from(instances.len()).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        let next_instance_id = set.reserve_instance_ids(id_floor(&instances), surge);
         let state = RollingUpgradeState {
             scale_set: set_id.to_owned(),
             planner: RollingUpgrade::new(policy, self.now(), &view),
-            target: set,
+            target: set.clone(),
             previous,
             replacements: BTreeMap::new(),
             next_instance_id,
@@ -479,7 +531,7 @@ impl<D: Driver> Orchestrator<D> {
     pub async fn plan_manual_upgrade(
         &self,
         set_id: &str,
-        set: ScaleSet,
+        set: &mut ScaleSet,
         op_id: &str,
         instance_ids: &[String],
     ) -> Result<NewOperation, ControlError> {
@@ -505,7 +557,7 @@ impl<D: Driver> Orchestrator<D> {
         ids.dedup();
         let state = ManualUpgradeState {
             scale_set: set_id.to_owned(),
-            target: set,
+            target: set.clone(),
             instance_ids: ids,
             done: Vec::new(),
             failed: Vec::new(),
@@ -516,10 +568,13 @@ impl<D: Driver> Orchestrator<D> {
     /// Bringing scale set `set_id`'s instances to model `set`'s capacity
     /// (or deleting them and the set), as an operation to record (see
     /// [`Self::plan_rolling_upgrade`]).
+    ///
+    /// New instances get ids reserved in `set` (which the caller writes
+    /// with the operation): never one used before.
     pub async fn plan_reconcile(
         &self,
         set_id: &str,
-        set: ScaleSet,
+        set: &mut ScaleSet,
         op_id: &str,
         delete_set: bool,
     ) -> Result<NewOperation, ControlError> {
@@ -532,15 +587,12 @@ impl<D: Driver> Orchestrator<D> {
         let mut create = Vec::new();
         let mut delete = Vec::new();
         if instances.len() < capacity {
-            let mut next = instances
-                .iter()
-                .filter_map(|i| i.instance_id.parse::<u64>().ok())
-                .max()
-                .map_or(0, |m| m.saturating_add(1));
-            for _ in instances.len()..capacity {
-                create.push(next.to_string());
-                next = next.saturating_add(1);
-            }
+            let n = capacity - instances.len();
+            let first =
+                set.reserve_instance_ids(id_floor(&instances), u64::try_from(n).unwrap_or(0));
+            create = (0..n as u64)
+                .map(|i| first.saturating_add(i).to_string())
+                .collect();
         } else {
             delete = instances
                 .iter()
@@ -551,7 +603,7 @@ impl<D: Driver> Orchestrator<D> {
         }
         let state = ReconcileState {
             scale_set: set_id.to_owned(),
-            target: set,
+            target: set.clone(),
             create,
             delete,
             delete_set,

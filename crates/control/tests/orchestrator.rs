@@ -417,19 +417,31 @@ async fn reconcile_creates_scales_in_and_deletes_the_set() {
     };
     assert_eq!(names(d.list().await.unwrap()), ["web-0", "web-1", "web-2"]);
     assert_eq!(store.child_resources(SET).await.unwrap().len(), 3);
+    // The set's capacity changed as the API changes it: the stored set,
+    // with its reserved instance ids, edited.
+    let resize = |n: u32| {
+        let store = store.clone();
+        async move {
+            let mut set: ScaleSet =
+                serde_json::from_value(store.get_resource(SET).await.unwrap().unwrap().body)
+                    .unwrap();
+            assert_eq!(set.properties.next_instance_id, 3, "ids 0-2 reserved");
+            set.sku.capacity = n;
+            put_set(&store, &set).await;
+        }
+    };
     // Scale in to 1: the highest ids go.
-    put_set(&store, &scale_set(1, 2, json!({}))).await;
+    resize(1).await;
     o.start_reconcile(SET, "op-2", false).await.unwrap();
     o.run_pending().await.unwrap();
     assert_eq!(names(d.list().await.unwrap()), ["web-0"]);
     let op = store.get_operation("op-2").await.unwrap().unwrap();
     assert_eq!(op.state["delete"], json!(["2", "1"]));
-    // Scale out again: ids after the highest existing one (Azure never
-    // reuses an id; we do once it is free: noted on the issue).
-    put_set(&store, &scale_set(2, 2, json!({}))).await;
+    // Scale out again: new ids, never one used before (as in Azure).
+    resize(3).await;
     o.start_reconcile(SET, "op-3", false).await.unwrap();
     o.run_pending().await.unwrap();
-    assert_eq!(names(d.list().await.unwrap()), ["web-0", "web-1"]);
+    assert_eq!(names(d.list().await.unwrap()), ["web-0", "web-3", "web-4"]);
     // Delete the set: instances first, then the set.
     o.start_reconcile(SET, "op-4", true).await.unwrap();
     o.run_pending().await.unwrap();

@@ -432,6 +432,11 @@ pub struct ScaleSetProperties {
     /// `virtualMachineProfile`).
     #[serde(default)]
     pub model_version: u64,
+    /// Read-only (ours): the lowest instance id never handed out. Ids are
+    /// reserved before instances are created and never reused, as in
+    /// Azure (a scale-in then scale-out gets new ids).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_instance_id: u64,
 }
 
 /// A scale set (`Microsoft.Compute/virtualMachineScaleSets`).
@@ -483,6 +488,14 @@ impl ScaleSet {
     /// The upgrade policy in force (Manual by default).
     pub fn upgrade_policy(&self) -> UpgradePolicy {
         self.properties.upgrade_policy.clone().unwrap_or_default()
+    }
+
+    /// Reserves `n` new instance ids, none below `floor` (one past the
+    /// highest id in use) nor handed out before; returns the first.
+    pub fn reserve_instance_ids(&mut self, floor: u64, n: u64) -> u64 {
+        let first = self.properties.next_instance_id.max(floor);
+        self.properties.next_instance_id = first.saturating_add(n);
+        first
     }
 }
 

@@ -697,11 +697,13 @@ fn set_common(
         out.properties.provisioning_state = old.properties.provisioning_state;
         out.properties.unique_id = old.properties.unique_id.clone();
         out.properties.model_version = old.properties.model_version;
+        out.properties.next_instance_id = old.properties.next_instance_id;
         if out.model_differs(old) {
             out.bump_model_version();
         }
     } else {
         out.properties.model_version = 0;
+        out.properties.next_instance_id = 0;
     }
     Ok(Validated {
         resource: out,

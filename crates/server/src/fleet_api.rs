@@ -536,24 +536,17 @@ async fn put_scale_set(
     };
     // The model change and the operation that carries it out commit in
     // one transaction: a crash cannot keep one without the other, and an
-    // operation already running on the set refuses both (409).
-    let resource = NewResource {
-        id: id.clone(),
-        kind: SCALE_SET_TYPE.into(),
-        resource_group: p.rg.clone(),
-        name: p.name.clone(),
-        parent: None,
-        body: serde_json::to_value(&set).map_err(ApiError::internal)?,
-    };
+    // operation already running on the set refuses both (409). Planning
+    // reserves new instance ids in the set, so it comes first.
     let operation = match kind {
         None => None,
         Some(k) => {
             let op_id = new_op_id();
             let o = &c.orchestrator;
             Some(match k {
-                RECONCILE => o.plan_reconcile(&id, set.clone(), &op_id, false).await?,
+                RECONCILE => o.plan_reconcile(&id, &mut set, &op_id, false).await?,
                 ROLLING_UPGRADE => {
-                    o.plan_rolling_upgrade(&id, set.clone(), &op_id, old.clone())
+                    o.plan_rolling_upgrade(&id, &mut set, &op_id, old.clone())
                         .await?
                 }
                 _ => {
@@ -564,11 +557,18 @@ async fn put_scale_set(
                         .into_iter()
                         .filter_map(|r| r.body["instanceId"].as_str().map(str::to_owned))
                         .collect();
-                    o.plan_manual_upgrade(&id, set.clone(), &op_id, &all)
-                        .await?
+                    o.plan_manual_upgrade(&id, &mut set, &op_id, &all).await?
                 }
             })
         }
+    };
+    let resource = NewResource {
+        id: id.clone(),
+        kind: SCALE_SET_TYPE.into(),
+        resource_group: p.rg.clone(),
+        name: p.name.clone(),
+        parent: None,
+        body: serde_json::to_value(&set).map_err(ApiError::internal)?,
     };
     let tag = c
         .store

@@ -411,8 +411,11 @@ async fn suite(s: &common::Srv) {
     assert_eq!(r.status, 404);
 }
 
+/// One server per database runs both suites (in subscriptions of their
+/// own): two servers on one PostgreSQL database would each claim the
+/// other's operations and drive them on their own simulated driver.
 #[tokio::test(flavor = "multi_thread")]
-async fn seed_workflow_over_http_on_the_simulated_driver() {
+async fn seed_workflow_single_vms_power_actions_and_flexible_sets_on_the_simulated_driver() {
     let dir = tempfile::tempdir().unwrap();
     for db in common::databases(dir.path()) {
         let s = common::start_with(
@@ -422,11 +425,13 @@ async fn seed_workflow_over_http_on_the_simulated_driver() {
                 driver: DriverChoice::Sim {
                     boot: Duration::ZERO,
                 },
+                quotas: vec![("Dsv5".into(), 10)],
                 ..Config::default()
             },
         )
         .await;
         suite(&s).await;
+        vm_suite(&s).await;
         s.running.abort();
     }
 }
@@ -611,6 +616,22 @@ async fn vm_suite(s: &common::Srv) {
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(r.body["error"]["target"], "instanceIds");
 
+    // Scale in, then out: the new instance gets an id never used before.
+    for (capacity, ids) in [(1, vec!["0"]), (2, vec!["0", "3"])] {
+        let mut resized = set.clone();
+        resized["sku"]["capacity"] = json!(capacity);
+        let r = send(s, Method::PUT, &set_url, Some(resized), &[]).await;
+        succeeds(s, &r).await;
+        let inst = s.get(&format!("{set_url}/virtualMachines")).await;
+        let got: Vec<&str> = inst["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instanceId"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, ids, "{inst}");
+    }
+
     // VMs join a Flexible set, never a Uniform one; the set lists them
     // and cannot be deleted while they are in it.
     let flex_url = format!("{p}/virtualMachineScaleSets/flex");
@@ -674,26 +695,5 @@ async fn vm_suite(s: &common::Srv) {
         let r = send(s, Method::DELETE, &url, None, &[]).await;
         succeeds(s, &r).await;
         assert_eq!(send(s, Method::GET, &url, None, &[]).await.status, 404);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn single_vms_power_actions_resize_and_flexible_sets_on_the_simulated_driver() {
-    let dir = tempfile::tempdir().unwrap();
-    for db in common::databases(dir.path()) {
-        let s = common::start_with(
-            &db,
-            Config {
-                vtpm_ca: common::platform_ca(),
-                driver: DriverChoice::Sim {
-                    boot: Duration::ZERO,
-                },
-                quotas: vec![("Dsv5".into(), 10)],
-                ..Config::default()
-            },
-        )
-        .await;
-        vm_suite(&s).await;
-        s.running.abort();
     }
 }
