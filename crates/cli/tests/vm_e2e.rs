@@ -1535,16 +1535,20 @@ fn wait_operation(srv: &ServerProc, stderr: &str, secs: u64) -> Value {
 }
 
 /// The seed workflow on real VMs: a 3-instance Uniform scale set of the
-/// tiny image created Standard (Gen2, Secure Boot off, no vTPM), moved to
+/// tiny image created Standard (Gen2, Secure Boot off, no vTPM), resized
+/// (quota-checked, rolling), moved to
 /// Trusted Launch — one instance by update-instances (Manual), the others
 /// by a rolling upgrade — every instance then attested healthy by the
 /// server; rollback to Standard.
 #[test]
-#[ignore = "VM tier: twelve QEMU boots under TCG, three at a time (~5 min); ./scripts/test.sh runs it"]
+#[ignore = "VM tier: fifteen QEMU boots under TCG, up to three at a time (~6 min); ./scripts/test.sh runs it"]
 fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
     let _g = serial();
     let f = &fixture();
-    let srv = start_server(f, &["--interval", "600", "--boot-wait", "240"]);
+    let srv = start_server(
+        f,
+        &["--interval", "600", "--boot-wait", "240", "--quota", "B=4"],
+    );
     let _vms: Vec<VmGuard<'_>> = ["web-0", "web-1", "web-2"]
         .into_iter()
         .map(|n| VmGuard(f, n))
@@ -1615,6 +1619,48 @@ fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
         );
     }
 
+    // 1b. Resize, quota-checked and rolling: the B family's quota is 4
+    //     vCPUs and the set uses 3; 3 x B2s needs 3 more and is refused
+    //     with used/limit; 3 x B1ms (1 vCPU, 2 GiB) fits and rolls.
+    let refused = client(&[
+        "vmss",
+        "update",
+        "-g",
+        "rg",
+        "-n",
+        "web",
+        "--vm-sku",
+        "Standard_B2s",
+    ]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("Current Limit: 4, Current Usage: 3, Additional Required: 3"),
+        "{err}"
+    );
+    let e = run(&[
+        "vmss",
+        "update",
+        "-g",
+        "rg",
+        "-n",
+        "web",
+        "--vm-sku",
+        "Standard_B1ms",
+        "--upgrade-policy-mode",
+        "Rolling",
+        "--max-batch-instance-percent",
+        "50",
+        "--no-wait",
+    ]);
+    wait_operation(&srv, &e, 900);
+    wait_healthy("resized");
+    for n in ["web-0", "web-1", "web-2"] {
+        let spec: Value =
+            serde_json::from_slice(&fs::read(vm_dir(f, n).join("spec.json")).unwrap()).unwrap();
+        assert_eq!(spec["memoryMiB"], 2048, "{n} resized: {spec:#}");
+    }
+
     // 2. Image + TrustedLaunch (Secure Boot and vTPM on), Manual: nothing
     //    moves until update-instances.
     run(&[
@@ -1624,6 +1670,8 @@ fn scale_set_moves_to_trusted_launch_and_back_on_real_vms() {
         "rg",
         "-n",
         "web",
+        "--upgrade-policy-mode",
+        "Manual",
         "--image",
         &tiny_version("2.0.0"),
         "--security-type",
@@ -1838,4 +1886,79 @@ fn killed_server_resumes_a_rolling_upgrade_without_upgrading_twice() {
         &["vmss", "delete", "-g", "rg", "-n", "api", "--no-wait"],
     );
     wait_operation(&srv, &e, 300);
+}
+
+/// A single VM through the control plane on the real runtime: created
+/// with the defaults (TrustedLaunch, Secure Boot and vTPM on) and the
+/// Guest Attestation extension, attested healthy by the server; stopped,
+/// started, restarted and reimaged (each one boot, the vTPM's EK kept);
+/// deleted with everything it had.
+#[test]
+#[ignore = "VM tier: four QEMU boots under TCG (~1.5 min); ./scripts/test.sh runs it"]
+fn single_vm_lifecycle_through_the_control_plane() {
+    let _g = serial();
+    let f = &fixture();
+    let srv = start_server(f, &["--interval", "600", "--boot-wait", "240"]);
+    let _vm = VmGuard(f, "app1");
+    let run = |args: &[&str]| -> String {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["-g", "rg", "--server", &srv.url, "--home", s(&f.home)]);
+        let o = ok(tl(f, &a));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    publish_tiny(f, &srv);
+    let e = run(&[
+        "vm",
+        "create",
+        "-n",
+        "app1",
+        "--image",
+        &tiny_version("1.0.0"),
+        "--size",
+        "Standard_B1s",
+        "--enable-guest-attestation",
+        "--no-wait",
+    ]);
+    wait_operation(&srv, &e, 600);
+    let vm_url =
+        "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/app1";
+    let (_, vm) = srv.get(vm_url);
+    assert_eq!(
+        vm["properties"]["securityProfile"]["securityType"], "TrustedLaunch",
+        "{vm:#}"
+    );
+    assert_eq!(
+        vm["properties"]["instanceView"]["health"], "Healthy",
+        "attested healthy before the create ended: {vm:#}"
+    );
+    let a = srv.wait_latest("app1", 60, |v| v["healthy"] == true);
+    assert!(a["token"].is_string(), "{a:#}");
+    let ek = state_of(f, "app1")["ekPublic"].clone();
+    assert!(ek.is_string(), "a vTPM");
+    let boots = || state_of(f, "app1")["boots"].as_u64().unwrap();
+
+    let e = run(&["vm", "stop", "-n", "app1", "--no-wait"]);
+    wait_operation(&srv, &e, 120);
+    let (_, vm) = srv.get(vm_url);
+    assert_eq!(
+        vm["properties"]["instanceView"]["powerState"], "PowerState/stopped",
+        "{vm:#}"
+    );
+    assert!(vm_processes(f, "app1").is_empty(), "stopped: no QEMU left");
+    let before = boots();
+    for verb in ["start", "restart", "reimage"] {
+        let e = run(&["vm", verb, "-n", "app1", "--no-wait"]);
+        wait_operation(&srv, &e, 600);
+        let (_, vm) = srv.get(vm_url);
+        let view = &vm["properties"]["instanceView"];
+        assert_eq!(view["powerState"], "PowerState/running", "{verb}: {vm:#}");
+        assert_eq!(view["health"], "Healthy", "{verb}: {vm:#}");
+    }
+    assert_eq!(boots(), before + 3, "one boot per start, restart, reimage");
+    assert_eq!(state_of(f, "app1")["ekPublic"], ek, "the vTPM is kept");
+
+    let e = run(&["vm", "delete", "-n", "app1", "--no-wait"]);
+    wait_operation(&srv, &e, 300);
+    assert!(!vm_dir(f, "app1").exists(), "deleted with its disks and vTPM");
+    assert_eq!(srv.get(vm_url).0, 404);
 }
