@@ -1959,6 +1959,9 @@ fn single_vm_lifecycle_through_the_control_plane() {
 
     let e = run(&["vm", "delete", "-n", "app1", "--no-wait"]);
     wait_operation(&srv, &e, 300);
-    assert!(!vm_dir(f, "app1").exists(), "deleted with its disks and vTPM");
+    assert!(
+        !vm_dir(f, "app1").exists(),
+        "deleted with its disks and vTPM"
+    );
     assert_eq!(srv.get(vm_url).0, 404);
 }
