@@ -12,7 +12,9 @@ use trustlaunch_fleet::resources::VirtualMachine;
 use trustlaunch_fleet::{ErrorCode, FleetError};
 use trustlaunch_store::{NewOperation, OperationRecord, OperationStatus, Precondition};
 
-use crate::driver::{DataDiskSpec, Driver, InstanceSecurity, InstanceSpec};
+use crate::driver::{
+    DataDiskSpec, Driver, DriverError, InstanceSecurity, InstanceSpec, PowerState,
+};
 use crate::orchestrator::{corrupt, Catalogs, ControlError, Orchestrator};
 
 /// The kind of a VM's create or update (brought to its model, started,
@@ -99,6 +101,12 @@ pub struct ActionState {
     /// OS disk) is done; a resumed operation only starts them.
     #[serde(default)]
     pub halfway: Vec<String>,
+    /// Reimage: labels whose reimage may have been issued, recorded
+    /// (only for instances seen up) before it is: a resumed operation
+    /// that finds one down takes its reimage as done (a reimage leaves
+    /// the instance stopped) instead of reimaging it again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reimaging: Vec<String>,
     /// Labels done.
     #[serde(default)]
     pub done: Vec<String>,
@@ -206,6 +214,7 @@ impl<D: Driver> Orchestrator<D> {
             action,
             instances,
             halfway: Vec::new(),
+            reimaging: Vec::new(),
             done: Vec::new(),
             failed: Vec::new(),
         };
@@ -306,7 +315,7 @@ impl<D: Driver> Orchestrator<D> {
                     } else if state.action == Action::Restart {
                         d.stop(&t.name, false).await
                     } else {
-                        d.reimage(&t.name).await
+                        self.reimage_once(&mut op, &mut state, &t).await?
                     };
                     if half.is_ok() && first_half {
                         state.halfway.push(t.label.clone());
@@ -368,5 +377,36 @@ impl<D: Driver> Orchestrator<D> {
         );
         self.write(&mut op, &state, OperationStatus::Failed, error)
             .await
+    }
+
+    /// Reimages `t` once across crashes: an instance seen up has its
+    /// intent recorded first, and one found down with its intent recorded
+    /// was reimaged (a reimage leaves it stopped) by a server killed
+    /// before it could record so. An instance down before the action
+    /// cannot be told apart: a resumed operation reimages it again (to
+    /// the same fresh OS disk).
+    async fn reimage_once(
+        &self,
+        op: &mut OperationRecord,
+        state: &mut ActionState,
+        t: &ActionTarget,
+    ) -> Result<Result<(), DriverError>, ControlError> {
+        let d = self.driver();
+        let up = match d.status(&t.name).await {
+            Ok(Some(s)) => matches!(s.power, PowerState::Starting | PowerState::Running),
+            // Gone: the reimage reports it.
+            Ok(None) => return Ok(d.reimage(&t.name).await),
+            Err(e) => return Ok(Err(e)),
+        };
+        if state.reimaging.contains(&t.label) {
+            if !up {
+                return Ok(Ok(()));
+            }
+        } else if up {
+            state.reimaging.push(t.label.clone());
+            self.write(op, state, OperationStatus::InProgress, None)
+                .await?;
+        }
+        Ok(d.reimage(&t.name).await)
     }
 }

@@ -24,9 +24,12 @@ use trustlaunch_control::orchestrator::{
     instance_name, instance_spec, Catalogs, ControlError, Orchestrator, RollingUpgradeState,
 };
 use trustlaunch_control::sim::{BootOutcome, OutcomeFn, SimDriver, SimEvent};
+use trustlaunch_control::vm_ops::{vm_instance_name, vm_spec, Action, ActionTarget};
 use trustlaunch_control::{Driver, DriverError, Health, InstanceSpec, InstanceStatus, PowerState};
 use trustlaunch_fleet::image::{ImageCatalog, ImageDefinition, ImageVersion};
-use trustlaunch_fleet::resources::{ScaleSet, ScaleSetVm, SCALE_SET_TYPE, SCALE_SET_VM_TYPE};
+use trustlaunch_fleet::resources::{
+    ScaleSet, ScaleSetVm, VirtualMachine, SCALE_SET_TYPE, SCALE_SET_VM_TYPE, VM_TYPE,
+};
 use trustlaunch_fleet::rolling::RunningStatusCode;
 use trustlaunch_fleet::sizes::SizeCatalog;
 use trustlaunch_store::{NewResource, OperationStatus, Precondition, Store};
@@ -879,4 +882,276 @@ async fn a_reconcile_killed_anywhere_leaves_no_orphan() {
         },
     )
     .await;
+}
+
+const VM: &str =
+    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/app1";
+
+/// VM `app1` at model `version`: 1 is Trusted Launch on image 1.0.0, 2
+/// is Standard on image 2.0.0.
+fn vm(version: u64) -> VirtualMachine {
+    let (image, security) = if version == 1 {
+        (
+            "1.0.0",
+            json!({"securityType": "TrustedLaunch",
+                   "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}),
+        )
+    } else {
+        ("2.0.0", json!({"securityType": "Standard"}))
+    };
+    serde_json::from_value(json!({
+        "id": VM, "name": "app1", "location": "local",
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+            "storageProfile": {"imageReference": {"id": format!(
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{image}")}},
+            "securityProfile": security,
+            "modelVersion": version
+        }
+    }))
+    .unwrap()
+}
+
+fn vm_resource(vm: &VirtualMachine) -> NewResource {
+    NewResource {
+        id: VM.into(),
+        kind: VM_TYPE.into(),
+        resource_group: "rg".into(),
+        name: vm.name.clone(),
+        parent: None,
+        body: serde_json::to_value(vm).unwrap(),
+    }
+}
+
+/// A world with VM `app1`, already running model `from` if there is one,
+/// and the operation `op-1` bringing it to model `to` recorded with the
+/// VM's change, as the server does.
+async fn vm_world(from: Option<u64>, to: u64) -> World {
+    let mut w = World::new(None, None).await;
+    if let Some(from) = from {
+        let old = vm(from);
+        w.store
+            .put_resource(&vm_resource(&old), Precondition::Absent, 1)
+            .await
+            .unwrap();
+        let spec = vm_spec(&old, &catalogs()).unwrap();
+        w.d.create(&spec).await.unwrap();
+        w.d.start(&spec.name).await.unwrap();
+    }
+    let new = vm(to);
+    let op = w
+        .orchestrator()
+        .plan_vm_apply(VM, new.clone(), "op-1")
+        .unwrap();
+    w.store
+        .put_resource_with_operation(&vm_resource(&new), Precondition::Any, Some(&op), 2)
+        .await
+        .unwrap();
+    w.base = w.d.events().len();
+    w
+}
+
+/// Each instance's driver events since the operation started, in order.
+fn actions_per_name(w: &World) -> BTreeMap<String, Vec<&'static str>> {
+    let mut per = BTreeMap::<String, Vec<&'static str>>::new();
+    for e in w.events() {
+        per.entry(e.name).or_default().push(e.action);
+    }
+    per
+}
+
+async fn succeeded(w: &World) -> Result<(), String> {
+    let op = w.op().await;
+    if op.status != OperationStatus::Succeeded {
+        return Err(format!("the operation is {:?}: {:?}", op.status, op.error));
+    }
+    Ok(())
+}
+
+/// VM `app1` brought to model `to`: the driver has exactly one instance,
+/// the VM's spec at `to`, running and healthy; the VM's record still on
+/// `to`; the instance got exactly `expect` (a create or an apply, then a
+/// start).
+async fn vm_applied(w: Arc<World>, to: u64, expect: &[&str]) -> Result<(), String> {
+    succeeded(&w).await?;
+    let running = w.running().await;
+    let name = vm_instance_name("app1");
+    if running.keys().collect::<Vec<_>>() != [&name] {
+        return Err(format!("the driver runs {:?}", running.keys()));
+    }
+    let st = &running[&name];
+    let spec = vm_spec(&vm(to), &catalogs()).unwrap();
+    if st.spec != spec {
+        return Err(format!("{name} runs {:?}, not model {to}", st.spec));
+    }
+    if st.power != PowerState::Running || st.health != Health::Healthy {
+        return Err(format!("{name} is {:?}, {:?}", st.power, st.health));
+    }
+    let per = actions_per_name(&w);
+    if per.get(&name).map(Vec::as_slice) != Some(expect) || per.len() != 1 {
+        return Err(format!("driver events {per:?}"));
+    }
+    if let Some(a) = w.events().iter().find(|e| e.action == "apply") {
+        if a.model_version != to {
+            return Err(format!("applied model {}", a.model_version));
+        }
+    }
+    let r = w.store.get_resource(VM).await.unwrap();
+    let stored: Option<VirtualMachine> = r.map(|r| serde_json::from_value(r.body).unwrap());
+    if stored.as_ref().map(|v| v.properties.model_version) != Some(to) {
+        return Err(format!("the store has {stored:?}"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_create_and_update_killed_anywhere_apply_once() {
+    let cov = crash_everywhere(
+        "VM create",
+        || vm_world(None, 1),
+        |w| async move { vm_applied(w, 1, &["create", "start"]).await },
+    )
+    .await;
+    assert_eq!(cov.total_events, 2, "{cov:?}");
+    // Trusted Launch on 1.0.0 -> Standard on 2.0.0.
+    let cov = crash_everywhere(
+        "VM update",
+        || vm_world(Some(1), 2),
+        |w| async move { vm_applied(w, 2, &["apply", "start"]).await },
+    )
+    .await;
+    assert_eq!(cov.total_events, 2, "{cov:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_delete_killed_anywhere_leaves_neither_instance_nor_record() {
+    let cov = crash_everywhere(
+        "VM delete",
+        || async {
+            let mut w = World::new(None, None).await;
+            let v = vm(1);
+            w.store
+                .put_resource(&vm_resource(&v), Precondition::Absent, 1)
+                .await
+                .unwrap();
+            let spec = vm_spec(&v, &catalogs()).unwrap();
+            w.d.create(&spec).await.unwrap();
+            w.d.start(&spec.name).await.unwrap();
+            w.base = w.d.events().len();
+            let op = w.orchestrator().plan_vm_delete(VM, v, "op-1").unwrap();
+            w.store.start_operation(&op).await.unwrap();
+            w
+        },
+        |w| async move {
+            succeeded(&w).await?;
+            if !w.running().await.is_empty() {
+                return Err(format!(
+                    "left in the driver: {:?}",
+                    w.running().await.keys()
+                ));
+            }
+            if w.store.get_resource(VM).await.unwrap().is_some() {
+                return Err("the VM is still in the store".into());
+            }
+            let per = actions_per_name(&w);
+            if per.get(&vm_instance_name("app1")).map(Vec::as_slice) != Some(&["delete"][..]) {
+                return Err(format!("driver events {per:?}"));
+            }
+            Ok(())
+        },
+    )
+    .await;
+    assert_eq!(cov.total_events, 1, "{cov:?}");
+}
+
+/// A 4-instance set on model 1 (running, healthy; `deallocated`: then
+/// deallocated) and the power action `action` on all of it as `op-1`.
+async fn action_world(action: Action, deallocated: bool) -> World {
+    const N: u32 = 4;
+    let mut w = World::new(None, None).await;
+    w.fleet(N, 1, 1, &json!({})).await;
+    if deallocated {
+        for name in names(0..N) {
+            w.d.stop(&name, true).await.unwrap();
+        }
+        w.base = w.d.events().len();
+    }
+    let targets = (0..N)
+        .map(|i| ActionTarget {
+            label: i.to_string(),
+            name: instance_name("web", &i.to_string()),
+        })
+        .collect();
+    let op = w
+        .orchestrator()
+        .plan_action(SET, action, targets, "op-1")
+        .unwrap();
+    w.store.start_operation(&op).await.unwrap();
+    w
+}
+
+/// The action ended Succeeded, each of the 4 instances got exactly
+/// `expect` from the driver (no stop, start or reimage repeated), and
+/// each is `power` (healthy if running; the store's records unchanged).
+async fn acted(w: Arc<World>, expect: &[&str], power: PowerState) -> Result<(), String> {
+    succeeded(&w).await?;
+    let per = actions_per_name(&w);
+    let want: BTreeMap<String, Vec<&str>> = names(0..4)
+        .into_iter()
+        .map(|n| (n, expect.to_vec()))
+        .collect();
+    if per != want {
+        return Err(format!("driver events {per:?}"));
+    }
+    if power == PowerState::Running {
+        w.consistent(1).await?;
+        return w.all_on(1, 4).await;
+    }
+    let running = w.running().await;
+    if running.keys().cloned().collect::<Vec<_>>() != names(0..4) {
+        return Err(format!("instances {:?}", running.keys()));
+    }
+    for (name, st) in &running {
+        if st.power != power {
+            return Err(format!("{name} is {:?}", st.power));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn power_actions_killed_anywhere_act_once_per_instance() {
+    let running = PowerState::Running;
+    for (action, deallocated, expect, power, events) in [
+        (
+            Action::Restart,
+            false,
+            &["stop", "start"][..],
+            running.clone(),
+            8,
+        ),
+        (
+            Action::Reimage,
+            false,
+            &["reimage", "start"][..],
+            running.clone(),
+            8,
+        ),
+        (
+            Action::Deallocate,
+            false,
+            &["deallocate"][..],
+            PowerState::Deallocated,
+            4,
+        ),
+        (Action::Start, true, &["start"][..], running.clone(), 4),
+    ] {
+        let cov = crash_everywhere(
+            action.as_str(),
+            || action_world(action, deallocated),
+            |w| acted(w, expect, power.clone()),
+        )
+        .await;
+        assert_eq!(cov.total_events, events, "{}: {cov:?}", action.as_str());
+    }
 }
