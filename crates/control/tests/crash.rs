@@ -21,100 +21,20 @@ use std::time::Duration;
 
 use serde_json::json;
 use trustlaunch_control::orchestrator::{
-    instance_name, instance_spec, Catalogs, ControlError, Orchestrator, RollingUpgradeState,
+    instance_name, instance_spec, ControlError, Orchestrator, RollingUpgradeState,
 };
 use trustlaunch_control::sim::{BootOutcome, OutcomeFn, SimDriver, SimEvent};
 use trustlaunch_control::vm_ops::{vm_instance_name, vm_spec, Action, ActionTarget};
 use trustlaunch_control::{Driver, DriverError, Health, InstanceSpec, InstanceStatus, PowerState};
-use trustlaunch_fleet::image::{ImageCatalog, ImageDefinition, ImageVersion};
-use trustlaunch_fleet::resources::{
-    ScaleSet, ScaleSetVm, VirtualMachine, SCALE_SET_TYPE, SCALE_SET_VM_TYPE, VM_TYPE,
-};
+use trustlaunch_fleet::resources::{ScaleSetVm, VirtualMachine, SCALE_SET_VM_TYPE, VM_TYPE};
 use trustlaunch_fleet::rolling::RunningStatusCode;
-use trustlaunch_fleet::sizes::SizeCatalog;
+mod common;
+use common::{catalogs, put_set, scale_set, SET};
 use trustlaunch_store::{NewResource, OperationStatus, Precondition, Store};
-
-const SET: &str =
-    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web";
 
 /// How long a restarted server may take to finish (every scenario takes
 /// milliseconds uninterrupted).
 const RESUME_LIMIT: Duration = Duration::from_secs(3);
-
-fn catalogs() -> Arc<Catalogs> {
-    let mut images = ImageCatalog::new();
-    let def: ImageDefinition = serde_json::from_value(json!({
-        "name": "tiny", "osType": "Linux", "hyperVGeneration": "V2",
-        "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
-        "identifier": {"publisher": "trustlaunch", "offer": "tiny", "sku": "1"}
-    }))
-    .unwrap();
-    images.add_definition("g1", def).unwrap();
-    for (v, source) in [("1.0.0", "/images/tiny-1"), ("2.0.0", "/images/tiny-2")] {
-        images
-            .add_version(
-                "g1",
-                "tiny",
-                ImageVersion {
-                    name: v.into(),
-                    source: source.into(),
-                },
-            )
-            .unwrap();
-    }
-    Arc::new(Catalogs {
-        sizes: SizeCatalog::built_in(),
-        images,
-    })
-}
-
-/// The scale set at model `version`: 1 is Standard on image 1.0.0, 2 is
-/// Trusted Launch on image 2.0.0, 3 is the rollback of 2: Standard again
-/// (no `uefiSettings`) on the previous image, 1.0.0.
-fn scale_set(capacity: u32, version: u64, rolling: &serde_json::Value) -> ScaleSet {
-    let (image, security) = if version == 2 {
-        (
-            "2.0.0",
-            json!({"securityType": "TrustedLaunch",
-                   "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}),
-        )
-    } else {
-        ("1.0.0", json!({"securityType": "Standard"}))
-    };
-    serde_json::from_value(json!({
-        "id": SET, "name": "web", "type": SCALE_SET_TYPE, "location": "local",
-        "sku": {"name": "Standard_D2s_v3", "capacity": capacity},
-        "properties": {
-            "orchestrationMode": "Uniform",
-            "upgradePolicy": {"mode": "Rolling", "rollingUpgradePolicy": rolling},
-            "virtualMachineProfile": {
-                "storageProfile": {"imageReference": {"id": format!(
-                    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{image}")}},
-                "securityProfile": security
-            },
-            "modelVersion": version
-        }
-    }))
-    .unwrap()
-}
-
-async fn put_set(store: &Store, set: &ScaleSet) {
-    store
-        .put_resource(
-            &NewResource {
-                id: SET.into(),
-                kind: SCALE_SET_TYPE.into(),
-                resource_group: "rg".into(),
-                name: "web".into(),
-                parent: None,
-                body: serde_json::to_value(set).unwrap(),
-            },
-            Precondition::Any,
-            1,
-        )
-        .await
-        .unwrap();
-}
 
 /// The driver the orchestrator gets: the simulated one, with an await
 /// point before every call that changes an instance, so that a kill can

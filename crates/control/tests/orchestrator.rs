@@ -8,90 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use trustlaunch_control::orchestrator::{instance_name, instance_spec, Catalogs, Orchestrator};
+use trustlaunch_control::orchestrator::{instance_name, instance_spec, Orchestrator};
 use trustlaunch_control::sim::{BootOutcome, SimDriver};
 use trustlaunch_control::{Driver, Health};
-use trustlaunch_fleet::image::{ImageCatalog, ImageDefinition, ImageVersion};
-use trustlaunch_fleet::resources::{ScaleSet, ScaleSetVm, SCALE_SET_TYPE, SCALE_SET_VM_TYPE};
-use trustlaunch_fleet::sizes::SizeCatalog;
+use trustlaunch_fleet::resources::{ScaleSet, ScaleSetVm, SCALE_SET_VM_TYPE};
+mod common;
+use common::{catalogs, put_set, scale_set, SET};
 use trustlaunch_store::{NewResource, OperationStatus, Precondition, Store};
-
-const SET: &str =
-    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web";
-
-fn catalogs() -> Arc<Catalogs> {
-    let mut images = ImageCatalog::new();
-    let def: ImageDefinition = serde_json::from_value(json!({
-        "name": "tiny", "osType": "Linux", "hyperVGeneration": "V2",
-        "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
-        "identifier": {"publisher": "trustlaunch", "offer": "tiny", "sku": "1"}
-    }))
-    .unwrap();
-    images.add_definition("g1", def).unwrap();
-    for (v, source) in [("1.0.0", "/images/tiny-1"), ("2.0.0", "/images/tiny-2")] {
-        images
-            .add_version(
-                "g1",
-                "tiny",
-                ImageVersion {
-                    name: v.into(),
-                    source: source.into(),
-                },
-            )
-            .unwrap();
-    }
-    Arc::new(Catalogs {
-        sizes: SizeCatalog::built_in(),
-        images,
-    })
-}
-
-/// The scale set at model `version`: 1 is Standard on image 1.0.0, 2 is
-/// Trusted Launch on image 2.0.0.
-fn scale_set(capacity: u32, version: u64, rolling: serde_json::Value) -> ScaleSet {
-    let (image, security) = if version == 1 {
-        ("1.0.0", json!({"securityType": "Standard"}))
-    } else {
-        (
-            "2.0.0",
-            json!({"securityType": "TrustedLaunch",
-                   "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}),
-        )
-    };
-    serde_json::from_value(json!({
-        "id": SET, "name": "web", "type": SCALE_SET_TYPE, "location": "local",
-        "sku": {"name": "Standard_D2s_v3", "capacity": capacity},
-        "properties": {
-            "orchestrationMode": "Uniform",
-            "upgradePolicy": {"mode": "Rolling", "rollingUpgradePolicy": rolling},
-            "virtualMachineProfile": {
-                "storageProfile": {"imageReference": {"id": format!(
-                    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{image}")}},
-                "securityProfile": security
-            },
-            "modelVersion": version
-        }
-    }))
-    .unwrap()
-}
-
-async fn put_set(store: &Store, set: &ScaleSet) {
-    store
-        .put_resource(
-            &NewResource {
-                id: SET.into(),
-                kind: SCALE_SET_TYPE.into(),
-                resource_group: "rg".into(),
-                name: "web".into(),
-                parent: None,
-                body: serde_json::to_value(set).unwrap(),
-            },
-            Precondition::Any,
-            1,
-        )
-        .await
-        .unwrap();
-}
 
 /// A store and a driver holding `n` healthy instances on model 1, and the
 /// set's model moved to 2.
@@ -105,7 +28,7 @@ async fn fleet(
         .await
         .unwrap();
     let c = catalogs();
-    let v1 = scale_set(n, 1, rolling.clone());
+    let v1 = scale_set(n, 1, &rolling);
     put_set(&store, &v1).await;
     for i in 0..n {
         let id = i.to_string();
@@ -134,7 +57,7 @@ async fn fleet(
             .await
             .unwrap();
     }
-    put_set(&store, &scale_set(n, 2, rolling)).await;
+    put_set(&store, &scale_set(n, 2, &rolling)).await;
     store
 }
 
@@ -160,7 +83,7 @@ async fn a_rolling_upgrade_moves_every_instance_once() {
     let d = SimDriver::new(Duration::ZERO);
     let store = fleet(&dir, 10, &d, json!({"maxBatchInstancePercent": 20})).await;
     let o = orchestrator(&store, &d);
-    o.start_rolling_upgrade(SET, "op-1", Some(scale_set(10, 1, json!({}))))
+    o.start_rolling_upgrade(SET, "op-1", Some(scale_set(10, 1, &json!({}))))
         .await
         .unwrap();
     assert_eq!(o.run_pending().await.unwrap(), 1);
@@ -408,7 +331,7 @@ async fn reconcile_creates_scales_in_and_deletes_the_set() {
     let dir = tempfile::tempdir().unwrap();
     let d = SimDriver::new(Duration::ZERO);
     let store = fleet(&dir, 0, &d, json!({})).await;
-    put_set(&store, &scale_set(3, 2, json!({}))).await;
+    put_set(&store, &scale_set(3, 2, &json!({}))).await;
     let o = orchestrator(&store, &d);
     o.start_reconcile(SET, "op-1", false).await.unwrap();
     o.run_pending().await.unwrap();

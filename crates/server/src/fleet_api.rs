@@ -155,6 +155,46 @@ impl ControlPlane {
         Ok(u)
     }
 
+    /// Writes resource `id` (of `kind`, `body`) under `pre` together with
+    /// the operation that carries its change out, in one transaction (an
+    /// operation already running on it refuses both: 409), and wakes the
+    /// background loop; returns the new ETag and the operation's id.
+    pub(crate) async fn write_with_operation(
+        &self,
+        id: &str,
+        kind: &str,
+        body: &impl serde::Serialize,
+        pre: Precondition,
+        operation: Option<trustlaunch_store::NewOperation>,
+    ) -> Result<(i64, Option<String>), ApiError> {
+        let rid: trustlaunch_fleet::ids::ResourceId =
+            id.parse().map_err(|e| ApiError::bad_request(format!("{e}")))?;
+        let resource = NewResource {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            resource_group: rid.resource_group().to_owned(),
+            name: rid.name().to_owned(),
+            parent: None,
+            body: serde_json::to_value(body).map_err(ApiError::internal)?,
+        };
+        let tag = self
+            .store
+            .put_resource_with_operation(
+                &resource,
+                pre,
+                operation.as_ref(),
+                i64::try_from(now()).unwrap_or(0),
+            )
+            .await?;
+        Ok((
+            tag,
+            operation.map(|o| {
+                self.wake.notify_one();
+                o.id
+            }),
+        ))
+    }
+
     /// The VMs that joined the Flexible scale set `set_id`.
     pub(crate) async fn flexible_members(
         &self,
@@ -562,27 +602,9 @@ async fn put_scale_set(
             })
         }
     };
-    let resource = NewResource {
-        id: id.clone(),
-        kind: SCALE_SET_TYPE.into(),
-        resource_group: p.rg.clone(),
-        name: p.name.clone(),
-        parent: None,
-        body: serde_json::to_value(&set).map_err(ApiError::internal)?,
-    };
-    let tag = c
-        .store
-        .put_resource_with_operation(
-            &resource,
-            pre,
-            operation.as_ref(),
-            i64::try_from(now()).unwrap_or(0),
-        )
+    let (tag, op) = c
+        .write_with_operation(&id, SCALE_SET_TYPE, &set, pre, operation)
         .await?;
-    let op = operation.map(|o| {
-        c.wake.notify_one();
-        o.id
-    });
     let status = match (&op, &old) {
         (Some(_), _) => StatusCode::ACCEPTED,
         (None, None) => StatusCode::CREATED,

@@ -26,7 +26,7 @@ use trustlaunch_fleet::resources::{
 };
 use trustlaunch_fleet::validate::{validate_vm_create, validate_vm_update, Confirmations, Context};
 use trustlaunch_fleet::{ErrorCode, FleetError};
-use trustlaunch_store::{NewResource, Role};
+use trustlaunch_store::Role;
 use utoipa::IntoParams;
 
 use crate::api::AppState;
@@ -35,7 +35,6 @@ use crate::error::ApiError;
 use crate::fleet_api::{
     control, json_body, load_set, new_op_id, precondition, respond, set_id, ControlPlane, PutQuery,
 };
-use crate::service::now;
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<axum::response::Response, ApiError>;
@@ -213,27 +212,9 @@ async fn put_vm(
     } else {
         None
     };
-    let resource = NewResource {
-        id: id.clone(),
-        kind: VM_TYPE.into(),
-        resource_group: p.rg.clone(),
-        name: p.name.clone(),
-        parent: None,
-        body: serde_json::to_value(&vm).map_err(ApiError::internal)?,
-    };
-    let tag = c
-        .store
-        .put_resource_with_operation(
-            &resource,
-            pre,
-            operation.as_ref(),
-            i64::try_from(now()).unwrap_or(0),
-        )
+    let (tag, op) = c
+        .write_with_operation(&id, VM_TYPE, &vm, pre, operation)
         .await?;
-    let op = operation.map(|o| {
-        c.wake.notify_one();
-        o.id
-    });
     let status = if op.is_some() {
         StatusCode::ACCEPTED
     } else {
