@@ -167,8 +167,9 @@ impl ControlPlane {
         pre: Precondition,
         operation: Option<trustlaunch_store::NewOperation>,
     ) -> Result<(i64, Option<String>), ApiError> {
-        let rid: trustlaunch_fleet::ids::ResourceId =
-            id.parse().map_err(|e| ApiError::bad_request(format!("{e}")))?;
+        let rid: trustlaunch_fleet::ids::ResourceId = id
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("{e}")))?;
         let resource = NewResource {
             id: id.to_owned(),
             kind: kind.to_owned(),

@@ -1,0 +1,903 @@
+//! The control plane's ARM-shaped REST API under load from a second
+//! process on loopback, and the memory of a model of `--vms` VMs (issue 8).
+//!
+//! ```sh
+//! cargo build --release -p trustlaunch-cli        # the server binary it starts
+//! cargo bench -p trustlaunch-server --bench fleet_http -- --duration 10
+//! # quick try (< 1 min): -- --vms 2000 --duration 2
+//! ```
+//!
+//! 1. starts `target/release/trustlaunch server --no-runtime --driver sim
+//!    --sim-boot-ms 0` as a child (SQLite in a temporary directory unless
+//!    `--db`; a `Dsv3` quota of 2 vCPUs per VM, so the quota check runs),
+//!    publishes a gallery image definition and version, reads its RSS,
+//!    then creates scale sets of `--set-size` instances (`Standard_D2s_v3`,
+//!    Trusted Launch, Manual upgrade policy) totalling `--vms`
+//!    (`--create-parallel` PUTs in flight) and follows every operation
+//!    (`GET /operations/{id}`) to `Succeeded`: provisioning time, the
+//!    server's CPU, RSS and the SQLite files' size before and after;
+//! 2. per row: a warm-up closed loop (`--warmup` s), a closed loop
+//!    (`--concurrency` keep-alive connections, `--duration` s) and an open
+//!    loop (a fixed rate; latency counted from each request's *scheduled*
+//!    send time, so no coordinated omission). Rows: GET a scale set, GET
+//!    its instance list (the API does not page: all `--set-size`
+//!    instances), GET an operation, PUT of an unchanged scale set model
+//!    (200, no operation), PUT of a changed model under the Manual upgrade
+//!    policy (request `i` sets an application extension's
+//!    `typeHandlerVersion` to `1.i`: 200, the model version is bumped, no
+//!    operation). Each row rotates over all the scale sets (the GET
+//!    operation row: their creation operations). Only answers with status 200
+//!    count as done; the server's and this generator's CPU time per request
+//!    is read from `/proc/PID/stat` around each window;
+//! 3. prints a table and the memory per VM.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+type Res<T> = Result<T, String>;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[derive(Clone, Debug)]
+struct Args {
+    duration: f64,
+    warmup: f64,
+    concurrency: usize,
+    /// Open-loop rates per second: GET scale set / operation, GET
+    /// instance list, PUT.
+    rate: f64,
+    list_rate: f64,
+    put_rate: f64,
+    vms: usize,
+    set_size: usize,
+    create_parallel: usize,
+    bin: PathBuf,
+    db: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        duration: 10.0,
+        warmup: 2.0,
+        concurrency: 32,
+        rate: 1000.0,
+        list_rate: 20.0,
+        put_rate: 200.0,
+        vms: 100_000,
+        set_size: 1000,
+        create_parallel: 4,
+        bin: repo().join("target/release/trustlaunch"),
+        db: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--bench" => {}
+            "--duration" => a.duration = v().parse().expect("--duration"),
+            "--warmup" => a.warmup = v().parse().expect("--warmup"),
+            "--concurrency" => a.concurrency = v().parse().expect("--concurrency"),
+            "--rate" => a.rate = v().parse().expect("--rate"),
+            "--list-rate" => a.list_rate = v().parse().expect("--list-rate"),
+            "--put-rate" => a.put_rate = v().parse().expect("--put-rate"),
+            "--vms" => a.vms = v().parse().expect("--vms"),
+            "--set-size" => a.set_size = v().parse().expect("--set-size"),
+            "--create-parallel" => a.create_parallel = v().parse().expect("--create-parallel"),
+            "--bin" => a.bin = v().into(),
+            "--db" => a.db = Some(v()),
+            "-h" | "--help" => {
+                println!(
+                    "options: --duration S (10) --warmup S (2) --concurrency C (32) \
+                     --rate R/s (1000: GET set, GET operation) --list-rate R/s (20) \
+                     --put-rate R/s (200) --vms N (100000) --set-size N (1000, at most 1000) \
+                     --create-parallel N (4) --bin PATH --db URL"
+                );
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    assert!(
+        (1..=1000).contains(&a.set_size),
+        "--set-size: 1 to 1000 (a scale set's maximum capacity)"
+    );
+    a.vms = a.vms.max(1);
+    a
+}
+
+// ------------------------------------------------------------ load loops
+
+/// One request.
+#[derive(Clone)]
+struct Req {
+    method: Method,
+    url: String,
+    body: Option<Bytes>,
+}
+
+/// Request `i` of a measurement.
+type MakeReq = Arc<dyn Fn(usize) -> Req + Send + Sync>;
+
+/// The requests `reqs`, rotated over.
+fn rotate(reqs: Vec<Req>) -> MakeReq {
+    Arc::new(move |i| reqs[i % reqs.len()].clone())
+}
+
+/// Where requests go.
+#[derive(Clone)]
+struct Target {
+    client: reqwest::Client,
+    token: Arc<str>,
+    make: MakeReq,
+    /// Requests sent, answered or not.
+    sent: Arc<AtomicUsize>,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(usize::MAX)
+        .pool_idle_timeout(None)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
+
+impl Target {
+    async fn send(&self, i: usize) -> Res<(u16, Bytes)> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let q = (self.make)(i);
+        let mut r = self
+            .client
+            .request(q.method, &q.url)
+            .bearer_auth(&*self.token);
+        if let Some(b) = q.body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        let resp = r.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let b = resp.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, b))
+    }
+}
+
+/// One measurement.
+#[derive(Default, Clone)]
+struct Stats {
+    ok: usize,
+    errors: usize,
+    secs: f64,
+    /// Response body bytes of the answers counted.
+    bytes: usize,
+    /// Seconds, sorted.
+    lat: Vec<f64>,
+    first_error: Option<String>,
+    /// CPU seconds of the server and of this load generator in the window.
+    cpu: Option<(f64, f64)>,
+}
+
+impl Stats {
+    fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * self.lat.len() as f64).ceil() as usize;
+        self.lat[i.clamp(1, self.lat.len()) - 1]
+    }
+    fn max(&self) -> f64 {
+        self.lat.last().copied().unwrap_or(f64::NAN)
+    }
+    fn cpu_us(&self) -> (f64, f64) {
+        self.cpu.map_or((f64::NAN, f64::NAN), |(srv, gen)| {
+            let n = self.ok.max(1) as f64;
+            (srv / n * 1e6, gen / n * 1e6)
+        })
+    }
+    fn summary(&self) -> String {
+        let (s, g) = self.cpu_us();
+        format!(
+            "{:.0}/s ok={} err={} p50={:.2}ms p99={:.2}ms max={:.2}ms cpu us/req server/loadgen={s:.0}/{g:.0} {:.0} B/answer{}",
+            self.per_sec(),
+            self.ok,
+            self.errors,
+            self.pct(50.0) * 1e3,
+            self.pct(99.0) * 1e3,
+            self.max() * 1e3,
+            self.bytes as f64 / self.ok.max(1) as f64,
+            self.first_error
+                .as_ref()
+                .map(|e| format!(" first error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    ok: usize,
+    errors: usize,
+    bytes: usize,
+    lat: Vec<f64>,
+    first_error: Option<String>,
+}
+
+impl Acc {
+    fn add(&mut self, r: &Res<(u16, Bytes)>, lat: f64) {
+        match r {
+            Ok((200, b)) => {
+                self.ok += 1;
+                self.bytes += b.len();
+                self.lat.push(lat);
+            }
+            Ok((s, b)) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| {
+                    format!(
+                        "HTTP {s}: {}",
+                        String::from_utf8_lossy(&b[..b.len().min(300)])
+                    )
+                });
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| e.clone());
+            }
+        }
+    }
+    fn merge(&mut self, o: Acc) {
+        self.ok += o.ok;
+        self.errors += o.errors;
+        self.bytes += o.bytes;
+        self.lat.extend(o.lat);
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
+    fn finish(self, secs: f64) -> Stats {
+        let mut lat = self.lat;
+        lat.sort_by(f64::total_cmp);
+        Stats {
+            ok: self.ok,
+            errors: self.errors,
+            secs,
+            bytes: self.bytes,
+            lat,
+            first_error: self.first_error,
+            cpu: None,
+        }
+    }
+}
+
+/// Closed loop: `c` connections, each sending its next request when the
+/// previous answer is read, for `d` seconds.
+async fn closed_loop(t: &Target, c: usize, d: f64) -> Stats {
+    let next = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let end = Instant::now() + Duration::from_secs_f64(d);
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (t, next, stop) = (t.clone(), next.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acc = Acc::default();
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
+                let r = t.send(i).await;
+                let now = Instant::now();
+                if now > end {
+                    stop.store(true, Ordering::Relaxed);
+                    break; // finished after the window: not counted
+                }
+                acc.add(&r, (now - t0).as_secs_f64());
+            }
+            acc
+        }));
+    }
+    let mut all = Acc::default();
+    for h in tasks {
+        all.merge(h.await.expect("task"));
+    }
+    all.finish(d)
+}
+
+/// Open loop: request `i` is due at `start + i / rate`; it is sent then (or
+/// as soon as the generator can) and its latency is counted from that due
+/// time, so a slow server cannot slow the schedule down.
+async fn open_loop(t: &Target, rate: f64, d: f64) -> Stats {
+    let n = (rate * d).round() as usize;
+    let acc = Arc::new(Mutex::new(Acc::default()));
+    let start = tokio::time::Instant::now() + Duration::from_millis(5);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let (t, acc) = (t.clone(), acc.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = t.send(i).await;
+            let lat = (tokio::time::Instant::now() - due).as_secs_f64();
+            acc.lock().expect("acc").add(&r, lat);
+        }));
+    }
+    for h in tasks {
+        h.await.expect("task");
+    }
+    // completions per second from the first due time to the last answer
+    let secs = (tokio::time::Instant::now() - start).as_secs_f64();
+    let a = std::mem::take(&mut *acc.lock().expect("acc"));
+    a.finish(secs)
+}
+
+/// CPU seconds (user + system, all threads) of process `pid`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f
+        .get(11..13)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0 // USER_HZ on Linux
+}
+
+/// Runs `f`, recording the CPU time of the server and of this generator.
+async fn with_cpu(pid: u32, f: impl std::future::Future<Output = Stats>) -> Stats {
+    let me = std::process::id();
+    let (s0, g0) = (cpu_secs(pid), cpu_secs(me));
+    let mut st = f.await;
+    st.cpu = Some((cpu_secs(pid) - s0, cpu_secs(me) - g0));
+    st
+}
+
+/// `VmRSS` and `VmHWM` of `pid`, kB.
+fn rss(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+// ------------------------------------------------------------ the server
+
+/// The server as a child process.
+struct Server {
+    child: Child,
+    url: String,
+    token: Arc<str>,
+    dir: tempfile::TempDir,
+    /// The SQLite database file, when the database is SQLite.
+    sqlite: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Bytes of the SQLite database with its `-wal` and `-shm` files.
+    fn db_bytes(&self) -> Option<u64> {
+        let db = self.sqlite.as_ref()?;
+        let size = |suffix: &str| {
+            let mut p = db.clone().into_os_string();
+            p.push(suffix);
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        };
+        Some(size("") + size("-wal") + size("-shm"))
+    }
+}
+
+async fn start_server(a: &Args) -> Res<Server> {
+    if !a.bin.exists() {
+        return Err(format!(
+            "{} missing: run `cargo build --release -p trustlaunch-cli` first (or --bin)",
+            a.bin.display()
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let sqlite = a.db.is_none().then(|| dir.path().join("s.db"));
+    let db = a.db.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}",
+            sqlite.as_deref().unwrap_or(dir.path()).display()
+        )
+    });
+    let token_file = dir.path().join("admin.token");
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let child = Command::new(&a.bin)
+        .args([
+            "server",
+            "--no-runtime",
+            "--driver",
+            "sim",
+            "--sim-boot-ms",
+            "0",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--db", &db, "--vtpm-ca"])
+        .arg(repo().join("crates/attestation/tests/data/evidence/vtpm-ca.crt"))
+        .arg("--admin-token-file")
+        .arg(&token_file)
+        .arg("--home")
+        .arg(dir.path().join("home"))
+        // Quotas apply: room for exactly --vms Standard_D2s_v3 instances.
+        .arg("--quota")
+        .arg(format!("Dsv3={}", a.vms.saturating_mul(2)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", a.bin.display()))?;
+    let mut s = Server {
+        child,
+        url: String::new(),
+        token: Arc::from(""),
+        dir,
+        sqlite,
+    };
+    for _ in 0..400 {
+        if let Ok(Some(st)) = s.child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("server exited ({st}): {log}"));
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let url = log.lines().find_map(|l| {
+            l.strip_prefix("trustlaunch server: listening on ")
+                .map(|u| u.trim().to_owned())
+        });
+        let token = std::fs::read_to_string(&token_file).unwrap_or_default();
+        if let (Some(url), false) = (url, token.trim().is_empty()) {
+            s.url = url;
+            s.token = Arc::from(token.trim());
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "server did not come up in 20 s (a --db that is not empty has no new admin token); log: {}",
+        s.dir.path().join("server.log").display()
+    ))
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+async fn call(
+    c: &reqwest::Client,
+    s: &Server,
+    m: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Res<Reply> {
+    let mut r = c
+        .request(m, format!("{}{path}", s.url))
+        .bearer_auth(&*s.token);
+    if let Some(b) = body {
+        r = r.json(b);
+    }
+    let resp = r.send().await.map_err(|e| format!("{path}: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let b = resp.bytes().await.map_err(|e| format!("{path}: {e}"))?;
+    Ok(Reply {
+        status,
+        headers,
+        body: serde_json::from_slice(&b).unwrap_or(Value::Null),
+    })
+}
+
+async fn expect(
+    c: &reqwest::Client,
+    s: &Server,
+    m: Method,
+    path: &str,
+    body: Option<&Value>,
+    want: u16,
+) -> Res<Reply> {
+    let r = call(c, s, m.clone(), path, body).await?;
+    if r.status != want {
+        return Err(format!(
+            "{m} {path}: {} (wanted {want}): {}",
+            r.status, r.body
+        ));
+    }
+    Ok(r)
+}
+
+// ------------------------------------------------------------ the model
+
+/// The provider path of this run's resource group (a subscription of its
+/// own, so that runs can share a PostgreSQL database).
+fn provider(sub: &str) -> String {
+    format!("/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Compute")
+}
+
+fn set_path(sub: &str, k: usize) -> String {
+    format!("{}/virtualMachineScaleSets/vmss-{k:05}", provider(sub))
+}
+
+/// A scale set's body; `ext`: an application extension of that
+/// `typeHandlerVersion` in the model.
+fn set_body(sub: &str, capacity: usize, ext: Option<&str>) -> Value {
+    let mut v = json!({
+        "location": "local",
+        "sku": {"name": "Standard_D2s_v3", "capacity": capacity},
+        "properties": {
+            "orchestrationMode": "Uniform",
+            "upgradePolicy": {"mode": "Manual"},
+            "virtualMachineProfile": {
+                "storageProfile": {"imageReference": {"id": format!(
+                    "{}/galleries/g1/images/tiny/versions/1.0.0", provider(sub))}},
+                "securityProfile": {"securityType": "TrustedLaunch",
+                    "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}
+            }
+        }
+    });
+    if let Some(version) = ext {
+        v["properties"]["virtualMachineProfile"]["extensionProfile"] = json!({"extensions": [
+            {"name": "app", "properties": {"publisher": "Contoso.Bench", "type": "App",
+                "typeHandlerVersion": version}}]});
+    }
+    v
+}
+
+async fn publish_image(c: &reqwest::Client, s: &Server, sub: &str) -> Res<()> {
+    let img = format!("{}/galleries/g1/images/tiny", provider(sub));
+    let def = json!({"location": "local", "properties": {
+        "osType": "Linux", "hyperVGeneration": "V2",
+        "features": [{"name": "SecurityType", "value": "TrustedLaunchSupported"}],
+        "identifier": {"publisher": "trustlaunch", "offer": "tiny", "sku": "1"}}});
+    expect(c, s, Method::PUT, &img, Some(&def), 200).await?;
+    let body = json!({"properties": {"source": "/images/tiny-1.0.0"}});
+    let version = format!("{img}/versions/1.0.0");
+    expect(c, s, Method::PUT, &version, Some(&body), 200).await?;
+    Ok(())
+}
+
+/// The scale sets' capacities: `--set-size` each, the last one the rest.
+fn capacities(a: &Args) -> Vec<usize> {
+    (0..a.vms.div_ceil(a.set_size))
+        .map(|k| a.set_size.min(a.vms - k * a.set_size))
+        .collect()
+}
+
+/// Creates the scale sets (`--create-parallel` PUTs in flight), then
+/// follows every operation to its end; returns the operation URLs.
+async fn provision(a: &Args, s: &Arc<Server>, sub: &str, caps: &[usize]) -> Res<Vec<String>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let caps = Arc::new(caps.to_vec());
+    let ops: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let mut tasks: Vec<tokio::task::JoinHandle<Res<()>>> = Vec::new();
+    for _ in 0..a.create_parallel.max(1) {
+        let (next, caps, ops, s, sub) = (
+            next.clone(),
+            caps.clone(),
+            ops.clone(),
+            s.clone(),
+            sub.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&cap) = caps.get(k) else {
+                    return Ok(());
+                };
+                let body = set_body(&sub, cap, None);
+                let r = expect(&c, &s, Method::PUT, &set_path(&sub, k), Some(&body), 202).await?;
+                let op = r
+                    .headers
+                    .get("azure-asyncoperation")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or("202 without Azure-AsyncOperation")?
+                    .to_owned();
+                ops.lock().expect("ops").push((k, op));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let mut ops = std::mem::take(&mut *ops.lock().expect("ops"));
+    ops.sort();
+    let urls: Vec<String> = ops.iter().map(|(_, u)| u.clone()).collect();
+    eprintln!(
+        "setup: {} scale sets PUT (202), following their operations",
+        urls.len()
+    );
+    // Poll the oldest unfinished operation (they run one after another).
+    let c = client();
+    let mut last_report = Instant::now();
+    for (i, u) in urls.iter().enumerate() {
+        loop {
+            let r = expect(&c, s, Method::GET, u, None, 200).await?;
+            match r.body["status"].as_str() {
+                Some("InProgress") => {}
+                Some("Succeeded") => break,
+                _ => return Err(format!("operation {u} did not succeed: {}", r.body)),
+            }
+            if last_report.elapsed() > Duration::from_secs(10) {
+                eprintln!("setup: {i} of {} operations succeeded", urls.len());
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(urls)
+}
+
+/// The sum of the scale sets' model versions.
+async fn model_versions(s: &Server, sub: &str, n: usize) -> Res<u64> {
+    let c = client();
+    let mut sum = 0;
+    for k in 0..n {
+        let r = expect(&c, s, Method::GET, &set_path(sub, k), None, 200).await?;
+        sum += r.body["properties"]["modelVersion"].as_u64().unwrap_or(0);
+    }
+    Ok(sum)
+}
+
+// ------------------------------------------------------------ the run
+
+struct Row {
+    what: String,
+    closed: Stats,
+    open: Stats,
+    rate: f64,
+    /// Requests sent, warm-up included (some finish after a closed
+    /// loop's window and are not counted in its figures).
+    sent: usize,
+    note: String,
+}
+
+async fn measure(a: &Args, s: &Server, what: &str, make: MakeReq, rate: f64) -> Row {
+    let t = Target {
+        client: client(),
+        token: s.token.clone(),
+        make,
+        sent: Arc::default(),
+    };
+    let pid = s.pid();
+    closed_loop(&t, a.concurrency, a.warmup).await;
+    let closed = with_cpu(pid, closed_loop(&t, a.concurrency, a.duration)).await;
+    eprintln!("{what}: closed c={}: {}", a.concurrency, closed.summary());
+    let open = with_cpu(pid, open_loop(&t, rate, a.duration)).await;
+    eprintln!("{what}: open {rate}/s: {}", open.summary());
+    Row {
+        what: what.to_owned(),
+        closed,
+        open,
+        rate,
+        sent: t.sent.load(Ordering::Relaxed),
+        note: String::new(),
+    }
+}
+
+async fn run(a: Args) -> Res<()> {
+    eprintln!("args: {a:?}");
+    let load_before = loadavg();
+    let s = Arc::new(start_server(&a).await?);
+    let pid = s.pid();
+    let sub = format!("bench-{}", std::process::id());
+    let c = client();
+    publish_image(&c, &s, &sub).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss0, _) = rss(pid);
+    let db0 = s.db_bytes();
+    eprintln!(
+        "setup: server pid {pid} at {}, image published, RSS {rss0} kB",
+        s.url
+    );
+
+    // 1. The model.
+    let caps = capacities(&a);
+    let (cpu0, t0) = (cpu_secs(pid), Instant::now());
+    let ops = provision(&a, &s, &sub, &caps).await?;
+    let (prov_secs, prov_cpu) = (t0.elapsed().as_secs_f64(), cpu_secs(pid) - cpu0);
+    let first = expect(
+        &c,
+        &s,
+        Method::GET,
+        &format!("{}/virtualMachines", set_path(&sub, 0)),
+        None,
+        200,
+    )
+    .await?;
+    let listed = first.body["value"].as_array().map_or(0, Vec::len);
+    if listed != caps[0] {
+        return Err(format!(
+            "scale set 0 lists {listed} instances, not {}",
+            caps[0]
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss1, hwm1) = rss(pid);
+    let db1 = s.db_bytes();
+    let idle0 = cpu_secs(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = (cpu_secs(pid) - idle0) / 3.0;
+    eprintln!(
+        "setup: {} VMs in {} scale sets provisioned in {prov_secs:.1} s (server CPU {prov_cpu:.1} s); \
+         RSS {rss1} kB (HWM {hwm1} kB); idle server CPU {:.1} ms/s",
+        a.vms,
+        caps.len(),
+        idle * 1e3
+    );
+
+    // 2. GET load.
+    let n = caps.len();
+    let get = |path: String| Req {
+        method: Method::GET,
+        url: format!("{}{path}", s.url),
+        body: None,
+    };
+    let mut rows = Vec::new();
+    let reqs = (0..n).map(|k| get(set_path(&sub, k))).collect();
+    rows.push(measure(&a, &s, "GET scale set", rotate(reqs), a.rate).await);
+    let reqs = (0..n)
+        .map(|k| get(format!("{}/virtualMachines", set_path(&sub, k))))
+        .collect();
+    let what = format!("GET list-instances ({} instances, one page)", caps[0]);
+    rows.push(measure(&a, &s, &what, rotate(reqs), a.list_rate).await);
+    let reqs = ops.iter().map(|u| get(u.clone())).collect();
+    rows.push(measure(&a, &s, "GET operation", rotate(reqs), a.rate).await);
+
+    // 3. PUT load.
+    let put = {
+        let (base, sub) = (s.url.clone(), sub.clone());
+        move |k: usize, body: Vec<u8>| Req {
+            method: Method::PUT,
+            url: format!("{base}{}", set_path(&sub, k)),
+            body: Some(Bytes::from(body)),
+        }
+    };
+    let reqs = (0..n)
+        .map(|k| put(k, set_body(&sub, caps[k], None).to_string().into_bytes()))
+        .collect();
+    let mv0 = model_versions(&s, &sub, n).await?;
+    let what = "PUT scale set, unchanged model";
+    let mut row = measure(&a, &s, what, rotate(reqs), a.put_rate).await;
+    let mv1 = model_versions(&s, &sub, n).await?;
+    row.note = format!(
+        "model versions bumped: {} by {} PUTs sent, warm-up included",
+        mv1 - mv0,
+        row.sent
+    );
+    rows.push(row);
+    // Request i sets an extension's typeHandlerVersion to 1.i: every PUT
+    // changes the model, which the Manual policy leaves to the instances'
+    // owners (200, the model version bumped, no operation).
+    let templates: Vec<String> = (0..n)
+        .map(|k| set_body(&sub, caps[k], Some("@V@")).to_string())
+        .collect();
+    let make: MakeReq = Arc::new(move |i| {
+        let k = i % n;
+        put(
+            k,
+            templates[k].replace("@V@", &format!("1.{i}")).into_bytes(),
+        )
+    });
+    let what = "PUT scale set, model changed (Manual policy)";
+    let mut row = measure(&a, &s, what, make, a.put_rate).await;
+    let mv2 = model_versions(&s, &sub, n).await?;
+    row.note = format!(
+        "model versions bumped: {} by {} PUTs sent, warm-up included \
+         (fewer bumps than PUTs only when two PUTs of one set overlap: both bump \
+         from the same version, the last write wins; no If-Match)",
+        mv2 - mv1,
+        row.sent
+    );
+    rows.push(row);
+    let (rss2, hwm2) = rss(pid);
+    let load_after = loadavg();
+
+    // 4. The table.
+    println!();
+    println!(
+        "{} VMs in {} scale sets; {} s per measurement, closed loop c={}; \
+         load average before {load_before}, after {load_after}",
+        a.vms, n, a.duration, a.concurrency
+    );
+    println!();
+    println!("| request | loop | done/s | p50 / p99 / max, ms | server CPU µs/req | load generator CPU µs/req | answer, B | errors |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        for (lp, st) in [
+            (format!("closed, c={}", a.concurrency), &r.closed),
+            (format!("open, {}/s", r.rate), &r.open),
+        ] {
+            let (cs, cg) = st.cpu_us();
+            println!(
+                "| {} | {lp} | {:.0} | {:.2} / {:.2} / {:.2} | {cs:.0} | {cg:.0} | {:.0} | {} |",
+                r.what,
+                st.per_sec(),
+                st.pct(50.0) * 1e3,
+                st.pct(99.0) * 1e3,
+                st.max() * 1e3,
+                st.bytes as f64 / st.ok.max(1) as f64,
+                st.errors
+            );
+        }
+    }
+    for r in rows.iter().filter(|r| !r.note.is_empty()) {
+        println!("\n{}: {}", r.what, r.note);
+    }
+    for r in &rows {
+        for st in [&r.closed, &r.open] {
+            if let Some(e) = &st.first_error {
+                println!("\n{}: first error: {e}", r.what);
+            }
+        }
+    }
+    let per_vm = (rss1 as f64 - rss0 as f64) / a.vms as f64;
+    println!();
+    println!(
+        "provisioning: {} VMs in {n} scale sets ({} PUTs in flight, operations run one after another) \
+         in {prov_secs:.1} s = {:.0} VMs/s; server CPU {prov_cpu:.1} s = {:.0} µs per VM; idle server CPU {:.1} ms/s (10 ms ticks over 3 s)",
+        a.vms,
+        a.create_parallel,
+        a.vms as f64 / prov_secs,
+        prov_cpu / a.vms as f64 * 1e6,
+        idle * 1e3
+    );
+    println!(
+        "memory: server RSS {rss0} kB with the image published -> {rss1} kB (HWM {hwm1} kB) with {} VMs \
+         = {per_vm:.2} kB per VM ({:.0} MB per 100,000 VMs); after the load RSS {rss2} kB (HWM {hwm2} kB)",
+        a.vms,
+        per_vm * 100_000.0 / 1024.0
+    );
+    if let (Some(d0), Some(d1)) = (db0, db1) {
+        println!(
+            "SQLite (s.db + -wal + -shm): {d0} B -> {d1} B = {:.2} kB per VM",
+            (d1 as f64 - d0 as f64) / a.vms as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    let a = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(e) = rt.block_on(run(a)) {
+        eprintln!("fleet_http: FAILED: {e}");
+        std::process::exit(1);
+    }
+}
