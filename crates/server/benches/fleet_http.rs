@@ -33,7 +33,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,9 @@ use bytes::Bytes;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-type Res<T> = Result<T, String>;
+mod load;
+
+use load::{closed_loop, cpu_secs, loadavg, open_loop, rss, with_cpu, Load, Res, Stats};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -152,7 +154,7 @@ fn client() -> reqwest::Client {
         .expect("http client")
 }
 
-impl Target {
+impl Load for Target {
     async fn send(&self, i: usize) -> Res<(u16, Bytes)> {
         self.sent.fetch_add(1, Ordering::Relaxed);
         let q = (self.make)(i);
@@ -168,220 +170,6 @@ impl Target {
         let b = resp.bytes().await.map_err(|e| e.to_string())?;
         Ok((status, b))
     }
-}
-
-/// One measurement.
-#[derive(Default, Clone)]
-struct Stats {
-    ok: usize,
-    errors: usize,
-    secs: f64,
-    /// Response body bytes of the answers counted.
-    bytes: usize,
-    /// Seconds, sorted.
-    lat: Vec<f64>,
-    first_error: Option<String>,
-    /// CPU seconds of the server and of this load generator in the window.
-    cpu: Option<(f64, f64)>,
-}
-
-impl Stats {
-    fn per_sec(&self) -> f64 {
-        self.ok as f64 / self.secs
-    }
-    fn pct(&self, p: f64) -> f64 {
-        if self.lat.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((p / 100.0) * self.lat.len() as f64).ceil() as usize;
-        self.lat[i.clamp(1, self.lat.len()) - 1]
-    }
-    fn max(&self) -> f64 {
-        self.lat.last().copied().unwrap_or(f64::NAN)
-    }
-    fn cpu_us(&self) -> (f64, f64) {
-        self.cpu.map_or((f64::NAN, f64::NAN), |(srv, gen)| {
-            let n = self.ok.max(1) as f64;
-            (srv / n * 1e6, gen / n * 1e6)
-        })
-    }
-    fn summary(&self) -> String {
-        let (s, g) = self.cpu_us();
-        format!(
-            "{:.0}/s ok={} err={} p50={:.2}ms p99={:.2}ms max={:.2}ms cpu us/req server/loadgen={s:.0}/{g:.0} {:.0} B/answer{}",
-            self.per_sec(),
-            self.ok,
-            self.errors,
-            self.pct(50.0) * 1e3,
-            self.pct(99.0) * 1e3,
-            self.max() * 1e3,
-            self.bytes as f64 / self.ok.max(1) as f64,
-            self.first_error
-                .as_ref()
-                .map(|e| format!(" first error: {e}"))
-                .unwrap_or_default()
-        )
-    }
-}
-
-#[derive(Default)]
-struct Acc {
-    ok: usize,
-    errors: usize,
-    bytes: usize,
-    lat: Vec<f64>,
-    first_error: Option<String>,
-}
-
-impl Acc {
-    fn add(&mut self, r: &Res<(u16, Bytes)>, lat: f64) {
-        match r {
-            Ok((200, b)) => {
-                self.ok += 1;
-                self.bytes += b.len();
-                self.lat.push(lat);
-            }
-            Ok((s, b)) => {
-                self.errors += 1;
-                self.first_error.get_or_insert_with(|| {
-                    format!(
-                        "HTTP {s}: {}",
-                        String::from_utf8_lossy(&b[..b.len().min(300)])
-                    )
-                });
-            }
-            Err(e) => {
-                self.errors += 1;
-                self.first_error.get_or_insert_with(|| e.clone());
-            }
-        }
-    }
-    fn merge(&mut self, o: Acc) {
-        self.ok += o.ok;
-        self.errors += o.errors;
-        self.bytes += o.bytes;
-        self.lat.extend(o.lat);
-        if self.first_error.is_none() {
-            self.first_error = o.first_error;
-        }
-    }
-    fn finish(self, secs: f64) -> Stats {
-        let mut lat = self.lat;
-        lat.sort_by(f64::total_cmp);
-        Stats {
-            ok: self.ok,
-            errors: self.errors,
-            secs,
-            bytes: self.bytes,
-            lat,
-            first_error: self.first_error,
-            cpu: None,
-        }
-    }
-}
-
-/// Closed loop: `c` connections, each sending its next request when the
-/// previous answer is read, for `d` seconds.
-async fn closed_loop(t: &Target, c: usize, d: f64) -> Stats {
-    let next = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let end = Instant::now() + Duration::from_secs_f64(d);
-    let mut tasks = Vec::new();
-    for _ in 0..c {
-        let (t, next, stop) = (t.clone(), next.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acc = Acc::default();
-            while !stop.load(Ordering::Relaxed) {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let t0 = Instant::now();
-                let r = t.send(i).await;
-                let now = Instant::now();
-                if now > end {
-                    stop.store(true, Ordering::Relaxed);
-                    break; // finished after the window: not counted
-                }
-                acc.add(&r, (now - t0).as_secs_f64());
-            }
-            acc
-        }));
-    }
-    let mut all = Acc::default();
-    for h in tasks {
-        all.merge(h.await.expect("task"));
-    }
-    all.finish(d)
-}
-
-/// Open loop: request `i` is due at `start + i / rate`; it is sent then (or
-/// as soon as the generator can) and its latency is counted from that due
-/// time, so a slow server cannot slow the schedule down.
-async fn open_loop(t: &Target, rate: f64, d: f64) -> Stats {
-    let n = (rate * d).round() as usize;
-    let acc = Arc::new(Mutex::new(Acc::default()));
-    let start = tokio::time::Instant::now() + Duration::from_millis(5);
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due).await;
-        let (t, acc) = (t.clone(), acc.clone());
-        tasks.push(tokio::spawn(async move {
-            let r = t.send(i).await;
-            let lat = (tokio::time::Instant::now() - due).as_secs_f64();
-            acc.lock().expect("acc").add(&r, lat);
-        }));
-    }
-    for h in tasks {
-        h.await.expect("task");
-    }
-    // completions per second from the first due time to the last answer
-    let secs = (tokio::time::Instant::now() - start).as_secs_f64();
-    let a = std::mem::take(&mut *acc.lock().expect("acc"));
-    a.finish(secs)
-}
-
-/// CPU seconds (user + system, all threads) of process `pid`.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f
-        .get(11..13)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0 // USER_HZ on Linux
-}
-
-/// Runs `f`, recording the CPU time of the server and of this generator.
-async fn with_cpu(pid: u32, f: impl std::future::Future<Output = Stats>) -> Stats {
-    let me = std::process::id();
-    let (s0, g0) = (cpu_secs(pid), cpu_secs(me));
-    let mut st = f.await;
-    st.cpu = Some((cpu_secs(pid) - s0, cpu_secs(me) - g0));
-    st
-}
-
-/// `VmRSS` and `VmHWM` of `pid`, kB.
-fn rss(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |k: &str| {
-        s.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (kb("VmRSS:"), kb("VmHWM:"))
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 // ------------------------------------------------------------ the server
@@ -694,9 +482,9 @@ async fn measure(a: &Args, s: &Server, what: &str, make: MakeReq, rate: f64) -> 
     };
     let pid = s.pid();
     closed_loop(&t, a.concurrency, a.warmup).await;
-    let closed = with_cpu(pid, closed_loop(&t, a.concurrency, a.duration)).await;
+    let closed = with_cpu(pid, false, closed_loop(&t, a.concurrency, a.duration)).await;
     eprintln!("{what}: closed c={}: {}", a.concurrency, closed.summary());
-    let open = with_cpu(pid, open_loop(&t, rate, a.duration)).await;
+    let open = with_cpu(pid, false, open_loop(&t, rate, a.duration)).await;
     eprintln!("{what}: open {rate}/s: {}", open.summary());
     Row {
         what: what.to_owned(),
@@ -726,9 +514,9 @@ async fn run(a: Args) -> Res<()> {
 
     // 1. The model.
     let caps = capacities(&a);
-    let (cpu0, t0) = (cpu_secs(pid), Instant::now());
+    let (cpu0, t0) = (cpu_secs(pid, false), Instant::now());
     let ops = provision(&a, &s, &sub, &caps).await?;
-    let (prov_secs, prov_cpu) = (t0.elapsed().as_secs_f64(), cpu_secs(pid) - cpu0);
+    let (prov_secs, prov_cpu) = (t0.elapsed().as_secs_f64(), cpu_secs(pid, false) - cpu0);
     let first = expect(
         &c,
         &s,
@@ -748,9 +536,9 @@ async fn run(a: Args) -> Res<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss1, hwm1) = rss(pid);
     let db1 = s.db_bytes();
-    let idle0 = cpu_secs(pid);
+    let idle0 = cpu_secs(pid, false);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = (cpu_secs(pid) - idle0) / 3.0;
+    let idle = (cpu_secs(pid, false) - idle0) / 3.0;
     eprintln!(
         "setup: {} VMs in {} scale sets provisioned in {prov_secs:.1} s (server CPU {prov_cpu:.1} s); \
          RSS {rss1} kB (HWM {hwm1} kB); idle server CPU {:.1} ms/s",

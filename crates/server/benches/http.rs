@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,9 @@ use trustlaunch_attestation::KeyDatabases;
 use trustlaunch_secureboot::varstore::VarStore;
 use trustlaunch_server::model::{Template, VmRegistration};
 
-type Res<T> = Result<T, String>;
+mod load;
+
+use load::{closed_loop, open_loop, rss, with_cpu, Load, Res, Stats};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -160,7 +162,7 @@ fn client(cacert: Option<&Path>) -> reqwest::Client {
     b.build().expect("http client")
 }
 
-impl Target {
+impl Load for Target {
     async fn send(&self, i: usize) -> Res<(u16, Bytes)> {
         let mut r = self
             .client
@@ -175,179 +177,6 @@ impl Target {
         let b = resp.bytes().await.map_err(|e| e.to_string())?;
         Ok((status, b))
     }
-}
-
-/// One measurement.
-#[derive(Default, Clone)]
-struct Stats {
-    ok: usize,
-    errors: usize,
-    secs: f64,
-    /// Seconds, sorted.
-    lat: Vec<f64>,
-    first_error: Option<String>,
-    /// CPU seconds the server (all its processes) and the load generator
-    /// used during the window.
-    cpu: Option<(f64, f64)>,
-}
-
-impl Stats {
-    fn cpu_us(&self) -> String {
-        self.cpu.map_or("-".into(), |(srv, gen)| {
-            format!(
-                "{:.0} / {:.0}",
-                srv / self.ok.max(1) as f64 * 1e6,
-                gen / self.ok.max(1) as f64 * 1e6
-            )
-        })
-    }
-    fn per_sec(&self) -> f64 {
-        self.ok as f64 / self.secs
-    }
-    fn pct(&self, p: f64) -> f64 {
-        if self.lat.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((p / 100.0) * self.lat.len() as f64).ceil() as usize;
-        self.lat[i.clamp(1, self.lat.len()) - 1]
-    }
-    fn summary(&self) -> String {
-        format!(
-            "{:.0}/s ok={} err={} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms cpu us/req server/loadgen={}{}",
-            self.per_sec(),
-            self.ok,
-            self.errors,
-            self.pct(50.0) * 1e3,
-            self.pct(90.0) * 1e3,
-            self.pct(99.0) * 1e3,
-            self.lat.last().copied().unwrap_or(f64::NAN) * 1e3,
-            self.cpu_us(),
-            self.first_error
-                .as_ref()
-                .map(|e| format!(" first error: {e}"))
-                .unwrap_or_default()
-        )
-    }
-}
-
-#[derive(Default)]
-struct Acc {
-    ok: usize,
-    errors: usize,
-    lat: Vec<f64>,
-    first_error: Option<String>,
-}
-
-impl Acc {
-    fn add(&mut self, r: &Res<(u16, Bytes)>, lat: f64) {
-        match r {
-            Ok((200, _)) => {
-                self.ok += 1;
-                self.lat.push(lat);
-            }
-            Ok((s, b)) => {
-                self.errors += 1;
-                self.first_error.get_or_insert_with(|| {
-                    format!(
-                        "HTTP {s}: {}",
-                        String::from_utf8_lossy(&b[..b.len().min(200)])
-                    )
-                });
-            }
-            Err(e) => {
-                self.errors += 1;
-                self.first_error.get_or_insert_with(|| e.clone());
-            }
-        }
-    }
-    fn finish(self, secs: f64) -> Stats {
-        let mut lat = self.lat;
-        lat.sort_by(f64::total_cmp);
-        Stats {
-            ok: self.ok,
-            errors: self.errors,
-            secs,
-            lat,
-            first_error: self.first_error,
-            cpu: None,
-        }
-    }
-}
-
-/// Closed loop: `c` connections, each sending its next request when the
-/// previous answer is read, for `d` seconds.
-async fn closed_loop(t: &Target, c: usize, d: f64) -> Stats {
-    let next = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let end = start + Duration::from_secs_f64(d);
-    let mut tasks = Vec::new();
-    for _ in 0..c {
-        let (t, next, stop) = (t.clone(), next.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acc = Acc::default();
-            while !stop.load(Ordering::Relaxed) {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let t0 = Instant::now();
-                let r = t.send(i).await;
-                let now = Instant::now();
-                if now > end {
-                    stop.store(true, Ordering::Relaxed);
-                    break; // finished after the window: not counted
-                }
-                acc.add(&r, (now - t0).as_secs_f64());
-            }
-            acc
-        }));
-    }
-    let mut all = Acc::default();
-    for h in tasks {
-        let a = h.await.expect("task");
-        all.ok += a.ok;
-        all.errors += a.errors;
-        all.lat.extend(a.lat);
-        if all.first_error.is_none() {
-            all.first_error = a.first_error;
-        }
-    }
-    all.finish(d)
-}
-
-/// Open loop: request `i` is due at `start + i / rate`; it is sent then (or
-/// as soon as the generator can) and its latency is counted from that due
-/// time, so a slow server cannot slow the schedule down.
-async fn open_loop(t: &Target, rate: f64, d: f64) -> Stats {
-    let n = (rate * d).round() as usize;
-    let acc = Arc::new(Mutex::new(Acc::default()));
-    let start = tokio::time::Instant::now() + Duration::from_millis(5);
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due).await;
-        let (t, acc) = (t.clone(), acc.clone());
-        tasks.push(tokio::spawn(async move {
-            let r = t.send(i).await;
-            let lat = (tokio::time::Instant::now() - due).as_secs_f64();
-            acc.lock().expect("acc").add(&r, lat);
-        }));
-    }
-    for h in tasks {
-        h.await.expect("task");
-    }
-    let secs = (tokio::time::Instant::now() - start).as_secs_f64();
-    let a = std::mem::take(&mut *acc.lock().expect("acc"));
-    // completions per second from the first due time to the last answer
-    a.finish(secs)
-}
-
-/// Runs `f`, recording the CPU time of the server (`pid`, its process
-/// group when `pgrp`) and of this load generator meanwhile.
-async fn with_cpu(pid: u32, pgrp: bool, f: impl std::future::Future<Output = Stats>) -> Stats {
-    let me = std::process::id();
-    let (s0, g0) = (cpu_secs(pid, pgrp), cpu_secs(me, false));
-    let mut st = f.await;
-    st.cpu = Some((cpu_secs(pid, pgrp) - s0, cpu_secs(me, false) - g0));
-    st
 }
 
 /// A recorded boot.
@@ -395,48 +224,6 @@ fn case(name: &'static str, dir: &str, file: &str) -> Case {
             host: "bench".into(),
         },
     }
-}
-
-fn rss(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |k: &str| {
-        s.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (kb("VmRSS:"), kb("VmHWM:"))
-}
-
-/// CPU seconds (user + system, with waited-for children) of every process
-/// in process group `pgrp`, or of `pid` itself when `pgrp` is 0.
-fn cpu_secs(pid: u32, pgrp: bool) -> f64 {
-    let tck = 100.0; // USER_HZ on Linux
-    let one = |stat: &str| -> Option<(u32, f64)> {
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // f[0] = state (field 3): pgrp is field 5, utime..cstime 14..17
-        let t: f64 = f[11..15].iter().filter_map(|v| v.parse::<f64>().ok()).sum();
-        Some((f[2].parse().ok()?, t / tck))
-    };
-    if !pgrp {
-        return std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| one(&s))
-            .map_or(0.0, |x| x.1);
-    }
-    let mut sum = 0.0;
-    for d in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if let Ok(st) = std::fs::read_to_string(d.path().join("stat")) {
-            if let Some((g, t)) = one(&st) {
-                if g == pid {
-                    sum += t;
-                }
-            }
-        }
-    }
-    sum
 }
 
 /// Our server as a child process.
@@ -783,6 +570,14 @@ async fn run_keylime_case(a: &Args, c: &Case, policy: &str) -> Res<(Stats, Stats
     Ok((cl, ol))
 }
 
+/// CPU µs per answer, "server / generator".
+fn cpu_text(s: &Stats) -> String {
+    match s.cpu_us() {
+        (srv, _) if srv.is_nan() => "-".into(),
+        (srv, gen) => format!("{srv:.0} / {gen:.0}"),
+    }
+}
+
 fn ms(s: &Stats) -> String {
     format!(
         "{:.2} / {:.2} / {:.2} / {:.2}",
@@ -906,7 +701,7 @@ async fn run(a: Args) {
             lat(&r.ours),
             lat(&r.keylime)
         );
-        let cpu = |s: &Option<Stats>| s.as_ref().map_or("-".into(), Stats::cpu_us);
+        let cpu = |s: &Option<Stats>| s.as_ref().map_or("-".into(), cpu_text);
         println!(
             "| &nbsp;&nbsp;CPU per request, server / load generator, µs | {} | {} | |",
             cpu(&r.ours),
