@@ -133,6 +133,29 @@ pub fn instance_name(set: &str, instance_id: &str) -> String {
     format!("{}-{instance_id}", sanitize(set))
 }
 
+/// Checks that the host names a new VM (`scale_set: false`) or a new
+/// scale set's instances (ids up to 5 digits) would get pass the host
+/// runtime's rule (`trustlaunch_runtime::spec::check_name`: at most 40
+/// characters), so a long name is refused when the resource is created,
+/// not when its first instance is.
+pub fn check_host_name(name: &str, scale_set: bool) -> Result<(), FleetError> {
+    let host = if scale_set {
+        instance_name(name, "99999")
+    } else {
+        sanitize(name)
+    };
+    trustlaunch_runtime::spec::check_name(&host).map_err(|_| {
+        FleetError::new(
+            trustlaunch_fleet::ErrorCode::InvalidParameter,
+            format!(
+                "The name '{name}' is too long for this host: {} host name ('{host}') must be at most 40 lowercase letters, digits and hyphens.",
+                if scale_set { "an instance's" } else { "the VM's" }
+            ),
+        )
+        .at("name")
+    })
+}
+
 /// A resource name as a runtime name: lowercase, anything but `a-z 0-9`
 /// turned into `-`.
 pub(crate) fn sanitize(name: &str) -> String {

@@ -547,7 +547,10 @@ async fn put_scale_set(
         .transpose()
         .map_err(ApiError::internal)?;
     let v = match &old {
-        None => validate_scale_set_create(&ctx, &requested)?,
+        None => {
+            trustlaunch_control::orchestrator::check_host_name(&p.name, true)?;
+            validate_scale_set_create(&ctx, &requested)?
+        }
         Some(o) => validate_scale_set_update(
             &ctx,
             o,

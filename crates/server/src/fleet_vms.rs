@@ -232,6 +232,7 @@ async fn put_vm(
 /// What only a new VM is checked for: its host name is free, and the
 /// scale set it joins exists and is Flexible.
 async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine) -> Result<(), ApiError> {
+    trustlaunch_control::orchestrator::check_host_name(&vm.name, false)?;
     let name = vm_instance_name(&vm.name);
     if c.orchestrator
         .driver()

@@ -673,6 +673,32 @@ async fn vm_suite(s: &common::Srv) {
     let r = send(s, Method::POST, &format!("{flex_url}/restart"), None, &[]).await;
     succeeds(s, &r).await;
 
+    // Names the host cannot run (Azure allows 64 characters; the runtime
+    // 40, and a set's instances add "-<id>"): refused when created.
+    let long_vm = "a".repeat(41);
+    let r = send(
+        s,
+        Method::PUT,
+        &format!("{p}/virtualMachines/{long_vm}"),
+        Some(vm_body("1.0.0")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "InvalidParameter");
+    assert_eq!(r.body["error"]["target"], "name");
+    let long_set = "s".repeat(35);
+    let r = send(
+        s,
+        Method::PUT,
+        &format!("{p}/virtualMachineScaleSets/{long_set}"),
+        Some(set.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["target"], "name");
+
     // A VM whose host name a scale set instance has: refused.
     let r = send(
         s,
