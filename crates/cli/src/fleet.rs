@@ -1,8 +1,8 @@
-//! `trustlaunch vmss ...`, `trustlaunch vm list-skus` and `trustlaunch
-//! image definition|version create`: the control plane, talking to a
-//! running `trustlaunch server`, with az's verbs and flags where they
-//! exist. A command that starts an operation follows it with a progress
-//! line until it ends, unless `--no-wait`.
+//! `trustlaunch vmss ...`, `trustlaunch vm ...` and `trustlaunch image
+//! definition|version create`: the control plane, talking to a running
+//! `trustlaunch server`, with az's verbs and flags where they exist. A
+//! command that starts an operation follows it with a progress bar until
+//! it ends, unless `--no-wait`.
 
 use std::io::Write as _;
 use std::process::ExitCode;

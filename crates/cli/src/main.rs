@@ -58,10 +58,12 @@ enum Command {
     #[command(subcommand)]
     Security(client::SecurityCommand),
     /// Virtual machine scale sets (from the server): create, update,
-    /// update-instances, rolling-upgrade, list-instances, show, delete.
+    /// update-instances, rolling-upgrade, list-instances, show, delete,
+    /// start, stop, deallocate, restart, reimage.
     #[command(subcommand)]
     Vmss(fleet::VmssCommand),
-    /// Virtual machines (from the server): list-skus.
+    /// Virtual machines (from the server): create, update, show, list,
+    /// delete, start, stop, deallocate, restart, reimage, list-skus.
     #[command(subcommand)]
     Vm(fleet::VmCommand),
 }
