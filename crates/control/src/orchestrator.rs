@@ -646,6 +646,8 @@ impl<D: Driver> Orchestrator<D> {
         let set_id = state.scale_set.clone();
         let pending =
             |s: &ReconcileState, id: &String| !s.done.contains(id) && !s.failed.contains(id);
+        // Why the driver failed, for the operation's error.
+        let mut reasons = Vec::new();
         // New instances: each recorded, created and started, then all
         // waited for until healthy (they boot side by side).
         let mut started = Vec::new();
@@ -678,13 +680,20 @@ impl<D: Driver> Orchestrator<D> {
                 continue;
             }
             let name = instance_name(&state.target.name, &id);
-            if self.driver.delete(&name).await.is_ok() {
-                self.store
-                    .delete_resource(&format!("{set_id}/virtualMachines/{id}"), Precondition::Any)
-                    .await?;
-                state.done.push(id);
-            } else {
-                state.failed.push(id);
+            match self.driver.delete(&name).await {
+                Ok(()) => {
+                    self.store
+                        .delete_resource(
+                            &format!("{set_id}/virtualMachines/{id}"),
+                            Precondition::Any,
+                        )
+                        .await?;
+                    state.done.push(id);
+                }
+                Err(e) => {
+                    reasons.push(e.to_string());
+                    state.failed.push(id);
+                }
             }
             self.write(&mut op, &state, OperationStatus::InProgress, None)
                 .await?;
@@ -693,9 +702,10 @@ impl<D: Driver> Orchestrator<D> {
             let error = FleetError::new(
                 trustlaunch_fleet::ErrorCode::Conflict,
                 format!(
-                    "{} instances could not be provisioned or deleted: {}.",
+                    "{} instances could not be provisioned or deleted: {}.{}",
                     state.failed.len(),
-                    state.failed.join(", ")
+                    state.failed.join(", "),
+                    reasons.iter().map(|r| format!(" {r}.")).collect::<String>()
                 ),
             );
             let error = serde_json::to_value(error).unwrap_or(Value::Null);

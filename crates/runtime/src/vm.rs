@@ -1347,12 +1347,22 @@ impl Runtime {
     /// its directory.
     pub fn delete(&self, name: &str) -> Result<(), VmError> {
         let p = self.existing(name)?;
+        // Not a VM name (names cannot start with '.'), so `list` skips it.
+        let tomb = self.home.vms().join(format!(".{name}.deleting"));
         {
             let _lock = lock(&p.dir)?;
             self.kill_processes(&p);
             vtpm::destroy(&self.vtpm_paths(name, &p))?;
+            // Moved out of the way in one step, under the lock: anyone who
+            // locks the VM's directory from now on (a boot follower, a
+            // status call) finds it gone, instead of re-creating its lock
+            // file in a directory being removed ("Directory not empty").
+            if tomb.exists() {
+                fs::remove_dir_all(&tomb).map_err(io_err("removing", &tomb))?;
+            }
+            fs::rename(&p.dir, &tomb).map_err(io_err("moving", &p.dir))?;
         }
-        fs::remove_dir_all(&p.dir).map_err(io_err("removing", &p.dir))
+        fs::remove_dir_all(&tomb).map_err(io_err("removing", &tomb))
     }
 
     /// Brings a VM's recorded state in line with what runs: re-adopts a
