@@ -405,10 +405,11 @@ impl<D: Driver> Orchestrator<D> {
         previous: Option<ScaleSet>,
     ) -> Result<(), ControlError> {
         let (mut set, etag) = self.scale_set(set_id).await?;
+        let read = set.properties.next_instance_id;
         let op = self
             .plan_rolling_upgrade(set_id, &mut set, op_id, previous)
             .await?;
-        self.start_with_set(set_id, &set, etag, &op).await
+        self.start_with_set(set_id, &set, etag, read, &op).await
     }
 
     /// Starts upgrading instances `instance_ids` of `set_id` to the set's
@@ -421,10 +422,11 @@ impl<D: Driver> Orchestrator<D> {
         instance_ids: &[String],
     ) -> Result<(), ControlError> {
         let (mut set, etag) = self.scale_set(set_id).await?;
+        let read = set.properties.next_instance_id;
         let op = self
             .plan_manual_upgrade(set_id, &mut set, op_id, instance_ids)
             .await?;
-        self.start_with_set(set_id, &set, etag, &op).await
+        self.start_with_set(set_id, &set, etag, read, &op).await
     }
 
     /// Starts bringing the scale set's instances to its capacity (or, with
@@ -437,24 +439,26 @@ impl<D: Driver> Orchestrator<D> {
         delete_set: bool,
     ) -> Result<(), ControlError> {
         let (mut set, etag) = self.scale_set(set_id).await?;
+        let read = set.properties.next_instance_id;
         let op = self
             .plan_reconcile(set_id, &mut set, op_id, delete_set)
             .await?;
-        self.start_with_set(set_id, &set, etag, &op).await
+        self.start_with_set(set_id, &set, etag, read, &op).await
     }
 
     /// Records `op` with the set as planned (its reserved instance ids),
-    /// if the set did not change since it was read (`etag`); the set is
-    /// rewritten only if planning reserved ids.
+    /// if the set did not change since it was read (`etag`, when its
+    /// `nextInstanceId` was `read`); the set is rewritten only if planning
+    /// reserved ids.
     async fn start_with_set(
         &self,
         set_id: &str,
         set: &ScaleSet,
         etag: i64,
+        read: u64,
         op: &NewOperation,
     ) -> Result<(), ControlError> {
-        let (stored, _) = self.scale_set(set_id).await?;
-        if stored.properties.next_instance_id == set.properties.next_instance_id {
+        if set.properties.next_instance_id == read {
             return Ok(self.store.start_operation(op).await?);
         }
         let resource = NewResource {

@@ -46,29 +46,31 @@ pub enum Action {
 }
 
 impl Action {
-    /// Every action with its URL name.
-    pub const ALL: [(Action, &'static str); 5] = [
-        (Action::Start, "start"),
-        (Action::PowerOff, "powerOff"),
-        (Action::Deallocate, "deallocate"),
-        (Action::Restart, "restart"),
-        (Action::Reimage, "reimage"),
+    /// Every action.
+    pub const ALL: [Action; 5] = [
+        Action::Start,
+        Action::PowerOff,
+        Action::Deallocate,
+        Action::Restart,
+        Action::Reimage,
     ];
 
     /// The action a URL segment names (case-insensitive, as ARM is).
     pub fn parse(s: &str) -> Option<Action> {
         Self::ALL
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(s))
-            .map(|(a, _)| *a)
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
     }
 
     /// Its URL name.
     pub fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(a, _)| *a == self)
-            .map_or("start", |(_, n)| n)
+        match self {
+            Action::Start => "start",
+            Action::PowerOff => "powerOff",
+            Action::Deallocate => "deallocate",
+            Action::Restart => "restart",
+            Action::Reimage => "reimage",
+        }
     }
 
     /// The instance runs afterwards (the operation waits for its health).
