@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! $TRUSTLAUNCH_HOME/                      (0700)
+//!   master.key                             (0600) the platform master key:
+//!                                           32 bytes that seal every private
+//!                                           key at rest (trustlaunch-seal)
 //!   platform/secureboot/{pk,kek,db}.{key,crt}   PEM; the `custom` key
 //!                                           template and the db key that
 //!                                           signs platform images
@@ -16,12 +19,13 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand_core::CryptoRngCore;
 use trustlaunch_eventlog::Guid;
+pub use trustlaunch_seal::MasterKey;
 use trustlaunch_secureboot::keys::{CertRequest, CertRole, KeyPair, SigningKey};
 use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
 use trustlaunch_tpm::ekcert::UnixTime;
@@ -39,6 +43,14 @@ pub enum PlatformError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// A file meant to hold a secret is not safe to use.
+    #[error("{path} {reason}")]
+    Insecure {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// A stored key or certificate is unusable.
     #[error("{path}: {reason}")]
@@ -92,7 +104,8 @@ impl Home {
         home.join(".local/share/trustlaunch")
     }
 
-    /// Opens (creating, mode 0700) the home at `root`.
+    /// Opens (creating, mode 0700) the home at `root`. A home made by an
+    /// older version with wider modes has them narrowed to 0700.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, PlatformError> {
         let root = root.into();
         for d in [
@@ -104,6 +117,16 @@ impl Home {
             private_dir(&d)?;
         }
         Ok(Self { root })
+    }
+
+    /// The platform master key's file (`master.key`, 0600).
+    pub fn master_key_path(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
+
+    /// The platform master key, made on first use.
+    pub fn master_key(&self) -> Result<MasterKey, PlatformError> {
+        load_or_create_master_key(&self.master_key_path(), &mut rand_core::OsRng)
     }
 
     /// The root directory.
@@ -127,13 +150,120 @@ impl Home {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700 if missing.
-pub(crate) fn private_dir(dir: &Path) -> Result<(), PlatformError> {
+/// Creates `dir` (and parents) with mode 0700 if missing, and narrows an
+/// existing one to 0700. A symlink in its place is refused: the platform's
+/// directories are its own.
+pub fn private_dir(dir: &Path) -> Result<(), PlatformError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(io_error("creating", dir))
+        .map_err(io_error("creating", dir))?;
+    let meta = fs::symlink_metadata(dir).map_err(io_error("reading", dir))?;
+    if !meta.is_dir() {
+        return Err(PlatformError::Insecure {
+            path: dir.to_owned(),
+            reason: "is not a directory (a symlink?)".into(),
+        });
+    }
+    if meta.permissions().mode() & 0o7777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error("chmod 0700", dir))?;
+    }
+    Ok(())
+}
+
+/// Narrows an existing secret file to 0600; refuses a symlink or anything
+/// but a regular file. Missing is fine (nothing to protect).
+pub fn secure_existing(path: &Path) -> Result<(), PlatformError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("reading", path)(e)),
+    };
+    if !meta.file_type().is_file() {
+        return Err(PlatformError::Insecure {
+            path: path.to_owned(),
+            reason: "is not a regular file (a symlink?): refusing to use it for a secret".into(),
+        });
+    }
+    if meta.permissions().mode() & 0o7777 != 0o600 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(io_error("chmod 0600", path))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret (a key, a token): mode 0600, never through a symlink
+/// (one planted at `path` is refused), replacing an old file atomically.
+pub fn write_secret(path: &Path, data: &[u8]) -> Result<(), PlatformError> {
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+        return Err(PlatformError::Insecure {
+            path: path.to_owned(),
+            reason: "is not a regular file (a symlink?): refusing to write a secret there".into(),
+        });
+    }
+    write_file(path, data, 0o600)
+}
+
+/// Reads a secret file the platform wrote: refuses a symlink, narrows a
+/// wider mode to 0600, bounded by `limit`.
+pub fn read_secret(path: &Path, limit: u64) -> Result<Vec<u8>, PlatformError> {
+    secure_existing(path)?;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(io_error("reading", path))?;
+    use std::io::Read;
+    let mut buf = Vec::new();
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(io_error("reading", path))?;
+    if buf.len() as u64 > limit {
+        return Err(PlatformError::BadKey {
+            path: path.to_owned(),
+            reason: format!("larger than {limit} bytes"),
+        });
+    }
+    Ok(buf)
+}
+
+/// The platform master key at `path`: read (32 bytes, 0600, no symlink),
+/// or made and written with `O_EXCL` when missing, so two processes
+/// starting at once agree on one key.
+pub fn load_or_create_master_key(
+    path: &Path,
+    rng: &mut impl CryptoRngCore,
+) -> Result<MasterKey, PlatformError> {
+    let bad = |reason: String| PlatformError::BadKey {
+        path: path.to_owned(),
+        reason,
+    };
+    if fs::symlink_metadata(path).is_err() {
+        if let Some(d) = path.parent() {
+            private_dir(d)?;
+        }
+        let key = MasterKey::generate(rng);
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+        {
+            Ok(mut f) => {
+                f.write_all(key.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(io_error("writing", path))?;
+                return Ok(key);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("creating", path)(e)),
+        }
+    }
+    let bytes = read_secret(path, 64)?;
+    MasterKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
 }
 
 /// Writes a new file with `mode`, replacing any old one atomically.
@@ -325,4 +455,59 @@ fn key_pair(
         0o600,
     )?;
     Ok(pair)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_key_is_made_once_0600_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home/master.key");
+        let a = load_or_create_master_key(&path, &mut rand_core::OsRng).unwrap();
+        let b = load_or_create_master_key(&path, &mut rand_core::OsRng).unwrap();
+        assert_eq!(a.as_bytes(), b.as_bytes());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let parent = fs::metadata(dir.path().join("home"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(parent & 0o777, 0o700);
+    }
+
+    #[test]
+    fn secrets_refuse_symlinks_and_narrow_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, b"x").unwrap();
+        let link = dir.path().join("key");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            write_secret(&link, b"secret"),
+            Err(PlatformError::Insecure { .. })
+        ));
+        assert!(matches!(
+            read_secret(&link, 64),
+            Err(PlatformError::Insecure { .. })
+        ));
+        assert_eq!(fs::read(&target).unwrap(), b"x");
+        let wide = dir.path().join("wide");
+        fs::write(&wide, b"k").unwrap();
+        fs::set_permissions(&wide, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_secret(&wide, 64).unwrap(), b"k");
+        assert_eq!(
+            fs::metadata(&wide).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let d = dir.path().join("d");
+        fs::DirBuilder::new().mode(0o755).create(&d).unwrap();
+        private_dir(&d).unwrap();
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
 }
