@@ -33,6 +33,8 @@ mod attester;
 mod error;
 mod guest;
 mod kmsg;
+#[cfg(feature = "replayed-guest")]
+pub mod replayed;
 mod session;
 
 pub use attester::{

@@ -1,5 +1,6 @@
 //! Baselines at the level of boot components: which binary, which UKI
-//! section, which command line, which Secure Boot variable — so that a
+//! section, which command line, grub command or loaded file (PCR 8/9),
+//! which Secure Boot variable — so that a
 //! kernel update reads "UKI section .linux changed from X to Y", not "PCR
 //! 11 differs".
 //!
@@ -40,6 +41,15 @@ pub struct Measurements {
     /// Authorities that allowed the boot applications: SHA-256 of the db
     /// entry.
     pub authorities: Option<Vec<Component>>,
+    /// The boot loader's commands (grub's `grub_cmd:` measurements of PCR
+    /// 8, in order): the command as name, its digest. Absent from
+    /// baselines made before boot loaders were compared.
+    #[serde(default)]
+    pub boot_loader_commands: Option<Vec<Component>>,
+    /// Files the boot loader and kernel measured as they loaded them (PCR
+    /// 9: kernel, initrd, grub.cfg, the kernel's load options), in order.
+    #[serde(default)]
+    pub loaded_files: Option<Vec<Component>>,
 }
 
 /// Where a baseline came from.
@@ -142,7 +152,30 @@ impl Measurements {
                 sha256: sha256(&a.entry),
             })
             .collect();
+        let commands = evidence
+            .ipl_strings
+            .iter()
+            .filter(|s| s.pcr == 8)
+            .map(|s| Component {
+                name: s
+                    .text
+                    .strip_prefix("grub_cmd: ")
+                    .unwrap_or(&s.text)
+                    .to_owned(),
+                sha256: sha(&s.digests),
+            })
+            .collect();
+        let files = evidence
+            .loaded_files
+            .iter()
+            .map(|s| Component {
+                name: s.text.clone(),
+                sha256: sha(&s.digests),
+            })
+            .collect();
         Self {
+            boot_loader_commands: Some(commands),
+            loaded_files: Some(files),
             firmware: replay
                 .pcrs
                 .get(&HashAlg::Sha256)
@@ -180,7 +213,7 @@ impl Measurements {
             &'a Option<Vec<Component>>,
             &'a Option<Vec<Component>>,
         );
-        let lists: [Pair<'_>; 4] = [
+        let lists: [Pair<'_>; 6] = [
             (
                 "boot application",
                 &baseline.boot_applications,
@@ -193,6 +226,12 @@ impl Measurements {
                 &self.secure_boot_variables,
             ),
             ("authority", &baseline.authorities, &self.authorities),
+            (
+                "boot loader command",
+                &baseline.boot_loader_commands,
+                &self.boot_loader_commands,
+            ),
+            ("loaded file", &baseline.loaded_files, &self.loaded_files),
         ];
         for (what, expected, actual) in lists {
             if let (Some(e), Some(a)) = (expected, actual) {
@@ -334,6 +373,10 @@ pub fn predict(facts: &ImageFacts<'_>) -> Baseline {
             kernel_command_lines: (!facts.uki_sections.is_empty()).then(Vec::new),
             secure_boot_variables: vars,
             authorities: auth,
+            // What grub and the kernel will measure is not predicted: the
+            // first boot that matches the prediction fills it in.
+            boot_loader_commands: None,
+            loaded_files: None,
         },
     }
 }
@@ -389,6 +432,12 @@ fn early(m: &Measurements) -> Vec<Component> {
 
 fn late(m: &Measurements) -> Vec<Component> {
     let mut out: Vec<Component> = m.uki_sections.iter().flatten().cloned().collect();
+    for list in [&m.boot_loader_commands, &m.loaded_files]
+        .into_iter()
+        .flatten()
+    {
+        out.extend(list.iter().cloned());
+    }
     for c in m.kernel_command_lines.iter().flatten() {
         out.push(Component {
             name: "kernel command line".into(),
@@ -399,7 +448,14 @@ fn late(m: &Measurements) -> Vec<Component> {
 }
 
 fn is_late(d: &Deviation) -> bool {
-    d.component.starts_with("UKI section") || d.component.starts_with("kernel command line")
+    [
+        "UKI section",
+        "kernel command line",
+        "boot loader command",
+        "loaded file",
+    ]
+    .iter()
+    .any(|p| d.component.starts_with(p))
 }
 
 impl BootReport {

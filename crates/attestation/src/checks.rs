@@ -2,19 +2,21 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::BTreeSet;
+
 use trustlaunch_eventlog::{
-    check_digests_in, replay_banks, BootEvidence, EventLog, EventType, HashAlg as LogHash,
-    ImageKind,
+    check_digests_in, is_extended, replay_banks, BootEvidence, EventLog, EventType,
+    HashAlg as LogHash, ImageKind,
 };
 use trustlaunch_protocol::Evidence;
 use trustlaunch_secureboot::siglist::{SignatureDb, SignatureType};
-use trustlaunch_tpm::ak::check_ak;
+use trustlaunch_tpm::ak::{check_ak, weak_key};
 use trustlaunch_tpm::alg::{AlgId, HashAlg};
 use trustlaunch_tpm::ek::cert_matches_ek;
 use trustlaunch_tpm::ekcert::{EkCertificate, EkTrustStore};
-use trustlaunch_tpm::pcr::PcrValues;
+use trustlaunch_tpm::pcr::{PcrSelection, PcrValues};
 use trustlaunch_tpm::public::Public;
-use trustlaunch_tpm::quote::{QuoteFailure, QuoteVerifier};
+use trustlaunch_tpm::quote::{QuoteFailure, QuoteVerifier, VerifiedQuote};
 use trustlaunch_tpm::signature::Signature;
 
 use crate::baseline::Measurements;
@@ -37,7 +39,7 @@ const KERNEL_DEBUG_WORDS: [&str; 5] = [
 struct Checks(Vec<Check>);
 
 impl Checks {
-    /// Room for every check an appraisal makes (23), so the list is not
+    /// Room for every check an appraisal makes (24), so the list is not
     /// regrown as it fills.
     fn new() -> Self {
         Self(Vec::with_capacity(24))
@@ -60,14 +62,10 @@ impl Checks {
     fn skip(&mut self, name: &'static str, detail: impl Into<String>) {
         self.push(name, Outcome::Skipped, detail.into(), Vec::new());
     }
-    fn passed(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|c| c.name == name && c.outcome == Outcome::Pass)
-    }
 }
 
-/// The quoted PCR values as the verifier's map.
+/// The PCR values the evidence *sends*, as the verifier's map. Only the
+/// ones a verified quote selects are vouched for: see [`quoted_values`].
 pub fn pcr_values(evidence: &Evidence) -> PcrValues {
     let mut out: PcrValues = BTreeMap::new();
     for bank in &evidence.pcrs {
@@ -81,28 +79,183 @@ pub fn pcr_values(evidence: &Evidence) -> PcrValues {
     out
 }
 
+/// The values of `sent` that `selection` (a verified quote's) covers: the
+/// only PCR values an appraisal may believe.
+pub fn quoted_values(sent: &PcrValues, selection: &PcrSelection) -> PcrValues {
+    let mut out: PcrValues = BTreeMap::new();
+    for bank in &selection.banks {
+        let Some(alg) = HashAlg::from_alg(bank.hash) else {
+            continue;
+        };
+        for pcr in &bank.pcrs {
+            if let Some(v) = sent.get(&alg).and_then(|b| b.get(pcr)) {
+                out.entry(alg).or_default().insert(*pcr, v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// PCRs every verdict depends on (PC Client PFP §3.3.4: firmware, its
+/// configuration, option ROMs, boot manager code and configuration, the
+/// GPT, Secure Boot policy).
+const ALWAYS_REQUIRED: core::ops::RangeInclusive<u32> = 0..=7;
+
+/// PCRs a verdict depends on where the log has events for them: grub's
+/// commands and command lines (8) and files (9), systemd-stub's UKI
+/// sections (11) and command line (12), shim's MOK state (14).
+const REQUIRED_WHEN_LOGGED: [u32; 5] = [8, 9, 11, 12, 14];
+
+fn list(pcrs: impl IntoIterator<Item = u32>) -> String {
+    let v: Vec<String> = pcrs.into_iter().map(|p| p.to_string()).collect();
+    v.join(", ")
+}
+
+/// `quote.pcr_coverage`: the SHA-256 bank is quoted and covers every PCR
+/// a verdict depends on. Returns whether it does.
+fn coverage_check(
+    quote: Option<&VerifiedQuote>,
+    sent: &PcrValues,
+    quoted: &PcrValues,
+    logged: &BTreeSet<u32>,
+    c: &mut Checks,
+) -> bool {
+    let Some(q) = quote else {
+        c.skip(
+            "quote.pcr_coverage",
+            "the quote is not verified: no PCR value is vouched for",
+        );
+        return false;
+    };
+    let mut ignored = Vec::new();
+    for (alg, bank) in sent {
+        for pcr in bank.keys() {
+            if !quoted.get(alg).is_some_and(|b| b.contains_key(pcr)) {
+                ignored.push(format!("{} PCR {pcr}", alg.name()));
+            }
+        }
+    }
+    let ignored = if ignored.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; values sent for {} are outside the quote's selection and ignored",
+            ignored.join(", ")
+        )
+    };
+    let banks: Vec<String> = q
+        .selection
+        .banks
+        .iter()
+        .map(|b| {
+            HashAlg::from_alg(b.hash)
+                .map_or_else(|| format!("0x{:04x}", b.hash.0), |h| h.name().to_owned())
+        })
+        .collect();
+    let Some(sha256) = quoted.get(&HashAlg::Sha256).filter(|b| !b.is_empty()) else {
+        c.fail(
+            "quote.pcr_coverage",
+            format!(
+                "the quote selects no SHA-256 PCRs (banks quoted: {}): a SHA-256 quote of PCRs {} is required{ignored}",
+                if banks.is_empty() { "none".to_owned() } else { banks.join(", ") },
+                list(ALWAYS_REQUIRED),
+            ),
+            Vec::new(),
+        );
+        return false;
+    };
+    let required: Vec<u32> = ALWAYS_REQUIRED
+        .chain(
+            REQUIRED_WHEN_LOGGED
+                .into_iter()
+                .filter(|p| logged.contains(p)),
+        )
+        .collect();
+    let missing: Vec<u32> = required
+        .iter()
+        .copied()
+        .filter(|p| !sha256.contains_key(p))
+        .collect();
+    let unquoted_events: Vec<u32> = logged
+        .iter()
+        .copied()
+        .filter(|p| !sha256.contains_key(p))
+        .collect();
+    let unquoted = if unquoted_events.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the log's events for PCR {} are not covered and not read",
+            list(unquoted_events)
+        )
+    };
+    if missing.is_empty() {
+        c.pass(
+            "quote.pcr_coverage",
+            format!(
+                "SHA-256 PCRs {} quoted, covering every PCR a verdict reads ({}){ignored}{unquoted}",
+                list(sha256.keys().copied()),
+                list(required)
+            ),
+            Vec::new(),
+        );
+        true
+    } else {
+        c.fail(
+            "quote.pcr_coverage",
+            format!(
+                "the quote does not cover SHA-256 PCR {} (quoted: {}): what the log and the values sent say of them is not vouched for{ignored}",
+                list(missing),
+                list(sha256.keys().copied())
+            ),
+            Vec::new(),
+        );
+        false
+    }
+}
+
 /// Appraises one piece of evidence against what the platform knows.
+///
+/// Only what the quote's signature covers counts: the PCR values are the
+/// ones its verified selection names, the log is read only for those PCRs
+/// and only after it replays to them, and the claims (attested PCRs,
+/// nonce, TPM clock) come from the verified quote, never from the guest's
+/// own fields.
 pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
     let mut c = Checks::new();
-    let pcrs = pcr_values(e);
-    quote_checks(e, r, &pcrs, &mut c);
+    let sent = pcr_values(e);
+    let quote = quote_checks(e, r, &sent, &mut c);
     identity_checks(e, r, &mut c);
 
-    let quote_ok = ["quote.signature", "quote.nonce", "quote.pcr_digest"]
-        .iter()
-        .all(|n| c.passed(n));
+    let pcrs = quote
+        .as_ref()
+        .map(|q| quoted_values(&sent, &q.selection))
+        .unwrap_or_default();
+    let quoted_sha256: BTreeSet<u32> = pcrs
+        .get(&HashAlg::Sha256)
+        .map(|m| m.keys().copied().collect())
+        .unwrap_or_default();
     let mut claims = Claims {
         attestation_type: "azurevm",
         os_type: "Linux",
         vm_id: r.vm_id.to_owned(),
-        nonce: hex(&e.nonce.0),
-        attested_pcrs: pcrs
-            .get(&HashAlg::Sha256)
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default(),
+        nonce: quote.as_ref().map(|q| hex(&q.nonce)).unwrap_or_default(),
+        attested_pcrs: quoted_sha256.iter().copied().collect(),
         ..Claims::default()
     };
-    let log = match EventLog::parse(&e.event_log.0) {
+    let parsed = EventLog::parse(&e.event_log.0);
+    let logged: BTreeSet<u32> = parsed
+        .as_ref()
+        .map(|log| {
+            log.events()
+                .iter()
+                .filter(|ev| is_extended(ev))
+                .map(|ev| ev.pcr)
+                .collect()
+        })
+        .unwrap_or_default();
+    let covered = coverage_check(quote.as_ref(), &sent, &pcrs, &logged, &mut c);
+    let log = match parsed {
         Ok(log) => {
             c.pass(
                 "log.parse",
@@ -118,26 +271,41 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
     };
     let Some(log) = log else {
         skip_log_checks(&mut c, "the event log does not parse");
-        return finish(c, None, claims);
+        return finish(c, None, claims, quote);
+    };
+    if !covered {
+        skip_log_checks(
+            &mut c,
+            "the quote does not vouch for the PCRs the log's claims rest on (see quote.*)",
+        );
+        return finish(c, None, claims, quote);
+    }
+    // Events of PCRs the quote does not cover are the guest's word: they
+    // are left out of everything below (their numbers are kept).
+    let restricted;
+    let log = if logged.is_subset(&quoted_sha256) {
+        &log
+    } else {
+        restricted = log.restricted_to(|p| quoted_sha256.contains(&p));
+        &restricted
     };
     // Only the SHA-256 bank is quoted: the others are neither replayed
     // nor hashed (nothing rests on them).
-    let replayed = replay_banks(&log, &[LogHash::Sha256]);
-    let log_ok = replay_check(&replayed, &pcrs, quote_ok, &mut c);
-    let ev = BootEvidence::extract(&log);
-    let measurements = Measurements::from_boot(&ev, &replayed);
-    if !log_ok {
+    let replayed = replay_banks(log, &[LogHash::Sha256]);
+    if !replay_check(&replayed, &pcrs, quote.is_some(), &mut c) {
         skip_log_checks(
             &mut c,
             "the event log is not verified against the quote (see quote.* and log.replay)",
         );
-        return finish(c, Some(measurements), claims);
+        return finish(c, None, claims, quote);
     }
+    let ev = BootEvidence::extract(log);
+    let measurements = Measurements::from_boot(&ev, &replayed);
     // The log replays, so its digests are what was extended; the data
     // beside a digest must be what that digest covers where the spec says
     // so (variables, separators, actions, ...), or the log lies about
     // what was measured.
-    let lies = check_digests_in(&log, &[LogHash::Sha256]);
+    let lies = check_digests_in(log, &[LogHash::Sha256]);
     if lies.is_empty() {
         c.pass(
             "log.event_data",
@@ -162,7 +330,7 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
         );
     }
     secure_boot_checks(&ev, r, &mut c, &mut claims);
-    boot_checks(&log, &ev, r, &mut c, &mut claims);
+    boot_checks(log, &ev, r, &mut c, &mut claims);
     match r.baseline {
         None => c.skip("baseline", "the VM has no baseline yet"),
         Some(b) => {
@@ -188,7 +356,7 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
     }
     module_check(e, r, &mut c);
     claims.os_distro = distro(&ev);
-    finish(c, Some(measurements), claims)
+    finish(c, Some(measurements), claims, quote)
 }
 
 /// `kernel.modules`: the modules the guest kernel refused or flagged for a
@@ -204,10 +372,11 @@ fn module_check(e: &Evidence, r: &Reference<'_>, c: &mut Checks) {
         return;
     }
     if e.untrusted_modules.is_empty() {
-        c.pass(
+        // The guest's own report, outside the quote: its silence proves
+        // nothing, so it cannot count as a pass.
+        c.skip(
             "kernel.modules",
-            "the guest kernel logged no module that failed signature verification",
-            Vec::new(),
+            "the agent reported no module that failed signature verification (guest-reported, not covered by the quote)",
         );
         return;
     }
@@ -240,13 +409,19 @@ const MAX_CITED_MODULES: usize = 64;
 /// The most characters of a module's name (or reason) cited.
 const MAX_MODULE_TEXT: usize = 128;
 
-fn finish(c: Checks, measurements: Option<Measurements>, claims: Claims) -> Appraisal {
+fn finish(
+    c: Checks,
+    measurements: Option<Measurements>,
+    claims: Claims,
+    quote: Option<VerifiedQuote>,
+) -> Appraisal {
     let healthy = c.0.iter().all(|x| x.outcome != Outcome::Fail);
     Appraisal {
         healthy,
         checks: c.0,
         measurements,
         claims,
+        quote,
     }
 }
 
@@ -275,7 +450,15 @@ fn skip_log_checks(c: &mut Checks, why: &str) {
     }
 }
 
-fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Checks) {
+/// `quote.signature`, `quote.nonce`, `quote.pcr_digest`. Returns the
+/// verified quote when all three hold: only then does anything it selects
+/// count.
+fn quote_checks(
+    e: &Evidence,
+    r: &Reference<'_>,
+    pcrs: &PcrValues,
+    c: &mut Checks,
+) -> Option<VerifiedQuote> {
     let not_authentic = |c: &mut Checks| {
         c.skip("quote.nonce", "the quote is not authentic");
         c.skip("quote.pcr_digest", "the quote is not authentic");
@@ -289,7 +472,7 @@ fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Check
                 Vec::new(),
             );
             not_authentic(c);
-            return;
+            return None;
         }
     };
     let prepared;
@@ -303,7 +486,7 @@ fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Check
             Err(err) => {
                 c.fail("quote.signature", err.to_string(), Vec::new());
                 not_authentic(c);
-                return;
+                return None;
             }
         },
     };
@@ -316,18 +499,29 @@ fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Check
                 Vec::new(),
             );
             not_authentic(c);
-            return;
+            return None;
         }
     };
     let sig_cite = vec![Cite::Digest {
         what: "quote (TPMS_ATTEST) SHA-256".into(),
         value: sha256(&e.quote_attest.0),
     }];
+    // SHA-1 is broken for collisions: a quote signed over it proves less
+    // than its signature suggests.
+    if sig.hash().and_then(HashAlg::from_alg) == Some(HashAlg::Sha1) {
+        c.fail(
+            "quote.signature",
+            "the quote is signed over SHA-1: SHA-256 or stronger is required",
+            sig_cite,
+        );
+        not_authentic(c);
+        return None;
+    }
     match verifier.verify(&e.quote_attest.0, &sig, r.nonce, pcrs) {
-        Ok(_) => {
+        Ok(q) => {
             c.pass(
                 "quote.signature",
-                "TPM-made quote signed by the AK",
+                format!("TPM-made quote signed by the AK over {}", q.hash.name()),
                 sig_cite,
             );
             c.pass(
@@ -340,9 +534,10 @@ fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Check
             );
             c.pass(
                 "quote.pcr_digest",
-                "the PCR values sent are the ones quoted",
+                "the PCR values of the quote's selection are the ones quoted",
                 Vec::new(),
             );
+            Some(q)
         }
         Err(QuoteFailure::NonceMismatch { expected, found }) => {
             c.pass(
@@ -363,11 +558,12 @@ fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Check
             match verifier.verify(&e.quote_attest.0, &sig, &own, pcrs) {
                 Ok(_) => c.pass(
                     "quote.pcr_digest",
-                    "the PCR values sent are the ones quoted",
+                    "the PCR values of the quote's selection are the ones quoted",
                     Vec::new(),
                 ),
                 Err(err) => c.fail("quote.pcr_digest", err.to_string(), Vec::new()),
             }
+            None
         }
         Err(err @ (QuoteFailure::PcrValues { .. } | QuoteFailure::PcrDigestMismatch { .. })) => {
             c.pass(
@@ -377,10 +573,12 @@ fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Check
             );
             c.pass("quote.nonce", "answers this challenge", Vec::new());
             c.fail("quote.pcr_digest", err.to_string(), Vec::new());
+            None
         }
         Err(err) => {
             c.fail("quote.signature", err.to_string(), sig_cite);
             not_authentic(c);
+            None
         }
     }
 }
@@ -388,13 +586,25 @@ fn quote_checks(e: &Evidence, r: &Reference<'_>, pcrs: &PcrValues, c: &mut Check
 fn identity_checks(e: &Evidence, r: &Reference<'_>, c: &mut Checks) {
     match Public::from_bytes(&e.ak_public.0) {
         Ok(ak) => {
-            match check_ak(&ak) {
-                Ok(()) => c.pass(
+            match (check_ak(&ak), weak_key(&ak)) {
+                (Ok(()), None) => c.pass(
                     "ak.attributes",
-                    "restricted fixedTPM signing key",
+                    "restricted fixedTPM signing key of sufficient strength",
                     Vec::new(),
                 ),
-                Err(f) => c.fail("ak.attributes", format!("{f:?}"), Vec::new()),
+                (Ok(()), Some(weak)) => c.fail(
+                    "ak.attributes",
+                    format!("the AK is too weak to attest: {weak}"),
+                    Vec::new(),
+                ),
+                (Err(f), weak) => c.fail(
+                    "ak.attributes",
+                    match weak {
+                        Some(w) => format!("{f}; and it is {w}"),
+                        None => f.to_string(),
+                    },
+                    Vec::new(),
+                ),
             }
             if ak.name().as_deref() == Some(e.ak_name.0.as_slice()) {
                 c.pass(
@@ -822,6 +1032,26 @@ fn boot_checks(
         );
     }
     // Debug flags in measured command lines and boot loader commands.
+    // grub's texts are bound to their digests by `log.event_data`; a PCR
+    // 12 command line (systemd-stub) must hash to its digest here, or its
+    // text proves nothing.
+    let unbound: Vec<Cite> = ev
+        .kernel_command_lines
+        .iter()
+        .filter(|cl| cl.pcr == 12 && !ipl_text_bound(log, cl.event))
+        .map(|cl| Cite::Event {
+            number: cl.event,
+            pcr: cl.pcr,
+        })
+        .collect();
+    if !unbound.is_empty() {
+        c.fail(
+            "boot.debug",
+            "a kernel command line's text is not what its PCR 12 digest measured: the boot's debug state cannot be read from it",
+            unbound,
+        );
+        return moksb_check(log, c, claims);
+    }
     let mut debug = Vec::new();
     for cl in &ev.kernel_command_lines {
         let words: Vec<&str> = cl.text.split_whitespace().collect();
@@ -867,6 +1097,28 @@ fn boot_checks(
             debug,
         );
     }
+    moksb_check(log, c, claims);
+}
+
+/// Whether the SHA-256 digest of event `number` is the hash of its data
+/// (as systemd-stub measures a command line: UTF-16, with or without its
+/// terminating NUL).
+fn ipl_text_bound(log: &EventLog, number: usize) -> bool {
+    let Some(event) = log.events().iter().find(|e| e.index == number) else {
+        return false;
+    };
+    let Some(d) = event.digest(LogHash::Sha256) else {
+        return false;
+    };
+    let data: &[u8] = &event.data;
+    let trimmed = data.strip_suffix(&[0, 0]).unwrap_or(data);
+    [data, trimmed]
+        .iter()
+        .any(|b| LogHash::Sha256.hash(b).is_some_and(|h| h == *d))
+}
+
+/// `boot.testsigning`: shim's MokSBState.
+fn moksb_check(log: &EventLog, c: &mut Checks, claims: &mut Claims) {
     // Shim's MokSBState = 1 disables its validation (mokutil --disable-validation).
     let one = sha256(&[1]);
     let moksb: Vec<Cite> = log

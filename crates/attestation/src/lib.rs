@@ -18,8 +18,9 @@
 //! | --- | --- |
 //! | `quote.signature` | the quote is a TPM-made quote signed by the AK |
 //! | `quote.nonce` | it answers this challenge (fresh) |
-//! | `quote.pcr_digest` | the PCR values sent are the ones quoted |
-//! | `ak.attributes` | the AK is a restricted, fixedTPM signing key |
+//! | `quote.pcr_digest` | the PCR values of the quote's selection are the ones quoted |
+//! | `quote.pcr_coverage` | the quote's SHA-256 selection covers PCRs 0-7 and 8, 9, 11, 12, 14 where the log has events for them (values and events outside the selection are ignored) |
+//! | `ak.attributes` | the AK is a restricted, fixedTPM signing key, RSA ≥ 2048 bits or ECC P-256+ |
 //! | `ak.name` | the AK's name is its public area's |
 //! | `ak.activated` | the AK was activated under the VM's EK |
 //! | `ek.vm_identity` | the EK is the one the platform made for this VM |
@@ -37,7 +38,7 @@
 //! | `boot.debug` | no debug flags in the measured kernel command lines |
 //! | `boot.testsigning` | shim's validation is not disabled (MokSBState) |
 //! | `baseline` | the boot's components equal the VM's baseline (which component changed, from what to what) |
-//! | `kernel.modules` | no kernel module failed signature verification, as the agent read the guest kernel's log (guest-reported: not covered by the quote; skipped when the VM has no Secure Boot) |
+//! | `kernel.modules` | fails when the agent reports kernel modules that failed signature verification; guest-reported (not covered by the quote), so an empty report is skipped, never a pass |
 //!
 //! [`security`] turns a VM's posture and appraisals into Defender's
 //! recommendations and alerts (deduplicated, with states and suppression
@@ -45,8 +46,10 @@
 //!
 //! What it does not do: fetch anything, remember anything (baselines and
 //! history are the caller's), or trust anything the guest says that the
-//! quote does not cover — the event log is trusted only after it replays to
-//! quoted PCRs, and the SecureBoot value the guest read is only reported.
+//! quote does not cover — PCR values count only where the verified quote's
+//! selection names them, the event log is read only for those PCRs and
+//! only after it replays to them, the claims' nonce and attested PCRs are
+//! the quote's, and the SecureBoot value the guest read is only reported.
 
 #![forbid(unsafe_code)]
 #![deny(
@@ -65,7 +68,7 @@ pub mod security;
 pub mod token;
 
 pub use baseline::{Baseline, BaselineSource, Component, Deviation, Measurements};
-pub use checks::{appraise, pcr_values};
+pub use checks::{appraise, pcr_values, quoted_values};
 
 use serde::Serialize;
 use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
@@ -219,6 +222,10 @@ pub struct Appraisal {
     pub measurements: Option<Measurements>,
     /// Claims in Azure's names.
     pub claims: claims::Claims,
+    /// The quote, when its signature, nonce and PCR digest verified: its
+    /// selection, the TPM's clock and reset/restart counters (how a caller
+    /// tells one boot from the next), the signing hash.
+    pub quote: Option<trustlaunch_tpm::quote::VerifiedQuote>,
 }
 
 impl Appraisal {

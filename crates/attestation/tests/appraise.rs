@@ -76,7 +76,7 @@ fn clean_boots_are_healthy_and_claim_what_they_measured() {
             "boot.dbx",
             "boot.debug",
             "boot.testsigning",
-            "kernel.modules",
+            "quote.pcr_coverage",
         ] {
             assert_eq!(
                 a.check(check).map(|x| x.outcome),
@@ -84,6 +84,12 @@ fn clean_boots_are_healthy_and_claim_what_they_measured() {
                 "{name}: {check}"
             );
         }
+        // The guest's own report of its modules is never a pass.
+        assert_eq!(
+            a.check("kernel.modules").map(|x| x.outcome),
+            Some(Outcome::Skipped),
+            "{name}"
+        );
         assert_eq!(a.check("baseline").unwrap().outcome, Outcome::Skipped);
         let cl = &a.claims;
         assert!(cl.secureboot && cl.db_validated && cl.dbx_validated);
@@ -416,6 +422,31 @@ fn tamper_suite_each_attack_fails_exactly_its_checks() {
     );
     attacks += 1;
 
+    // 16. grub's kernel command line edited in the shim boot's log, its
+    // digest kept (so the log still replays): "debug" hidden or added in
+    // the text would fool boot.debug; the text no longer hashes to what
+    // PCR 8 measured.
+    let mut e = shim.evidence.clone();
+    let parsed = trustlaunch_eventlog::EventLog::parse(&e.event_log.0).unwrap();
+    let cmdline = parsed
+        .events()
+        .iter()
+        .find(|ev| ev.data.starts_with(b"kernel_cmdline: "))
+        .unwrap();
+    let at = cmdline.data_offset + cmdline.data.len() - 2;
+    e.event_log.0[at] = b'X';
+    let a = appraise(&e, &reference(&shim, &ca));
+    assert_fails(&a, &["log.event_data"], "grub command line edited");
+    assert!(a
+        .check("log.event_data")
+        .unwrap()
+        .evidence
+        .contains(&Cite::Event {
+            number: cmdline.index,
+            pcr: 8
+        }));
+    attacks += 1;
+
     // The same baseline passes its own boot and the next one.
     for c in [&tiny, &tiny2] {
         let mut r = reference(c, &ca);
@@ -428,7 +459,7 @@ fn tamper_suite_each_attack_fails_exactly_its_checks() {
         );
         assert_eq!(a.check("baseline").unwrap().outcome, Outcome::Pass);
     }
-    assert!(attacks >= 15);
+    assert!(attacks >= 16);
 }
 
 #[test]
@@ -558,8 +589,14 @@ fn boot_reports_split_early_and_late() {
     let r = BootReport::new(3, &m3, Some(&base));
     let late = &r.late_boot_report_event;
     assert!(!late.policy_evaluation_passed);
-    assert_eq!(late.deviations.len(), 1, "{:?}", late.deviations);
+    // The UKI's .cmdline section, and the kernel's own measurement of its
+    // load options (the command line) in PCR 9.
+    assert_eq!(late.deviations.len(), 2, "{:?}", late.deviations);
     assert!(late.deviations[0].component.contains(".cmdline"));
+    assert_eq!(
+        late.deviations[1].component,
+        "loaded file 1: LOADED_IMAGE::LoadOptions"
+    );
     // The UKI as a whole is a boot application: early boot sees it too.
     assert!(!r.early_boot_report_event.policy_evaluation_passed);
     let j = serde_json::to_value(&r).unwrap();

@@ -5,9 +5,16 @@
 //!
 //! Types left out on purpose: EV_COMPACT_HASH (Windows logs a 4-byte
 //! value and extends a digest of something else: seen in the corpus),
-//! EV_IPL (the digest is of the loaded image or string as the loader
-//! chose), image loads, firmware blobs and handoff tables (the digest is of
-//! memory the log does not hold).
+//! EV_IPL in general (the digest is of the loaded image or string as the
+//! loader chose), image loads, firmware blobs and handoff tables (the
+//! digest is of memory the log does not hold).
+//!
+//! One EV_IPL form is checked: grub's commands and command lines in PCR 8
+//! (`grub_cmd: …`, `kernel_cmdline: …`, `module_cmdline: …`), whose digest
+//! is of the text after the prefix (every grub log of the corpus — CoreOS
+//! on GCP, tpm2-tss's H-CRTM machine — and Debian's grub measure it so).
+//! Without it a log could carry another command line than the one
+//! measured, and the text is what `boot.debug` and the baseline read.
 
 use serde::Serialize;
 
@@ -27,6 +34,23 @@ pub enum Hashed {
     VariableData,
     /// Nothing: EV_NO_ACTION digests must be zero.
     Zero,
+    /// grub's PCR 8 strings: the text after its `grub_cmd: ` /
+    /// `kernel_cmdline: ` / `module_cmdline: ` prefix, without a
+    /// trailing NUL.
+    GrubText,
+}
+
+/// The prefixes grub puts before the string it measures into PCR 8.
+pub const GRUB_PREFIXES: [&[u8]; 3] = [b"grub_cmd: ", b"kernel_cmdline: ", b"module_cmdline: "];
+
+/// The bytes grub hashed for a PCR 8 string event, if `data` is one.
+pub fn grub_measured_text(data: &[u8]) -> Option<&[u8]> {
+    let rest = GRUB_PREFIXES.iter().find_map(|p| data.strip_prefix(*p))?;
+    let mut end = rest.len();
+    while end > 0 && rest.get(end.wrapping_sub(1)) == Some(&0) {
+        end = end.saturating_sub(1);
+    }
+    rest.get(..end)
 }
 
 /// A digest that does not equal what the spec says was hashed.
@@ -53,7 +77,7 @@ pub struct DigestMismatch {
 /// The rule for an event type, or `None` where the digest covers something
 /// outside the log (an image, a firmware volume, a table in memory).
 fn rule(event: &Event) -> Option<&'static [Hashed]> {
-    use Hashed::{EventData, VariableData, Zero};
+    use Hashed::{EventData, GrubText, VariableData, Zero};
     Some(match event.event_type {
         EventType::EV_NO_ACTION => &[Zero],
         EventType::EV_SEPARATOR
@@ -71,6 +95,9 @@ fn rule(event: &Event) -> Option<&'static [Hashed]> {
         // The whole UEFI_VARIABLE_DATA (PFP §10.4.4); shim logs its own
         // authority events the same way.
         EventType::EV_EFI_VARIABLE_AUTHORITY => &[EventData],
+        EventType::EV_IPL if event.pcr == 8 && grub_measured_text(&event.data).is_some() => {
+            &[GrubText]
+        }
         _ => return None,
     })
 }
@@ -84,6 +111,7 @@ fn covered(event: &Event, what: Hashed) -> Option<&[u8]> {
             let end = start.checked_add(var.data.len())?;
             event.data.get(start..end)
         }
+        Hashed::GrubText => grub_measured_text(&event.data),
         Hashed::Zero => None,
     }
 }

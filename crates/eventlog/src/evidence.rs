@@ -187,6 +187,11 @@ pub struct BootEvidence {
     pub kernel_command_lines: Vec<IplString>,
     /// Other EV_IPL strings (grub commands, boot loader entries).
     pub ipl_strings: Vec<IplString>,
+    /// PCR 9: files the boot loader and the kernel measured as they loaded
+    /// them — grub's paths (kernel, initrd, grub.cfg) and the Linux EFI
+    /// stub's tagged events (`Linux initrd`, `LOADED_IMAGE::LoadOptions`);
+    /// the text names the file, the digest is its content's.
+    pub loaded_files: Vec<IplString>,
     /// shim's MOK state measured into PCR 14 (MokList, MokListX,
     /// MokListTrusted, MokSBState as EV_IPL or variable events).
     pub mok: Vec<IplString>,
@@ -367,6 +372,20 @@ impl BootEvidence {
                         what: MilestoneKind::ImageLoad,
                     });
                 }
+                EventType::EV_EVENT_TAG if event.pcr == 9 => {
+                    if let EventData::Tagged { events } = data {
+                        let names: Vec<String> = events
+                            .iter()
+                            .map(|t| {
+                                t.text.clone().map_or_else(
+                                    || format!("tagged event 0x{:08x}", t.id),
+                                    |x| x.trim_end_matches('\0').to_owned(),
+                                )
+                            })
+                            .collect();
+                        ev.loaded_files.push(ipl(event, names.join(", ")));
+                    }
+                }
                 EventType::EV_IPL => {
                     let EventData::Text { text, .. } = data else {
                         continue;
@@ -390,6 +409,7 @@ impl BootEvidence {
                                 content_digests: EventDigests::new(),
                             });
                         }
+                        9 => ev.loaded_files.push(ipl(event, text)),
                         12 => ev.kernel_command_lines.push(ipl(event, text)),
                         14 => ev.mok.push(ipl(event, text)),
                         _ => {

@@ -62,7 +62,9 @@ pub use data::{
     SP800_155_EVENT3_SIGNATURE, SP800_155_SIGNATURE,
 };
 pub use device_path::{DevicePath, DevicePathError, DevicePathNode};
-pub use digest_check::{check_digests, check_digests_in, DigestMismatch, Hashed};
+pub use digest_check::{
+    check_digests, check_digests_in, grub_measured_text, DigestMismatch, Hashed, GRUB_PREFIXES,
+};
 pub use efi::{
     EfiVariable, LoadOption, SignatureData, SignatureList, StructError, VariableContent,
     CERT_SHA256, CERT_X509,

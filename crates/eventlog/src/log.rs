@@ -315,6 +315,25 @@ impl EventLog {
         }
     }
 
+    /// The log with only the events of the PCRs `keep` accepts, each
+    /// keeping its number and offset (so a citation still names the event
+    /// of the whole log). What a verifier reads from a log must come from
+    /// PCRs a quote covers: the others' events are the guest's word.
+    pub fn restricted_to(&self, keep: impl Fn(u32) -> bool) -> EventLog {
+        EventLog {
+            format: self.format,
+            spec_id: self.spec_id.clone(),
+            banks: self.banks.clone(),
+            events: self
+                .events
+                .iter()
+                .filter(|e| keep(e.pcr))
+                .cloned()
+                .collect(),
+            trailing_padding: self.trailing_padding,
+        }
+    }
+
     /// The format.
     pub fn format(&self) -> LogFormat {
         self.format

@@ -301,3 +301,53 @@ fn one_bank_replays_and_checks_as_it_does_among_all() {
         assert_eq!(lies, all_lies, "{name}");
     }
 }
+
+/// grub measures the text after its `grub_cmd: ` / `kernel_cmdline: `
+/// prefix into PCR 8: every such event of the real grub logs holds, and a
+/// command line edited in the log while its digest stays is caught.
+#[test]
+fn grub_strings_are_bound_to_their_digests() {
+    use trustlaunch_eventlog::{EventType, Hashed};
+    let mut checked = 0;
+    for name in [
+        "ga-coreos_36_shielded_vm_no_secure_boot_eventlog",
+        "tss-binary_measurements_hcrtm.bin",
+    ] {
+        let log = EventLog::parse(&log_bytes(name)).expect(name);
+        let grub: Vec<_> = log
+            .events()
+            .iter()
+            .filter(|e| e.pcr == 8 && e.event_type == EventType::EV_IPL)
+            .filter(|e| trustlaunch_eventlog::grub_measured_text(&e.data).is_some())
+            .collect();
+        assert!(!grub.is_empty(), "{name} has grub events");
+        checked += grub.len();
+        let lies: Vec<_> = trustlaunch_eventlog::check_digests(&log)
+            .into_iter()
+            .filter(|m| m.expected_over == Hashed::GrubText)
+            .collect();
+        assert!(lies.is_empty(), "{name}: {lies:?}");
+    }
+    assert!(checked > 100, "{checked} grub strings checked");
+
+    // The CoreOS log's kernel command line, with one word changed in the
+    // log only: the digest still replays, the text no longer matches it.
+    let bytes = log_bytes("ga-coreos_36_shielded_vm_no_secure_boot_eventlog");
+    let log = EventLog::parse(&bytes).unwrap();
+    let cmdline = log
+        .events()
+        .iter()
+        .find(|e| e.data.starts_with(b"kernel_cmdline: "))
+        .expect("a kernel_cmdline event");
+    let mut forged = bytes.clone();
+    let at = cmdline.data_offset + "kernel_cmdline: ".len();
+    forged[at] ^= 0x01;
+    let forged = EventLog::parse(&forged).unwrap();
+    let lies = trustlaunch_eventlog::check_digests_in(&forged, &[HashAlg::Sha256]);
+    assert!(
+        lies.iter()
+            .any(|m| m.event == cmdline.index && m.expected_over == Hashed::GrubText),
+        "{lies:?}"
+    );
+    assert_eq!(replay(&forged).pcrs, replay(&log).pcrs);
+}

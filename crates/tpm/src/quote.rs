@@ -94,6 +94,12 @@ pub struct VerifiedQuote {
     /// `qualifiedSigner`.
     #[serde(with = "crate::hexser")]
     pub qualified_signer: Vec<u8>,
+    /// `extraData`: the nonce the TPM signed (the verifier's, once
+    /// verified).
+    #[serde(with = "crate::hexser")]
+    pub nonce: Vec<u8>,
+    /// The hash the quote was signed over (and its PCR digest made with).
+    pub hash: HashAlg,
 }
 
 enum KeyKind {
@@ -285,6 +291,8 @@ impl QuoteVerifier {
             clock_info: a.clock_info,
             firmware_version: a.firmware_version,
             qualified_signer: a.qualified_signer,
+            nonce: a.extra_data,
+            hash,
         })
     }
 }
