@@ -25,6 +25,8 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
+mod challenges;
 mod control;
 mod error;
 mod hex;
@@ -37,16 +39,61 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use access::MAX_AUDIT_READ;
+pub use challenges::Answered;
 pub use control::{
     NewOperation, NewResource, OperationRecord, OperationStatus, OperationStep, Precondition,
     ResourceRecord,
 };
 pub use error::StoreError;
 pub use records::{
-    AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, Baseline, BaselineAction,
-    BaselineAuditEntry, BaselineChange, Enrollment, NewAttestation, Role, SigningKeyRecord,
-    SuppressionRule, VmRecord, VmStamp,
+    AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, AuditEntry, Baseline,
+    BaselineAction, BaselineAuditEntry, BaselineChange, ChallengeRecord, Enrollment,
+    NewAttestation, NewAuditEntry, Role, SigningKeyRecord, SuppressionRule, VmRecord, VmStamp,
 };
+
+/// The database file of a `sqlite://PATH` URL and its `-wal`/`-shm`
+/// companions, readable by the owner only: the file is created 0600 if
+/// missing, a wider mode is narrowed, a symlink is refused. (In-memory
+/// databases have no file.)
+fn sqlite_private(url: &str) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return Ok(());
+    }
+    let db = std::path::PathBuf::from(path);
+    if std::fs::symlink_metadata(&db).is_err() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&db)
+            .map_err(|e| format!("creating {}: {e}", db.display()))?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let f = std::path::PathBuf::from(format!("{path}{suffix}"));
+        let Ok(meta) = std::fs::symlink_metadata(&f) else {
+            continue;
+        };
+        if !meta.file_type().is_file() {
+            return Err(format!(
+                "{} is not a regular file (a symlink?): refusing to use it",
+                f.display()
+            ));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("chmod 0600 {}: {e}", f.display()))?;
+        }
+    }
+    Ok(())
+}
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +163,10 @@ impl Store {
             } else {
                 format!("{url}?mode=rwc")
             };
+            sqlite_private(url).map_err(|e| StoreError::Connect {
+                url: redacted.clone(),
+                reason: e,
+            })?;
             (Backend::Sqlite, with_mode)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
@@ -153,6 +204,14 @@ impl Store {
                 reason: scrub(&e.to_string(), url),
             })?;
         schema::migrate(&pool, backend, unix_now()).await?;
+        if backend == Backend::Sqlite {
+            // SQLite made the WAL and shared-memory files with the
+            // database file's mode; narrow any left by an older version.
+            sqlite_private(url).map_err(|e| StoreError::Connect {
+                url: redacted.clone(),
+                reason: e,
+            })?;
+        }
         Ok(Store {
             pool,
             backend,

@@ -272,4 +272,78 @@ pub struct ApiTokenRecord {
     pub role: Role,
     /// When it was created.
     pub created_at: i64,
+    /// When it stops working, if it expires.
+    pub expires_at: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// When it was last used (to the minute), if ever.
+    pub last_used_at: Option<i64>,
+}
+
+impl ApiTokenRecord {
+    /// The token's public id: the first 12 hex digits of its SHA-256
+    /// (what audit trails and `token revoke` name; names need not be
+    /// unique).
+    pub fn id(&self) -> String {
+        crate::hex::encode(&self.sha256)
+            .get(..12)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Whether it may be used at `now`: not revoked, not expired.
+    pub fn usable_at(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// One entry of the audit log: who changed what, when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Assigned by the database, increasing.
+    pub id: i64,
+    /// The entry.
+    pub entry: NewAuditEntry,
+}
+
+/// An audit entry to write (in the same transaction as its change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    /// When.
+    pub at: i64,
+    /// Who: `token <id> (<name>)`, or `platform` for the server itself.
+    pub actor: String,
+    /// What was done (`registration.put`, `suppression.put`,
+    /// `token.create`, `token.revoke`, ...).
+    pub action: String,
+    /// What it was done to (`vm/<id>`, `suppression/<name>`,
+    /// `token/<id>`).
+    pub target: String,
+    /// The change's details.
+    pub detail: Value,
+}
+
+/// A challenge the server issued: a single-use nonce for one VM, and
+/// once an AK is named, the credential the server made for it under the
+/// VM's recorded EK (kept as the SHA-256 of its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRecord {
+    /// The challenge's id (random, public).
+    pub id: String,
+    /// The VM.
+    pub vm_id: String,
+    /// The nonce (unique).
+    pub nonce: Vec<u8>,
+    /// The AK (TPMT_PUBLIC) the credential was made for, once made.
+    pub ak_public: Option<Vec<u8>>,
+    /// SHA-256 of the credential's secret, once made.
+    pub secret_sha256: Option<[u8; 32]>,
+    /// Who asked for it (the caller, or `platform`).
+    pub issued_to: String,
+    /// When it was issued.
+    pub created_at: i64,
+    /// When it stops being accepted.
+    pub expires_at: i64,
+    /// When it was answered, if it was.
+    pub used_at: Option<i64>,
 }

@@ -66,6 +66,28 @@ const MIGRATIONS: &[&[&str]] = &[
          WHERE status = 'InProgress'",
         "CREATE INDEX operations_by_target ON operations (target, created_at)",
     ],
+    // 4: least authority. API tokens get a public id (the first 12 hex
+    // digits of their SHA-256: names are not unique), an expiry, a
+    // revocation and a last use; challenges are the server's own
+    // single-use nonces (with the credential it made for the AK, known by
+    // the SHA-256 of its secret); the audit log records who changed a
+    // registration, a suppression rule or a token.
+    &[
+        "ALTER TABLE api_tokens ADD COLUMN token_id TEXT",
+        "UPDATE api_tokens SET token_id = substr(sha256, 1, 12)",
+        "CREATE UNIQUE INDEX api_tokens_by_id ON api_tokens (token_id)",
+        "ALTER TABLE api_tokens ADD COLUMN expires_at BIGINT",
+        "ALTER TABLE api_tokens ADD COLUMN revoked_at BIGINT",
+        "ALTER TABLE api_tokens ADD COLUMN last_used_at BIGINT",
+        "CREATE TABLE challenges (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, \
+         nonce TEXT NOT NULL UNIQUE, ak_public TEXT, secret_sha256 TEXT, \
+         issued_to TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, \
+         used_at BIGINT)",
+        "CREATE INDEX challenges_by_expiry ON challenges (expires_at)",
+        "CREATE TABLE audit_log (id {ID}, at BIGINT NOT NULL, actor TEXT NOT NULL, \
+         action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
+        "CREATE INDEX audit_log_by_target ON audit_log (target, id)",
+    ],
 ];
 
 /// The schema version this build migrates to.

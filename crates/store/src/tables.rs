@@ -8,8 +8,8 @@ use crate::error::{db, StoreError};
 use crate::hex;
 use crate::records::{
     AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, Baseline, BaselineAuditEntry,
-    BaselineChange, Enrollment, NewAttestation, Role, SigningKeyRecord, SuppressionRule, VmRecord,
-    VmStamp,
+    BaselineChange, Enrollment, NewAttestation, NewAuditEntry, Role, SigningKeyRecord,
+    SuppressionRule, VmRecord, VmStamp,
 };
 use crate::Store;
 
@@ -110,8 +110,21 @@ fn enrollment_from(row: &AnyRow, op: &'static str) -> Result<Enrollment, StoreEr
 const VM_COLUMNS: &str = "vm_id, spec, ek_public, created_at";
 
 impl Store {
-    /// Registers a VM, or replaces its spec and EK (keeping `created_at`).
-    pub async fn put_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
+    /// Registers a VM, or replaces its spec and EK (keeping `created_at`),
+    /// with its audit entry in the same transaction. A new EK drops the
+    /// VM's enrollment.
+    pub async fn put_vm(&self, vm: &VmRecord, audit: &NewAuditEntry) -> Result<(), StoreError> {
+        let op = "put_vm";
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
+        let old = sqlx::query("SELECT ek_public FROM vms WHERE vm_id = $1")
+            .bind(&vm.vm_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db(op))?
+            .map(|r| r.try_get::<String, _>(0))
+            .transpose()
+            .map_err(db(op))?;
+        let ek = hex::encode(&vm.ek_public);
         sqlx::query(
             "INSERT INTO vms (vm_id, spec, ek_public, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (vm_id) DO UPDATE SET spec = excluded.spec, ek_public = excluded.ek_public, \
@@ -119,11 +132,22 @@ impl Store {
         )
         .bind(&vm.vm_id)
         .bind(vm.spec.to_string())
-        .bind(hex::encode(&vm.ek_public))
+        .bind(&ek)
         .bind(vm.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db("put_vm"))?;
+        .map_err(db(op))?;
+        // An enrollment proved an AK under the EK recorded then: under
+        // another EK it proves nothing.
+        if old.is_some_and(|o| o != ek) {
+            sqlx::query("DELETE FROM enrollments WHERE vm_id = $1")
+                .bind(&vm.vm_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(op))?;
+        }
+        crate::access::write_audit(&mut tx, audit, op).await?;
+        tx.commit().await.map_err(db(op))?;
         Ok(())
     }
 
@@ -550,16 +574,24 @@ impl Store {
     }
 
     /// Creates or replaces the suppression rule `rule.name`.
-    pub async fn put_suppression_rule(&self, rule: &SuppressionRule) -> Result<(), StoreError> {
+    pub async fn put_suppression_rule(
+        &self,
+        rule: &SuppressionRule,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        let op = "put_suppression_rule";
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         sqlx::query(
             "INSERT INTO suppression_rules (name, rule) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET rule = excluded.rule",
         )
         .bind(&rule.name)
         .bind(rule.rule.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db("put_suppression_rule"))?;
+        .map_err(db(op))?;
+        crate::access::write_audit(&mut tx, audit, op).await?;
+        tx.commit().await.map_err(db(op))?;
         Ok(())
     }
 
@@ -582,13 +614,24 @@ impl Store {
     }
 
     /// Removes the suppression rule `name`. Returns whether it existed.
-    pub async fn delete_suppression_rule(&self, name: &str) -> Result<bool, StoreError> {
+    pub async fn delete_suppression_rule(
+        &self,
+        name: &str,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let op = "delete_suppression_rule";
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         let done = sqlx::query("DELETE FROM suppression_rules WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map_err(db("delete_suppression_rule"))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(db(op))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        crate::access::write_audit(&mut tx, audit, op).await?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(true)
     }
 }
 
@@ -615,8 +658,13 @@ fn token_from(row: &AnyRow, op: &'static str) -> Result<ApiTokenRecord, StoreErr
         name: c.text("name")?,
         role: c.parsed::<Role>("role")?,
         created_at: c.int("created_at")?,
+        expires_at: c.opt_int("expires_at")?,
+        revoked_at: c.opt_int("revoked_at")?,
+        last_used_at: c.opt_int("last_used_at")?,
     })
 }
+
+const TOKEN_COLUMNS: &str = "sha256, name, role, created_at, expires_at, revoked_at, last_used_at";
 
 const KEY_COLUMNS: &str = "kid, pkcs8_pem, created_at, retire_at, is_current";
 
@@ -676,55 +724,100 @@ impl Store {
             .transpose()
     }
 
-    /// Creates or replaces the API token with this hash.
-    pub async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
+    /// Creates the API token (or replaces the one with this hash),
+    /// with its audit entry in the same transaction.
+    pub async fn put_api_token(
+        &self,
+        token: &ApiTokenRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        let op = "put_api_token";
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         sqlx::query(
-            "INSERT INTO api_tokens (sha256, name, role, created_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO api_tokens (sha256, token_id, name, role, created_at, expires_at, \
+             revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (sha256) DO UPDATE SET name = excluded.name, role = excluded.role, \
-             created_at = excluded.created_at",
+             created_at = excluded.created_at, expires_at = excluded.expires_at, \
+             revoked_at = excluded.revoked_at, last_used_at = excluded.last_used_at",
         )
         .bind(hex::encode(&token.sha256))
+        .bind(token.id())
         .bind(&token.name)
         .bind(token.role.as_str())
         .bind(token.created_at)
-        .execute(&self.pool)
+        .bind(token.expires_at)
+        .bind(token.revoked_at)
+        .bind(token.last_used_at)
+        .execute(&mut *tx)
         .await
-        .map_err(db("put_api_token"))?;
+        .map_err(db(op))?;
+        crate::access::write_audit(&mut tx, audit, op).await?;
+        tx.commit().await.map_err(db(op))?;
         Ok(())
     }
 
-    /// The API token whose SHA-256 is `sha256`, if any.
+    /// The API token whose SHA-256 is `sha256`, if any (revoked and
+    /// expired ones too: the caller says why it is refused).
     pub async fn lookup_api_token(
         &self,
         sha256: &[u8; 32],
     ) -> Result<Option<ApiTokenRecord>, StoreError> {
-        let row =
-            sqlx::query("SELECT sha256, name, role, created_at FROM api_tokens WHERE sha256 = $1")
-                .bind(hex::encode(sha256))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("lookup_api_token"))?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE sha256 = $1"
+        ))
+        .bind(hex::encode(sha256))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("lookup_api_token"))?;
         row.map(|r| token_from(&r, "lookup_api_token")).transpose()
     }
 
     /// Every API token, by name then hash.
     pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sha256, name, role, created_at FROM api_tokens ORDER BY name, sha256",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY name, sha256"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db("api_tokens"))?;
         rows.iter().map(|r| token_from(r, "api_tokens")).collect()
     }
 
-    /// Revokes the API token with this hash. Returns whether it existed.
-    pub async fn delete_api_token(&self, sha256: &[u8; 32]) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM api_tokens WHERE sha256 = $1")
+    /// Revokes the API token with public id `token_id` at `at`, audited in
+    /// the same transaction. Returns whether a token that was not revoked
+    /// yet was found.
+    pub async fn revoke_api_token(
+        &self,
+        token_id: &str,
+        at: i64,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let op = "revoke_api_token";
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE token_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(op))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        crate::access::write_audit(&mut tx, audit, op).await?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(true)
+    }
+
+    /// Notes that the token with this hash was used at `at`.
+    pub async fn touch_api_token(&self, sha256: &[u8; 32], at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE sha256 = $1")
             .bind(hex::encode(sha256))
+            .bind(at)
             .execute(&self.pool)
             .await
-            .map_err(db("delete_api_token"))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(db("touch_api_token"))?;
+        Ok(())
     }
 }

@@ -6,10 +6,21 @@
 use serde_json::json;
 use sqlx::{Connection, Row};
 use trustlaunch_store::{
-    AlertFilter, AlertRecord, ApiTokenRecord, Backend, BaselineAction, BaselineChange, Enrollment,
-    NewAttestation, NewOperation, NewResource, OperationStatus, OperationStep, Precondition, Role,
-    SigningKeyRecord, Store, StoreError, StoreOptions, SuppressionRule, VmRecord,
+    AlertFilter, AlertRecord, Answered, ApiTokenRecord, Backend, BaselineAction, BaselineChange,
+    ChallengeRecord, Enrollment, NewAttestation, NewAuditEntry, NewOperation, NewResource,
+    OperationStatus, OperationStep, Precondition, Role, SigningKeyRecord, Store, StoreError,
+    StoreOptions, SuppressionRule, VmRecord,
 };
+
+fn audited(action: &str, target: &str) -> NewAuditEntry {
+    NewAuditEntry {
+        at: 7,
+        actor: "token 0123456789ab (test)".into(),
+        action: action.into(),
+        target: target.into(),
+        detail: json!({"why": "test"}),
+    }
+}
 
 const VMSS: &str = "Microsoft.Compute/virtualMachineScaleSets";
 
@@ -341,11 +352,20 @@ async fn suite(store: &Store) {
     assert!(store.get_vm("vm-b").await.unwrap().is_none());
     let b = vm("vm-b", 2);
     let a = vm("vm-a", 1);
-    store.put_vm(&b).await.unwrap();
-    store.put_vm(&a).await.unwrap();
+    store
+        .put_vm(&b, &audited("registration.put", "vm"))
+        .await
+        .unwrap();
+    store
+        .put_vm(&a, &audited("registration.put", "vm"))
+        .await
+        .unwrap();
     assert_eq!(store.get_vm("vm-b").await.unwrap().unwrap(), b);
     let mut b2 = vm("vm-b", 7);
-    store.put_vm(&b2).await.unwrap();
+    store
+        .put_vm(&b2, &audited("registration.put", "vm"))
+        .await
+        .unwrap();
     b2.created_at = b.created_at;
     assert_eq!(store.get_vm("vm-b").await.unwrap().unwrap(), b2);
     let listed = store.list_vms().await.unwrap();
@@ -382,7 +402,10 @@ async fn suite(store: &Store) {
     );
 
     // delete_vm removes the VM and its enrollment, and says whether it existed.
-    store.put_vm(&vm("vm-gone", 3)).await.unwrap();
+    store
+        .put_vm(&vm("vm-gone", 3), &audited("registration.put", "vm"))
+        .await
+        .unwrap();
     store
         .put_enrollment(&Enrollment {
             vm_id: "vm-gone".into(),
@@ -610,23 +633,29 @@ async fn suite(store: &Store) {
         rule: json!({"check": "pcr7", "days": days}),
     };
     store
-        .put_suppression_rule(&rule("z-rule", 1))
+        .put_suppression_rule(&rule("z-rule", 1), &audited("suppression.put", "rule"))
         .await
         .unwrap();
     store
-        .put_suppression_rule(&rule("a-rule", 2))
+        .put_suppression_rule(&rule("a-rule", 2), &audited("suppression.put", "rule"))
         .await
         .unwrap();
     store
-        .put_suppression_rule(&rule("z-rule", 3))
+        .put_suppression_rule(&rule("z-rule", 3), &audited("suppression.put", "rule"))
         .await
         .unwrap();
     assert_eq!(
         store.suppression_rules().await.unwrap(),
         vec![rule("a-rule", 2), rule("z-rule", 3)]
     );
-    assert!(store.delete_suppression_rule("a-rule").await.unwrap());
-    assert!(!store.delete_suppression_rule("a-rule").await.unwrap());
+    assert!(store
+        .delete_suppression_rule("a-rule", &audited("suppression.delete", "rule"))
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_suppression_rule("a-rule", &audited("suppression.delete", "rule"))
+        .await
+        .unwrap());
     assert_eq!(
         store.suppression_rules().await.unwrap(),
         vec![rule("z-rule", 3)]
@@ -659,24 +688,29 @@ async fn suite(store: &Store) {
     );
     assert!(!format!("{k2:?}").contains("BEGIN PRIVATE KEY"));
 
-    // --- API tokens.
+    // --- API tokens: create, revoke (by public id), expiry, last use;
+    // each change audited in its transaction.
     let token = |b: u8, name: &str, role| ApiTokenRecord {
         sha256: [b; 32],
         name: name.into(),
         role,
         created_at: 50,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
     };
     assert!(store.lookup_api_token(&[1; 32]).await.unwrap().is_none());
+    let tok_audit = audited("token.create", "token");
     store
-        .put_api_token(&token(1, "ci", Role::Reader))
+        .put_api_token(&token(1, "ci", Role::Reader), &tok_audit)
         .await
         .unwrap();
     store
-        .put_api_token(&token(2, "admin", Role::Admin))
+        .put_api_token(&token(2, "admin", Role::Admin), &tok_audit)
         .await
         .unwrap();
     store
-        .put_api_token(&token(1, "ci", Role::Operator))
+        .put_api_token(&token(1, "ci", Role::Operator), &tok_audit)
         .await
         .unwrap();
     assert_eq!(
@@ -690,10 +724,139 @@ async fn suite(store: &Store) {
             token(1, "ci", Role::Operator)
         ]
     );
-    assert!(store.delete_api_token(&[2; 32]).await.unwrap());
-    assert!(!store.delete_api_token(&[2; 32]).await.unwrap());
-    assert!(store.lookup_api_token(&[2; 32]).await.unwrap().is_none());
-    assert_eq!(store.api_tokens().await.unwrap().len(), 1);
+    assert_eq!(token(2, "admin", Role::Admin).id(), "020202020202");
+    let revoke = audited("token.revoke", "token/020202020202");
+    assert!(store
+        .revoke_api_token("020202020202", 60, &revoke)
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_api_token("020202020202", 61, &revoke)
+        .await
+        .unwrap());
+    let revoked = store.lookup_api_token(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(60));
+    assert!(!revoked.usable_at(60));
+    store.touch_api_token(&[1; 32], 70).await.unwrap();
+    assert_eq!(
+        store
+            .lookup_api_token(&[1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(70)
+    );
+    let expiring = ApiTokenRecord {
+        expires_at: Some(100),
+        ..token(3, "temp", Role::Reader)
+    };
+    assert!(expiring.usable_at(99) && !expiring.usable_at(100));
+    let log = store
+        .audit_log(Some("token/020202020202"), 10)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].entry, revoke);
+    let all = store.audit_log(None, 1000).await.unwrap();
+    assert!(all.iter().any(|e| e.entry.action == "token.create"));
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+
+    // --- challenges: single use, for one VM, until they expire; the
+    // credential is set once; answering records the attestation in the
+    // same transaction.
+    let ch = |id: &str, nonce: u8, expires_at| ChallengeRecord {
+        id: id.into(),
+        vm_id: "vm-ch".into(),
+        nonce: vec![nonce; 32],
+        ak_public: None,
+        secret_sha256: None,
+        issued_to: "platform".into(),
+        created_at: 100,
+        expires_at,
+        used_at: None,
+    };
+    store.put_challenge(&ch("c1", 1, 400), 100).await.unwrap();
+    store.put_challenge(&ch("c2", 2, 150), 100).await.unwrap();
+    assert!(store
+        .set_challenge_credential("c1", b"ak", &[9; 32], 120)
+        .await
+        .unwrap());
+    assert!(!store
+        .set_challenge_credential("c1", b"other ak", &[8; 32], 121)
+        .await
+        .unwrap());
+    let got = store.get_challenge("c1").await.unwrap().unwrap();
+    assert_eq!(got.ak_public.as_deref(), Some(&b"ak"[..]));
+    assert_eq!(got.secret_sha256, Some([9; 32]));
+    let answer = |nonce: u8, at| NewAttestation {
+        vm_id: "vm-ch".into(),
+        boot_id: "b".into(),
+        nonce: vec![nonce; 32],
+        at,
+        healthy: true,
+        appraisal: json!({}),
+        token: None,
+    };
+    // Another VM cannot use it; a wrong nonce cannot either.
+    let mut other_vm = answer(1, 130);
+    other_vm.vm_id = "vm-other".into();
+    assert_eq!(
+        store.answer_challenge("c1", &other_vm).await.unwrap(),
+        Answered::ChallengeGone
+    );
+    assert_eq!(
+        store.answer_challenge("c1", &answer(3, 130)).await.unwrap(),
+        Answered::ChallengeGone
+    );
+    assert_eq!(
+        store.answer_challenge("c1", &answer(1, 130)).await.unwrap(),
+        Answered::Recorded
+    );
+    assert_eq!(
+        store.answer_challenge("c1", &answer(1, 131)).await.unwrap(),
+        Answered::AlreadyRecorded
+    );
+    assert_eq!(
+        store.get_challenge("c1").await.unwrap().unwrap().used_at,
+        Some(130)
+    );
+    // Expired: refused, and dropped by the next issue.
+    assert_eq!(
+        store.answer_challenge("c2", &answer(2, 151)).await.unwrap(),
+        Answered::ChallengeGone
+    );
+    store.put_challenge(&ch("c3", 4, 900), 500).await.unwrap();
+    assert!(store.get_challenge("c2").await.unwrap().is_none());
+    assert!(store.get_challenge("c3").await.unwrap().is_some());
+
+    // --- a new EK drops the VM's enrollment (it proved an AK under the
+    // old one).
+    let mut v = vm("vm-ek", 5);
+    store
+        .put_vm(&v, &audited("registration.put", "vm/vm-ek"))
+        .await
+        .unwrap();
+    store
+        .put_enrollment(&Enrollment {
+            vm_id: "vm-ek".into(),
+            ek_certificate: vec![1],
+            ak_public: vec![2],
+            enrolled_at: 5,
+        })
+        .await
+        .unwrap();
+    store
+        .put_vm(&v, &audited("registration.put", "vm/vm-ek"))
+        .await
+        .unwrap();
+    assert!(store.get_enrollment("vm-ek").await.unwrap().is_some());
+    v.ek_public = vec![0xee; 8];
+    store
+        .put_vm(&v, &audited("registration.put", "vm/vm-ek"))
+        .await
+        .unwrap();
+    assert!(store.get_enrollment("vm-ek").await.unwrap().is_none());
 
     control_suite(store).await;
 
@@ -756,7 +919,7 @@ async fn postgres_suite() {
             store.applied_migrations().await.unwrap(),
             (1..=Store::schema_version()).collect::<Vec<_>>()
         );
-        assert_eq!(store.list_vms().await.unwrap().len(), 2);
+        assert_eq!(store.list_vms().await.unwrap().len(), 3);
         store.close().await;
     })
     .await;
@@ -775,7 +938,10 @@ async fn sqlite_reopen_keeps_data_and_migrates_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(&dir);
     let store = Store::open(&url).await.unwrap();
-    store.put_vm(&vm("vm-a", 1)).await.unwrap();
+    store
+        .put_vm(&vm("vm-a", 1), &audited("registration.put", "vm"))
+        .await
+        .unwrap();
     store
         .put_baseline(
             "vm-a",
@@ -823,7 +989,9 @@ async fn two_stores_share_one_sqlite_file() {
     assert_eq!(mode, "wal");
     raw.close().await.unwrap();
 
-    one.put_vm(&vm("vm-a", 1)).await.unwrap();
+    one.put_vm(&vm("vm-a", 1), &audited("registration.put", "vm"))
+        .await
+        .unwrap();
     assert_eq!(two.get_vm("vm-a").await.unwrap().unwrap(), vm("vm-a", 1));
     assert!(two
         .add_attestation(&attestation("vm-a", 9, 10, true))
@@ -899,4 +1067,34 @@ async fn bad_urls_are_typed_errors_without_passwords() {
         }
         other => panic!("expected Connect, got {other:?}"),
     }
+}
+
+/// The database and its WAL are the owner's alone: made 0600, a file an
+/// older version left 0644 narrowed, a symlink in its place refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let db = dir.path().join("store.db");
+    let store = Store::open(&url).await.unwrap();
+    store
+        .put_vm(&vm("vm-a", 1), &audited("registration.put", "vm"))
+        .await
+        .unwrap();
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&dir.path().join("store.db-wal")), 0o600);
+    store.close().await;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(mode(&db), 0o600);
+    store.close().await;
+    let other = tempfile::tempdir().unwrap();
+    let link = other.path().join("store.db");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    let err = Store::open(&format!("sqlite://{}", link.display()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
 }
