@@ -93,6 +93,7 @@ fn reference(f: &Fixture) -> Reference<'_> {
         secure_boot_expected: true,
         template: Some(&f.template),
         baseline: Some(&f.baseline),
+        baseline_required: false,
         now: UnixTime::from_secs(NOW),
         enrollment: None,
     }

@@ -59,8 +59,10 @@ pub struct ReplayedGuest {
     attester: TpmAttester,
     ek_public: Vec<u8>,
     ek_certificate: Vec<u8>,
+    log: Vec<u8>,
+    paths: GuestPaths,
     // Dropped after the attester: the swtpm and the guest's files.
-    _swtpm: Swtpm,
+    swtpm: Swtpm,
     _files: tempfile::TempDir,
 }
 
@@ -100,16 +102,7 @@ impl ReplayedGuest {
         }
         let swtpm = Swtpm::start()?;
         let mut tpm = swtpm.client()?;
-        for event in log.events().iter().filter(|e| is_extended(e)) {
-            let Ok(pcr) = u8::try_from(event.pcr) else {
-                continue;
-            };
-            for digest in event.digests.iter() {
-                if let Some(bank) = tpm_bank(digest.alg()) {
-                    tpm.pcr_extend(pcr, bank, digest.as_bytes())?;
-                }
-            }
-        }
+        replay_into(&mut tpm, event_log)?;
         let ek = tpm.create_ek(KeyAlg::Rsa2048)?;
         let ek_pub =
             Public::from_bytes(&ek.public).map_err(|e| ReplayError::Certificate(e.to_string()))?;
@@ -139,13 +132,15 @@ impl ReplayedGuest {
             .prefix("replayed-guest-")
             .tempdir()?;
         let paths = guest_files(files.path(), event_log, secure_boot)?;
-        let mut attester = TpmAttester::new(tpm, paths);
+        let mut attester = TpmAttester::new(tpm, paths.clone());
         attester.prepare()?;
         Ok(Self {
             attester,
             ek_public: ek.public,
             ek_certificate: cert.der().to_vec(),
-            _swtpm: swtpm,
+            log: event_log.to_vec(),
+            paths,
+            swtpm,
             _files: files,
         })
     }
@@ -158,6 +153,24 @@ impl ReplayedGuest {
     /// The EK certificate (DER) in NV.
     pub fn ek_certificate(&self) -> &[u8] {
         &self.ek_certificate
+    }
+
+    /// The agent's AK (TPMT_PUBLIC).
+    pub fn ak_public(&mut self) -> Result<Vec<u8>, ReplayError> {
+        Ok(self.attester.prepare()?.ak.public.clone())
+    }
+
+    /// Reboots the guest: power-cycles the swtpm (its state kept, so the
+    /// EK, the AK and NV stay; PCRs are reset and `resetCount` grows) and
+    /// replays the boot's log again, as the firmware would.
+    pub fn reboot(&mut self) -> Result<(), ReplayError> {
+        self.swtpm.restart()?;
+        let mut tpm = self.swtpm.client()?;
+        replay_into(&mut tpm, &self.log)?;
+        let paths = self.paths.clone();
+        self.attester = TpmAttester::new(tpm, paths);
+        self.attester.prepare()?;
+        Ok(())
     }
 
     /// The agent's answer to a challenge (SHA-256 PCRs 0-15, as in a VM).
@@ -211,6 +224,22 @@ impl ReplayedGuest {
         edit(&mut e);
         Ok(e)
     }
+}
+
+/// Extends every SHA-256 and SHA-1 digest `event_log` extended, in order.
+fn replay_into(tpm: &mut trustlaunch_tpm_client::Tpm, event_log: &[u8]) -> Result<(), ReplayError> {
+    let log = EventLog::parse(event_log).map_err(|e| ReplayError::Log(e.to_string()))?;
+    for event in log.events().iter().filter(|e| is_extended(e)) {
+        let Ok(pcr) = u8::try_from(event.pcr) else {
+            continue;
+        };
+        for digest in event.digests.iter() {
+            if let Some(bank) = tpm_bank(digest.alg()) {
+                tpm.pcr_extend(pcr, bank, digest.as_bytes())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The guest's files the agent reads: the event log, the SecureBoot efivar

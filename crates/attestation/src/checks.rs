@@ -332,7 +332,16 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
     secure_boot_checks(&ev, r, &mut c, &mut claims);
     boot_checks(log, &ev, r, &mut c, &mut claims);
     match r.baseline {
-        None => c.skip("baseline", "the VM has no baseline yet"),
+        None if r.baseline_required => c.fail(
+            "baseline",
+            format!(
+                "{}: the VM's baseline is neither predicted from its image nor approved; this boot's components await an operator's approval (trustlaunch baseline approve {})",
+                crate::NO_APPROVED_BASELINE,
+                r.vm_id
+            ),
+            Vec::new(),
+        ),
+        None => c.skip("baseline", "no baseline to compare with (a relearn is pending)"),
         Some(b) => {
             let deviations = measurements.compare(&b.measurements);
             if deviations.is_empty() {

@@ -125,8 +125,11 @@ pub struct Reference<'a> {
     pub secure_boot_expected: bool,
     /// The template's databases (`None`: not compared).
     pub template: Option<&'a KeyDatabases>,
-    /// The VM's baseline (`None`: none yet).
+    /// The VM's baseline (`None`: none to compare with).
     pub baseline: Option<&'a Baseline>,
+    /// A baseline is required: without one, `baseline` fails (the VM's
+    /// first boot awaits an operator's approval) instead of being skipped.
+    pub baseline_required: bool,
     /// Now (certificate validity).
     pub now: UnixTime,
     /// The VM's enrollment, when it has one: the same EK certificate and
@@ -272,6 +275,10 @@ pub struct FailedCheck {
     /// What it found.
     pub detail: String,
 }
+
+/// How the `baseline` check's detail begins when no baseline has been
+/// approved yet (the security center's alert reason reads it).
+pub const NO_APPROVED_BASELINE: &str = "no approved baseline";
 
 pub(crate) fn hex(b: &[u8]) -> String {
     trustlaunch_eventlog::hex::encode(b)

@@ -212,6 +212,9 @@ pub enum FailureReason {
     /// Secure Boot is off: attestation always fails (Azure), operators may
     /// suppress it.
     SecureBootOff,
+    /// No baseline has been approved for the VM: its first boot's
+    /// components await an operator's approval.
+    BaselineNotApproved,
 }
 
 impl FailureReason {
@@ -222,6 +225,7 @@ impl FailureReason {
             Self::QuoteNotFromVtpm => "the quote cannot be verified to come from the VM's vTPM",
             Self::AgentUnresponsive => "the attestation agent does not respond",
             Self::SecureBootOff => "Secure Boot is off",
+            Self::BaselineNotApproved => "no baseline has been approved for the VM",
         }
     }
 }
@@ -267,9 +271,12 @@ impl AlertCandidate {
 }
 
 /// Which reason a failed check stands for.
-fn reason_of(check: &str) -> FailureReason {
-    if check.starts_with("quote.") || check.starts_with("ak.") || check.starts_with("ek.") {
+fn reason_of(check: &crate::FailedCheck) -> FailureReason {
+    let name = check.name.as_str();
+    if name.starts_with("quote.") || name.starts_with("ak.") || name.starts_with("ek.") {
         FailureReason::QuoteNotFromVtpm
+    } else if name == "baseline" && check.detail.starts_with(crate::NO_APPROVED_BASELINE) {
+        FailureReason::BaselineNotApproved
     } else {
         FailureReason::BaselineDeviation
     }
@@ -307,7 +314,7 @@ pub fn alert_candidates(p: &Posture<'_>) -> Vec<AlertCandidate> {
         // An untrusted module has its own alert (below), not a second one.
         for c in a.failed.iter().filter(|c| c.name != "kernel.modules") {
             by_reason
-                .entry(reason_of(&c.name))
+                .entry(reason_of(c))
                 .or_default()
                 .push(format!("{}: {}", c.name, c.detail));
         }
@@ -394,16 +401,68 @@ pub struct SuppressionRule {
     pub reason: Option<FailureReason>,
     /// VMs, if restricted.
     pub vm_ids: Option<Vec<String>>,
+    /// Who made it (`token <id> (<name>)`); rules made before authors
+    /// were recorded have none.
+    #[serde(default)]
+    pub author: Option<String>,
+    /// When it was made (Unix seconds).
+    #[serde(default)]
+    pub created_at: Option<u64>,
+    /// When it stops applying (Unix seconds), if it expires.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+/// Why a suppression rule cannot be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuleError {
+    /// No selector: it would silence every future alert.
+    #[error("a suppression rule needs at least one selector (kind, reason or vmIds): one without would silence every alert")]
+    NoSelector,
+    /// An empty VM list selects nothing.
+    #[error("vmIds is empty: give at least one VM, or leave it out")]
+    EmptyVmList,
+    /// It already expired.
+    #[error("the rule expires before it is made")]
+    AlreadyExpired,
 }
 
 impl SuppressionRule {
-    /// Whether the rule covers an alert condition.
-    pub fn matches(&self, c: &AlertCandidate) -> bool {
-        self.kind.is_none_or(|k| k == c.kind)
+    /// Whether the rule covers an alert condition at `now` (an expired
+    /// rule covers nothing).
+    pub fn matches(&self, c: &AlertCandidate, now: u64) -> bool {
+        self.active_at(now)
+            && self.kind.is_none_or(|k| k == c.kind)
             && self
                 .reason
                 .is_none_or(|r| c.cause == Cause::Attestation { reason: r })
             && self.vm_ids.as_ref().is_none_or(|v| v.contains(&c.vm_id))
+    }
+
+    /// Whether it has not expired at `now`.
+    pub fn active_at(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+    }
+
+    /// Whether it reaches every VM (no VM list): such a rule is an
+    /// administrator's to make.
+    pub fn fleet_wide(&self) -> bool {
+        self.vm_ids.is_none()
+    }
+
+    /// Checks that the rule selects something, at `now`.
+    pub fn validate(&self, now: u64) -> Result<(), RuleError> {
+        if self.kind.is_none() && self.reason.is_none() && self.vm_ids.is_none() {
+            return Err(RuleError::NoSelector);
+        }
+        if self.vm_ids.as_ref().is_some_and(Vec::is_empty) {
+            return Err(RuleError::EmptyVmList);
+        }
+        if !self.active_at(now) {
+            return Err(RuleError::AlreadyExpired);
+        }
+        Ok(())
     }
 }
 
@@ -452,7 +511,7 @@ impl AlertBook {
         for c in candidates.iter().filter(|c| c.vm_id == vm_id) {
             let key = c.key();
             seen.insert(key.clone());
-            let rule = rules.iter().find(|r| r.matches(c));
+            let rule = rules.iter().find(|r| r.matches(c, now));
             match self.alerts.get_mut(&key) {
                 Some(a) if a.state != AlertState::Resolved => {
                     a.last_seen = now;

@@ -54,6 +54,7 @@ fn judge(e: &Evidence, c: &Case, g: &ReplayedGuest, roots: &[CaCertificate]) -> 
             secure_boot_expected: c.secure_boot,
             template: Some(&c.template),
             baseline: None,
+            baseline_required: false,
             now: now(),
             enrollment: None,
         },

@@ -7,8 +7,9 @@ mod common;
 
 use common::{case, platform_ca, reference};
 use trustlaunch_attestation::security::{
-    alert_candidates, recommendations, AlertBook, AlertEvent, AlertKind, AlertState, Cause,
-    FailureReason, Posture, RecommendationKind, Severity, SuppressionRule,
+    alert_candidates, recommendations, AlertBook, AlertCandidate, AlertEvent, AlertKind,
+    AlertState, Cause, FailureReason, Posture, RecommendationKind, RuleError, Severity,
+    SuppressionRule,
 };
 use trustlaunch_attestation::{appraise, Baseline, BaselineSource, Verdict};
 use trustlaunch_protocol::Bytes;
@@ -167,7 +168,11 @@ fn alerts_are_deduplicated_resolved_raised_again_and_suppressed() {
         kind: Some(AlertKind::AttestationFailed),
         reason: Some(FailureReason::SecureBootOff),
         vm_ids: Some(vec!["lab-vm".into()]),
+        author: Some("token 0123456789ab (ops)".into()),
+        created_at: Some(400),
+        expires_at: Some(1_000),
     };
+    assert_eq!(rule.validate(400), Ok(()));
     let ev = book.reconcile("lab-vm", &c, std::slice::from_ref(&rule), 500);
     assert!(
         matches!(&ev[..], [AlertEvent::Suppressed { alert }] if alert.suppressed_by.as_deref() == Some(rule.name.as_str()))
@@ -237,4 +242,50 @@ fn alert_state_names_are_their_serialized_names() {
     ] {
         assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
     }
+}
+
+#[test]
+fn a_rule_must_select_something_and_stops_when_it_expires() {
+    let any = SuppressionRule {
+        name: "everything".into(),
+        kind: None,
+        reason: None,
+        vm_ids: None,
+        author: None,
+        created_at: None,
+        expires_at: None,
+    };
+    assert_eq!(any.validate(0), Err(RuleError::NoSelector));
+    let empty = SuppressionRule {
+        vm_ids: Some(Vec::new()),
+        ..any.clone()
+    };
+    assert_eq!(empty.validate(0), Err(RuleError::EmptyVmList));
+    let fleet = SuppressionRule {
+        reason: Some(FailureReason::SecureBootOff),
+        expires_at: Some(100),
+        ..any.clone()
+    };
+    assert!(fleet.fleet_wide());
+    assert_eq!(fleet.validate(99), Ok(()));
+    assert_eq!(fleet.validate(100), Err(RuleError::AlreadyExpired));
+    let c = AlertCandidate {
+        kind: AlertKind::AttestationFailed,
+        vm_id: "vm".into(),
+        cause: Cause::Attestation {
+            reason: FailureReason::SecureBootOff,
+        },
+        detail: String::new(),
+    };
+    assert!(fleet.matches(&c, 99));
+    assert!(!fleet.matches(&c, 100), "expired rules silence nothing");
+    // Raised again after the rule expired.
+    let mut book = AlertBook::default();
+    let ev = book.reconcile(
+        "vm",
+        std::slice::from_ref(&c),
+        std::slice::from_ref(&fleet),
+        150,
+    );
+    assert!(matches!(&ev[..], [AlertEvent::Raised { .. }]), "{ev:?}");
 }

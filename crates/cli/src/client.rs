@@ -170,10 +170,23 @@ pub enum AttestationCommand {
 /// `trustlaunch baseline ...`
 #[derive(Subcommand)]
 pub enum BaselineCommand {
-    /// A VM's baseline, version, pending learn and audit trail.
+    /// A VM's baseline: its state (predicted, approved, pending-approval,
+    /// awaiting-first-boot, relearn-requested), version, pending learn or
+    /// proposal, and audit trail.
     Show {
         /// The VM.
         vm: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve the components the VM's first boot proposed as its
+    /// baseline (a VM whose image predicted none is unhealthy until then).
+    Approve {
+        /// The VM.
+        vm: String,
+        /// Only if the baseline is still at this version.
+        #[arg(long)]
+        if_version: Option<i64>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -190,7 +203,8 @@ pub enum BaselineCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Learn the baseline again from the next boot (after an update).
+    /// Learn the baseline again from the next boot (after an update);
+    /// the request lapses after the server's relearn lifetime (24 h).
     Relearn {
         /// The VM.
         vm: String,
@@ -234,12 +248,16 @@ pub enum SecurityCommand {
         #[arg(long)]
         kind: Option<String>,
         /// baseline-deviation | quote-not-from-vtpm | agent-unresponsive |
-        /// secure-boot-off
+        /// secure-boot-off | baseline-not-approved
         #[arg(long)]
         reason: Option<String>,
-        /// VM ids (repeatable).
+        /// VM ids (repeatable). Without any, the rule reaches every VM and
+        /// needs an admin token.
         #[arg(long = "vm")]
         vms: Vec<String>,
+        /// The rule stops applying after this long (e.g. 12h, 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
         /// Delete the rule instead.
         #[arg(long)]
         delete: bool,
@@ -381,10 +399,86 @@ pub fn attestation(cmd: AttestationCommand) -> Result<ExitCode> {
     }
 }
 
+/// A Unix time as people read it (RFC 3339, UTC).
+pub(crate) fn when(v: &Value) -> String {
+    match v.as_i64().and_then(|t| u64::try_from(t).ok()) {
+        Some(t) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+        )
+        .to_string(),
+        None => "never".into(),
+    }
+}
+
+fn show_baseline(r: &Value) {
+    println!(
+        "{}: baseline {} (version {})",
+        r["vmId"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?"),
+        r["version"]
+    );
+    if let Some(p) = r["pending"].as_object() {
+        println!(
+            "  proposed by boot #{} at {}: approve with `trustlaunch baseline approve {}`",
+            p.get("bootCounter").unwrap_or(&Value::Null),
+            when(p.get("since").unwrap_or(&Value::Null)),
+            r["vmId"].as_str().unwrap_or("VM")
+        );
+    }
+    if let Some(l) = r["learn"].as_object() {
+        if l.get("relearn") == Some(&Value::Bool(true)) {
+            println!(
+                "  relearn requested by {} until {}",
+                l.get("actor").and_then(Value::as_str).unwrap_or("?"),
+                when(l.get("until").unwrap_or(&Value::Null))
+            );
+        }
+    }
+    if let Some(b) = r["baseline"].as_object() {
+        let source = &b["source"];
+        println!(
+            "  source: {} {}",
+            source["kind"].as_str().unwrap_or("?"),
+            source
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| *k != "kind")
+                .map(|(_, v)| v.as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    for a in r["audit"].as_array().into_iter().flatten() {
+        println!(
+            "  v{:<3} {}  {:<9} by {}",
+            a["version"],
+            when(&a["at"]),
+            a["action"].as_str().unwrap_or("?"),
+            a["actor"].as_str().unwrap_or("?")
+        );
+    }
+}
+
 pub fn baseline(cmd: BaselineCommand) -> Result<ExitCode> {
     let (conn, r) = match cmd {
         BaselineCommand::Show { vm, conn } => {
             let r = conn.get(&format!("/v1/vms/{}/baseline", enc(&vm)))?;
+            if !conn.json {
+                show_baseline(&r);
+                return Ok(ExitCode::SUCCESS);
+            }
+            (conn, r)
+        }
+        BaselineCommand::Approve {
+            vm,
+            if_version,
+            conn,
+        } => {
+            let r = conn.post(
+                &format!("/v1/vms/{}/baseline/approve", enc(&vm)),
+                json!({"ifVersion": if_version}),
+            )?;
             (conn, r)
         }
         BaselineCommand::Pin {
@@ -406,6 +500,103 @@ pub fn baseline(cmd: BaselineCommand) -> Result<ExitCode> {
     };
     let _ = conn.json;
     print_json(&r);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `trustlaunch token ...`
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make an API token; its secret is printed once.
+    Create {
+        /// A name for people and audit trails.
+        name: String,
+        /// reader | operator | admin
+        #[arg(long, default_value = "reader")]
+        role: String,
+        /// It stops working after this long (e.g. 90d, 12h; default never).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Every token: id, name, role, expiry, revocation, last use.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke a token by its id (see `token list`).
+    Revoke {
+        /// The token's id (12 hex digits).
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub fn token(cmd: TokenCommand) -> Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create {
+            name,
+            role,
+            expires_in,
+            conn,
+        } => {
+            let r = conn.post(
+                "/v1/tokens",
+                json!({"name": name, "role": role, "expiresIn": expires_in.map(|d| d.as_secs())}),
+            )?;
+            if conn.json {
+                print_json(&r);
+            } else {
+                println!("{}", r["token"].as_str().unwrap_or(""));
+                eprintln!(
+                    "token {} ({}, {}), expires {}: shown once, keep it secret",
+                    r["id"].as_str().unwrap_or("?"),
+                    r["name"].as_str().unwrap_or("?"),
+                    r["role"].as_str().unwrap_or("?"),
+                    when(&r["expiresAt"])
+                );
+            }
+        }
+        TokenCommand::List { conn } => {
+            let r = conn.get("/v1/tokens")?;
+            if conn.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "{:<12}  {:<20}  {:<8}  {:<20}  {:<20}  LAST USED",
+                    "ID", "NAME", "ROLE", "EXPIRES", "REVOKED"
+                );
+                for t in r["value"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<12}  {:<20}  {:<8}  {:<20}  {:<20}  {}",
+                        t["id"].as_str().unwrap_or("?"),
+                        t["name"].as_str().unwrap_or("?"),
+                        t["role"].as_str().unwrap_or("?"),
+                        when(&t["expiresAt"]),
+                        if t["revokedAt"].is_null() {
+                            "-".to_owned()
+                        } else {
+                            when(&t["revokedAt"])
+                        },
+                        when(&t["lastUsedAt"])
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { id, conn } => {
+            let r = conn.call(
+                reqwest::Method::DELETE,
+                &format!("/v1/tokens/{}", enc(&id)),
+                None,
+            )?;
+            if conn.json {
+                print_json(&r);
+            } else {
+                println!("revoked token {}", r["revoked"].as_str().unwrap_or(&id));
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -468,6 +659,7 @@ pub fn security(cmd: SecurityCommand) -> Result<ExitCode> {
             kind,
             reason,
             vms,
+            expires_in,
             delete,
             conn,
         } => {
@@ -478,7 +670,12 @@ pub fn security(cmd: SecurityCommand) -> Result<ExitCode> {
                 conn.call(
                     reqwest::Method::PUT,
                     &path,
-                    Some(json!({"kind": kind, "reason": reason, "vmIds": (!vms.is_empty()).then_some(vms)})),
+                    Some(json!({
+                        "kind": kind,
+                        "reason": reason,
+                        "vmIds": (!vms.is_empty()).then_some(vms),
+                        "expiresIn": expires_in.map(|d| d.as_secs()),
+                    })),
                 )?
             };
             print_json(&r);

@@ -51,12 +51,15 @@ enum Command {
     /// Attestations of a VM, from the server.
     #[command(subcommand)]
     Attestation(client::AttestationCommand),
-    /// A VM's baseline: show, pin, relearn (from the server).
+    /// A VM's baseline: show, approve, pin, relearn (from the server).
     #[command(subcommand)]
     Baseline(client::BaselineCommand),
     /// Recommendations and alerts (from the server).
     #[command(subcommand)]
     Security(client::SecurityCommand),
+    /// API tokens (from the server, admin): create, list, revoke.
+    #[command(subcommand)]
+    Token(client::TokenCommand),
     /// Virtual machine scale sets (from the server): create, update,
     /// update-instances, rolling-upgrade, list-instances, show, delete,
     /// start, stop, deallocate, restart, reimage.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Attestation(cmd) => client::attestation(cmd),
         Command::Baseline(cmd) => client::baseline(cmd),
         Command::Security(cmd) => client::security(cmd),
+        Command::Token(cmd) => client::token(cmd),
         Command::Vmss(cmd) => fleet::vmss(cmd),
         Command::Vm(cmd) => fleet::vm(cmd),
     };

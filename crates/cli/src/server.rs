@@ -82,6 +82,24 @@ struct RunArgs {
     /// Dsv3=20). Families without one are unlimited.
     #[arg(long = "quota", value_parser = parse_quota)]
     quotas: Vec<(String, u32)>,
+    /// The platform master key (0600; made on first start), which seals
+    /// the token-signing keys in the database. Default: master.key in the
+    /// home. Keep it out of database backups.
+    #[arg(long)]
+    master_key: Option<PathBuf>,
+    /// Serve /metrics without a token (default: a reader token is needed).
+    #[arg(long)]
+    metrics_public: bool,
+    /// Where the control plane's image versions must be (`properties.source`
+    /// is resolved inside it; default: images in the home).
+    #[arg(long)]
+    images_root: Option<PathBuf>,
+    /// How long a challenge may be answered, seconds.
+    #[arg(long, default_value_t = 300)]
+    challenge_lifetime: u64,
+    /// How long a requested baseline relearn waits for a boot, seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    relearn_lifetime: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -121,7 +139,8 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
         .try_init();
     let a = cmd.run;
     let root = a.home.clone().unwrap_or_else(Home::default_root);
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    trustlaunch_runtime::platform::private_dir(&root)
+        .with_context(|| format!("creating {}", root.display()))?;
     let db =
         a.db.clone()
             .unwrap_or_else(|| format!("sqlite://{}", root.join("trustlaunch.db").display()));
@@ -151,6 +170,11 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
             DriverArg::None => trustlaunch_server::DriverChoice::None,
         },
         quotas: a.quotas,
+        master_key: Some(a.master_key.unwrap_or_else(|| root.join("master.key"))),
+        metrics_public: a.metrics_public,
+        images_root: a.images_root,
+        challenge_lifetime: Duration::from_secs(a.challenge_lifetime.max(1)),
+        relearn_lifetime: Duration::from_secs(a.relearn_lifetime.max(1)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -891,6 +891,8 @@ fn start_server_on(f: &Fixture, listen: &str, extra: &[&str]) -> ServerProc {
     use std::io::BufRead as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
         .args(["server", "--listen", listen, "--home", s(&f.home)])
+        // The images the tests build live beside the home.
+        .args(["--images-root", s(&f.dir)])
         .args(extra)
         .env("TRUSTLAUNCH_HOME", &f.home)
         .env(

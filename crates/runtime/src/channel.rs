@@ -4,12 +4,14 @@
 //! fresh nonce, and receives its evidence (protocol:
 //! `trustlaunch-protocol`).
 //!
-//! The runtime checks only what ties the evidence to *this* VM's vTPM and
-//! this challenge — the quote's signature, nonce and PCR digest under the
-//! AK; the AK's name; the EK being the one the platform created for the
-//! VM; the AK activated under that EK (TPM2_MakeCredential /
-//! ActivateCredential). Appraising the boot (event log, Secure Boot,
-//! baselines) is the attestation service's (issue 7).
+//! [`Channel::attest`] is the runtime's own check of a boot: what ties the
+//! evidence to *this* VM's vTPM and this challenge — the quote's
+//! signature, nonce and PCR digest under the AK; the AK's name; the EK
+//! being the one the platform created for the VM; the AK activated under
+//! that EK (TPM2_MakeCredential / ActivateCredential).
+//! [`Channel::collect`] carries the attestation service's own challenge:
+//! its nonce, the credential it makes once the guest names its AK, and
+//! the secret the guest's TPM gives back, for the service to judge.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -21,7 +23,7 @@ use serde::Serialize;
 use trustlaunch_protocol::{
     decode, encode, Bytes, Evidence, FrameReader, GuestMessage, HostMessage, NONCE_LEN,
 };
-use trustlaunch_tpm::credential::make_credential;
+use trustlaunch_tpm::credential::{make_credential, MadeCredential};
 use trustlaunch_tpm::public::Public;
 use trustlaunch_tpm::quote::{verify_quote, VerifiedQuote};
 use trustlaunch_tpm::signature::Signature;
@@ -218,11 +220,16 @@ impl Channel {
     ) -> Result<Received, ChannelError> {
         let mut nonce = vec![0u8; NONCE_LEN];
         rng.fill_bytes(&mut nonce);
-        let (collected, (quote, mut checks)) =
-            self.collect_with(&nonce, expected_ek, limit, rng, &[], |e| {
-                check_evidence(e, &nonce, expected_ek)
-            })?;
-        if !collected.ak_activated {
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let (collected, (quote, mut checks)) = self.collect_with(
+            &nonce,
+            limit,
+            &[],
+            |e| check_evidence(e, &nonce, expected_ek),
+            |e| make_credential_under(expected_ek, &e.ak_name.0, &secret, rng),
+        )?;
+        if collected.activated_secret.as_deref() != Some(secret.as_slice()) {
             return Err(ChannelError::Rejected {
                 check: "ak_activated_under_ek",
                 reason: "the guest returned a different secret: the AK is not in this vTPM".into(),
@@ -239,35 +246,45 @@ impl Channel {
     }
 
     /// One challenge for the attestation service, which appraises what
-    /// comes back itself: nonce -> evidence -> credential activation under
-    /// `expected_ek` (the EK the platform created for the VM, never the
-    /// one the guest names) for the AK the guest names. Nothing is
-    /// rejected here but transport and protocol errors: a wrong nonce, a
-    /// foreign EK or an AK that is not in this vTPM come back as evidence
-    /// and `ak_activated == false` for the appraisal to name. Evidence
-    /// answering one of `stale` (nonces this host sent the VM before, e.g.
-    /// while the guest was frozen) is skipped.
+    /// comes back itself: `nonce` (the service's) -> evidence -> the
+    /// credential `credential` makes for the AK the guest names (the
+    /// service makes it under the EK it recorded for the VM, never the one
+    /// the guest names) -> the secret the guest's TPM recovers, returned
+    /// unjudged. Nothing is rejected here but transport and protocol
+    /// errors: a wrong nonce, a foreign EK or an AK that is not in this
+    /// vTPM come back for the appraisal to name. Evidence answering one of
+    /// `stale` (nonces this host sent the VM before, e.g. while the guest
+    /// was frozen) is skipped.
     pub fn collect(
         &mut self,
         nonce: &[u8],
-        expected_ek: &[u8],
         limit: Duration,
-        rng: &mut impl CryptoRngCore,
         stale: &[Vec<u8>],
+        credential: impl FnOnce(&Evidence) -> Result<MadeCredential, String>,
     ) -> Result<Collected, ChannelError> {
         Ok(self
-            .collect_with(nonce, expected_ek, limit, rng, stale, |_| Ok(()))?
+            .collect_with(
+                nonce,
+                limit,
+                stale,
+                |_| Ok(()),
+                |e| {
+                    credential(e).map_err(|reason| ChannelError::Rejected {
+                        check: "make_credential",
+                        reason,
+                    })
+                },
+            )?
             .0)
     }
 
     fn collect_with<T>(
         &mut self,
         nonce: &[u8],
-        expected_ek: &[u8],
         limit: Duration,
-        rng: &mut impl CryptoRngCore,
         stale: &[Vec<u8>],
         check: impl FnOnce(&Evidence) -> Result<T, ChannelError>,
+        credential: impl FnOnce(&Evidence) -> Result<MadeCredential, ChannelError>,
     ) -> Result<(Collected, T), ChannelError> {
         let t0 = Instant::now();
         let deadline = t0 + limit;
@@ -287,7 +304,7 @@ impl Channel {
             }
         };
         let wait_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let checked = match check(&evidence) {
+        let checked = match check(&evidence).and_then(|c| Ok((c, credential(&evidence)?))) {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.send(&HostMessage::Error {
@@ -296,30 +313,18 @@ impl Channel {
                 return Err(e);
             }
         };
-        // Credential activation under the EK the platform created: only
-        // the TPM holding it can recover the secret, and only for an
-        // object with the AK's name.
-        let ek = Public::from_bytes(expected_ek).map_err(|e| ChannelError::Rejected {
-            check: "ek_public",
-            reason: e.to_string(),
-        })?;
-        let mut secret = [0u8; 32];
-        rng.fill_bytes(&mut secret);
-        let made = make_credential(&ek, &evidence.ak_name.0, &secret, rng).map_err(|e| {
-            ChannelError::Rejected {
-                check: "make_credential",
-                reason: e.to_string(),
-            }
-        })?;
+        let (checked, made) = checked;
+        // Only the TPM holding the EK the credential was made under can
+        // recover the secret, and only for an object with the AK's name.
         self.send(&HostMessage::Activate {
             credential_blob: Bytes(made.credential_blob),
             secret: Bytes(made.secret),
         })?;
-        let ak_activated = match self.recv_fresh(deadline, "activated", limit, stale)? {
-            GuestMessage::Activated { secret: s } => s.0 == secret,
+        let activated_secret = match self.recv_fresh(deadline, "activated", limit, stale)? {
+            GuestMessage::Activated { secret: s } => Some(s.0),
             // The guest's TPM could not activate it (another TPM's EK, or
-            // a name that is not of a loaded key): not activated.
-            GuestMessage::Error { stage, .. } if stage == "activate" => false,
+            // a name that is not of a loaded key): nothing comes back.
+            GuestMessage::Error { stage, .. } if stage == "activate" => None,
             GuestMessage::Error { stage, message } => {
                 return Err(ChannelError::Agent { stage, message })
             }
@@ -330,17 +335,17 @@ impl Channel {
                 })
             }
         };
-        if ak_activated {
+        if activated_secret.is_some() {
             self.send(&HostMessage::Done {})?;
         } else {
             let _ = self.send(&HostMessage::Error {
-                message: "wrong credential".into(),
+                message: "credential not activated".into(),
             });
         }
         Ok((
             Collected {
                 evidence,
-                ak_activated,
+                activated_secret,
                 wait_ms,
             },
             checked,
@@ -348,14 +353,32 @@ impl Channel {
     }
 }
 
+/// TPM2_MakeCredential of `secret` for the object named `ak_name` under
+/// the EK `expected_ek` (TPMT_PUBLIC).
+fn make_credential_under(
+    expected_ek: &[u8],
+    ak_name: &[u8],
+    secret: &[u8],
+    rng: &mut impl CryptoRngCore,
+) -> Result<MadeCredential, ChannelError> {
+    let ek = Public::from_bytes(expected_ek).map_err(|e| ChannelError::Rejected {
+        check: "ek_public",
+        reason: e.to_string(),
+    })?;
+    make_credential(&ek, ak_name, secret, rng).map_err(|e| ChannelError::Rejected {
+        check: "make_credential",
+        reason: e.to_string(),
+    })
+}
+
 /// What one challenge brought back, unjudged (see [`Channel::collect`]).
 #[derive(Clone, Debug)]
 pub struct Collected {
     /// The evidence as sent.
     pub evidence: Evidence,
-    /// Whether the guest recovered the credential made for its AK name
-    /// under the VM's own EK.
-    pub ak_activated: bool,
+    /// What the guest's TPM recovered from the credential (`None`: it
+    /// could not activate it). Whoever made the credential judges it.
+    pub activated_secret: Option<Vec<u8>>,
     /// Milliseconds from the challenge to the evidence.
     pub wait_ms: u64,
 }

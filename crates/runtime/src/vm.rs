@@ -39,6 +39,7 @@ use trustlaunch_protocol::Evidence;
 use trustlaunch_secureboot::pcr7::predict_pcr7;
 use trustlaunch_secureboot::siglist::SignatureDb;
 use trustlaunch_secureboot::varstore::{KeyTemplate as DbTemplate, SecureBootVar, VarStore};
+use trustlaunch_tpm::credential::MadeCredential;
 use trustlaunch_tpm::ekcert::UnixTime;
 
 use crate::accel::{self, AccelDecision, ProbeConfig};
@@ -984,16 +985,18 @@ impl Runtime {
         Ok(received)
     }
 
-    /// A challenge for the attestation service: `nonce` to a running VM's
-    /// agent, credential activation under the EK the platform created for
-    /// it; the evidence comes back unjudged (see [`Channel::collect`]).
+    /// A challenge for the attestation service: its `nonce` to a running
+    /// VM's agent, then the credential `credential` makes for the AK the
+    /// guest names; the evidence and the secret the guest recovered come
+    /// back unjudged (see [`Channel::collect`]).
     pub fn challenge(
         &self,
         name: &str,
         nonce: &[u8],
         limit: Duration,
+        credential: impl FnOnce(&Evidence) -> Result<MadeCredential, String>,
     ) -> Result<Collected, VmError> {
-        let (p, ek) = self.attestable(name)?;
+        let (p, _) = self.attestable(name)?;
         let stale: Vec<Vec<u8>> = {
             let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
             let q = sent.entry(name.to_owned()).or_default();
@@ -1005,7 +1008,7 @@ impl Runtime {
             earlier
         };
         let mut ch = Channel::connect(&p.attest_sock())?;
-        Ok(ch.collect(nonce, &ek, limit, &mut OsRng, &stale)?)
+        Ok(ch.collect(nonce, limit, &stale, credential)?)
     }
 
     /// What the platform knows about a VM for its appraisal: the EK it
@@ -1523,6 +1526,7 @@ impl Runtime {
             secure_boot_expected: facts.secure_boot,
             template: Some(&facts.template),
             baseline: facts.predicted.as_ref(),
+            baseline_required: false,
             now,
             enrollment: None,
         };

@@ -11,9 +11,12 @@
 //! 1. starts `target/release/trustlaunch server --no-runtime` as a child on a
 //!    free loopback port (SQLite in a temporary directory unless `--db`),
 //!    reads its RSS, registers and enrolls `--vms` VMs over HTTP (half with
-//!    the `shim` evidence, half with `tiny-sb` boot 1, each VM id registered
-//!    with that case's EK and key template), appraises each once, reads the
-//!    RSS again;
+//!    the `shim` boot, half with `tiny-sb` boot 1: each boot replayed into
+//!    a real swtpm answered by the agent's code, `trustlaunch_agent::
+//!    replayed`; each VM id registered with that guest's EK, the case's key
+//!    template and the boot's components as its predicted baseline, then
+//!    enrolled through the service's own challenge and credential), appraises
+//!    each once, reads the RSS again;
 //! 2. per case: closed loop (`--concurrency` connections, `--duration` s) and
 //!    open loop (`--rate`/s, latency from each request's *scheduled* send
 //!    time, so no coordinated omission) against `POST /v1/appraisals`,
@@ -40,9 +43,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use trustlaunch_agent::replayed::ReplayedGuest;
 use trustlaunch_attestation::KeyDatabases;
 use trustlaunch_secureboot::varstore::VarStore;
 use trustlaunch_server::model::{Template, VmRegistration};
+use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
+use trustlaunch_tpm::ekcert::UnixTime;
 
 mod load;
 
@@ -179,14 +185,44 @@ impl Load for Target {
     }
 }
 
-/// A recorded boot.
+/// A recorded boot, and a guest replaying it.
 #[derive(Clone)]
 struct Case {
     name: &'static str,
     attestation: PathBuf,
+    /// The guest's evidence for [`BENCH_NONCE`] (the stateless load).
     evidence: Value,
     nonce: String,
     registration: VmRegistration,
+    guest: Arc<Mutex<ReplayedGuest>>,
+}
+
+/// The nonce of the stateless load's evidence (the caller's choice there).
+const BENCH_NONCE: [u8; 32] = [0x5b; 32];
+
+/// The vTPM CA of the replayed guests, and its certificate file.
+fn guest_ca() -> &'static (VtpmCa, tempfile::TempDir) {
+    static CA: std::sync::OnceLock<(VtpmCa, tempfile::TempDir)> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let ca = VtpmCa::create(
+            CaSigningKey::generate(CaKeyAlgorithm::P256, &mut rand_core::OsRng),
+            &CaConfig {
+                common_name: "bench vTPM CA".into(),
+                organization: None,
+                not_before: UnixTime::from_secs(now - 3600),
+                not_after: None,
+                path_len_constraint: Some(0),
+            },
+            &mut rand_core::OsRng,
+        )
+        .expect("vTPM CA");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("ca.crt");
+        (ca, dir)
+    })
 }
 
 fn read_json(p: &Path) -> Value {
@@ -197,23 +233,36 @@ fn read_json(p: &Path) -> Value {
 fn case(name: &'static str, dir: &str, file: &str) -> Case {
     let d = evidence_dir().join(dir);
     let a = read_json(&d.join(file));
-    let state = read_json(&d.join("state.json"));
     let spec = read_json(&d.join("spec.json"));
     let vars = VarStore::parse(&std::fs::read(d.join("vars-created.fd")).expect("vars"))
         .expect("varstore");
     let sb = spec["securityProfile"]["uefiSettings"]["secureBootEnabled"] == true;
-    let evidence = a["evidence"].clone();
+    let recorded: trustlaunch_protocol::Evidence =
+        serde_json::from_value(a["evidence"].clone()).expect("recorded evidence");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut guest = ReplayedGuest::start(
+        &recorded.event_log.0,
+        recorded.secure_boot,
+        &guest_ca().0,
+        now,
+        &mut rand_core::OsRng,
+    )
+    .expect("replayed guest (swtpm installed?)");
+    let evidence = serde_json::to_value(guest.evidence(&BENCH_NONCE).expect("evidence"))
+        .expect("evidence JSON");
     Case {
         name,
         attestation: d.join(file),
-        nonce: evidence["nonce"].as_str().expect("nonce").to_owned(),
+        nonce: trustlaunch_eventlog::hex::encode(&BENCH_NONCE),
         evidence,
         registration: VmRegistration {
             trusted_launch: true,
             trusted_launch_supported: true,
             secure_boot_enabled: sb,
             v_tpm_enabled: true,
-            ek_public: Some(state["ekPublic"].as_str().expect("ekPublic").to_owned()),
+            ek_public: Some(trustlaunch_eventlog::hex::encode(guest.ek_public())),
             template: if sb {
                 Template::from_dbs(&KeyDatabases::from_store(&vars))
             } else {
@@ -222,7 +271,9 @@ fn case(name: &'static str, dir: &str, file: &str) -> Case {
             predicted_baseline: None,
             spec: json!({}),
             host: "bench".into(),
+            managed_by: Default::default(),
         },
+        guest: Arc::new(Mutex::new(guest)),
     }
 }
 
@@ -265,6 +316,10 @@ async fn start_server(a: &Args) -> Res<Server> {
         .arg(&db)
         .arg("--vtpm-ca")
         .arg(evidence_dir().join("vtpm-ca.crt"))
+        .arg("--vtpm-ca")
+        .arg(guest_ca().1.path().join("ca.crt"))
+        .arg("--master-key")
+        .arg(dir.path().join("master.key"))
         .arg("--admin-token-file")
         .arg(&token_file)
         .stdin(Stdio::null())
@@ -321,15 +376,77 @@ async fn call(
     Ok((st, serde_json::from_slice(&b).unwrap_or(Value::Null)))
 }
 
-/// Registers and enrolls `vm` with `c`'s evidence, then appraises it once
-/// statelessly (warming its cache entry); the appraisal must be healthy.
-async fn enroll(cl: &reqwest::Client, s: &Server, c: &Case, vm: &str) -> Res<()> {
+/// The guest's boot components, as the VMs' predicted baseline (read
+/// with a stateless appraisal of a probe VM, which records nothing).
+async fn predicted(cl: &reqwest::Client, s: &Server, c: &Case) -> Res<Value> {
+    let probe = format!("probe-{}", c.name);
     let reg = serde_json::to_value(&c.registration).map_err(|e| e.to_string())?;
-    let (st, b) = call(cl, s, reqwest::Method::PUT, &format!("/v1/vms/{vm}"), &reg).await?;
+    let (st, b) = call(
+        cl,
+        s,
+        reqwest::Method::PUT,
+        &format!("/v1/vms/{probe}"),
+        &reg,
+    )
+    .await?;
+    if st != 200 {
+        return Err(format!("PUT {probe}: {st} {b}"));
+    }
+    let body = json!({"vmId": probe, "nonce": c.nonce, "evidence": c.evidence});
+    let (st, b) = call(cl, s, reqwest::Method::POST, "/v1/appraisals", &body).await?;
+    if st != 200 {
+        return Err(format!("probe appraisal: {st} {b}"));
+    }
+    Ok(json!({"source": {"kind": "predicted", "image": c.name}, "measurements": b["measurements"]}))
+}
+
+/// Registers and enrolls `vm` through the service's challenge (the
+/// guest's evidence for its nonce, the credential activated by the
+/// guest's TPM), then appraises it once statelessly (warming its cache
+/// entry); the appraisal must be healthy.
+async fn enroll(cl: &reqwest::Client, s: &Server, c: &Case, reg: &Value, vm: &str) -> Res<()> {
+    let (st, b) = call(cl, s, reqwest::Method::PUT, &format!("/v1/vms/{vm}"), reg).await?;
     if st != 200 && st != 201 {
         return Err(format!("PUT {vm}: {st} {b}"));
     }
-    let body = json!({"nonce": c.nonce, "akActivated": true, "evidence": c.evidence});
+    let g = c.guest.clone();
+    let ak = tokio::task::spawn_blocking(move || g.lock().expect("guest").ak_public())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let (st, ch) = call(
+        cl,
+        s,
+        reqwest::Method::POST,
+        &format!("/v1/vms/{vm}/challenges"),
+        &json!({"akPublic": trustlaunch_eventlog::hex::encode(&ak)}),
+    )
+    .await?;
+    if st != 201 {
+        return Err(format!("challenge {vm}: {st} {ch}"));
+    }
+    let hex =
+        |v: &Value| trustlaunch_eventlog::hex::decode(v.as_str().unwrap_or("")).unwrap_or_default();
+    let (nonce, blob, sec) = (
+        hex(&ch["nonce"]),
+        hex(&ch["credential"]["credentialBlob"]),
+        hex(&ch["credential"]["encryptedSecret"]),
+    );
+    let g = c.guest.clone();
+    let (evidence, secret) = tokio::task::spawn_blocking(move || {
+        let mut g = g.lock().expect("guest");
+        Ok::<_, String>((
+            g.evidence(&nonce).map_err(|e| e.to_string())?,
+            g.activate(&blob, &sec).map_err(|e| e.to_string())?,
+        ))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let body = json!({
+        "challengeId": ch["id"],
+        "activatedSecret": trustlaunch_eventlog::hex::encode(&secret),
+        "evidence": evidence,
+    });
     let (st, b) = call(
         cl,
         s,
@@ -371,6 +488,13 @@ async fn run_ours(a: &Args, cases: &[Case]) -> Res<Ours> {
     );
     let n = a.vms.max(cases.len());
     let setup = client(None);
+    let mut regs = Vec::new();
+    for c in cases {
+        let mut reg = serde_json::to_value(&c.registration).map_err(|e| e.to_string())?;
+        reg["predictedBaseline"] = predicted(&setup, &s, c).await?;
+        regs.push(reg);
+    }
+    let regs = Arc::new(regs);
     let t0 = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let failed: Arc<Mutex<Option<String>>> = Arc::default();
@@ -378,12 +502,13 @@ async fn run_ours(a: &Args, cases: &[Case]) -> Res<Ours> {
     let s = Arc::new(s);
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (next, failed, cs, s, cl) = (
+        let (next, failed, cs, s, cl, regs) = (
             next.clone(),
             failed.clone(),
             cases_arc.clone(),
             s.clone(),
             setup.clone(),
+            regs.clone(),
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -392,7 +517,8 @@ async fn run_ours(a: &Args, cases: &[Case]) -> Res<Ours> {
                     break;
                 }
                 let c = &cs[i % cs.len()];
-                if let Err(e) = enroll(&cl, &s, c, &format!("bench-{}-{i:05}", c.name)).await {
+                let reg = &regs[i % cs.len()];
+                if let Err(e) = enroll(&cl, &s, c, reg, &format!("bench-{}-{i:05}", c.name)).await {
                     *failed.lock().expect("f") = Some(e);
                     break;
                 }

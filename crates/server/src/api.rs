@@ -18,12 +18,20 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{new_token, Caller, TokenCache};
+use crate::auth::{Admin, Operator, Reader, TokenCache};
 use crate::error::{check_vm_id, ApiError};
 use crate::metrics::Gauges;
 use crate::model::{unhex, VmRegistration};
 use crate::monitor::Monitor;
 use crate::service::{now, Service};
+
+/// The largest body of an evidence-carrying request: the attestation
+/// channel's frame bound (a 16 MiB event log in hex, and the rest).
+pub const MAX_EVIDENCE_BODY: usize = trustlaunch_protocol::MAX_FRAME;
+
+/// The largest body of every other request (registrations carry a key
+/// template and a predicted baseline: tens of KiB).
+pub const MAX_BODY: usize = 1 << 20;
 
 /// What handlers share.
 pub struct AppState {
@@ -35,7 +43,15 @@ pub struct AppState {
     pub monitor: Option<Arc<Monitor>>,
     /// The control plane, if this server runs one.
     pub control: Option<Arc<crate::fleet_api::ControlPlane>>,
+    /// `/metrics` answers without a token (`--metrics-public`).
+    pub metrics_public: bool,
+    /// The gauges `/metrics` last read, and when: scrapes read the
+    /// store at most every [`GAUGE_TTL`].
+    pub gauges: tokio::sync::Mutex<Option<(std::time::Instant, Gauges)>>,
 }
+
+/// How long `/metrics` reuses the gauges it read from the store.
+pub const GAUGE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;
@@ -55,7 +71,7 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
         description = "Guest attestation for Trusted Launch VMs on QEMU/KVM: enrollment, appraisal with named checks citing their evidence, baselines, signed tokens (JWKS), recommendations and alerts.",
         version = "1"
     ),
-    components(schemas(VmRegistration, crate::model::Template, SubmitEvidence, AppraiseRequest, PinRequest, NewToken, Rule)),
+    components(schemas(VmRegistration, crate::model::Template, crate::model::ManagedBy, ChallengeRequest, crate::challenge::Challenge, crate::challenge::Credential, SubmitEvidence, AppraiseRequest, PinRequest, VersionRequest, NewToken, Rule)),
     modifiers(&Security),
     tags((name = "attestation"), (name = "baseline"), (name = "security"), (name = "service"))
 )]
@@ -77,7 +93,6 @@ impl utoipa::Modify for Security {
 pub fn router(state: Arc<AppState>) -> axum::Router {
     let (router, _) = routes();
     router
-        .layer(axum::extract::DefaultBodyLimit::max(48 << 20))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
@@ -88,6 +103,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn routes() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    use axum::extract::DefaultBodyLimit;
+    use tower_http::limit::RequestBodyLimitLayer;
+    // Evidence may be as large as the channel's frames; everything else is
+    // small. The limit is checked against Content-Length before a body is
+    // read, and the role before that (the auth extractors run first).
+    let evidence = OpenApiRouter::<Arc<AppState>>::new()
+        .routes(routes!(submit_attestation, history))
+        .routes(routes!(appraise_stateless))
+        .layer(DefaultBodyLimit::max(MAX_EVIDENCE_BODY))
+        .layer(RequestBodyLimitLayer::new(MAX_EVIDENCE_BODY));
     let base = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi());
     let (router, doc) = crate::fleet_api::routes(base)
         .routes(routes!(healthz))
@@ -96,11 +121,11 @@ fn routes() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(openid_configuration))
         .routes(routes!(list_vms))
         .routes(routes!(get_vm, put_vm))
-        .routes(routes!(submit_attestation, history))
+        .routes(routes!(issue_challenge))
         .routes(routes!(latest))
         .routes(routes!(attest_now))
-        .routes(routes!(appraise_stateless))
         .routes(routes!(get_baseline))
+        .routes(routes!(approve_baseline))
         .routes(routes!(pin_baseline))
         .routes(routes!(relearn_baseline))
         .routes(routes!(get_recommendations))
@@ -110,6 +135,11 @@ fn routes() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(put_rule, delete_rule))
         .routes(routes!(rotate_keys))
         .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(audit_log))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .merge(evidence)
         .split_for_parts();
     let served = doc.clone();
     let router = router.route(
@@ -139,11 +169,39 @@ async fn healthz(State(s): St) -> ApiResult {
     ok(json!({"status": "ok", "time": now()}))
 }
 
-/// Prometheus metrics (text format 0.0.4).
-#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "text exposition", content_type = "text/plain")))]
-async fn metrics(State(s): St) -> Result<Response, ApiError> {
+/// Prometheus metrics (text format 0.0.4). Needs a reader token unless
+/// the server was started with `--metrics-public`; the gauges read from
+/// the store are at most 10 s old.
+#[utoipa::path(get, path = "/metrics", tag = "service", security(("token" = [])), responses((status = 200, description = "text exposition", content_type = "text/plain")))]
+async fn metrics(State(s): St, parts: axum::http::request::Parts) -> Result<Response, ApiError> {
+    if !s.metrics_public {
+        let mut parts = parts;
+        <Reader as axum::extract::FromRequestParts<Arc<AppState>>>::from_request_parts(
+            &mut parts, &s,
+        )
+        .await?;
+    }
+    let g = {
+        let mut cached = s.gauges.lock().await;
+        match cached.as_ref() {
+            Some((at, g)) if at.elapsed() < GAUGE_TTL => g.clone(),
+            _ => {
+                let g = read_gauges(&s.service).await?;
+                *cached = Some((std::time::Instant::now(), g.clone()));
+                g
+            }
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.service.metrics.render(&g),
+    )
+        .into_response())
+}
+
+async fn read_gauges(service: &Service) -> Result<Gauges, ApiError> {
     let mut g = Gauges::default();
-    for a in s.service.alerts(None, None).await? {
+    for a in service.alerts(None, None).await? {
         let kind = serde_json::to_value(a.alert.kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -155,14 +213,10 @@ async fn metrics(State(s): St) -> Result<Response, ApiError> {
             g.webhook_pending += 1;
         }
     }
-    for (health, n) in s.service.store.vm_health_counts().await? {
+    for (health, n) in service.store.vm_health_counts().await? {
         g.vms.insert(health, n);
     }
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.service.metrics.render(&g),
-    )
-        .into_response())
+    Ok(g)
 }
 
 /// The public keys attestation tokens are signed with (RS256), current
@@ -186,8 +240,7 @@ async fn openid_configuration(State(s): St) -> ApiResult {
 
 /// Registered VMs with their attestation health.
 #[utoipa::path(get, path = "/v1/vms", tag = "attestation", security(("token" = [])), responses((status = 200, description = "VMs")))]
-async fn list_vms(State(s): St, caller: Caller) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn list_vms(State(s): St, _caller: Reader) -> ApiResult {
     let mut out = Vec::new();
     for vm in s.service.store.list_vms().await? {
         out.push(s.service.vm_summary(&vm.vm_id).await?);
@@ -197,58 +250,98 @@ async fn list_vms(State(s): St, caller: Caller) -> ApiResult {
 
 /// One VM: registration, enrollment, attestation health, active alerts.
 #[utoipa::path(get, path = "/v1/vms/{vm}", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), responses((status = 200, description = "the VM"), (status = 404, description = "not registered")))]
-async fn get_vm(State(s): St, caller: Caller, Path(vm): Path<String>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn get_vm(State(s): St, _caller: Reader, Path(vm): Path<String>) -> ApiResult {
     ok(s.service.vm_summary(&vm).await?)
 }
 
-/// Registers a VM as its platform knows it (the EK it created, its
-/// security profile, the template's Secure Boot databases, the baseline
-/// predicted from its image). The local runtime's VMs are registered by
-/// the server itself.
-#[utoipa::path(put, path = "/v1/vms/{vm}", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), request_body = VmRegistration, responses((status = 200, description = "registered")))]
+/// Registers a VM another host runs, as that host knows it (the EK it
+/// created, its security profile, the template's Secure Boot databases,
+/// the baseline predicted from its image). The VMs this platform runs are
+/// registered by the platform itself and are read-only here (403).
+/// Audited with the caller.
+#[utoipa::path(put, path = "/v1/vms/{vm}", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), request_body = VmRegistration, responses((status = 200, description = "registered"), (status = 403, description = "a VM the platform runs")))]
 async fn put_vm(
     State(s): St,
-    caller: Caller,
+    caller: Operator,
     Path(vm): Path<String>,
     Json(reg): Json<VmRegistration>,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
-    s.service.register(&vm, &reg).await?;
+    s.service.register(&vm, &reg, &caller).await?;
     ok(s.service.vm_summary(&vm).await?)
 }
 
-/// Evidence a host collected from a VM's agent over its attestation
-/// channel, with the nonce the host challenged it with.
+/// A challenge request.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// The AK (TPMT_PUBLIC, hex) to make the credential for; by default
+    /// the VM's enrolled AK, if it has one.
+    pub ak_public: Option<String>,
+}
+
+/// Issues a challenge to a VM: a single-use nonce (valid 5 minutes by
+/// default) and, for the AK named (or the enrolled one), a credential
+/// made under the EK the platform recorded for the VM. Answer it with
+/// `POST /v1/vms/{vm}/attestations`.
+#[utoipa::path(post, path = "/v1/vms/{vm}/challenges", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), request_body = ChallengeRequest, responses((status = 201, description = "issued", body = crate::challenge::Challenge), (status = 404, description = "not registered")))]
+async fn issue_challenge(
+    State(s): St,
+    caller: Operator,
+    Path(vm): Path<String>,
+    body: Option<Json<ChallengeRequest>>,
+) -> Result<Response, ApiError> {
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let ak = req
+        .ak_public
+        .as_deref()
+        .map(|h| unhex(h).ok_or_else(|| ApiError::bad_request("akPublic is not hex")))
+        .transpose()?;
+    let choice = match ak.as_deref() {
+        Some(ak) => crate::challenge::AkChoice::Named(ak),
+        None => crate::challenge::AkChoice::Enrolled,
+    };
+    let c = s.service.challenge(&vm, choice, &caller).await?;
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+/// The answer to a challenge: the agent's evidence and the secret its
+/// TPM recovered from the challenge's credential.
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmitEvidence {
-    /// The challenge's nonce (hex).
-    pub nonce: String,
-    /// Whether the guest activated the credential made for its AK under
-    /// the VM's EK in that session.
-    #[serde(default)]
-    pub ak_activated: bool,
-    /// The agent's evidence (`trustlaunch-protocol`'s Evidence).
+    /// The challenge answered.
+    pub challenge_id: String,
+    /// TPM2_ActivateCredential's output for the challenge's credential
+    /// (hex); may be left out for a VM's enrolled AK.
+    pub activated_secret: Option<String>,
+    /// The agent's evidence (`trustlaunch-protocol`'s Evidence), quoting
+    /// the challenge's nonce.
     #[schema(value_type = Object)]
     pub evidence: Evidence,
 }
 
-/// Records one attestation: appraisal, enrollment, baseline learning,
-/// token, boot report, alerts. Idempotent per (VM, nonce): a retry
-/// returns the first result.
-#[utoipa::path(post, path = "/v1/vms/{vm}/attestations", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), request_body = SubmitEvidence, responses((status = 201, description = "recorded"), (status = 200, description = "already recorded (retry)")))]
+/// Records the answer to a challenge: appraisal, enrollment, baseline
+/// learning or proposal, token, boot report, alerts. Idempotent per
+/// challenge: a retry returns the first result.
+#[utoipa::path(post, path = "/v1/vms/{vm}/attestations", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), request_body = SubmitEvidence, responses((status = 201, description = "recorded"), (status = 200, description = "already recorded (retry)"), (status = 404, description = "no such challenge for this VM"), (status = 409, description = "challenge already answered"), (status = 410, description = "challenge expired")))]
 async fn submit_attestation(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(vm): Path<String>,
     Json(req): Json<SubmitEvidence>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Operator)?;
-    let nonce = parse_nonce(&req.nonce)?;
+    let secret = req
+        .activated_secret
+        .as_deref()
+        .map(|h| {
+            unhex(h).filter(|b| b.len() <= 64).ok_or_else(|| {
+                ApiError::bad_request("activatedSecret is not hex of at most 64 bytes")
+            })
+        })
+        .transpose()?;
     let r = s
         .service
-        .attest(&vm, &req.evidence, &nonce, req.ak_activated)
+        .attest(&vm, &req.challenge_id, &req.evidence, secret.as_deref())
         .await?;
     let status = if r.new {
         StatusCode::CREATED
@@ -289,11 +382,10 @@ pub struct HistoryQuery {
 #[utoipa::path(get, path = "/v1/vms/{vm}/attestations", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id"), HistoryQuery), responses((status = 200, description = "history")))]
 async fn history(
     State(s): St,
-    caller: Caller,
+    _caller: Reader,
     Path(vm): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult {
-    caller.require(Role::Reader)?;
     check_vm_id(&vm)?;
     let limit = q.limit.unwrap_or(20).min(1000);
     let rows = s.service.store.history(&vm, limit).await?;
@@ -303,8 +395,7 @@ async fn history(
 
 /// A VM's latest attestation with its token and boot report.
 #[utoipa::path(get, path = "/v1/vms/{vm}/attestations/latest", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), responses((status = 200, description = "latest"), (status = 404, description = "never attested")))]
-async fn latest(State(s): St, caller: Caller, Path(vm): Path<String>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn latest(State(s): St, _caller: Reader, Path(vm): Path<String>) -> ApiResult {
     check_vm_id(&vm)?;
     let r = s
         .service
@@ -319,10 +410,9 @@ async fn latest(State(s): St, caller: Caller, Path(vm): Path<String>) -> ApiResu
 #[utoipa::path(post, path = "/v1/vms/{vm}/attest", tag = "attestation", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), responses((status = 201, description = "attested"), (status = 503, description = "no runtime here, or the agent did not answer")))]
 async fn attest_now(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(vm): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Operator)?;
     check_vm_id(&vm)?;
     let m = s.monitor.clone().ok_or_else(|| {
         ApiError::unavailable("this server runs no VMs (started with --no-runtime)")
@@ -339,7 +429,7 @@ pub struct AppraiseRequest {
     /// baseline) the evidence is appraised against.
     pub vm_id: String,
     /// The nonce the caller challenged with (hex): the caller vouches for
-    /// its freshness.
+    /// its freshness (nothing is recorded, no token is issued).
     pub nonce: String,
     /// The evidence.
     #[schema(value_type = Object)]
@@ -352,10 +442,9 @@ pub struct AppraiseRequest {
 #[utoipa::path(post, path = "/v1/appraisals", tag = "attestation", security(("token" = [])), request_body = AppraiseRequest, responses((status = 200, description = "the appraisal")))]
 async fn appraise_stateless(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Json(req): Json<AppraiseRequest>,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     check_vm_id(&req.vm_id)?;
     let nonce = parse_nonce(&req.nonce)?;
     let a = s
@@ -365,13 +454,30 @@ async fn appraise_stateless(
     ok(a)
 }
 
-/// A VM's baseline, its version, any pending (re)learn, and its audit
-/// trail.
+/// A VM's baseline, its state (`predicted`, `approved`,
+/// `pending-approval`, `awaiting-first-boot`, `relearn-requested`), its
+/// version, any pending (re)learn or proposal, and its audit trail.
 #[utoipa::path(get, path = "/v1/vms/{vm}/baseline", tag = "baseline", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), responses((status = 200, description = "baseline")))]
-async fn get_baseline(State(s): St, caller: Caller, Path(vm): Path<String>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn get_baseline(State(s): St, _caller: Reader, Path(vm): Path<String>) -> ApiResult {
     check_vm_id(&vm)?;
-    let (doc, version) = s.service.baseline(&vm).await?;
+    let (doc, version) = match s.service.baseline(&vm).await {
+        Ok(b) => b,
+        // Registered, nothing yet: the first boot will propose one.
+        Err(e)
+            if e.status == StatusCode::NOT_FOUND
+                && s.service.store.get_vm(&vm).await?.is_some() =>
+        {
+            (
+                crate::model::BaselineDoc {
+                    baseline: None,
+                    learn: None,
+                    pending: None,
+                },
+                0,
+            )
+        }
+        Err(e) => return Err(e),
+    };
     let audit: Vec<Value> = s
         .service
         .store
@@ -387,14 +493,44 @@ async fn get_baseline(State(s): St, caller: Caller, Path(vm): Path<String>) -> A
             })
         })
         .collect();
-    ok(
-        json!({"vmId": vm, "version": version, "baseline": doc.baseline, "learn": doc.learn, "audit": audit}),
-    )
+    ok(json!({
+        "vmId": vm,
+        "state": crate::baselines::doc_state(&doc),
+        "version": version,
+        "baseline": doc.baseline,
+        "learn": doc.learn,
+        "pending": doc.pending,
+        "audit": audit,
+    }))
+}
+
+/// A version guard.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VersionRequest {
+    /// Only if the baseline is still at this version (else 409).
+    pub if_version: Option<i64>,
+}
+
+/// Approves the components the VM's first boot proposed as its baseline
+/// (a VM whose image predicted none is unhealthy until this is done).
+/// Audited with the caller.
+#[utoipa::path(post, path = "/v1/vms/{vm}/baseline/approve", tag = "baseline", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), request_body = VersionRequest, responses((status = 200, description = "approved"), (status = 409, description = "nothing awaits approval, or the baseline changed meanwhile")))]
+async fn approve_baseline(
+    State(s): St,
+    caller: Operator,
+    Path(vm): Path<String>,
+    body: Option<Json<VersionRequest>>,
+) -> ApiResult {
+    check_vm_id(&vm)?;
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let v = s.service.approve(&vm, &caller, req.if_version).await?;
+    ok(json!({"vmId": vm, "version": v, "state": "approved"}))
 }
 
 /// Pin request.
 #[derive(Deserialize, ToSchema, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PinRequest {
     /// The attestation whose components become the baseline (default: the
     /// latest).
@@ -403,40 +539,42 @@ pub struct PinRequest {
     pub if_version: Option<i64>,
 }
 
-/// Pins the baseline to an attestation's components; auto-learn stops.
+/// Pins the baseline to an attestation's components; learning stops.
+/// Audited with the caller.
 #[utoipa::path(post, path = "/v1/vms/{vm}/baseline/pin", tag = "baseline", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), request_body = PinRequest, responses((status = 200, description = "pinned"), (status = 409, description = "the baseline changed meanwhile")))]
 async fn pin_baseline(
     State(s): St,
-    caller: Caller,
+    caller: Operator,
     Path(vm): Path<String>,
     body: Option<Json<PinRequest>>,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     check_vm_id(&vm)?;
     let req = body.map(|b| b.0).unwrap_or_default();
     let v = s
         .service
-        .pin(&vm, req.attestation_id, &caller.name, req.if_version)
+        .pin(&vm, req.attestation_id, &caller, req.if_version)
         .await?;
     ok(json!({"vmId": vm, "version": v}))
 }
 
 /// Asks the VM's next boot whose other checks pass to become its
-/// baseline (after an accepted update). Audited.
+/// baseline (after an accepted update), within 24 h by default. Audited
+/// with the caller.
 #[utoipa::path(post, path = "/v1/vms/{vm}/baseline/relearn", tag = "baseline", security(("token" = [])), params(("vm" = String, Path, description = "VM id")), responses((status = 200, description = "relearn pending")))]
-async fn relearn_baseline(State(s): St, caller: Caller, Path(vm): Path<String>) -> ApiResult {
-    caller.require(Role::Operator)?;
+async fn relearn_baseline(State(s): St, caller: Operator, Path(vm): Path<String>) -> ApiResult {
     check_vm_id(&vm)?;
-    let v = s.service.relearn(&vm, &caller.name).await?;
-    ok(
-        json!({"vmId": vm, "version": v, "learn": "pending: the next boot whose other checks pass becomes the baseline"}),
-    )
+    let (v, until) = s.service.relearn(&vm, &caller).await?;
+    ok(json!({
+        "vmId": vm,
+        "version": v,
+        "until": until,
+        "learn": "pending: the next boot whose other checks pass becomes the baseline",
+    }))
 }
 
 /// Defender's recommendations for every registered VM.
 #[utoipa::path(get, path = "/v1/security/recommendations", tag = "security", security(("token" = [])), responses((status = 200, description = "recommendations")))]
-async fn get_recommendations(State(s): St, caller: Caller) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn get_recommendations(State(s): St, _caller: Reader) -> ApiResult {
     ok(json!({ "value": s.service.recommendations().await? }))
 }
 
@@ -451,8 +589,7 @@ pub struct AlertQuery {
 
 /// Alerts.
 #[utoipa::path(get, path = "/v1/security/alerts", tag = "security", security(("token" = [])), params(AlertQuery), responses((status = 200, description = "alerts")))]
-async fn get_alerts(State(s): St, caller: Caller, Query(q): Query<AlertQuery>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn get_alerts(State(s): St, _caller: Reader, Query(q): Query<AlertQuery>) -> ApiResult {
     if let Some(st) = &q.state {
         if !matches!(st.as_str(), "active" | "resolved" | "dismissed") {
             return Err(ApiError::bad_request(
@@ -465,113 +602,177 @@ async fn get_alerts(State(s): St, caller: Caller, Query(q): Query<AlertQuery>) -
 
 /// Dismisses an alert (its key, percent-encoded).
 #[utoipa::path(post, path = "/v1/security/alerts/{key}/dismiss", tag = "security", security(("token" = [])), params(("key" = String, Path, description = "the alert's key")), responses((status = 200, description = "dismissed"), (status = 404, description = "no such alert")))]
-async fn dismiss_alert(State(s): St, caller: Caller, Path(key): Path<String>) -> ApiResult {
-    caller.require(Role::Operator)?;
-    ok(s.service.dismiss(&key).await?)
+async fn dismiss_alert(State(s): St, caller: Operator, Path(key): Path<String>) -> ApiResult {
+    ok(s.service.dismiss(&key, &caller).await?)
 }
 
 /// A suppression rule: alerts matching every given field are dismissed as
-/// they are raised.
+/// they are raised. At least one field is required; a rule without
+/// `vmIds` reaches every VM and needs an admin.
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     /// Alert kind (`attestation-failed`, `untrusted-kernel-module`).
     pub kind: Option<String>,
     /// Failure reason (`baseline-deviation`, `quote-not-from-vtpm`,
-    /// `agent-unresponsive`, `secure-boot-off`).
+    /// `agent-unresponsive`, `secure-boot-off`, `baseline-not-approved`).
     pub reason: Option<String>,
     /// VM ids.
     pub vm_ids: Option<Vec<String>>,
+    /// The rule stops applying this many seconds from now.
+    pub expires_in: Option<u64>,
 }
 
-/// Suppression rules.
+/// Suppression rules, with their authors.
 #[utoipa::path(get, path = "/v1/security/suppressions", tag = "security", security(("token" = [])), responses((status = 200, description = "rules")))]
-async fn list_rules(State(s): St, caller: Caller) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn list_rules(State(s): St, _caller: Reader) -> ApiResult {
     ok(json!({ "value": s.service.rules().await? }))
 }
 
 /// Adds or replaces a suppression rule; matching active alerts are
-/// dismissed by it.
-#[utoipa::path(put, path = "/v1/security/suppressions/{name}", tag = "security", security(("token" = [])), params(("name" = String, Path, description = "rule name")), request_body = Rule, responses((status = 200, description = "stored")))]
+/// dismissed by it. Audited with the caller.
+#[utoipa::path(put, path = "/v1/security/suppressions/{name}", tag = "security", security(("token" = [])), params(("name" = String, Path, description = "rule name")), request_body = Rule, responses((status = 200, description = "stored"), (status = 400, description = "no selector"), (status = 403, description = "a fleet-wide rule by a non-admin")))]
 async fn put_rule(
     State(s): St,
-    caller: Caller,
+    caller: Operator,
     Path(name): Path<String>,
     Json(r): Json<Rule>,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
+    let expires_at = r.expires_in.map(|e| now().saturating_add(e));
     let rule: SuppressionRule = serde_json::from_value(json!({
         "name": name,
         "kind": r.kind,
         "reason": r.reason,
         "vm_ids": r.vm_ids,
+        "expires_at": expires_at,
     }))
     .map_err(|e| ApiError::bad_request(format!("rule: {e}")))?;
-    s.service.put_rule(&rule).await?;
-    ok(rule)
+    s.service.put_rule(&rule, &caller).await?;
+    let stored = s
+        .service
+        .rules()
+        .await?
+        .into_iter()
+        .find(|x| x.name == rule.name);
+    ok(stored.unwrap_or(rule))
 }
 
-/// Deletes a suppression rule.
+/// Deletes a suppression rule. Audited with the caller.
 #[utoipa::path(delete, path = "/v1/security/suppressions/{name}", tag = "security", security(("token" = [])), params(("name" = String, Path, description = "rule name")), responses((status = 200, description = "deleted"), (status = 404, description = "no such rule")))]
-async fn delete_rule(State(s): St, caller: Caller, Path(name): Path<String>) -> ApiResult {
-    caller.require(Role::Operator)?;
-    if !s.service.store.delete_suppression_rule(&name).await? {
-        return Err(ApiError::not_found(format!("no rule {name:?}")));
-    }
+async fn delete_rule(State(s): St, caller: Operator, Path(name): Path<String>) -> ApiResult {
+    s.service.delete_rule(&name, &caller).await?;
     ok(json!({"deleted": name}))
 }
 
 /// Makes a new token-signing key current; the previous key stays in the
 /// JWKS until the tokens it signed have expired.
 #[utoipa::path(post, path = "/v1/keys/rotate", tag = "service", security(("token" = [])), responses((status = 200, description = "rotated")))]
-async fn rotate_keys(State(s): St, caller: Caller) -> ApiResult {
-    caller.require(Role::Admin)?;
+async fn rotate_keys(State(s): St, _caller: Admin) -> ApiResult {
     let kid = s.service.rotate_keys().await?;
     ok(json!({"kid": kid}))
 }
 
 /// A new API token.
 #[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewToken {
     /// A name for people (and audit trails).
     pub name: String,
     /// reader, operator or admin.
     pub role: String,
+    /// It stops working this many seconds from now (default: never).
+    pub expires_in: Option<u64>,
 }
 
-/// Creates an API token; the secret is shown once.
+fn token_json(t: &trustlaunch_store::ApiTokenRecord) -> Value {
+    json!({
+        "id": t.id(),
+        "name": t.name,
+        "role": t.role.as_str(),
+        "createdAt": t.created_at,
+        "expiresAt": t.expires_at,
+        "revokedAt": t.revoked_at,
+        "lastUsedAt": t.last_used_at,
+    })
+}
+
+/// Creates an API token; the secret is shown once. Audited with the
+/// caller.
 #[utoipa::path(post, path = "/v1/tokens", tag = "service", security(("token" = [])), request_body = NewToken, responses((status = 201, description = "created")))]
 async fn create_token(
     State(s): St,
-    caller: Caller,
+    caller: Admin,
     Json(t): Json<NewToken>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Admin)?;
     let role: Role = t.role.parse().map_err(ApiError::bad_request)?;
-    if t.name.is_empty() || t.name.len() > 128 {
-        return Err(ApiError::bad_request("a token needs a name of 1-128 bytes"));
-    }
-    let (secret, rec) = new_token(&t.name, role, i64::try_from(now()).unwrap_or(0));
-    s.service.store.put_api_token(&rec).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"name": t.name, "role": role.as_str(), "token": secret})),
-    )
-        .into_response())
+    let made = s
+        .service
+        .create_token(
+            &t.name,
+            role,
+            t.expires_in.map(std::time::Duration::from_secs),
+            &caller,
+        )
+        .await?;
+    let mut body = token_json(&made.record);
+    body["token"] = Value::String(made.secret);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// API tokens (names and roles; never the secrets).
+/// API tokens: ids, names, roles, expiry, revocation, last use (never
+/// the secrets).
 #[utoipa::path(get, path = "/v1/tokens", tag = "service", security(("token" = [])), responses((status = 200, description = "tokens")))]
-async fn list_tokens(State(s): St, caller: Caller) -> ApiResult {
-    caller.require(Role::Admin)?;
+async fn list_tokens(State(s): St, _caller: Admin) -> ApiResult {
     let v: Vec<Value> = s
         .service
         .store
         .api_tokens()
         .await?
+        .iter()
+        .map(token_json)
+        .collect();
+    ok(json!({ "value": v }))
+}
+
+/// Revokes an API token by its id; it stops working at once on this
+/// server and within 5 s on others sharing the database. Audited with the
+/// caller.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "service", security(("token" = [])), params(("id" = String, Path, description = "the token's id (12 hex digits)")), responses((status = 200, description = "revoked"), (status = 404, description = "no such token, or revoked already")))]
+async fn revoke_token(State(s): St, caller: Admin, Path(id): Path<String>) -> ApiResult {
+    s.service.revoke_token(&id, &caller).await?;
+    s.tokens.clear();
+    ok(json!({"revoked": id.to_ascii_lowercase()}))
+}
+
+/// Audit log query.
+#[derive(Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// Only entries about this target (`vm/<id>`, `suppression/<name>`,
+    /// `token/<id>`).
+    target: Option<String>,
+    /// At most this many (default 100, at most 10,000).
+    limit: Option<u32>,
+}
+
+/// Who changed a registration, a suppression rule or a token, and when,
+/// newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "service", security(("token" = [])), params(AuditQuery), responses((status = 200, description = "entries")))]
+async fn audit_log(State(s): St, _caller: Admin, Query(q): Query<AuditQuery>) -> ApiResult {
+    let v: Vec<Value> = s
+        .service
+        .audit_log(q.target.as_deref(), q.limit.unwrap_or(100))
+        .await?
         .into_iter()
-        .map(|t| json!({"name": t.name, "role": t.role.as_str(), "createdAt": t.created_at}))
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "at": e.entry.at,
+                "actor": e.entry.actor,
+                "action": e.entry.action,
+                "target": e.entry.target,
+                "detail": e.entry.detail,
+            })
+        })
         .collect();
     ok(json!({ "value": v }))
 }

@@ -49,6 +49,10 @@ impl ApiError {
     pub fn conflict(m: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "Conflict", m)
     }
+    /// 410.
+    pub fn gone(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "Gone", m)
+    }
     /// 503.
     pub fn unavailable(m: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", m)

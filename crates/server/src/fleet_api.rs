@@ -33,11 +33,11 @@ use trustlaunch_fleet::sizes::{Quotas, SizeCatalog, Usage};
 use trustlaunch_fleet::validate::{
     validate_scale_set_create, validate_scale_set_update, Confirmations, Context,
 };
-use trustlaunch_store::{NewResource, OperationRecord, OperationStatus, Precondition, Role, Store};
+use trustlaunch_store::{NewResource, OperationRecord, OperationStatus, Precondition, Store};
 use utoipa::IntoParams;
 
 use crate::api::AppState;
-use crate::auth::Caller;
+use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
 use crate::service::now;
 
@@ -61,6 +61,50 @@ pub struct ControlPlane {
     pub quotas: Quotas,
     /// Wakes the background loop when an operation starts.
     pub wake: tokio::sync::Notify,
+    /// Where image versions' sources must be (real VMs only; `None` with
+    /// the simulated driver, whose sources are names).
+    pub images_root: Option<std::path::PathBuf>,
+}
+
+/// An image version's source confined to `root`: resolved (symlinks
+/// included) and refused unless it stays inside the root. Without a root
+/// (the simulated driver, which never opens a file) a source is a name.
+pub fn confine_source(root: Option<&std::path::Path>, source: &str) -> Result<String, ApiError> {
+    use std::path::{Component, Path};
+    if source.is_empty() || source.len() > 1024 || source.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "properties.source is 1-1024 characters without control characters",
+        ));
+    }
+    let path = Path::new(source);
+    let Some(root) = root else {
+        return Ok(source.to_owned());
+    };
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(ApiError::forbidden(format!(
+            "properties.source {source:?} climbs out with '..': give a path inside the images root"
+        )));
+    }
+    let root = std::fs::canonicalize(root).map_err(|e| {
+        ApiError::unavailable(format!(
+            "the images root {} is unusable: {e}",
+            root.display()
+        ))
+    })?;
+    let full = std::fs::canonicalize(root.join(path)).map_err(|e| {
+        ApiError::bad_request(format!(
+            "properties.source {source:?}: no such image under the images root {} ({e})",
+            root.display()
+        ))
+    })?;
+    if !full.starts_with(&root) {
+        return Err(ApiError::forbidden(format!(
+            "properties.source {source:?} resolves to {}, outside the images root {}",
+            full.display(),
+            root.display()
+        )));
+    }
+    Ok(full.to_string_lossy().into_owned())
 }
 
 impl ControlPlane {
@@ -335,11 +379,10 @@ pub struct ImagePath {
 #[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/{gallery}/images/{image}", tag = "fleet", security(("token" = [])), params(ImagePath), request_body = Object, responses((status = 200, description = "the image definition")))]
 async fn put_image(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(p): Path<ImagePath>,
     body: Bytes,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     let c = control(&s)?;
     let v: Value = json_body(&body)?;
     let mut props = v.get("properties").cloned().unwrap_or(Value::Null);
@@ -399,11 +442,10 @@ pub struct VersionPath {
 #[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/{gallery}/images/{image}/versions/{version}", tag = "fleet", security(("token" = [])), params(VersionPath), request_body = Object, responses((status = 200, description = "the image version")))]
 async fn put_image_version(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(p): Path<VersionPath>,
     body: Bytes,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     let c = control(&s)?;
     let v: Value = json_body(&body)?;
     let source = v
@@ -412,6 +454,7 @@ async fn put_image_version(
         .ok_or_else(|| {
             ApiError::bad_request("properties.source (the runtime image) is required")
         })?;
+    let source = &confine_source(c.images_root.as_deref(), source)?;
     let version = ImageVersion {
         name: p.version.clone(),
         source: source.to_owned(),
@@ -425,7 +468,7 @@ async fn put_image_version(
     let gallery = gallery_id(&p.sub, &p.rg, &p.gallery);
     if let Some(old) = c.store.get_resource(&id).await? {
         // Versions are immutable: the same PUT again is a no-op.
-        if old.body["version"]["source"].as_str() != Some(source) {
+        if old.body["version"]["source"].as_str() != Some(source.as_str()) {
             return Err(ApiError::conflict(format!(
                 "The image version '{}' exists with another source; image versions cannot change: publish a new version.",
                 p.version
@@ -463,8 +506,7 @@ async fn put_image_version(
 /// The sizes (`az vm list-skus`): vCPUs, memory, family and whether the
 /// family supports Trusted Launch (`TrustedLaunchDisabled` capability).
 #[utoipa::path(get, path = "/subscriptions/{sub}/providers/Microsoft.Compute/skus", tag = "fleet", security(("token" = [])), params(("sub" = String, Path, description = "subscription")), responses((status = 200, description = "sizes")))]
-async fn list_skus(State(s): St, caller: Caller, Path(_sub): Path<String>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn list_skus(State(s): St, _caller: Reader, Path(_sub): Path<String>) -> ApiResult {
     let c = control(&s)?;
     let value: Vec<Value> = c
         .sizes
@@ -519,13 +561,12 @@ pub struct PutQuery {
 #[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath, PutQuery), request_body = Object, responses((status = 200, description = "updated, nothing to run"), (status = 201, description = "created"), (status = 202, description = "accepted: an operation runs the change"), (status = 412, description = "If-Match does not match")))]
 async fn put_scale_set(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(p): Path<SetPath>,
     Query(q): Query<PutQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let mut requested: ScaleSet = json_body(&body)?;
@@ -619,8 +660,7 @@ async fn put_scale_set(
 
 /// A scale set (`az vmss show`), with its ETag.
 #[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 200, description = "the scale set"), (status = 404, description = "no such scale set")))]
-async fn get_scale_set(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn get_scale_set(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let (set, tag) = load_set(c, &id).await?;
@@ -629,8 +669,7 @@ async fn get_scale_set(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> 
 
 /// Deletes a scale set and its instances (202: an operation).
 #[utoipa::path(delete, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such scale set")))]
-async fn delete_scale_set(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
-    caller.require(Role::Operator)?;
+async fn delete_scale_set(State(s): St, _caller: Operator, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let (set, tag) = load_set(c, &id).await?;
@@ -661,8 +700,7 @@ async fn delete_scale_set(State(s): St, caller: Caller, Path(p): Path<SetPath>) 
 /// version and `latestModelApplied`, power state and health as its
 /// driver reports them.
 #[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 200, description = "instances")))]
-async fn list_instances(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn list_instances(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let (set, _) = load_set(c, &id).await?;
@@ -738,11 +776,10 @@ pub struct InstanceIds {
 #[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/manualupgrade", tag = "fleet", security(("token" = [])), params(SetPath), request_body = InstanceIds, responses((status = 202, description = "accepted")))]
 async fn manual_upgrade(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(p): Path<SetPath>,
     body: Bytes,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let req: InstanceIds = json_body(&body)?;
@@ -767,8 +804,7 @@ async fn manual_upgrade(
 /// Starts a rolling upgrade to the latest model (`az vmss rolling-upgrade
 /// start`; 202: an operation).
 #[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/osRollingUpgrade", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 202, description = "accepted")))]
-async fn rolling_start(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
-    caller.require(Role::Operator)?;
+async fn rolling_start(State(s): St, _caller: Operator, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     load_set(c, &id).await?;
@@ -810,8 +846,7 @@ async fn latest_rolling(c: &ControlPlane, id: &str) -> Result<OperationRecord, A
 /// `runningStatus` (RollingForward / Cancelled / Completed / Faulted),
 /// `progress` counts, the policy and the error.
 #[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/rollingUpgrades/latest", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 200, description = "status"), (status = 404, description = "none yet")))]
-async fn rolling_latest(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn rolling_latest(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let op = latest_rolling(c, &id).await?;
@@ -829,8 +864,7 @@ async fn rolling_latest(State(s): St, caller: Caller, Path(p): Path<SetPath>) ->
 /// Cancels the running rolling upgrade (`az vmss rolling-upgrade cancel`):
 /// the batch in flight finishes, no other starts.
 #[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/rollingUpgrades/cancel", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 202, description = "accepted"), (status = 409, description = "nothing running")))]
-async fn rolling_cancel(State(s): St, caller: Caller, Path(p): Path<SetPath>) -> ApiResult {
-    caller.require(Role::Operator)?;
+async fn rolling_cancel(State(s): St, _caller: Operator, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let op = latest_rolling(c, &id).await?;
@@ -851,8 +885,7 @@ async fn rolling_cancel(State(s): St, caller: Caller, Path(p): Path<SetPath>) ->
 /// A long-running operation: `status` (InProgress, Succeeded, Failed,
 /// Canceled), times, `error`, and its progress.
 #[utoipa::path(get, path = "/operations/{id}", tag = "fleet", security(("token" = [])), params(("id" = String, Path, description = "operation id")), responses((status = 200, description = "the operation"), (status = 404, description = "no such operation")))]
-async fn get_operation(State(s): St, caller: Caller, Path(id): Path<String>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn get_operation(State(s): St, _caller: Reader, Path(id): Path<String>) -> ApiResult {
     let c = control(&s)?;
     let op = c
         .store
@@ -918,4 +951,35 @@ pub fn routes(
         .merge(crate::fleet_vms::routes(
             utoipa_axum::router::OpenApiRouter::new(),
         ))
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::confine_source;
+
+    /// An operator publishing an image version can name only what is in
+    /// the images root: not `..`, not an absolute path elsewhere, not a
+    /// symlink that leads out.
+    #[test]
+    fn sources_stay_in_the_images_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("images");
+        std::fs::create_dir_all(root.join("tiny")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("secret")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), root.join("link")).unwrap();
+        let canon = std::fs::canonicalize(root.join("tiny")).unwrap();
+        let ok = |s: &str| confine_source(Some(&root), s).unwrap();
+        assert_eq!(ok("tiny"), canon.to_string_lossy());
+        assert_eq!(ok(canon.to_str().unwrap()), canon.to_string_lossy());
+        let refused = |s: &str| confine_source(Some(&root), s).unwrap_err().status.as_u16();
+        assert_eq!(refused("../secret"), 403);
+        assert_eq!(refused("tiny/../../secret"), 403);
+        assert_eq!(refused(tmp.path().join("secret").to_str().unwrap()), 403);
+        assert_eq!(refused("/etc"), 403);
+        assert_eq!(refused("link"), 403, "a symlink out of the root");
+        assert_eq!(refused("missing"), 400);
+        assert_eq!(refused("bad\nname"), 400);
+        // The simulated driver's sources are names.
+        assert_eq!(confine_source(None, "tiny-1").unwrap(), "tiny-1");
+    }
 }

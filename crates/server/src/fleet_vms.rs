@@ -26,11 +26,10 @@ use trustlaunch_fleet::resources::{
 };
 use trustlaunch_fleet::validate::{validate_vm_create, validate_vm_update, Confirmations, Context};
 use trustlaunch_fleet::{ErrorCode, FleetError};
-use trustlaunch_store::Role;
 use utoipa::IntoParams;
 
 use crate::api::AppState;
-use crate::auth::Caller;
+use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
 use crate::fleet_api::{
     control, json_body, load_set, new_op_id, precondition, respond, set_id, ControlPlane, PutQuery,
@@ -160,13 +159,12 @@ async fn vm_document(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, Api
 #[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath, PutQuery), request_body = Object, responses((status = 200, description = "updated, nothing to run"), (status = 202, description = "accepted: an operation runs the change"), (status = 409, description = "name taken, or an operation runs"), (status = 412, description = "If-Match does not match")))]
 async fn put_vm(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(p): Path<VmPath>,
     Query(q): Query<PutQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
     let mut requested: VirtualMachine = json_body(&body)?;
@@ -285,8 +283,7 @@ async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine) -> Result<(), ApiEr
 /// A VM (`az vm show`), with its instance view (power state, health,
 /// model version) and ETag.
 #[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath), responses((status = 200, description = "the VM"), (status = 404, description = "no such VM")))]
-async fn get_vm(State(s): St, caller: Caller, Path(p): Path<VmPath>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn get_vm(State(s): St, _caller: Reader, Path(p): Path<VmPath>) -> ApiResult {
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
     let (vm, tag) = load_vm(c, &id).await?;
@@ -301,8 +298,7 @@ async fn get_vm(State(s): St, caller: Caller, Path(p): Path<VmPath>) -> ApiResul
 
 /// Deletes a VM, its disks and its vTPM (202: an operation).
 #[utoipa::path(delete, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such VM")))]
-async fn delete_vm(State(s): St, caller: Caller, Path(p): Path<VmPath>) -> ApiResult {
-    caller.require(Role::Operator)?;
+async fn delete_vm(State(s): St, _caller: Operator, Path(p): Path<VmPath>) -> ApiResult {
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
     let (vm, tag) = load_vm(c, &id).await?;
@@ -315,8 +311,7 @@ async fn delete_vm(State(s): St, caller: Caller, Path(p): Path<VmPath>) -> ApiRe
 
 /// A resource group's VMs (`az vm list -g`).
 #[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines", tag = "fleet", security(("token" = [])), params(GroupPath), responses((status = 200, description = "VMs")))]
-async fn list_vms(State(s): St, caller: Caller, Path(p): Path<GroupPath>) -> ApiResult {
-    caller.require(Role::Reader)?;
+async fn list_vms(State(s): St, _caller: Reader, Path(p): Path<GroupPath>) -> ApiResult {
     let c = control(&s)?;
     let mut value = Vec::new();
     for r in c.store.list_resources(VM_TYPE, Some(&p.rg)).await? {
@@ -336,8 +331,7 @@ async fn list_vms(State(s): St, caller: Caller, Path(p): Path<GroupPath>) -> Api
 /// reimage`; 202: an operation; start, restart and reimage end when the
 /// VM is healthy again).
 #[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}/{action}", tag = "fleet", security(("token" = [])), params(ActionPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such VM or action"), (status = 409, description = "an operation runs on the VM")))]
-async fn vm_action(State(s): St, caller: Caller, Path(p): Path<ActionPath>) -> ApiResult {
-    caller.require(Role::Operator)?;
+async fn vm_action(State(s): St, _caller: Operator, Path(p): Path<ActionPath>) -> ApiResult {
     let c = control(&s)?;
     let action = action_of(&p.action)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
@@ -384,11 +378,10 @@ pub struct OptionalInstanceIds {
 #[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/{action}", tag = "fleet", security(("token" = [])), params(ActionPath), request_body = OptionalInstanceIds, responses((status = 202, description = "accepted"), (status = 404, description = "no such scale set, instance or action"), (status = 409, description = "an operation runs on the set")))]
 async fn set_action(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(p): Path<ActionPath>,
     body: Bytes,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     let c = control(&s)?;
     let action = action_of(&p.action)?;
     let req: OptionalInstanceIds = if body.is_empty() {
@@ -411,10 +404,9 @@ async fn set_action(
 #[utoipa::path(post, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines/{instance}/{action}", tag = "fleet", security(("token" = [])), params(InstanceActionPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such instance or action")))]
 async fn instance_action(
     State(s): St,
-    caller: Caller,
+    _caller: Operator,
     Path(p): Path<InstanceActionPath>,
 ) -> ApiResult {
-    caller.require(Role::Operator)?;
     let c = control(&s)?;
     let action = action_of(&p.action)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;

@@ -16,8 +16,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod auth;
+pub mod baselines;
+pub mod challenge;
 pub mod error;
 pub mod fleet_api;
 pub mod fleet_vms;
@@ -75,6 +78,20 @@ pub struct Config {
     pub driver: DriverChoice,
     /// vCPU quotas per size family (none: unlimited).
     pub quotas: Vec<(String, u32)>,
+    /// The platform master key's file, which seals the token-signing keys
+    /// in the database (default: the home's `master.key`, else
+    /// `master.key` beside a SQLite database; required for PostgreSQL
+    /// without a home). Made on first start.
+    pub master_key: Option<PathBuf>,
+    /// `/metrics` answers without a token.
+    pub metrics_public: bool,
+    /// Where the control plane's image versions may come from (default:
+    /// `images` in the home): a source outside it is refused.
+    pub images_root: Option<PathBuf>,
+    /// How long a challenge may be answered (default 5 min).
+    pub challenge_lifetime: Duration,
+    /// How long a requested relearn waits for a boot (default 24 h).
+    pub relearn_lifetime: Duration,
 }
 
 /// What runs the control plane's instances.
@@ -110,8 +127,43 @@ impl Default for Config {
             webhooks: Vec::new(),
             driver: DriverChoice::Runtime,
             quotas: Vec::new(),
+            master_key: None,
+            metrics_public: false,
+            images_root: None,
+            challenge_lifetime: Duration::from_secs(300),
+            relearn_lifetime: Duration::from_secs(24 * 3600),
         }
     }
+}
+
+/// Where the master key is: the configured file, the home's, or beside a
+/// SQLite database.
+fn master_key_path(config: &Config) -> Result<PathBuf, StartError> {
+    if let Some(p) = &config.master_key {
+        return Ok(p.clone());
+    }
+    if let Some(h) = &config.home {
+        return Ok(h.join("master.key"));
+    }
+    if let Some(rest) = config.db.strip_prefix("sqlite:") {
+        let path = PathBuf::from(
+            rest.trim_start_matches("//")
+                .split('?')
+                .next()
+                .unwrap_or(""),
+        );
+        if !path.as_os_str().is_empty() && path.as_os_str() != ":memory:" {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from);
+            return Ok(dir.join("master.key"));
+        }
+    }
+    Err(StartError::Other(
+        "no master key: give --master-key FILE (it seals the token-signing keys in the database)"
+            .into(),
+    ))
 }
 
 /// Why the server could not start.
@@ -186,6 +238,16 @@ fn read_ca(path: &PathBuf) -> Result<CaCertificate, StartError> {
 /// Opens the store, the runtime (if any) and the service, binds, and
 /// starts serving and the loops.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let master_path = master_key_path(&config)?;
+    let master = tokio::task::spawn_blocking(move || {
+        trustlaunch_runtime::platform::load_or_create_master_key(
+            &master_path,
+            &mut rand_core::OsRng,
+        )
+        .map_err(|e| StartError::Other(format!("master key: {e}")))
+    })
+    .await
+    .map_err(|e| StartError::Other(e.to_string()))??;
     let store = Store::open(&config.db).await?;
     let mut ca = Vec::new();
     let runtime = match &config.home {
@@ -229,13 +291,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 token_lifetime: config.token_lifetime,
                 agent_timeout: config.agent_timeout,
                 webhooks: config.webhooks.clone(),
+                challenge_lifetime: config.challenge_lifetime,
+                relearn_lifetime: config.relearn_lifetime,
             },
             ca,
+            master,
         )
         .await
         .map_err(|e| StartError::Other(e.to_string()))?,
     );
     let admin_token = bootstrap_admin(&store, config.admin_token_file.as_ref()).await?;
+    // Real VMs boot images from disk: their sources stay in one root.
+    let runtime_images = match (&config.driver, &runtime) {
+        (DriverChoice::Runtime, Some(_)) => {
+            let root = config
+                .images_root
+                .clone()
+                .or_else(|| config.home.as_ref().map(|h| h.join("images")))
+                .ok_or_else(|| StartError::Other("no images root".into()))?;
+            trustlaunch_runtime::platform::private_dir(&root)
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
+            Some(root)
+        }
+        _ => None,
+    };
     let driver = match (&config.driver, &runtime) {
         (DriverChoice::Sim { boot }, _) => Some(trustlaunch_control::AnyDriver::Sim(
             trustlaunch_control::sim::SimDriver::new(*boot),
@@ -262,6 +341,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             sizes: trustlaunch_fleet::sizes::SizeCatalog::built_in(),
             quotas,
             wake: tokio::sync::Notify::new(),
+            images_root: runtime_images.clone(),
         })
     });
     let monitor = runtime.map(|rt| {
@@ -281,6 +361,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokens: auth::TokenCache::default(),
         monitor: monitor.clone(),
         control: control.clone(),
+        metrics_public: config.metrics_public,
+        gauges: tokio::sync::Mutex::new(None),
     });
     let router = api::router(state);
     let serve = tokio::spawn(async move {
@@ -343,32 +425,29 @@ async fn bootstrap_admin(
     if !store.api_tokens().await?.is_empty() {
         return Ok(None);
     }
-    let (secret, rec) = auth::new_token(
-        "admin",
-        Role::Admin,
-        i64::try_from(service::now()).unwrap_or(0),
-    );
-    store.put_api_token(&rec).await?;
+    let now = service::now_i64();
+    let (secret, rec) = auth::new_token("admin", Role::Admin, now, None);
+    store
+        .put_api_token(
+            &rec,
+            &trustlaunch_store::NewAuditEntry {
+                at: now,
+                actor: "platform".into(),
+                action: "token.create".into(),
+                target: format!("token/{}", rec.id()),
+                detail: serde_json::json!({"name": "admin", "role": "admin", "bootstrap": true}),
+            },
+        )
+        .await?;
     if let Some(f) = file {
-        write_secret(f, &secret).map_err(|e| StartError::Other(format!("{}: {e}", f.display())))?;
+        if let Some(d) = f.parent() {
+            trustlaunch_runtime::platform::private_dir(d)
+                .map_err(|e| StartError::Other(e.to_string()))?;
+        }
+        trustlaunch_runtime::platform::write_secret(f, format!("{secret}\n").as_bytes())
+            .map_err(|e| StartError::Other(e.to_string()))?;
     }
     Ok(Some(secret))
-}
-
-fn write_secret(path: &PathBuf, secret: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(secret.as_bytes())?;
-    f.write_all(b"\n")
 }
 
 /// The OpenAPI document (for `docs/openapi.json` and its check).

@@ -210,7 +210,7 @@ impl Metrics {
 }
 
 /// Values read at scrape time.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Gauges {
     /// (kind, state) -> count.
     pub alerts: BTreeMap<(String, String), u64>,

@@ -36,6 +36,23 @@ pub struct VmRegistration {
     /// Which host runs it (`local`: this server's runtime).
     #[serde(default)]
     pub host: String,
+    /// Who registered it, set by the server (whatever a request says):
+    /// the platform that runs it (read-only over the API), or an API
+    /// caller.
+    #[serde(default)]
+    #[schema(read_only)]
+    pub managed_by: ManagedBy,
+}
+
+/// Who registered a VM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedBy {
+    /// The platform that runs it (this server's runtime or control plane).
+    Platform,
+    /// An API caller (a VM another host runs).
+    #[default]
+    Api,
 }
 
 /// PK, KEK, db, dbx as hex EFI_SIGNATURE_LISTs.
@@ -85,27 +102,106 @@ impl Template {
     }
 }
 
-/// A VM's baseline as stored: the baseline and whether the next healthy
-/// boot replaces it.
+/// A VM's baseline as stored: the baseline, whether the next healthy
+/// boot replaces it, and the components of a first boot awaiting
+/// approval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BaselineDoc {
-    /// The baseline (`None`: nothing known yet).
+    /// The baseline (`None`: none approved or predicted).
     pub baseline: Option<Baseline>,
     /// Learn from the next boot whose other checks pass.
     pub learn: Option<LearnRequest>,
+    /// Without a baseline: the first healthy boot's components, proposed
+    /// for an operator to approve.
+    #[serde(default)]
+    pub pending: Option<PendingBaseline>,
+}
+
+impl BaselineDoc {
+    /// The state in words (`approved`, `predicted`, `pending-approval`,
+    /// `awaiting-first-boot`, `relearn-requested`).
+    pub fn state(&self, now: i64) -> &'static str {
+        match (&self.baseline, &self.learn, &self.pending) {
+            (_, Some(l), _) if l.relearn && l.active_at(now) => "relearn-requested",
+            (Some(b), _, _) => match b.source {
+                trustlaunch_attestation::BaselineSource::Predicted { .. } => "predicted",
+                _ => "approved",
+            },
+            (None, _, Some(_)) => "pending-approval",
+            (None, _, None) => "awaiting-first-boot",
+        }
+    }
 }
 
 /// A pending learn.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LearnRequest {
-    /// Who asked (`system` for the first boot's auto-learn).
+    /// Who asked (`system` for filling in a predicted baseline).
     pub actor: String,
     /// Relearn (an operator's request after an update: the boot's
     /// components replace the baseline even where they differ) or learn
-    /// (auto-learn: only a boot that matches the predicted baseline).
+    /// (fill in a predicted baseline from a boot that matches it).
     pub relearn: bool,
+    /// Until when (Unix seconds) a relearn waits for a boot; after it,
+    /// the request is void (`None`: no limit, for the system's fill-in).
+    #[serde(default)]
+    pub until: Option<i64>,
+}
+
+impl LearnRequest {
+    /// The system's request to fill in a predicted baseline.
+    pub fn fill() -> Self {
+        Self {
+            actor: "system".into(),
+            relearn: false,
+            until: None,
+        }
+    }
+
+    /// Whether it still applies at `now`.
+    pub fn active_at(&self, now: i64) -> bool {
+        self.until.is_none_or(|u| now < u)
+    }
+}
+
+/// A first boot's components awaiting approval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingBaseline {
+    /// The components.
+    pub measurements: trustlaunch_attestation::Measurements,
+    /// The service's boot counter of that boot.
+    pub boot_counter: u64,
+    /// When it was proposed (Unix seconds).
+    pub since: i64,
+}
+
+/// Which boot a boot counter stands for: the AK and the TPM's reset and
+/// restart counters of the last verified quote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootRef {
+    /// SHA-256 of the AK.
+    pub ak_sha256: String,
+    /// `resetCount`.
+    pub reset_count: u32,
+    /// `restartCount`.
+    pub restart_count: u32,
+}
+
+/// The TPM's clock and counters as the verified quote states them: a
+/// new (resetCount, restartCount) is a new boot (TPM 2.0 Part 1 §36).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TpmClock {
+    /// `clock` (ms the TPM has been powered).
+    pub clock: u64,
+    /// `resetCount`.
+    pub reset_count: u32,
+    /// `restartCount`.
+    pub restart_count: u32,
 }
 
 /// One recorded attestation, as stored and returned.
@@ -118,10 +214,23 @@ pub struct AttestationDoc {
     pub appraisal: serde_json::Value,
     /// The boot's early/late report against the baseline.
     pub boot_report: Option<serde_json::Value>,
-    /// The guest's boot id.
+    /// The guest's boot id (guest-reported: shown, never trusted).
     pub boot_id: String,
-    /// The service's boot counter for this VM (1 for the first boot seen).
+    /// The service's boot counter for this VM (1 for the first boot
+    /// seen), moved by the quote's resetCount/restartCount.
     pub boot_counter: u64,
+    /// The verified quote's clock, when the quote verified.
+    #[serde(default)]
+    pub tpm_clock: Option<TpmClock>,
+    /// SHA-256 of the AK that signed the quote (counters are compared
+    /// only under the same AK).
+    #[serde(default)]
+    pub ak_sha256: String,
+    /// The boot `boot_counter` counts: the last verified quote's AK and
+    /// counters (carried over by an attestation whose quote did not
+    /// verify, which proves no new boot).
+    #[serde(default)]
+    pub boot: Option<BootRef>,
     /// The baseline version compared with (0: none).
     pub baseline_version: i64,
     /// What happened to the baseline on this attestation, if anything.
@@ -155,6 +264,12 @@ pub struct AlertDoc {
 /// The boot report as JSON.
 pub fn report_json(r: &BootReport) -> Option<serde_json::Value> {
     serde_json::to_value(r).ok()
+}
+
+/// Lowercase hex of the SHA-256 of `b`.
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(b))
 }
 
 /// Lowercase hex.

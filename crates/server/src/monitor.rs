@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand_core::{OsRng, RngCore};
 use trustlaunch_runtime::vm::{Runtime, Status, VmError};
 
+use crate::auth::Caller;
+use crate::challenge::AkChoice;
 use crate::error::ApiError;
-use crate::model::{hex, Template, VmRegistration};
+use crate::model::{hex, ManagedBy, Template, VmRegistration};
 use crate::service::{now, AttestationResult, Service};
 
 /// The loop's settings.
@@ -174,8 +175,11 @@ impl Monitor {
             predicted_baseline: facts.predicted.clone(),
             spec,
             host: "local".into(),
+            managed_by: ManagedBy::Platform,
         };
-        self.service.register(name, &reg).await?;
+        self.service
+            .register(name, &reg, &Caller::platform())
+            .await?;
         tracing::info!("{name}: registered (start #{})", facts.boots);
         let last_answer = self
             .service
@@ -239,20 +243,42 @@ impl Monitor {
         boots: u64,
         limit: Duration,
     ) -> Result<AttestationResult, ApiError> {
-        let mut nonce = vec![0u8; 32];
-        OsRng.fill_bytes(&mut nonce);
+        // The service's own challenge: its nonce, and the credential it
+        // makes under the EK it recorded once the guest names its AK.
+        let challenge = self
+            .service
+            .challenge(name, AkChoice::Later, &Caller::platform())
+            .await?;
         let rt = self.runtime.clone();
-        let n = name.to_owned();
-        let nn = nonce.clone();
-        let got = tokio::task::spawn_blocking(move || rt.challenge(&n, &nn, limit))
-            .await
-            .map_err(blocking_err)?;
+        let service = self.service.clone();
+        let handle = tokio::runtime::Handle::current();
+        let (n, id, nonce) = (
+            name.to_owned(),
+            challenge.id.clone(),
+            challenge.nonce_bytes(),
+        );
+        let got = tokio::task::spawn_blocking(move || {
+            rt.challenge(&n, &nonce, limit, |e| {
+                let made = handle
+                    .block_on(service.credential(&n, &id, &e.ak_public.0))
+                    .map_err(|e| e.to_string())?;
+                made.to_made()
+                    .ok_or_else(|| "the service's credential is not hex".to_owned())
+            })
+        })
+        .await
+        .map_err(blocking_err)?;
         match got {
             Ok(c) => {
                 self.service.metrics.challenge("answered");
                 let r = self
                     .service
-                    .attest(name, &c.evidence, &nonce, c.ak_activated)
+                    .attest(
+                        name,
+                        &challenge.id,
+                        &c.evidence,
+                        c.activated_secret.as_deref(),
+                    )
                     .await?;
                 if r.healthy {
                     tracing::info!(

@@ -1,6 +1,9 @@
 //! The attestation service's core, behind the HTTP API and the monitor:
-//! registering VMs, appraising evidence, enrolling, learning baselines,
-//! issuing tokens, and turning verdicts into alerts.
+//! registering VMs, appraising evidence answering the service's own
+//! challenges, enrolling, learning baselines, issuing tokens, and turning
+//! verdicts into alerts. Challenges and credentials are in
+//! [`crate::challenge`], baselines in [`crate::baselines`], tokens, rules
+//! and the audit log in [`crate::access`].
 //!
 //! One attestation of one VM runs at a time (a per-VM lock), so learning
 //! and alert reconciliation see a consistent history; servers sharing a
@@ -30,10 +33,15 @@ use trustlaunch_store::{
 };
 use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
 
+use trustlaunch_seal::MasterKey;
+use trustlaunch_store::{Answered, NewAuditEntry};
+
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::{
-    hex, report_json, unhex, AlertDoc, AttestationDoc, BaselineDoc, LearnRequest, VmRegistration,
+    hex, report_json, unhex, AlertDoc, AttestationDoc, BaselineDoc, BootRef, LearnRequest,
+    ManagedBy, PendingBaseline, TpmClock, VmRegistration,
 };
 
 /// How long a cached VM entry is trusted before it is read again (other
@@ -51,6 +59,24 @@ pub struct ServiceConfig {
     pub agent_timeout: Duration,
     /// Webhook URLs alerts are delivered to.
     pub webhooks: Vec<String>,
+    /// How long a challenge may be answered (default 5 min).
+    pub challenge_lifetime: Duration,
+    /// How long a requested relearn waits for a boot (default 24 h).
+    pub relearn_lifetime: Duration,
+}
+
+impl ServiceConfig {
+    /// The defaults, with this issuer.
+    pub fn with_issuer(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            token_lifetime: Duration::from_secs(8 * 3600),
+            agent_timeout: Duration::from_secs(600),
+            webhooks: Vec::new(),
+            challenge_lifetime: Duration::from_secs(300),
+            relearn_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// A VM's cached reference: what its appraisal reads, shared (`Arc`)
@@ -63,10 +89,12 @@ pub struct VmEntry {
     pub secure_boot: bool,
     /// `vTpmEnabled`.
     pub vtpm: bool,
-    ek_public: Vec<u8>,
+    /// Who registered it: the platform that runs it, or an API caller.
+    pub managed_by: ManagedBy,
+    pub(crate) ek_public: Vec<u8>,
     template: Option<Arc<KeyDatabases>>,
-    enrollment: Option<Arc<Prepared>>,
-    baseline: Option<(Arc<BaselineDoc>, i64)>,
+    pub(crate) enrollment: Option<Arc<Prepared>>,
+    pub(crate) baseline: Option<(Arc<BaselineDoc>, i64)>,
     stamp: VmStamp,
     checked: Instant,
 }
@@ -109,6 +137,8 @@ pub struct Service {
     /// Some alert may owe a webhook delivery (set at start and whenever
     /// one is written; the worker clears it when it finds none).
     pub webhook_pending: std::sync::atomic::AtomicBool,
+    /// Seals the token-signing keys in the store.
+    pub(crate) master: MasterKey,
 }
 
 /// Unix seconds now.
@@ -118,20 +148,29 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn now_i64() -> i64 {
+/// Unix seconds now, as the store keeps them.
+pub fn now_i64() -> i64 {
     i64::try_from(now()).unwrap_or(i64::MAX)
 }
 
+/// The purpose a token-signing key is sealed for.
+fn signing_key_purpose(kid: &str) -> String {
+    format!("signing-key/{kid}")
+}
+
 impl Service {
-    /// Opens the service over `store`: loads the signing keys (making the
-    /// first one if the store has none).
+    /// Opens the service over `store`: loads the signing keys, sealed
+    /// under `master` (making the first one if the store has none, and
+    /// sealing any an older version kept in plain text).
     pub async fn new(
         store: Store,
         config: ServiceConfig,
         ca: Vec<CaCertificate>,
+        master: MasterKey,
     ) -> Result<Self, ApiError> {
-        let keys = load_keys(&store).await?;
+        let keys = load_keys(&store, &master).await?;
         Ok(Self {
+            master,
             store,
             config,
             ca,
@@ -147,7 +186,7 @@ impl Service {
 
     /// Re-reads the signing keys (another server may have rotated them).
     pub async fn reload_keys(&self) -> Result<(), ApiError> {
-        let keys = load_keys(&self.store).await?;
+        let keys = load_keys(&self.store, &self.master).await?;
         if let Ok(mut k) = self.keys.write() {
             *k = keys;
         }
@@ -183,7 +222,7 @@ impl Service {
         self.store
             .put_signing_key(&SigningKeyRecord {
                 kid: kid.clone(),
-                pkcs8_pem: key.to_pkcs8_pem().map_err(ApiError::internal)?.to_string(),
+                pkcs8_pem: seal_key(&self.master, &key)?,
                 created_at: now_i64(),
                 retire_at: None,
                 current: true,
@@ -199,10 +238,18 @@ impl Service {
         m.entry(vm_id.to_owned()).or_default().clone()
     }
 
-    /// Registers (or updates) a VM. A first registration with a predicted
-    /// baseline stores it (action `predicted`) and asks the first healthy
-    /// boot to learn.
-    pub async fn register(&self, vm_id: &str, reg: &VmRegistration) -> Result<(), ApiError> {
+    /// Registers (or updates) a VM as `caller` knows it. The platform
+    /// registers the VMs it runs (read-only for every API caller from
+    /// then on); an API caller registers VMs other hosts run. A first
+    /// registration with a predicted baseline stores it (action
+    /// `predicted`); without one, the VM's first boot awaits an
+    /// operator's approval. Audited.
+    pub async fn register(
+        &self,
+        vm_id: &str,
+        reg: &VmRegistration,
+        caller: &Caller,
+    ) -> Result<(), ApiError> {
         crate::error::check_vm_id(vm_id)?;
         let ek = match &reg.ek_public {
             Some(h) => unhex(h).ok_or_else(|| ApiError::bad_request("ekPublic is not hex"))?,
@@ -212,7 +259,25 @@ impl Service {
             return Err(ApiError::bad_request("template: a database is not hex"));
         }
         let existing = self.store.get_vm(vm_id).await?;
-        let doc = serde_json::to_value(reg).map_err(ApiError::internal)?;
+        let old: Option<VmRegistration> = existing
+            .as_ref()
+            .and_then(|e| serde_json::from_value(e.spec.clone()).ok());
+        if !caller.is_platform()
+            && old
+                .as_ref()
+                .is_some_and(|o| o.managed_by == ManagedBy::Platform)
+        {
+            return Err(ApiError::forbidden(format!(
+                "VM {vm_id:?} is run and registered by the platform: its registration is read-only over the API"
+            )));
+        }
+        let mut reg = reg.clone();
+        reg.managed_by = if caller.is_platform() {
+            ManagedBy::Platform
+        } else {
+            ManagedBy::Api
+        };
+        let doc = serde_json::to_value(&reg).map_err(ApiError::internal)?;
         if existing
             .as_ref()
             .is_some_and(|e| e.spec == doc && e.ek_public == ek)
@@ -225,10 +290,8 @@ impl Service {
         // platform itself, so the baseline predicted for the new
         // configuration replaces the old one (audited). An image change
         // alone does not: that is what a baseline guards (relearn).
-        let reconfigured = existing
-            .as_ref()
-            .and_then(|e| serde_json::from_value::<VmRegistration>(e.spec.clone()).ok())
-            .is_some_and(|old| {
+        let reconfigured = caller.is_platform()
+            && old.as_ref().is_some_and(|old| {
                 (
                     old.trusted_launch,
                     old.secure_boot_enabled,
@@ -242,21 +305,43 @@ impl Service {
                 )
             });
         self.store
-            .put_vm(&VmRecord {
-                vm_id: vm_id.to_owned(),
-                spec: doc,
-                ek_public: ek,
-                created_at: now_i64(),
-            })
+            .put_vm(
+                &VmRecord {
+                    vm_id: vm_id.to_owned(),
+                    spec: doc,
+                    ek_public: ek.clone(),
+                    created_at: now_i64(),
+                },
+                &NewAuditEntry {
+                    at: now_i64(),
+                    actor: caller.actor(),
+                    action: if existing.is_some() {
+                        "registration.update".into()
+                    } else {
+                        "registration.create".into()
+                    },
+                    target: format!("vm/{vm_id}"),
+                    detail: json!({
+                        "managedBy": reg.managed_by,
+                        "ekPublicSha256": crate::model::sha256_hex(&ek),
+                        "trustedLaunch": reg.trusted_launch,
+                        "secureBootEnabled": reg.secure_boot_enabled,
+                        "vTpmEnabled": reg.v_tpm_enabled,
+                        "predictedBaseline": reg.predicted_baseline.is_some(),
+                        "ekChanged": existing.as_ref().is_some_and(|e| e.ek_public != ek),
+                    }),
+                },
+            )
             .await?;
         if reconfigured {
             if let Some(current) = self.store.get_baseline(vm_id).await? {
                 let doc = BaselineDoc {
                     baseline: reg.predicted_baseline.clone(),
-                    learn: Some(LearnRequest {
-                        actor: "system".into(),
-                        relearn: false,
-                    }),
+                    learn: reg
+                        .predicted_baseline
+                        .as_ref()
+                        .map(|_| LearnRequest::fill()),
+                    pending: None,
                 };
                 let value = serde_json::to_value(&doc).map_err(ApiError::internal)?;
                 match self
@@ -279,46 +364,35 @@ impl Service {
                 }
             }
         }
-        if self.store.get_baseline(vm_id).await?.is_none() {
-            let (doc, action) = match &reg.predicted_baseline {
-                Some(b) => (
-                    BaselineDoc {
-                        baseline: Some(b.clone()),
-                        learn: Some(LearnRequest {
-                            actor: "system".into(),
-                            relearn: false,
-                        }),
-                    },
-                    BaselineAction::Predicted,
-                ),
-                None => (
-                    BaselineDoc {
-                        baseline: None,
-                        learn: Some(LearnRequest {
-                            actor: "system".into(),
-                            relearn: false,
-                        }),
-                    },
-                    BaselineAction::Learned,
-                ),
-            };
-            let value = serde_json::to_value(&doc).map_err(ApiError::internal)?;
-            match self
-                .store
-                .put_baseline(
-                    vm_id,
-                    &value,
-                    None,
-                    &BaselineChange {
-                        action,
-                        actor: "system".into(),
-                        at: now_i64(),
-                    },
-                )
-                .await
-            {
-                Ok(_) | Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+        // Predicted: the first healthy boot that matches the prediction
+        // fills in what the image cannot tell (firmware, boot loader). Not
+        // predicted: no baseline until an operator approves the first
+        // boot's components.
+        if let Some(b) = &reg.predicted_baseline {
+            if self.store.get_baseline(vm_id).await?.is_none() {
+                let doc = BaselineDoc {
+                    baseline: Some(b.clone()),
+                    learn: Some(LearnRequest::fill()),
+                    pending: None,
+                };
+                let value = serde_json::to_value(&doc).map_err(ApiError::internal)?;
+                match self
+                    .store
+                    .put_baseline(
+                        vm_id,
+                        &value,
+                        None,
+                        &BaselineChange {
+                            action: BaselineAction::Predicted,
+                            actor: caller.actor(),
+                            at: now_i64(),
+                        },
+                    )
+                    .await
+                {
+                    Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         self.invalidate(vm_id);
@@ -408,6 +482,7 @@ impl Service {
             self.intern_template(&reg.template)
         };
         Ok(VmEntry {
+            managed_by: reg.managed_by,
             trusted_launch_supported: reg.trusted_launch_supported,
             secure_boot: reg.secure_boot_enabled,
             vtpm: reg.v_tpm_enabled,
@@ -444,17 +519,21 @@ impl Service {
         Some(dbs)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn appraise_with(
         &self,
         vm_id: &str,
         e: &VmEntry,
         evidence: &Evidence,
         nonce: &[u8],
-        ak_activated: bool,
+        activated: bool,
         baseline: Option<&Baseline>,
+        baseline_required: bool,
     ) -> Appraisal {
-        // An AK proven at enrollment stays proven for the same AK bytes.
-        let activated = ak_activated
+        // An AK proven at enrollment (by credential activation under the
+        // EK recorded then, which is still the VM's: a new EK drops the
+        // enrollment) stays proven for the same AK bytes.
+        let activated = activated
             || e.enrollment
                 .as_ref()
                 .is_some_and(|en| en.ak_public() == evidence.ak_public.0.as_slice());
@@ -467,15 +546,18 @@ impl Service {
             secure_boot_expected: e.secure_boot,
             template: e.template.as_deref(),
             baseline,
+            baseline_required,
             now: UnixTime::from_secs(now()),
             enrollment: e.enrollment.as_deref(),
         };
         appraise(evidence, &reference)
     }
 
-    /// Appraises evidence of an enrolled VM against what the service knows
-    /// of it, recording nothing (the stateless endpoint; the caller vouches
-    /// for the nonce's freshness).
+    /// Appraises evidence of a registered VM against what the service
+    /// knows of it, recording nothing and issuing no token (the stateless
+    /// endpoint, like Keylime's evidence verification): the caller chose
+    /// the nonce and vouches for its freshness; an AK counts as the VM's
+    /// only if it is the enrolled one.
     pub async fn appraise_only(
         &self,
         vm_id: &str,
@@ -485,27 +567,38 @@ impl Service {
         let e = self.entry(vm_id).await?;
         let t0 = Instant::now();
         let baseline = e.baseline.as_ref().and_then(|(d, _)| d.baseline.as_ref());
-        let a = self.appraise_with(vm_id, &e, evidence, nonce, false, baseline);
+        let a = self.appraise_with(vm_id, &e, evidence, nonce, false, baseline, false);
         self.metrics.appraised(&a, t0.elapsed());
         Ok(a)
     }
 
-    /// Appraises and records one attestation of a VM: enrolls it on its
-    /// first good one, learns its baseline when asked to, issues a token
+    /// Appraises and records the answer to challenge `challenge_id` of a
+    /// VM: the quote must carry the challenge's nonce, and the AK counts
+    /// as this VM's only if `activated_secret` is the secret of the
+    /// credential the service made for it under the VM's recorded EK (or
+    /// it is the AK proven at enrollment). Enrolls the VM on its first
+    /// good attestation, learns or proposes its baseline, issues a token
     /// when healthy, records the boot report, and updates the alerts.
-    /// Idempotent per (vm, nonce).
+    /// Idempotent per challenge: a retry returns the first result.
     pub async fn attest(
         &self,
         vm_id: &str,
+        challenge_id: &str,
         evidence: &Evidence,
-        nonce: &[u8],
-        ak_activated: bool,
+        activated_secret: Option<&[u8]>,
     ) -> Result<AttestationResult, ApiError> {
         let lock = self.vm_lock(vm_id);
         let _guard = lock.lock().await;
-        let cached = self.cache.read().ok().and_then(|c| c.get(vm_id).cloned());
-        let e = self.entry_checked(vm_id, cached).await?;
-        if let Some(old) = self.find_by_nonce(vm_id, nonce).await? {
+        let challenge = self
+            .store
+            .get_challenge(challenge_id)
+            .await?
+            .filter(|c| c.vm_id == vm_id)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no challenge {challenge_id:?} for VM {vm_id:?}"))
+            })?;
+        let nonce = challenge.nonce.clone();
+        if let Some(old) = self.find_by_nonce(vm_id, &nonce).await? {
             // A retry. If the first try died between recording the
             // attestation and writing its alerts, write them now.
             if self
@@ -519,39 +612,98 @@ impl Service {
             }
             return Ok(old);
         }
+        if challenge.used_at.is_some() {
+            return Err(ApiError::conflict(format!(
+                "challenge {challenge_id} was already answered"
+            )));
+        }
+        if challenge.expires_at <= now_i64() {
+            return Err(ApiError::gone(format!(
+                "challenge {challenge_id} expired; ask for a new one"
+            )));
+        }
+        let activated = match (
+            &challenge.ak_public,
+            &challenge.secret_sha256,
+            activated_secret,
+        ) {
+            (Some(ak), Some(want), Some(got)) => {
+                use sha2::Digest as _;
+                let got: [u8; 32] = sha2::Sha256::digest(got).into();
+                *ak == evidence.ak_public.0 && got == *want
+            }
+            _ => false,
+        };
+        let cached = self.cache.read().ok().and_then(|c| c.get(vm_id).cloned());
+        let e = self.entry_checked(vm_id, cached).await?;
         let t0 = Instant::now();
+        let at = now_i64();
         let (bdoc, bversion) = e
             .baseline
             .clone()
             .map_or((None, None), |(d, v)| (Some((*d).clone()), Some(v)));
-        let learn = bdoc.as_ref().and_then(|d| d.learn.clone());
+        let learn = bdoc
+            .as_ref()
+            .and_then(|d| d.learn.clone())
+            .filter(|l| l.active_at(at));
         let current = bdoc.as_ref().and_then(|d| d.baseline.clone());
         let relearn = learn.as_ref().is_some_and(|l| l.relearn);
+        // Without a baseline and no relearn asked for, the VM has nothing
+        // approved to compare with: that fails, it is not skipped.
+        let required = current.is_none() && !relearn;
         // A relearn compares with nothing first: every other check must
         // pass for the boot to become the baseline.
         let mut a = self.appraise_with(
             vm_id,
             &e,
             evidence,
-            nonce,
-            ak_activated,
+            &nonce,
+            activated,
             if relearn { None } else { current.as_ref() },
+            required,
         );
+        // Boots are told apart by the quote's TPM counters, under the
+        // same AK; the guest's boot id is only shown.
+        let clock = a.quote.as_ref().map(|q| TpmClock {
+            clock: q.clock_info.clock,
+            reset_count: q.clock_info.reset_count,
+            restart_count: q.clock_info.restart_count,
+        });
+        let ak_sha256 = crate::model::sha256_hex(&evidence.ak_public.0);
+        let previous = self.store.latest(vm_id).await?;
+        let prev_doc: Option<AttestationDoc> = previous
+            .as_ref()
+            .and_then(|p| serde_json::from_value(p.attestation.appraisal.clone()).ok());
+        let this_boot = clock.map(|c| BootRef {
+            ak_sha256: ak_sha256.clone(),
+            reset_count: c.reset_count,
+            restart_count: c.restart_count,
+        });
+        let (boot_counter, boot) = match (&prev_doc, this_boot) {
+            (None, b) => (1, b),
+            (Some(d), Some(b)) if d.boot.as_ref() == Some(&b) => (d.boot_counter, Some(b)),
+            (Some(d), Some(b)) => (d.boot_counter.saturating_add(1), Some(b)),
+            // An unverified quote proves no new boot.
+            (Some(d), None) => (d.boot_counter, d.boot.clone()),
+        };
         let mut baseline_event = None;
         let mut compared_version = bversion.unwrap_or(0);
         let mut compared = if relearn { None } else { current.clone() };
-        if let (Some(l), Some(m)) = (&learn, a.measurements.clone()) {
-            let eligible = a.healthy;
-            if eligible {
+        // Everything but the baseline held: the boot may become (or be
+        // proposed as) the baseline.
+        let eligible = a.failures().all(|c| c.name == "baseline") && a.measurements.is_some();
+        if let (true, Some(m)) = (eligible, a.measurements.clone()) {
+            if let Some(l) = learn.as_ref().filter(|_| a.healthy) {
                 let learned = Baseline {
                     source: BaselineSource::Learned {
-                        boot: evidence.boot_id.clone(),
+                        boot: format!("boot #{boot_counter}"),
                     },
                     measurements: m,
                 };
                 let doc = BaselineDoc {
                     baseline: Some(learned.clone()),
                     learn: None,
+                    pending: None,
                 };
                 let action = if l.relearn {
                     BaselineAction::Relearned
@@ -567,15 +719,15 @@ impl Service {
                         &BaselineChange {
                             action,
                             actor: l.actor.clone(),
-                            at: now_i64(),
+                            at,
                         },
                     )
                     .await
                 {
                     Ok(v) => {
                         baseline_event = Some(format!(
-                            "{} from boot {} (version {v}, by {})",
-                            action, evidence.boot_id, l.actor
+                            "{action} from boot #{boot_counter} (version {v}, by {})",
+                            l.actor
                         ));
                         compared_version = v;
                         if relearn {
@@ -583,9 +735,10 @@ impl Service {
                                 vm_id,
                                 &e,
                                 evidence,
-                                nonce,
-                                ak_activated,
+                                &nonce,
+                                activated,
                                 Some(&learned),
+                                false,
                             );
                         }
                         compared = Some(learned);
@@ -594,32 +747,56 @@ impl Service {
                     Err(StoreError::Conflict { .. }) => {}
                     Err(err) => return Err(err.into()),
                 }
+            } else if required && bdoc.as_ref().is_none_or(|d| d.pending.is_none()) {
+                let doc = BaselineDoc {
+                    baseline: None,
+                    learn: None,
+                    pending: Some(PendingBaseline {
+                        measurements: m,
+                        boot_counter,
+                        since: at,
+                    }),
+                };
+                match self
+                    .store
+                    .put_baseline(
+                        vm_id,
+                        &serde_json::to_value(&doc).map_err(ApiError::internal)?,
+                        bversion,
+                        &BaselineChange {
+                            action: BaselineAction::Proposed,
+                            actor: format!("boot #{boot_counter}: awaiting an operator's approval"),
+                            at,
+                        },
+                    )
+                    .await
+                {
+                    Ok(v) => {
+                        baseline_event = Some(format!(
+                            "proposed from boot #{boot_counter} (version {v}): awaiting approval"
+                        ));
+                    }
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(err) => return Err(err.into()),
+                }
             }
         }
         let elapsed = t0.elapsed();
         self.metrics.appraised(&a, elapsed);
-        // Enrollment: the first attestation whose identity checks hold.
-        if e.enrollment.is_none() && identity_proven(&a) {
+        // Enrollment: the first attestation whose identity checks hold
+        // with this challenge's own credential activation.
+        if e.enrollment.is_none() && activated && identity_proven(&a) {
             if let Some(cert) = &evidence.ek_certificate {
                 self.store
                     .put_enrollment(&trustlaunch_store::Enrollment {
                         vm_id: vm_id.to_owned(),
                         ek_certificate: cert.0.clone(),
                         ak_public: evidence.ak_public.0.clone(),
-                        enrolled_at: now_i64(),
+                        enrolled_at: at,
                     })
                     .await?;
             }
         }
-        let previous = self.store.latest(vm_id).await?;
-        let prev_doc: Option<AttestationDoc> = previous
-            .as_ref()
-            .and_then(|p| serde_json::from_value(p.attestation.appraisal.clone()).ok());
-        let boot_counter = match (&previous, &prev_doc) {
-            (Some(p), Some(d)) if p.attestation.boot_id == evidence.boot_id => d.boot_counter,
-            (_, Some(d)) => d.boot_counter.saturating_add(1),
-            _ => 1,
-        };
         let report = a
             .measurements
             .as_ref()
@@ -648,28 +825,42 @@ impl Service {
             boot_report: report.as_ref().and_then(report_json),
             boot_id: evidence.boot_id.clone(),
             boot_counter,
+            tpm_clock: clock,
+            ak_sha256,
+            boot,
             baseline_version: compared_version,
             baseline_event,
             alert_candidates: candidates.clone(),
             untrusted_modules: evidence.untrusted_modules.clone(),
             appraisal_ms: elapsed.as_secs_f64() * 1000.0,
         };
-        let new = self
+        let answered = self
             .store
-            .add_attestation(&NewAttestation {
-                vm_id: vm_id.to_owned(),
-                boot_id: evidence.boot_id.clone(),
-                nonce: nonce.to_vec(),
-                at: now_i64(),
-                healthy: a.healthy,
-                appraisal: serde_json::to_value(&doc).map_err(ApiError::internal)?,
-                token: token.clone(),
-            })
+            .answer_challenge(
+                challenge_id,
+                &NewAttestation {
+                    vm_id: vm_id.to_owned(),
+                    boot_id: evidence.boot_id.clone(),
+                    nonce: nonce.clone(),
+                    at,
+                    healthy: a.healthy,
+                    appraisal: serde_json::to_value(&doc).map_err(ApiError::internal)?,
+                    token: token.clone(),
+                },
+            )
             .await?;
         self.invalidate(vm_id);
-        if !new {
-            if let Some(old) = self.find_by_nonce(vm_id, nonce).await? {
-                return Ok(old);
+        match answered {
+            Answered::Recorded => {}
+            Answered::AlreadyRecorded => {
+                if let Some(old) = self.find_by_nonce(vm_id, &nonce).await? {
+                    return Ok(old);
+                }
+            }
+            _ => {
+                return Err(ApiError::conflict(format!(
+                    "challenge {challenge_id} was answered or expired meanwhile"
+                )))
             }
         }
         self.metrics.attested(a.healthy);
@@ -681,7 +872,7 @@ impl Service {
             healthy: a.healthy,
             token,
             attestation: doc,
-            new,
+            new: true,
         })
     }
 
@@ -900,8 +1091,8 @@ impl Service {
             .collect())
     }
 
-    /// An operator dismisses an alert.
-    pub async fn dismiss(&self, key: &str) -> Result<AlertDoc, ApiError> {
+    /// An operator dismisses an alert (audited with the caller).
+    pub async fn dismiss(&self, key: &str, caller: &Caller) -> Result<AlertDoc, ApiError> {
         let mut doc = self
             .alerts(None, None)
             .await?
@@ -913,6 +1104,15 @@ impl Service {
         doc.pending_webhooks = self.config.webhooks.clone();
         doc.attempts = 0;
         self.put_alert_doc(&doc).await?;
+        self.store
+            .add_audit(&NewAuditEntry {
+                at: now_i64(),
+                actor: caller.actor(),
+                action: "alert.dismiss".into(),
+                target: format!("alert/{key}"),
+                detail: json!({"vmId": doc.alert.vm_id, "kind": doc.alert.kind}),
+            })
+            .await?;
         self.metrics.alert_event("dismissed");
         self.webhook_pending
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -929,36 +1129,6 @@ impl Service {
             .into_iter()
             .filter_map(|r| serde_json::from_value(r.rule).ok())
             .collect())
-    }
-
-    /// Adds or replaces a suppression rule; active alerts it matches are
-    /// dismissed by it now.
-    pub async fn put_rule(&self, rule: &SuppressionRule) -> Result<(), ApiError> {
-        if rule.name.is_empty() || rule.name.len() > 128 {
-            return Err(ApiError::bad_request("a rule needs a name of 1-128 bytes"));
-        }
-        self.store
-            .put_suppression_rule(&trustlaunch_store::SuppressionRule {
-                name: rule.name.clone(),
-                rule: serde_json::to_value(rule).map_err(ApiError::internal)?,
-            })
-            .await?;
-        for mut d in self.alerts(None, Some("active".into())).await? {
-            let c = AlertCandidate {
-                kind: d.alert.kind,
-                vm_id: d.alert.vm_id.clone(),
-                cause: d.alert.cause.clone(),
-                detail: d.alert.detail.clone(),
-            };
-            if rule.matches(&c) {
-                d.alert.state = AlertState::Dismissed;
-                d.alert.suppressed_by = Some(rule.name.clone());
-                d.last_event = "suppressed".into();
-                d.pending_webhooks.clear();
-                self.put_alert_doc(&d).await?;
-            }
-        }
-        Ok(())
     }
 
     /// Recommendations for every registered VM.
@@ -1006,98 +1176,6 @@ impl Service {
             }))
     }
 
-    /// The stored baseline of a VM and its version.
-    pub async fn baseline(&self, vm_id: &str) -> Result<(BaselineDoc, i64), ApiError> {
-        let b = self
-            .store
-            .get_baseline(vm_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("VM {vm_id:?} has no baseline")))?;
-        let doc = serde_json::from_value(b.baseline)
-            .map_err(|e| ApiError::internal(format!("stored baseline of {vm_id}: {e}")))?;
-        Ok((doc, b.version))
-    }
-
-    /// Pins the baseline to the components of an attestation (the latest
-    /// by default): auto-learn stops.
-    pub async fn pin(
-        &self,
-        vm_id: &str,
-        attestation_id: Option<i64>,
-        actor: &str,
-        if_version: Option<i64>,
-    ) -> Result<i64, ApiError> {
-        let (_, version) = self.baseline(vm_id).await?;
-        if if_version.is_some_and(|v| v != version) {
-            return Err(ApiError::conflict(format!(
-                "the baseline of {vm_id} is at version {version}"
-            )));
-        }
-        let history = self.store.history(vm_id, 1000).await?;
-        let rec = match attestation_id {
-            Some(id) => history.iter().find(|r| r.id == id),
-            None => history.first(),
-        }
-        .ok_or_else(|| ApiError::not_found("no such attestation to pin"))?;
-        let doc: AttestationDoc = serde_json::from_value(rec.attestation.appraisal.clone())
-            .map_err(ApiError::internal)?;
-        let m = doc
-            .appraisal
-            .get("measurements")
-            .cloned()
-            .and_then(|m| serde_json::from_value(m).ok())
-            .ok_or_else(|| ApiError::bad_request("that attestation has no measurements"))?;
-        let new = BaselineDoc {
-            baseline: Some(Baseline {
-                source: BaselineSource::Pinned {
-                    by: actor.to_owned(),
-                },
-                measurements: m,
-            }),
-            learn: None,
-        };
-        let v = self
-            .store
-            .put_baseline(
-                vm_id,
-                &serde_json::to_value(&new).map_err(ApiError::internal)?,
-                Some(version),
-                &BaselineChange {
-                    action: BaselineAction::Pinned,
-                    actor: actor.to_owned(),
-                    at: now_i64(),
-                },
-            )
-            .await?;
-        self.invalidate(vm_id);
-        Ok(v)
-    }
-
-    /// Asks the next boot whose other checks pass to become the baseline
-    /// (after an accepted update). Audited when it happens.
-    pub async fn relearn(&self, vm_id: &str, actor: &str) -> Result<i64, ApiError> {
-        let (mut doc, version) = self.baseline(vm_id).await?;
-        doc.learn = Some(LearnRequest {
-            actor: actor.to_owned(),
-            relearn: true,
-        });
-        let v = self
-            .store
-            .put_baseline(
-                vm_id,
-                &serde_json::to_value(&doc).map_err(ApiError::internal)?,
-                Some(version),
-                &BaselineChange {
-                    action: BaselineAction::Relearned,
-                    actor: format!("{actor} (requested)"),
-                    at: now_i64(),
-                },
-            )
-            .await?;
-        self.invalidate(vm_id);
-        Ok(v)
-    }
-
     /// A JSON summary of a VM: registration, enrollment, latest verdict.
     pub async fn vm_summary(&self, vm_id: &str) -> Result<serde_json::Value, ApiError> {
         let rec = self
@@ -1140,8 +1218,37 @@ fn identity_proven(a: &Appraisal) -> bool {
     .all(|n| a.check(n).is_some_and(|c| c.outcome == Outcome::Pass))
 }
 
-async fn load_keys(store: &Store) -> Result<KeySet, ApiError> {
+/// A signing key as the store keeps it: sealed under the master key,
+/// for its kid.
+fn seal_key(master: &MasterKey, key: &SigningKey) -> Result<String, ApiError> {
+    let pem = key.to_pkcs8_pem().map_err(ApiError::internal)?;
+    master
+        .seal(&signing_key_purpose(key.kid()), pem.as_bytes(), &mut OsRng)
+        .map_err(ApiError::internal)
+}
+
+async fn load_keys(store: &Store, master: &MasterKey) -> Result<KeySet, ApiError> {
     let mut records = store.signing_keys().await?;
+    // Keys an older version kept in plain text are sealed in place.
+    for r in records
+        .iter()
+        .filter(|r| !trustlaunch_seal::is_sealed(&r.pkcs8_pem))
+    {
+        let key = SigningKey::from_pkcs8_pem(&r.pkcs8_pem)
+            .map_err(|e| ApiError::internal(format!("signing key {}: {e}", r.kid)))?;
+        store
+            .put_signing_key(&SigningKeyRecord {
+                pkcs8_pem: seal_key(master, &key)?,
+                ..r.clone()
+            })
+            .await?;
+    }
+    if records
+        .iter()
+        .any(|r| !trustlaunch_seal::is_sealed(&r.pkcs8_pem))
+    {
+        records = store.signing_keys().await?;
+    }
     if !records.iter().any(|r| r.current) {
         let key = tokio::task::spawn_blocking(|| SigningKey::generate(&mut OsRng))
             .await
@@ -1149,7 +1256,7 @@ async fn load_keys(store: &Store) -> Result<KeySet, ApiError> {
             .map_err(ApiError::internal)?;
         let rec = SigningKeyRecord {
             kid: key.kid().to_owned(),
-            pkcs8_pem: key.to_pkcs8_pem().map_err(ApiError::internal)?.to_string(),
+            pkcs8_pem: seal_key(master, &key)?,
             created_at: now_i64(),
             retire_at: None,
             current: true,
@@ -1161,7 +1268,17 @@ async fn load_keys(store: &Store) -> Result<KeySet, ApiError> {
     }
     let t = now_i64();
     let parse = |r: &SigningKeyRecord| {
-        SigningKey::from_pkcs8_pem(&r.pkcs8_pem)
+        let pem = master
+            .open(&signing_key_purpose(&r.kid), &r.pkcs8_pem)
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "signing key {}: {e} (is this the server's master key?)",
+                    r.kid
+                ))
+            })?;
+        let pem = std::str::from_utf8(&pem)
+            .map_err(|_| ApiError::internal(format!("signing key {}: not PEM", r.kid)))?;
+        SigningKey::from_pkcs8_pem(pem)
             .map_err(|e| ApiError::internal(format!("signing key {}: {e}", r.kid)))
     };
     let current = records

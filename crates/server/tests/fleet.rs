@@ -131,7 +131,7 @@ async fn publish_images(s: &common::Srv, p: &str) {
             s,
             Method::PUT,
             &format!("{p}/galleries/g1/images/tiny/versions/{v}"),
-            Some(json!({"properties": {"source": format!("/images/tiny-{v}")}})),
+            Some(json!({"properties": {"source": format!("images/tiny-{v}")}})),
             &[],
         )
         .await;

@@ -22,35 +22,70 @@ async fn restart_mid_attestation_loses_nothing_and_duplicates_nothing() {
 
 async fn restart(db: &str) {
     let tiny = case("tiny-sb", "attestation-boot1.json");
+    let mut g = guest(&tiny);
     // A webhook that is down during the first server's life.
     let hook_addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
     let hook = format!("http://{hook_addr}/hook");
-    let a = start(db, platform_ca(), vec![hook.clone()]).await;
+    let a = start(db, cas(), vec![hook.clone()]).await;
+    // The guest's own components stand for its image's prediction.
+    let probe = unique("probe");
+    a.register(&probe, &guest_registration(&tiny, &g)).await;
+    let (_, clean) = a
+        .call(
+            reqwest::Method::POST,
+            "/v1/appraisals",
+            Some(json!({"vmId": probe, "nonce": "03".repeat(32), "evidence": g.evidence(&[3; 32]).unwrap()})),
+        )
+        .await;
+    let mut reg = guest_registration(&tiny, &g);
+    reg.predicted_baseline = Some(trustlaunch_attestation::Baseline {
+        source: trustlaunch_attestation::BaselineSource::Predicted {
+            image: "tiny".into(),
+        },
+        measurements: serde_json::from_value(clean["measurements"].clone()).unwrap(),
+    });
     let vms: Vec<String> = (0..12).map(|_| unique("restart")).collect();
     for vm in &vms {
-        a.register(vm, &registration(&tiny)).await;
+        a.register(vm, &reg).await;
     }
-    // Per VM: its clean boot (healthy) and a replay with another nonce
-    // (fails quote.nonce: one alert).
+    // Per VM, two answered challenges: the clean boot (healthy) and one
+    // whose PCR values were edited (fails quote.pcr_digest: one alert).
+    let ak = g.ak_public().unwrap();
+    let hex =
+        |v: &serde_json::Value| trustlaunch_eventlog::hex::decode(v.as_str().unwrap()).unwrap();
     let mut jobs = Vec::new();
     for vm in &vms {
-        jobs.push((vm.clone(), tiny.evidence.nonce.0.clone()));
-        let mut n = tiny.evidence.nonce.0.clone();
-        n[0] ^= 0xff;
-        jobs.push((vm.clone(), n));
+        for tamper in [false, true] {
+            let c = a.challenge(vm, Some(&ak)).await;
+            let mut e = g.evidence(&hex(&c["nonce"])).unwrap();
+            if tamper {
+                e.pcrs[0].values[0].1 .0[0] ^= 1;
+            }
+            let secret = g
+                .activate(
+                    &hex(&c["credential"]["credentialBlob"]),
+                    &hex(&c["credential"]["encryptedSecret"]),
+                )
+                .unwrap();
+            jobs.push((vm.clone(), c["id"].as_str().unwrap().to_owned(), e, secret));
+        }
     }
     // Fire them all, and kill the server while they are in flight.
     let mut handles = Vec::new();
-    for (vm, nonce) in jobs.clone() {
-        let (url, token, e) = (a.url.clone(), a.token.clone(), tiny.evidence.clone());
+    for (vm, id, e, secret) in jobs.clone() {
+        let (url, token) = (a.url.clone(), a.token.clone());
         handles.push(tokio::spawn(async move {
             reqwest::Client::new()
                 .post(format!("{url}/v1/vms/{vm}/attestations"))
                 .bearer_auth(token)
-                .json(&json!({"nonce": trustlaunch_eventlog::hex::encode(&nonce), "akActivated": true, "evidence": e}))
+                .json(&json!({
+                    "challengeId": id,
+                    "activatedSecret": trustlaunch_eventlog::hex::encode(&secret),
+                    "evidence": e,
+                }))
                 .timeout(Duration::from_secs(20))
                 .send()
                 .await
@@ -65,7 +100,8 @@ async fn restart(db: &str) {
             done_before += 1;
         }
     }
-    // A new server on the same database; the hosts retry everything.
+    // A new server on the same database; the hosts retry everything with
+    // the same challenges (still open, or answered: then the first result).
     let hook_listener = tokio::net::TcpListener::bind(hook_addr).await.unwrap();
     let received = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::<serde_json::Value>::new()));
     let sink = received.clone();
@@ -73,16 +109,13 @@ async fn restart(db: &str) {
         let app = axum_like_hook(sink);
         let _ = app(hook_listener).await;
     });
-    let b = start(db, platform_ca(), vec![hook]).await;
+    let b = start(db, cas(), vec![hook]).await;
     let mut statuses = BTreeMap::new();
-    for (vm, nonce) in &jobs {
-        let (st, _) = b.submit(vm, &tiny.evidence, nonce, true).await;
+    for (vm, id, e, secret) in &jobs {
+        let (st, r) = b.submit(vm, id, e, Some(secret)).await;
+        assert!(st == 200 || st == 201, "{st}: {r}");
         *statuses.entry(st).or_insert(0) += 1;
     }
-    assert!(
-        statuses.keys().all(|s| *s == 200 || *s == 201),
-        "{statuses:?}"
-    );
     assert_eq!(
         statuses.get(&200).copied().unwrap_or(0),
         done_before,
@@ -98,7 +131,7 @@ async fn restart(db: &str) {
         let alerts = b.alerts(vm).await;
         let open: Vec<_> = alerts.iter().filter(|x| x["state"] != "resolved").collect();
         assert!(open.len() <= 1, "{vm}: no duplicate alert: {alerts:#?}");
-        // The replay's alert exists unless the clean boot came last
+        // The tampered one's alert exists unless the clean boot came last
         // (then it is resolved): either way exactly one alert record.
         assert_eq!(alerts.len(), 1, "{vm}: {alerts:#?}");
     }

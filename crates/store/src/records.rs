@@ -98,6 +98,11 @@ pub enum BaselineAction {
     Relearned,
     /// Predicted from an image before it booted.
     Predicted,
+    /// A first boot's components, proposed: no baseline yet, they await
+    /// an operator's approval.
+    Proposed,
+    /// An operator approved the proposed components as the baseline.
+    Approved,
 }
 
 impl BaselineAction {
@@ -108,6 +113,8 @@ impl BaselineAction {
             Self::Pinned => "pinned",
             Self::Relearned => "relearned",
             Self::Predicted => "predicted",
+            Self::Proposed => "proposed",
+            Self::Approved => "approved",
         }
     }
 }
@@ -120,6 +127,8 @@ impl FromStr for BaselineAction {
             "pinned" => Self::Pinned,
             "relearned" => Self::Relearned,
             "predicted" => Self::Predicted,
+            "proposed" => Self::Proposed,
+            "approved" => Self::Approved,
             other => return Err(format!("unknown baseline action {other:?}")),
         })
     }

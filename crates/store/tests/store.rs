@@ -1098,3 +1098,67 @@ async fn sqlite_files_are_private() {
         .unwrap_err();
     assert!(err.to_string().contains("symlink"), "{err}");
 }
+
+/// Migration 4 on a database an older release left (SQLite, where the
+/// baseline audit table is rebuilt for its new actions): the rows and
+/// tokens it held are kept, tokens get their public ids, and the new
+/// actions can be written.
+#[tokio::test(flavor = "multi_thread")]
+async fn migration_4_keeps_an_older_databases_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        let mut c = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+            .await
+            .unwrap();
+        for sql in [
+            "CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            "INSERT INTO schema_version VALUES (1, 0), (2, 0), (3, 0)",
+            "CREATE TABLE baseline_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, vm_id TEXT NOT NULL, \
+             action TEXT NOT NULL CHECK (action IN ('learned', 'pinned', 'relearned', 'predicted')), \
+             actor TEXT NOT NULL, at BIGINT NOT NULL, old_baseline TEXT, \
+             new_baseline TEXT NOT NULL, version BIGINT NOT NULL)",
+            "INSERT INTO baseline_audit (vm_id, action, actor, at, new_baseline, version) \
+             VALUES ('vm-old', 'learned', 'system', 5, '{}', 1)",
+            "CREATE TABLE baselines (vm_id TEXT PRIMARY KEY, baseline TEXT NOT NULL, \
+             version BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            "CREATE TABLE api_tokens (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, \
+             role TEXT NOT NULL CHECK (role IN ('reader', 'operator', 'admin')), \
+             created_at BIGINT NOT NULL)",
+            "INSERT INTO api_tokens VALUES \
+             ('abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789', 'old', 'admin', 1)",
+        ] {
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        c.close().await.unwrap();
+    }
+    let store = Store::open(&url).await.unwrap();
+    let audit = store.baseline_audit("vm-old").await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].change.action, BaselineAction::Learned);
+    let tokens = store.api_tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].id(), "abcdef012345");
+    assert!(store
+        .revoke_api_token(
+            "abcdef012345",
+            9,
+            &audited("token.revoke", "token/abcdef012345")
+        )
+        .await
+        .unwrap());
+    store
+        .put_baseline(
+            "vm-old",
+            &json!({"y": 2}),
+            None,
+            &change(BaselineAction::Proposed, "boot 1", 6),
+        )
+        .await
+        .unwrap();
+    let audit = store.baseline_audit("vm-old").await.unwrap();
+    assert_eq!(audit.len(), 2);
+    assert!(audit[1].id > audit[0].id);
+    assert_eq!(audit[1].change.action, BaselineAction::Proposed);
+}

@@ -74,6 +74,7 @@ pub fn reference<'a>(c: &'a Case, ca: &'a [CaCertificate]) -> Reference<'a> {
         secure_boot_expected: c.secure_boot,
         template: Some(&c.template),
         baseline: None,
+        baseline_required: false,
         now: now(),
         enrollment: None,
     }

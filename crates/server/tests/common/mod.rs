@@ -1,21 +1,27 @@
 //! Shared by the server tests: a server on loopback over a real store
 //! (SQLite in a temporary directory, and PostgreSQL when
 //! `TRUSTLAUNCH_TEST_POSTGRES` names a database), the recorded evidence of
-//! real VM boots (`crates/attestation/tests/data/evidence/`), and an HTTP
-//! client.
+//! real VM boots (`crates/attestation/tests/data/evidence/`), guests that
+//! answer the service's challenges with a real swtpm replaying those boots
+//! (`trustlaunch_agent::replayed`), and an HTTP client.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
 use serde_json::{json, Value};
+use trustlaunch_agent::replayed::ReplayedGuest;
 use trustlaunch_attestation::KeyDatabases;
 use trustlaunch_protocol::Evidence;
 use trustlaunch_secureboot::varstore::VarStore;
 use trustlaunch_server::model::{Template, VmRegistration};
 use trustlaunch_server::{Config, Running};
 use trustlaunch_store::{Role, Store};
+use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
+use trustlaunch_tpm::ekcert::UnixTime;
 
 pub fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attestation/tests/data/evidence")
@@ -65,6 +71,59 @@ pub fn registration(c: &Case) -> VmRegistration {
         predicted_baseline: None,
         spec: json!({}),
         host: "recorded".into(),
+        managed_by: Default::default(),
+    }
+}
+
+/// The vTPM CA the replayed guests' EK certificates chain to (one per
+/// test process) and its certificate file, for the server's `vtpm_ca`.
+pub fn guest_ca() -> &'static (VtpmCa, PathBuf) {
+    static CA: OnceLock<(VtpmCa, PathBuf)> = OnceLock::new();
+    CA.get_or_init(|| {
+        let ca = VtpmCa::create(
+            CaSigningKey::generate(CaKeyAlgorithm::P256, &mut rand_core::OsRng),
+            &CaConfig {
+                common_name: "server test vTPM CA".into(),
+                organization: None,
+                not_before: UnixTime::from_secs(trustlaunch_server::service::now() - 3600),
+                not_after: None,
+                path_len_constraint: Some(0),
+            },
+            &mut rand_core::OsRng,
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("tl-guest-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.crt");
+        std::fs::write(&path, ca.cert_pem()).unwrap();
+        (ca, path)
+    })
+}
+
+/// The CAs a test server trusts: the recorded boots' and the replayed
+/// guests'.
+pub fn cas() -> Vec<PathBuf> {
+    vec![data().join("vtpm-ca.crt"), guest_ca().1.clone()]
+}
+
+/// A guest replaying a recorded boot in a fresh swtpm.
+pub fn guest(c: &Case) -> ReplayedGuest {
+    ReplayedGuest::start(
+        &c.evidence.event_log.0,
+        c.evidence.secure_boot,
+        &guest_ca().0,
+        trustlaunch_server::service::now(),
+        &mut rand_core::OsRng,
+    )
+    .unwrap_or_else(|e| panic!("replayed guest: {e} (swtpm is installed by scripts/test.sh)"))
+}
+
+/// The registration of a replayed guest: the recorded VM's profile and
+/// template, the guest's EK.
+pub fn guest_registration(c: &Case, g: &ReplayedGuest) -> VmRegistration {
+    VmRegistration {
+        ek_public: Some(trustlaunch_eventlog::hex::encode(g.ek_public())),
+        ..registration(c)
     }
 }
 
@@ -119,14 +178,22 @@ pub async fn start(db: &str, ca: Vec<PathBuf>, webhooks: Vec<String>) -> Srv {
 /// are set here.
 pub async fn start_with(db: &str, config: Config) -> Srv {
     let store = Store::open(db).await.unwrap();
-    let (token, rec) = trustlaunch_server::auth::new_token(&unique("test-admin"), Role::Admin, 0);
-    store.put_api_token(&rec).await.unwrap();
+    let (token, rec) =
+        trustlaunch_server::auth::new_token(&unique("test-admin"), Role::Admin, 0, None);
+    store
+        .put_api_token(&rec, &test_audit("token.create"))
+        .await
+        .unwrap();
     store.close().await;
     let running = trustlaunch_server::start(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         db: db.to_owned(),
         home: None,
         agent_timeout: Duration::from_secs(5),
+        master_key: config
+            .master_key
+            .clone()
+            .or_else(|| Some(test_master_key())),
         ..config
     })
     .await
@@ -140,7 +207,45 @@ pub async fn start_with(db: &str, config: Config) -> Srv {
 }
 
 pub fn platform_ca() -> Vec<PathBuf> {
-    vec![data().join("vtpm-ca.crt")]
+    cas()
+}
+
+/// The master key file of the test servers: one fixed key, so that
+/// servers sharing the test PostgreSQL database across runs open each
+/// other's sealed signing keys (a test key, never a platform's).
+pub fn test_master_key() -> PathBuf {
+    static KEY: OnceLock<PathBuf> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tl-test-master-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("master.key");
+        std::fs::write(&path, [0x7e; 32]).unwrap();
+        path
+    })
+    .clone()
+}
+
+/// An audit entry for what a test writes to the store directly.
+pub fn test_audit(action: &str) -> trustlaunch_store::NewAuditEntry {
+    trustlaunch_store::NewAuditEntry {
+        at: 0,
+        actor: "test".into(),
+        action: action.into(),
+        target: "test".into(),
+        detail: json!({}),
+    }
+}
+
+/// A token of `role` made straight in the store of `db`.
+pub async fn token_in(db: &str, name: &str, role: Role) -> String {
+    let store = Store::open(db).await.unwrap();
+    let (token, rec) = trustlaunch_server::auth::new_token(name, role, 0, None);
+    store
+        .put_api_token(&rec, &test_audit("token.create"))
+        .await
+        .unwrap();
+    store.close().await;
+    token
 }
 
 impl Srv {
@@ -180,24 +285,74 @@ impl Srv {
             .await;
         assert_eq!(s, 200, "register {vm}: {v}");
     }
-    /// Submits evidence with a nonce; returns (status, result).
+    /// Asks for a challenge to `vm`, naming `ak` (TPMT_PUBLIC) or not.
+    pub async fn challenge(&self, vm: &str, ak: Option<&[u8]>) -> Value {
+        let (st, c) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/vms/{vm}/challenges"),
+                Some(json!({"akPublic": ak.map(trustlaunch_eventlog::hex::encode)})),
+            )
+            .await;
+        assert_eq!(st, 201, "challenge {vm}: {c}");
+        c
+    }
+
+    /// Submits the answer to a challenge; returns (status, result).
     pub async fn submit(
         &self,
         vm: &str,
+        challenge: &str,
         e: &Evidence,
-        nonce: &[u8],
-        activated: bool,
+        secret: Option<&[u8]>,
     ) -> (u16, Value) {
         self.call(
             reqwest::Method::POST,
             &format!("/v1/vms/{vm}/attestations"),
             Some(json!({
-                "nonce": trustlaunch_eventlog::hex::encode(nonce),
-                "akActivated": activated,
+                "challengeId": challenge,
+                "activatedSecret": secret.map(trustlaunch_eventlog::hex::encode),
                 "evidence": e,
             })),
         )
         .await
+    }
+
+    /// The whole exchange with a replayed guest: a challenge naming its
+    /// AK, its evidence for the challenge's nonce (then `edit`, a guest
+    /// with root), its TPM's activation of the credential (unless
+    /// `activate` is false), the submission.
+    pub async fn attest_with(
+        &self,
+        vm: &str,
+        g: &mut ReplayedGuest,
+        edit: impl FnOnce(&mut Evidence),
+        activate: bool,
+    ) -> (u16, Value) {
+        let ak = g.ak_public().unwrap();
+        let c = self.challenge(vm, Some(&ak)).await;
+        let nonce = trustlaunch_eventlog::hex::decode(c["nonce"].as_str().unwrap()).unwrap();
+        let mut e = g.evidence(&nonce).unwrap();
+        edit(&mut e);
+        let secret = if activate {
+            let cred = &c["credential"];
+            let blob = trustlaunch_eventlog::hex::decode(cred["credentialBlob"].as_str().unwrap())
+                .unwrap();
+            let sec = trustlaunch_eventlog::hex::decode(cred["encryptedSecret"].as_str().unwrap())
+                .unwrap();
+            // A TPM without the EK the credential was made under cannot
+            // activate it: nothing to send.
+            g.activate(&blob, &sec).ok()
+        } else {
+            None
+        };
+        self.submit(vm, c["id"].as_str().unwrap(), &e, secret.as_deref())
+            .await
+    }
+
+    /// [`Srv::attest_with`] without edits.
+    pub async fn attest(&self, vm: &str, g: &mut ReplayedGuest) -> (u16, Value) {
+        self.attest_with(vm, g, |_| {}, true).await
     }
     pub async fn alerts(&self, vm: &str) -> Vec<Value> {
         self.get(&format!("/v1/security/alerts?vm={vm}")).await["value"]
