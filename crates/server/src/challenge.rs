@@ -175,7 +175,10 @@ impl Service {
 
 /// MakeCredential for `ak_public`'s name under `ek_public`, with a fresh
 /// 32-byte secret.
-fn credential_for(ek_public: &[u8], ak_public: &[u8]) -> Result<(Credential, Vec<u8>), ApiError> {
+pub fn credential_for(
+    ek_public: &[u8],
+    ak_public: &[u8],
+) -> Result<(Credential, Vec<u8>), ApiError> {
     let ek = Public::from_bytes(ek_public)
         .map_err(|e| ApiError::internal(format!("the recorded EK: {e}")))?;
     let ak = Public::from_bytes(ak_public)

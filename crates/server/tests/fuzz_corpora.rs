@@ -53,3 +53,55 @@ fn seeds_decode_and_regressions_are_refused() {
         );
     }
 }
+
+/// The `server_challenge` target's seeds: the recorded VM's AK gets a
+/// credential under its EK, raw and as a request; the answer decodes.
+#[test]
+fn challenge_seeds_make_credentials_and_decode() {
+    use trustlaunch_server::api::{ChallengeRequest, SubmitEvidence};
+    use trustlaunch_server::challenge::credential_for;
+    use trustlaunch_server::model::unhex;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("../attestation/tests/data/evidence/tiny-sb/state.json")).unwrap(),
+    )
+    .unwrap();
+    let ek = unhex(state["ekPublic"].as_str().unwrap()).unwrap();
+    let seeds: Vec<(String, Vec<u8>)> = {
+        let d = dir.join("../../fuzz/seeds/server_challenge");
+        let mut v: Vec<_> = std::fs::read_dir(&d)
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(seeds.len(), 3);
+    for (name, bytes) in seeds {
+        let (mode, rest) = bytes.split_first().unwrap();
+        match mode % 3 {
+            0 => assert!(credential_for(&ek, rest).is_ok(), "{name}"),
+            1 => {
+                let r: ChallengeRequest = serde_json::from_slice(rest).unwrap();
+                let ak = unhex(r.ak_public.as_deref().unwrap()).unwrap();
+                let (c, secret) = credential_for(&ek, &ak).unwrap();
+                assert_eq!(secret.len(), 32);
+                assert!(!c.credential_blob.is_empty(), "{name}");
+            }
+            _ => assert!(
+                serde_json::from_slice::<SubmitEvidence>(rest).is_ok(),
+                "{name}"
+            ),
+        }
+    }
+    // Garbage AKs are refused with an error, not a panic.
+    for ak in [&b""[..], &[0u8; 3], &[0xff; 300]] {
+        assert!(credential_for(&ek, ak).is_err());
+    }
+}
