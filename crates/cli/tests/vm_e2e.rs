@@ -1205,7 +1205,11 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
         std::thread::sleep(Duration::from_millis(300));
     }
     let (st, metrics) = {
-        let r = reqwest::blocking::get(format!("{}/metrics", srv.url)).unwrap();
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}/metrics", srv.url))
+            .bearer_auth(&srv.token)
+            .send()
+            .unwrap();
         (r.status().as_u16(), r.text().unwrap())
     };
     assert_eq!(st, 200);
