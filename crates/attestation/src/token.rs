@@ -49,7 +49,7 @@ pub const MAX_RSA_BITS: usize = 4096;
 pub const DEFAULT_RSA_BITS: usize = 2048;
 
 /// The claims [`issue`] sets itself; a claims object may not carry them.
-pub const REGISTERED_CLAIMS: [&str; 5] = ["iss", "iat", "nbf", "exp", "jti"];
+pub const REGISTERED_CLAIMS: [&str; 6] = ["iss", "aud", "iat", "nbf", "exp", "jti"];
 
 /// A failure to make, load or store a [`SigningKey`].
 #[derive(Debug, thiserror::Error)]
@@ -546,17 +546,20 @@ struct Header<'a> {
 }
 
 /// Issue a token: the claims object (Azure's names, e.g.
-/// [`crate::claims::Claims`]) with `iss`, `iat`, `nbf = iat`,
+/// [`crate::claims::Claims`]) with `iss`, `aud` (who the token is for: a
+/// relying party checks it is itself), `iat`, `nbf = iat`,
 /// `exp = iat + lifetime_secs` and `jti` added, signed RS256 with the set's
 /// current key; header `{"alg":"RS256","typ":"JWT","kid":…}`.
 ///
 /// `rng` blinds the RSA signature. Returns a `Result` (not a bare `String`): claims that are not an object
 /// or carry a registered claim, and time overflow, are refused rather than
 /// panicking or silently overwritten.
+#[allow(clippy::too_many_arguments)]
 pub fn issue(
     keys: &KeySet,
     claims: &impl Serialize,
     issuer: &str,
+    audience: &str,
     iat: u64,
     lifetime_secs: u64,
     jti: &str,
@@ -580,6 +583,7 @@ pub fn issue(
         .checked_add(lifetime_secs)
         .ok_or(IssueError::TimeOverflow { iat, lifetime_secs })?;
     payload.insert("iss".to_owned(), Value::from(issuer));
+    payload.insert("aud".to_owned(), Value::from(audience));
     payload.insert("iat".to_owned(), Value::from(iat));
     payload.insert("nbf".to_owned(), Value::from(iat));
     payload.insert("exp".to_owned(), Value::from(exp));
@@ -605,13 +609,15 @@ pub fn issue(
 /// Verify a token: size (≤ [`MAX_TOKEN_LEN`]), three unpadded base64url
 /// parts, header `alg` RS256 (nothing else), no `crit`, `typ` JWT if
 /// present, `kid` in `jwks`, the signature, then — only once the signature
-/// holds — the payload: a JSON object with `iss == issuer`, `exp` (required)
+/// holds — the payload: a JSON object with `iss == issuer`, `aud` naming
+/// `audience` (a string, or an array holding it), `exp` (required)
 /// and `nbf`/`iat` (optional) integers, `now < exp + leeway` and
 /// `nbf <= now + leeway`. Returns the payload.
 pub fn verify(
     token: &str,
     jwks: &Jwks,
     issuer: &str,
+    audience: &str,
     now: u64,
     leeway_secs: u64,
 ) -> Result<Value, TokenError> {
@@ -700,6 +706,17 @@ pub fn verify(
             return Err(TokenError::InvalidClaim {
                 claim: "iss",
                 reason: format!("a JSON {}, not a string", json_type(other)),
+            })
+        }
+    }
+    match claims.get("aud") {
+        None => return Err(TokenError::MissingClaim { claim: "aud" }),
+        Some(Value::String(a)) if a == audience => {}
+        Some(Value::Array(a)) if a.iter().any(|x| x.as_str() == Some(audience)) => {}
+        Some(other) => {
+            return Err(TokenError::InvalidClaim {
+                claim: "aud",
+                reason: format!("{other} does not name {audience:?}"),
             })
         }
     }

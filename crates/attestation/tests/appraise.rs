@@ -447,6 +447,28 @@ fn tamper_suite_each_attack_fails_exactly_its_checks() {
         }));
     attacks += 1;
 
+    // 17. A 1024-bit AK (its public area rewritten, its name made
+    // consistent): too weak to attest, whatever it signed.
+    let mut e = tiny.evidence.clone();
+    let mut ak = Public::from_bytes(&e.ak_public.0).unwrap();
+    if let trustlaunch_tpm::public::PublicKey::Rsa {
+        modulus, key_bits, ..
+    } = &mut ak.key
+    {
+        modulus.truncate(128);
+        *key_bits = 1024;
+    }
+    e.ak_public = Bytes(ak.to_bytes());
+    e.ak_name = Bytes(ak.name().unwrap());
+    let a = appraise(&e, &reference(&tiny, &ca));
+    assert!(a
+        .check("ak.attributes")
+        .unwrap()
+        .detail
+        .contains("RSA key of 1024 bits"));
+    assert_fails(&a, &["ak.attributes", "quote.signature"], "1024-bit AK");
+    attacks += 1;
+
     // The same baseline passes its own boot and the next one.
     for c in [&tiny, &tiny2] {
         let mut r = reference(c, &ca);
@@ -459,7 +481,7 @@ fn tamper_suite_each_attack_fails_exactly_its_checks() {
         );
         assert_eq!(a.check("baseline").unwrap().outcome, Outcome::Pass);
     }
-    assert!(attacks >= 16);
+    assert!(attacks >= 17);
 }
 
 #[test]

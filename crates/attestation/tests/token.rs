@@ -21,6 +21,7 @@ use trustlaunch_attestation::token::{
 };
 
 const ISSUER: &str = "https://attest.trustlaunch.example";
+const AUDIENCE: &str = "relying-party.example";
 const T0: u64 = 1_760_000_000;
 
 /// Two RSA-2048 keys, generated once (key generation is the slow part).
@@ -56,6 +57,7 @@ fn token() -> String {
         &set(),
         &claims(),
         ISSUER,
+        AUDIENCE,
         T0,
         DEFAULT_LIFETIME_SECS,
         "jti-1",
@@ -98,7 +100,7 @@ fn sign_raw(key_pem: &str, header: &Value, payload: &Value) -> String {
 }
 
 fn good_payload() -> Value {
-    json!({"iss": ISSUER, "iat": T0, "nbf": T0, "exp": T0 + 3600, "jti": "x"})
+    json!({"iss": ISSUER, "aud": AUDIENCE, "iat": T0, "nbf": T0, "exp": T0 + 3600, "jti": "x"})
 }
 
 #[test]
@@ -108,6 +110,7 @@ fn round_trip_with_azure_claim_names() {
         &set,
         &claims(),
         ISSUER,
+        AUDIENCE,
         T0,
         DEFAULT_LIFETIME_SECS,
         "jti-1",
@@ -131,10 +134,10 @@ fn round_trip_with_azure_claim_names() {
     );
     assert_eq!(
         decode_json(&p),
-        verify(&token, &set.jwks(T0), ISSUER, T0, 0).unwrap()
+        verify(&token, &set.jwks(T0), ISSUER, AUDIENCE, T0, 0).unwrap()
     );
 
-    let v = verify(&token, &set.jwks(T0), ISSUER, T0 + 60, 0).unwrap();
+    let v = verify(&token, &set.jwks(T0), ISSUER, AUDIENCE, T0 + 60, 0).unwrap();
     assert_eq!(v["x-ms-attestation-type"], "azurevm");
     assert_eq!(v["secureboot"], true);
     assert_eq!(v["x-ms-azurevm-dbvalidated"], true);
@@ -161,19 +164,46 @@ fn round_trip_with_azure_claim_names() {
 fn issue_refusals() {
     let set = set();
     assert!(matches!(
-        issue(&set, &json!({"exp": 1}), ISSUER, T0, 60, "j", &mut OsRng),
+        issue(
+            &set,
+            &json!({"exp": 1}),
+            ISSUER,
+            AUDIENCE,
+            T0,
+            60,
+            "j",
+            &mut OsRng
+        ),
         Err(IssueError::ReservedClaim { claim: "exp" })
     ));
     assert!(matches!(
-        issue(&set, &json!([1, 2]), ISSUER, T0, 60, "j", &mut OsRng),
+        issue(
+            &set,
+            &json!([1, 2]),
+            ISSUER,
+            AUDIENCE,
+            T0,
+            60,
+            "j",
+            &mut OsRng
+        ),
         Err(IssueError::ClaimsNotObject { found: "array" })
     ));
     assert!(matches!(
-        issue(&set, &claims(), ISSUER, u64::MAX - 10, 60, "j", &mut OsRng),
+        issue(
+            &set,
+            &claims(),
+            ISSUER,
+            AUDIENCE,
+            u64::MAX - 10,
+            60,
+            "j",
+            &mut OsRng
+        ),
         Err(IssueError::TimeOverflow { .. })
     ));
     assert!(matches!(
-        issue(&set, &claims(), ISSUER, T0, 0, "j", &mut OsRng),
+        issue(&set, &claims(), ISSUER, AUDIENCE, T0, 0, "j", &mut OsRng),
         Err(IssueError::ZeroLifetime)
     ));
 }
@@ -182,12 +212,32 @@ fn issue_refusals() {
 fn rotation() {
     let (old, new) = keys();
     let mut set = KeySet::new(old.clone());
-    let old_token = issue(&set, &claims(), ISSUER, T0, 3600, "old", &mut OsRng).unwrap();
+    let old_token = issue(
+        &set,
+        &claims(),
+        ISSUER,
+        AUDIENCE,
+        T0,
+        3600,
+        "old",
+        &mut OsRng,
+    )
+    .unwrap();
 
     let retire = T0 + 3600 + 300;
     set.rotate(new.clone(), retire);
     assert_eq!(set.current().kid(), new.kid());
-    let new_token = issue(&set, &claims(), ISSUER, T0 + 10, 3600, "new", &mut OsRng).unwrap();
+    let new_token = issue(
+        &set,
+        &claims(),
+        ISSUER,
+        AUDIENCE,
+        T0 + 10,
+        3600,
+        "new",
+        &mut OsRng,
+    )
+    .unwrap();
     assert_eq!(decode_json(&parts(&new_token).0)["kid"], new.kid());
     assert_eq!(decode_json(&parts(&old_token).0)["kid"], old.kid());
 
@@ -199,19 +249,19 @@ fn rotation() {
         .map(|k| k.kid.clone().unwrap())
         .collect();
     assert_eq!(kids, [new.kid(), old.kid()]);
-    verify(&old_token, &published, ISSUER, T0 + 20, 0).unwrap();
-    verify(&new_token, &published, ISSUER, T0 + 20, 0).unwrap();
+    verify(&old_token, &published, ISSUER, AUDIENCE, T0 + 20, 0).unwrap();
+    verify(&new_token, &published, ISSUER, AUDIENCE, T0 + 20, 0).unwrap();
 
     // Once retired the old key is gone from the JWKS and its tokens fail by kid.
     let after = set.jwks(retire);
     assert_eq!(after.keys.len(), 1);
     assert_eq!(
-        verify(&old_token, &after, ISSUER, T0 + 20, 0),
+        verify(&old_token, &after, ISSUER, AUDIENCE, T0 + 20, 0),
         Err(TokenError::UnknownKid {
             kid: old.kid().to_owned()
         })
     );
-    verify(&new_token, &after, ISSUER, T0 + 20, 0).unwrap();
+    verify(&new_token, &after, ISSUER, AUDIENCE, T0 + 20, 0).unwrap();
     set.prune(retire);
     assert!(set.previous().is_empty());
 
@@ -228,42 +278,49 @@ fn time_window() {
     let token = token();
     let jwks = set().jwks(T0);
     let exp = T0 + DEFAULT_LIFETIME_SECS;
-    verify(&token, &jwks, ISSUER, exp - 1, 0).unwrap();
+    verify(&token, &jwks, ISSUER, AUDIENCE, exp - 1, 0).unwrap();
     assert_eq!(
-        verify(&token, &jwks, ISSUER, exp, 0),
+        verify(&token, &jwks, ISSUER, AUDIENCE, exp, 0),
         Err(TokenError::Expired {
             exp,
             now: exp,
             leeway_secs: 0
         })
     );
-    verify(&token, &jwks, ISSUER, exp + 59, 60).unwrap();
+    verify(&token, &jwks, ISSUER, AUDIENCE, exp + 59, 60).unwrap();
     assert!(matches!(
-        verify(&token, &jwks, ISSUER, exp + 60, 60),
+        verify(&token, &jwks, ISSUER, AUDIENCE, exp + 60, 60),
         Err(TokenError::Expired { .. })
     ));
 
     assert_eq!(
-        verify(&token, &jwks, ISSUER, T0 - 1, 0),
+        verify(&token, &jwks, ISSUER, AUDIENCE, T0 - 1, 0),
         Err(TokenError::NotYetValid {
             nbf: T0,
             now: T0 - 1,
             leeway_secs: 0
         })
     );
-    verify(&token, &jwks, ISSUER, T0 - 30, 30).unwrap();
+    verify(&token, &jwks, ISSUER, AUDIENCE, T0 - 30, 30).unwrap();
     assert!(matches!(
-        verify(&token, &jwks, ISSUER, T0 - 31, 30),
+        verify(&token, &jwks, ISSUER, AUDIENCE, T0 - 31, 30),
         Err(TokenError::NotYetValid { .. })
     ));
     // Huge leeway saturates instead of overflowing.
-    verify(&token, &jwks, ISSUER, T0, u64::MAX).unwrap();
+    verify(&token, &jwks, ISSUER, AUDIENCE, T0, u64::MAX).unwrap();
 }
 
 #[test]
 fn wrong_issuer() {
     assert_eq!(
-        verify(&token(), &set().jwks(T0), "https://evil.example", T0, 0),
+        verify(
+            &token(),
+            &set().jwks(T0),
+            "https://evil.example",
+            AUDIENCE,
+            T0,
+            0
+        ),
         Err(TokenError::Issuer {
             expected: "https://evil.example".to_owned(),
             found: ISSUER.to_owned()
@@ -283,7 +340,7 @@ fn tampering() {
     claims["x-ms-azurevm-vmid"] = json!("vm-other");
     let forged = format!("{h}.{}.{s}", b64(claims.to_string().as_bytes()));
     assert_eq!(
-        verify(&forged, &jwks, ISSUER, T0, 0),
+        verify(&forged, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::Signature { kid: kid.clone() })
     );
 
@@ -292,13 +349,13 @@ fn tampering() {
     sig[100] ^= 0x01;
     let forged = format!("{h}.{p}.{}", b64(&sig));
     assert_eq!(
-        verify(&forged, &jwks, ISSUER, T0, 0),
+        verify(&forged, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::Signature { kid: kid.clone() })
     );
     // Signature truncated.
     let forged = format!("{h}.{p}.{}", b64(&sig[..255]));
     assert_eq!(
-        verify(&forged, &jwks, ISSUER, T0, 0),
+        verify(&forged, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::Signature { kid: kid.clone() })
     );
 
@@ -306,7 +363,7 @@ fn tampering() {
     let header = json!({"typ": "JWT", "alg": "RS256", "kid": kid});
     let forged = format!("{}.{p}.{s}", b64(header.to_string().as_bytes()));
     assert_eq!(
-        verify(&forged, &jwks, ISSUER, T0, 0),
+        verify(&forged, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::Signature { kid })
     );
 }
@@ -319,7 +376,7 @@ fn alg_none_is_refused() {
         let header = json!({"alg": alg, "typ": "JWT", "kid": keys().0.kid()});
         let forged = format!("{}.{payload}.", b64(header.to_string().as_bytes()));
         assert_eq!(
-            verify(&forged, &jwks, ISSUER, T0, 0),
+            verify(&forged, &jwks, ISSUER, AUDIENCE, T0, 0),
             Err(TokenError::Algorithm {
                 alg: alg.to_owned()
             })
@@ -328,7 +385,7 @@ fn alg_none_is_refused() {
     // Without a kid either.
     let forged = format!("{}.{payload}.", b64(br#"{"alg":"none"}"#));
     assert!(matches!(
-        verify(&forged, &jwks, ISSUER, T0, 0),
+        verify(&forged, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::Algorithm { .. })
     ));
 }
@@ -351,7 +408,7 @@ fn hs256_with_the_rsa_public_key_as_secret_is_refused() {
         mac.update(input.as_bytes());
         let forged = format!("{input}.{}", b64(&mac.finalize().into_bytes()));
         assert_eq!(
-            verify(&forged, &jwks, ISSUER, T0, 0),
+            verify(&forged, &jwks, ISSUER, AUDIENCE, T0, 0),
             Err(TokenError::Algorithm {
                 alg: "HS256".to_owned()
             })
@@ -366,7 +423,7 @@ fn hs256_with_the_rsa_public_key_as_secret_is_refused() {
             b64(good_payload().to_string().as_bytes())
         );
         assert_eq!(
-            verify(&forged, &jwks, ISSUER, T0, 0),
+            verify(&forged, &jwks, ISSUER, AUDIENCE, T0, 0),
             Err(TokenError::Algorithm {
                 alg: alg.to_owned()
             })
@@ -412,7 +469,11 @@ fn header_refusals() {
     ];
     for (header, want) in cases {
         let t = sign_raw(&pem, &header, &good_payload());
-        assert_eq!(verify(&t, &jwks, ISSUER, T0, 0), Err(want), "{header}");
+        assert_eq!(
+            verify(&t, &jwks, ISSUER, AUDIENCE, T0, 0),
+            Err(want),
+            "{header}"
+        );
     }
     // The same construction with a proper header verifies: the refusals
     // above are the header's doing.
@@ -421,37 +482,41 @@ fn header_refusals() {
         &json!({"alg": "RS256", "kid": key.kid()}),
         &good_payload(),
     );
-    verify(&t, &jwks, ISSUER, T0, 0).unwrap();
+    verify(&t, &jwks, ISSUER, AUDIENCE, T0, 0).unwrap();
 
     // Missing exp, non-integer times.
     let header = json!({"alg": "RS256", "kid": key.kid()});
-    let t = sign_raw(&pem, &header, &json!({"iss": ISSUER}));
+    let t = sign_raw(&pem, &header, &json!({"iss": ISSUER, "aud": AUDIENCE}));
     assert_eq!(
-        verify(&t, &jwks, ISSUER, T0, 0),
+        verify(&t, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::MissingClaim { claim: "exp" })
     );
-    let t = sign_raw(&pem, &header, &json!({"iss": ISSUER, "exp": "tomorrow"}));
+    let t = sign_raw(
+        &pem,
+        &header,
+        &json!({"iss": ISSUER, "aud": AUDIENCE, "exp": "tomorrow"}),
+    );
     assert!(matches!(
-        verify(&t, &jwks, ISSUER, T0, 0),
+        verify(&t, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::InvalidClaim { claim: "exp", .. })
     ));
     let t = sign_raw(
         &pem,
         &header,
-        &json!({"iss": ISSUER, "exp": T0 + 10, "nbf": -1}),
+        &json!({"iss": ISSUER, "aud": AUDIENCE, "exp": T0 + 10, "nbf": -1}),
     );
     assert!(matches!(
-        verify(&t, &jwks, ISSUER, T0, 0),
+        verify(&t, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::InvalidClaim { claim: "nbf", .. })
     ));
     let t = sign_raw(&pem, &header, &json!({"exp": T0 + 10}));
     assert_eq!(
-        verify(&t, &jwks, ISSUER, T0, 0),
+        verify(&t, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::MissingClaim { claim: "iss" })
     );
     let t = sign_raw(&pem, &header, &json!(["not", "an", "object"]));
     assert!(matches!(
-        verify(&t, &jwks, ISSUER, T0, 0),
+        verify(&t, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::Json {
             part: "payload",
             ..
@@ -483,7 +548,7 @@ fn garbage_and_oversized_input() {
         (format!("{h} .{p}.{s}"), "base64"),
     ];
     for (input, kind) in cases {
-        let err = verify(&input, &jwks, ISSUER, T0, 0).unwrap_err();
+        let err = verify(&input, &jwks, ISSUER, AUDIENCE, T0, 0).unwrap_err();
         let got = match err {
             TokenError::Parts { .. } => "parts",
             TokenError::Base64 { .. } => "base64",
@@ -496,7 +561,7 @@ fn garbage_and_oversized_input() {
 
     let big = "a".repeat(MAX_TOKEN_LEN + 1);
     assert_eq!(
-        verify(&big, &jwks, ISSUER, T0, 0),
+        verify(&big, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::TooLarge {
             what: "token",
             len: MAX_TOKEN_LEN + 1,
@@ -507,7 +572,7 @@ fn garbage_and_oversized_input() {
     // before anything else.
     let padded = format!("{h}.{}.{s}", "A".repeat(MAX_TOKEN_LEN));
     assert!(matches!(
-        verify(&padded, &jwks, ISSUER, T0, 0),
+        verify(&padded, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::TooLarge { .. })
     ));
 }
@@ -551,7 +616,10 @@ fn mutations_never_verify() {
             continue;
         }
         tried += 1;
-        assert!(verify(&s, &jwks, ISSUER, T0, 0).is_err(), "accepted: {s}");
+        assert!(
+            verify(&s, &jwks, ISSUER, AUDIENCE, T0, 0).is_err(),
+            "accepted: {s}"
+        );
     }
     assert!(tried > 2500);
 }
@@ -607,8 +675,8 @@ fn jwks_shape_and_key_reconstruction() {
     let text = serde_json::to_vec(&jwks).unwrap();
     let parsed = Jwks::from_json(&text).unwrap();
     assert_eq!(parsed, jwks);
-    let t = issue(&set, &claims(), ISSUER, T0, 60, "j", &mut OsRng).unwrap();
-    verify(&t, &parsed, ISSUER, T0, 0).unwrap();
+    let t = issue(&set, &claims(), ISSUER, AUDIENCE, T0, 60, "j", &mut OsRng).unwrap();
+    verify(&t, &parsed, ISSUER, AUDIENCE, T0, 0).unwrap();
 }
 
 #[test]
@@ -619,19 +687,19 @@ fn foreign_jwks_keys_are_checked() {
     jwk.key_use = Some("enc".to_owned());
     let jwks = Jwks { keys: vec![jwk] };
     assert!(matches!(
-        verify(&t, &jwks, ISSUER, T0, 0),
+        verify(&t, &jwks, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::Key { .. })
     ));
     // Without the optional members the key still verifies.
     let mut jwk = key.jwk().clone();
     jwk.key_use = None;
     jwk.alg = None;
-    verify(&t, &Jwks { keys: vec![jwk] }, ISSUER, T0, 0).unwrap();
+    verify(&t, &Jwks { keys: vec![jwk] }, ISSUER, AUDIENCE, T0, 0).unwrap();
     // A short modulus is refused.
     let mut jwk = key.jwk().clone();
     jwk.n = Some(b64(&[0xC5; 128]));
     assert!(matches!(
-        verify(&t, &Jwks { keys: vec![jwk] }, ISSUER, T0, 0),
+        verify(&t, &Jwks { keys: vec![jwk] }, ISSUER, AUDIENCE, T0, 0),
         Err(TokenError::Key { .. })
     ));
     assert!(matches!(
@@ -657,13 +725,14 @@ fn pem_round_trip() {
         &KeySet::new(back),
         &claims(),
         ISSUER,
+        AUDIENCE,
         T0,
         60,
         "j",
         &mut OsRng,
     )
     .unwrap();
-    verify(&t, &set().jwks(T0), ISSUER, T0, 0).unwrap();
+    verify(&t, &set().jwks(T0), ISSUER, AUDIENCE, T0, 0).unwrap();
     assert!(SigningKey::from_pkcs8_pem(
         "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
     )
@@ -761,4 +830,48 @@ fn openssl_verifies_the_signature() {
     let out = run();
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("Verified OK"));
+}
+
+/// A token is for one audience: a relying party that is not it refuses
+/// the token, as it refuses one without an audience.
+#[test]
+fn the_audience_is_checked() {
+    let set = set();
+    let t = issue(&set, &claims(), ISSUER, AUDIENCE, T0, 60, "j", &mut OsRng).unwrap();
+    let v = verify(&t, &set.jwks(T0), ISSUER, AUDIENCE, T0, 0).unwrap();
+    assert_eq!(v["aud"], AUDIENCE);
+    assert!(matches!(
+        verify(&t, &set.jwks(T0), ISSUER, "another-party", T0, 0),
+        Err(TokenError::InvalidClaim { claim: "aud", .. })
+    ));
+    let key = &keys().0;
+    let pem = key.to_pkcs8_pem().unwrap();
+    let header = json!({"alg": "RS256", "kid": key.kid()});
+    let no_aud = sign_raw(
+        &pem,
+        &header,
+        &json!({"iss": ISSUER, "iat": T0, "exp": T0 + 60}),
+    );
+    assert_eq!(
+        verify(&no_aud, &set.jwks(T0), ISSUER, AUDIENCE, T0, 0),
+        Err(TokenError::MissingClaim { claim: "aud" })
+    );
+    let many = sign_raw(
+        &pem,
+        &header,
+        &json!({"iss": ISSUER, "aud": ["x", AUDIENCE], "iat": T0, "exp": T0 + 60}),
+    );
+    verify(&many, &set.jwks(T0), ISSUER, AUDIENCE, T0, 0).unwrap();
+    // Claims cannot smuggle their own audience.
+    assert!(issue(
+        &set,
+        &json!({"aud": "x"}),
+        ISSUER,
+        AUDIENCE,
+        T0,
+        60,
+        "j",
+        &mut OsRng
+    )
+    .is_err());
 }

@@ -62,6 +62,9 @@ struct RunArgs {
     /// The tokens' issuer (default http://LISTEN).
     #[arg(long)]
     issuer: Option<String>,
+    /// The tokens' audience, `aud`: who relies on them (default trustlaunch).
+    #[arg(long)]
+    token_audience: Option<String>,
     /// POST alert changes to this URL (repeatable).
     #[arg(long = "webhook")]
     webhooks: Vec<String>,
@@ -155,6 +158,7 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
         vtpm_ca: a.vtpm_ca,
         admin_token_file: Some(token_file.clone()),
         issuer: a.issuer,
+        token_audience: a.token_audience,
         token_lifetime: Duration::from_secs(a.token_lifetime.max(1)),
         interval: Duration::from_secs(a.interval.max(1)),
         agent_timeout: Duration::from_secs(a.agent_timeout),

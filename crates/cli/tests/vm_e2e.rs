@@ -1072,6 +1072,7 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
         first["token"].as_str().unwrap(),
         &jwks,
         &srv.url,
+        "trustlaunch",
         unix_now(),
         60,
     )

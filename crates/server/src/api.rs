@@ -234,6 +234,7 @@ async fn openid_configuration(State(s): St) -> ApiResult {
         "issuer": iss,
         "jwks_uri": format!("{}/.well-known/jwks.json", iss.trim_end_matches('/')),
         "id_token_signing_alg_values_supported": ["RS256"],
+        "audience": s.service.config.audience,
         "claims_supported": ["secureboot", "x-ms-attestation-type", "x-ms-azurevm-attested-pcrs", "x-ms-azurevm-dbvalidated", "x-ms-azurevm-dbxvalidated", "x-ms-azurevm-default-securebootkeysvalidated", "x-ms-azurevm-bootdebug-enabled", "x-ms-azurevm-kerneldebug-enabled", "x-ms-azurevm-testsigning-enabled", "x-ms-azurevm-ostype", "x-ms-azurevm-osdistro", "x-ms-azurevm-vmid"]
     }))
 }

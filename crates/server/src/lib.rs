@@ -60,6 +60,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// The tokens' issuer (default `http://<listen>`).
     pub issuer: Option<String>,
+    /// The tokens' audience (default `trustlaunch`).
+    pub token_audience: Option<String>,
     /// Token lifetime (default 8 h, as Azure Attestation's).
     pub token_lifetime: Duration,
     /// Attest running VMs this often (default 5 min).
@@ -118,6 +120,7 @@ impl Default for Config {
             vtpm_ca: Vec::new(),
             admin_token_file: None,
             issuer: None,
+            token_audience: None,
             token_lifetime: Duration::from_secs(8 * 3600),
             interval: Duration::from_secs(300),
             agent_timeout: Duration::from_secs(600),
@@ -288,6 +291,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             store.clone(),
             ServiceConfig {
                 issuer,
+                audience: config
+                    .token_audience
+                    .clone()
+                    .unwrap_or_else(|| service::DEFAULT_AUDIENCE.into()),
                 token_lifetime: config.token_lifetime,
                 agent_timeout: config.agent_timeout,
                 webhooks: config.webhooks.clone(),

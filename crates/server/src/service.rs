@@ -53,6 +53,8 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 pub struct ServiceConfig {
     /// The `iss` of tokens.
     pub issuer: String,
+    /// The `aud` of tokens: who they are for (default `trustlaunch`).
+    pub audience: String,
     /// Token lifetime.
     pub token_lifetime: Duration,
     /// How long an agent may be silent before it is unresponsive.
@@ -70,6 +72,7 @@ impl ServiceConfig {
     pub fn with_issuer(issuer: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
+            audience: DEFAULT_AUDIENCE.into(),
             token_lifetime: Duration::from_secs(8 * 3600),
             agent_timeout: Duration::from_secs(600),
             webhooks: Vec::new(),
@@ -140,6 +143,9 @@ pub struct Service {
     /// Seals the token-signing keys in the store.
     pub(crate) master: MasterKey,
 }
+
+/// Tokens' default audience.
+pub const DEFAULT_AUDIENCE: &str = "trustlaunch";
 
 /// Unix seconds now.
 pub fn now() -> u64 {
@@ -907,6 +913,7 @@ impl Service {
             &keys,
             &a.claims,
             &self.config.issuer,
+            &self.config.audience,
             now(),
             self.config.token_lifetime.as_secs().max(1),
             &hex(&jti),

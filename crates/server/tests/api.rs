@@ -122,8 +122,15 @@ async fn lifecycle(db: &str, boot: &Case, g: &mut trustlaunch_agent::replayed::R
         .unwrap();
     let jwks = Jwks::from_json(&jwks_json).unwrap();
     let now = trustlaunch_server::service::now();
-    let claims = token::verify(r2["token"].as_str().unwrap(), &jwks, &s.url, now, 60)
-        .unwrap_or_else(|e| panic!("token: {e}"));
+    let claims = token::verify(
+        r2["token"].as_str().unwrap(),
+        &jwks,
+        &s.url,
+        "trustlaunch",
+        now,
+        60,
+    )
+    .unwrap_or_else(|e| panic!("token: {e}"));
     assert_eq!(claims["secureboot"], true);
     assert_eq!(claims["x-ms-attestation-type"], "azurevm");
     assert_eq!(claims["x-ms-azurevm-vmid"], vm);
