@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use trustlaunch_runtime::platform::Home;
+use trustlaunch_server::{HttpLimits, TlsSource};
 
 /// `trustlaunch server ...`
 #[derive(Args)]
@@ -30,6 +31,50 @@ struct RunArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8844")]
     listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first) instead
+    /// of one from the platform's TLS CA; with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A name clients reach this server by (DNS name or IP address) that
+    /// the platform-issued certificate carries besides the listen address
+    /// and localhost (repeatable).
+    #[arg(long = "tls-name", value_name = "NAME", conflicts_with = "tls_cert")]
+    tls_names: Vec<String>,
+    /// The platform master key, which seals the TLS keys (default: the
+    /// home's master.key; with --no-runtime and no --home, master.key
+    /// beside the SQLite database). The platform's TLS CA lives in tls/
+    /// in the home, or beside this file without one.
+    #[arg(long, value_name = "FILE")]
+    master_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS: on a loopback address only.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_names"])]
+    no_tls: bool,
+    /// Serve plain HTTP on any address, a non-loopback one included (only
+    /// behind something that encrypts the path, e.g. a TLS-terminating
+    /// proxy); logs a warning.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_names"])]
+    insecure_http: bool,
+    /// Connections open at once; more wait in the kernel's backlog.
+    #[arg(long, default_value_t = HttpLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, default_value_t = HttpLimits::default().tls_handshake_timeout.as_secs())]
+    tls_handshake_timeout: u64,
+    /// Seconds a request's head may take to arrive (also the longest a
+    /// connection waits for its next request).
+    #[arg(long, default_value_t = HttpLimits::default().header_read_timeout.as_secs())]
+    header_read_timeout: u64,
+    /// Seconds from a request's head to its answer, the body's upload
+    /// included (408 after).
+    #[arg(long, default_value_t = HttpLimits::default().request_timeout.as_secs())]
+    request_timeout: u64,
+    /// Seconds an idle connection (no request in progress, no byte moving)
+    /// is kept.
+    #[arg(long, default_value_t = HttpLimits::default().keep_alive_timeout.as_secs())]
+    keep_alive_timeout: u64,
     /// Database: sqlite://PATH (default: trustlaunch.db in the home) or
     /// postgres://USER@HOST/DB (several servers may share one).
     #[arg(long)]
@@ -59,7 +104,7 @@ struct RunArgs {
     /// Attestation token lifetime, seconds.
     #[arg(long, default_value_t = 8 * 3600)]
     token_lifetime: u64,
-    /// The tokens' issuer (default http://LISTEN).
+    /// The tokens' issuer (default https://LISTEN, http:// without TLS).
     #[arg(long)]
     issuer: Option<String>,
     /// POST alert changes to this URL (repeatable).
@@ -101,6 +146,60 @@ fn parse_quota(s: &str) -> Result<(String, u32), String> {
     Ok((family.to_owned(), n))
 }
 
+/// The platform TLS CA's certificate in a home (what clients trust).
+pub fn default_ca_file(home: &std::path::Path) -> PathBuf {
+    home.join("tls").join(trustlaunch_server::tls::CA_CERT)
+}
+
+/// Where the server's certificate comes from: files, or the platform's
+/// CA in the home (`<home>/tls`, keys sealed under the home's master
+/// key); without a home (`--no-runtime`, no `--home`), beside the master
+/// key, by default beside the SQLite database.
+fn tls_source(a: &RunArgs, root: &std::path::Path, db: &str) -> Result<Option<TlsSource>> {
+    if a.no_tls || a.insecure_http {
+        return Ok(None);
+    }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        return Ok(Some(TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        }));
+    }
+    let (dir, master_key) = if a.home.is_some() || !a.no_runtime {
+        let home = Home::open(root.to_owned())
+            .with_context(|| format!("opening the home {}", root.display()))?;
+        let key = a
+            .master_key
+            .clone()
+            .unwrap_or_else(|| home.master_key_path());
+        (root.join("tls"), key)
+    } else {
+        let key = match (&a.master_key, db.strip_prefix("sqlite://")) {
+            (Some(k), _) => k.clone(),
+            (None, Some(path)) => {
+                let path = path.split('?').next().unwrap_or(path);
+                std::path::Path::new(path)
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("master.key")
+            }
+            (None, None) => bail!(
+                "the platform TLS CA needs a master key: give --home DIR or --master-key FILE                  (or --tls-cert/--tls-key)"
+            ),
+        };
+        let dir = key
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("tls");
+        (dir, key)
+    };
+    Ok(Some(TlsSource::Platform {
+        dir,
+        master_key,
+        extra_names: a.tls_names.clone(),
+    }))
+}
+
 /// The admin token file of a home.
 pub fn default_token_file(home: &std::path::Path) -> PathBuf {
     home.join("server").join("admin.token")
@@ -129,8 +228,18 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
         .admin_token_file
         .clone()
         .unwrap_or_else(|| default_token_file(&root));
+    let tls = tls_source(&a, &root, &db)?;
     let config = trustlaunch_server::Config {
         listen: a.listen,
+        tls,
+        insecure_http: a.insecure_http,
+        http: HttpLimits {
+            max_connections: a.max_connections.max(1),
+            tls_handshake_timeout: Duration::from_secs(a.tls_handshake_timeout.max(1)),
+            header_read_timeout: Duration::from_secs(a.header_read_timeout.max(1)),
+            request_timeout: Duration::from_secs(a.request_timeout.max(1)),
+            keep_alive_timeout: Duration::from_secs(a.keep_alive_timeout.max(1)),
+        },
         db,
         home: (!a.no_runtime).then(|| root.clone()),
         vtpm_ca: a.vtpm_ca,
@@ -160,7 +269,21 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
         let running = trustlaunch_server::start(config)
             .await
             .context("starting the server")?;
-        eprintln!("trustlaunch server: listening on http://{}", running.addr);
+        eprintln!("trustlaunch server: listening on {}", running.url());
+        match &running.tls {
+            Some(t) => match &t.ca_file {
+                Some(ca) => eprintln!(
+                    "trustlaunch server: TLS certificate for {} {} by the platform CA {} \
+                     (clients: --cacert {} or TRUSTLAUNCH_CACERT)",
+                    t.names.join(", "),
+                    if t.issued { "issued now" } else { "issued" },
+                    ca.display(),
+                    ca.display()
+                ),
+                None => eprintln!("trustlaunch server: TLS certificate from --tls-cert"),
+            },
+            None => eprintln!("trustlaunch server: plain HTTP, no TLS"),
+        }
         if running.admin_token.is_some() {
             eprintln!(
                 "trustlaunch server: made the first admin token: {}",

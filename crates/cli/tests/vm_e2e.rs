@@ -872,6 +872,8 @@ struct ServerProc {
     child: std::process::Child,
     url: String,
     token: String,
+    /// Trusts the platform TLS CA the server made in the home.
+    http: reqwest::blocking::Client,
 }
 
 impl Drop for ServerProc {
@@ -917,16 +919,26 @@ fn start_server_on(f: &Fixture, listen: &str, extra: &[&str]) -> ServerProc {
         .unwrap()
         .trim()
         .to_owned();
+    let url = url.expect("the server said where it listens");
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = fs::read(f.home.join("tls/ca.crt")).expect("the platform TLS CA");
+    let http = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
     ServerProc {
         child,
-        url: url.expect("the server said where it listens"),
+        url,
         token,
+        http,
     }
 }
 
 impl ServerProc {
     fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::blocking::Client::new()
+        let r = self
+            .http
             .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .send()
@@ -1061,7 +1073,10 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
         "predicted before the boot, then learned: {b:#}"
     );
     // The token verifies against the JWKS the server publishes.
-    let jwks = reqwest::blocking::get(format!("{}/.well-known/jwks.json", srv.url))
+    let jwks = srv
+        .http
+        .get(format!("{}/.well-known/jwks.json", srv.url))
+        .send()
         .unwrap()
         .bytes()
         .unwrap();
@@ -1203,7 +1218,7 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
         std::thread::sleep(Duration::from_millis(300));
     }
     let (st, metrics) = {
-        let r = reqwest::blocking::get(format!("{}/metrics", srv.url)).unwrap();
+        let r = srv.http.get(format!("{}/metrics", srv.url)).send().unwrap();
         (r.status().as_u16(), r.text().unwrap())
     };
     assert_eq!(st, 200);

@@ -10,9 +10,13 @@
 //!   `interval`, reports silent agents;
 //! - webhook delivery ([`webhook`]) and Prometheus metrics ([`metrics`]);
 //! - the store (`trustlaunch-store`): SQLite by default, PostgreSQL so
-//!   several servers can share one database.
+//!   several servers can share one database;
+//! - the transport ([`transport`]): HTTP/1.1 over TLS ([`tls`]: a
+//!   certificate from files or from the platform's own CA), with a
+//!   connection cap and timeouts against slow and idle clients.
 //!
-//! Binds to 127.0.0.1 unless told otherwise.
+//! Binds to 127.0.0.1 unless told otherwise; serves plain HTTP only on a
+//! loopback address unless the operator insists.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +29,8 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod service;
+pub mod tls;
+pub mod transport;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -40,12 +46,23 @@ use trustlaunch_tpm::ekcert::CaCertificate;
 pub use error::ApiError;
 use monitor::{Monitor, MonitorConfig};
 use service::{Service, ServiceConfig};
+pub use tls::{ServerTls, TlsSource};
+pub use transport::HttpLimits;
 
 /// The server's settings.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Where to listen (default 127.0.0.1:8844).
     pub listen: SocketAddr,
+    /// HTTPS with this certificate; `None` (the default here; the
+    /// `trustlaunch server` command defaults to the platform's): plain
+    /// HTTP, which a non-loopback `listen` refuses unless `insecure_http`.
+    pub tls: Option<TlsSource>,
+    /// Serve plain HTTP on a non-loopback address anyway (with a loud
+    /// warning): for a TLS-terminating proxy in front.
+    pub insecure_http: bool,
+    /// The connection cap and timeouts.
+    pub http: HttpLimits,
     /// The database URL (`sqlite://PATH` or `postgres://...`).
     pub db: String,
     /// The runtime's home, to run and monitor this host's VMs (`None`:
@@ -55,7 +72,8 @@ pub struct Config {
     pub vtpm_ca: Vec<PathBuf>,
     /// Where the first admin token is written when the store has none.
     pub admin_token_file: Option<PathBuf>,
-    /// The tokens' issuer (default `http://<listen>`).
+    /// The tokens' issuer (default `https://<listen>`, `http://` without
+    /// TLS).
     pub issuer: Option<String>,
     /// Token lifetime (default 8 h, as Azure Attestation's).
     pub token_lifetime: Duration,
@@ -96,6 +114,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8844)),
+            tls: None,
+            insecure_http: false,
+            http: HttpLimits::default(),
             db: "sqlite://trustlaunch.db".into(),
             home: None,
             vtpm_ca: Vec::new(),
@@ -132,6 +153,12 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// TLS: a certificate or key file, the platform CA, the master key.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// Plain HTTP on a non-loopback address, not insisted on.
+    #[error("{0}")]
+    PlainHttp(String),
     /// Binding the address.
     #[error("listening on {addr}: {source}")]
     Bind {
@@ -153,11 +180,19 @@ pub struct Running {
     pub service: Arc<Service>,
     /// The admin token made at this start, if the store had no token.
     pub admin_token: Option<String>,
+    /// The TLS it serves (`None`: plain HTTP).
+    pub tls: Option<ServerTls>,
     serve: tokio::task::JoinHandle<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
+    /// The base URL: `https://ADDR`, or `http://ADDR` without TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// Serves until the task ends (it does not, unless the listener fails).
     pub async fn wait(self) {
         let _ = self.serve.await;
@@ -186,6 +221,27 @@ fn read_ca(path: &PathBuf) -> Result<CaCertificate, StartError> {
 /// Opens the store, the runtime (if any) and the service, binds, and
 /// starts serving and the loops.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let tls = match &config.tls {
+        Some(source) => {
+            let (source, listen) = (source.clone(), config.listen);
+            Some(
+                tokio::task::spawn_blocking(move || tls::load(&source, listen))
+                    .await
+                    .map_err(|e| StartError::Other(e.to_string()))??,
+            )
+        }
+        None => {
+            match transport::plain_http_allowed(config.listen, config.insecure_http) {
+                Ok(Some(warning)) => tracing::warn!("{warning}"),
+                Ok(None) => {}
+                Err(refusal) => return Err(StartError::PlainHttp(refusal)),
+            }
+            None
+        }
+    };
+    if let Some(w) = transport::check_fd_limit(config.http.max_connections) {
+        tracing::warn!("{w}");
+    }
     let store = Store::open(&config.db).await?;
     let mut ca = Vec::new();
     let runtime = match &config.home {
@@ -217,10 +273,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let issuer = config
         .issuer
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let service = Arc::new(
         Service::new(
             store.clone(),
@@ -283,11 +340,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         control: control.clone(),
     });
     let router = api::router(state);
-    let serve = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("server: {e}");
-        }
-    });
+    let serve = tokio::spawn(transport::serve(
+        listener,
+        tls.as_ref().map(|t| t.acceptor.clone()),
+        router,
+        config.http,
+        service.clone(),
+    ));
     let mut background = vec![tokio::spawn(webhook::run(service.clone()))];
     if let Some(m) = monitor {
         background.push(tokio::spawn(m.run()));
@@ -308,6 +367,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr,
         service,
         admin_token,
+        tls,
         serve,
         background,
     })

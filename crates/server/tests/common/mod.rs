@@ -132,11 +132,22 @@ pub async fn start_with(db: &str, config: Config) -> Srv {
     .await
     .unwrap();
     Srv {
-        url: format!("http://{}", running.addr),
+        url: running.url(),
+        http: client_for(&running),
         running,
         token,
-        http: reqwest::Client::new(),
     }
+}
+
+/// An HTTP client for `running`: trusting its platform CA when it serves
+/// TLS with one.
+pub fn client_for(running: &Running) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().use_rustls_tls();
+    if let Some(ca) = running.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        let pem = std::fs::read(ca).unwrap();
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
 }
 
 pub fn platform_ca() -> Vec<PathBuf> {
