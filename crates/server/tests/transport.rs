@@ -67,6 +67,17 @@ fn metric(s: &Srv, name: &str) -> u64 {
         .map_or(0, |v| v.parse().unwrap())
 }
 
+/// Waits for `name` to reach `at_least` (a connection is counted once its
+/// task ended, just after the client saw it close).
+async fn wait_metric(s: &Srv, name: &str, at_least: u64) {
+    wait_until(
+        &format!("{name} >= {at_least}"),
+        Duration::from_secs(5),
+        || metric(s, name) >= at_least,
+    )
+    .await;
+}
+
 async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
@@ -177,12 +188,12 @@ async fn slowloris_connections_are_closed_at_the_header_timeout_and_healthz_answ
             "a trickling client kept its connection {kept:?} (header timeout {header:?})"
         );
     }
-    assert!(
-        metric(
-            &s,
-            "trustlaunch_http_connections_closed_total{reason=\"header_timeout\"}"
-        ) >= n as u64
-    );
+    wait_metric(
+        &s,
+        "trustlaunch_http_connections_closed_total{reason=\"header_timeout\"}",
+        n as u64,
+    )
+    .await;
     wait_until("server ends released", Duration::from_secs(5), || {
         s.running.service.metrics.connections_open() == 0 && fds() <= fds0 + 8
     })
@@ -247,18 +258,18 @@ async fn over_tls_stalled_handshakes_and_slow_headers_are_closed() {
             "kept {kept:?} (timeouts {limit:?})"
         );
     }
-    assert!(
-        metric(
-            &s,
-            "trustlaunch_http_connections_closed_total{reason=\"tls_handshake_timeout\"}"
-        ) >= 200
-    );
-    assert!(
-        metric(
-            &s,
-            "trustlaunch_http_connections_closed_total{reason=\"header_timeout\"}"
-        ) >= 100
-    );
+    wait_metric(
+        &s,
+        "trustlaunch_http_connections_closed_total{reason=\"tls_handshake_timeout\"}",
+        200,
+    )
+    .await;
+    wait_metric(
+        &s,
+        "trustlaunch_http_connections_closed_total{reason=\"header_timeout\"}",
+        100,
+    )
+    .await;
     wait_until("server ends released", Duration::from_secs(5), || {
         s.running.service.metrics.connections_open() == 0 && fds() <= fds0 + 8
     })
@@ -405,12 +416,12 @@ async fn idle_keep_alive_connections_and_unread_answers_are_closed() {
         kept >= idle - Duration::from_millis(100) && kept < Duration::from_secs(10),
         "idle keep-alive kept {kept:?}"
     );
-    assert!(
-        metric(
-            &s,
-            "trustlaunch_http_connections_closed_total{reason=\"idle\"}"
-        ) >= 1
-    );
+    wait_metric(
+        &s,
+        "trustlaunch_http_connections_closed_total{reason=\"idle\"}",
+        1,
+    )
+    .await;
 
     // A client that asks for answers and reads none: once the socket's
     // buffers are full nothing moves, and the connection is closed.
