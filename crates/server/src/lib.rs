@@ -243,6 +243,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!("{w}");
     }
     let store = Store::open(&config.db).await?;
+    if store.backend() == trustlaunch_store::Backend::Postgres {
+        match store.tls_in_use().await {
+            Ok(true) => tracing::info!("database: PostgreSQL over TLS"),
+            Ok(false) => tracing::warn!(
+                "database: PostgreSQL without TLS; unless it is reached over a local socket, add \
+                 sslmode=verify-full&sslrootcert=CA.pem to the database URL"
+            ),
+            Err(e) => tracing::warn!("database: {e}"),
+        }
+    }
     let mut ca = Vec::new();
     let runtime = match &config.home {
         Some(h) => {

@@ -1,7 +1,9 @@
 //! Shared by the server tests: a server on loopback over a real store
 //! (SQLite in a temporary directory, and PostgreSQL when
-//! `TRUSTLAUNCH_TEST_POSTGRES` names a database), the recorded evidence of
-//! real VM boots (`crates/attestation/tests/data/evidence/`), and an HTTP
+//! `TRUSTLAUNCH_TEST_POSTGRES` names a server: a database of this test
+//! process's own, reached over verified TLS when
+//! `TRUSTLAUNCH_TEST_POSTGRES_TLS` is set), the recorded evidence of real
+//! VM boots (`crates/attestation/tests/data/evidence/`), and an HTTP
 //! client.
 #![allow(dead_code)]
 
@@ -69,15 +71,80 @@ pub fn registration(c: &Case) -> VmRegistration {
 }
 
 /// The databases to run against: SQLite always, PostgreSQL when the test
-/// command provides one.
+/// command provides a server.
 pub fn databases(dir: &std::path::Path) -> Vec<String> {
     let mut v = vec![format!("sqlite://{}", dir.join("server.db").display())];
-    if let Ok(pg) = std::env::var("TRUSTLAUNCH_TEST_POSTGRES") {
-        if !pg.is_empty() {
-            v.push(pg);
+    v.extend(postgres());
+    v
+}
+
+/// This test process's PostgreSQL database, made at first use (its tests
+/// share it, as servers sharing a database do): a database of its own, so
+/// that the test command's database may be at another schema version.
+/// Over the verified TLS URL when there is one.
+fn postgres() -> Option<String> {
+    static DB: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    DB.get_or_init(|| {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let admin = var("TRUSTLAUNCH_TEST_POSTGRES_TLS").or(var("TRUSTLAUNCH_TEST_POSTGRES"))?;
+        // Called from async tests: a thread with a runtime of its own.
+        let made = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(fresh_database(&admin))
+        })
+        .join()
+        .unwrap();
+        Some(made)
+    })
+    .clone()
+}
+
+/// A new database on `admin`'s server, named after this process; those
+/// of test processes that have ended are dropped first.
+async fn fresh_database(admin: &str) -> String {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(admin)
+        .await
+        .expect("TRUSTLAUNCH_TEST_POSTGRES is set but PostgreSQL is not reachable");
+    let prefix = "trustlaunch_srv_";
+    let old: Vec<(String,)> = sqlx::query_as(
+        "SELECT datname::TEXT FROM pg_database WHERE datname LIKE 'trustlaunch_srv_%'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    for (name,) in old {
+        let pid = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.split('_').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut c)
+                .await;
         }
     }
-    v
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("{prefix}{}_{}", std::process::id(), nanos % 1_000_000_000);
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .expect("create the test database (the role needs CREATEDB)");
+    let _ = c.close().await;
+    let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let (server, _) = base.rsplit_once('/').unwrap();
+    if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{query}")
+    }
 }
 
 /// A unique prefix, so runs sharing a PostgreSQL database do not meet.
