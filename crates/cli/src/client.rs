@@ -502,6 +502,26 @@ pub fn security(cmd: SecurityCommand) -> Result<ExitCode> {
                         a["detail"].as_str().unwrap_or(""),
                         a["key"].as_str().unwrap_or("")
                     );
+                    let hooks: Vec<String> = a["deliveries"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|d| {
+                            let state = d["state"].as_str().unwrap_or("?");
+                            match d["lastError"].as_str() {
+                                Some(e) if state != "delivered" => {
+                                    format!(
+                                        "{} {state} ({e})",
+                                        d["webhook"].as_str().unwrap_or("?")
+                                    )
+                                }
+                                _ => format!("{} {state}", d["webhook"].as_str().unwrap_or("?")),
+                            }
+                        })
+                        .collect();
+                    if !hooks.is_empty() {
+                        println!("          webhooks: {}", hooks.join(", "));
+                    }
                 }
             }
         }

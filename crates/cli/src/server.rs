@@ -107,9 +107,23 @@ struct RunArgs {
     /// The tokens' issuer (default https://LISTEN, http:// without TLS).
     #[arg(long)]
     issuer: Option<String>,
-    /// POST alert changes to this URL (repeatable).
-    #[arg(long = "webhook")]
+    /// POST alert changes to a webhook, NAME=URL (repeatable). Alerts name
+    /// it, never show its URL. Each needs --webhook-secret-file NAME=FILE.
+    #[arg(long = "webhook", value_name = "NAME=URL")]
     webhooks: Vec<String>,
+    /// The secret a webhook's payloads are signed with, NAME=FILE (at least
+    /// 16 bytes): X-Trustlaunch-Signature-256 is sha256=HMAC-SHA256 of the
+    /// body, as GitHub's X-Hub-Signature-256.
+    #[arg(long = "webhook-secret-file", value_name = "NAME=FILE")]
+    webhook_secrets: Vec<String>,
+    /// A CA certificate (PEM) webhooks' HTTPS may chain to, besides the
+    /// system's roots (repeatable).
+    #[arg(long = "webhook-ca", value_name = "FILE")]
+    webhook_ca: Vec<PathBuf>,
+    /// Seconds a webhook delivery is retried (backing off 1 s, 2 s, 4 s ...
+    /// up to 5 min) before it is given up as dead-lettered.
+    #[arg(long, default_value_t = 86_400)]
+    webhook_retry_window: u64,
     /// Where the first admin token is written (default: server/admin.token
     /// in the home).
     #[arg(long)]
@@ -200,6 +214,34 @@ fn tls_source(a: &RunArgs, root: &std::path::Path, db: &str) -> Result<Option<Tl
     }))
 }
 
+/// The webhooks of `--webhook NAME=URL`, each with its
+/// `--webhook-secret-file NAME=FILE`.
+fn webhooks(a: &RunArgs) -> Result<Vec<trustlaunch_server::webhook::Webhook>> {
+    let mut secrets = std::collections::BTreeMap::new();
+    for s in &a.webhook_secrets {
+        let (name, file) = s
+            .split_once('=')
+            .with_context(|| format!("--webhook-secret-file {s:?}: use NAME=FILE"))?;
+        secrets.insert(name.to_owned(), PathBuf::from(file));
+    }
+    let mut hooks = Vec::new();
+    for spec in &a.webhooks {
+        let Some((name, _)) = spec.split_once('=') else {
+            bail!("--webhook: use NAME=URL (alerts name the webhook, never show its URL)");
+        };
+        let Some(file) = secrets.remove(name) else {
+            bail!("webhook {name} has no secret: give --webhook-secret-file {name}=FILE");
+        };
+        hooks.push(trustlaunch_server::webhook::Webhook::from_spec(
+            spec, &file,
+        )?);
+    }
+    if let Some(name) = secrets.keys().next() {
+        bail!("--webhook-secret-file {name}=...: no --webhook {name}=URL");
+    }
+    Ok(hooks)
+}
+
 /// The admin token file of a home.
 pub fn default_token_file(home: &std::path::Path) -> PathBuf {
     home.join("server").join("admin.token")
@@ -229,6 +271,7 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| default_token_file(&root));
     let tls = tls_source(&a, &root, &db)?;
+    let hooks = webhooks(&a)?;
     let config = trustlaunch_server::Config {
         listen: a.listen,
         tls,
@@ -251,7 +294,12 @@ pub fn run(cmd: ServerCommand) -> Result<ExitCode> {
         boot_wait: Duration::from_secs(a.boot_wait.max(1)),
         challenge_limit: Duration::from_secs(a.challenge_limit.max(1)),
         tick: Duration::from_secs(2),
-        webhooks: a.webhooks,
+        webhooks: hooks,
+        webhook_ca: a.webhook_ca.clone(),
+        webhook_retry: trustlaunch_server::webhook::RetryPolicy {
+            window: Duration::from_secs(a.webhook_retry_window),
+            ..Default::default()
+        },
         driver: match a.driver {
             DriverArg::Runtime => trustlaunch_server::DriverChoice::Runtime,
             DriverArg::Sim => trustlaunch_server::DriverChoice::Sim {

@@ -228,3 +228,45 @@ fn plain_http_is_refused_off_loopback_and_served_on_it_when_asked() {
     );
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn a_webhook_needs_its_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = format!("sqlite://{}", d.join("s.db").display());
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "server",
+            "--no-runtime",
+            "--no-tls",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+        ];
+        a.extend_from_slice(extra);
+        let o = tl(d, &a);
+        assert!(!o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&["--webhook", "siem=https://siem.example/in"]);
+    assert!(
+        err.contains("webhook siem has no secret: give --webhook-secret-file siem=FILE"),
+        "{err}"
+    );
+    let err = run(&["--webhook", "https://siem.example/in"]);
+    assert!(err.contains("NAME=URL"), "{err}");
+    std::fs::write(d.join("short"), "short\n").unwrap();
+    let short = format!("siem={}", d.join("short").display());
+    let err = run(&[
+        "--webhook",
+        "siem=https://siem.example/in",
+        "--webhook-secret-file",
+        &short,
+    ]);
+    assert!(err.contains("shorter than 16 bytes"), "{err}");
+    assert!(
+        !d.join("s.db").exists(),
+        "refused before the database was made"
+    );
+}

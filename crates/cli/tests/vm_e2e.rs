@@ -1017,6 +1017,10 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
     let _g = serial();
     let f = &fixture();
     let (hook, delivered) = webhook_receiver();
+    let hook = format!("e2e={hook}");
+    let secret = f.home.join("webhook.secret");
+    fs::write(&secret, "e2e-webhook-secret-0123456789\n").unwrap();
+    let secret = format!("e2e={}", secret.display());
     let srv = start_server(
         f,
         &[
@@ -1030,6 +1034,8 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
             "150",
             "--webhook",
             &hook,
+            "--webhook-secret-file",
+            &secret,
         ],
     );
     let name = "srv";

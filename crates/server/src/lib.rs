@@ -87,8 +87,13 @@ pub struct Config {
     pub challenge_limit: Duration,
     /// How often the runtime's VMs are looked at (default 2 s).
     pub tick: Duration,
-    /// Webhook URLs for alert changes.
-    pub webhooks: Vec<String>,
+    /// Webhooks for alert changes (name, URL, secret).
+    pub webhooks: Vec<webhook::Webhook>,
+    /// CA certificates (PEM files) webhooks' HTTPS may chain to, besides
+    /// the system's roots.
+    pub webhook_ca: Vec<PathBuf>,
+    /// How long and how often webhook deliveries are retried.
+    pub webhook_retry: webhook::RetryPolicy,
     /// What runs the control plane's instances.
     pub driver: DriverChoice,
     /// vCPU quotas per size family (none: unlimited).
@@ -129,6 +134,8 @@ impl Default for Config {
             challenge_limit: Duration::from_secs(30),
             tick: Duration::from_secs(2),
             webhooks: Vec::new(),
+            webhook_ca: Vec::new(),
+            webhook_retry: webhook::RetryPolicy::default(),
             driver: DriverChoice::Runtime,
             quotas: Vec::new(),
         }
@@ -156,6 +163,9 @@ pub enum StartError {
     /// TLS: a certificate or key file, the platform CA, the master key.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// A webhook or its CA.
+    #[error("{0}")]
+    Webhook(#[from] webhook::WebhookError),
     /// Plain HTTP on a non-loopback address, not insisted on.
     #[error("{0}")]
     PlainHttp(String),
@@ -239,6 +249,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             None
         }
     };
+    let hooks = Arc::new(webhook::Webhooks::new(
+        config.webhooks.clone(),
+        &config.webhook_ca,
+        config.webhook_retry,
+    )?);
     if let Some(w) = transport::check_fd_limit(config.http.max_connections) {
         tracing::warn!("{w}");
     }
@@ -295,7 +310,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 issuer,
                 token_lifetime: config.token_lifetime,
                 agent_timeout: config.agent_timeout,
-                webhooks: config.webhooks.clone(),
+                webhooks: hooks.names(),
             },
             ca,
         )
@@ -357,7 +372,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.http,
         service.clone(),
     ));
-    let mut background = vec![tokio::spawn(webhook::run(service.clone()))];
+    let mut background = vec![tokio::spawn(webhook::run(service.clone(), hooks))];
     if let Some(m) = monitor {
         background.push(tokio::spawn(m.run()));
     }

@@ -28,7 +28,7 @@ async fn restart(db: &str) {
         l.local_addr().unwrap()
     };
     let hook = format!("http://{hook_addr}/hook");
-    let a = start(db, platform_ca(), vec![hook.clone()]).await;
+    let a = start(db, platform_ca(), vec![common::hook("restart", &hook)]).await;
     let vms: Vec<String> = (0..12).map(|_| unique("restart")).collect();
     for vm in &vms {
         a.register(vm, &registration(&tiny)).await;
@@ -73,7 +73,7 @@ async fn restart(db: &str) {
         let app = axum_like_hook(sink);
         let _ = app(hook_listener).await;
     });
-    let b = start(db, platform_ca(), vec![hook]).await;
+    let b = start(db, platform_ca(), vec![common::hook("restart", &hook)]).await;
     let mut statuses = BTreeMap::new();
     for (vm, nonce) in &jobs {
         let (st, _) = b.submit(vm, &tiny.evidence, nonce, true).await;

@@ -16,6 +16,7 @@ use trustlaunch_attestation::KeyDatabases;
 use trustlaunch_protocol::Evidence;
 use trustlaunch_secureboot::varstore::VarStore;
 use trustlaunch_server::model::{Template, VmRegistration};
+use trustlaunch_server::webhook::Webhook;
 use trustlaunch_server::{Config, Running};
 use trustlaunch_store::{Role, Store};
 
@@ -168,9 +169,17 @@ pub struct Srv {
     pub http: reqwest::Client,
 }
 
+/// The secret of the test webhooks made by [`hook`].
+pub const HOOK_SECRET: &[u8] = b"test-webhook-secret-0123456789";
+
+/// A webhook named `name` at `url`, signing with [`HOOK_SECRET`].
+pub fn hook(name: &str, url: &str) -> Webhook {
+    Webhook::new(name, url, HOOK_SECRET.to_vec()).unwrap()
+}
+
 /// Starts an API-only server on an ephemeral loopback port, with an
 /// operator-and-more token made in the store first.
-pub async fn start(db: &str, ca: Vec<PathBuf>, webhooks: Vec<String>) -> Srv {
+pub async fn start(db: &str, ca: Vec<PathBuf>, webhooks: Vec<Webhook>) -> Srv {
     start_with(
         db,
         Config {
