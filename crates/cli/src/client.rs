@@ -34,7 +34,7 @@ pub struct Conn {
     /// Print the server's JSON.
     #[arg(long, global = true)]
     json: bool,
-    /// The client, made at the first request and kept (one TLS session
+    /// The client, made at the first request and kept (one TLS connection
     /// for a command's requests).
     #[arg(skip)]
     http: std::sync::OnceLock<reqwest::blocking::Client>,

@@ -175,28 +175,11 @@ async fn the_platform_ca_is_made_once_trusted_by_its_clients_and_kept() {
     );
 }
 
-/// A CA and a leaf for 127.0.0.1 it signs, made with rcgen: (CA PEM,
-/// leaf PEM, leaf key PEM).
-fn test_pki() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    (ca.pem(), leaf.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_files_is_served_and_a_key_that_does_not_fit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ca, leaf, key) = test_pki();
+    let (ca, leaf, key) = test_pki("test CA");
     std::fs::write(d.join("ca.pem"), &ca).unwrap();
     std::fs::write(d.join("cert.pem"), &leaf).unwrap();
     std::fs::write(d.join("key.pem"), &key).unwrap();
@@ -215,7 +198,7 @@ async fn a_certificate_from_files_is_served_and_a_key_that_does_not_fit_is_refus
     assert_eq!(r.status(), 200);
     s.abort();
 
-    let (_, _, other_key) = test_pki();
+    let (_, _, other_key) = test_pki("test CA");
     std::fs::write(d.join("other.pem"), other_key).unwrap();
     let e = refused(
         d,

@@ -67,23 +67,6 @@ struct Receiver {
     status: Arc<AtomicU16>,
 }
 
-/// A CA named `ca_name` and a leaf for 127.0.0.1 it signs: (CA PEM, leaf
-/// PEM, key PEM).
-fn test_pki(ca_name: &str) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, ca_name);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    (ca.pem(), leaf.pem(), key.serialize_pem())
-}
-
 /// An HTTP/1.1 receiver on loopback, over TLS with `tls` (leaf PEM, key
 /// PEM): records each request and answers `status`; with `switch` =
 /// (n, then), `then` after its n-th answer.

@@ -22,7 +22,7 @@
 //! words: `sslmode=verify-full&sslrootcert=CA.pem` checks the server's
 //! certificate against that CA and the URL's host; without `sslmode`,
 //! TLS is tried and not verified (`prefer`). [`Store::tls_in_use`] tells
-//! whether the session is encrypted.
+//! whether the connection is encrypted.
 //!
 //! Not here: the meaning of the JSON it keeps (the server maps it to the
 //! attestation crate's types; this crate does not depend on it), client
@@ -165,7 +165,7 @@ impl Store {
         })
     }
 
-    /// Whether the session with the database is encrypted: what
+    /// Whether the connection to the database is encrypted: what
     /// PostgreSQL reports for this connection (`pg_stat_ssl`); SQLite is a
     /// local file, never.
     pub async fn tls_in_use(&self) -> Result<bool, StoreError> {

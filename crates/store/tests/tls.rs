@@ -1,6 +1,6 @@
 //! The store reaches PostgreSQL over TLS, verified (`sslmode=verify-full`
 //! with `sslrootcert=`), when `TRUSTLAUNCH_TEST_POSTGRES_TLS` names such a
-//! URL (the test command sets it up): the session is encrypted as the
+//! URL (the test command sets it up): the connection is encrypted as the
 //! server itself reports (`pg_stat_ssl`), and a CA the server's
 //! certificate does not chain to is refused with a clear error.
 
@@ -65,7 +65,7 @@ async fn the_store_speaks_verified_tls_to_postgres() {
         .await
         .expect("create the test database (the role needs CREATEDB)");
     let url = with_database(&admin_url, &name);
-    let outcome = tokio::spawn(async move { verified_session(&url).await }).await;
+    let outcome = tokio::spawn(async move { verified_connection(&url).await }).await;
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await
@@ -76,7 +76,7 @@ async fn the_store_speaks_verified_tls_to_postgres() {
     }
 }
 
-async fn verified_session(url: &str) {
+async fn verified_connection(url: &str) {
     let url = url.to_owned();
     let store = Store::open(&url)
         .await
@@ -86,7 +86,7 @@ async fn verified_session(url: &str) {
     assert!(store.suppression_rules().await.is_ok());
     store.close().await;
 
-    // The server's own view of a verified session, through sqlx directly.
+    // The server's own view of a verified connection, through sqlx directly.
     let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
     let (ssl, version): (i64, String) = sqlx::query_as(
         "SELECT CASE WHEN ssl THEN 1 ELSE 0 END::BIGINT, version::TEXT FROM pg_stat_ssl \

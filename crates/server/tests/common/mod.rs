@@ -226,6 +226,23 @@ pub fn client_for(running: &Running) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// A CA named `ca_name` and a leaf for 127.0.0.1 it signs, made with
+/// rcgen: (CA PEM, leaf PEM, leaf key PEM).
+pub fn test_pki(ca_name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
 pub fn platform_ca() -> Vec<PathBuf> {
     vec![data().join("vtpm-ca.crt")]
 }
