@@ -208,7 +208,7 @@ pub struct RetryPolicy {
     /// still failing then is dead-lettered.
     pub window: Duration,
     /// The wait after the first failed attempt (default 1 s), doubled after
-    /// each failure.
+    /// each failure. Deliveries due are looked for once a second.
     pub first_backoff: Duration,
     /// The longest wait between two attempts (default 5 min).
     pub max_backoff: Duration,
@@ -439,8 +439,13 @@ async fn pass(
                     error: "no webhook of this name is configured".into(),
                     attempted: false,
                 },
-                // Another server sharing the database may have it.
-                None => continue,
+                // Another server sharing the database may have it; if
+                // none delivers it, it is given up when the window ends.
+                None => {
+                    let left = d.queued_at.saturating_add(window).saturating_sub(now());
+                    next_try.insert(d.id.clone(), Instant::now() + Duration::from_secs(left));
+                    continue;
+                }
                 Some(h) => match hooks.attempt(h, &doc, d).await {
                     Ok(()) => Outcome::Delivered,
                     Err(error) if expired => Outcome::Dead {

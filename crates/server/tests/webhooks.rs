@@ -493,3 +493,51 @@ async fn webhooks_need_a_name_a_url_and_a_secret() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_owed_to_a_webhook_no_longer_configured_is_given_up_at_the_window() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", l.local_addr().unwrap())
+    };
+    // A server whose webhook is down owes it a delivery...
+    let a = start_with(
+        &db,
+        Config {
+            vtpm_ca: platform_ca(),
+            webhooks: vec![hook("retired", &down)],
+            ..Config::default()
+        },
+    )
+    .await;
+    let vm = raise_alert(&a).await;
+    let t0 = Instant::now();
+    while a.alerts(&vm).await[0]["deliveries"][0]["attempts"] == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never attempted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.running.abort();
+    // ... and the next one on the database has no such webhook.
+    let b = start_with(
+        &db,
+        Config {
+            vtpm_ca: platform_ca(),
+            webhook_retry: RetryPolicy {
+                window: Duration::from_secs(3),
+                ..RetryPolicy::default()
+            },
+            ..Config::default()
+        },
+    )
+    .await;
+    let pending = &b.alerts(&vm).await[0]["deliveries"][0];
+    assert_eq!(pending["state"], "pending", "{pending}");
+    let d = settled(&b, &vm, Duration::from_secs(30)).await;
+    let x = by_name(&d, "retired");
+    assert_eq!(x["state"], "deadLettered", "{x}");
+    assert_eq!(x["lastError"], "no webhook of this name is configured");
+    b.running.abort();
+}
