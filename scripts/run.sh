@@ -38,14 +38,17 @@ fi
 # Trusted Launch VM at every boot (and every --interval seconds), enrolls it,
 # learns its baseline and raises alerts.
 port="${TRUSTLAUNCH_PORT:-8844}"
-export TRUSTLAUNCH_SERVER="http://127.0.0.1:$port"
+export TRUSTLAUNCH_SERVER="https://127.0.0.1:$port"
+# HTTPS: the server makes the platform's TLS CA in the home on first start;
+# the CLI trusts it from the home, curl is given it.
+ca="$TRUSTLAUNCH_HOME/tls/ca.crt"
 "$bin" host vm delete demo --yes >/dev/null 2>&1 || true
 echo "== trustlaunch server on $TRUSTLAUNCH_SERVER (database $TRUSTLAUNCH_HOME/trustlaunch.db)"
 "$bin" server --home "$TRUSTLAUNCH_HOME" --listen "127.0.0.1:$port" --interval 60 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 100); do
-    curl -fsS "$TRUSTLAUNCH_SERVER/healthz" >/dev/null 2>&1 && break
+    [ -f "$ca" ] && curl -fsS --cacert "$ca" "$TRUSTLAUNCH_SERVER/healthz" >/dev/null 2>&1 && break
     sleep 0.2
 done
 "$bin" host vm create demo --image "$images/tiny" --start --no-wait

@@ -16,10 +16,14 @@ pub struct Conn {
     #[arg(
         long,
         env = "TRUSTLAUNCH_SERVER",
-        default_value = "http://127.0.0.1:8844",
+        default_value = "https://127.0.0.1:8844",
         global = true
     )]
     server: String,
+    /// A CA certificate (PEM) to trust for the server's HTTPS besides the
+    /// system's (default: the platform CA of the home, tls/ca.crt).
+    #[arg(long, env = "TRUSTLAUNCH_CACERT", value_name = "FILE", global = true)]
+    cacert: Option<PathBuf>,
     /// API token (default: $TRUSTLAUNCH_TOKEN, else the admin token file of
     /// the home).
     #[arg(long, env = "TRUSTLAUNCH_TOKEN", hide_env_values = true, global = true)]
@@ -30,9 +34,62 @@ pub struct Conn {
     /// Print the server's JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// The client, made at the first request and kept (one TLS connection
+    /// for a command's requests).
+    #[arg(skip)]
+    http: std::sync::OnceLock<reqwest::blocking::Client>,
 }
 
 impl Conn {
+    /// The CA file to trust: `--cacert`, else the home's platform CA if
+    /// there is one.
+    fn ca_file(&self) -> Option<PathBuf> {
+        self.cacert.clone().or_else(|| {
+            let root = self.home.clone().unwrap_or_else(Home::default_root);
+            Some(crate::server::default_ca_file(&root)).filter(|p| p.exists())
+        })
+    }
+
+    /// The HTTP client: rustls, trusting the system's roots and the CA
+    /// file.
+    fn client(&self) -> Result<reqwest::blocking::Client> {
+        if let Some(c) = self.http.get() {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .timeout(std::time::Duration::from_secs(300));
+        if let Some(ca) = self.ca_file() {
+            let pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
+            for c in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not PEM certificates", ca.display()))?
+            {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let c = b.build()?;
+        Ok(self.http.get_or_init(|| c).clone())
+    }
+
+    /// The context of a failed request: what was trusted, for HTTPS.
+    fn reaching(&self) -> String {
+        if !self.server.starts_with("https:") {
+            return format!("reaching the server at {}", self.server);
+        }
+        match self.ca_file() {
+            Some(ca) => format!(
+                "reaching the server at {} (trusting the system's roots and {})",
+                self.server,
+                ca.display()
+            ),
+            None => format!(
+                "reaching the server at {} (trusting the system's roots only: give --cacert FILE \
+                 or TRUSTLAUNCH_CACERT, the server's tls/ca.crt)",
+                self.server
+            ),
+        }
+    }
+
     fn token(&self) -> Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.clone());
@@ -57,9 +114,7 @@ impl Conn {
         body: Option<Value>,
         headers: &[(&str, String)],
     ) -> Result<(reqwest::header::HeaderMap, Value)> {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(300))
-            .build()?;
+        let client = self.client()?;
         let url = format!("{}{}", self.server.trim_end_matches('/'), path);
         let mut req = client.request(method, &url).bearer_auth(self.token()?);
         for (k, v) in headers {
@@ -68,9 +123,7 @@ impl Conn {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .with_context(|| format!("reaching the server at {}", self.server))?;
+        let resp = req.send().with_context(|| self.reaching())?;
         let status = resp.status();
         let h = resp.headers().clone();
         let v: Value = resp.json().unwrap_or(Value::Null);
@@ -92,17 +145,13 @@ impl Conn {
     }
 
     fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(300))
-            .build()?;
+        let client = self.client()?;
         let url = format!("{}{}", self.server.trim_end_matches('/'), path);
         let mut req = client.request(method, &url).bearer_auth(self.token()?);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .with_context(|| format!("reaching the server at {}", self.server))?;
+        let resp = req.send().with_context(|| self.reaching())?;
         let status = resp.status();
         let v: Value = resp.json().unwrap_or(Value::Null);
         if !status.is_success() {
@@ -644,6 +693,26 @@ pub fn security(cmd: SecurityCommand) -> Result<ExitCode> {
                         a["detail"].as_str().unwrap_or(""),
                         a["key"].as_str().unwrap_or("")
                     );
+                    let hooks: Vec<String> = a["deliveries"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|d| {
+                            let state = d["state"].as_str().unwrap_or("?");
+                            match d["lastError"].as_str() {
+                                Some(e) if state != "delivered" => {
+                                    format!(
+                                        "{} {state} ({e})",
+                                        d["webhook"].as_str().unwrap_or("?")
+                                    )
+                                }
+                                _ => format!("{} {state}", d["webhook"].as_str().unwrap_or("?")),
+                            }
+                        })
+                        .collect();
+                    if !hooks.is_empty() {
+                        println!("          webhooks: {}", hooks.join(", "));
+                    }
                 }
             }
         }

@@ -11,6 +11,8 @@ struct Server {
     child: Child,
     url: String,
     token: String,
+    /// The platform TLS CA the server made in its home.
+    ca: PathBuf,
 }
 
 impl Drop for Server {
@@ -60,13 +62,22 @@ fn start(dir: &Path) -> Server {
         .expect("admin token")
         .trim()
         .to_owned();
-    Server { child, url, token }
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = dir.join("home/tls/ca.crt");
+    assert!(ca.exists(), "the server made no platform TLS CA");
+    Server {
+        child,
+        url,
+        token,
+        ca,
+    }
 }
 
 fn tl(s: &Server, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trustlaunch"))
         .args(args)
         .env("TRUSTLAUNCH_SERVER", &s.url)
+        .env("TRUSTLAUNCH_CACERT", &s.ca)
         .env("TRUSTLAUNCH_TOKEN", &s.token)
         .stdin(Stdio::null())
         .output()

@@ -872,6 +872,8 @@ struct ServerProc {
     child: std::process::Child,
     url: String,
     token: String,
+    /// Trusts the platform TLS CA the server made in the home.
+    http: reqwest::blocking::Client,
 }
 
 impl Drop for ServerProc {
@@ -919,16 +921,26 @@ fn start_server_on(f: &Fixture, listen: &str, extra: &[&str]) -> ServerProc {
         .unwrap()
         .trim()
         .to_owned();
+    let url = url.expect("the server said where it listens");
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = fs::read(f.home.join("tls/ca.crt")).expect("the platform TLS CA");
+    let http = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
     ServerProc {
         child,
-        url: url.expect("the server said where it listens"),
+        url,
         token,
+        http,
     }
 }
 
 impl ServerProc {
     fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::blocking::Client::new()
+        let r = self
+            .http
             .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .send()
@@ -1007,6 +1019,10 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
     let _g = serial();
     let f = &fixture();
     let (hook, delivered) = webhook_receiver();
+    let hook = format!("e2e={hook}");
+    let secret = f.home.join("webhook.secret");
+    fs::write(&secret, "e2e-webhook-secret-0123456789\n").unwrap();
+    let secret = format!("e2e={}", secret.display());
     let srv = start_server(
         f,
         &[
@@ -1020,6 +1036,8 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
             "150",
             "--webhook",
             &hook,
+            "--webhook-secret-file",
+            &secret,
         ],
     );
     let name = "srv";
@@ -1063,7 +1081,10 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
         "predicted before the boot, then learned: {b:#}"
     );
     // The token verifies against the JWKS the server publishes.
-    let jwks = reqwest::blocking::get(format!("{}/.well-known/jwks.json", srv.url))
+    let jwks = srv
+        .http
+        .get(format!("{}/.well-known/jwks.json", srv.url))
+        .send()
         .unwrap()
         .bytes()
         .unwrap();
@@ -1206,7 +1227,8 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
         std::thread::sleep(Duration::from_millis(300));
     }
     let (st, metrics) = {
-        let r = reqwest::blocking::Client::new()
+        let r = srv
+            .http
             .get(format!("{}/metrics", srv.url))
             .bearer_auth(&srv.token)
             .send()

@@ -30,6 +30,10 @@
 //!    count as done; the server's and this generator's CPU time per request
 //!    is read from `/proc/PID/stat` around each window;
 //! 3. prints a table and the memory per VM.
+//!
+//! `--tls` serves over HTTPS (the platform CA the server makes in its
+//! temporary home; the generator trusts it, connections kept alive);
+//! without it the server speaks plain HTTP on loopback (`--no-tls`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -64,6 +68,7 @@ struct Args {
     create_parallel: usize,
     bin: PathBuf,
     db: Option<String>,
+    tls: bool,
 }
 
 fn parse_args() -> Args {
@@ -79,6 +84,7 @@ fn parse_args() -> Args {
         create_parallel: 4,
         bin: repo().join("target/release/trustlaunch"),
         db: None,
+        tls: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -96,12 +102,13 @@ fn parse_args() -> Args {
             "--create-parallel" => a.create_parallel = v().parse().expect("--create-parallel"),
             "--bin" => a.bin = v().into(),
             "--db" => a.db = Some(v()),
+            "--tls" => a.tls = true,
             "-h" | "--help" => {
                 println!(
                     "options: --duration S (10) --warmup S (2) --concurrency C (32) \
                      --rate R/s (1000: GET set, GET operation) --list-rate R/s (20) \
                      --put-rate R/s (200) --vms N (100000) --set-size N (1000, at most 1000) \
-                     --create-parallel N (4) --bin PATH --db URL"
+                     --create-parallel N (4) --bin PATH --db URL --tls"
                 );
                 std::process::exit(0);
             }
@@ -144,14 +151,23 @@ struct Target {
     sent: Arc<AtomicUsize>,
 }
 
+/// The platform CA the server serves HTTPS under (`--tls`), once known.
+static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// A keep-alive client (connections idle less long than the server keeps
+/// them), trusting the server's CA.
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(usize::MAX)
-        .pool_idle_timeout(None)
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("http client")
+        .pool_idle_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(120));
+    if let Some(ca) = CA.get() {
+        let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"));
+    }
+    b.build().expect("http client")
 }
 
 impl Load for Target {
@@ -243,6 +259,7 @@ async fn start_server(a: &Args) -> Res<Server> {
         // Quotas apply: room for exactly --vms Standard_D2s_v3 instances.
         .arg("--quota")
         .arg(format!("Dsv3={}", a.vms.saturating_mul(2)))
+        .args((!a.tls).then_some("--no-tls"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -267,6 +284,9 @@ async fn start_server(a: &Args) -> Res<Server> {
         });
         let token = std::fs::read_to_string(&token_file).unwrap_or_default();
         if let (Some(url), false) = (url, token.trim().is_empty()) {
+            if a.tls {
+                let _ = CA.set(s.dir.path().join("home/tls/ca.crt"));
+            }
             s.url = url;
             s.token = Arc::from(token.trim());
             return Ok(s);

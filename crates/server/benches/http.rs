@@ -31,6 +31,13 @@
 //!    `--keylime-rate`), `bench/keylime/stop.sh`;
 //! 4. prints a table with the ratios.
 //!
+//! `--tls` serves our side over HTTPS (the platform CA the server makes in
+//! its temporary directory; the generator trusts it and keeps connections
+//! alive, so the open loop at `--rate` measures appraisal latency with the
+//! handshakes of the connections it opens); add `--handshake-each` to open
+//! a new connection, and so make a full TLS handshake, for every request.
+//! Without `--tls` the server speaks plain HTTP on loopback (`--no-tls`).
+//!
 //! A single arbitrary target instead: `-- --url URL --body FILE [--header 'K: V']...
 //! [--cacert PEM]` runs the closed and open loop against it only.
 
@@ -79,6 +86,8 @@ struct Args {
     body: Option<PathBuf>,
     headers: Vec<(String, String)>,
     cacert: Option<PathBuf>,
+    tls: bool,
+    handshake_each: bool,
 }
 
 fn parse_args() -> Args {
@@ -98,6 +107,8 @@ fn parse_args() -> Args {
         body: None,
         headers: Vec::new(),
         cacert: None,
+        tls: false,
+        handshake_each: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -124,6 +135,8 @@ fn parse_args() -> Args {
             "--url" => a.url = Some(v()),
             "--body" => a.body = Some(v().into()),
             "--cacert" => a.cacert = Some(v().into()),
+            "--tls" => a.tls = true,
+            "--handshake-each" => a.handshake_each = true,
             "--header" => {
                 let h = v();
                 let (n, val) = h.split_once(':').expect("--header 'Name: value'");
@@ -134,7 +147,8 @@ fn parse_args() -> Args {
                     "options: --duration S --warmup S --concurrency C --rate R/s \
                      --keylime-concurrency C --keylime-rate R/s --vms N (0: no memory figure, \
                      2 VMs) --hot N (also a closed loop over only N VMs per case; 0: not) --bin PATH --db URL --no-keylime (or KEYLIME=0) \
-                     | --url URL --body FILE [--header 'K: V']... [--cacert PEM]"
+                     --tls [--handshake-each] \
+                     | --url URL --body FILE [--header 'K: V']... [--cacert PEM] [--handshake-each]"
                 );
                 std::process::exit(0);
             }
@@ -154,12 +168,15 @@ struct Target {
     bodies: Arc<Vec<Bytes>>,
 }
 
-fn client(cacert: Option<&Path>) -> reqwest::Client {
+/// A client trusting `cacert` besides the built-in roots; keep-alive
+/// (connections idle less long than the server keeps them), or a new
+/// connection per request with `handshake_each`.
+fn client(cacert: Option<&Path>, handshake_each: bool) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(usize::MAX)
-        .pool_idle_timeout(None)
+        .pool_max_idle_per_host(if handshake_each { 0 } else { usize::MAX })
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60));
     if let Some(p) = cacert {
         let pem = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -282,6 +299,8 @@ struct Server {
     child: Child,
     url: String,
     token: String,
+    /// The platform CA it serves HTTPS under (`--tls`).
+    ca: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -309,17 +328,22 @@ async fn start_server(a: &Args) -> Res<Server> {
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
     let token_file = dir.path().join("admin.token");
     let log = std::fs::File::create(dir.path().join("server.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(&a.bin)
-        .args(["server", "--no-runtime", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
+    let mut cmd = Command::new(&a.bin);
+    cmd.args(["server", "--no-runtime", "--listen"])
+        .arg(format!("127.0.0.1:{port}"));
+    // The master key (it seals the signing keys, and with TLS the
+    // platform CA's) and TLS in the temporary directory.
+    cmd.arg("--master-key").arg(dir.path().join("master.key"));
+    if !a.tls {
+        cmd.arg("--no-tls");
+    }
+    let child = cmd
         .arg("--db")
         .arg(&db)
         .arg("--vtpm-ca")
         .arg(evidence_dir().join("vtpm-ca.crt"))
         .arg("--vtpm-ca")
         .arg(guest_ca().1.path().join("ca.crt"))
-        .arg("--master-key")
-        .arg(dir.path().join("master.key"))
         .arg("--admin-token-file")
         .arg(&token_file)
         .stdin(Stdio::null())
@@ -327,23 +351,35 @@ async fn start_server(a: &Args) -> Res<Server> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("{}: {e}", a.bin.display()))?;
+    let ca = dir.path().join("tls/ca.crt");
     let mut s = Server {
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!(
+            "{}://127.0.0.1:{port}",
+            if a.tls { "https" } else { "http" }
+        ),
         token: String::new(),
+        ca: a.tls.then(|| ca.clone()),
         _dir: dir,
     };
-    let c = client(None);
+    let mut c = None;
     for _ in 0..200 {
         if let Ok(Some(st)) = s.child.try_wait() {
             let log = std::fs::read_to_string(s._dir.path().join("server.log")).unwrap_or_default();
             return Err(format!("server exited ({st}): {log}"));
         }
-        let up = c
-            .get(format!("{}/healthz", s.url))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
+        // With TLS, the CA exists once the server made it.
+        if c.is_none() && (!a.tls || ca.exists()) {
+            c = Some(client(s.ca.as_deref(), false));
+        }
+        let up = match &c {
+            Some(c) => c
+                .get(format!("{}/healthz", s.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            None => false,
+        };
         if up {
             if let Ok(t) = std::fs::read_to_string(&token_file) {
                 if !t.trim().is_empty() {
@@ -487,7 +523,7 @@ async fn run_ours(a: &Args, cases: &[Case]) -> Res<Ours> {
         s.url
     );
     let n = a.vms.max(cases.len());
-    let setup = client(None);
+    let setup = client(s.ca.as_deref(), false);
     let mut regs = Vec::new();
     for c in cases {
         let mut reg = serde_json::to_value(&c.registration).map_err(|e| e.to_string())?;
@@ -555,7 +591,7 @@ async fn run_ours(a: &Args, cases: &[Case]) -> Res<Ours> {
             })
             .collect();
         let t = Target {
-            client: client(None),
+            client: client(s.ca.as_deref(), a.handshake_each),
             url: format!("{}/v1/appraisals", s.url),
             headers: auth.clone(),
             bodies: Arc::new(bodies),
@@ -647,7 +683,7 @@ async fn run_keylime_case(a: &Args, c: &Case, policy: &str) -> Res<(Stats, Stats
         )?;
     }
     let t = Target {
-        client: client(Some(&kl.join("cv_ca/cacert.crt"))),
+        client: client(Some(&kl.join("cv_ca/cacert.crt")), a.handshake_each),
         url: format!("{url}/v2.6/verify/evidence"),
         headers: Vec::new(),
         bodies: Arc::new(vec![Bytes::from(
@@ -717,7 +753,7 @@ fn ms(s: &Stats) -> String {
 async fn single(a: &Args) {
     let body = a.body.as_ref().expect("--url needs --body");
     let t = Target {
-        client: client(a.cacert.as_deref()),
+        client: client(a.cacert.as_deref(), a.handshake_each),
         url: a.url.clone().expect("url"),
         headers: a.headers.clone(),
         bodies: Arc::new(vec![Bytes::from(std::fs::read(body).expect("body"))]),

@@ -153,7 +153,7 @@ impl Service {
                 d.alert.state = AlertState::Dismissed;
                 d.alert.suppressed_by = Some(rule.name.clone());
                 d.last_event = "suppressed".into();
-                d.pending_webhooks.clear();
+                d.deliveries.clear();
                 self.put_alert_doc(&d).await?;
             }
         }

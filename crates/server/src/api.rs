@@ -209,8 +209,11 @@ async fn read_gauges(service: &Service) -> Result<Gauges, ApiError> {
         *g.alerts
             .entry((kind, a.alert.state.as_str().to_owned()))
             .or_default() += 1;
-        if !a.pending_webhooks.is_empty() {
+        if a.pending() {
             g.webhook_pending += 1;
+        }
+        if a.dead_lettered() {
+            g.webhook_dead_lettered += 1;
         }
     }
     for (health, n) in service.store.vm_health_counts().await? {

@@ -10,9 +10,13 @@
 //!   `interval`, reports silent agents;
 //! - webhook delivery ([`webhook`]) and Prometheus metrics ([`metrics`]);
 //! - the store (`trustlaunch-store`): SQLite by default, PostgreSQL so
-//!   several servers can share one database.
+//!   several servers can share one database;
+//! - the transport ([`transport`]): HTTP/1.1 over TLS ([`tls`]: a
+//!   certificate from files or from the platform's own CA), with a
+//!   connection cap and timeouts against slow and idle clients.
 //!
-//! Binds to 127.0.0.1 unless told otherwise.
+//! Binds to 127.0.0.1 unless told otherwise; serves plain HTTP only on a
+//! loopback address unless the operator insists.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +32,8 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod service;
+pub mod tls;
+pub mod transport;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -43,12 +49,23 @@ use trustlaunch_tpm::ekcert::CaCertificate;
 pub use error::ApiError;
 use monitor::{Monitor, MonitorConfig};
 use service::{Service, ServiceConfig};
+pub use tls::{ServerTls, TlsSource};
+pub use transport::HttpLimits;
 
 /// The server's settings.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Where to listen (default 127.0.0.1:8844).
     pub listen: SocketAddr,
+    /// HTTPS with this certificate; `None` (the default here; the
+    /// `trustlaunch server` command defaults to the platform's): plain
+    /// HTTP, which a non-loopback `listen` refuses unless `insecure_http`.
+    pub tls: Option<TlsSource>,
+    /// Serve plain HTTP on a non-loopback address anyway (with a loud
+    /// warning): for a TLS-terminating proxy in front.
+    pub insecure_http: bool,
+    /// The connection cap and timeouts.
+    pub http: HttpLimits,
     /// The database URL (`sqlite://PATH` or `postgres://...`).
     pub db: String,
     /// The runtime's home, to run and monitor this host's VMs (`None`:
@@ -58,7 +75,8 @@ pub struct Config {
     pub vtpm_ca: Vec<PathBuf>,
     /// Where the first admin token is written when the store has none.
     pub admin_token_file: Option<PathBuf>,
-    /// The tokens' issuer (default `http://<listen>`).
+    /// The tokens' issuer (default `https://<listen>`, `http://` without
+    /// TLS).
     pub issuer: Option<String>,
     /// The tokens' audience (default `trustlaunch`).
     pub token_audience: Option<String>,
@@ -74,8 +92,13 @@ pub struct Config {
     pub challenge_limit: Duration,
     /// How often the runtime's VMs are looked at (default 2 s).
     pub tick: Duration,
-    /// Webhook URLs for alert changes.
-    pub webhooks: Vec<String>,
+    /// Webhooks for alert changes (name, URL, secret).
+    pub webhooks: Vec<webhook::Webhook>,
+    /// CA certificates (PEM files) webhooks' HTTPS may chain to, besides
+    /// the system's roots.
+    pub webhook_ca: Vec<PathBuf>,
+    /// How long and how often webhook deliveries are retried.
+    pub webhook_retry: webhook::RetryPolicy,
     /// What runs the control plane's instances.
     pub driver: DriverChoice,
     /// vCPU quotas per size family (none: unlimited).
@@ -115,6 +138,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8844)),
+            tls: None,
+            insecure_http: false,
+            http: HttpLimits::default(),
             db: "sqlite://trustlaunch.db".into(),
             home: None,
             vtpm_ca: Vec::new(),
@@ -128,6 +154,8 @@ impl Default for Config {
             challenge_limit: Duration::from_secs(30),
             tick: Duration::from_secs(2),
             webhooks: Vec::new(),
+            webhook_ca: Vec::new(),
+            webhook_retry: webhook::RetryPolicy::default(),
             driver: DriverChoice::Runtime,
             quotas: Vec::new(),
             master_key: None,
@@ -187,6 +215,15 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// TLS: a certificate or key file, the platform CA, the master key.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// A webhook or its CA.
+    #[error("{0}")]
+    Webhook(#[from] webhook::WebhookError),
+    /// Plain HTTP on a non-loopback address, not insisted on.
+    #[error("{0}")]
+    PlainHttp(String),
     /// Binding the address.
     #[error("listening on {addr}: {source}")]
     Bind {
@@ -208,11 +245,19 @@ pub struct Running {
     pub service: Arc<Service>,
     /// The admin token made at this start, if the store had no token.
     pub admin_token: Option<String>,
+    /// The TLS it serves (`None`: plain HTTP).
+    pub tls: Option<ServerTls>,
     serve: tokio::task::JoinHandle<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
+    /// The base URL: `https://ADDR`, or `http://ADDR` without TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// Serves until the task ends (it does not, unless the listener fails).
     pub async fn wait(self) {
         let _ = self.serve.await;
@@ -251,7 +296,43 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
     .await
     .map_err(|e| StartError::Other(e.to_string()))??;
+    let tls = match &config.tls {
+        Some(source) => {
+            let (source, listen) = (source.clone(), config.listen);
+            Some(
+                tokio::task::spawn_blocking(move || tls::load(&source, listen))
+                    .await
+                    .map_err(|e| StartError::Other(e.to_string()))??,
+            )
+        }
+        None => {
+            match transport::plain_http_allowed(config.listen, config.insecure_http) {
+                Ok(Some(warning)) => tracing::warn!("{warning}"),
+                Ok(None) => {}
+                Err(refusal) => return Err(StartError::PlainHttp(refusal)),
+            }
+            None
+        }
+    };
+    let hooks = Arc::new(webhook::Webhooks::new(
+        config.webhooks.clone(),
+        &config.webhook_ca,
+        config.webhook_retry,
+    )?);
+    if let Some(w) = transport::check_fd_limit(config.http.max_connections) {
+        tracing::warn!("{w}");
+    }
     let store = Store::open(&config.db).await?;
+    if store.backend() == trustlaunch_store::Backend::Postgres {
+        match store.tls_in_use().await {
+            Ok(true) => tracing::info!("database: PostgreSQL over TLS"),
+            Ok(false) => tracing::warn!(
+                "database: PostgreSQL without TLS; unless it is reached over a local socket, add \
+                 sslmode=verify-full&sslrootcert=CA.pem to the database URL"
+            ),
+            Err(e) => tracing::warn!("database: {e}"),
+        }
+    }
     let mut ca = Vec::new();
     let runtime = match &config.home {
         Some(h) => {
@@ -282,10 +363,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let issuer = config
         .issuer
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let service = Arc::new(
         Service::new(
             store.clone(),
@@ -297,7 +379,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                     .unwrap_or_else(|| service::DEFAULT_AUDIENCE.into()),
                 token_lifetime: config.token_lifetime,
                 agent_timeout: config.agent_timeout,
-                webhooks: config.webhooks.clone(),
+                webhooks: hooks.names(),
                 challenge_lifetime: config.challenge_lifetime,
                 relearn_lifetime: config.relearn_lifetime,
             },
@@ -372,12 +454,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         gauges: tokio::sync::Mutex::new(None),
     });
     let router = api::router(state);
-    let serve = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("server: {e}");
-        }
-    });
-    let mut background = vec![tokio::spawn(webhook::run(service.clone()))];
+    let serve = tokio::spawn(transport::serve(
+        listener,
+        tls.as_ref().map(|t| t.acceptor.clone()),
+        router,
+        config.http,
+        service.clone(),
+    ));
+    let mut background = vec![tokio::spawn(webhook::run(service.clone(), hooks))];
     if let Some(m) = monitor {
         background.push(tokio::spawn(m.run()));
     }
@@ -397,6 +481,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr,
         service,
         admin_token,
+        tls,
         serve,
         background,
     })

@@ -21,6 +21,18 @@ pub struct Metrics {
     webhook: Mutex<BTreeMap<&'static str, u64>>,
     challenges: Mutex<BTreeMap<&'static str, u64>>,
     http: Mutex<BTreeMap<(String, u16), u64>>,
+    connections_open: AtomicU64,
+    connections_closed: Mutex<BTreeMap<&'static str, u64>>,
+    webhook_dead_letters: AtomicU64,
+}
+
+/// Counts an open connection until dropped.
+pub struct OpenConnection<'a>(&'a AtomicU64);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
@@ -59,6 +71,24 @@ impl Metrics {
     /// A challenge to an agent ended (`answered`, `silent`, `error`).
     pub fn challenge(&self, result: &'static str) {
         bump(&self.challenges, result);
+    }
+    /// A connection was accepted; it counts as open until the guard drops.
+    pub fn connection_opened(&self) -> OpenConnection<'_> {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(&self.connections_open)
+    }
+    /// A connection ended, and why (`client`, `idle`, `header_timeout`,
+    /// `tls_handshake_timeout`, `tls_error`, `error`).
+    pub fn connection_closed(&self, reason: &'static str) {
+        bump(&self.connections_closed, reason);
+    }
+    /// HTTP connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+    /// A webhook delivery was given up (dead-lettered).
+    pub fn webhook_dead_lettered(&self) {
+        self.webhook_dead_letters.fetch_add(1, Ordering::Relaxed);
     }
     /// An HTTP request was answered.
     pub fn http(&self, route: &str, status: u16) {
@@ -179,6 +209,40 @@ impl Metrics {
         }
         c(
             &mut o,
+            "trustlaunch_http_connections",
+            "HTTP connections open.",
+            "gauge",
+        );
+        let _ = writeln!(
+            o,
+            "trustlaunch_http_connections {}",
+            self.connections_open()
+        );
+        c(
+            &mut o,
+            "trustlaunch_http_connections_closed_total",
+            "HTTP connections ended, by reason.",
+            "counter",
+        );
+        map(
+            &mut o,
+            "trustlaunch_http_connections_closed_total",
+            "reason",
+            &self.connections_closed,
+        );
+        c(
+            &mut o,
+            "trustlaunch_webhook_dead_letters_total",
+            "Webhook deliveries given up after the retry window.",
+            "counter",
+        );
+        let _ = writeln!(
+            o,
+            "trustlaunch_webhook_dead_letters_total {}",
+            self.webhook_dead_letters.load(Ordering::Relaxed)
+        );
+        c(
+            &mut o,
             "trustlaunch_alerts",
             "Alerts, by kind and state.",
             "gauge",
@@ -205,6 +269,17 @@ impl Metrics {
             "gauge",
         );
         let _ = writeln!(o, "trustlaunch_webhook_pending {}", gauges.webhook_pending);
+        c(
+            &mut o,
+            "trustlaunch_webhook_dead_lettered",
+            "Alerts whose latest change a webhook never acknowledged within the retry window.",
+            "gauge",
+        );
+        let _ = writeln!(
+            o,
+            "trustlaunch_webhook_dead_lettered {}",
+            gauges.webhook_dead_lettered
+        );
         o
     }
 }
@@ -218,4 +293,6 @@ pub struct Gauges {
     pub vms: BTreeMap<String, u64>,
     /// Alerts with pending deliveries.
     pub webhook_pending: u64,
+    /// Alerts with a dead-lettered delivery.
+    pub webhook_dead_lettered: u64,
 }

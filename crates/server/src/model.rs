@@ -243,8 +243,8 @@ pub struct AttestationDoc {
     pub appraisal_ms: f64,
 }
 
-/// Where an alert's webhook deliveries stand, kept with the alert so that
-/// a restart redelivers what was not acknowledged.
+/// An alert with where its webhook deliveries stand, kept together so
+/// that a restart redelivers what was not acknowledged.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertDoc {
@@ -253,12 +253,98 @@ pub struct AlertDoc {
     pub alert: Alert,
     /// The last event (`raised`, `resolved`, `dismissed`).
     pub last_event: String,
-    /// Webhooks that have not acknowledged `last_event` yet.
+    /// The deliveries of `last_event`, one per webhook, by the webhook's
+    /// name (never its URL).
     #[serde(default)]
-    pub pending_webhooks: Vec<String>,
-    /// Delivery attempts of `last_event` so far.
-    #[serde(default)]
+    pub deliveries: Vec<Delivery>,
+}
+
+impl AlertDoc {
+    /// Some webhook has not acknowledged `last_event` and is still tried.
+    pub fn pending(&self) -> bool {
+        self.deliveries
+            .iter()
+            .any(|d| d.state == DeliveryState::Pending)
+    }
+
+    /// Some webhook never acknowledged `last_event` within the retry
+    /// window.
+    pub fn dead_lettered(&self) -> bool {
+        self.deliveries
+            .iter()
+            .any(|d| d.state == DeliveryState::DeadLettered)
+    }
+}
+
+/// One alert change owed to one webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The webhook's name.
+    pub webhook: String,
+    /// The delivery's id, the same on every attempt (its
+    /// `X-Trustlaunch-Delivery`).
+    pub id: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// When the change was queued (Unix seconds): the retry window runs
+    /// from here.
+    pub queued_at: u64,
+    /// Attempts so far.
     pub attempts: u32,
+    /// When the last attempt was made.
+    #[serde(default)]
+    pub last_attempt_at: Option<u64>,
+    /// Why the last attempt failed (an HTTP status or a connection or TLS
+    /// error; never the URL).
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeliveryState {
+    /// Not acknowledged yet; retried with backoff.
+    Pending,
+    /// Acknowledged (2xx).
+    Delivered,
+    /// Not acknowledged within the retry window: given up.
+    DeadLettered,
+}
+
+impl Delivery {
+    /// A new delivery, queued at `now`, to each of `webhooks` (names).
+    pub fn queue(webhooks: &[String], now: u64) -> Vec<Delivery> {
+        use rand_core::{OsRng, RngCore as _};
+        webhooks
+            .iter()
+            .map(|w| {
+                let mut b = [0u8; 16];
+                OsRng.fill_bytes(&mut b);
+                // A random (version 4) UUID.
+                b[6] = (b[6] & 0x0f) | 0x40;
+                b[8] = (b[8] & 0x3f) | 0x80;
+                let h = hex(&b);
+                Delivery {
+                    webhook: w.clone(),
+                    id: format!(
+                        "{}-{}-{}-{}-{}",
+                        &h[..8],
+                        &h[8..12],
+                        &h[12..16],
+                        &h[16..20],
+                        &h[20..]
+                    ),
+                    state: DeliveryState::Pending,
+                    queued_at: now,
+                    attempts: 0,
+                    last_attempt_at: None,
+                    last_error: None,
+                }
+            })
+            .collect()
+    }
 }
 
 /// The boot report as JSON.

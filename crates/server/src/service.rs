@@ -40,8 +40,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::{
-    hex, report_json, unhex, AlertDoc, AttestationDoc, BaselineDoc, BootRef, LearnRequest,
-    ManagedBy, PendingBaseline, TpmClock, VmRegistration,
+    hex, report_json, unhex, AlertDoc, AttestationDoc, BaselineDoc, BootRef, Delivery,
+    LearnRequest, ManagedBy, PendingBaseline, TpmClock, VmRegistration,
 };
 
 /// How long a cached VM entry is trusted before it is read again (other
@@ -59,7 +59,7 @@ pub struct ServiceConfig {
     pub token_lifetime: Duration,
     /// How long an agent may be silent before it is unresponsive.
     pub agent_timeout: Duration,
-    /// Webhook URLs alerts are delivered to.
+    /// The names of the webhooks alert changes are delivered to.
     pub webhooks: Vec<String>,
     /// How long a challenge may be answered (default 5 min).
     pub challenge_lifetime: Duration,
@@ -1042,12 +1042,11 @@ impl Service {
                 Some(&what) => AlertDoc {
                     alert: alert.clone(),
                     last_event: what.to_owned(),
-                    pending_webhooks: if what == "suppressed" {
+                    deliveries: if what == "suppressed" {
                         Vec::new()
                     } else {
-                        self.config.webhooks.clone()
+                        Delivery::queue(&self.config.webhooks, now())
                     },
-                    attempts: 0,
                 },
                 // Seen again: count and time only, delivery unchanged.
                 None => AlertDoc {
@@ -1055,12 +1054,11 @@ impl Service {
                     ..old.unwrap_or(AlertDoc {
                         alert: alert.clone(),
                         last_event: "raised".into(),
-                        pending_webhooks: Vec::new(),
-                        attempts: 0,
+                        deliveries: Vec::new(),
                     })
                 },
             };
-            any_pending |= !doc.pending_webhooks.is_empty();
+            any_pending |= doc.pending();
             self.put_alert_doc(&doc).await?;
         }
         if any_pending {
@@ -1108,8 +1106,7 @@ impl Service {
             .ok_or_else(|| ApiError::not_found(format!("no alert {key:?}")))?;
         doc.alert.state = AlertState::Dismissed;
         doc.last_event = "dismissed".into();
-        doc.pending_webhooks = self.config.webhooks.clone();
-        doc.attempts = 0;
+        doc.deliveries = Delivery::queue(&self.config.webhooks, now());
         self.put_alert_doc(&doc).await?;
         self.store
             .add_audit(&NewAuditEntry {

@@ -29,7 +29,7 @@ async fn restart(db: &str) {
         l.local_addr().unwrap()
     };
     let hook = format!("http://{hook_addr}/hook");
-    let a = start(db, cas(), vec![hook.clone()]).await;
+    let a = start(db, cas(), vec![common::hook("restart", &hook)]).await;
     // The guest's own components stand for its image's prediction.
     let probe = unique("probe");
     a.register(&probe, &guest_registration(&tiny, &g)).await;
@@ -109,7 +109,7 @@ async fn restart(db: &str) {
         let app = axum_like_hook(sink);
         let _ = app(hook_listener).await;
     });
-    let b = start(db, cas(), vec![hook]).await;
+    let b = start(db, cas(), vec![common::hook("restart", &hook)]).await;
     let mut statuses = BTreeMap::new();
     for (vm, id, e, secret) in &jobs {
         let (st, r) = b.submit(vm, id, e, Some(secret)).await;

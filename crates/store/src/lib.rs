@@ -18,10 +18,15 @@
 //! migrations ([`Store::open`] applies what is missing, each version in one
 //! transaction, recorded in `schema_version`).
 //!
+//! PostgreSQL is reached over TLS (rustls) as the URL says, with libpq's
+//! words: `sslmode=verify-full&sslrootcert=CA.pem` checks the server's
+//! certificate against that CA and the URL's host; without `sslmode`,
+//! TLS is tried and not verified (`prefer`). [`Store::tls_in_use`] tells
+//! whether the connection is encrypted.
+//!
 //! Not here: the meaning of the JSON it keeps (the server maps it to the
-//! attestation crate's types; this crate does not depend on it), TLS to
-//! PostgreSQL (sqlx is built without it: reach the database over a trusted
-//! network or a local socket), and retention (nothing is ever pruned).
+//! attestation crate's types; this crate does not depend on it), client
+//! certificates, and retention (nothing is ever pruned).
 
 #![forbid(unsafe_code)]
 
@@ -201,7 +206,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::Connect {
                 url: redacted.clone(),
-                reason: scrub(&e.to_string(), url),
+                reason: connect_reason(&e, url),
             })?;
         schema::migrate(&pool, backend, unix_now()).await?;
         if backend == Backend::Sqlite {
@@ -217,6 +222,22 @@ impl Store {
             backend,
             url: redacted,
         })
+    }
+
+    /// Whether the connection to the database is encrypted: what
+    /// PostgreSQL reports for this connection (`pg_stat_ssl`); SQLite is a
+    /// local file, never.
+    pub async fn tls_in_use(&self) -> Result<bool, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return Ok(false);
+        }
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(error::db("tls_in_use"))?;
+        Ok(n == 1)
     }
 
     /// The database this store talks to.
@@ -238,6 +259,19 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Why a connection failed, for people: the driver's message without the
+/// password, and what a certificate failure means with `verify-full`.
+fn connect_reason(e: &sqlx::Error, url: &str) -> String {
+    let mut reason = scrub(&e.to_string(), url);
+    if matches!(e, sqlx::Error::Tls(_)) || reason.contains("certificate") {
+        reason.push_str(
+            " (TLS: the server's certificate must chain to the CA in sslrootcert= and, with \
+             sslmode=verify-full, name the URL's host)",
+        );
+    }
+    reason
 }
 
 /// `message` without the password of `url`.

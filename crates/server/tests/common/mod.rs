@@ -1,16 +1,17 @@
 //! Shared by the server tests: a server on loopback over a real store
 //! (SQLite in a temporary directory, and PostgreSQL when
-//! `TRUSTLAUNCH_TEST_POSTGRES` names a database), the recorded evidence of
-//! real VM boots (`crates/attestation/tests/data/evidence/`), guests that
+//! `TRUSTLAUNCH_TEST_POSTGRES` names a server: a database of this test
+//! process's own, reached over verified TLS when
+//! `TRUSTLAUNCH_TEST_POSTGRES_TLS` is set), the recorded evidence of real
+//! VM boots (`crates/attestation/tests/data/evidence/`), guests that
 //! answer the service's challenges with a real swtpm replaying those boots
 //! (`trustlaunch_agent::replayed`), and an HTTP client.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use trustlaunch_agent::replayed::ReplayedGuest;
@@ -18,6 +19,7 @@ use trustlaunch_attestation::KeyDatabases;
 use trustlaunch_protocol::Evidence;
 use trustlaunch_secureboot::varstore::VarStore;
 use trustlaunch_server::model::{Template, VmRegistration};
+use trustlaunch_server::webhook::Webhook;
 use trustlaunch_server::{Config, Running};
 use trustlaunch_store::{Role, Store};
 use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
@@ -128,15 +130,80 @@ pub fn guest_registration(c: &Case, g: &ReplayedGuest) -> VmRegistration {
 }
 
 /// The databases to run against: SQLite always, PostgreSQL when the test
-/// command provides one.
+/// command provides a server.
 pub fn databases(dir: &std::path::Path) -> Vec<String> {
     let mut v = vec![format!("sqlite://{}", dir.join("server.db").display())];
-    if let Ok(pg) = std::env::var("TRUSTLAUNCH_TEST_POSTGRES") {
-        if !pg.is_empty() {
-            v.push(pg);
+    v.extend(postgres());
+    v
+}
+
+/// This test process's PostgreSQL database, made at first use (its tests
+/// share it, as servers sharing a database do): a database of its own, so
+/// that the test command's database may be at another schema version.
+/// Over the verified TLS URL when there is one.
+fn postgres() -> Option<String> {
+    static DB: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    DB.get_or_init(|| {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let admin = var("TRUSTLAUNCH_TEST_POSTGRES_TLS").or(var("TRUSTLAUNCH_TEST_POSTGRES"))?;
+        // Called from async tests: a thread with a runtime of its own.
+        let made = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(fresh_database(&admin))
+        })
+        .join()
+        .unwrap();
+        Some(made)
+    })
+    .clone()
+}
+
+/// A new database on `admin`'s server, named after this process; those
+/// of test processes that have ended are dropped first.
+async fn fresh_database(admin: &str) -> String {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(admin)
+        .await
+        .expect("TRUSTLAUNCH_TEST_POSTGRES is set but PostgreSQL is not reachable");
+    let prefix = "trustlaunch_srv_";
+    let old: Vec<(String,)> = sqlx::query_as(
+        "SELECT datname::TEXT FROM pg_database WHERE datname LIKE 'trustlaunch_srv_%'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    for (name,) in old {
+        let pid = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.split('_').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut c)
+                .await;
         }
     }
-    v
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("{prefix}{}_{}", std::process::id(), nanos % 1_000_000_000);
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .expect("create the test database (the role needs CREATEDB)");
+    let _ = c.close().await;
+    let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let (server, _) = base.rsplit_once('/').unwrap();
+    if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{query}")
+    }
 }
 
 /// A unique prefix, so runs sharing a PostgreSQL database do not meet.
@@ -160,9 +227,17 @@ pub struct Srv {
     pub http: reqwest::Client,
 }
 
+/// The secret of the test webhooks made by [`hook`].
+pub const HOOK_SECRET: &[u8] = b"test-webhook-secret-0123456789";
+
+/// A webhook named `name` at `url`, signing with [`HOOK_SECRET`].
+pub fn hook(name: &str, url: &str) -> Webhook {
+    Webhook::new(name, url, HOOK_SECRET.to_vec()).unwrap()
+}
+
 /// Starts an API-only server on an ephemeral loopback port, with an
 /// operator-and-more token made in the store first.
-pub async fn start(db: &str, ca: Vec<PathBuf>, webhooks: Vec<String>) -> Srv {
+pub async fn start(db: &str, ca: Vec<PathBuf>, webhooks: Vec<Webhook>) -> Srv {
     start_with(
         db,
         Config {
@@ -199,11 +274,39 @@ pub async fn start_with(db: &str, config: Config) -> Srv {
     .await
     .unwrap();
     Srv {
-        url: format!("http://{}", running.addr),
+        url: running.url(),
+        http: client_for(&running),
         running,
         token,
-        http: reqwest::Client::new(),
     }
+}
+
+/// An HTTP client for `running`: trusting its platform CA when it serves
+/// TLS with one.
+pub fn client_for(running: &Running) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().use_rustls_tls();
+    if let Some(ca) = running.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        let pem = std::fs::read(ca).unwrap();
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// A CA named `ca_name` and a leaf for 127.0.0.1 it signs, made with
+/// rcgen: (CA PEM, leaf PEM, leaf key PEM).
+pub fn test_pki(ca_name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
 }
 
 pub fn platform_ca() -> Vec<PathBuf> {
