@@ -357,6 +357,7 @@ fn drive(policy: RollingPolicy, specs: Vec<Spec>, plan: &Plan) -> Run {
         let state_of = |id: &str| before.iter().find(|t| t.id == id).map(|t| t.state);
         let pre_saved = saved.clone();
         let (batches_before, last_batch_step_before) = (batches.len(), last_batch_step);
+        let attempted_before = attempted.clone();
         let step = planner.next(&view, sim.now);
         times.push(sim.now);
         saved = save(&planner);
@@ -477,10 +478,12 @@ fn drive(policy: RollingPolicy, specs: Vec<Spec>, plan: &Plan) -> Run {
 
         if let Some(&ops) = plan.crashes.get(&call) {
             if ops == 0 && call % 2 == 0 {
-                // Crashed before persisting: this call never happened.
+                // Crashed before persisting: this call never happened, nor
+                // did its batch's attempts.
                 saved = pre_saved;
                 batches.truncate(batches_before);
                 last_batch_step = last_batch_step_before;
+                attempted = attempted_before;
             } else {
                 sim.execute(&step, ops);
             }
