@@ -11,6 +11,7 @@ use trustlaunch_store::{ApiTokenRecord, AuditEntry, NewAuditEntry, Role};
 
 use crate::auth::{new_token, Caller};
 use crate::error::ApiError;
+use crate::model::Delivery;
 use crate::service::{now, now_i64, Service};
 
 /// The longest a token may be made to last (10 years): beyond that, say
@@ -37,10 +38,21 @@ fn audit(
         action: action.into(),
         target,
         detail,
+        deliveries: None,
     }
 }
 
 impl Service {
+    /// `entry`, owed to every webhook: a change that silences alerts is
+    /// itself an event the security team hears of.
+    fn notified(&self, mut entry: NewAuditEntry) -> Result<NewAuditEntry, ApiError> {
+        if !self.config.webhooks.is_empty() {
+            let queued = Delivery::queue(&self.config.webhooks, now());
+            entry.deliveries = Some(serde_json::to_value(queued).map_err(ApiError::internal)?);
+        }
+        Ok(entry)
+    }
+
     /// Makes an API token, valid for `lifetime` if given. Audited.
     pub async fn create_token(
         &self,
@@ -134,12 +146,12 @@ impl Service {
                     name: rule.name.clone(),
                     rule: value.clone(),
                 },
-                &audit(
+                &self.notified(audit(
                     caller,
                     "suppression.put",
                     format!("suppression/{}", rule.name),
                     value,
-                ),
+                ))?,
             )
             .await?;
         for mut d in self.alerts(None, Some("active".into())).await? {
@@ -157,6 +169,7 @@ impl Service {
                 self.put_alert_doc(&d).await?;
             }
         }
+        self.wake_webhooks();
         Ok(())
     }
 
@@ -166,18 +179,27 @@ impl Service {
             .store
             .delete_suppression_rule(
                 name,
-                &audit(
+                &self.notified(audit(
                     caller,
                     "suppression.delete",
                     format!("suppression/{name}"),
                     json!({}),
-                ),
+                ))?,
             )
             .await?;
         if !done {
             return Err(ApiError::not_found(format!("no rule {name:?}")));
         }
+        self.wake_webhooks();
         Ok(())
+    }
+
+    fn wake_webhooks(&self) {
+        if !self.config.webhooks.is_empty() {
+            self.webhook_pending
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.webhook_wake.notify_one();
+        }
     }
 
     /// The audit log, newest first, optionally about one target.

@@ -775,6 +775,7 @@ async fn audit_log(State(s): St, _caller: Admin, Query(q): Query<AuditQuery>) ->
                 "action": e.entry.action,
                 "target": e.entry.target,
                 "detail": e.entry.detail,
+                "deliveries": e.entry.deliveries,
             })
         })
         .collect();

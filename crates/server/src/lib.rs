@@ -528,6 +528,7 @@ async fn bootstrap_admin(
                 action: "token.create".into(),
                 target: format!("token/{}", rec.id()),
                 detail: serde_json::json!({"name": "admin", "role": "admin", "bootstrap": true}),
+                deliveries: None,
             },
         )
         .await?;

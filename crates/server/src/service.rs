@@ -336,6 +336,7 @@ impl Service {
                         "predictedBaseline": reg.predicted_baseline.is_some(),
                         "ekChanged": existing.as_ref().is_some_and(|e| e.ek_public != ek),
                     }),
+                    deliveries: None,
                 },
             )
             .await?;
@@ -1115,6 +1116,7 @@ impl Service {
                 action: "alert.dismiss".into(),
                 target: format!("alert/{key}"),
                 detail: json!({"vmId": doc.alert.vm_id, "kind": doc.alert.kind}),
+                deliveries: None,
             })
             .await?;
         self.metrics.alert_event("dismissed");

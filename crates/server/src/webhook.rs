@@ -1,12 +1,15 @@
-//! Delivers alert changes to webhooks: a `POST` of
-//! `{"event", "alert", "webhook", "delivery", "sentAt"}` as JSON, at least
-//! once, signed as GitHub signs its webhooks:
+//! Delivers alert changes to webhooks — a `POST` of
+//! `{"event", "alert", "webhook", "delivery", "sentAt"}` as JSON — and the
+//! audited events webhooks are told of (a suppression rule made or
+//! deleted: `{"event": "suppression.put", "audit": {id, at, actor, action,
+//! target, detail}, ...}`), at least once, signed as GitHub signs its
+//! webhooks:
 //!
 //! ```text
 //! X-Trustlaunch-Signature-256: sha256=<hex HMAC-SHA256(secret, exact body)>
 //! X-Trustlaunch-Delivery: <id, the same on every attempt>   (= body.delivery)
 //! X-Trustlaunch-Timestamp: <Unix seconds of this attempt>   (= body.sentAt)
-//! X-Trustlaunch-Event: raised | resolved | dismissed
+//! X-Trustlaunch-Event: raised | resolved | dismissed | suppression.put | suppression.delete
 //! ```
 //!
 //! The headers repeat fields of the signed body, so a receiver checks the
@@ -32,6 +35,8 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 use zeroize::Zeroizing;
+
+use trustlaunch_store::AuditEntry;
 
 use crate::model::{AlertDoc, Delivery, DeliveryState};
 use crate::service::{now, Service};
@@ -324,16 +329,14 @@ impl Webhooks {
 
     /// One attempt: `Ok` when acknowledged (2xx), else what went wrong
     /// (never the URL).
-    async fn attempt(&self, hook: &Webhook, doc: &AlertDoc, d: &Delivery) -> Result<(), String> {
+    async fn attempt(&self, hook: &Webhook, item: &Item, d: &Delivery) -> Result<(), String> {
         let sent_at = now();
-        let body = serde_json::to_vec(&json!({
-            "event": doc.last_event,
-            "alert": doc.alert,
-            "webhook": hook.name,
-            "delivery": d.id,
-            "sentAt": sent_at,
-        }))
-        .map_err(|e| e.to_string())?;
+        let mut body = item.payload();
+        body["webhook"] = json!(hook.name);
+        body["delivery"] = json!(d.id);
+        body["sentAt"] = json!(sent_at);
+        let event = item.event().to_owned();
+        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         let r = self
             .client
             .post(hook.url.clone())
@@ -341,7 +344,7 @@ impl Webhooks {
             .header(SIGNATURE_HEADER, sign(&hook.secret, &body))
             .header(DELIVERY_HEADER, &d.id)
             .header(TIMESTAMP_HEADER, sent_at.to_string())
-            .header(EVENT_HEADER, &doc.last_event)
+            .header(EVENT_HEADER, &event)
             .body(body)
             .send()
             .await
@@ -399,6 +402,62 @@ enum Outcome {
     },
 }
 
+/// Something owed to the webhooks: an alert's latest change, or an
+/// audited event they are told of (a suppression rule made or deleted).
+enum Item {
+    Alert(AlertDoc),
+    Audit {
+        entry: AuditEntry,
+        deliveries: Vec<Delivery>,
+    },
+}
+
+impl Item {
+    fn deliveries(&self) -> &[Delivery] {
+        match self {
+            Item::Alert(doc) => &doc.deliveries,
+            Item::Audit { deliveries, .. } => deliveries,
+        }
+    }
+
+    /// `X-Trustlaunch-Event`: the alert's change, or the audited action.
+    fn event(&self) -> &str {
+        match self {
+            Item::Alert(doc) => &doc.last_event,
+            Item::Audit { entry, .. } => &entry.entry.action,
+        }
+    }
+
+    /// The signed body, without the delivery's own fields.
+    fn payload(&self) -> serde_json::Value {
+        match self {
+            Item::Alert(doc) => json!({"event": doc.last_event, "alert": doc.alert}),
+            Item::Audit { entry, .. } => json!({
+                "event": entry.entry.action,
+                "audit": {
+                    "id": entry.id,
+                    "at": entry.entry.at,
+                    "actor": entry.entry.actor,
+                    "action": entry.entry.action,
+                    "target": entry.entry.target,
+                    "detail": entry.entry.detail,
+                },
+            }),
+        }
+    }
+
+    /// What it is, for log lines.
+    fn describe(&self) -> String {
+        match self {
+            Item::Alert(doc) => format!("alert {} ({})", doc.alert.key, doc.last_event),
+            Item::Audit { entry, .. } => format!(
+                "event {} {} (audit {})",
+                entry.entry.action, entry.entry.target, entry.id
+            ),
+        }
+    }
+}
+
 async fn pass(
     service: &Service,
     hooks: &Webhooks,
@@ -409,129 +468,194 @@ async fn pass(
     if !service.webhook_pending.swap(false, Ordering::SeqCst) && next_try.is_empty() {
         return Ok(());
     }
-    let pending: Vec<AlertDoc> = service
+    let mut pending: Vec<Item> = service
         .alerts(None, None)
         .await?
         .into_iter()
         .filter(AlertDoc::pending)
+        .map(Item::Alert)
         .collect();
+    for entry in service.store.audit_pending().await? {
+        let deliveries: Vec<Delivery> = entry
+            .entry
+            .deliveries
+            .clone()
+            .and_then(|d| serde_json::from_value(d).ok())
+            .unwrap_or_default();
+        pending.push(Item::Audit { entry, deliveries });
+    }
     next_try.retain(|id, _| {
         pending
             .iter()
-            .any(|d| d.deliveries.iter().any(|x| &x.id == id))
+            .any(|i| i.deliveries().iter().any(|x| &x.id == id))
     });
-    let window = hooks.retry.window.as_secs();
     let mut waiting = false;
-    for doc in pending {
-        let mut outcomes = Vec::new();
-        for d in doc
-            .deliveries
-            .iter()
-            .filter(|d| d.state == DeliveryState::Pending)
-        {
-            if next_try.get(&d.id).is_some_and(|t| Instant::now() < *t) {
-                waiting = true;
-                continue;
-            }
-            let expired = now().saturating_sub(d.queued_at) >= window;
-            let outcome = match hooks.get(&d.webhook) {
-                None if expired => Outcome::Dead {
-                    error: "no webhook of this name is configured".into(),
-                    attempted: false,
-                },
-                // Another server sharing the database may have it; if
-                // none delivers it, it is given up when the window ends.
-                None => {
-                    let left = d.queued_at.saturating_add(window).saturating_sub(now());
-                    next_try.insert(d.id.clone(), Instant::now() + Duration::from_secs(left));
-                    continue;
-                }
-                Some(h) => match hooks.attempt(h, &doc, d).await {
-                    Ok(()) => Outcome::Delivered,
-                    Err(error) if expired => Outcome::Dead {
-                        error,
-                        attempted: true,
-                    },
-                    Err(e) => Outcome::Failed(e),
-                },
-            };
-            outcomes.push((d.id.clone(), outcome));
-        }
+    for item in pending {
+        let outcomes = attempt_due(hooks, &item, next_try, &mut waiting).await;
         if outcomes.is_empty() {
             continue;
         }
-        // Written under the VM's lock, to the deliveries still pending: a
-        // newer change of the alert replaced them with new ones.
-        let lock = service.vm_lock(&doc.alert.vm_id);
-        let _guard = lock.lock().await;
-        let fresh = service
-            .alerts(Some(doc.alert.vm_id.clone()), None)
-            .await?
-            .into_iter()
-            .find(|d| d.alert.key == doc.alert.key);
-        let Some(mut fresh) = fresh else { continue };
-        let at = now();
-        for (id, outcome) in outcomes {
-            let Some(d) = fresh
-                .deliveries
-                .iter_mut()
-                .find(|d| d.id == id && d.state == DeliveryState::Pending)
-            else {
-                continue;
-            };
-            if !matches!(
-                outcome,
-                Outcome::Dead {
-                    attempted: false,
-                    ..
-                }
-            ) {
-                d.attempts = d.attempts.saturating_add(1);
-                d.last_attempt_at = Some(at);
+        let what = item.describe();
+        match item {
+            Item::Alert(doc) => {
+                // Written under the VM's lock, to the deliveries still
+                // pending: a newer change of the alert replaced them with
+                // new ones.
+                let lock = service.vm_lock(&doc.alert.vm_id);
+                let _guard = lock.lock().await;
+                let fresh = service
+                    .alerts(Some(doc.alert.vm_id.clone()), None)
+                    .await?
+                    .into_iter()
+                    .find(|d| d.alert.key == doc.alert.key);
+                let Some(mut fresh) = fresh else { continue };
+                apply(
+                    service,
+                    hooks,
+                    &what,
+                    &mut fresh.deliveries,
+                    outcomes,
+                    next_try,
+                    &mut waiting,
+                );
+                service.put_alert_doc(&fresh).await?;
             }
-            match outcome {
-                Outcome::Delivered => {
-                    service.metrics.webhook("ok");
-                    d.state = DeliveryState::Delivered;
-                    d.last_error = None;
-                    next_try.remove(&id);
-                }
-                Outcome::Failed(e) => {
-                    service.metrics.webhook("failed");
-                    tracing::debug!("webhook {}: delivery {id} failed: {e}", d.webhook);
-                    d.last_error = Some(e);
-                    next_try.insert(id, Instant::now() + hooks.retry.backoff(d.attempts));
-                    waiting = true;
-                }
-                Outcome::Dead {
-                    error: e,
-                    attempted,
-                } => {
-                    if attempted {
-                        service.metrics.webhook("failed");
-                    }
-                    service.metrics.webhook_dead_lettered();
-                    tracing::warn!(
-                        "webhook {}: delivery {id} of alert {} ({}) dead-lettered after {} \
-                         attempts over {} s: {e}",
-                        d.webhook,
-                        fresh.alert.key,
-                        fresh.last_event,
-                        d.attempts,
-                        at.saturating_sub(d.queued_at)
-                    );
-                    d.state = DeliveryState::DeadLettered;
-                    d.last_error = Some(e);
-                    next_try.remove(&id);
-                }
+            Item::Audit {
+                entry,
+                mut deliveries,
+            } => {
+                apply(
+                    service,
+                    hooks,
+                    &what,
+                    &mut deliveries,
+                    outcomes,
+                    next_try,
+                    &mut waiting,
+                );
+                let still = deliveries.iter().any(|d| d.state == DeliveryState::Pending);
+                let value =
+                    serde_json::to_value(&deliveries).map_err(crate::error::ApiError::internal)?;
+                service
+                    .store
+                    .set_audit_deliveries(entry.id, &value, still)
+                    .await?;
             }
         }
-        service.put_alert_doc(&fresh).await?;
     }
     if waiting {
         service.webhook_pending.store(true, Ordering::SeqCst);
     }
     Ok(())
+}
+
+/// Tries each of `item`'s pending deliveries that is due.
+async fn attempt_due(
+    hooks: &Webhooks,
+    item: &Item,
+    next_try: &mut HashMap<String, Instant>,
+    waiting: &mut bool,
+) -> Vec<(String, Outcome)> {
+    let window = hooks.retry.window.as_secs();
+    let mut outcomes = Vec::new();
+    for d in item
+        .deliveries()
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+    {
+        if next_try.get(&d.id).is_some_and(|t| Instant::now() < *t) {
+            *waiting = true;
+            continue;
+        }
+        let expired = now().saturating_sub(d.queued_at) >= window;
+        let outcome = match hooks.get(&d.webhook) {
+            None if expired => Outcome::Dead {
+                error: "no webhook of this name is configured".into(),
+                attempted: false,
+            },
+            // Another server sharing the database may have it; if none
+            // delivers it, it is given up when the window ends.
+            None => {
+                let left = d.queued_at.saturating_add(window).saturating_sub(now());
+                next_try.insert(d.id.clone(), Instant::now() + Duration::from_secs(left));
+                continue;
+            }
+            Some(h) => match hooks.attempt(h, item, d).await {
+                Ok(()) => Outcome::Delivered,
+                Err(error) if expired => Outcome::Dead {
+                    error,
+                    attempted: true,
+                },
+                Err(e) => Outcome::Failed(e),
+            },
+        };
+        outcomes.push((d.id.clone(), outcome));
+    }
+    outcomes
+}
+
+/// Records attempts' outcomes in the deliveries still pending.
+fn apply(
+    service: &Service,
+    hooks: &Webhooks,
+    what: &str,
+    deliveries: &mut [Delivery],
+    outcomes: Vec<(String, Outcome)>,
+    next_try: &mut HashMap<String, Instant>,
+    waiting: &mut bool,
+) {
+    let at = now();
+    for (id, outcome) in outcomes {
+        let Some(d) = deliveries
+            .iter_mut()
+            .find(|d| d.id == id && d.state == DeliveryState::Pending)
+        else {
+            continue;
+        };
+        if !matches!(
+            outcome,
+            Outcome::Dead {
+                attempted: false,
+                ..
+            }
+        ) {
+            d.attempts = d.attempts.saturating_add(1);
+            d.last_attempt_at = Some(at);
+        }
+        match outcome {
+            Outcome::Delivered => {
+                service.metrics.webhook("ok");
+                d.state = DeliveryState::Delivered;
+                d.last_error = None;
+                next_try.remove(&id);
+            }
+            Outcome::Failed(e) => {
+                service.metrics.webhook("failed");
+                tracing::debug!("webhook {}: delivery {id} failed: {e}", d.webhook);
+                d.last_error = Some(e);
+                next_try.insert(id, Instant::now() + hooks.retry.backoff(d.attempts));
+                *waiting = true;
+            }
+            Outcome::Dead {
+                error: e,
+                attempted,
+            } => {
+                if attempted {
+                    service.metrics.webhook("failed");
+                }
+                service.metrics.webhook_dead_lettered();
+                tracing::warn!(
+                    "webhook {}: delivery {id} of {what} dead-lettered after {} attempts over {} s: {e}",
+                    d.webhook,
+                    d.attempts,
+                    at.saturating_sub(d.queued_at)
+                );
+                d.state = DeliveryState::DeadLettered;
+                d.last_error = Some(e);
+                next_try.remove(&id);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

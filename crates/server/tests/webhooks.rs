@@ -543,3 +543,80 @@ async fn a_delivery_owed_to_a_webhook_no_longer_configured_is_given_up_at_the_wi
     assert_eq!(x["lastError"], "no webhook of this name is configured");
     b.running.abort();
 }
+
+/// Making or deleting a suppression rule silences alerts: the security
+/// team hears of it as a signed event naming who did it, delivered like an
+/// alert change (and shown with its deliveries in the audit log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppression_rule_is_an_audited_event_the_webhooks_hear_of() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver(None, 200, None).await;
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let s = start_with(
+        &db,
+        Config {
+            vtpm_ca: platform_ca(),
+            webhooks: vec![Webhook::new("siem", &rx.url, SECRET.to_vec()).unwrap()],
+            ..Config::default()
+        },
+    )
+    .await;
+    let (st, r) = s
+        .call(
+            Method::PUT,
+            "/v1/security/suppressions/quiet-lab",
+            Some(json!({"reason": "secure-boot-off", "vmIds": ["lab1"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let (st, _) = s
+        .call(Method::DELETE, "/v1/security/suppressions/quiet-lab", None)
+        .await;
+    assert_eq!(st, 200);
+    let t0 = std::time::Instant::now();
+    let got = loop {
+        let got = rx.got.lock().unwrap().clone();
+        if got.len() >= 2 {
+            break got;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "got {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let events: Vec<(String, Value)> = got
+        .iter()
+        .map(|g| {
+            assert!(signed_with(g, SECRET), "{g:?}");
+            let b: Value = serde_json::from_slice(&g.body).unwrap();
+            (g.headers["x-trustlaunch-event"].clone(), b)
+        })
+        .collect();
+    let put = events
+        .iter()
+        .find(|(e, _)| e == "suppression.put")
+        .expect("suppression.put delivered");
+    assert_eq!(put.1["audit"]["target"], "suppression/quiet-lab");
+    assert!(put.1["audit"]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("token "));
+    assert_eq!(put.1["audit"]["detail"]["vm_ids"], json!(["lab1"]));
+    assert!(events.iter().any(|(e, _)| e == "suppression.delete"));
+    // The audit log shows each delivered, by webhook name.
+    let t0 = std::time::Instant::now();
+    loop {
+        let audit = s.get("/v1/audit?target=suppression/quiet-lab").await;
+        let entries = audit["value"].as_array().unwrap().clone();
+        assert_eq!(entries.len(), 2, "{audit}");
+        if entries
+            .iter()
+            .all(|e| e["deliveries"][0]["state"] == "delivered")
+        {
+            assert!(!audit.to_string().contains(&rx.url));
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.running.abort();
+}

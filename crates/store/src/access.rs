@@ -2,6 +2,7 @@
 //! token, and when. Entries are written by the method that makes the
 //! change, in its transaction, so a change is never without its entry.
 
+use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
@@ -19,13 +20,16 @@ pub(crate) async fn write_audit(
     op: &'static str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO audit_log (at, actor, action, target, detail, deliveries, pending) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(e.at)
     .bind(&e.actor)
     .bind(&e.action)
     .bind(&e.target)
     .bind(e.detail.to_string())
+    .bind(e.deliveries.as_ref().map(ToString::to_string))
+    .bind(i64::from(e.deliveries.is_some()))
     .execute(&mut **tx)
     .await
     .map_err(db(op))?;
@@ -42,6 +46,7 @@ fn audit_from(row: &AnyRow, op: &'static str) -> Result<AuditEntry, StoreError> 
             action: c.text("action")?,
             target: c.text("target")?,
             detail: c.json("detail")?,
+            deliveries: c.opt_json("deliveries")?,
         },
     })
 }
@@ -68,7 +73,7 @@ impl Store {
         let rows = match target {
             Some(t) => {
                 sqlx::query(
-                    "SELECT id, at, actor, action, target, detail FROM audit_log \
+                    "SELECT id, at, actor, action, target, detail, deliveries FROM audit_log \
                      WHERE target = $1 ORDER BY id DESC LIMIT $2",
                 )
                 .bind(t)
@@ -78,7 +83,7 @@ impl Store {
             }
             None => {
                 sqlx::query(
-                    "SELECT id, at, actor, action, target, detail FROM audit_log \
+                    "SELECT id, at, actor, action, target, detail, deliveries FROM audit_log \
                      ORDER BY id DESC LIMIT $1",
                 )
                 .bind(limit)
@@ -88,5 +93,36 @@ impl Store {
         }
         .map_err(db(op))?;
         rows.iter().map(|r| audit_from(r, op)).collect()
+    }
+
+    /// The audited events that still owe webhook deliveries, oldest first.
+    pub async fn audit_pending(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let op = "audit_pending";
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, detail, deliveries FROM audit_log \
+             WHERE pending = 1 ORDER BY id LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(op))?;
+        rows.iter().map(|r| audit_from(r, op)).collect()
+    }
+
+    /// Records an audited event's deliveries as they stand now; `pending`
+    /// says whether any is still owed.
+    pub async fn set_audit_deliveries(
+        &self,
+        id: i64,
+        deliveries: &Value,
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE audit_log SET deliveries = $2, pending = $3 WHERE id = $1")
+            .bind(id)
+            .bind(deliveries.to_string())
+            .bind(i64::from(pending))
+            .execute(&self.pool)
+            .await
+            .map_err(db("set_audit_deliveries"))?;
+        Ok(())
     }
 }

@@ -330,6 +330,9 @@ pub struct NewAuditEntry {
     pub target: String,
     /// The change's details.
     pub detail: Value,
+    /// For an event webhooks are told of: its deliveries (the server's
+    /// JSON), kept until none is pending.
+    pub deliveries: Option<Value>,
 }
 
 /// A challenge the server issued: a single-use nonce for one VM, and

@@ -71,7 +71,8 @@ const MIGRATIONS: &[&[&str]] = &[
     // revocation and a last use; challenges are the server's own
     // single-use nonces (with the credential it made for the AK, known by
     // the SHA-256 of its secret); the audit log records who changed a
-    // registration, a suppression rule or a token.
+    // registration, a suppression rule or a token (and, for the events
+    // webhooks hear of, what is owed to them).
     &[
         "ALTER TABLE api_tokens ADD COLUMN token_id TEXT",
         "UPDATE api_tokens SET token_id = substr(sha256, 1, 12)",
@@ -85,8 +86,10 @@ const MIGRATIONS: &[&[&str]] = &[
          used_at BIGINT)",
         "CREATE INDEX challenges_by_expiry ON challenges (expires_at)",
         "CREATE TABLE audit_log (id {ID}, at BIGINT NOT NULL, actor TEXT NOT NULL, \
-         action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
+         action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL, \
+         deliveries TEXT, pending BIGINT NOT NULL DEFAULT 0 CHECK (pending IN (0, 1)))",
         "CREATE INDEX audit_log_by_target ON audit_log (target, id)",
+        "CREATE INDEX audit_log_pending ON audit_log (pending)",
         // Two more baseline actions: a first boot's components proposed
         // (awaiting an operator) and approved. The CHECK is replaced:
         // PostgreSQL alters it; SQLite cannot, so the table is rebuilt.

@@ -19,6 +19,7 @@ fn audited(action: &str, target: &str) -> NewAuditEntry {
         action: action.into(),
         target: target.into(),
         detail: json!({"why": "test"}),
+        deliveries: None,
     }
 }
 

@@ -336,6 +336,7 @@ pub fn test_audit(action: &str) -> trustlaunch_store::NewAuditEntry {
         action: action.into(),
         target: "test".into(),
         detail: json!({}),
+        deliveries: None,
     }
 }
 
