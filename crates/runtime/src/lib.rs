@@ -13,6 +13,7 @@
 
 pub mod accel;
 pub mod channel;
+pub mod confine;
 pub mod console;
 pub mod image;
 pub mod image_build;
