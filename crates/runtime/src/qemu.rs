@@ -273,9 +273,13 @@ impl QemuConfig {
                 "-blockdev",
                 &format!("driver=file,filename={set},node-name=data{lun}-file"),
             ]);
+            // JSON, for `"backing": null`: a data disk has no backing
+            // image, whatever its header says.
             b.push(&[
                 "-blockdev",
-                &format!("driver=qcow2,file=data{lun}-file,backing=null,node-name=data{lun}"),
+                &format!(
+                    r#"{{"driver":"qcow2","file":"data{lun}-file","backing":null,"node-name":"data{lun}"}}"#
+                ),
             ]);
             b.push(&[
                 "-device",
@@ -425,7 +429,7 @@ mod tests {
         assert!(has_pair(
             &a,
             "-blockdev",
-            "driver=qcow2,file=data0-file,backing=null,node-name=data0"
+            r#"{"driver":"qcow2","file":"data0-file","backing":null,"node-name":"data0"}"#
         ));
         assert!(has_pair(
             &a,

@@ -156,15 +156,7 @@ impl VtpmPaths {
         key_fd: i32,
     ) -> Result<(Vec<FdMapping>, Vec<String>), VtpmError> {
         let dir = open_dir(&self.state)?;
-        let key = self.load_key(master)?;
-        let (reader, writer) = rustix::pipe::pipe()
-            .map_err(|e| VtpmError::Swtpm(format!("making the key pipe: {e}")))?;
-        // 32 bytes fit in any pipe's buffer: the write does not block.
-        let mut writer = fs::File::from(writer);
-        writer
-            .write_all(&key)
-            .map_err(|e| VtpmError::Swtpm(format!("writing the key pipe: {e}")))?;
-        drop(writer);
+        let reader = key_pipe(&self.load_key(master)?)?;
         Ok((
             vec![
                 FdMapping {
@@ -291,6 +283,20 @@ impl VtpmPaths {
         }
         Ok(swtpm)
     }
+}
+
+/// A pipe holding `key`, its write end closed: the read end, for swtpm's
+/// `--key fd=N` (the key never touches a file).
+fn key_pipe(key: &[u8]) -> Result<OwnedFd, VtpmError> {
+    let (reader, writer) =
+        rustix::pipe::pipe().map_err(|e| VtpmError::Swtpm(format!("making the key pipe: {e}")))?;
+    // 32 bytes fit in any pipe's buffer: the write does not block.
+    let mut writer = fs::File::from(writer);
+    writer
+        .write_all(key)
+        .map_err(|e| VtpmError::Swtpm(format!("writing the key pipe: {e}")))?;
+    drop(writer);
+    Ok(reader)
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd, VtpmError> {
