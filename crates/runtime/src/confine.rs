@@ -173,7 +173,8 @@ impl IdRegistry {
             let claim = self.dir.join(ids.slot.to_string());
             if let Ok(owner) = read_small(&claim, 4096) {
                 let owner = String::from_utf8_lossy(&owner).into_owned();
-                if owner.is_empty() || self.vms.join(&owner).exists() {
+                // Taken back only when it names a VM, and that VM is gone.
+                if crate::spec::check_name(&owner).is_err() || self.vms.join(&owner).exists() {
                     continue;
                 }
                 // Stale: its VM is gone.
@@ -276,6 +277,11 @@ mod tests {
         fs::remove_dir_all(vms.join("b")).unwrap();
         fs::create_dir_all(vms.join("d")).unwrap();
         assert_eq!(reg.allocate("d").unwrap().slot, b.slot);
+        // A claim that names no VM is never taken back.
+        let next = a.slot.max(b.slot) + 1;
+        fs::write(home.path().join(format!("uids/{next}")), "../../etc").unwrap();
+        fs::create_dir_all(vms.join("e")).unwrap();
+        assert_eq!(reg.allocate("e").unwrap().slot, next + 1);
 
         let path = home.path().join("ids.json");
         assert_eq!(read_ids(&path).unwrap(), None);
