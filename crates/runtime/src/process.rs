@@ -25,7 +25,9 @@ use crate::confine::{process_uids, Identity};
 pub const MARKER_VAR: &str = "TRUSTLAUNCH_VM";
 
 /// What identifies a VM's process: `TRUSTLAUNCH_VM=<VM directory>` in its
-/// environment and, when it is confined, the uid it runs as.
+/// environment and, when it is confined, the uid it runs as. (A process an
+/// earlier version started, with the VM directory on its command line and
+/// no uid required, is found too.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Marker {
     /// The VM directory.
@@ -98,12 +100,34 @@ pub fn is_ours(pid: i32, marker: &Marker) -> bool {
             return false;
         }
     }
-    let mut environ = Vec::new();
-    if let Ok(f) = fs::File::open(format!("/proc/{pid}/environ")) {
-        let _ = f.take(256 << 10).read_to_end(&mut environ);
+    if marker.dir.is_empty() {
+        return false;
     }
     let entry = marker.entry();
-    !marker.dir.is_empty() && environ.split(|b| *b == 0).any(|e| e == entry.as_bytes())
+    if read_bounded(&format!("/proc/{pid}/environ"))
+        .split(|b| *b == 0)
+        .any(|e| e == entry.as_bytes())
+    {
+        return true;
+    }
+    // A VM an earlier version started (QEMU daemonised as root, swtpm
+    // likewise) was marked by its directory on the command line: it is
+    // re-adopted, stopped or cleaned up like any other. A confined VM's
+    // processes are always found by their environment and uid.
+    let dir = marker.dir.as_bytes();
+    marker.uid.is_none()
+        && read_bounded(&format!("/proc/{pid}/cmdline"))
+            .windows(dir.len())
+            .any(|w| w == dir)
+}
+
+/// Up to 256 KiB of a `/proc` file (empty if unreadable).
+fn read_bounded(path: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(f) = fs::File::open(path) {
+        let _ = f.take(256 << 10).read_to_end(&mut buf);
+    }
+    buf
 }
 
 /// Prepares `cmd` to run as a VM's process: a clean environment (`PATH`
@@ -201,6 +225,29 @@ mod tests {
             ..marker.clone()
         };
         assert_eq!(find(&pid_file, &wrong_uid), None);
+        // A process an earlier version started, marked by the VM directory
+        // on its command line only: found while no uid is required.
+        let mut legacy = std::process::Command::new("sh")
+            .args(["-c", "sleep 30", &marker.dir])
+            .spawn()
+            .unwrap();
+        let legacy_pid = i32::try_from(legacy.id()).unwrap();
+        let t0 = std::time::Instant::now();
+        while !is_ours(legacy_pid, &marker) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(is_ours(legacy_pid, &marker));
+        let confined = Marker {
+            uid: Some(rustix::process::getuid().as_raw()),
+            ..marker.clone()
+        };
+        assert!(!is_ours(legacy_pid, &confined));
+        assert!(
+            is_ours(pid, &confined),
+            "the environment marker and the uid"
+        );
+        let _ = legacy.kill();
+        let _ = legacy.wait();
         // Reap in the background so the zombie does not linger.
         let reaper = std::thread::spawn(move || child.wait());
         assert!(terminate(pid, &marker, Duration::from_secs(5)));

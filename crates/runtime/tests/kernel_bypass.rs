@@ -179,10 +179,12 @@ fn a_kernel_passed_by_dash_kernel_is_caught_by_appraisal() {
 
     // The agent answers as on any boot; the runtime's own checks pass (the
     // quote is genuine, the AK is in this VM's vTPM) ...
-    let ek = trustlaunch_eventlog::hex::decode(
-        rt.show(name).unwrap().state.ek_public.as_deref().unwrap(),
-    )
-    .unwrap();
+    // From the VM's record, not `show`: this hand-started QEMU carries no
+    // marker of the VM, so the runtime's refresh would (rightly) not take
+    // it for the VM's and would clear its sockets.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vm.join("state.json")).unwrap()).unwrap();
+    let ek = trustlaunch_eventlog::hex::decode(state["ekPublic"].as_str().unwrap()).unwrap();
     let received = Channel::connect(&run.join("attest.sock"))
         .unwrap()
         .attest(&ek, Duration::from_secs(180), &mut OsRng, 0)
