@@ -305,6 +305,7 @@ fn print_info(info: &VmInfo, json: bool) -> Result<()> {
     if let Some(a) = info.state.accel {
         println!("accel:           {}", a.name());
     }
+    println!("confinement:     {}", info.confinement);
     if let Some(pid) = info.qemu_pid {
         println!("qemu pid:        {pid}");
     }

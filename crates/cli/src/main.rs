@@ -91,6 +91,9 @@ fn quiet_on_closed_pipe() {
 }
 
 fn main() -> ExitCode {
+    // Everything this process writes (keys, VM files, logs, sockets) is
+    // its own: no group or other bits, whatever the caller's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -353,18 +353,28 @@ fn start(dir: &Path, image: &Path, vars_template: &str, enrolled: Option<&Path>)
         vcpus: 1,
         memory_mib: 1024,
         os_disk: overlay,
+        os_base: image.join("disk.raw"),
         data_disks: Vec::new(),
-        swtpm_socket: Some(sock),
+        vtpm: true,
         console_log: dir.join("console.log"),
         qmp_socket: dir.join("qmp.sock"),
         attestation_socket: Some(dir.join("attest.sock")),
     };
-    let qemu = Command::new("qemu-system-x86_64")
-        .args(config.args())
+    // QEMU gets its files and sockets as descriptors, as the runtime
+    // starts it; its end of swtpm's control channel is a connection.
+    let tpm = UnixStream::connect(&sock).expect("swtpm control socket");
+    let mut cmd = trustlaunch_runtime::vm::qemu_command(
+        Path::new("qemu-system-x86_64"),
+        &config.launch(),
+        Some(tpm.into()),
+    )
+    .unwrap();
+    let qemu = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("qemu-system-x86_64: apt-get install -y qemu-system-x86");
+    drop(cmd);
     Vm {
         qemu,
         swtpm: Some(swtpm),

@@ -140,9 +140,11 @@ fn vm_dir(f: &Fixture, name: &str) -> PathBuf {
     f.home.join("vms").join(name)
 }
 
-/// Processes whose command line names this VM's directory.
+/// Processes that carry this VM's marker (`TRUSTLAUNCH_VM=<VM dir>` in
+/// their environment) or name its directory on their command line.
 fn vm_processes(f: &Fixture, name: &str) -> Vec<String> {
     let marker = vm_dir(f, name).display().to_string();
+    let env_marker = format!("TRUSTLAUNCH_VM={marker}");
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -156,8 +158,12 @@ fn vm_processes(f: &Fixture, name: &str) -> Vec<String> {
         let zombie = stat
             .rsplit_once(')')
             .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        let environ = fs::read(e.path().join("environ")).unwrap_or_default();
+        let marked = environ
+            .split(|b| *b == 0)
+            .any(|x| x == env_marker.as_bytes());
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if !zombie && cmd.contains(&marker) && !cmd.contains("trustlaunch host") {
+        if !zombie && (marked || cmd.contains(&marker)) && !cmd.contains("trustlaunch host") {
             out.push(format!("{pid}: {cmd}"));
         }
     }

@@ -810,7 +810,17 @@ fn main() -> Result<()> {
         let vtpm_state = base_dir.join("vtpm.template");
         copy_dir(&info.dir.join("vtpm"), &vtpm_state)?;
         let vtpm_key = base_dir.join("vtpm.template.key");
-        fs::copy(rt.home().keys().join(format!("{name}.vtpm.key")), &vtpm_key)?;
+        // The baseline's swtpm reads its key from a file (in this
+        // benchmark's scratch directory): the platform keeps it sealed.
+        let key = trustlaunch_runtime::vtpm::VtpmPaths {
+            state: info.dir.join("vtpm"),
+            key: trustlaunch_runtime::platform::SealedFile::new(
+                rt.home().keys().join(format!("{name}.vtpm.key")),
+                format!("vtpm/{name}"),
+            ),
+        }
+        .load_key(&rt.home().master_key()?)?;
+        trustlaunch_runtime::platform::write_secret(&vtpm_key, &key)?;
         let ek_hex = info
             .state
             .ek_public

@@ -5,17 +5,23 @@
 //!   master.key                             (0600) the platform master key:
 //!                                           32 bytes that seal every private
 //!                                           key at rest (trustlaunch-seal)
-//!   platform/secureboot/{pk,kek,db}.{key,crt}   PEM; the `custom` key
+//!   platform/secureboot/{pk,kek,db}.key    sealed; the `custom` key
 //!                                           template and the db key that
 //!                                           signs platform images
-//!   platform/vtpm-ca/ca.{key,crt}           the vTPM CA (EK certificates)
-//!   keys/<vm>.vtpm.key                     (0600) per-VM swtpm key
+//!   platform/secureboot/{pk,kek,db}.crt    PEM certificates
+//!   platform/vtpm-ca/ca.key, ca.crt         the vTPM CA (EK certificates)
+//!   keys/<vm>.vtpm.key                     sealed per-VM swtpm state key
 //!   vms/<vm>/                              one directory per VM
 //! ```
 //!
 //! Keys are made on first use and then only read: a platform keeps its
 //! PK, db key and CA for its whole life (every enrolled varstore and every
-//! EK certificate depends on them). Private keys are 0600.
+//! EK certificate depends on them). Every private key is stored sealed
+//! under the master key ([`SealedFile`]: AES-256-GCM, its purpose —
+//! `platform/secureboot/pk`, `platform/vtpm-ca`, `vtpm/<vm>` — as
+//! associated data), never in the clear; a key an older version left in
+//! the clear is sealed in place the first time it is read. Every file is
+//! 0600 and every directory 0700.
 
 use std::fs;
 use std::io::Write;
@@ -29,6 +35,7 @@ pub use trustlaunch_seal::MasterKey;
 use trustlaunch_secureboot::keys::{CertRequest, CertRole, KeyPair, SigningKey};
 use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
 use trustlaunch_tpm::ekcert::UnixTime;
+use zeroize::Zeroizing;
 
 /// Why the platform's home or keys are unusable.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,15 @@ pub enum PlatformError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// A sealed key does not open: another master key, another purpose,
+    /// or altered bytes.
+    #[error("{path}: {source}")]
+    Sealed {
+        /// The sealed file.
+        path: PathBuf,
+        /// Why it does not open.
+        source: trustlaunch_seal::SealError,
     },
     /// A stored key or certificate is unusable.
     #[error("{path}: {reason}")]
@@ -229,6 +245,88 @@ pub fn read_secret(path: &Path, limit: u64) -> Result<Vec<u8>, PlatformError> {
     Ok(buf)
 }
 
+/// A private key at rest: a file holding the key sealed under the
+/// platform master key for one purpose (`trustlaunch_seal`'s armor).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedFile {
+    /// The file (0600).
+    pub path: PathBuf,
+    /// The purpose it is sealed for (the associated data): a sealed key
+    /// copied to another slot does not open there.
+    pub purpose: String,
+}
+
+/// The largest sealed file read (keys are a few KiB).
+const SEALED_LIMIT: u64 = 256 << 10;
+
+impl SealedFile {
+    /// The file at `path`, sealed for `purpose`.
+    pub fn new(path: impl Into<PathBuf>, purpose: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            purpose: purpose.into(),
+        }
+    }
+
+    /// Whether the file exists (sealed or not).
+    pub fn exists(&self) -> bool {
+        fs::symlink_metadata(&self.path).is_ok()
+    }
+
+    /// Seals `secret` and writes it (0600, atomically, never through a
+    /// symlink).
+    pub fn write(
+        &self,
+        master: &MasterKey,
+        secret: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(), PlatformError> {
+        let sealed =
+            master
+                .seal(&self.purpose, secret, rng)
+                .map_err(|source| PlatformError::Sealed {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        write_secret(&self.path, sealed.as_bytes())
+    }
+
+    /// Reads and opens the secret. A file an older version wrote in the
+    /// clear (`legacy` says whether its bytes are such a key) is sealed in
+    /// place first, atomically; anything else that is not sealed armor is
+    /// refused.
+    pub fn read(
+        &self,
+        master: &MasterKey,
+        legacy: fn(&[u8]) -> bool,
+    ) -> Result<Zeroizing<Vec<u8>>, PlatformError> {
+        let bytes = Zeroizing::new(read_secret(&self.path, SEALED_LIMIT)?);
+        let text = std::str::from_utf8(&bytes).ok();
+        if let Some(text) = text.filter(|t| trustlaunch_seal::is_sealed(t)) {
+            return master
+                .open(&self.purpose, text)
+                .map_err(|source| PlatformError::Sealed {
+                    path: self.path.clone(),
+                    source,
+                });
+        }
+        if !legacy(&bytes) {
+            return Err(PlatformError::BadKey {
+                path: self.path.clone(),
+                reason: "neither a sealed secret nor a key this platform wrote in the clear".into(),
+            });
+        }
+        self.write(master, &bytes, &mut rand_core::OsRng)?;
+        Ok(bytes)
+    }
+}
+
+/// A PEM private key an older version wrote in the clear.
+pub fn legacy_pem_key(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes)
+        .is_ok_and(|t| t.trim_start().starts_with("-----BEGIN") && t.contains("PRIVATE KEY-----"))
+}
+
 /// The platform master key at `path`: read (32 bytes, 0600, no symlink),
 /// or made and written with `O_EXCL` when missing, so two processes
 /// starting at once agree on one key.
@@ -324,15 +422,19 @@ const KEY_LIMIT: u64 = 64 << 10;
 const NO_EXPIRY: u64 = 253_402_300_799;
 
 impl PlatformKeys {
-    /// Loads the platform's keys, creating those that do not exist yet.
+    /// Loads the platform's keys, creating those that do not exist yet;
+    /// private keys are sealed under the home's master key (one left in
+    /// the clear by an older version is sealed in place).
     pub fn load_or_create(
         home: &Home,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, PlatformError> {
+        let master = home.master_key()?;
         let sb = home.platform().join("secureboot");
         private_dir(&sb)?;
         let now = unix_now();
         let pk = key_pair(
+            &master,
             &sb,
             "pk",
             None,
@@ -342,6 +444,7 @@ impl PlatformKeys {
             rng,
         )?;
         let kek = key_pair(
+            &master,
             &sb,
             "kek",
             Some(&pk),
@@ -351,6 +454,7 @@ impl PlatformKeys {
             rng,
         )?;
         let db = key_pair(
+            &master,
             &sb,
             "db",
             Some(&kek),
@@ -361,17 +465,20 @@ impl PlatformKeys {
         )?;
         let ca_dir = home.platform().join("vtpm-ca");
         private_dir(&ca_dir)?;
-        let (key_path, cert_path) = (ca_dir.join("ca.key"), ca_dir.join("ca.crt"));
-        let vtpm_ca = if key_path.exists() {
-            let key = String::from_utf8_lossy(&read_small(&key_path, KEY_LIMIT)?).into_owned();
+        let key_file = SealedFile::new(ca_dir.join("ca.key"), "platform/vtpm-ca");
+        let cert_path = ca_dir.join("ca.crt");
+        let vtpm_ca = if key_file.exists() {
+            let key = key_file.read(&master, legacy_pem_key)?;
+            let key = String::from_utf8_lossy(&key);
+            secure_existing(&cert_path)?;
             let cert = String::from_utf8_lossy(&read_small(&cert_path, KEY_LIMIT)?).into_owned();
             VtpmCa::from_pem(&key, &cert).map_err(|e| PlatformError::BadKey {
-                path: key_path.clone(),
+                path: key_file.path.clone(),
                 reason: e.to_string(),
             })?
         } else {
             let bad = |e: trustlaunch_tpm::ca::CaError| PlatformError::BadKey {
-                path: key_path.clone(),
+                path: key_file.path.clone(),
                 reason: e.to_string(),
             };
             let ca = VtpmCa::create(
@@ -386,12 +493,9 @@ impl PlatformKeys {
                 rng,
             )
             .map_err(bad)?;
-            write_file(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
-            write_file(
-                &key_path,
-                ca.key_pkcs8_pem().map_err(bad)?.as_bytes(),
-                0o600,
-            )?;
+            write_file(&cert_path, ca.cert_pem().as_bytes(), 0o600)?;
+            let pem = ca.key_pkcs8_pem().map_err(bad)?;
+            key_file.write(&master, pem.as_bytes(), rng)?;
             ca
         };
         Ok(Self {
@@ -401,15 +505,11 @@ impl PlatformKeys {
             vtpm_ca,
         })
     }
-
-    /// Paths of the db key and certificate (PEM), for `image build`.
-    pub fn db_paths(home: &Home) -> (PathBuf, PathBuf) {
-        let sb = home.platform().join("secureboot");
-        (sb.join("db.key"), sb.join("db.crt"))
-    }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn key_pair(
+    master: &MasterKey,
     dir: &Path,
     name: &str,
     issuer: Option<&KeyPair>,
@@ -418,18 +518,23 @@ fn key_pair(
     now: u64,
     rng: &mut impl CryptoRngCore,
 ) -> Result<KeyPair, PlatformError> {
-    let key_path = dir.join(format!("{name}.key"));
+    let key_file = SealedFile::new(
+        dir.join(format!("{name}.key")),
+        format!("platform/secureboot/{name}"),
+    );
     let cert_path = dir.join(format!("{name}.crt"));
     let bad = |path: &Path, e: trustlaunch_secureboot::keys::KeyError| PlatformError::BadKey {
         path: path.to_owned(),
         reason: e.to_string(),
     };
-    if key_path.exists() {
-        let key = String::from_utf8_lossy(&read_small(&key_path, KEY_LIMIT)?).into_owned();
+    if key_file.exists() {
+        let key = key_file.read(master, legacy_pem_key)?;
+        secure_existing(&cert_path)?;
         let cert = read_small(&cert_path, KEY_LIMIT)?;
-        return KeyPair::from_pem(&key, &cert).map_err(|e| bad(&key_path, e));
+        return KeyPair::from_pem(&String::from_utf8_lossy(&key), &cert)
+            .map_err(|e| bad(&key_file.path, e));
     }
-    let key = SigningKey::generate_rsa(rng).map_err(|e| bad(&key_path, e))?;
+    let key = SigningKey::generate_rsa(rng).map_err(|e| bad(&key_file.path, e))?;
     let request = CertRequest {
         common_name: common_name.into(),
         not_before: now.saturating_sub(60),
@@ -440,20 +545,17 @@ fn key_pair(
         None => KeyPair::self_signed(key, &request, rng),
         Some(i) => i.issue(key, &request, rng),
     }
-    .map_err(|e| bad(&key_path, e))?;
+    .map_err(|e| bad(&key_file.path, e))?;
     write_file(
         &cert_path,
         pair.cert_pem().map_err(|e| bad(&cert_path, e))?.as_bytes(),
-        0o644,
-    )?;
-    write_file(
-        &key_path,
-        pair.key
-            .to_pkcs8_pem()
-            .map_err(|e| bad(&key_path, e))?
-            .as_bytes(),
         0o600,
     )?;
+    let pem = pair
+        .key
+        .to_pkcs8_pem()
+        .map_err(|e| bad(&key_file.path, e))?;
+    key_file.write(master, pem.as_bytes(), rng)?;
     Ok(pair)
 }
 

@@ -64,10 +64,14 @@ pub struct QemuConfig {
     pub memory_mib: u64,
     /// The OS disk (a qcow2 overlay).
     pub os_disk: PathBuf,
+    /// The image the overlay is backed by (raw, read-only). QEMU gets it
+    /// as a node of its own: it never opens the path the overlay's header
+    /// names.
+    pub os_base: PathBuf,
     /// Data disks (qcow2) by LUN: never bootable.
     pub data_disks: Vec<(u32, PathBuf)>,
-    /// swtpm's control socket, when the VM has a vTPM.
-    pub swtpm_socket: Option<PathBuf>,
+    /// The VM has a vTPM (its swtpm's control channel is passed in).
+    pub vtpm: bool,
     /// File the serial console is written to.
     pub console_log: PathBuf,
     /// QMP socket (the runtime's control channel).
@@ -81,27 +85,143 @@ pub struct QemuConfig {
 /// (`/dev/virtio-ports/<name>`).
 pub const ATTESTATION_PORT: &str = "org.trustlaunch.attest.0";
 
+/// QEMU's seccomp sandbox: on, with every optional group denied (no
+/// obsolete syscalls, no set*id, no fork or exec, no scheduler or
+/// affinity changes).
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// What the runtime hands QEMU at one descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Passed {
+    /// An existing file, opened read-only or read-write.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Opened read-write.
+        write: bool,
+    },
+    /// A file made (0600, truncated) for QEMU to write: the console.
+    NewFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A unix socket the runtime binds and listens on; QEMU accepts.
+    Listener {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// QEMU's end of the socket pair to the VM's swtpm.
+    Tpm,
+}
+
+/// One descriptor QEMU gets, at `fd` in its table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassedFd {
+    /// The descriptor number in QEMU.
+    pub fd: i32,
+    /// What it is.
+    pub what: Passed,
+}
+
+/// QEMU's arguments and the descriptors they refer to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// The arguments after the program name.
+    pub args: Vec<OsString>,
+    /// The descriptors, by number.
+    pub fds: Vec<PassedFd>,
+}
+
+/// Builds the argument list and the descriptor plan together, so that
+/// every descriptor named in an argument is one the plan passes.
+struct Builder {
+    args: Vec<OsString>,
+    fds: Vec<PassedFd>,
+}
+
+impl Builder {
+    fn push(&mut self, parts: &[&str]) {
+        self.args.extend(parts.iter().map(OsString::from));
+    }
+
+    fn next_fd(&self) -> i32 {
+        3 + i32::try_from(self.fds.len()).unwrap_or(i32::MAX - 3)
+    }
+
+    /// A descriptor for `what`; returns its number.
+    fn pass(&mut self, what: Passed) -> i32 {
+        let fd = self.next_fd();
+        self.fds.push(PassedFd { fd, what });
+        fd
+    }
+
+    /// A file in an fd set of its own (`-add-fd`, whose `opaque` names the
+    /// file for people reading the command line); returns the set's path
+    /// `/dev/fdset/N`.
+    fn fdset(&mut self, what: Passed) -> String {
+        let path = match &what {
+            Passed::File { path, .. } | Passed::NewFile { path } | Passed::Listener { path } => {
+                drive_path(path)
+            }
+            Passed::Tpm => String::new(),
+        };
+        let fd = self.pass(what);
+        self.push(&["-add-fd", &format!("fd={fd},set={fd},opaque={path}")]);
+        format!("/dev/fdset/{fd}")
+    }
+
+    /// A block node on a file passed by descriptor.
+    fn file_node(&mut self, node: &str, driver: &str, path: &std::path::Path, write: bool) {
+        let set = self.fdset(Passed::File {
+            path: path.to_owned(),
+            write,
+        });
+        let ro = if write { "off" } else { "on" };
+        self.push(&[
+            "-blockdev",
+            &format!("driver=file,filename={set},node-name={node}-file,read-only={ro}"),
+        ]);
+        self.push(&[
+            "-blockdev",
+            &format!("driver={driver},file={node}-file,node-name={node},read-only={ro}"),
+        ]);
+    }
+}
+
 impl QemuConfig {
-    /// The arguments after the program name (`qemu-system-x86_64`).
+    /// The arguments after the program name (`qemu-system-x86_64`) and
+    /// the descriptors they name.
     ///
     /// Invariants (each one a test below): the guest has no network
     /// (`-nic none`, `-nodefaults`); it boots from its disk with
     /// `bootindex=1` and never by `-kernel`; Secure Boot firmware gets SMM,
     /// secure pflash and S3 off; the vTPM is a TIS device on the VM's own
     /// swtpm; QEMU never reboots by itself (`-no-reboot`: the runtime
-    /// decides).
-    pub fn args(&self) -> Vec<OsString> {
-        let mut a: Vec<OsString> = Vec::new();
-        let mut push = |parts: &[&str]| a.extend(parts.iter().map(OsString::from));
-        push(&["-name", &self.name]);
-        push(&["-nodefaults", "-no-user-config", "-no-reboot"]);
+    /// decides); QEMU runs in its seccomp sandbox; and it opens no file by
+    /// path: firmware, variable store, disks, the overlay's backing image,
+    /// the console and its sockets all arrive as descriptors, so a QEMU
+    /// that cannot search the platform's directories runs all the same.
+    pub fn launch(&self) -> Launch {
+        let mut b = Builder {
+            args: Vec::new(),
+            fds: Vec::new(),
+        };
+        b.push(&["-name", &self.name]);
+        b.push(&["-nodefaults", "-no-user-config", "-no-reboot"]);
+        b.push(&["-sandbox", SANDBOX]);
+        let pflash = match &self.firmware {
+            Firmware::Bios => "",
+            Firmware::Uefi { .. } | Firmware::UefiSecureBoot { .. } => ",pflash0=code,pflash1=vars",
+        };
         let machine = match &self.firmware {
             Firmware::Bios => format!("pc,accel={}", self.accel.name()),
-            Firmware::Uefi { .. } => format!("q35,accel={}", self.accel.name()),
-            Firmware::UefiSecureBoot { .. } => format!("q35,smm=on,accel={}", self.accel.name()),
+            Firmware::Uefi { .. } => format!("q35,accel={}{pflash}", self.accel.name()),
+            Firmware::UefiSecureBoot { .. } => {
+                format!("q35,smm=on,accel={}{pflash}", self.accel.name())
+            }
         };
-        push(&["-machine", &machine]);
-        push(&[
+        b.push(&["-machine", &machine]);
+        b.push(&[
             "-cpu",
             if self.accel == Accel::Kvm {
                 "host"
@@ -109,82 +229,93 @@ impl QemuConfig {
                 "max"
             },
         ]);
-        push(&["-smp", &self.vcpus.to_string()]);
-        push(&["-m", &self.memory_mib.to_string()]);
+        b.push(&["-smp", &self.vcpus.to_string()]);
+        b.push(&["-m", &self.memory_mib.to_string()]);
         match &self.firmware {
             Firmware::Bios => {}
             Firmware::Uefi { code, vars } | Firmware::UefiSecureBoot { code, vars } => {
                 if matches!(self.firmware, Firmware::UefiSecureBoot { .. }) {
-                    push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-                    push(&["-global", "ICH9-LPC.disable_s3=1"]);
+                    b.push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                    b.push(&["-global", "ICH9-LPC.disable_s3=1"]);
                 }
-                push(&[
-                    "-drive",
-                    &format!(
-                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                        drive_path(code)
-                    ),
-                ]);
-                push(&[
-                    "-drive",
-                    &format!("if=pflash,format=raw,unit=1,file={}", drive_path(vars)),
-                ]);
+                b.file_node("code", "raw", code, false);
+                b.file_node("vars", "raw", vars, true);
             }
         }
-        if let Some(sock) = &self.swtpm_socket {
-            push(&[
-                "-chardev",
-                &format!("socket,id=chrtpm,path={}", drive_path(sock)),
-            ]);
-            push(&["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"]);
-            push(&["-device", "tpm-tis,tpmdev=tpm0"]);
+        if self.vtpm {
+            let fd = b.pass(Passed::Tpm);
+            b.push(&["-chardev", &format!("socket,id=chrtpm,fd={fd}")]);
+            b.push(&["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"]);
+            b.push(&["-device", "tpm-tis,tpmdev=tpm0"]);
         }
-        push(&[
-            "-drive",
-            &format!(
-                "if=none,id=os,format=qcow2,file={}",
-                drive_path(&self.os_disk)
-            ),
+        // The overlay and its backing image as explicit nodes: QEMU never
+        // follows the backing path written in the overlay's header.
+        b.file_node("base", "raw", &self.os_base, false);
+        let set = b.fdset(Passed::File {
+            path: self.os_disk.clone(),
+            write: true,
+        });
+        b.push(&[
+            "-blockdev",
+            &format!("driver=file,filename={set},node-name=os-file"),
         ]);
-        push(&["-device", "virtio-blk-pci,drive=os,bootindex=1"]);
+        b.push(&[
+            "-blockdev",
+            "driver=qcow2,file=os-file,backing=base,node-name=os",
+        ]);
+        b.push(&["-device", "virtio-blk-pci,drive=os,bootindex=1"]);
         for (lun, path) in &self.data_disks {
-            push(&[
-                "-drive",
+            let set = b.fdset(Passed::File {
+                path: path.clone(),
+                write: true,
+            });
+            b.push(&[
+                "-blockdev",
+                &format!("driver=file,filename={set},node-name=data{lun}-file"),
+            ]);
+            // JSON, for `"backing": null`: a data disk has no backing
+            // image, whatever its header says.
+            b.push(&[
+                "-blockdev",
                 &format!(
-                    "if=none,id=data{lun},format=qcow2,file={}",
-                    drive_path(path)
+                    r#"{{"driver":"qcow2","file":"data{lun}-file","backing":null,"node-name":"data{lun}"}}"#
                 ),
             ]);
-            push(&[
+            b.push(&[
                 "-device",
                 &format!("virtio-blk-pci,drive=data{lun},serial=lun{lun}"),
             ]);
         }
-        push(&["-display", "none", "-nic", "none"]);
-        push(&[
+        b.push(&["-display", "none", "-nic", "none"]);
+        let set = b.fdset(Passed::NewFile {
+            path: self.console_log.clone(),
+        });
+        b.push(&["-chardev", &format!("file,id=console,path={set}")]);
+        b.push(&["-serial", "chardev:console"]);
+        let fd = b.pass(Passed::Listener {
+            path: self.qmp_socket.clone(),
+        });
+        b.push(&[
             "-chardev",
-            &format!("file,id=console,path={}", drive_path(&self.console_log)),
+            &format!("socket,id=qmp,fd={fd},server=on,wait=off"),
         ]);
-        push(&["-serial", "chardev:console"]);
-        push(&[
-            "-qmp",
-            &format!("unix:{},server=on,wait=off", drive_path(&self.qmp_socket)),
-        ]);
+        b.push(&["-mon", "chardev=qmp,mode=control"]);
         if let Some(sock) = &self.attestation_socket {
-            push(&["-device", "virtio-serial-pci,id=vser0"]);
-            push(&[
+            b.push(&["-device", "virtio-serial-pci,id=vser0"]);
+            let fd = b.pass(Passed::Listener { path: sock.clone() });
+            b.push(&[
                 "-chardev",
-                &format!(
-                    "socket,id=attest,path={},server=on,wait=off",
-                    drive_path(sock)
-                ),
+                &format!("socket,id=attest,fd={fd},server=on,wait=off"),
             ]);
-            push(&[
+            b.push(&[
                 "-device",
                 &format!("virtserialport,bus=vser0.0,chardev=attest,name={ATTESTATION_PORT}"),
             ]);
         }
-        a
+        Launch {
+            args: b.args,
+            fds: b.fds,
+        }
     }
 }
 
@@ -206,8 +337,9 @@ mod tests {
             vcpus: 2,
             memory_mib: 1024,
             os_disk: "/vms/vm1/os.qcow2".into(),
+            os_base: "/images/tiny/disk.raw".into(),
             data_disks: Vec::new(),
-            swtpm_socket: tpm.then(|| "/vms/vm1/swtpm.sock".into()),
+            vtpm: tpm,
             console_log: "/vms/vm1/console.log".into(),
             qmp_socket: "/vms/vm1/qmp.sock".into(),
             attestation_socket: Some("/vms/vm1/attest.sock".into()),
@@ -215,10 +347,22 @@ mod tests {
     }
 
     fn text(c: &QemuConfig) -> Vec<String> {
-        c.args()
+        c.launch()
+            .args
             .into_iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// The file passed at the fd set an argument names.
+    fn passed(c: &QemuConfig, set: &str) -> Passed {
+        let fd: i32 = set.trim_start_matches("/dev/fdset/").parse().unwrap();
+        c.launch()
+            .fds
+            .into_iter()
+            .find(|p| p.fd == fd)
+            .unwrap()
+            .what
     }
 
     fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
@@ -264,15 +408,28 @@ mod tests {
             (7, "/d,x/data-7.qcow2".into()),
         ];
         let a = text(&c);
+        let set = a
+            .iter()
+            .find_map(|x| {
+                x.strip_prefix("driver=file,filename=")
+                    .and_then(|r| r.strip_suffix(",node-name=data7-file"))
+            })
+            .unwrap();
+        assert_eq!(
+            passed(&c, set),
+            Passed::File {
+                path: "/d,x/data-7.qcow2".into(),
+                write: true
+            }
+        );
+        assert!(
+            a.contains(&"opaque=/d,,x/data-7.qcow2".to_owned())
+                || a.iter().any(|x| x.ends_with("opaque=/d,,x/data-7.qcow2"))
+        );
         assert!(has_pair(
             &a,
-            "-drive",
-            "if=none,id=data0,format=qcow2,file=/vms/vm1/data-0.qcow2"
-        ));
-        assert!(has_pair(
-            &a,
-            "-drive",
-            "if=none,id=data7,format=qcow2,file=/d,,x/data-7.qcow2"
+            "-blockdev",
+            r#"{"driver":"qcow2","file":"data0-file","backing":null,"node-name":"data0"}"#
         ));
         assert!(has_pair(
             &a,
@@ -290,19 +447,44 @@ mod tests {
 
     #[test]
     fn secure_boot_gets_smm_secure_pflash_and_no_s3() {
-        let a = text(&config(secure(), true));
-        assert!(has_pair(&a, "-machine", "q35,smm=on,accel=tcg"));
+        let c = config(secure(), true);
+        let a = text(&c);
+        assert!(has_pair(
+            &a,
+            "-machine",
+            "q35,smm=on,accel=tcg,pflash0=code,pflash1=vars"
+        ));
         assert!(has_pair(
             &a,
             "-global",
             "driver=cfi.pflash01,property=secure,value=on"
         ));
         assert!(has_pair(&a, "-global", "ICH9-LPC.disable_s3=1"));
+        // The code read-only, the variable store read-write.
         assert!(has_pair(
             &a,
-            "-drive",
-            "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+            "-blockdev",
+            "driver=raw,file=code-file,node-name=code,read-only=on"
         ));
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            "driver=raw,file=vars-file,node-name=vars,read-only=off"
+        ));
+        let code = a
+            .iter()
+            .find_map(|x| {
+                x.strip_prefix("driver=file,filename=")
+                    .and_then(|r| r.strip_suffix(",node-name=code-file,read-only=on"))
+            })
+            .unwrap();
+        assert_eq!(
+            passed(&c, code),
+            Passed::File {
+                path: "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd".into(),
+                write: false
+            }
+        );
         // Without Secure Boot: no SMM, no secure flag.
         let a = text(&config(
             Firmware::Uefi {
@@ -311,22 +493,33 @@ mod tests {
             },
             false,
         ));
-        assert!(has_pair(&a, "-machine", "q35,accel=tcg"));
+        assert!(has_pair(
+            &a,
+            "-machine",
+            "q35,accel=tcg,pflash0=code,pflash1=vars"
+        ));
         assert!(!a.iter().any(|x| x.contains("property=secure")));
         assert!(!a.iter().any(|x| x == "-tpmdev"));
         // Gen1: pc machine, no pflash.
         let a = text(&config(Firmware::Bios, false));
         assert!(has_pair(&a, "-machine", "pc,accel=tcg"));
-        assert!(!a.iter().any(|x| x.starts_with("if=pflash")));
+        assert!(!a.iter().any(|x| x.contains("pflash")));
     }
 
     #[test]
     fn vtpm_and_attestation_channel() {
-        let a = text(&config(secure(), true));
+        let c = config(secure(), true);
+        let a = text(&c);
+        let tpm = c
+            .launch()
+            .fds
+            .into_iter()
+            .find(|p| p.what == Passed::Tpm)
+            .unwrap();
         assert!(has_pair(
             &a,
             "-chardev",
-            "socket,id=chrtpm,path=/vms/vm1/swtpm.sock"
+            &format!("socket,id=chrtpm,fd={}", tpm.fd)
         ));
         assert!(has_pair(&a, "-device", "tpm-tis,tpmdev=tpm0"));
         assert!(has_pair(
@@ -334,6 +527,76 @@ mod tests {
             "-device",
             "virtserialport,bus=vser0.0,chardev=attest,name=org.trustlaunch.attest.0"
         ));
+        let listeners: Vec<_> = c
+            .launch()
+            .fds
+            .into_iter()
+            .filter_map(|p| match p.what {
+                Passed::Listener { path } => Some(path),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                PathBuf::from("/vms/vm1/qmp.sock"),
+                PathBuf::from("/vms/vm1/attest.sock")
+            ]
+        );
+    }
+
+    #[test]
+    fn qemu_is_sandboxed_and_opens_nothing_by_path() {
+        for c in [config(secure(), true), config(Firmware::Bios, false)] {
+            let l = c.launch();
+            let a = text(&c);
+            assert!(has_pair(
+                &a,
+                "-sandbox",
+                "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+            ));
+            // Every path the VM uses appears only as an fd set's label.
+            for arg in &a {
+                if arg.contains("/vms/") || arg.contains("/usr/share/") || arg.contains("/images/")
+                {
+                    assert!(arg.starts_with("fd="), "{arg} names a path QEMU would open");
+                }
+            }
+            // Descriptors are numbered from 3, once each, and every one an
+            // argument names is passed.
+            let fds: Vec<i32> = l.fds.iter().map(|p| p.fd).collect();
+            assert_eq!(fds, (3..3 + fds.len() as i32).collect::<Vec<_>>());
+            for arg in &a {
+                for part in arg.split(',') {
+                    if let Some(n) = part
+                        .strip_prefix("fd=")
+                        .or_else(|| part.strip_prefix("filename=/dev/fdset/"))
+                        .or_else(|| part.strip_prefix("path=/dev/fdset/"))
+                    {
+                        let n: i32 = n.parse().unwrap();
+                        assert!(fds.contains(&n), "{arg}: fd {n} not passed");
+                    }
+                }
+            }
+        }
+        // The OS disk's backing image is its own read-only node.
+        let c = config(secure(), true);
+        let a = text(&c);
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            "driver=qcow2,file=os-file,backing=base,node-name=os"
+        ));
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            "driver=raw,file=base-file,node-name=base,read-only=on"
+        ));
+        assert!(c.launch().fds.iter().any(|p| p.what
+            == Passed::File {
+                path: "/images/tiny/disk.raw".into(),
+                write: false
+            }));
     }
 
     #[test]
@@ -341,11 +604,10 @@ mod tests {
         let mut c = config(secure(), true);
         c.os_disk = "/vms/x,snapshot=on/os.qcow2".into();
         let a = text(&c);
-        assert!(has_pair(
-            &a,
-            "-drive",
-            "if=none,id=os,format=qcow2,file=/vms/x,,snapshot=on/os.qcow2"
-        ));
+        assert!(a
+            .iter()
+            .any(|x| x.ends_with("opaque=/vms/x,,snapshot=on/os.qcow2")));
+        assert!(!a.iter().any(|x| x.contains("x,snapshot")));
     }
 
     #[test]
@@ -354,6 +616,10 @@ mod tests {
         c.accel = Accel::Kvm;
         let a = text(&c);
         assert!(has_pair(&a, "-cpu", "host"));
-        assert!(has_pair(&a, "-machine", "q35,smm=on,accel=kvm"));
+        assert!(has_pair(
+            &a,
+            "-machine",
+            "q35,smm=on,accel=kvm,pflash0=code,pflash1=vars"
+        ));
     }
 }

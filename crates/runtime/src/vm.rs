@@ -2,15 +2,21 @@
 //! and recovery.
 //!
 //! A VM is a directory (`$HOME/vms/<name>/`) and, while it runs, two
-//! daemonised processes: swtpm (`--terminate`: it exits with QEMU) and
-//! QEMU (`-daemonize -pidfile`). The runtime is any process holding a
-//! [`Runtime`] — the CLI, later the server — and keeps no state in memory
-//! that is not on disk, so a runtime that dies loses nothing: the next one
-//! [`Runtime::refresh`]es each VM from its pid files (checked against the
-//! process's command line), QMP socket and console, re-adopting what runs
-//! and cleaning up what does not (orphan swtpm, stale sockets and pid
-//! files). The vTPM state lives outside the run directory and is never
-//! touched by cleanup.
+//! detached processes: swtpm (`--terminate`: it exits with QEMU) and QEMU,
+//! both started by the runtime in process groups of their own (see
+//! [`process`]). A runtime running as root confines them ([`confine`]):
+//! each runs under the VM's own ids, without capabilities or
+//! supplementary groups, QEMU in its seccomp sandbox; neither can search
+//! the platform's directories, so each gets what it uses as descriptors
+//! (files, sockets, swtpm's state directory and its key through a pipe).
+//! The runtime is any process holding a [`Runtime`] — the CLI, the server
+//! — and keeps no state in memory that is not on disk, so a runtime that
+//! dies loses nothing: the next one [`Runtime::refresh`]es each VM from
+//! its pid files (checked against the marker in the process's environment
+//! and its uid), QMP socket and console, re-adopting what runs and
+//! cleaning up what does not (orphan swtpm, stale sockets and pid files).
+//! The vTPM state lives outside the run directory and is never touched by
+//! cleanup.
 //!
 //! ```text
 //! vms/<name>/spec.json       the operator's VmSpec (resize edits it)
@@ -18,15 +24,23 @@
 //! vms/<name>/lock            flock: one mutation at a time
 //! vms/<name>/OVMF_VARS.fd    this VM's variable store (from its template)
 //! vms/<name>/os.qcow2        overlay of the image's disk.raw
-//! vms/<name>/vtpm/           swtpm state (0700, encrypted; key in keys/)
+//! vms/<name>/ids.json        the ids its QEMU and swtpm run as (confined)
+//! vms/<name>/vtpm/           swtpm state (0700, owned by swtpm's uid,
+//!                            encrypted; its key sealed in keys/)
 //! vms/<name>/console.log     this boot's serial console (previous: .prev)
+//! vms/<name>/qemu.log        QEMU's error output; swtpm.log: swtpm's
 //! vms/<name>/attestation.json  the last evidence and the runtime's checks
-//! vms/<name>/run/            pid files and sockets (qmp, swtpm, attest)
+//! vms/<name>/run/            pid files and sockets (qmp, attest)
 //! ```
+//!
+//! Every file is 0600 and every directory 0700, owned by root but for the
+//! vTPM state, which is its swtpm's.
 
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,11 +58,12 @@ use trustlaunch_tpm::ekcert::UnixTime;
 
 use crate::accel::{self, AccelDecision, ProbeConfig};
 use crate::channel::{Channel, ChannelError, Collected, Received};
+use crate::confine::{self, Confinement, IdRegistry, Identity, VmIds};
 use crate::console::{self, ConsoleVerdict};
 use crate::image_meta::{ImageMetadata, KeyTemplate as ImageKeyTemplate, Sha256Digest};
-use crate::platform::{self, Home, PlatformError, PlatformKeys, OWNER};
-use crate::process;
-use crate::qemu::{Accel, Firmware, QemuConfig};
+use crate::platform::{self, Home, MasterKey, PlatformError, PlatformKeys, SealedFile, OWNER};
+use crate::process::{self, Marker};
+use crate::qemu::{Accel, Firmware, Launch, Passed, QemuConfig};
 use crate::qmp::Qmp;
 use crate::spec::{check_name, Generation, KeyTemplate, SecurityType, SpecError, VmSpec};
 use crate::vtpm::{self, VtpmError, VtpmPaths};
@@ -226,6 +241,8 @@ pub struct VmInfo {
     pub dir: PathBuf,
     /// The console log.
     pub console_log: PathBuf,
+    /// Who its QEMU and swtpm run as.
+    pub confinement: Confinement,
 }
 
 /// What the platform knows about a VM for its appraisal ([`Runtime::facts`]).
@@ -347,7 +364,11 @@ fn boot_file(spec: &VmSpec) -> String {
 /// The VM runtime of this host.
 pub struct Runtime {
     home: Home,
+    master: MasterKey,
     keys: PlatformKeys,
+    /// Root: every VM's processes run under the VM's own ids.
+    confine: bool,
+    ids: IdRegistry,
     accel: AccelDecision,
     firmware: FirmwarePaths,
     qemu: PathBuf,
@@ -387,6 +408,15 @@ impl Paths {
     fn attestation(&self) -> PathBuf {
         self.dir.join("attestation.json")
     }
+    fn ids(&self) -> PathBuf {
+        self.dir.join("ids.json")
+    }
+    fn qemu_log(&self) -> PathBuf {
+        self.dir.join("qemu.log")
+    }
+    fn swtpm_log(&self) -> PathBuf {
+        self.dir.join("swtpm.log")
+    }
     fn qemu_pid(&self) -> PathBuf {
         self.run.join("qemu.pid")
     }
@@ -396,15 +426,32 @@ impl Paths {
     fn qmp(&self) -> PathBuf {
         self.run.join("qmp.sock")
     }
-    fn swtpm_sock(&self) -> PathBuf {
+    /// swtpm's control socket an older version made (now a socket pair).
+    fn legacy_swtpm_sock(&self) -> PathBuf {
         self.run.join("swtpm.sock")
     }
     fn attest_sock(&self) -> PathBuf {
         self.run.join("attest.sock")
     }
-    /// What identifies this VM's processes in their command lines.
-    fn marker(&self) -> String {
-        self.dir.display().to_string()
+    /// The VM's recorded ids, if it has any.
+    fn recorded_ids(&self) -> Option<VmIds> {
+        confine::read_ids(&self.ids()).ok().flatten()
+    }
+    /// What identifies this VM's QEMU and swtpm: the VM directory in their
+    /// environment and, when confined, their uids.
+    fn markers(&self, confined: bool) -> (Marker, Marker) {
+        let dir = self.dir.display().to_string();
+        let ids = self.recorded_ids().filter(|_| confined);
+        (
+            Marker {
+                dir: dir.clone(),
+                uid: ids.map(|i| i.qemu),
+            },
+            Marker {
+                dir,
+                uid: ids.map(|i| i.swtpm),
+            },
+        )
     }
 }
 
@@ -425,6 +472,7 @@ fn lock(dir: &Path) -> Result<Lock, VmError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(io_err("opening", &path))?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
@@ -437,11 +485,21 @@ impl Runtime {
     /// and decides the accelerator (probed once per host boot, cached in
     /// `$HOME/accel.json`; `TRUSTLAUNCH_ACCEL` overrides).
     pub fn open(home: Home) -> Result<Self, VmError> {
-        let keys = PlatformKeys::load_or_create(&home, &mut OsRng)?;
         let accel = decide_accel(&home)?;
+        Self::open_with_accel(home, accel)
+    }
+
+    /// Opens the runtime with a given accelerator decision (no probe).
+    pub fn open_with_accel(home: Home, accel: AccelDecision) -> Result<Self, VmError> {
+        let master = home.master_key()?;
+        let keys = PlatformKeys::load_or_create(&home, &mut OsRng)?;
+        let ids = IdRegistry::new(home.root().join("uids"), home.vms());
         Ok(Self {
             home,
+            master,
             keys,
+            confine: confine::runtime_is_root(),
+            ids,
             accel,
             firmware: FirmwarePaths::default(),
             qemu: "qemu-system-x86_64".into(),
@@ -449,17 +507,9 @@ impl Runtime {
         })
     }
 
-    /// Opens the runtime with a given accelerator decision (no probe).
-    pub fn open_with_accel(home: Home, accel: AccelDecision) -> Result<Self, VmError> {
-        let keys = PlatformKeys::load_or_create(&home, &mut OsRng)?;
-        Ok(Self {
-            home,
-            keys,
-            accel,
-            firmware: FirmwarePaths::default(),
-            qemu: "qemu-system-x86_64".into(),
-            sent: Default::default(),
-        })
+    /// Whether this runtime confines VMs (it runs as root).
+    pub fn confines(&self) -> bool {
+        self.confine
     }
 
     /// The home.
@@ -500,8 +550,53 @@ impl Runtime {
     fn vtpm_paths(&self, name: &str, p: &Paths) -> VtpmPaths {
         VtpmPaths {
             state: p.dir.join("vtpm"),
-            key: self.home.keys().join(format!("{name}.vtpm.key")),
+            key: SealedFile::new(
+                self.home.keys().join(format!("{name}.vtpm.key")),
+                format!("vtpm/{name}"),
+            ),
         }
+    }
+
+    /// The VM's ids, allocated and recorded now if it has none (a VM made
+    /// before VMs were confined); `None` when the runtime is not root.
+    fn ensure_ids(&self, name: &str, p: &Paths) -> Result<Option<VmIds>, VmError> {
+        if !self.confine {
+            return Ok(None);
+        }
+        if let Some(ids) = confine::read_ids(&p.ids())? {
+            return Ok(Some(ids));
+        }
+        let ids = self.ids.allocate(name)?;
+        if let Err(e) = confine::write_ids(&p.ids(), &ids) {
+            let _ = self.ids.release(&ids);
+            return Err(e.into());
+        }
+        Ok(Some(ids))
+    }
+
+    /// Who QEMU and swtpm run as, for `ids`.
+    fn identities(&self, ids: Option<VmIds>) -> (Option<Identity>, Option<Identity>) {
+        let Some(ids) = ids else {
+            return (None, None);
+        };
+        // With KVM, QEMU's one group is /dev/kvm's when the device is not
+        // open to everyone (no supplementary groups; nothing of the
+        // platform's is readable by a group).
+        let kvm_gid = (self.accel.accel == Accel::Kvm)
+            .then(|| fs::metadata("/dev/kvm").ok())
+            .flatten()
+            .filter(|m| m.mode() & 0o006 != 0o006)
+            .map(|m| m.gid());
+        (
+            Some(Identity {
+                uid: ids.qemu,
+                gid: kvm_gid.unwrap_or(ids.qemu),
+            }),
+            Some(Identity {
+                uid: ids.swtpm,
+                gid: ids.swtpm,
+            }),
+        )
     }
 
     fn load_spec(p: &Paths) -> Result<VmSpec, VmError> {
@@ -625,6 +720,9 @@ impl Runtime {
         let result = self.populate(spec, &p, &mut step);
         if result.is_err() {
             let _ = vtpm::destroy(&self.vtpm_paths(&spec.name, &p));
+            if let Some(ids) = p.recorded_ids() {
+                let _ = self.ids.release(&ids);
+            }
             let _ = fs::remove_dir_all(&p.dir);
         }
         result?;
@@ -642,6 +740,7 @@ impl Runtime {
         Self::save_spec(p, spec)?;
         Self::save_state(p, &state)?;
         platform::private_dir(&p.run)?;
+        let ids = self.ensure_ids(&spec.name, p)?;
         let vars = self.make_vars(spec)?;
         platform::write_file(&p.vars(), &vars, 0o600)?;
         step(
@@ -663,8 +762,12 @@ impl Runtime {
         );
         make_data_disks(spec, p, step)?;
         if spec.security_profile.vtpm() {
+            let (_, swtpm_marker) = p.markers(self.confine);
             let identity = vtpm::create(
                 &self.vtpm_paths(&spec.name, p),
+                &self.master,
+                &swtpm_marker,
+                self.identities(ids).1,
                 &self.keys.vtpm_ca,
                 UnixTime::from_secs(platform::unix_now()),
                 &mut OsRng,
@@ -724,7 +827,7 @@ impl Runtime {
         store.to_bytes().map_err(|e| vars_err(e.to_string()))
     }
 
-    fn qemu_config(&self, spec: &VmSpec, p: &Paths) -> QemuConfig {
+    fn qemu_config(&self, spec: &VmSpec, p: &Paths) -> Result<QemuConfig, VmError> {
         let firmware = if spec.security_profile.secure_boot() {
             Firmware::UefiSecureBoot {
                 code: self.firmware.code_secboot.clone(),
@@ -736,23 +839,25 @@ impl Runtime {
                 vars: p.vars(),
             }
         };
-        QemuConfig {
+        let base = spec.image.join(IMAGE_DISK);
+        Ok(QemuConfig {
             name: spec.name.clone(),
             accel: self.accel.accel,
             firmware,
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
             os_disk: p.os_disk(),
+            os_base: fs::canonicalize(&base).map_err(io_err("resolving", &base))?,
             data_disks: spec
                 .data_disks
                 .iter()
                 .map(|d| (d.lun, p.data_disk(d.lun)))
                 .collect(),
-            swtpm_socket: spec.security_profile.vtpm().then(|| p.swtpm_sock()),
+            vtpm: spec.security_profile.vtpm(),
             console_log: p.console(),
             qmp_socket: p.qmp(),
             attestation_socket: Some(p.attest_sock()),
-        }
+        })
     }
 
     /// Starts a stopped VM: swtpm, then QEMU, both daemonised. Returns as
@@ -775,41 +880,94 @@ impl Runtime {
             let _ = fs::rename(p.console(), p.dir.join("console.prev.log"));
         }
         let _ = fs::remove_file(p.attestation());
+        let ids = self.ensure_ids(name, &p)?;
+        let (qemu_id, swtpm_id) = self.identities(ids);
+        let (qemu_marker, swtpm_marker) = p.markers(self.confine);
+        let cfg = self.qemu_config(&spec, &p)?;
+        // QEMU and swtpm talk over a socket pair: no path, no port.
+        let mut qemu_tpm = None;
         let mut swtpm_pid = None;
         if spec.security_profile.vtpm() {
+            let (ours, theirs) = UnixStream::pair().map_err(|e| VmError::Tool {
+                tool: "swtpm",
+                message: format!("making a socket pair: {e}"),
+            })?;
             let vt = self.vtpm_paths(name, &p);
-            let pid = vt.spawn_daemon(&p.swtpm_sock(), &p.swtpm_pid(), &p.dir.join("swtpm.log"))?;
+            vt.give_to(swtpm_id)?;
+            let child = vt.spawn_for_vm(
+                &self.master,
+                theirs.into(),
+                &p.swtpm_log(),
+                &swtpm_marker,
+                swtpm_id,
+            )?;
+            let pid = child.id();
+            process::reap_in_background(child);
+            process::write_pid_file(&p.swtpm_pid(), pid)?;
             swtpm_pid = Some(pid);
+            qemu_tpm = Some(OwnedFd::from(ours));
             step("swtpm", format!("pid {pid}"));
         }
-        let cfg = self.qemu_config(&spec, &p);
-        let out = Command::new(&self.qemu)
-            .args(cfg.args())
-            .arg("-daemonize")
-            .arg("-pidfile")
-            .arg(p.qemu_pid())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| VmError::Tool {
-                tool: "qemu-system-x86_64",
-                message: format!("{e} (install qemu-system-x86)"),
-            })?;
-        if !out.status.success() {
+        let mut stop_swtpm = |reason: String| -> Result<VmError, VmError> {
             if let Some(pid) = swtpm_pid {
-                process::terminate(pid, &p.marker(), Duration::from_secs(2));
+                process::terminate(
+                    i32::try_from(pid).unwrap_or_default(),
+                    &swtpm_marker,
+                    Duration::from_secs(2),
+                );
             }
             cleanup_run_dir(&p);
-            let reason = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             state.status = Status::Failed;
             state.reason = Some(format!("QEMU did not start: {reason}"));
             Self::save_state(&p, &state)?;
-            return Err(VmError::StartFailed {
+            Ok(VmError::StartFailed {
                 name: name.into(),
                 reason,
-            });
+            })
+        };
+        let launched = qemu_command(&self.qemu, &cfg.launch(), qemu_tpm).and_then(|mut cmd| {
+            process::prepare(&mut cmd, &qemu_marker, qemu_id);
+            let log = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(p.qemu_log())
+                .map_err(io_err("creating", &p.qemu_log()))?;
+            cmd.stdout(Stdio::null()).stderr(log);
+            cmd.spawn().map_err(|e| VmError::Tool {
+                tool: "qemu-system-x86_64",
+                message: format!("{e} (install qemu-system-x86)"),
+            })
+            // The command, and with it the runtime's copies of QEMU's
+            // descriptors, is dropped here.
+        });
+        let mut child = match launched {
+            Ok(c) => c,
+            Err(e) => return Err(stop_swtpm(e.to_string())?),
+        };
+        process::write_pid_file(&p.qemu_pid(), child.id())?;
+        // Ready once QMP greets: QEMU has set up every device.
+        let t0 = Instant::now();
+        let ready = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = read_console(&p.qemu_log());
+                break Err(format!("exited ({status}): {}", log.trim()));
+            }
+            if Qmp::connect(&p.qmp(), Duration::from_secs(2)).is_ok() {
+                break Ok(());
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                break Err("QMP did not answer within 60 s".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Err(reason) = ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(stop_swtpm(reason)?);
         }
+        process::reap_in_background(child);
         let qemu_pid = process::read_pid_file(&p.qemu_pid()).unwrap_or_default();
         step(
             "qemu",
@@ -1068,7 +1226,7 @@ impl Runtime {
     /// QMP quit, then SIGKILL; swtpm follows QEMU (or is terminated);
     /// sockets and pid files go.
     fn kill_processes(&self, p: &Paths) {
-        let marker = p.marker();
+        let (marker, swtpm_marker) = p.markers(self.confine);
         if let Some(q) = process::find(&p.qemu_pid(), &marker) {
             if let Ok(mut qmp) = Qmp::connect(&p.qmp(), Duration::from_secs(2)) {
                 let _ = qmp.execute("quit", None);
@@ -1077,10 +1235,10 @@ impl Runtime {
                 process::terminate(q.pid, &marker, Duration::from_secs(2));
             }
         }
-        if let Some(s) = process::find(&p.swtpm_pid(), &marker) {
+        if let Some(s) = process::find(&p.swtpm_pid(), &swtpm_marker) {
             // --terminate: swtpm exits once QEMU closes the control channel.
-            if !process::wait_gone(s.pid, &marker, Duration::from_secs(3)) {
-                process::terminate(s.pid, &marker, Duration::from_secs(2));
+            if !process::wait_gone(s.pid, &swtpm_marker, Duration::from_secs(3)) {
+                process::terminate(s.pid, &swtpm_marker, Duration::from_secs(2));
             }
         }
         cleanup_run_dir(p);
@@ -1095,7 +1253,7 @@ impl Runtime {
         if state.status == Status::Running {
             state.stop_requested = true;
             Self::save_state(&p, &state)?;
-            let marker = p.marker();
+            let (marker, _) = p.markers(self.confine);
             let mut how = "forced (QMP quit)";
             if let Some(q) = process::find(&p.qemu_pid(), &marker) {
                 if let Ok(mut qmp) = Qmp::connect(&p.qmp(), Duration::from_secs(2)) {
@@ -1248,8 +1406,13 @@ impl Runtime {
             }
             let vtpm_paths = self.vtpm_paths(&spec.name, &p);
             if spec.security_profile.vtpm() && !vtpm_paths.state.exists() {
+                let ids = self.ensure_ids(&spec.name, &p)?;
+                let (_, swtpm_marker) = p.markers(self.confine);
                 let identity = vtpm::create(
                     &vtpm_paths,
+                    &self.master,
+                    &swtpm_marker,
+                    self.identities(ids).1,
                     &self.keys.vtpm_ca,
                     UnixTime::from_secs(platform::unix_now()),
                     &mut OsRng,
@@ -1356,6 +1519,9 @@ impl Runtime {
             let _lock = lock(&p.dir)?;
             self.kill_processes(&p);
             vtpm::destroy(&self.vtpm_paths(name, &p))?;
+            if let Some(ids) = p.recorded_ids() {
+                self.ids.release(&ids)?;
+            }
             // Moved out of the way in one step, under the lock: anyone who
             // locks the VM's directory from now on (a boot follower, a
             // status call) finds it gone, instead of re-creating its lock
@@ -1380,7 +1546,7 @@ impl Runtime {
     fn refresh_locked(&self, p: &Paths) -> Result<VmState, VmError> {
         let mut state = Self::load_state(p)?;
         let before = state.clone();
-        let marker = p.marker();
+        let (marker, _) = p.markers(self.confine);
         let qemu = process::find(&p.qemu_pid(), &marker);
         match (qemu, state.status) {
             (Some(_), _) => {
@@ -1445,14 +1611,30 @@ impl Runtime {
     }
 
     fn info(&self, p: &Paths) -> Result<VmInfo, VmError> {
-        let marker = p.marker();
+        let (marker, swtpm_marker) = p.markers(self.confine);
+        let confinement = match p.recorded_ids().filter(|_| self.confine) {
+            Some(ids) => Confinement::Confined {
+                qemu_uid: ids.qemu,
+                swtpm_uid: ids.swtpm,
+            },
+            None if self.confine => Confinement::None {
+                reason: "not started since VMs were confined; the next start confines it".into(),
+            },
+            None => Confinement::None {
+                reason: format!(
+                    "runtime not root: QEMU and swtpm run as uid {}",
+                    rustix::process::getuid().as_raw()
+                ),
+            },
+        };
         Ok(VmInfo {
             spec: Self::load_spec(p)?,
             state: Self::load_state(p)?,
             qemu_pid: process::find(&p.qemu_pid(), &marker).map(|t| t.pid),
-            swtpm_pid: process::find(&p.swtpm_pid(), &marker).map(|t| t.pid),
+            swtpm_pid: process::find(&p.swtpm_pid(), &swtpm_marker).map(|t| t.pid),
             dir: p.dir.clone(),
             console_log: p.console(),
+            confinement,
         })
     }
 
@@ -1625,7 +1807,7 @@ fn cleanup_run_dir(p: &Paths) {
         p.qemu_pid(),
         p.swtpm_pid(),
         p.qmp(),
-        p.swtpm_sock(),
+        p.legacy_swtpm_sock(),
         p.attest_sock(),
     ] {
         let _ = fs::remove_file(f);
@@ -1654,6 +1836,7 @@ fn make_data_disks(
             tmp.as_os_str(),
             OsStr::new(&format!("{}G", d.disk_size_gb)),
         ])?;
+        private_file(&tmp)?;
         fs::rename(&tmp, &path).map_err(io_err("creating", &path))?;
         step(
             "data disk",
@@ -1687,8 +1870,71 @@ fn qemu_img(args: &[&OsStr]) -> Result<(), VmError> {
     Ok(())
 }
 
+/// Narrows a file a tool made (with the process's umask) to 0600.
+fn private_file(path: &Path) -> Result<(), VmError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err("chmod 0600", path))
+}
+
+/// QEMU's command for `launch`: the files it names opened, its listening
+/// sockets bound (0600) and listening, and each at its descriptor number
+/// in the child (`tpm` is QEMU's end of the socket pair to swtpm). The
+/// runtime's copies close when the command is dropped.
+pub fn qemu_command(
+    program: &Path,
+    launch: &Launch,
+    tpm: Option<OwnedFd>,
+) -> Result<Command, VmError> {
+    use command_fds::{CommandFdExt, FdMapping};
+    let mut tpm = tpm;
+    let mut fds = Vec::with_capacity(launch.fds.len());
+    for passed in &launch.fds {
+        let fd: OwnedFd = match &passed.what {
+            Passed::File { path, write } => fs::OpenOptions::new()
+                .read(true)
+                .write(*write)
+                .open(path)
+                .map_err(io_err("opening", path))?
+                .into(),
+            Passed::NewFile { path } => fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_err("creating", path))?
+                .into(),
+            Passed::Listener { path } => {
+                let _ = fs::remove_file(path);
+                let l = UnixListener::bind(path).map_err(io_err("binding", path))?;
+                private_file(path)?;
+                l.into()
+            }
+            Passed::Tpm => tpm.take().ok_or_else(|| VmError::Tool {
+                tool: "qemu-system-x86_64",
+                message: "the VM has a vTPM but no swtpm channel was made".into(),
+            })?,
+        };
+        fds.push(FdMapping {
+            parent_fd: fd,
+            child_fd: passed.fd,
+        });
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(&launch.args);
+    cmd.fd_mappings(fds).map_err(|e| VmError::Tool {
+        tool: "qemu-system-x86_64",
+        message: e.to_string(),
+    })?;
+    Ok(cmd)
+}
+
 fn overlay(base: &Path, out: &Path) -> Result<(), VmError> {
     let base = fs::canonicalize(base).map_err(io_err("resolving", base))?;
+    overlay_on(&base, out)?;
+    private_file(out)
+}
+
+fn overlay_on(base: &Path, out: &Path) -> Result<(), VmError> {
     qemu_img(&[
         OsStr::new("create"),
         OsStr::new("-q"),

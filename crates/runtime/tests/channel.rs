@@ -1,6 +1,6 @@
 //! The host end of the attestation channel against the real guest agent
 //! session and a VM's real vTPM (made by `vtpm::create`, served by swtpm
-//! on loopback), over a socket pair: the evidence passes the runtime's
+//! over socket pairs), over a socket pair: the evidence passes the runtime's
 //! checks, and a guest presenting another vTPM, tampered PCR values, or
 //! nothing at all is refused with the failed check named.
 
@@ -15,7 +15,9 @@ use trustlaunch_agent::{
 };
 use trustlaunch_protocol::Evidence;
 use trustlaunch_runtime::channel::{Channel, ChannelError};
-use trustlaunch_runtime::vtpm::{self, TcpSwtpm, VtpmIdentity, VtpmPaths};
+use trustlaunch_runtime::platform::{MasterKey, SealedFile};
+use trustlaunch_runtime::process::Marker;
+use trustlaunch_runtime::vtpm::{self, PrivateSwtpm, VtpmIdentity, VtpmPaths};
 use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
 use trustlaunch_tpm::ekcert::UnixTime;
 
@@ -41,14 +43,28 @@ fn ca() -> VtpmCa {
     .unwrap()
 }
 
-/// A VM's vTPM as the runtime makes it, served on loopback.
-fn vm_vtpm(dir: &Path, ca: &VtpmCa) -> (VtpmIdentity, TcpSwtpm) {
+/// A VM's vTPM as the runtime makes it, served privately.
+fn vm_vtpm(dir: &Path, ca: &VtpmCa) -> (VtpmIdentity, PrivateSwtpm) {
     let paths = VtpmPaths {
         state: dir.join("vtpm"),
-        key: dir.join("vtpm.key"),
+        key: SealedFile::new(dir.join("vtpm.key"), "vtpm/test"),
     };
-    let id = vtpm::create(&paths, ca, UnixTime::from_secs(now()), &mut OsRng).unwrap();
-    let swtpm = paths.spawn_tcp().unwrap();
+    let master = MasterKey::generate(&mut OsRng);
+    let marker = Marker {
+        dir: dir.display().to_string(),
+        uid: None,
+    };
+    let id = vtpm::create(
+        &paths,
+        &master,
+        &marker,
+        None,
+        ca,
+        UnixTime::from_secs(now()),
+        &mut OsRng,
+    )
+    .unwrap();
+    let swtpm = paths.serve_private(&master, &marker, None).unwrap();
     // What the firmware does at power-on.
     swtpm.client().unwrap().startup_clear().unwrap();
     (id, swtpm)
@@ -87,7 +103,7 @@ impl<A: Attester> Attester for Tamper<A> {
 }
 
 fn agent(
-    swtpm: &TcpSwtpm,
+    swtpm: &PrivateSwtpm,
     paths: GuestPaths,
     tamper: Option<fn(&mut Evidence)>,
 ) -> (Channel, JoinHandle<SessionEnd>) {

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::marshal::{MarshalError, Reader, Writer};
 use crate::rc::ResponseCode;
 use crate::session::{marshal_auth_area, skip_auth_responses, Authorization};
-use crate::transport::{DeviceTransport, TcpTransport, Transport, HEADER_SIZE};
+use crate::transport::{DeviceTransport, TcpTransport, Transport, UnixTransport, HEADER_SIZE};
 use crate::types::{CommandCode, Hierarchy};
 
 /// `TPM_ST_NO_SESSIONS`.
@@ -76,7 +76,22 @@ impl Tpm {
             })
     }
 
-    /// Connects to swtpm's TCP command port.
+    /// A client over a connected unix stream to swtpm's command channel
+    /// (see [`UnixTransport`]), every exchange bounded by `timeout`.
+    pub fn over_unix(
+        stream: std::os::unix::net::UnixStream,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        UnixTransport::new(stream, timeout)
+            .map(Self::new)
+            .map_err(|source| Error::Open {
+                target: "swtpm unix stream".into(),
+                source,
+            })
+    }
+
+    /// Connects to swtpm's TCP command port (tests: every local user can
+    /// reach a loopback port).
     pub fn connect_swtpm(addr: SocketAddr, timeout: Duration) -> Result<Self, Error> {
         TcpTransport::connect(addr, timeout)
             .map(Self::new)

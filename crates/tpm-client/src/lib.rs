@@ -17,9 +17,15 @@
 //! # Transports
 //!
 //! [`Tpm::open_device`] talks to `/dev/tpmrm0` (write a command, read its
-//! response); [`Tpm::connect_swtpm`] to swtpm's TCP command port, one
-//! connection per command, with connect/read/write timeouts. Any other
-//! carrier implements [`Transport`]. Responses larger than
+//! response); [`Tpm::over_unix`] to swtpm over a connected unix stream
+//! (the end of a socket pair swtpm was started with, or its unix command
+//! socket), the way the platform provisions vTPMs: no other process can
+//! reach the TPM; [`Tpm::connect_swtpm`] to swtpm's TCP command port, one
+//! connection per command, for tests with tpm2-tools (which reach swtpm
+//! only over TCP): a loopback port is open to every local user. Reads and
+//! writes are bounded by timeouts. [`SwtpmControl`] speaks swtpm's control
+//! channel (capabilities, shutdown). Any other carrier implements
+//! [`Transport`]. Responses larger than
 //! [`MAX_RESPONSE_SIZE`] or whose header size field disagrees with the
 //! bytes received are refused. `TPM_RC_RETRY`, `TPM_RC_YIELDED` and
 //! `TPM_RC_TESTING` make the client resend the command a bounded number of
@@ -93,6 +99,7 @@ pub mod harness;
 mod marshal;
 mod rc;
 mod session;
+mod swtpm_ctrl;
 pub mod templates;
 mod transport;
 mod types;
@@ -107,8 +114,10 @@ pub use error::Error;
 pub use marshal::MarshalError;
 pub use rc::{RcFormat, RcLocation, ResponseCode};
 pub use session::Authorization;
+pub use swtpm_ctrl::{ControlError, SwtpmControl};
 pub use transport::{
-    DeviceTransport, TcpTransport, Transport, TransportError, HEADER_SIZE, MAX_RESPONSE_SIZE,
+    DeviceTransport, TcpTransport, Transport, TransportError, UnixTransport, HEADER_SIZE,
+    MAX_RESPONSE_SIZE,
 };
 pub use types::{
     CommandCode, HashAlg, Hierarchy, KeyAlg, NvIndex, ObjectHandle, PcrSelection, SessionHandle,

@@ -1,5 +1,6 @@
 //! Moving command and response buffers: the Linux TPM resource manager
-//! device (`/dev/tpmrm0`) and swtpm's TCP command port.
+//! device (`/dev/tpmrm0`), a connected unix stream to swtpm (a socket pair
+//! handed to it, or its unix command socket), and swtpm's TCP command port.
 //!
 //! Both carry the plain TPM 2.0 command stream (TPM 2.0 Part 1 §18: a
 //! 10-byte header `tag, size, code`, then the body). A transport checks the
@@ -10,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -262,6 +264,46 @@ impl Transport for TcpTransport {
     }
 }
 
+/// A connected unix stream to swtpm's command channel: one end of a socket
+/// pair whose other end swtpm was started with (`swtpm socket --server
+/// type=unixio,fd=N`), or a connection to its unix command socket
+/// (`--server type=unixio,path=P`).
+///
+/// Unlike TCP on loopback, nobody but the holder of the stream can send
+/// commands: a socket pair has no address at all, and a socket path is
+/// guarded by its directory's permissions. The connection is kept for
+/// every command (swtpm serves one connection at a time). Writes and reads
+/// are bounded by the timeout.
+#[derive(Debug)]
+pub struct UnixTransport {
+    stream: UnixStream,
+    timeout: Duration,
+}
+
+impl UnixTransport {
+    /// A transport over a connected stream.
+    pub fn new(stream: UnixStream, timeout: Duration) -> io::Result<Self> {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Self { stream, timeout })
+    }
+
+    /// Connects to swtpm's unix command socket at `path`.
+    pub fn connect(path: impl AsRef<Path>, timeout: Duration) -> io::Result<Self> {
+        Self::new(UnixStream::connect(path)?, timeout)
+    }
+}
+
+impl Transport for UnixTransport {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let timeout = Some(self.timeout);
+        self.stream
+            .write_all(command)
+            .map_err(|e| io_error(e, timeout))?;
+        read_framed(&mut self.stream, timeout)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +391,42 @@ mod tests {
         assert!(matches!(
             device_transact(&mut huge, &[]),
             Err(TransportError::BadSize { .. })
+        ));
+    }
+
+    #[test]
+    fn unix_transport_carries_one_framed_exchange_per_command() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut t = UnixTransport::new(ours, Duration::from_secs(5)).unwrap();
+        let peer = std::thread::spawn(move || {
+            for reply in [
+                vec![0x80, 0x01, 0, 0, 0, 12, 0, 0, 0, 0, 0xaa, 0xbb],
+                // An impossible size field: refused, not allocated.
+                vec![0x80, 0x01, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+            ] {
+                let mut cmd = [0u8; 3];
+                theirs.read_exact(&mut cmd).unwrap();
+                assert_eq!(cmd, [1, 2, 3]);
+                theirs.write_all(&reply).unwrap();
+            }
+        });
+        assert_eq!(t.transmit(&[1, 2, 3]).unwrap().len(), 12);
+        assert!(matches!(
+            t.transmit(&[1, 2, 3]),
+            Err(TransportError::BadSize { size: 0xffff_ffff })
+        ));
+        peer.join().unwrap();
+        // The peer is gone: a closed connection, not a hang.
+        assert!(t.transmit(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn unix_transport_times_out_on_a_silent_peer() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let mut t = UnixTransport::new(ours, Duration::from_millis(50)).unwrap();
+        assert!(matches!(
+            t.transmit(&[1, 2, 3]),
+            Err(TransportError::Timeout(_))
         ));
     }
 
