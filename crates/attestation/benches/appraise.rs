@@ -1,7 +1,7 @@
 //! Appraisals per second per core on real recorded evidence
 //! (`tests/data/evidence/`: the `tiny-sb` UKI boot and the Debian `shim`
 //! boot), and the parts of an appraisal on their own, to show where the
-//! time goes. Results: docs/benchmarks.md ("Appraisal (issue 7, pure part)").
+//! time goes. Results: docs/benchmarks.md ("Appraisal, pure part").
 //!
 //! `full`: `appraise` with everything a platform passes — the EK it made,
 //! its vTPM CA, the nonce, the template's key databases and a baseline

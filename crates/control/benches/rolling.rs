@@ -1,4 +1,4 @@
-//! Control-plane cost of a rolling upgrade (issue 8, part 1): a scale set
+//! Control-plane cost of a rolling upgrade: a scale set
 //! of `--instances` healthy instances on the simulated driver (zero boot
 //! time), its model moved from 1 to 2, upgraded by the orchestrator with
 //! the store on SQLite (or `--db URL`).

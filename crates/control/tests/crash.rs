@@ -1,4 +1,4 @@
-//! Crash injection (issue 8): the orchestrator is killed at every step of
+//! Crash injection: the orchestrator is killed at every step of
 //! an operation — after every driver call and at every store await — and a
 //! server with the same name restarted; afterwards the state is consistent
 //! (the store lists exactly the instances the driver runs, each on the

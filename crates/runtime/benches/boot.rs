@@ -1,4 +1,4 @@
-//! VM boot benchmark (issue 6): what the runtime costs on top of a bare
+//! VM boot benchmark: what the runtime costs on top of a bare
 //! QEMU boot of the same image on the same virtual hardware.
 //!
 //! ```sh

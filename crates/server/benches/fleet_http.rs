@@ -1,5 +1,5 @@
 //! The control plane's ARM-shaped REST API under load from a second
-//! process on loopback, and the memory of a model of `--vms` VMs (issue 8).
+//! process on loopback, and the memory of a model of `--vms` VMs.
 //!
 //! ```sh
 //! cargo build --release -p trustlaunch-cli        # the server binary it starts

@@ -1,5 +1,5 @@
 //! HTTP load generator for the attestation service, side by side with
-//! Keylime's verifier (issue 7).
+//! Keylime's verifier.
 //!
 //! One command runs the whole comparison:
 //!
