@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds trustlaunch, and runs the main job. At this
-# stage: measured-boot evidence (this machine's TCG event log, or a real log
-# from shared/testdata: show, replay, extract), then a Trusted Launch VM —
-# the tiny image built and signed with the platform's db key, booted under
-# OVMF Secure Boot with its own vTPM to verified evidence, then stopped.
+# Installs what is missing, builds trustlaunch, and runs the main job:
+# measured-boot evidence (this machine's TCG event log, or a real log from
+# shared/testdata: show, replay, extract), then the attestation service over
+# HTTPS and a Trusted Launch VM — the tiny image built and signed with the
+# platform's db key, booted unprivileged under OVMF Secure Boot with its own
+# vTPM, attested by the service at boot — its verdict, baseline,
+# recommendations and alerts, then the VM stopped.
 source "$(dirname "$0")/lib.sh"
 install_packages
 require_rust
