@@ -224,6 +224,20 @@ impl Store {
         })
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`): a deferred transaction that reads
+    /// first and writes second cannot wait for another writer and fails
+    /// with "database is locked" instead, which concurrent enrollments hit.
+    /// PostgreSQL's row locks already serialise writers.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Whether the connection to the database is encrypted: what
     /// PostgreSQL reports for this connection (`pg_stat_ssl`); SQLite is a
     /// local file, never.
