@@ -10,41 +10,105 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian packages the project uses. tpm2-tools: the reference tool of the
-# differential tests; swtpm, swtpm-tools: real vTPMs for the TPM tests;
-# openssl: interop of our EK certificates; hyperfine and jq: the
-# whole-process benchmarks.
-# ovmf, shim-signed, grub-efi-amd64-signed, linux-image-amd64, sbsigntool,
-# osslsigncode, pesign, efitools: real Secure Boot artifacts and reference
-# tools for the Secure Boot toolkit's tests (read at run time, never
-# committed). qemu-system-x86, systemd-boot-efi, busybox-static, cpio, fdisk,
-# dosfstools, mtools, binutils, kmod: the real Secure Boot boot test (a
-# small UKI on a FAT ESP, booted by OVMF under QEMU). curl: run.sh waits
-# for the server. postgresql: the
+# What the product needs on a host: each command or file and the package
+# that provides it, one list shared with `trustlaunch host doctor`.
+REQUIREMENTS="$ROOT/crates/runtime/host-requirements.txt"
+requirement_lines() {
+    grep -v '^[[:space:]]*\(#\|$\)' "$REQUIREMENTS"
+}
+
+# Debian packages the tests and benchmarks use besides the product's own.
+# tpm2-tools: the reference tool of the differential tests; swtpm-tools:
+# swtpm_setup for the TPM tests; openssl: interop of our EK certificates;
+# hyperfine and jq: the whole-process benchmarks. shim-unsigned,
+# linux-image-amd64, sbsigntool, osslsigncode, pesign, efitools: real
+# Secure Boot artifacts and reference tools for the Secure Boot toolkit's
+# tests (read at run time, never committed). cpio, kmod: the tiny image's
+# initramfs checks. curl: run.sh waits for the server. postgresql: the
 # store's tests run their suite against PostgreSQL as well as SQLite.
-APT_PACKAGES=(tpm2-tools swtpm swtpm-tools openssl hyperfine jq ca-certificates pkg-config
-    ovmf shim-signed shim-unsigned grub-efi-amd64-signed linux-image-amd64 sbsigntool osslsigncode
-    pesign efitools
-    qemu-system-x86 qemu-utils systemd-boot-efi busybox-static cpio fdisk dosfstools mtools binutils kmod
+TEST_PACKAGES=(tpm2-tools swtpm-tools openssl hyperfine jq ca-certificates pkg-config
+    shim-unsigned sbsigntool osslsigncode pesign efitools cpio kmod
     python3-pip postgresql curl)
 
-# PyPI: virt-firmware (virt-fw-vars), the reference for OVMF variable stores.
-PIP_PACKAGES=(virt-firmware)
+# Every package: the requirements' and the tests'.
+all_packages() {
+    { requirement_lines | awk '{ print $3 }'; printf '%s\n' "${TEST_PACKAGES[@]}"; } | sort -u
+}
 
+installed_version() {
+    dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null \
+        | awk '$1 == "install" && $3 == "installed" { print $4 }'
+}
+
+# The versions of package $1 that configured sources offer.
+offered_versions() {
+    apt-cache madison "$1" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $2); print $2 }'
+}
+
+# The newest of them.
+offered_version() {
+    local best="" v
+    for v in $(offered_versions "$1"); do
+        if [ -z "$best" ] || dpkg --compare-versions "$v" gt "$best"; then best="$v"; fi
+    done
+    echo "$best"
+}
+
+# Installs every missing package in one apt transaction that names all of
+# the project's packages, so apt can never remove one of them to make room
+# for another (seen: installing qemu-system-x86 from bookworm removed a
+# qemu-utils from bookworm-backports, and qemu-img with it). A package
+# installed at a version no configured source offers any more (a
+# backport whose source is gone) is aligned with the archive in the same
+# transaction, since the archive's packages depend on their own versions.
+# Then every requirement is checked: a command or file still missing
+# fails the install, naming the package.
 install_packages() {
-    local missing=()
-    for p in "${APT_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    local missing=() wanted=() p have offer
+    for p in $(all_packages); do
+        [ -n "$(installed_version "$p")" ] || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         as_root apt-get update -qq
-        if ! as_root apt-get install -y -qq "${missing[@]}"; then
+        for p in $(all_packages); do
+            have="$(installed_version "$p")"
+            offer="$(offered_version "$p")"
+            if [ -n "$have" ] && [ -n "$offer" ] \
+                && ! offered_versions "$p" | grep -qxF "$have"; then
+                echo "aligning $p $have (offered by no configured source) with the archive's $offer"
+                wanted+=("$p=$offer")
+            else
+                wanted+=("$p")
+            fi
+        done
+        if ! as_root apt-get install -y -qq --allow-downgrades "${wanted[@]}"; then
             # Seen on these machines: "cannot access archive"; repair, retry.
             as_root apt-get install -f -y -qq
-            as_root apt-get install -y -qq "${missing[@]}"
+            as_root apt-get install -y -qq --allow-downgrades "${wanted[@]}"
         fi
+    fi
+    check_requirements
+}
+
+# Every command and file of the requirements is really there; otherwise
+# names each missing one with its package, and fails.
+check_requirements() {
+    local kind what package why failed=0
+    while read -r kind what package why; do
+        case "$kind" in
+            command) command -v "$what" >/dev/null 2>&1 && continue ;;
+            file) [ -f "$what" ] && continue ;;
+            glob) compgen -G "$what" >/dev/null && continue ;;
+            *) echo "error: $REQUIREMENTS: unknown kind '$kind'" >&2; failed=1; continue ;;
+        esac
+        echo "error: $what is missing ($why): install the Debian package $package" >&2
+        failed=1
+    done < <(requirement_lines)
+    if [ "$failed" -ne 0 ]; then
+        echo "error: the host lacks what trustlaunch needs (apt-get install the packages named above)" >&2
+        exit 1
     fi
 }
 

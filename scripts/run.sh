@@ -32,6 +32,8 @@ echo "(full evidence: $bin eventlog evidence $log)"
 
 export TRUSTLAUNCH_HOME="${TRUSTLAUNCH_HOME:-$ROOT/target/trustlaunch-home}"
 images="$TRUSTLAUNCH_HOME/images"
+echo "== this host (trustlaunch host doctor)"
+"$bin" host doctor
 echo "== a Trusted Launch VM (platform state in $TRUSTLAUNCH_HOME)"
 if [ ! -f "$images/tiny/image.json" ]; then
     "$bin" image build tiny --out "$images/tiny"
@@ -48,7 +50,15 @@ ca="$TRUSTLAUNCH_HOME/tls/ca.crt"
 echo "== trustlaunch server on $TRUSTLAUNCH_SERVER (database $TRUSTLAUNCH_HOME/trustlaunch.db)"
 "$bin" server --home "$TRUSTLAUNCH_HOME" --listen "127.0.0.1:$port" --interval 60 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+# Stop the server on the way out, keeping this script's own exit status
+# (the server's, killed by SIGTERM, is 143).
+stop_server() {
+    local rc=$?
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    exit "$rc"
+}
+trap stop_server EXIT
 for _ in $(seq 100); do
     [ -f "$ca" ] && curl -fsS --cacert "$ca" "$TRUSTLAUNCH_SERVER/healthz" >/dev/null 2>&1 && break
     sleep 0.2

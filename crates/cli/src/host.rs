@@ -1,5 +1,5 @@
-//! `trustlaunch host ...`: this host's VM runtime — the accelerator probe
-//! and VMs (`host vm create|start|stop|restart|reimage|resize|delete|list|
+//! `trustlaunch host ...`: this host's VM runtime — the accelerator probe,
+//! the host's readiness (`doctor`) and VMs (`host vm create|start|stop|restart|reimage|resize|delete|list|
 //! show|console|attest`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,7 +12,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use trustlaunch_runtime::accel::{decide, ProbeConfig};
 use trustlaunch_runtime::platform::Home;
 use trustlaunch_runtime::spec::{
-    Generation, KeyTemplate, SecurityProfile, SecurityType, UefiSettings, VmSpec,
+    Generation, KeyTemplate, Network, OsProfile, SecurityProfile, SecurityType, UefiSettings,
+    VmSpec,
 };
 use trustlaunch_runtime::vm::{BootOutcome, Progress, Runtime, VmInfo};
 
@@ -23,6 +24,19 @@ pub enum HostCommand {
     /// it here (up to 10 s), else TCG, with the reason.
     /// `TRUSTLAUNCH_ACCEL=kvm|tcg` overrides.
     Probe {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that this host has what trustlaunch needs: every command and
+    /// file (with the package that provides it), KVM, free disk space, the
+    /// home's permissions and the ids VMs are confined under. Prints the
+    /// fix for each problem; exits 1 if any check fails.
+    Doctor {
+        /// The platform's state directory (default: $TRUSTLAUNCH_HOME,
+        /// /var/lib/trustlaunch for root, else ~/.local/share/trustlaunch).
+        #[arg(long)]
+        home: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -107,6 +121,20 @@ pub enum VmCommand {
         /// Memory, MiB.
         #[arg(long, default_value_t = 1024)]
         memory: u64,
+        /// The NIC (`networkProfile`): `user` (QEMU's user-mode network,
+        /// restricted: the guest reaches nothing, SSH reaches the guest
+        /// through a port on 127.0.0.1 that `show` prints), `bridge=NAME`
+        /// (a tap on an existing host bridge), or `none`.
+        #[arg(long, default_value = "user")]
+        network: Network,
+        /// The guest's host name (`osProfile.computerName`; default: the
+        /// VM name).
+        #[arg(long)]
+        computer_name: Option<String>,
+        /// An OpenSSH public key file root may log in with
+        /// (`osProfile...ssh.publicKeys`), repeated.
+        #[arg(long = "ssh-key", value_name = "FILE")]
+        ssh_keys: Vec<PathBuf>,
         /// Start it after creating it.
         #[arg(long)]
         start: bool,
@@ -238,8 +266,53 @@ pub fn run(cmd: HostCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        HostCommand::Doctor { home, json } => doctor(home, json),
         HostCommand::Vm(cmd) => run_vm(cmd),
     }
+}
+
+fn doctor(home: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    use trustlaunch_runtime::doctor::{
+        examine, parse_requirements, HostPaths, Status, REQUIREMENTS,
+    };
+    let requirements = parse_requirements(REQUIREMENTS)?;
+    let paths = HostPaths::of_host(home.unwrap_or_else(Home::default_root));
+    let findings = examine(&paths, &requirements);
+    let failed = findings.iter().filter(|f| f.status == Status::Fail).count();
+    let warned = findings.iter().filter(|f| f.status == Status::Warn).count();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "healthy": failed == 0,
+                "findings": findings,
+            }))?
+        );
+    } else {
+        let width = findings.iter().map(|f| f.check.len()).max().unwrap_or(0);
+        for f in &findings {
+            let mark = match f.status {
+                Status::Ok => "ok  ",
+                Status::Warn => "warn",
+                Status::Fail => "FAIL",
+            };
+            println!("{mark}  {:width$}  {}", f.check, f.detail);
+            if let Some(fix) = &f.fix {
+                println!("      {:width$}  fix: {fix}", "");
+            }
+        }
+        println!(
+            "{} checks: {} failed, {} warnings",
+            findings.len(),
+            failed,
+            warned
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A private scratch directory for the probe.
@@ -306,6 +379,10 @@ fn print_info(info: &VmInfo, json: bool) -> Result<()> {
         println!("accel:           {}", a.name());
     }
     println!("confinement:     {}", info.confinement);
+    println!("network:         {}", s.network.describe());
+    if let (Network::User, Some(port)) = (&s.network, info.state.ssh_port) {
+        println!("ssh:             ssh -p {port} root@127.0.0.1");
+    }
     if let Some(pid) = info.qemu_pid {
         println!("qemu pid:        {pid}");
     }
@@ -371,10 +448,28 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
             generation,
             vcpus,
             memory,
+            network,
+            computer_name,
+            ssh_keys,
             start,
             boot,
             common,
         } => {
+            let mut ssh_public_keys = Vec::new();
+            for f in &ssh_keys {
+                let text = String::from_utf8(crate::input::read_bounded(f)?)
+                    .map_err(|_| anyhow::anyhow!("{}: not a text file", f.display()))?;
+                ssh_public_keys.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(str::to_owned),
+                );
+            }
+            let os_profile = Some(OsProfile {
+                computer_name: Some(computer_name.unwrap_or_else(|| name.clone())),
+                ssh_public_keys,
+            });
             let generation = match generation {
                 GenerationArg::V1 => Generation::V1,
                 GenerationArg::V2 => Generation::V2,
@@ -412,6 +507,8 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
                 image: std::fs::canonicalize(&image)
                     .with_context(|| format!("image {}", image.display()))?,
                 data_disks: Vec::new(),
+                network,
+                os_profile,
             };
             let rt = open(&common)?;
             let info = rt.create(&spec, &mut progress_printer())?;

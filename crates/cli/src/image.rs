@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use rand_core::OsRng;
+use trustlaunch_runtime::agent_package::build_agent_package;
+use trustlaunch_runtime::debian_image::{DebianBoot, DebianRequest};
 use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe, DEFAULT_CMDLINE};
 use trustlaunch_runtime::image_meta::ImageMetadata;
 use trustlaunch_runtime::platform::{Home, PlatformKeys};
@@ -28,6 +30,21 @@ pub enum Kind {
     Uki,
     /// An existing EFI binary (`--efi`) as BOOTX64.EFI, plus `--file`s.
     Chain,
+    /// A real Debian system from Debian's archive (mmdebstrap; needs root):
+    /// systemd, udev, networkd, OpenSSH (keys only), the guest attestation
+    /// agent package; booted by Debian's signed shim -> grub -> kernel
+    /// (key template microsoft) or, with `--boot uki`, by one UKI signed
+    /// with the platform's db key (key template custom).
+    Debian,
+}
+
+/// How a Debian image boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DebianBootArg {
+    /// Debian's signed shim -> grub -> kernel (key template microsoft).
+    Shim,
+    /// A UKI signed with the platform's db key (key template custom).
+    Uki,
 }
 
 /// Image subcommands.
@@ -86,6 +103,29 @@ pub enum ImageCommand {
         /// agent starts.
         #[arg(long = "add-file", value_name = "PATH=SRC")]
         add_files: Vec<String>,
+        /// Debian release (kind debian).
+        #[arg(long, default_value = "bookworm")]
+        release: String,
+        /// Packages beyond the base system, comma-separated (kind debian).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+        /// Disk size, e.g. 4G or 3072M (kind debian).
+        #[arg(long, default_value = "4G", value_parser = parse_size)]
+        size: u64,
+        /// Boot chain (kind debian).
+        #[arg(long, value_enum, default_value = "shim")]
+        boot: DebianBootArg,
+        /// The guest attestation agent package (kind debian; default:
+        /// built from the agent next to this executable).
+        #[arg(long)]
+        agent_deb: Option<PathBuf>,
+        /// Where downloaded packages are kept between builds (kind debian;
+        /// default: <home>/cache/debian).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Debian archive (kind debian).
+        #[arg(long, default_value = trustlaunch_runtime::debian_image::DEFAULT_MIRROR)]
+        mirror: String,
         /// The platform's state directory whose db key signs by default
         /// (default: $TRUSTLAUNCH_HOME, /var/lib/trustlaunch for root).
         #[arg(long)]
@@ -93,6 +133,21 @@ pub enum ImageCommand {
         /// Print the metadata as JSON on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Build the guest attestation agent package
+    /// (trustlaunch-guest-agent_<version>_amd64.deb): the Guest Attestation
+    /// extension for Debian and Ubuntu guests, installed with `dpkg -i`.
+    AgentPackage {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The agent binary (default: `trustlaunch-agent` next to this
+        /// executable).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Package version (default: trustlaunch's own).
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        version: String,
     },
     /// Show an image directory's metadata (validated).
     Show {
@@ -126,6 +181,13 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             efi,
             files,
             add_files,
+            release,
+            packages,
+            size,
+            boot,
+            agent_deb,
+            cache,
+            mirror,
             home,
             json,
         } => {
@@ -154,6 +216,40 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
                         uki,
                         sign: !no_sign,
                     }
+                }
+                Kind::Debian => {
+                    let root = home.clone().unwrap_or_else(Home::default_root);
+                    let agent_deb = match agent_deb {
+                        Some(d) => d,
+                        None => {
+                            let agent = match agent.clone() {
+                                Some(a) => a,
+                                None => default_agent()?,
+                            };
+                            let dir = out.with_extension("agent-package");
+                            let deb = build_agent_package(&agent, env!("CARGO_PKG_VERSION"), &dir)?;
+                            eprintln!("guest agent package: {}", deb.display());
+                            deb
+                        }
+                    };
+                    if !agent_deb.is_file() {
+                        bail!("agent package {} not found", agent_deb.display());
+                    }
+                    Recipe::Debian(DebianRequest {
+                        release,
+                        packages,
+                        size_bytes: size,
+                        boot: match boot {
+                            DebianBootArg::Shim => DebianBoot::Shim,
+                            DebianBootArg::Uki => DebianBoot::Uki,
+                        },
+                        agent_deb: std::path::absolute(&agent_deb)?,
+                        cache: match cache {
+                            Some(c) => c,
+                            None => root.join("cache").join("debian"),
+                        },
+                        mirror,
+                    })
                 }
                 Kind::Chain => {
                     let mut pairs = Vec::new();
@@ -198,7 +294,9 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             }
             // The key last: the inputs are checked first, so a mistake
             // never creates a platform home.
-            let needs_key = kind == Kind::Tiny || (kind == Kind::Uki && !no_sign);
+            let needs_key = kind == Kind::Tiny
+                || (kind == Kind::Uki && !no_sign)
+                || (kind == Kind::Debian && boot == DebianBootArg::Uki);
             let pair = match (&db_key, &db_cert) {
                 (Some(k), Some(c)) => Some(load_key_pair(k, c)?),
                 _ if needs_key => {
@@ -232,6 +330,19 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             } else {
                 print_text(&meta);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::AgentPackage {
+            out,
+            agent,
+            version,
+        } => {
+            let agent = match agent {
+                Some(a) => a,
+                None => default_agent()?,
+            };
+            let deb = build_agent_package(&agent, &version, &out)?;
+            println!("{}", deb.display());
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Show {
@@ -308,6 +419,22 @@ fn print_text(m: &ImageMetadata) {
     for n in &m.notes {
         println!("note: {n}");
     }
+}
+
+/// A size with an optional K/M/G/T suffix (binary units), in bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        Some((i, 'T' | 't')) => (&s[..i], 40),
+        _ => (s, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: a number with an optional K, M, G or T suffix"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 /// `trustlaunch-agent` next to the running executable.

@@ -359,6 +359,8 @@ fn start(dir: &Path, image: &Path, vars_template: &str, enrolled: Option<&Path>)
         console_log: dir.join("console.log"),
         qmp_socket: dir.join("qmp.sock"),
         attestation_socket: Some(dir.join("attest.sock")),
+        nic: None,
+        first_boot: None,
     };
     // QEMU gets its files and sockets as descriptors, as the runtime
     // starts it; its end of swtpm's control channel is a connection.

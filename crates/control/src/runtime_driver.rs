@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trustlaunch_runtime::spec::{
-    DataDisk, Generation, SecurityProfile, SecurityType, UefiSettings, VmSpec,
+    DataDisk, Generation, Network, SecurityProfile, SecurityType, UefiSettings, VmSpec,
 };
 use trustlaunch_runtime::vm::{BootPhase, Runtime, Status, VmError, VmInfo};
 
@@ -93,6 +93,8 @@ pub fn vm_spec(spec: &InstanceSpec) -> VmSpec {
                 disk_size_gb: d.disk_size_gb,
             })
             .collect(),
+        network: Network::None,
+        os_profile: None,
     }
 }
 

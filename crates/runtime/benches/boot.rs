@@ -43,7 +43,7 @@ use trustlaunch_runtime::console::{self, ConsoleVerdict};
 use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe};
 use trustlaunch_runtime::platform::Home;
 use trustlaunch_runtime::qemu::{Accel, ATTESTATION_PORT};
-use trustlaunch_runtime::spec::{Generation, KeyTemplate, SecurityProfile, VmSpec};
+use trustlaunch_runtime::spec::{Generation, KeyTemplate, Network, SecurityProfile, VmSpec};
 use trustlaunch_runtime::vm::{BootOutcome, Progress, Runtime, VmInfo, BOOT_FILE, IMAGE_DISK};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -299,6 +299,8 @@ fn spec(name: &str, image: &Path, profile: SecurityProfile, template: KeyTemplat
         memory_mib: MEMORY_MIB,
         image: image.to_path_buf(),
         data_disks: Vec::new(),
+        network: Network::None,
+        os_profile: None,
     }
 }
 

@@ -184,25 +184,14 @@ const ESP_SECTORS: u64 = (DISK_BYTES >> 9) - 2 * ESP_START_SECTOR;
 /// `("EFI/BOOT/BOOTX64.EFI", uki)`.
 pub fn build_disk(files: &[(&str, &Path)], scratch: &Path, out: &Path) -> Result<(), ImageError> {
     let esp_bytes = ESP_SECTORS << 9;
-    let mut need = 0u64;
-    for (esp_path, src) in files {
-        if esp_path.is_empty()
-            || !esp_path
-                .split('/')
-                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_graphic() && b != b'\\'))
-        {
-            return Err(ImageError::BadEspPath((*esp_path).to_owned()));
-        }
-        need += fs::metadata(src).map_err(io_err(src))?.len();
-    }
-    // FAT32 overhead (FATs, clusters) stays well under 10 %.
-    if need > esp_bytes / 10 * 9 {
-        return Err(ImageError::TooLarge {
-            need,
-            have: esp_bytes,
-        });
-    }
     fs::create_dir_all(scratch).map_err(io_err(scratch))?;
+    let owned: Vec<(String, PathBuf)> = files
+        .iter()
+        .map(|(e, p)| ((*e).to_owned(), p.to_path_buf()))
+        .collect();
+    let esp = scratch.join("esp.img");
+    // The FAT first: a file that does not fit fails before the disk is made.
+    build_fat(&owned, esp_bytes, &esp)?;
     let _ = fs::remove_file(out);
     fs::File::create(out)
         .and_then(|f| f.set_len(DISK_BYTES))
@@ -216,18 +205,48 @@ pub fn build_disk(files: &[(&str, &Path)], scratch: &Path, out: &Path) -> Result
         Command::new("sfdisk").arg("-q").arg(out),
         Some(layout.as_bytes()),
     )?;
-    let esp = scratch.join("esp.img");
-    let _ = fs::remove_file(&esp);
+    // The ESP into the disk at sector 2048.
+    let part = fs::read(&esp).map_err(io_err(&esp))?;
+    let mut disk = fs::OpenOptions::new()
+        .write(true)
+        .open(out)
+        .map_err(io_err(out))?;
+    std::io::Seek::seek(&mut disk, std::io::SeekFrom::Start(ESP_START_SECTOR << 9))
+        .map_err(io_err(out))?;
+    disk.write_all(&part).map_err(io_err(out))?;
+    fs::remove_file(&esp).map_err(io_err(&esp))?;
+    Ok(())
+}
+
+/// Writes a FAT32 file system of `bytes` at `out` holding each
+/// `(ESP path, source file)`.
+pub fn build_fat(files: &[(String, PathBuf)], bytes: u64, out: &Path) -> Result<(), ImageError> {
+    let mut need = 0u64;
+    for (esp_path, src) in files {
+        if esp_path.is_empty()
+            || !esp_path
+                .split('/')
+                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_graphic() && b != b'\\'))
+        {
+            return Err(ImageError::BadEspPath(esp_path.clone()));
+        }
+        need += fs::metadata(src).map_err(io_err(src))?.len();
+    }
+    // FAT32 overhead (FATs, clusters) stays well under 10 %.
+    if need > bytes / 10 * 9 {
+        return Err(ImageError::TooLarge { need, have: bytes });
+    }
+    let _ = fs::remove_file(out);
     run(
         "mkfs.fat",
         "dosfstools",
         Command::new("mkfs.fat")
             .args(["-C", "-F", "32", "-n", "ESP"])
-            .arg(&esp)
-            .arg((esp_bytes >> 10).to_string()),
+            .arg(out)
+            .arg((bytes >> 10).to_string()),
         None,
     )?;
-    let img = esp.to_string_lossy().into_owned();
+    let img = out.to_string_lossy().into_owned();
     for (esp_path, src) in files {
         // Directories first (mmd fails on existing ones: make each once).
         let comps: Vec<&str> = esp_path.split('/').collect();
@@ -259,15 +278,5 @@ pub fn build_disk(files: &[(&str, &Path)], scratch: &Path, out: &Path) -> Result
             None,
         )?;
     }
-    // The ESP into the disk at sector 2048.
-    let part = fs::read(&esp).map_err(io_err(&esp))?;
-    let mut disk = fs::OpenOptions::new()
-        .write(true)
-        .open(out)
-        .map_err(io_err(out))?;
-    std::io::Seek::seek(&mut disk, std::io::SeekFrom::Start(ESP_START_SECTOR << 9))
-        .map_err(io_err(out))?;
-    disk.write_all(&part).map_err(io_err(out))?;
-    fs::remove_file(&esp).map_err(io_err(&esp))?;
     Ok(())
 }

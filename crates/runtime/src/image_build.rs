@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use trustlaunch_secureboot::keys::KeyPair;
 use trustlaunch_secureboot::pe::PeImage;
 
+use crate::debian_image::{self, DebianBoot, DebianRequest};
 use crate::image::{build_disk, build_uki, ImageError, UkiParts};
 use crate::image_meta::{
     self, trusted_launch_feature, BootComponent, CertificateInfo, DiskInfo, EspFile, Generation,
@@ -77,6 +78,10 @@ pub enum Recipe {
         /// Sign it with the db key (adds a signature to any it has).
         sign: bool,
     },
+    /// A real Debian system from Debian's archive
+    /// ([`crate::debian_image`]): a root file system with systemd and the
+    /// guest agent package, booted by Debian's shim chain or a signed UKI.
+    Debian(DebianRequest),
     /// An existing EFI binary as `EFI/BOOT/BOOTX64.EFI`, plus files.
     Chain {
         /// The boot application.
@@ -87,12 +92,17 @@ pub enum Recipe {
 }
 
 impl Recipe {
-    /// The kind name (`tiny`, `debian-shim`, `uki`, `chain`).
+    /// The kind name (`tiny`, `debian-shim`, `uki`, `debian`, `debian-uki`,
+    /// `chain`).
     pub fn kind(&self) -> &'static str {
         match self {
             Recipe::Tiny { .. } => "tiny",
             Recipe::DebianShim { .. } => "debian-shim",
             Recipe::Uki { .. } => "uki",
+            Recipe::Debian(d) => match d.boot {
+                DebianBoot::Shim => "debian",
+                DebianBoot::Uki => "debian-uki",
+            },
             Recipe::Chain { .. } => "chain",
         }
     }
@@ -352,6 +362,8 @@ fn build_in(
     let mut kernel_release = None;
     let mut kernel_cmdline = None;
     let mut notes = Vec::new();
+    // A root partition beside the ESP: (its file system image, disk size).
+    let mut root_partition: Option<(PathBuf, u64)> = None;
     match &req.recipe {
         Recipe::Tiny {
             initramfs,
@@ -449,6 +461,83 @@ fn build_in(
             }
             files.push(("EFI/BOOT/BOOTX64.EFI".into(), boot));
         }
+        Recipe::Debian(d) => {
+            let (_, root_sectors) = debian_image::root_extent(d.size_bytes);
+            let built = debian_image::build_root(d, scratch, root_sectors, progress)?;
+            let cmdline = debian_image::kernel_cmdline(&built.root_uuid);
+            match d.boot {
+                DebianBoot::Shim => {
+                    key_template = KeyTemplate::Microsoft;
+                    for p in [DEBIAN_SHIM, DEBIAN_GRUB] {
+                        if !Path::new(p).is_file() {
+                            return Err(ImageError::Missing(format!(
+                                "{p} is missing: apt-get install -y shim-signed grub-efi-amd64-signed"
+                            )));
+                        }
+                    }
+                    let cfg = write(
+                        "grub.cfg",
+                        debian_image::grub_cfg(&built.root_uuid).as_bytes(),
+                    )?;
+                    files.extend([
+                        (
+                            "EFI/BOOT/BOOTX64.EFI".to_owned(),
+                            PathBuf::from(DEBIAN_SHIM),
+                        ),
+                        (
+                            "EFI/BOOT/grubx64.efi".to_owned(),
+                            PathBuf::from(DEBIAN_GRUB),
+                        ),
+                        ("EFI/debian/grub.cfg".to_owned(), cfg),
+                    ]);
+                    notes.push(
+                        "shim verifies grub and the kernel against its built-in Debian certificate \
+                         and measures them into PCR 4; grub reads the kernel and initrd through the \
+                         root file system's /vmlinuz and /initrd.img links (kept current by Debian's \
+                         kernel packages) and measures them into PCR 9, its commands and the kernel \
+                         command line into PCR 8"
+                            .into(),
+                    );
+                }
+                DebianBoot::Uki => {
+                    let pair = need_key(req, "debian --boot uki")?;
+                    progress("building UKI (systemd-stub + the image's kernel and initramfs)");
+                    let uki = scratch.join("uki.efi");
+                    build_uki(
+                        &UkiParts {
+                            stub: SYSTEMD_STUB.into(),
+                            kernel: built.kernel.clone(),
+                            initrd: built.initrd.clone(),
+                            cmdline: cmdline.clone(),
+                            os_release: format!(
+                                "ID=debian\nNAME=\"Debian GNU/Linux\"\nVERSION_CODENAME={}\nPRETTY_NAME=\"Debian GNU/Linux ({}, kernel {})\"\n",
+                                d.release, d.release, built.kernel_release
+                            ),
+                        },
+                        &scratch.join("uki"),
+                        &uki,
+                    )?;
+                    progress("signing UKI with the db key");
+                    let data = fs::read(&uki).map_err(io(&uki))?;
+                    let signed = write("BOOTX64.EFI", &sign(&uki, &data, pair)?)?;
+                    files.push(("EFI/BOOT/BOOTX64.EFI".into(), signed));
+                    db_certificate = Some(certificate_info(&pair.cert_der));
+                    notes.push(
+                        "the kernel, initramfs and command line are one UKI signed with the \
+                         platform's db key; a kernel installed inside the guest does not boot \
+                         until the image is rebuilt"
+                            .into(),
+                    );
+                }
+            }
+            notes.push(format!(
+                "Debian {} from {}: {} packages, root file system UUID {}",
+                d.release, d.mirror, built.package_count, built.root_uuid
+            ));
+            kernel_release = Some(built.kernel_release.clone());
+            kernel_cmdline = Some(cmdline);
+            root_partition = Some((built.root_image, d.size_bytes));
+        }
         Recipe::Chain { efi, files: extra } => {
             let data = fs::read(efi).map_err(io(efi))?;
             if PeImage::parse(&data).is_err() {
@@ -489,13 +578,22 @@ fn build_in(
         ));
     }
 
-    progress("building disk (GPT + FAT32 ESP)");
     let disk = req.out_dir.join(DISK_FILE);
-    let refs: Vec<(&str, &Path)> = files
-        .iter()
-        .map(|(e, p)| (e.as_str(), p.as_path()))
-        .collect();
-    build_disk(&refs, &scratch.join("disk"), &disk)?;
+    match &root_partition {
+        Some((root_image, size)) => {
+            progress("building disk (GPT + FAT32 ESP + ext4 root)");
+            debian_image::build_disk(&files, root_image, *size, scratch, &disk)?;
+            fs::remove_file(root_image).map_err(io(root_image))?;
+        }
+        None => {
+            progress("building disk (GPT + FAT32 ESP)");
+            let refs: Vec<(&str, &Path)> = files
+                .iter()
+                .map(|(e, p)| (e.as_str(), p.as_path()))
+                .collect();
+            build_disk(&refs, &scratch.join("disk"), &disk)?;
+        }
+    }
     let (sha256, size_bytes) = sha256_file(&disk)?;
 
     let meta = ImageMetadata {

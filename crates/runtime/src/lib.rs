@@ -10,14 +10,17 @@
 //! ids, without capabilities, QEMU in its seccomp sandbox, each handed
 //! only its VM's files as descriptors. Private keys at rest are sealed
 //! under the platform's master key ([`platform`]). The accelerator probe
-//! is [`accel`], the per-VM vTPM [`vtpm`], VMs and their lifecycle [`vm`].
+//! is [`accel`], the host's readiness [`doctor`], the per-VM vTPM [`vtpm`], VMs and their lifecycle [`vm`].
 
 #![forbid(unsafe_code)]
 
 pub mod accel;
+pub mod agent_package;
 pub mod channel;
 pub mod confine;
 pub mod console;
+pub mod debian_image;
+pub mod doctor;
 pub mod image;
 pub mod image_build;
 pub mod image_meta;

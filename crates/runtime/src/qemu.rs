@@ -79,6 +79,37 @@ pub struct QemuConfig {
     /// Unix socket of the attestation channel (a virtio-serial port named
     /// `org.trustlaunch.attest.0` in the guest), when the VM has one.
     pub attestation_socket: Option<PathBuf>,
+    /// The VM's NIC, if it has one.
+    pub nic: Option<Nic>,
+    /// The first-boot configuration (`key=value` lines) the guest reads
+    /// from fw_cfg ([`FIRST_BOOT_FW_CFG`]).
+    pub first_boot: Option<String>,
+}
+
+/// The fw_cfg entry of the first-boot configuration.
+pub const FIRST_BOOT_FW_CFG: &str = "opt/org.trustlaunch/firstboot";
+
+/// A VM's NIC: virtio-net without an option ROM (OVMF's own driver runs
+/// it; no iPXE code in the firmware, nothing extra measured into PCR 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Nic {
+    /// QEMU's user-mode network, `restrict=on`: the guest reaches nothing
+    /// (not the host, not beyond); the host reaches the guest's port 22
+    /// at `127.0.0.1:ssh_port`.
+    User {
+        /// The MAC address.
+        mac: String,
+        /// The loopback port forwarded to the guest's SSH.
+        ssh_port: u16,
+    },
+    /// A tap device (made by the runtime, owned by QEMU's uid) on a host
+    /// bridge.
+    Tap {
+        /// The MAC address.
+        mac: String,
+        /// The tap's interface name.
+        ifname: String,
+    },
 }
 
 /// The virtio-serial port name the guest agent opens
@@ -192,8 +223,10 @@ impl QemuConfig {
     /// The arguments after the program name (`qemu-system-x86_64`) and
     /// the descriptors they name.
     ///
-    /// Invariants (each one a test below): the guest has no network
-    /// (`-nic none`, `-nodefaults`); it boots from its disk with
+    /// Invariants (each one a test below): the guest has no network but
+    /// its one NIC (`-nodefaults`; `-nic none` without one; user-mode
+    /// networking only with `restrict=on` and its one forward bound to
+    /// 127.0.0.1); it boots from its disk with
     /// `bootindex=1` and never by `-kernel`; Secure Boot firmware gets SMM,
     /// secure pflash and S3 off; the vTPM is a TIS device on the VM's own
     /// swtpm; QEMU never reboots by itself (`-no-reboot`: the runtime
@@ -286,7 +319,40 @@ impl QemuConfig {
                 &format!("virtio-blk-pci,drive=data{lun},serial=lun{lun}"),
             ]);
         }
-        b.push(&["-display", "none", "-nic", "none"]);
+        b.push(&["-display", "none"]);
+        match &self.nic {
+            None => b.push(&["-nic", "none"]),
+            Some(Nic::User { mac, ssh_port }) => {
+                b.push(&[
+                    "-netdev",
+                    &format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"),
+                ]);
+                b.push(&[
+                    "-device",
+                    &format!("virtio-net-pci,netdev=net0,mac={mac},romfile="),
+                ]);
+            }
+            Some(Nic::Tap { mac, ifname }) => {
+                b.push(&[
+                    "-netdev",
+                    &format!("tap,id=net0,ifname={ifname},script=no,downscript=no"),
+                ]);
+                b.push(&[
+                    "-device",
+                    &format!("virtio-net-pci,netdev=net0,mac={mac},romfile="),
+                ]);
+            }
+        }
+        if let Some(config) = &self.first_boot {
+            // fw_cfg's option syntax doubles commas.
+            b.push(&[
+                "-fw_cfg",
+                &format!(
+                    "name={FIRST_BOOT_FW_CFG},string={}",
+                    config.replace(',', ",,")
+                ),
+            ]);
+        }
         let set = b.fdset(Passed::NewFile {
             path: self.console_log.clone(),
         });
@@ -343,6 +409,8 @@ mod tests {
             console_log: "/vms/vm1/console.log".into(),
             qmp_socket: "/vms/vm1/qmp.sock".into(),
             attestation_socket: Some("/vms/vm1/attest.sock".into()),
+            nic: None,
+            first_boot: None,
         }
     }
 
@@ -398,6 +466,61 @@ mod tests {
                 assert!(!a.iter().any(|x| x == forbidden), "{forbidden} in {a:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_user_mode_nic_reaches_nothing_and_forwards_ssh_on_loopback_only() {
+        let mut c = config(secure(), true);
+        c.nic = Some(Nic::User {
+            mac: "52:54:00:12:34:56".into(),
+            ssh_port: 40022,
+        });
+        let a = text(&c);
+        assert!(!a.iter().any(|x| x == "-nic"), "{a:?}");
+        assert!(has_pair(
+            &a,
+            "-netdev",
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"
+        ));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile="
+        ));
+        // Still booted from the disk only.
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-blk-pci,drive=os,bootindex=1"
+        ));
+        assert_eq!(a.iter().filter(|x| x.contains("bootindex")).count(), 1);
+    }
+
+    #[test]
+    fn a_bridged_nic_is_a_tap_without_scripts() {
+        let mut c = config(secure(), true);
+        c.nic = Some(Nic::Tap {
+            mac: "52:54:00:00:00:01".into(),
+            ifname: "tl0abc".into(),
+        });
+        let a = text(&c);
+        assert!(has_pair(
+            &a,
+            "-netdev",
+            "tap,id=net0,ifname=tl0abc,script=no,downscript=no"
+        ));
+    }
+
+    #[test]
+    fn the_first_boot_configuration_is_one_fw_cfg_string_with_commas_doubled() {
+        let mut c = config(secure(), true);
+        c.first_boot = Some("hostname=web-1\nssh-authorized-key=ssh-ed25519 AAAA a,b\n".into());
+        let a = text(&c);
+        assert!(has_pair(
+            &a,
+            "-fw_cfg",
+            "name=opt/org.trustlaunch/firstboot,string=hostname=web-1\nssh-authorized-key=ssh-ed25519 AAAA a,,b\n"
+        ));
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub enum SpecError {
     /// Secure Boot on without keys to enforce it.
     #[error("secureBootEnabled needs a key template with keys (microsoft or custom), not none")]
     SecureBootWithoutKeys,
+    /// `osProfile` holds a bad host name or SSH key.
+    #[error("osProfile: {0}")]
+    OsProfile(String),
+    /// `networkProfile` names a bad bridge.
+    #[error("networkProfile: {0}")]
+    Network(String),
     /// A data disk is out of range or its LUN is taken.
     #[error("data disk at LUN {lun}: {reason}")]
     DataDisk {
@@ -182,6 +188,149 @@ pub struct VmSpec {
     /// survive reimage and model updates, deleted with the VM.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_disks: Vec<DataDisk>,
+    /// The VM's NIC (`networkProfile`). A spec written before VMs had
+    /// NICs reads as [`Network::None`].
+    #[serde(default)]
+    pub network: Network,
+    /// What the guest is told at its first boot (`osProfile`): host name
+    /// and SSH keys, handed in by fw_cfg.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_profile: Option<OsProfile>,
+}
+
+/// The VM's NIC (`networkProfile.networkInterfaces[0]`): a virtio-net
+/// device on one host network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Network {
+    /// No NIC.
+    #[default]
+    None,
+    /// QEMU's user-mode network with `restrict=on`: the guest gets an
+    /// address by DHCP and reaches nothing (not the host, not beyond);
+    /// the host reaches the guest's SSH through a port forward on
+    /// 127.0.0.1.
+    User,
+    /// A tap device on an existing host bridge (real deployments): the
+    /// guest is on the bridge's network.
+    Bridge {
+        /// The bridge's interface name.
+        bridge: String,
+    },
+}
+
+impl Network {
+    /// `none`, `user` or `bridge=NAME`.
+    pub fn describe(&self) -> String {
+        match self {
+            Network::None => "none".into(),
+            Network::User => "user".into(),
+            Network::Bridge { bridge } => format!("bridge={bridge}"),
+        }
+    }
+}
+
+impl FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Network::None),
+            "user" => Ok(Network::User),
+            _ => match s.strip_prefix("bridge=") {
+                Some(b) if check_ifname(b) => Ok(Network::Bridge { bridge: b.into() }),
+                _ => Err(format!(
+                    "network {s:?}: use user, none or bridge=NAME (an interface name)"
+                )),
+            },
+        }
+    }
+}
+
+/// A Linux interface name: 1-15 characters, no `/`, whitespace or `:`.
+pub fn check_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// `osProfile`: what the guest is told at first boot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OsProfile {
+    /// `computerName`: the guest's host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer_name: Option<String>,
+    /// `linuxConfiguration.ssh.publicKeys[].keyData`: OpenSSH public keys
+    /// root may log in with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_public_keys: Vec<String>,
+}
+
+/// Most SSH keys in an `osProfile`.
+pub const MAX_SSH_KEYS: usize = 16;
+
+impl OsProfile {
+    /// Checks the host name and keys (they reach the guest as `key=value`
+    /// lines: no line breaks, nothing but what their formats allow).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(h) = &self.computer_name {
+            let ok = !h.is_empty()
+                && h.len() <= 63
+                && h.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !h.starts_with('-')
+                && !h.ends_with('-');
+            if !ok {
+                return Err(SpecError::OsProfile(format!(
+                    "computerName {h:?}: 1-63 characters a-z, 0-9 and '-', not starting or ending with '-'"
+                )));
+            }
+        }
+        if self.ssh_public_keys.len() > MAX_SSH_KEYS {
+            return Err(SpecError::OsProfile(format!(
+                "at most {MAX_SSH_KEYS} SSH public keys"
+            )));
+        }
+        for k in &self.ssh_public_keys {
+            let mut parts = k.split(' ');
+            let kind = parts.next().unwrap_or_default();
+            let data = parts.next().unwrap_or_default();
+            let ok = matches!(
+                kind,
+                "ssh-ed25519"
+                    | "ssh-rsa"
+                    | "ecdsa-sha2-nistp256"
+                    | "ecdsa-sha2-nistp384"
+                    | "ecdsa-sha2-nistp521"
+            ) && (16..=16384).contains(&data.len())
+                && data
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+                && k.len() <= 16384 + 300
+                && k.bytes().all(|b| (0x20..0x7f).contains(&b));
+            if !ok {
+                return Err(SpecError::OsProfile(format!(
+                    "SSH public key {:?}: an OpenSSH public key line (ssh-ed25519, ssh-rsa or ecdsa-sha2-*, base64, optional comment)",
+                    k.chars().take(40).collect::<String>()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first-boot configuration the guest reads (`key=value` lines).
+    pub fn first_boot_config(&self) -> String {
+        let mut out = String::new();
+        if let Some(h) = &self.computer_name {
+            out.push_str(&format!("hostname={h}\n"));
+        }
+        for k in &self.ssh_public_keys {
+            out.push_str(&format!("ssh-authorized-key={k}\n"));
+        }
+        out
+    }
 }
 
 /// A data disk (`storageProfile.dataDisks[]`).
@@ -257,6 +406,16 @@ impl VmSpec {
                 max: MAX_MEMORY_MIB,
             });
         }
+        if let Some(o) = &self.os_profile {
+            o.validate()?;
+        }
+        if let Network::Bridge { bridge } = &self.network {
+            if !check_ifname(bridge) {
+                return Err(SpecError::Network(format!(
+                    "bridge {bridge:?}: an interface name (1-15 characters a-z, 0-9, - _ .)"
+                )));
+            }
+        }
         for (i, d) in self.data_disks.iter().enumerate() {
             let bad = |reason: String| SpecError::DataDisk { lun: d.lun, reason };
             if i >= MAX_DATA_DISKS {
@@ -293,6 +452,8 @@ mod tests {
             memory_mib: 1024,
             image: "/img".into(),
             data_disks: Vec::new(),
+            network: Network::None,
+            os_profile: None,
         }
     }
 

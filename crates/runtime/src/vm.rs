@@ -63,9 +63,9 @@ use crate::console::{self, ConsoleVerdict};
 use crate::image_meta::{ImageMetadata, KeyTemplate as ImageKeyTemplate, Sha256Digest};
 use crate::platform::{self, Home, MasterKey, PlatformError, PlatformKeys, SealedFile, OWNER};
 use crate::process::{self, Marker};
-use crate::qemu::{Accel, Firmware, Launch, Passed, QemuConfig};
+use crate::qemu::{Accel, Firmware, Launch, Nic, Passed, QemuConfig};
 use crate::qmp::Qmp;
-use crate::spec::{check_name, Generation, KeyTemplate, SecurityType, SpecError, VmSpec};
+use crate::spec::{check_name, Generation, KeyTemplate, Network, SecurityType, SpecError, VmSpec};
 use crate::vtpm::{self, VtpmError, VtpmPaths};
 
 /// Why a VM operation failed.
@@ -206,6 +206,10 @@ pub struct VmState {
     pub ek_certificate: Option<String>,
     /// The accelerator of the current or last boot.
     pub accel: Option<Accel>,
+    /// The loopback port forwarded to the guest's SSH (user-mode
+    /// network): `ssh -p PORT root@127.0.0.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
 }
 
 impl VmState {
@@ -221,6 +225,7 @@ impl VmState {
             ek_public: None,
             ek_certificate: None,
             accel: None,
+            ssh_port: None,
         }
     }
 }
@@ -827,7 +832,12 @@ impl Runtime {
         store.to_bytes().map_err(|e| vars_err(e.to_string()))
     }
 
-    fn qemu_config(&self, spec: &VmSpec, p: &Paths) -> Result<QemuConfig, VmError> {
+    fn qemu_config(
+        &self,
+        spec: &VmSpec,
+        p: &Paths,
+        nic: Option<Nic>,
+    ) -> Result<QemuConfig, VmError> {
         let firmware = if spec.security_profile.secure_boot() {
             Firmware::UefiSecureBoot {
                 code: self.firmware.code_secboot.clone(),
@@ -857,7 +867,46 @@ impl Runtime {
             console_log: p.console(),
             qmp_socket: p.qmp(),
             attestation_socket: Some(p.attest_sock()),
+            nic,
+            first_boot: spec
+                .os_profile
+                .as_ref()
+                .map(|o| o.first_boot_config())
+                .filter(|c| !c.is_empty()),
         })
+    }
+
+    /// The NIC of the coming boot: for user-mode networking the recorded
+    /// SSH port, or a new free one on 127.0.0.1 if it has none or another
+    /// program took it; for a bridge, a tap device (owned by QEMU's uid)
+    /// made and attached to the bridge.
+    fn prepare_nic(
+        &self,
+        spec: &VmSpec,
+        p: &Paths,
+        state: &mut VmState,
+        qemu: Option<Identity>,
+    ) -> Result<Option<Nic>, VmError> {
+        let mac = mac_address(&p.dir);
+        match &spec.network {
+            Network::None => Ok(None),
+            Network::User => {
+                let port = match state.ssh_port.filter(|&port| loopback_port_free(port)) {
+                    Some(port) => port,
+                    None => free_loopback_port()?,
+                };
+                state.ssh_port = Some(port);
+                Ok(Some(Nic::User {
+                    mac,
+                    ssh_port: port,
+                }))
+            }
+            Network::Bridge { bridge } => {
+                let ifname = tap_name(&p.dir);
+                make_tap(&ifname, bridge, qemu)?;
+                Ok(Some(Nic::Tap { mac, ifname }))
+            }
+        }
     }
 
     /// Starts a stopped VM: swtpm, then QEMU, both daemonised. Returns as
@@ -883,7 +932,8 @@ impl Runtime {
         let ids = self.ensure_ids(name, &p)?;
         let (qemu_id, swtpm_id) = self.identities(ids);
         let (qemu_marker, swtpm_marker) = p.markers(self.confine);
-        let cfg = self.qemu_config(&spec, &p)?;
+        let nic = self.prepare_nic(&spec, &p, &mut state, qemu_id)?;
+        let cfg = self.qemu_config(&spec, &p, nic)?;
         // QEMU and swtpm talk over a socket pair: no path, no port.
         let mut qemu_tpm = None;
         let mut swtpm_pid = None;
@@ -1802,7 +1852,101 @@ fn read_console(path: &Path) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// A locally administered MAC in QEMU's range, stable for the VM's
+/// directory.
+fn mac_address(dir: &Path) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
+}
+
+/// The tap device of the VM whose directory is `dir` (at most 15 bytes).
+fn tap_name(dir: &Path) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("tltap{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+}
+
+fn loopback_port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn free_loopback_port() -> Result<u16, VmError> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| VmError::Tool {
+            tool: "network",
+            message: format!("no free port on 127.0.0.1 for the SSH forward: {e}"),
+        })
+}
+
+/// Runs `ip ARGS` (package iproute2).
+fn ip(args: &[&str]) -> Result<(), VmError> {
+    let o = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| VmError::Tool {
+            tool: "ip",
+            message: format!("{e} (install iproute2)"),
+        })?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(VmError::Tool {
+            tool: "ip",
+            message: format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// Makes tap `ifname` owned by QEMU's ids (so the confined QEMU may open
+/// it, and no other uid may) and attaches it to `bridge`, which must
+/// exist: the runtime never makes a bridge.
+fn make_tap(ifname: &str, bridge: &str, qemu: Option<Identity>) -> Result<(), VmError> {
+    if !Path::new("/sys/class/net")
+        .join(bridge)
+        .join("bridge")
+        .is_dir()
+    {
+        return Err(VmError::Tool {
+            tool: "network",
+            message: format!(
+                "bridge {bridge:?} does not exist on this host (ip link add {bridge} type bridge)"
+            ),
+        });
+    }
+    let _ = ip(&["link", "del", ifname]);
+    let (uid, gid) = match qemu {
+        Some(id) => (id.uid, id.gid),
+        None => (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
+    };
+    let (uid, gid) = (uid.to_string(), gid.to_string());
+    ip(&[
+        "tuntap", "add", "dev", ifname, "mode", "tap", "user", &uid, "group", &gid,
+    ])?;
+    let attached = ip(&["link", "set", ifname, "master", bridge])
+        .and_then(|()| ip(&["link", "set", ifname, "up"]));
+    if attached.is_err() {
+        let _ = ip(&["link", "del", ifname]);
+    }
+    attached
+}
+
 fn cleanup_run_dir(p: &Paths) {
+    // A bridged VM's tap goes with its QEMU.
+    let tap = tap_name(&p.dir);
+    if Path::new("/sys/class/net").join(&tap).exists() {
+        let _ = ip(&["link", "del", &tap]);
+    }
     for f in [
         p.qemu_pid(),
         p.swtpm_pid(),

@@ -15,7 +15,7 @@ use trustlaunch_runtime::accel::{Accel, AccelDecision};
 use trustlaunch_runtime::confine::Confinement;
 use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe};
 use trustlaunch_runtime::platform::Home;
-use trustlaunch_runtime::spec::{Generation, KeyTemplate, SecurityProfile, VmSpec};
+use trustlaunch_runtime::spec::{Generation, KeyTemplate, Network, SecurityProfile, VmSpec};
 use trustlaunch_runtime::vm::{BootOutcome, Runtime, Status};
 
 /// The guest agent, built next to this test's binary.
@@ -48,6 +48,8 @@ fn spec(name: &str, image: &Path) -> VmSpec {
         memory_mib: 1024,
         image: image.to_owned(),
         data_disks: Vec::new(),
+        network: Network::None,
+        os_profile: None,
     }
 }
 

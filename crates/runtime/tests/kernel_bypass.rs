@@ -19,7 +19,7 @@ use trustlaunch_runtime::initramfs::{build_initramfs, newest_kernel, InitramfsSp
 use trustlaunch_runtime::platform::{Home, SealedFile};
 use trustlaunch_runtime::process::Marker;
 use trustlaunch_runtime::qemu::{Firmware, QemuConfig};
-use trustlaunch_runtime::spec::{Generation, KeyTemplate, SecurityProfile, VmSpec};
+use trustlaunch_runtime::spec::{Generation, KeyTemplate, Network, SecurityProfile, VmSpec};
 use trustlaunch_runtime::vm::{qemu_command, Runtime};
 use trustlaunch_runtime::vtpm::VtpmPaths;
 
@@ -98,6 +98,8 @@ fn a_kernel_passed_by_dash_kernel_is_caught_by_appraisal() {
             memory_mib: 1024,
             image: img,
             data_disks: Vec::new(),
+            network: Network::None,
+            os_profile: None,
         },
         &mut |_| {},
     )
@@ -156,6 +158,8 @@ fn a_kernel_passed_by_dash_kernel_is_caught_by_appraisal() {
         console_log: vm.join("console.log"),
         qmp_socket: run.join("qmp.sock"),
         attestation_socket: Some(run.join("attest.sock")),
+        nic: None,
+        first_boot: None,
     };
     let mut cmd = qemu_command(
         Path::new("qemu-system-x86_64"),

@@ -14,7 +14,7 @@ use trustlaunch_runtime::accel::{Accel, AccelDecision};
 use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe};
 use trustlaunch_runtime::platform::{Home, MasterKey, SealedFile};
 use trustlaunch_runtime::process::Marker;
-use trustlaunch_runtime::spec::{Generation, KeyTemplate, SecurityProfile, VmSpec};
+use trustlaunch_runtime::spec::{Generation, KeyTemplate, Network, SecurityProfile, VmSpec};
 use trustlaunch_runtime::vm::Runtime;
 use trustlaunch_runtime::vtpm::VtpmPaths;
 use trustlaunch_tpm_client::KeyAlg;
@@ -58,6 +58,8 @@ fn vm(name: &str, image: &Path) -> VmSpec {
         memory_mib: 512,
         image: image.to_owned(),
         data_disks: Vec::new(),
+        network: Network::None,
+        os_profile: None,
     }
 }
 

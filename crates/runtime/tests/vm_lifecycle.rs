@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use trustlaunch_runtime::accel::{Accel, AccelDecision};
 use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe};
 use trustlaunch_runtime::platform::Home;
-use trustlaunch_runtime::spec::{Generation, KeyTemplate, SecurityProfile, UefiSettings, VmSpec};
+use trustlaunch_runtime::spec::{
+    Generation, KeyTemplate, Network, SecurityProfile, UefiSettings, VmSpec,
+};
 use trustlaunch_runtime::vm::{Runtime, Status, VmError, VmState};
 
 const SHIM: &str = "/usr/lib/shim/shimx64.efi.signed";
@@ -58,6 +60,8 @@ fn spec(name: &str, image: &Path) -> VmSpec {
         memory_mib: 512,
         image: image.to_owned(),
         data_disks: Vec::new(),
+        network: Network::None,
+        os_profile: None,
     }
 }
 

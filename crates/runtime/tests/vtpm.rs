@@ -18,7 +18,7 @@ use trustlaunch_runtime::accel::{Accel, AccelDecision};
 use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe};
 use trustlaunch_runtime::platform::{Home, MasterKey, SealedFile};
 use trustlaunch_runtime::process::Marker;
-use trustlaunch_runtime::spec::{Generation, KeyTemplate, SecurityProfile, VmSpec};
+use trustlaunch_runtime::spec::{Generation, KeyTemplate, Network, SecurityProfile, VmSpec};
 use trustlaunch_runtime::vm::Runtime;
 use trustlaunch_runtime::vtpm::{create, destroy, VtpmError, VtpmPaths};
 use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
@@ -347,6 +347,8 @@ fn nobody_else_can_reach_a_vtpm_while_it_is_created() {
             memory_mib: 512,
             image: img.clone(),
             data_disks: Vec::new(),
+            network: Network::None,
+            os_profile: None,
         };
         std::thread::scope(|s| {
             let creation = s.spawn(|| rt.create(&spec, &mut |_| {}));
