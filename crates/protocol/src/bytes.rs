@@ -39,62 +39,23 @@ impl Serialize for Bytes {
     }
 }
 
-const DIGITS: &[u8; 16] = b"0123456789abcdef";
-
 /// Lower-case hex of `b`.
 pub(crate) fn to_hex(b: &[u8]) -> String {
-    let mut out = String::with_capacity(b.len().saturating_mul(2));
-    for &x in b {
-        out.push(char::from(
-            DIGITS.get(usize::from(x >> 4)).copied().unwrap_or(b'0'),
-        ));
-        out.push(char::from(
-            DIGITS.get(usize::from(x & 0x0f)).copied().unwrap_or(b'0'),
-        ));
-    }
-    out
+    faster_hex::hex_string(b)
 }
 
-/// Each byte's value as a lower-case hex digit, 0xff for anything else.
-// Evaluated at compile time: an index out of bounds would fail the build,
-// it cannot panic at run time.
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-const NIBBLE: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Decodes lower-case hex; `None` on odd length or another character.
-/// (A table lookup per digit: event logs of megabytes arrive as hex.)
+/// Decodes lower-case hex; `None` on odd length or another character
+/// (upper-case digits included: one spelling per value). Event logs of
+/// megabytes arrive as hex: faster-hex checks and decodes with SIMD where
+/// the CPU has it.
 pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     if b.len() % 2 != 0 {
         return None;
     }
-    let mut out = Vec::with_capacity(b.len() / 2);
-    let mut bad = 0u8;
-    for p in b.chunks_exact(2) {
-        let (h, l) = match p {
-            [h, l] => (*h, *l),
-            _ => return None,
-        };
-        let hi = NIBBLE.get(usize::from(h)).copied().unwrap_or(0xff);
-        let lo = NIBBLE.get(usize::from(l)).copied().unwrap_or(0xff);
-        bad |= hi | lo;
-        out.push((hi << 4) | (lo & 0x0f));
-    }
-    // Valid digits are < 16: any 0xff leaves the high bits set.
-    (bad & 0xf0 == 0).then_some(out)
+    let mut out = vec![0u8; b.len() / 2];
+    faster_hex::hex_decode_with_case(b, &mut out, faster_hex::CheckCase::Lower).ok()?;
+    Some(out)
 }
 
 struct HexVisitor;

@@ -502,6 +502,91 @@ mod tests {
     }
 
     #[test]
+    fn os_profiles_carry_only_host_names_and_public_keys() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq5XzbHd7J0Jc8b5Xq0u6bI9n1aV3Jp7pL2m0f4xYz1 me@host";
+        let good = OsProfile {
+            computer_name: Some("web-1".into()),
+            ssh_public_keys: vec![key.into()],
+        };
+        let mut s = spec();
+        s.os_profile = Some(good.clone());
+        s.validate().unwrap();
+        assert_eq!(
+            good.first_boot_config(),
+            format!("hostname=web-1\nssh-authorized-key={key}\n")
+        );
+        for bad in [
+            OsProfile {
+                computer_name: Some("web-1\nssh-authorized-key=ssh-rsa AAAA".into()),
+                ..good.clone()
+            },
+            OsProfile {
+                computer_name: Some("-x".into()),
+                ..good.clone()
+            },
+            OsProfile {
+                computer_name: Some("Web".into()),
+                ..good.clone()
+            },
+            OsProfile {
+                ssh_public_keys: vec![format!("{key}\nhostname=evil")],
+                ..good.clone()
+            },
+            OsProfile {
+                ssh_public_keys: vec!["ssh-dss AAAAB3NzaC1kc3MAAACBAP".into()],
+                ..good.clone()
+            },
+            OsProfile {
+                ssh_public_keys: vec!["ssh-ed25519 not*base64!".into()],
+                ..good.clone()
+            },
+            OsProfile {
+                ssh_public_keys: vec![key.to_owned(); MAX_SSH_KEYS + 1],
+                ..good.clone()
+            },
+        ] {
+            let mut s = spec();
+            s.os_profile = Some(bad.clone());
+            assert!(
+                matches!(s.validate(), Err(SpecError::OsProfile(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn networks_parse_and_bridges_are_interface_names() {
+        assert_eq!("user".parse::<Network>().unwrap(), Network::User);
+        assert_eq!("none".parse::<Network>().unwrap(), Network::None);
+        assert_eq!(
+            "bridge=br0".parse::<Network>().unwrap(),
+            Network::Bridge {
+                bridge: "br0".into()
+            }
+        );
+        for bad in [
+            "bridge=",
+            "bridge=a/b",
+            "bridge=waytoolonginterface",
+            "tap",
+            "bridge=br0 x",
+        ] {
+            assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
+        let mut s = spec();
+        s.network = Network::Bridge {
+            bridge: "../../x".into(),
+        };
+        assert!(matches!(s.validate(), Err(SpecError::Network(_))));
+        // A spec written before NICs existed reads as none.
+        let old = serde_json::to_value(spec()).unwrap();
+        let mut old = old.as_object().unwrap().clone();
+        old.remove("network");
+        let back: VmSpec = serde_json::from_value(serde_json::Value::Object(old)).unwrap();
+        assert_eq!(back.network, Network::None);
+    }
+
+    #[test]
     fn data_disks_are_bounded() {
         let disk = |lun, disk_size_gb| DataDisk { lun, disk_size_gb };
         let mut s = spec();
