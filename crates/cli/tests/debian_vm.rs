@@ -6,7 +6,7 @@
 //! restricted user-mode NIC, and the attestation service attests it at
 //! boot. The test then logs in over SSH through the loopback forward with
 //! the key given at creation, loads an unsigned kernel module in the
-//! guest (refused by the kernel and reported: an alert naming it), and
+//! guest (refused by the kernel and reported: an alert), and
 //! shows that the root file system keeps its data across stop and start.
 //!
 //! The image is built once per test binary and shared; downloaded
@@ -304,7 +304,7 @@ fn a_real_debian_vm_attests_takes_ssh_and_reports_an_unsigned_module() {
     let srv = start_server(f);
     let name = "deb";
     let _vm = VmGuard(f, name);
-    let key_pub = f.key.with_extension("pub");
+    let key_pub = PathBuf::from(format!("{}.pub", f.key.display()));
     ok(tl_in(
         &f.home,
         &[
@@ -404,12 +404,16 @@ fn a_real_debian_vm_attests_takes_ssh_and_reports_an_unsigned_module() {
     assert_eq!(failed, ["kernel.modules"], "{after:#}");
     let (_, alerts) = srv.get(&format!("/v1/security/alerts?vm={name}"));
     let alerts = alerts["value"].as_array().cloned().unwrap_or_default();
+    // Debian's 6.1 kernel checks a module's signature before it parses
+    // the module, so its log line ("Loading of unsigned module is
+    // rejected") names no module; the alert says what the kernel said.
     assert!(
-        alerts
-            .iter()
-            .any(|a| a.to_string().contains("crc7")
-                && a.to_string().contains("untrusted-kernel-module")),
-        "an alert names the module: {alerts:#?}"
+        alerts.iter().any(|a| a["kind"] == "untrusted-kernel-module"
+            && a["state"] == "active"
+            && a["cause"]["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("loading of unsigned module is rejected"))),
+        "an alert for the refused module: {alerts:#?}"
     );
 
     // 4. Stop and start: the root file system keeps its data, and the new
