@@ -56,7 +56,7 @@ impl Store {
     /// else in the store).
     pub async fn add_audit(&self, e: &NewAuditEntry) -> Result<(), StoreError> {
         let op = "add_audit";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         write_audit(&mut tx, e, op).await?;
         tx.commit().await.map_err(db(op))
     }

@@ -126,8 +126,16 @@ impl Store {
         id: &str,
         a: &NewAttestation,
     ) -> Result<Answered, StoreError> {
+        self.retry_busy(|| self.answer_challenge_once(id, a)).await
+    }
+
+    async fn answer_challenge_once(
+        &self,
+        id: &str,
+        a: &NewAttestation,
+    ) -> Result<Answered, StoreError> {
         let op = "answer_challenge";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         let recorded = sqlx::query("SELECT 1 FROM attestations WHERE vm_id = $1 AND nonce = $2")
             .bind(&a.vm_id)
             .bind(hex::encode(&a.nonce))

@@ -373,7 +373,7 @@ impl Store {
         operation: Option<&NewOperation>,
         at: i64,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.begin_write().await.map_err(db("put_resource"))?;
+        let mut tx = self.pool.begin().await.map_err(db("put_resource"))?;
         let etag = write_resource(&mut tx, r, pre, at).await?;
         if let Some(o) = operation {
             insert_operation(&mut tx, o).await?;
@@ -482,7 +482,7 @@ impl Store {
 
     /// Starts an operation on its own (no resource change).
     pub async fn start_operation(&self, o: &NewOperation) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await.map_err(db("start_operation"))?;
+        let mut tx = self.pool.begin().await.map_err(db("start_operation"))?;
         insert_operation(&mut tx, o).await?;
         tx.commit().await.map_err(db("start_operation"))
     }
@@ -532,7 +532,7 @@ impl Store {
                 id: id.to_string(),
                 expected: step.expected_revision,
             })?;
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         let ended = step.status != OperationStatus::InProgress;
         let done = sqlx::query(
             "UPDATE operations SET status = $1, state = $2, error = $3, revision = $4, \

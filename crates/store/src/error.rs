@@ -104,6 +104,23 @@ pub enum StoreError {
 }
 
 /// `map_err` helper: a failed statement of operation `op`.
+impl StoreError {
+    /// SQLite's "database is locked" (`SQLITE_BUSY`, any extended code:
+    /// `SQLITE_BUSY_SNAPSHOT` is 517).
+    pub(crate) fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Database {
+                source: sqlx::Error::Database(e),
+                ..
+            } => e
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(|c| c & 0xff == 5),
+            _ => false,
+        }
+    }
+}
+
 pub(crate) fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Database { op, source }
 }

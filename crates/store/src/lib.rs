@@ -224,17 +224,29 @@ impl Store {
         })
     }
 
-    /// Begins a transaction that will write. On SQLite it takes the write
-    /// lock at once (`BEGIN IMMEDIATE`): a deferred transaction that reads
-    /// first and writes second cannot wait for another writer and fails
-    /// with "database is locked" instead, which concurrent enrollments hit.
-    /// PostgreSQL's row locks already serialise writers.
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+    /// Runs `attempt` (one transaction) again while SQLite reports the
+    /// database busy: a deferred transaction that reads, then writes,
+    /// fails at its write with `SQLITE_BUSY` (or `SQLITE_BUSY_SNAPSHOT`)
+    /// when another connection wrote since its read began, without
+    /// waiting, and the right answer is to run the whole transaction
+    /// again on a fresh snapshot. Concurrent registrations and answers hit
+    /// this. PostgreSQL errors are returned as they are.
+    pub(crate) async fn retry_busy<T, F, Fut>(&self, attempt: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            match attempt().await {
+                Err(e)
+                    if self.backend == Backend::Sqlite && e.is_busy() && tries < BUSY_RETRIES =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(u64::from(tries) * 5)).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -295,6 +307,10 @@ fn scrub(message: &str, url: &str) -> String {
         _ => message.to_string(),
     }
 }
+
+/// How often a busy SQLite transaction is run again (waiting 5, 10, ...
+/// ms between tries: about 3 s in all).
+const BUSY_RETRIES: u32 = 35;
 
 fn unix_now() -> i64 {
     SystemTime::now()

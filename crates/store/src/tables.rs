@@ -114,8 +114,12 @@ impl Store {
     /// with its audit entry in the same transaction. A new EK drops the
     /// VM's enrollment.
     pub async fn put_vm(&self, vm: &VmRecord, audit: &NewAuditEntry) -> Result<(), StoreError> {
+        self.retry_busy(|| self.put_vm_once(vm, audit)).await
+    }
+
+    async fn put_vm_once(&self, vm: &VmRecord, audit: &NewAuditEntry) -> Result<(), StoreError> {
         let op = "put_vm";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         let old = sqlx::query("SELECT ek_public FROM vms WHERE vm_id = $1")
             .bind(&vm.vm_id)
             .fetch_optional(&mut *tx)
@@ -200,7 +204,7 @@ impl Store {
     /// audit trail stay: they are history). Returns whether it existed.
     pub async fn delete_vm(&self, vm_id: &str) -> Result<bool, StoreError> {
         let op = "delete_vm";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         sqlx::query("DELETE FROM enrollments WHERE vm_id = $1")
             .bind(vm_id)
             .execute(&mut *tx)
@@ -434,7 +438,7 @@ impl Store {
             current,
         };
         let new_text = baseline.to_string();
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         // A write first: takes SQLite's write lock / PostgreSQL's row lock
         // before the read, so the read-compare-write below is not raced.
         sqlx::query("UPDATE baselines SET version = version WHERE vm_id = $1")
@@ -580,7 +584,7 @@ impl Store {
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError> {
         let op = "put_suppression_rule";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         sqlx::query(
             "INSERT INTO suppression_rules (name, rule) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET rule = excluded.rule",
@@ -620,7 +624,7 @@ impl Store {
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
         let op = "delete_suppression_rule";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         let done = sqlx::query("DELETE FROM suppression_rules WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -673,7 +677,7 @@ impl Store {
     /// makes every other key not current, in the same transaction.
     pub async fn put_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
         let op = "put_signing_key";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         if key.current {
             sqlx::query("UPDATE signing_keys SET is_current = 0 WHERE kid <> $1")
                 .bind(&key.kid)
@@ -732,7 +736,7 @@ impl Store {
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError> {
         let op = "put_api_token";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         sqlx::query(
             "INSERT INTO api_tokens (sha256, token_id, name, role, created_at, expires_at, \
              revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -793,7 +797,7 @@ impl Store {
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
         let op = "revoke_api_token";
-        let mut tx = self.begin_write().await.map_err(db(op))?;
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
         let done = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $2 WHERE token_id = $1 AND revoked_at IS NULL",
         )
