@@ -608,14 +608,37 @@ impl Service {
         if let Some(old) = self.find_by_nonce(vm_id, &nonce).await? {
             // A retry. If the first try died between recording the
             // attestation and writing its alerts, write them now.
-            if self
-                .store
-                .latest(vm_id)
-                .await?
-                .is_some_and(|l| l.id == old.id)
-            {
+            let latest = self.store.latest(vm_id).await?;
+            if latest.as_ref().is_some_and(|l| l.id == old.id) {
                 self.repair_alerts(vm_id, &old.attestation.alert_candidates)
                     .await?;
+            } else if let Some(latest) = latest {
+                // A later boot was recorded since. If this answer's alerts
+                // were never written (no record of them at all), write
+                // them now and let the later boot's conditions settle
+                // them: the record exists, resolved if that boot is clean.
+                let known: std::collections::BTreeSet<String> = self
+                    .alerts(Some(vm_id.to_owned()), None)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.alert.key)
+                    .collect();
+                if old
+                    .attestation
+                    .alert_candidates
+                    .iter()
+                    .any(|c| !known.contains(&c.key()))
+                {
+                    self.reconcile(vm_id, &old.attestation.alert_candidates)
+                        .await?;
+                    let doc: AttestationDoc = serde_json::from_value(
+                        latest.attestation.appraisal.clone(),
+                    )
+                    .map_err(|e| {
+                        ApiError::internal(format!("stored attestation {}: {e}", latest.id))
+                    })?;
+                    self.reconcile(vm_id, &doc.alert_candidates).await?;
+                }
             }
             return Ok(old);
         }
