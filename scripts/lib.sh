@@ -41,9 +41,15 @@ installed_version() {
         | awk '$1 == "install" && $3 == "installed" { print $4 }'
 }
 
-# The versions of package $1 that configured sources offer.
+# The versions of package $1 that this Debian release's own suites
+# (CODENAME, -updates, -security) offer: not backports.
 offered_versions() {
-    apt-cache madison "$1" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $2); print $2 }'
+    local codename
+    codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")"
+    apt-cache madison "$1" 2>/dev/null | awk -F'|' -v c="$codename" '
+        $3 ~ (" " c "/") || $3 ~ (" " c "-updates/") || $3 ~ (" " c "-security/") {
+            gsub(/ /, "", $2); print $2
+        }'
 }
 
 # The newest of them.
@@ -58,10 +64,12 @@ offered_version() {
 # Installs every missing package in one apt transaction that names all of
 # the project's packages, so apt can never remove one of them to make room
 # for another (seen: installing qemu-system-x86 from bookworm removed a
-# qemu-utils from bookworm-backports, and qemu-img with it). A package
-# installed at a version no configured source offers any more (a
-# backport whose source is gone) is aligned with the archive in the same
-# transaction, since the archive's packages depend on their own versions.
+# qemu-utils from bookworm-backports, and qemu-img with it: qemu-utils
+# 10.0 Breaks qemu-system-common << 8.0). A package of the set installed
+# at a version the release's own suites do not offer (a backport, whether
+# its source is still configured or gone) is aligned with the release in
+# the same transaction, since the release's packages depend on their own
+# versions.
 # Then every requirement is checked: a command or file still missing
 # fails the install, naming the package.
 install_packages() {
@@ -78,7 +86,7 @@ install_packages() {
             offer="$(offered_version "$p")"
             if [ -n "$have" ] && [ -n "$offer" ] \
                 && ! offered_versions "$p" | grep -qxF "$have"; then
-                echo "aligning $p $have (offered by no configured source) with the archive's $offer"
+                echo "aligning $p $have (not from this release's suites) with the release's $offer"
                 wanted+=("$p=$offer")
             else
                 wanted+=("$p")
