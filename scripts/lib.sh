@@ -36,8 +36,10 @@ all_packages() {
     { requirement_lines | awk '{ print $3 }'; printf '%s\n' "${TEST_PACKAGES[@]}"; } | sort -u
 }
 
+# The installed version of package $1, or nothing (never fails: dpkg-query
+# exits 1 for a package it does not know).
 installed_version() {
-    dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null \
+    { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null || true; } \
         | awk '$1 == "install" && $3 == "installed" { print $4 }'
 }
 
