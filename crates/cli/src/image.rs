@@ -318,8 +318,14 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
                 out_dir: out.clone(),
                 created_at,
             };
-            let meta = build_image(&req, &mut |step| eprintln!("{step}..."))
-                .with_context(|| format!("building image in {}", out.display()))?;
+            let meta = build_image(&req, &mut |step| {
+                if step.ends_with("...") {
+                    eprintln!("{step}")
+                } else {
+                    eprintln!("{step}...")
+                }
+            })
+            .with_context(|| format!("building image in {}", out.display()))?;
             eprintln!(
                 "done in {:.1} s: {}",
                 t0.elapsed().as_secs_f64(),

@@ -33,7 +33,6 @@ pub const FIRSTBOOT_FW_CFG: &str = "opt/org.trustlaunch/firstboot";
 pub const SERVICE_UNIT: &str = "\
 [Unit]
 Description=trustlaunch guest attestation agent (answers the host's attestation challenges)
-Documentation=https://trustlaunch.invalid/docs/agent
 # The firmware's event log is read from securityfs.
 After=sys-kernel-security.mount
 Wants=sys-kernel-security.mount
