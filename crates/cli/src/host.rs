@@ -467,7 +467,10 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
                 );
             }
             let os_profile = Some(OsProfile {
-                computer_name: Some(computer_name.unwrap_or_else(|| name.clone())),
+                // A VM name may end in "-", a host name may not.
+                computer_name: Some(
+                    computer_name.unwrap_or_else(|| name.trim_end_matches('-').to_owned()),
+                ),
                 ssh_public_keys,
             });
             let generation = match generation {
