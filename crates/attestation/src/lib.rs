@@ -119,7 +119,7 @@ pub struct Reference<'a> {
     pub vtpm_ca: &'a [CaCertificate],
     /// The nonce of this challenge.
     pub nonce: &'a [u8],
-    /// Whether the AK was activated under the EK in this session.
+    /// Whether the AK was activated under the EK for this challenge.
     pub ak_activated: bool,
     /// The VM's `secureBootEnabled`.
     pub secure_boot_expected: bool,

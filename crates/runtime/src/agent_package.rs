@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::image::ImageError;
+use crate::image::{io_err, run, ImageError};
 
 /// The package's name.
 pub const PACKAGE: &str = "trustlaunch-guest-agent";
@@ -226,14 +226,14 @@ pub fn build_agent_package(
              letters, digits and + . ~ -"
         )));
     }
-    let binary = fs::read(agent).map_err(io(agent))?;
+    let binary = fs::read(agent).map_err(io_err(agent))?;
     if !binary.starts_with(b"\x7fELF") {
         return Err(ImageError::Missing(format!(
             "{} is not an ELF binary (build it: cargo build --release -p trustlaunch-agent)",
             agent.display()
         )));
     }
-    fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
     let stage = out_dir.join(format!(".{PACKAGE}.stage"));
     let _ = fs::remove_dir_all(&stage);
     let result = stage_and_build(&stage, &binary, version, out_dir);
@@ -277,10 +277,10 @@ fn stage_and_build(
     for (rel, data, mode) in files {
         let p = stage.join(rel);
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(io(parent))?;
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        fs::write(&p, data).map_err(io(&p))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io(&p))?;
+        fs::write(&p, data).map_err(io_err(&p))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err(&p))?;
         if !rel.starts_with("DEBIAN/") {
             bytes += data.len() as u64;
         }
@@ -288,47 +288,30 @@ fn stage_and_build(
     // Debug information stays on the build machine (a debug build's
     // agent is mostly that).
     let agent = stage.join("usr/sbin/trustlaunch-agent");
-    let o = Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(&agent)
-        .output()
-        .map_err(|e| ImageError::Tool {
-            tool: "objcopy",
-            package: "binutils",
-            message: e.to_string(),
-        })?;
-    if !o.status.success() {
-        return Err(ImageError::Tool {
-            tool: "objcopy",
-            package: "binutils",
-            message: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        });
-    }
-    bytes = bytes - binary.len() as u64 + fs::metadata(&agent).map_err(io(&agent))?.len();
+    run(
+        "objcopy",
+        "binutils",
+        Command::new("objcopy").arg("--strip-debug").arg(&agent),
+        None,
+    )?;
+    bytes = bytes - binary.len() as u64 + fs::metadata(&agent).map_err(io_err(&agent))?.len();
     let control_path = stage.join("DEBIAN/control");
-    fs::write(&control_path, control(version, bytes.div_ceil(1024))).map_err(io(&control_path))?;
+    fs::write(&control_path, control(version, bytes.div_ceil(1024)))
+        .map_err(io_err(&control_path))?;
     // dpkg-deb refuses group- or world-writable maintainer script dirs.
     for dir in walk_dirs(stage) {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(io(&dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(io_err(&dir))?;
     }
     let out = out_dir.join(file_name(version));
-    let o = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zxz", "--build"])
-        .arg(stage)
-        .arg(&out)
-        .output()
-        .map_err(|e| ImageError::Tool {
-            tool: "dpkg-deb",
-            package: "dpkg",
-            message: e.to_string(),
-        })?;
-    if !o.status.success() {
-        return Err(ImageError::Tool {
-            tool: "dpkg-deb",
-            package: "dpkg",
-            message: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        });
-    }
+    run(
+        "dpkg-deb",
+        "dpkg",
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(stage)
+            .arg(&out),
+        None,
+    )?;
     Ok(out)
 }
 
@@ -346,11 +329,4 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
         i += 1;
     }
     out
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
-    move |source| ImageError::Io {
-        path: path.to_owned(),
-        source,
-    }
 }

@@ -32,7 +32,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::image::ImageError;
+use crate::image::{io_err, run, ImageError};
 
 /// The Debian releases the builder knows to boot (`bookworm` is Debian 12).
 pub const RELEASES: &[&str] = &["bookworm"];
@@ -327,21 +327,17 @@ pub fn run_logged(
 /// Copies `src` into `dst` at byte `offset`, skipping blocks of zeros so
 /// a sparse `dst` stays sparse.
 pub fn copy_sparse(src: &Path, dst: &Path, offset: u64) -> Result<(), ImageError> {
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |source| ImageError::Io { path: p, source }
-    };
-    let mut from = fs::File::open(src).map_err(io(src))?;
+    let mut from = fs::File::open(src).map_err(io_err(src))?;
     let mut to = fs::OpenOptions::new()
         .write(true)
         .open(dst)
-        .map_err(io(dst))?;
+        .map_err(io_err(dst))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = offset;
     loop {
         let mut filled = 0;
         while filled < buf.len() {
-            let n = from.read(&mut buf[filled..]).map_err(io(src))?;
+            let n = from.read(&mut buf[filled..]).map_err(io_err(src))?;
             if n == 0 {
                 break;
             }
@@ -352,8 +348,8 @@ pub fn copy_sparse(src: &Path, dst: &Path, offset: u64) -> Result<(), ImageError
         }
         for chunk in buf[..filled].chunks(64 << 10) {
             if chunk.iter().any(|&b| b != 0) {
-                to.seek(SeekFrom::Start(at)).map_err(io(dst))?;
-                to.write_all(chunk).map_err(io(dst))?;
+                to.seek(SeekFrom::Start(at)).map_err(io_err(dst))?;
+                to.write_all(chunk).map_err(io_err(dst))?;
             }
             at += chunk.len() as u64;
         }
@@ -361,7 +357,7 @@ pub fn copy_sparse(src: &Path, dst: &Path, offset: u64) -> Result<(), ImageError
             break;
         }
     }
-    to.sync_all().map_err(io(dst))?;
+    to.sync_all().map_err(io_err(dst))?;
     Ok(())
 }
 
@@ -398,11 +394,7 @@ pub fn build_root(
                 .into(),
         ));
     }
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |source| ImageError::Io { path: p, source }
-    };
-    fs::create_dir_all(&req.cache).map_err(io(&req.cache))?;
+    fs::create_dir_all(&req.cache).map_err(io_err(&req.cache))?;
     let root = scratch.join("root");
     let _ = fs::remove_dir_all(&root);
     let root_uuid = new_uuid();
@@ -423,7 +415,7 @@ pub fn build_root(
         progress,
     )?;
     // The kernel the links point at.
-    let vmlinuz = fs::read_link(root.join("vmlinuz")).map_err(io(&root.join("vmlinuz")))?;
+    let vmlinuz = fs::read_link(root.join("vmlinuz")).map_err(io_err(&root.join("vmlinuz")))?;
     let kernel_release = vmlinuz
         .file_name()
         .and_then(|n| n.to_str())
@@ -443,11 +435,11 @@ pub fn build_root(
         (format!("boot/initrd.img-{kernel_release}"), &initrd),
     ] {
         let src = root.join(from);
-        fs::copy(&src, to).map_err(io(&src))?;
+        fs::copy(&src, to).map_err(io_err(&src))?;
     }
     let status = root.join("var/lib/dpkg/status");
     let package_count = fs::read_to_string(&status)
-        .map_err(io(&status))?
+        .map_err(io_err(&status))?
         .lines()
         .filter(|l| *l == "Status: install ok installed")
         .count();
@@ -469,7 +461,7 @@ pub fn build_root(
             .arg(format!("{}k", root_sectors / 2)),
         progress,
     )?;
-    fs::remove_dir_all(&root).map_err(io(&root))?;
+    fs::remove_dir_all(&root).map_err(io_err(&root))?;
     Ok(BuiltRoot {
         root_image,
         root_uuid,
@@ -489,45 +481,22 @@ pub fn build_disk(
     scratch: &Path,
     out: &Path,
 ) -> Result<(), ImageError> {
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |source| ImageError::Io { path: p, source }
-    };
     let (root_start, root_sectors) = root_extent(size_bytes);
     let _ = fs::remove_file(out);
     fs::File::create(out)
         .and_then(|f| f.set_len(size_bytes))
-        .map_err(io(out))?;
-    let mut child = Command::new("sfdisk")
-        .arg("-q")
-        .arg(out)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ImageError::Tool {
-            tool: "sfdisk",
-            package: "fdisk",
-            message: e.to_string(),
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(layout(ESP_BYTES, root_sectors, &new_uuid()).as_bytes())
-            .map_err(io(out))?;
-    }
-    let o = child.wait_with_output().map_err(io(out))?;
-    if !o.status.success() {
-        return Err(ImageError::Tool {
-            tool: "sfdisk",
-            package: "fdisk",
-            message: String::from_utf8_lossy(&o.stderr).trim().to_owned(),
-        });
-    }
+        .map_err(io_err(out))?;
+    run(
+        "sfdisk",
+        "fdisk",
+        Command::new("sfdisk").arg("-q").arg(out),
+        Some(layout(ESP_BYTES, root_sectors, &new_uuid()).as_bytes()),
+    )?;
     let esp = scratch.join("esp.img");
     crate::image::build_fat(esp_files, ESP_BYTES, &esp)?;
     copy_sparse(&esp, out, FIRST_SECTOR << 9)?;
-    fs::remove_file(&esp).map_err(io(&esp))?;
-    let root_len = fs::metadata(root_image).map_err(io(root_image))?.len();
+    fs::remove_file(&esp).map_err(io_err(&esp))?;
+    let root_len = fs::metadata(root_image).map_err(io_err(root_image))?.len();
     if root_len > root_sectors << 9 {
         return Err(ImageError::TooLarge {
             need: root_len,

@@ -90,14 +90,14 @@ pub enum ImageError {
     Metadata(#[from] crate::image_meta::MetadataError),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     move |source| ImageError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-fn run(
+pub(crate) fn run(
     tool: &'static str,
     package: &'static str,
     cmd: &mut Command,

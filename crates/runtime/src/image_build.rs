@@ -180,6 +180,23 @@ fn sign(path: &Path, data: &[u8], pair: &KeyPair) -> Result<Vec<u8>, ImageError>
         .map_err(|e| efi_err(path, e))
 }
 
+/// Builds a UKI from `parts` and signs it with `pair`: the signed
+/// `BOOTX64.EFI` in `scratch`.
+fn signed_uki(
+    parts: &UkiParts,
+    pair: &KeyPair,
+    scratch: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, ImageError> {
+    let uki = scratch.join("uki.efi");
+    build_uki(parts, &scratch.join("uki"), &uki)?;
+    progress("signing UKI with the db key");
+    let data = fs::read(&uki).map_err(io(&uki))?;
+    let signed = scratch.join("BOOTX64.EFI");
+    fs::write(&signed, sign(&uki, &data, pair)?).map_err(io(&signed))?;
+    Ok(signed)
+}
+
 /// The db certificate's fingerprint and subject.
 pub fn certificate_info(cert_der: &[u8]) -> CertificateInfo {
     use trustlaunch_secureboot::verify::Database;
@@ -379,8 +396,7 @@ fn build_in(
             ));
             let initrd = write("initramfs.cpio", &build_initramfs(initramfs)?)?;
             progress("building UKI (systemd-stub + kernel + initramfs)");
-            let uki = scratch.join("uki.efi");
-            build_uki(
+            let signed = signed_uki(
                 &UkiParts {
                     stub: stub.clone(),
                     kernel: kernel.clone(),
@@ -391,12 +407,10 @@ fn build_in(
                         req.name, initramfs.kernel_release
                     ),
                 },
-                &scratch.join("uki"),
-                &uki,
+                pair,
+                scratch,
+                progress,
             )?;
-            progress("signing UKI with the db key");
-            let data = fs::read(&uki).map_err(io(&uki))?;
-            let signed = write("BOOTX64.EFI", &sign(&uki, &data, pair)?)?;
             files.push(("EFI/BOOT/BOOTX64.EFI".into(), signed));
             db_certificate = Some(certificate_info(&pair.cert_der));
             kernel_release = Some(initramfs.kernel_release.clone());
@@ -502,8 +516,7 @@ fn build_in(
                 DebianBoot::Uki => {
                     let pair = need_key(req, "debian --boot uki")?;
                     progress("building UKI (systemd-stub + the image's kernel and initramfs)");
-                    let uki = scratch.join("uki.efi");
-                    build_uki(
+                    let signed = signed_uki(
                         &UkiParts {
                             stub: SYSTEMD_STUB.into(),
                             kernel: built.kernel.clone(),
@@ -514,12 +527,10 @@ fn build_in(
                                 d.release, d.release, built.kernel_release
                             ),
                         },
-                        &scratch.join("uki"),
-                        &uki,
+                        pair,
+                        scratch,
+                        progress,
                     )?;
-                    progress("signing UKI with the db key");
-                    let data = fs::read(&uki).map_err(io(&uki))?;
-                    let signed = write("BOOTX64.EFI", &sign(&uki, &data, pair)?)?;
                     files.push(("EFI/BOOT/BOOTX64.EFI".into(), signed));
                     db_certificate = Some(certificate_info(&pair.cert_der));
                     notes.push(

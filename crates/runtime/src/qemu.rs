@@ -320,23 +320,21 @@ impl QemuConfig {
             ]);
         }
         b.push(&["-display", "none"]);
-        match &self.nic {
+        let netdev = match &self.nic {
+            None => None,
+            Some(Nic::User { mac, ssh_port }) => Some((
+                mac,
+                format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"),
+            )),
+            Some(Nic::Tap { mac, ifname }) => Some((
+                mac,
+                format!("tap,id=net0,ifname={ifname},script=no,downscript=no"),
+            )),
+        };
+        match netdev {
             None => b.push(&["-nic", "none"]),
-            Some(Nic::User { mac, ssh_port }) => {
-                b.push(&[
-                    "-netdev",
-                    &format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"),
-                ]);
-                b.push(&[
-                    "-device",
-                    &format!("virtio-net-pci,netdev=net0,mac={mac},romfile="),
-                ]);
-            }
-            Some(Nic::Tap { mac, ifname }) => {
-                b.push(&[
-                    "-netdev",
-                    &format!("tap,id=net0,ifname={ifname},script=no,downscript=no"),
-                ]);
+            Some((mac, netdev)) => {
+                b.push(&["-netdev", &netdev]);
                 b.push(&[
                     "-device",
                     &format!("virtio-net-pci,netdev=net0,mac={mac},romfile="),

@@ -1852,18 +1852,22 @@ fn read_console(path: &Path) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// A locally administered MAC in QEMU's range, stable for the VM's
-/// directory.
-fn mac_address(dir: &Path) -> String {
+/// A digest of the VM's directory: names stable for the VM and distinct
+/// between VMs on the host.
+fn dir_digest(dir: &Path) -> [u8; 32] {
     use sha2::Digest;
-    let h = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()).into()
+}
+
+/// A locally administered MAC in QEMU's range, stable for the VM.
+fn mac_address(dir: &Path) -> String {
+    let h = dir_digest(dir);
     format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
 }
 
 /// The tap device of the VM whose directory is `dir` (at most 15 bytes).
 fn tap_name(dir: &Path) -> String {
-    use sha2::Digest;
-    let h = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let h = dir_digest(dir);
     format!("tltap{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
 }
 

@@ -8,7 +8,7 @@ use trustlaunch_store::{BaselineAction, BaselineChange};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::model::{AttestationDoc, BaselineDoc, LearnRequest};
+use crate::model::{BaselineDoc, LearnRequest};
 use crate::service::{now_i64, Service};
 
 impl Service {
@@ -124,8 +124,7 @@ impl Service {
             None => history.first(),
         }
         .ok_or_else(|| ApiError::not_found("no such attestation to pin"))?;
-        let doc: AttestationDoc = serde_json::from_value(rec.attestation.appraisal.clone())
-            .map_err(ApiError::internal)?;
+        let doc = crate::service::stored_doc(rec)?;
         let m = doc
             .appraisal
             .get("measurements")

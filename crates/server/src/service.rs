@@ -34,7 +34,7 @@ use trustlaunch_store::{
 use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
 
 use trustlaunch_seal::MasterKey;
-use trustlaunch_store::{Answered, NewAuditEntry};
+use trustlaunch_store::{Answered, AttestationRecord, NewAuditEntry};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -631,13 +631,8 @@ impl Service {
                 {
                     self.reconcile(vm_id, &old.attestation.alert_candidates)
                         .await?;
-                    let doc: AttestationDoc = serde_json::from_value(
-                        latest.attestation.appraisal.clone(),
-                    )
-                    .map_err(|e| {
-                        ApiError::internal(format!("stored attestation {}: {e}", latest.id))
-                    })?;
-                    self.reconcile(vm_id, &doc.alert_candidates).await?;
+                    self.reconcile(vm_id, &stored_doc(&latest)?.alert_candidates)
+                        .await?;
                 }
             }
             return Ok(old);
@@ -914,8 +909,7 @@ impl Service {
         let Some(r) = self.store.attestation_by_nonce(vm_id, nonce).await? else {
             return Ok(None);
         };
-        let doc: AttestationDoc = serde_json::from_value(r.attestation.appraisal.clone())
-            .map_err(|e| ApiError::internal(format!("stored attestation {}: {e}", r.id)))?;
+        let doc = stored_doc(&r)?;
         Ok(Some(AttestationResult {
             id: r.id,
             vm_id: vm_id.to_owned(),
@@ -1337,4 +1331,10 @@ async fn load_keys(store: &Store, master: &MasterKey) -> Result<KeySet, ApiError
         set.rotate(parse(current)?, u64::try_from(last).unwrap_or(0));
     }
     Ok(set)
+}
+
+/// The attestation document a stored attestation holds.
+pub(crate) fn stored_doc(r: &AttestationRecord) -> Result<AttestationDoc, ApiError> {
+    serde_json::from_value(r.attestation.appraisal.clone())
+        .map_err(|e| ApiError::internal(format!("stored attestation {}: {e}", r.id)))
 }
