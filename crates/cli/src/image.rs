@@ -149,6 +149,38 @@ pub enum ImageCommand {
         #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
         version: String,
     },
+    /// Import a disk you bring (raw or qcow2) as an image directory:
+    /// inspect it without booting or mounting it, verify its boot chain
+    /// against every key template, and mark it
+    /// SecurityType=TrustedLaunchSupported only when it would boot under
+    /// Secure Boot (otherwise say which component would be refused, and
+    /// why). Exits 0 either way; 3 when it is not Trusted Launch capable
+    /// and --require-trusted-launch is given.
+    Import {
+        /// The disk (raw or qcow2; the format is read from the file).
+        disk: PathBuf,
+        /// Output image directory (created; must not hold an image).
+        #[arg(long)]
+        out: PathBuf,
+        /// Image name (default: the output directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// An EFI signature list (ESL) of revocations to add to every
+        /// template's dbx, e.g. a dbx update not yet applied: would the
+        /// image still boot?
+        #[arg(long, value_name = "ESL")]
+        extra_dbx: Option<PathBuf>,
+        /// Fail (exit 3) when the image is not Trusted Launch capable.
+        #[arg(long)]
+        require_trusted_launch: bool,
+        /// The platform's state directory (its key templates)
+        /// (default: $TRUSTLAUNCH_HOME, /var/lib/trustlaunch for root).
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Print the whole report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an image directory's metadata (validated).
     Show {
         /// The image directory.
@@ -351,6 +383,23 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             println!("{}", deb.display());
             Ok(ExitCode::SUCCESS)
         }
+        ImageCommand::Import {
+            disk,
+            out,
+            name,
+            extra_dbx,
+            require_trusted_launch,
+            home,
+            json,
+        } => import(ImportArgs {
+            disk,
+            out,
+            name,
+            extra_dbx,
+            require_trusted_launch,
+            home,
+            json,
+        }),
         ImageCommand::Show {
             dir,
             verify_disk,
@@ -381,6 +430,128 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+struct ImportArgs {
+    disk: PathBuf,
+    out: PathBuf,
+    name: Option<String>,
+    extra_dbx: Option<PathBuf>,
+    require_trusted_launch: bool,
+    home: Option<PathBuf>,
+    json: bool,
+}
+
+fn import(a: ImportArgs) -> Result<ExitCode> {
+    use trustlaunch_runtime::import::{import, ImportRequest};
+    let t0 = Instant::now();
+    let root = a.home.clone().unwrap_or_else(Home::default_root);
+    let rt = trustlaunch_runtime::vm::Runtime::open(Home::open(&root)?)?;
+    let extra = match &a.extra_dbx {
+        None => None,
+        Some(p) => {
+            let bytes = read_bounded(p)?;
+            Some(
+                trustlaunch_secureboot::siglist::SignatureDb::parse(&bytes)
+                    .with_context(|| format!("{}: not an EFI signature list", p.display()))?,
+            )
+        }
+    };
+    let templates = rt.template_databases(extra.as_ref())?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => a
+            .out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "imported".into()),
+    };
+    let created_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (meta, ins) = import(
+        &ImportRequest {
+            disk: &a.disk,
+            out_dir: &a.out,
+            name: &name,
+            templates: &templates,
+            created_at,
+        },
+        &mut |line| eprintln!("[{:6.1}s] {line}", t0.elapsed().as_secs_f64()),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&ins)?);
+    } else {
+        println!("image:       {} ({})", a.out.display(), meta.name);
+        println!(
+            "generation:  {:?} — {}",
+            ins.generation, ins.generation_reason
+        );
+        if let Some(os) = &ins.os {
+            println!("os:          {os}");
+        }
+        for c in &ins.chain {
+            println!(
+                "{:<12} {} authenticode {} {}",
+                format!("{}:", c.role),
+                c.location,
+                c.authenticode_sha256.as_deref().unwrap_or("-"),
+                if c.signers.is_empty() {
+                    "unsigned".to_owned()
+                } else {
+                    format!("signed by {}", c.signers.join("; "))
+                }
+            );
+        }
+        if let Some(r) = &ins.kernel_release {
+            println!("kernel:      {r}");
+        }
+        for t in &ins.templates {
+            if t.boots {
+                println!("template {}: boots", t.template);
+                for l in &t.allowed {
+                    println!("  {l}");
+                }
+            }
+        }
+        for r in ins.refusals() {
+            println!("template {r}");
+        }
+        println!(
+            "guest agent: {} ({})",
+            match ins.guest_agent.installed {
+                Some(true) => "installed",
+                Some(false) => "not installed",
+                None => "unknown",
+            },
+            ins.guest_agent.evidence
+        );
+        if let Some(p) = &ins.predicted {
+            println!(
+                "predicted:   {} boot applications (PCR 4), {} authorities (PCR 7), {} files (PCR 9), kernel command line (PCR 8)",
+                p.boot_applications.len(),
+                p.authorities.len(),
+                p.loaded_files.len()
+            );
+        }
+        for n in &ins.notes {
+            println!("note: {n}");
+        }
+        if ins.trusted_launch_supported() {
+            println!(
+                "SecurityType=TrustedLaunchSupported (key template {})",
+                meta.key_template.name()
+            );
+        } else {
+            println!("not Trusted Launch capable: the image runs as Standard only");
+        }
+    }
+    eprintln!("imported in {:.1} s", t0.elapsed().as_secs_f64());
+    if a.require_trusted_launch && !ins.trusted_launch_supported() {
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_text(m: &ImageMetadata) {

@@ -214,7 +214,7 @@ pub fn certificate_info(cert_der: &[u8]) -> CertificateInfo {
 }
 
 /// The signer subject of each signature in a PE image's certificate table.
-fn signer_subjects(data: &[u8], pe: &PeImage) -> Vec<String> {
+pub fn signer_subjects(data: &[u8], pe: &PeImage) -> Vec<String> {
     let Some(table) = pe.cert_table_bytes(data) else {
         return Vec::new();
     };
@@ -298,7 +298,8 @@ pub fn boot_component(esp_path: &str, data: &[u8]) -> Option<BootComponent> {
     })
 }
 
-fn sha256_file(path: &Path) -> Result<(Sha256Digest, u64), ImageError> {
+/// SHA-256 of a file and its length, read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> Result<(Sha256Digest, u64), ImageError> {
     use sha2::Digest;
     let mut f = fs::File::open(path).map_err(io(path))?;
     let mut h = sha2::Sha256::new();
@@ -627,6 +628,12 @@ fn build_in(
             sha256,
         },
         notes,
+        // Every recipe but a user's own UKI or chain puts the agent in.
+        guest_agent: match &req.recipe {
+            Recipe::Uki { .. } | Recipe::Chain { .. } => None,
+            _ => Some(true),
+        },
+        predicted_boot: None,
     };
     meta.validate()
         .map_err(|message| image_meta::MetadataError::Invalid {

@@ -73,8 +73,36 @@ impl<'de> Deserialize<'de> for Sha256Digest {
 /// The VM generation the image boots on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Generation {
+    /// BIOS: an MBR disk, or one without an EFI system partition (an
+    /// imported disk only; the runtime boots Gen2).
+    V1,
     /// UEFI (OVMF), GPT disk with an EFI system partition.
     V2,
+}
+
+/// A named measurement (SHA-256 hex), as a baseline component.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedDigest {
+    /// What the event names (a path, `db`, a file as grub names it).
+    pub name: String,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+/// What the first boot of an imported chain will measure, as the import
+/// predicted it from the disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictedBoot {
+    /// PCR 4 boot applications in load order (Authenticode SHA-256).
+    pub boot_applications: Vec<NamedDigest>,
+    /// PCR 9 files grub reads (plain SHA-256), in order.
+    pub loaded_files: Vec<NamedDigest>,
+    /// The kernel command lines grub measures.
+    pub kernel_command_lines: Vec<String>,
+    /// PCR 7 authorities (SHA-256 of the entry's data).
+    pub authorities: Vec<NamedDigest>,
 }
 
 /// A gallery feature (`{name, value}`, Azure's shape).
@@ -200,7 +228,9 @@ pub struct ImageMetadata {
     pub kind: String,
     /// Always [`Generation::V2`].
     pub generation: Generation,
-    /// Gallery features; includes `SecurityType=TrustedLaunchSupported`.
+    /// Gallery features: `SecurityType=TrustedLaunchSupported` when the
+    /// image boots under Secure Boot (built images always; imported ones
+    /// when the import verified it).
     pub features: Vec<Feature>,
     /// The key template the VM's varstore needs.
     pub key_template: KeyTemplate,
@@ -225,6 +255,13 @@ pub struct ImageMetadata {
     /// Free-form remarks (what is not predicted, and why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Whether the guest attestation agent is installed in the image
+    /// (`None`: not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_agent: Option<bool>,
+    /// What the first boot will measure, where the import could tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_boot: Option<PredictedBoot>,
 }
 
 /// Why `image.json` was refused.
@@ -293,14 +330,15 @@ impl ImageMetadata {
         if self.name.is_empty() {
             return Err("empty name".into());
         }
-        if !self.features.contains(&trusted_launch_feature()) {
-            return Err("features lack SecurityType=TrustedLaunchSupported".into());
+        let trusted_launch = self.features.contains(&trusted_launch_feature());
+        if trusted_launch && self.generation != Generation::V2 {
+            return Err("SecurityType=TrustedLaunchSupported on a V1 image".into());
         }
         let f = &self.disk.file;
         if f.is_empty() || f.contains('/') || f.contains('\\') || f == "." || f == ".." {
             return Err(format!("disk.file {f:?} is not a plain file name"));
         }
-        if self.boot_components.is_empty() {
+        if trusted_launch && self.boot_components.is_empty() {
             return Err("no boot components".into());
         }
         let esp_paths = self

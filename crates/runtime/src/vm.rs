@@ -655,6 +655,12 @@ impl Runtime {
             path: spec.image.clone(),
             reason: e.to_string(),
         })?;
+        if meta.generation == crate::image_meta::Generation::V1 {
+            return Err(VmError::Image {
+                path: spec.image.clone(),
+                reason: "the image is a Generation 1 (BIOS) disk and this runtime boots Generation 2 (UEFI) VMs only".into(),
+            });
+        }
         let mut warnings = Vec::new();
         if spec.security_profile.security_type == SecurityType::TrustedLaunch {
             let supported = meta.features.iter().any(|f| {
@@ -792,10 +798,52 @@ impl Runtime {
     /// The VM's variable store: its template's keys enrolled into an empty
     /// store and Secure Boot on, or an empty store (SecureBoot = 0).
     fn make_vars(&self, spec: &VmSpec) -> Result<Vec<u8>, VmError> {
+        self.template_vars(spec.security_profile.secure_boot(), spec.key_template)
+    }
+
+    /// The db and dbx a new VM's varstore gets under each key template
+    /// that holds keys (`custom`, `microsoft`), with `extra_dbx` appended
+    /// to every dbx (a revocation update not yet applied): what `image
+    /// import` evaluates a disk's boot chain against.
+    pub fn template_databases(
+        &self,
+        extra_dbx: Option<&SignatureDb>,
+    ) -> Result<Vec<crate::import::TemplateDbs>, VmError> {
+        use trustlaunch_secureboot::verify::Database;
+        let mut out = Vec::new();
+        for (template, image_template) in [
+            (KeyTemplate::Custom, ImageKeyTemplate::Custom),
+            (KeyTemplate::Microsoft, ImageKeyTemplate::Microsoft),
+        ] {
+            let store = VarStore::parse(&self.template_vars(true, template)?)
+                .map_err(|e| VmError::Vars(e.to_string()))?;
+            let db = |v| -> Result<Database, VmError> {
+                Ok(store
+                    .secure_boot_db(v)
+                    .map_err(|e| VmError::Vars(e.to_string()))?
+                    .map(|d| Database::from_signature_db(&d))
+                    .unwrap_or_default())
+            };
+            let mut dbx = db(SecureBootVar::Dbx)?;
+            if let Some(extra) = extra_dbx {
+                for r in Database::from_signature_db(extra).records() {
+                    dbx.push(r.kind, r.owner, r.data.clone());
+                }
+            }
+            out.push(crate::import::TemplateDbs {
+                template: image_template,
+                db: db(SecureBootVar::Db)?,
+                dbx,
+            });
+        }
+        Ok(out)
+    }
+
+    fn template_vars(&self, secure_boot: bool, template: KeyTemplate) -> Result<Vec<u8>, VmError> {
         let vars_err = |e: String| VmError::Vars(e);
         let base = platform::read_small(&self.firmware.vars, 16 << 20)?;
         let mut store = VarStore::parse(&base).map_err(|e| vars_err(e.to_string()))?;
-        if !spec.security_profile.secure_boot() {
+        if !secure_boot {
             store
                 .disable_secure_boot()
                 .map_err(|e| vars_err(e.to_string()))?;
@@ -806,7 +854,7 @@ impl Runtime {
             db.add_x509(OWNER, der.to_vec());
             db
         };
-        let keys = match spec.key_template {
+        let keys = match template {
             KeyTemplate::Custom => DbTemplate::custom(
                 cert_db(&self.keys.pk.cert_der),
                 cert_db(&self.keys.kek.cert_der),
@@ -1829,6 +1877,23 @@ fn predicted_baseline(m: &ImageMetadata, store: &VarStore, secure_boot: bool) ->
         // Without Secure Boot nothing is authorised; a chain the runtime
         // cannot see (shim's vendor certificate) is not predicted.
         b.measurements.authorities = None;
+    }
+    if let Some(p) = &m.predicted_boot {
+        // An imported chain whose measurements the import predicted.
+        let comps = |v: &[crate::image_meta::NamedDigest]| {
+            v.iter()
+                .map(|c| trustlaunch_attestation::baseline::Component {
+                    name: c.name.clone(),
+                    sha256: c.sha256.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        if secure_boot {
+            b.measurements.boot_applications = Some(comps(&p.boot_applications));
+            b.measurements.authorities = Some(comps(&p.authorities));
+        }
+        b.measurements.loaded_files = Some(comps(&p.loaded_files));
+        b.measurements.kernel_command_lines = Some(p.kernel_command_lines.clone());
     }
     if !secure_boot {
         // Without Secure Boot systemd-stub hands the kernel to the

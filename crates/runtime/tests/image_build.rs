@@ -210,6 +210,8 @@ fn sample_metadata() -> ImageMetadata {
             sha256: Sha256Digest::of(b"d"),
         },
         notes: vec![],
+        guest_agent: Some(true),
+        predicted_boot: None,
     }
 }
 
@@ -240,14 +242,18 @@ fn metadata_round_trips_and_malformed_json_is_refused() {
         ),
         ("unknown field", bad(&|v| v["extra"] = 1.into())),
         (
-            "no feature",
-            bad(&|v| v["features"] = serde_json::json!([])),
+            "Trusted Launch without a boot component",
+            bad(&|v| v["boot_components"] = serde_json::json!([])),
         ),
         (
             "escaping disk",
             bad(&|v| v["disk"]["file"] = "../disk.raw".into()),
         ),
-        ("generation", bad(&|v| v["generation"] = "V1".into())),
+        (
+            "Trusted Launch on a V1 image",
+            bad(&|v| v["generation"] = "V1".into()),
+        ),
+        ("generation", bad(&|v| v["generation"] = "V3".into())),
         ("key template", bad(&|v| v["key_template"] = "none".into())),
         (
             "esp path",

@@ -29,6 +29,7 @@
 
 pub mod authenticode;
 pub mod authvar;
+pub mod chain;
 pub mod cms_build;
 pub mod keys;
 pub mod pcr7;
