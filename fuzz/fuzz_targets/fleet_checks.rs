@@ -308,6 +308,7 @@ pub fn fixture() -> &'static Fixture {
                     ImageVersion {
                         name: "1.0.0".into(),
                         source: format!("{name}-raw"),
+                        guest_agent: None,
                     },
                 )
                 .expect("version");

@@ -40,6 +40,9 @@ pub enum RecommendationKind {
     InstallGuestAttestation,
     /// "Virtual machines guest attestation status should be healthy".
     AttestationHealthy,
+    /// The Guest Attestation extension is on, but the image has no guest
+    /// attestation agent: its attestation would never answer.
+    GuestAgentNotInImage,
 }
 
 impl RecommendationKind {
@@ -54,13 +57,14 @@ impl RecommendationKind {
             Self::AttestationHealthy => {
                 "Virtual machines guest attestation status should be healthy"
             }
+            Self::GuestAgentNotInImage => "Guest attestation agent not installed in the image",
         }
     }
 
     /// Defender's severity.
     pub fn severity(self) -> Severity {
         match self {
-            Self::AttestationHealthy => Severity::Medium,
+            Self::AttestationHealthy | Self::GuestAgentNotInImage => Severity::Medium,
             _ => Severity::Low,
         }
     }

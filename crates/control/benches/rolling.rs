@@ -117,6 +117,7 @@ fn catalogs() -> Arc<Catalogs> {
                 ImageVersion {
                     name: v.into(),
                     source: source.into(),
+                    guest_agent: None,
                 },
             )
             .expect("version");

@@ -236,6 +236,65 @@ pub struct ImageVersion {
     pub name: String,
     /// The name of the runtime image it was made from.
     pub source: String,
+    /// Whether the guest attestation agent is installed in the image, as
+    /// the platform read it from the image (`None`: not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_agent: Option<bool>,
+}
+
+/// What the platform itself read from a version's image (its build or
+/// import), checked against the definition the version is published
+/// under: Azure trusts the publisher's flag; this verifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// The disk's generation.
+    pub generation: HyperVGeneration,
+    /// Whether the boot chain was verified to boot under Secure Boot.
+    pub trusted_launch_supported: bool,
+    /// Why not, when not (one line per key template).
+    pub reasons: Vec<String>,
+}
+
+impl ImageDefinition {
+    /// Refuses an image whose generation differs from the definition's,
+    /// or that a Trusted Launch definition would launch although its boot
+    /// chain was not verified to boot under Secure Boot.
+    pub fn accepts(&self, source: &str, facts: &ImageFacts) -> Result<(), FleetError> {
+        if facts.generation != self.hyper_v_generation {
+            return Err(FleetError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "The image '{source}' is a Hypervisor Generation '{}' disk; the image definition '{}' is Generation '{}'.",
+                    gen_name(facts.generation),
+                    self.name,
+                    gen_name(self.hyper_v_generation)
+                ),
+            )
+            .at("properties.source"));
+        }
+        if self.allows(SecurityType::TrustedLaunch) && !facts.trusted_launch_supported {
+            let why = if facts.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", facts.reasons.join("; "))
+            };
+            return Err(FleetError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "The image '{source}' is not Trusted Launch capable: its boot chain would not boot under Secure Boot{why}. Publish it under a definition without the feature 'SecurityType' = 'TrustedLaunchSupported', or fix its boot chain.",
+                ),
+            )
+            .at("properties.source"));
+        }
+        Ok(())
+    }
+}
+
+fn gen_name(g: HyperVGeneration) -> &'static str {
+    match g {
+        HyperVGeneration::V1 => "1",
+        HyperVGeneration::V2 => "2",
+    }
 }
 
 /// `storageProfile.imageReference`: a gallery image version id.
@@ -593,5 +652,45 @@ mod tests {
         ] {
             assert!(bad.parse::<GalleryImageVersionId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_definition_accepts_only_images_whose_facts_agree() {
+        let facts = |generation, tl: bool| ImageFacts {
+            generation,
+            trusted_launch_supported: tl,
+            reasons: vec!["microsoft: ESP:/vmlinuz would be refused by shim (unsigned)".into()],
+        };
+        let tl = def(HyperVGeneration::V2, Some("TrustedLaunchSupported"));
+        assert!(tl
+            .accepts("img", &facts(HyperVGeneration::V2, true))
+            .is_ok());
+        let e = tl
+            .accepts("img", &facts(HyperVGeneration::V2, false))
+            .unwrap_err();
+        assert!(
+            e.message.contains("not Trusted Launch capable"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("refused by shim (unsigned)"),
+            "{}",
+            e.message
+        );
+        let e = tl
+            .accepts("img", &facts(HyperVGeneration::V1, false))
+            .unwrap_err();
+        assert!(e.message.contains("Generation '1' disk"), "{}", e.message);
+        // A definition without the feature allows Standard VMs only: any
+        // Gen2 image will do.
+        let std = def(HyperVGeneration::V2, None);
+        assert!(std
+            .accepts("img", &facts(HyperVGeneration::V2, false))
+            .is_ok());
+        let v1 = def(HyperVGeneration::V1, None);
+        assert!(v1
+            .accepts("img", &facts(HyperVGeneration::V1, false))
+            .is_ok());
     }
 }

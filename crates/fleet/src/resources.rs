@@ -617,3 +617,64 @@ mod tests {
         assert_eq!(serde_json::to_string(&B::default()).unwrap(), "{}");
     }
 }
+
+/// A VM or scale set whose Guest Attestation extension waits on an agent
+/// its image lacks: its attestation would never answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingGuestAgent {
+    /// The VM or scale set (its ARM id, else its name).
+    pub resource: String,
+    /// The image version its model names.
+    pub image: String,
+    /// The runtime image the version was made from.
+    pub source: String,
+}
+
+/// The VMs and scale sets with the Guest Attestation extension whose
+/// image version's image, as the platform read it, has no guest
+/// attestation agent (versions whose agent is not known are not named).
+pub fn missing_guest_agents(
+    vms: &[VirtualMachine],
+    sets: &[ScaleSet],
+    catalog: &crate::image::ImageCatalog,
+) -> Vec<MissingGuestAgent> {
+    let mut out = Vec::new();
+    let mut check = |resource: String, reference: Option<&ImageReference>| {
+        let Some(r) = reference else { return };
+        if let Ok((_, v)) = catalog.resolve(r, "imageReference") {
+            if v.guest_agent == Some(false) {
+                out.push(MissingGuestAgent {
+                    resource,
+                    image: r.id.clone(),
+                    source: v.source.clone(),
+                });
+            }
+        }
+    };
+    let name = |id: &Option<crate::ids::ResourceId>, name: &str| {
+        id.as_ref()
+            .map_or_else(|| name.to_owned(), ToString::to_string)
+    };
+    for vm in vms.iter().filter(|v| v.has_guest_attestation()) {
+        check(
+            name(&vm.id, &vm.name),
+            vm.properties.storage_profile.image_reference.as_ref(),
+        );
+    }
+    for set in sets {
+        let p = &set.properties.virtual_machine_profile;
+        let attests = p.extension_profile.as_ref().is_some_and(|e| {
+            e.extensions
+                .iter()
+                .any(|x| x.guest_attestation_os().is_some())
+        });
+        if attests {
+            check(
+                name(&set.id, &set.name),
+                p.storage_profile.image_reference.as_ref(),
+            );
+        }
+    }
+    out
+}

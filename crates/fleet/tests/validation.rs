@@ -91,6 +91,7 @@ fn fx() -> Fx {
                 ImageVersion {
                     name: "1.0.0".into(),
                     source: format!("{name}-raw"),
+                    guest_agent: None,
                 },
             )
             .unwrap();

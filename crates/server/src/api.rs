@@ -576,10 +576,16 @@ async fn relearn_baseline(State(s): St, caller: Operator, Path(vm): Path<String>
     }))
 }
 
-/// Defender's recommendations for every registered VM.
+/// Defender's recommendations for every registered VM, and for the
+/// control plane's VMs and scale sets whose Guest Attestation extension
+/// waits on an agent their image lacks.
 #[utoipa::path(get, path = "/v1/security/recommendations", tag = "security", security(("token" = [])), responses((status = 200, description = "recommendations")))]
 async fn get_recommendations(State(s): St, _caller: Reader) -> ApiResult {
-    ok(json!({ "value": s.service.recommendations().await? }))
+    let mut value = s.service.recommendations().await?;
+    if let Ok(c) = crate::fleet_api::control(&s) {
+        value.extend(c.image_recommendations().await?);
+    }
+    ok(json!({ "value": value }))
 }
 
 /// Alert query.

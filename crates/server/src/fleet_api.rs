@@ -66,6 +66,30 @@ pub struct ControlPlane {
     pub images_root: Option<std::path::PathBuf>,
 }
 
+/// What an image's metadata says, for the definition's check: its
+/// generation, and whether its boot chain was verified to boot under
+/// Secure Boot (the reasons when not, from the import's notes).
+fn image_facts(
+    m: &trustlaunch_runtime::image_meta::ImageMetadata,
+) -> trustlaunch_fleet::image::ImageFacts {
+    use trustlaunch_runtime::image_meta::Generation;
+    trustlaunch_fleet::image::ImageFacts {
+        generation: match m.generation {
+            Generation::V1 => trustlaunch_fleet::image::HyperVGeneration::V1,
+            Generation::V2 => trustlaunch_fleet::image::HyperVGeneration::V2,
+        },
+        trusted_launch_supported: m
+            .features
+            .contains(&trustlaunch_runtime::image_meta::trusted_launch_feature()),
+        reasons: m
+            .notes
+            .iter()
+            .filter(|n| n.contains("would be refused") || n.contains("Generation"))
+            .cloned()
+            .collect(),
+    }
+}
+
 /// An image version's source confined to `root`: resolved (symlinks
 /// included) and refused unless it stays inside the root. Without a root
 /// (the simulated driver, which never opens a file) a source is a name.
@@ -133,6 +157,44 @@ impl ControlPlane {
             }
         }
         Ok(c)
+    }
+
+    /// "Guest attestation agent not installed in the image" for every VM
+    /// and scale set with the Guest Attestation extension whose image
+    /// version's image has no agent (as the platform read the image).
+    pub async fn image_recommendations(
+        &self,
+    ) -> Result<Vec<trustlaunch_attestation::security::Recommendation>, ApiError> {
+        use trustlaunch_attestation::security::{Recommendation, RecommendationKind};
+        let mut vms = Vec::new();
+        for r in self.store.list_resources(VM_TYPE, None).await? {
+            if let Ok(vm) = serde_json::from_value::<VirtualMachine>(r.body) {
+                vms.push(vm);
+            }
+        }
+        let mut sets = Vec::new();
+        for r in self.store.list_resources(SCALE_SET_TYPE, None).await? {
+            if let Ok(set) = serde_json::from_value::<ScaleSet>(r.body) {
+                sets.push(set);
+            }
+        }
+        let images = self.images().await?;
+        let kind = RecommendationKind::GuestAgentNotInImage;
+        Ok(
+            trustlaunch_fleet::resources::missing_guest_agents(&vms, &sets, &images)
+                .into_iter()
+                .map(|m| Recommendation {
+                    kind,
+                    name: kind.display_name(),
+                    severity: kind.severity(),
+                    vm_id: m.resource,
+                    reason: format!(
+                        "guest attestation agent not installed in image {} (image version {}): the Guest Attestation extension's attestation would never answer; install the trustlaunch-guest-agent package in the image (`trustlaunch image agent-package`, then dpkg -i) and publish a new version",
+                        m.source, m.image
+                    ),
+                })
+                .collect(),
+        )
     }
 
     /// Refreshes the orchestrator's catalogs from the store.
@@ -455,9 +517,30 @@ async fn put_image_version(
             ApiError::bad_request("properties.source (the runtime image) is required")
         })?;
     let source = &confine_source(c.images_root.as_deref(), source)?;
+    // Real images: what the platform read from the image (its build or
+    // import) must agree with the definition it is published under.
+    let guest_agent = match c.images_root.as_deref() {
+        None => None,
+        Some(_) => {
+            let meta = trustlaunch_runtime::image_meta::ImageMetadata::read(std::path::Path::new(source))
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "properties.source: {e} (build the image with `trustlaunch image build` or import a disk with `trustlaunch image import`)"
+                    ))
+                })?;
+            let images = c.images().await?;
+            if let Some(def) = images.find(&gallery_id(&p.sub, &p.rg, &p.gallery), &p.image) {
+                def.definition
+                    .accepts(source, &image_facts(&meta))
+                    .map_err(ApiError::from)?;
+            }
+            meta.guest_agent
+        }
+    };
     let version = ImageVersion {
         name: p.version.clone(),
         source: source.to_owned(),
+        guest_agent,
     };
     // Checked against the catalog (the definition exists, the version
     // name is well formed) before it is stored.

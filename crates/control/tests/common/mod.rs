@@ -34,6 +34,7 @@ pub fn catalogs() -> Arc<Catalogs> {
                 ImageVersion {
                     name: v.into(),
                     source: source.into(),
+                    guest_agent: None,
                 },
             )
             .unwrap();
