@@ -90,9 +90,81 @@ pub struct ProfileArgs {
     /// Standard).
     #[arg(long)]
     disable_guest_attestation: bool,
+    /// The NIC on the host bridge NAME (a virtual network of that name);
+    /// without it a new instance's NIC is on the host's user-mode network
+    /// (SSH through a port on 127.0.0.1).
+    #[arg(long, value_name = "NAME", conflicts_with = "no_nic")]
+    vnet_name: Option<String>,
+    /// No NIC at all.
+    #[arg(long)]
+    no_nic: bool,
+    /// OpenSSH public key files root may log in with (osProfile).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    ssh_key_values: Option<Vec<std::path::PathBuf>>,
+    /// The administrator's name (osProfile.adminUsername).
+    #[arg(long)]
+    admin_username: Option<String>,
+    /// A VM's host name (osProfile.computerName).
+    #[arg(long)]
+    computer_name: Option<String>,
+    /// A scale set's host name prefix (osProfile.computerNamePrefix).
+    #[arg(long)]
+    computer_name_prefix: Option<String>,
 }
 
 impl ProfileArgs {
+    /// The NIC a new instance gets: on the user-mode network unless told
+    /// otherwise (as az gives every new VM a NIC).
+    fn default_nic(&self, profile: &mut Value) {
+        if self.vnet_name.is_none() && !self.no_nic && profile["networkProfile"].is_null() {
+            profile["networkProfile"] = json!({"networkInterfaceConfigurations": [
+                {"name": "nic0", "properties": {"primary": true,
+                    "ipConfigurations": [{"name": "ipconfig0"}]}}]});
+        }
+    }
+
+    /// Applies the NIC and OS flags given to a model (`profile`).
+    fn apply_network_and_os(&self, profile: &mut Value) -> Result<()> {
+        if let Some(vnet) = &self.vnet_name {
+            profile["networkProfile"] = json!({"networkInterfaceConfigurations": [
+            {"name": "nic0", "properties": {"primary": true,
+                "ipConfigurations": [{"name": "ipconfig0", "properties": {"subnet": {"id": format!(
+                    "/subscriptions/local/resourceGroups/host/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/default"
+                )}}}]}}]});
+        }
+        if self.no_nic {
+            if let Some(o) = profile.as_object_mut() {
+                o.remove("networkProfile");
+            }
+        }
+        let os = &mut profile["osProfile"];
+        if let Some(files) = &self.ssh_key_values {
+            let mut keys = Vec::new();
+            for f in files {
+                let text = String::from_utf8(crate::input::read_bounded(f)?)
+                    .with_context(|| format!("{}: not text", f.display()))?;
+                keys.push(json!({"path": "/root/.ssh/authorized_keys", "keyData": text.trim()}));
+            }
+            os["linuxConfiguration"]["disablePasswordAuthentication"] = json!(true);
+            os["linuxConfiguration"]["ssh"]["publicKeys"] = json!(keys);
+        }
+        if let Some(u) = &self.admin_username {
+            os["adminUsername"] = json!(u);
+        }
+        if let Some(n) = &self.computer_name {
+            os["computerName"] = json!(n);
+        }
+        if let Some(n) = &self.computer_name_prefix {
+            os["computerNamePrefix"] = json!(n);
+        }
+        if os.is_null() {
+            if let Some(o) = profile.as_object_mut() {
+                o.remove("osProfile");
+            }
+        }
+        Ok(())
+    }
+
     /// Applies the flags given to a model's `storageProfile` and
     /// `securityProfile` (both in `profile`).
     fn apply_profile(&self, profile: &mut Value) {
@@ -195,7 +267,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     /// Applies the flags given to a scale set document.
-    fn apply(&self, set: &mut Value) {
+    fn apply(&self, set: &mut Value) -> Result<()> {
         if let Some(s) = &self.vm_sku {
             set["sku"]["name"] = json!(s);
         }
@@ -205,6 +277,7 @@ impl ModelArgs {
         let props = &mut set["properties"];
         let profile = &mut props["virtualMachineProfile"];
         self.profile.apply_profile(profile);
+        self.profile.apply_network_and_os(profile)?;
         if self.profile.touches_extensions() {
             self.profile
                 .apply_extensions(&mut profile["extensionProfile"]["extensions"]);
@@ -254,6 +327,7 @@ impl ModelArgs {
                 .as_object_mut()
                 .map(|o| o.remove("rollingUpgradePolicy"));
         }
+        Ok(())
     }
 }
 
@@ -269,14 +343,16 @@ pub struct VmArgs {
 
 impl VmArgs {
     /// Applies the flags given to a VM document.
-    fn apply(&self, vm: &mut Value) {
+    fn apply(&self, vm: &mut Value) -> Result<()> {
         if let Some(s) = &self.size {
             vm["properties"]["hardwareProfile"]["vmSize"] = json!(s);
         }
         self.profile.apply_profile(&mut vm["properties"]);
+        self.profile.apply_network_and_os(&mut vm["properties"])?;
         if self.profile.touches_extensions() {
             self.profile.apply_extensions(&mut vm["resources"]);
         }
+        Ok(())
     }
 }
 
@@ -746,7 +822,10 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
                 OrchestrationArg::Uniform => "Uniform",
                 OrchestrationArg::Flexible => "Flexible",
             });
-            model.apply(&mut set);
+            model
+                .profile
+                .default_nic(&mut set["properties"]["virtualMachineProfile"]);
+            model.apply(&mut set)?;
             let (h, body) = conn.call_full(
                 Method::PUT,
                 &path,
@@ -780,7 +859,7 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("*")
                 .to_owned();
-            model.apply(&mut set);
+            model.apply(&mut set)?;
             let url = if yes {
                 format!("{path}?confirmOsDiskDataLoss=true")
             } else {
@@ -1070,7 +1149,8 @@ pub fn vm(cmd: VmCommand) -> Result<ExitCode> {
             let path = vm_path(&scope, &name)?;
             let mut vm = json!({"location": "local", "properties": {
                 "hardwareProfile": {"vmSize": "Standard_D2s_v5"}, "storageProfile": {}}});
-            model.apply(&mut vm);
+            model.profile.default_nic(&mut vm["properties"]);
+            model.apply(&mut vm)?;
             if let Some(set) = vmss {
                 let rg = scope.resource_group.as_deref().unwrap_or_default();
                 vm["properties"]["virtualMachineScaleSet"] = json!({"id": format!(
@@ -1105,7 +1185,7 @@ pub fn vm(cmd: VmCommand) -> Result<ExitCode> {
             if let Some(p) = vm["properties"].as_object_mut() {
                 p.remove("instanceView");
             }
-            model.apply(&mut vm);
+            model.apply(&mut vm)?;
             write_vm(&conn, &path, vm, ("if-match", etag), yes, no_wait)?;
         }
         VmCommand::Show { name, scope, conn } => {

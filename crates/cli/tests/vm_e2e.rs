@@ -1439,6 +1439,8 @@ fn runtime_driver_moves_an_instance_to_trusted_launch_and_back() {
             disk_size_gb: 1,
         }],
         guest_attestation: false,
+        network: None,
+        os: None,
     };
     let data = vm_dir(&f, name).join("data-0.qcow2");
     let tokio = tokio::runtime::Builder::new_multi_thread()

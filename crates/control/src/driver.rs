@@ -52,6 +52,22 @@ pub struct InstanceSpec {
     /// The guest attestation extension is installed (the instance's
     /// health includes its attestation verdict).
     pub guest_attestation: bool,
+    /// The NIC's host network (`networkProfile`); `None`: no NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<trustlaunch_fleet::resources::HostNetwork>,
+    /// Host name and SSH keys for the first boot (`osProfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<InstanceOs>,
+}
+
+/// What the guest's first boot applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceOs {
+    /// Host name.
+    pub computer_name: String,
+    /// OpenSSH public keys root may log in with.
+    pub ssh_public_keys: Vec<String>,
 }
 
 /// Whether an instance is up.

@@ -32,7 +32,9 @@ use trustlaunch_store::{
     Store, StoreError,
 };
 
-use crate::driver::{DataDiskSpec, Driver, DriverError, Health, InstanceSecurity, InstanceSpec};
+use crate::driver::{
+    DataDiskSpec, Driver, DriverError, Health, InstanceOs, InstanceSecurity, InstanceSpec,
+};
 
 /// The kind of a rolling upgrade operation.
 pub const ROLLING_UPGRADE: &str = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrade";
@@ -233,7 +235,35 @@ pub fn instance_spec(
                 .iter()
                 .any(|x| x.guest_attestation_os().is_some())
         }),
+        network: profile
+            .network_profile
+            .as_ref()
+            .and_then(|n| n.host_network()),
+        os: profile.os_profile.as_ref().map(|os| InstanceOs {
+            computer_name: format!(
+                "{}{}",
+                os.computer_name_prefix.as_deref().unwrap_or(&set.name),
+                base36_suffix(instance_id)
+            ),
+            ssh_public_keys: os.ssh_keys(),
+        }),
     })
+}
+
+/// Azure's instance suffix of a scale set's computer names: the instance
+/// id in base 36, six digits.
+fn base36_suffix(instance_id: &str) -> String {
+    let Ok(mut n) = instance_id.parse::<u64>() else {
+        return instance_id.to_owned();
+    };
+    let mut digits = Vec::new();
+    while n > 0 || digits.len() < 6 {
+        let d = u8::try_from(n % 36).unwrap_or(0);
+        digits.push(if d < 10 { b'0' + d } else { b'a' + d - 10 });
+        n /= 36;
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
 }
 
 /// One past the highest numeric instance id in use (0 for none).

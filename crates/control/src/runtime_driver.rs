@@ -21,8 +21,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use trustlaunch_fleet::resources::HostNetwork;
 use trustlaunch_runtime::spec::{
-    DataDisk, Generation, Network, SecurityProfile, SecurityType, UefiSettings, VmSpec,
+    DataDisk, Generation, Network, OsProfile, SecurityProfile, SecurityType, UefiSettings, VmSpec,
 };
 use trustlaunch_runtime::vm::{BootPhase, Runtime, Status, VmError, VmInfo};
 
@@ -93,8 +94,17 @@ pub fn vm_spec(spec: &InstanceSpec) -> VmSpec {
                 disk_size_gb: d.disk_size_gb,
             })
             .collect(),
-        network: Network::None,
-        os_profile: None,
+        network: match &spec.network {
+            None => Network::None,
+            Some(HostNetwork::User) => Network::User,
+            Some(HostNetwork::Bridge(bridge)) => Network::Bridge {
+                bridge: bridge.clone(),
+            },
+        },
+        os_profile: spec.os.as_ref().map(|os| OsProfile {
+            computer_name: Some(os.computer_name.clone()),
+            ssh_public_keys: os.ssh_public_keys.clone(),
+        }),
     }
 }
 
@@ -226,6 +236,19 @@ impl RuntimeDriver {
                     })
                     .collect(),
                 guest_attestation: false,
+                network: match &info.spec.network {
+                    Network::None => None,
+                    Network::User => Some(HostNetwork::User),
+                    Network::Bridge { bridge } => Some(HostNetwork::Bridge(bridge.clone())),
+                },
+                os: info
+                    .spec
+                    .os_profile
+                    .as_ref()
+                    .map(|os| crate::driver::InstanceOs {
+                        computer_name: os.computer_name.clone().unwrap_or_default(),
+                        ssh_public_keys: os.ssh_public_keys.clone(),
+                    }),
             },
         };
         InstanceStatus {

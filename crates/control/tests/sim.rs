@@ -22,6 +22,8 @@ fn spec(name: &str, version: u64) -> InstanceSpec {
             disk_size_gb: 1,
         }],
         guest_attestation: false,
+        network: None,
+        os: None,
     }
 }
 

@@ -192,6 +192,167 @@ pub struct StorageProfile {
     pub data_disks: Vec<DataDisk>,
 }
 
+/// `networkProfile`: the instance's NICs, in the shape Azure's scale sets
+/// use (`networkInterfaceConfigurations`; VMs take the same). One NIC per
+/// instance. A NIC whose IP configuration names no subnet is on the host's
+/// user-mode network (the guest reaches only the host; SSH through a
+/// forwarded port on 127.0.0.1); a subnet of virtual network `NAME`
+/// (`…/Microsoft.Network/virtualNetworks/NAME/subnets/…`) is the host
+/// bridge `NAME`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkProfile {
+    /// The NICs.
+    #[serde(default)]
+    pub network_interface_configurations: Vec<NicConfiguration>,
+}
+
+/// A NIC of the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NicConfiguration {
+    /// Its name.
+    pub name: String,
+    /// Its properties.
+    #[serde(default)]
+    pub properties: NicProperties,
+}
+
+/// `properties` of a NIC.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NicProperties {
+    /// The primary NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<bool>,
+    /// Its IP configurations.
+    #[serde(default)]
+    pub ip_configurations: Vec<IpConfiguration>,
+}
+
+/// An IP configuration of a NIC.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpConfiguration {
+    /// Its name.
+    pub name: String,
+    /// Its properties.
+    #[serde(default)]
+    pub properties: IpConfigurationProperties,
+}
+
+/// `properties` of an IP configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpConfigurationProperties {
+    /// The subnet (absent: the host's user-mode network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<SubResource>,
+}
+
+/// Where an instance's NIC is attached on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "name")]
+pub enum HostNetwork {
+    /// QEMU's user-mode network with `restrict=on`.
+    User,
+    /// A host bridge.
+    Bridge(String),
+}
+
+impl NetworkProfile {
+    /// The host network of the (one) NIC, if there is one; the virtual
+    /// network's name of its first IP configuration's subnet is the bridge.
+    pub fn host_network(&self) -> Option<HostNetwork> {
+        let nic = self.network_interface_configurations.first()?;
+        let subnet = nic
+            .properties
+            .ip_configurations
+            .first()
+            .and_then(|c| c.properties.subnet.as_ref());
+        Some(match subnet.and_then(|s| virtual_network(&s.id)) {
+            Some(vnet) => HostNetwork::Bridge(vnet.to_owned()),
+            None => HostNetwork::User,
+        })
+    }
+}
+
+/// `NAME` of `…/providers/Microsoft.Network/virtualNetworks/NAME/subnets/…`.
+pub fn virtual_network(subnet_id: &str) -> Option<&str> {
+    let mut parts = subnet_id.split('/');
+    while let Some(p) = parts.next() {
+        if p.eq_ignore_ascii_case("virtualNetworks") {
+            return parts.next().filter(|n| !n.is_empty());
+        }
+    }
+    None
+}
+
+/// `osProfile`: the guest's host name and SSH keys, applied at first boot
+/// (Linux; password logins are not offered).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OsProfile {
+    /// A VM's host name (default: its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer_name: Option<String>,
+    /// A scale set's host name prefix (the instance id follows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer_name_prefix: Option<String>,
+    /// The administrator's user name (informational: keys go to root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_username: Option<String>,
+    /// Refused when present: no password logins. Never stored.
+    #[serde(default, skip_serializing)]
+    pub admin_password: Option<String>,
+    /// Linux settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_configuration: Option<LinuxConfiguration>,
+}
+
+/// `osProfile.linuxConfiguration`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinuxConfiguration {
+    /// Must not be false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_password_authentication: Option<bool>,
+    /// SSH keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshConfiguration>,
+}
+
+/// `linuxConfiguration.ssh`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshConfiguration {
+    /// Public keys.
+    #[serde(default)]
+    pub public_keys: Vec<SshPublicKey>,
+}
+
+/// One SSH public key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshPublicKey {
+    /// Where Azure would write it (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The key (`ssh-ed25519 AAAA… comment`).
+    pub key_data: String,
+}
+
+impl OsProfile {
+    /// The SSH public keys.
+    pub fn ssh_keys(&self) -> Vec<String> {
+        self.linux_configuration
+            .as_ref()
+            .and_then(|l| l.ssh.as_ref())
+            .map(|s| s.public_keys.iter().map(|k| k.key_data.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// `properties` of a VM.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -203,6 +364,12 @@ pub struct VirtualMachineProperties {
     /// Security profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_profile: Option<SecurityProfile>,
+    /// NICs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_profile: Option<NetworkProfile>,
+    /// Host name and SSH keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_profile: Option<OsProfile>,
     /// Read-only: state of the last operation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_state: Option<ProvisioningState>,
@@ -284,6 +451,8 @@ impl VirtualMachine {
             .eq_ignore_ascii_case(&b.hardware_profile.vm_size)
             || a.storage_profile != b.storage_profile
             || a.security_profile != b.security_profile
+            || a.network_profile != b.network_profile
+            || a.os_profile != b.os_profile
             || self.resources != other.resources
     }
 
@@ -407,6 +576,12 @@ pub struct ScaleSetVmProfile {
     /// Extensions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_profile: Option<ExtensionProfile>,
+    /// NICs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_profile: Option<NetworkProfile>,
+    /// Host name prefix and SSH keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_profile: Option<OsProfile>,
 }
 
 /// `properties` of a scale set.

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorCode, FleetError};
 use crate::image::{HyperVGeneration, ImageCatalog, ImageDefinition, ImageReference, OsType};
 use crate::resources::{
-    check_vm_name, DataDisk, Extension, ScaleSet, StorageProfile, VirtualMachine, MAX_DISK_SIZE_GB,
-    MAX_LUN, SCALE_SET_TYPE, VM_TYPE,
+    check_vm_name, virtual_network, DataDisk, Extension, NetworkProfile, OsProfile, ScaleSet,
+    StorageProfile, VirtualMachine, MAX_DISK_SIZE_GB, MAX_LUN, SCALE_SET_TYPE, VM_TYPE,
 };
 use crate::security::{SecurityProfile, SecurityType, UefiSettings};
 use crate::sizes::{check_quotas, Quotas, SizeCatalog, Usage, VmSize};
@@ -100,6 +100,8 @@ struct Paths {
     security: &'static str,
     storage: &'static str,
     size: &'static str,
+    network: &'static str,
+    os: &'static str,
     what: &'static str,
 }
 
@@ -107,6 +109,8 @@ const VM_PATHS: Paths = Paths {
     security: "properties.securityProfile",
     storage: "properties.storageProfile",
     size: "properties.hardwareProfile.vmSize",
+    network: "properties.networkProfile",
+    os: "properties.osProfile",
     what: "the VM",
 };
 
@@ -114,8 +118,200 @@ const SET_PATHS: Paths = Paths {
     security: "properties.virtualMachineProfile.securityProfile",
     storage: "properties.virtualMachineProfile.storageProfile",
     size: "sku.name",
+    network: "properties.virtualMachineProfile.networkProfile",
+    os: "properties.virtualMachineProfile.osProfile",
     what: "every instance",
 };
+
+/// Most SSH keys in an `osProfile`.
+pub const MAX_SSH_KEYS: u32 = 32;
+/// Longest SSH public key line.
+pub const MAX_SSH_KEY_BYTES: usize = 16 * 1024;
+
+/// A NIC the host can attach: one per instance, one IP configuration,
+/// a subnet (if any) of a virtual network whose name is a host bridge's.
+fn check_network(n: &NetworkProfile, paths: &Paths) -> Result<(), FleetError> {
+    let at = format!("{}.networkInterfaceConfigurations", paths.network);
+    let nics = &n.network_interface_configurations;
+    if nics.len() > 1 {
+        return Err(bad(
+            ErrorCode::BadRequest,
+            format!(
+                "{} has {} NICs; this platform attaches one NIC per instance.",
+                paths.what,
+                nics.len()
+            ),
+            at,
+        ));
+    }
+    for (i, nic) in nics.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        if nic.name.is_empty() || nic.name.len() > 80 {
+            return Err(bad(
+                ErrorCode::InvalidParameter,
+                "A NIC's name is 1 to 80 characters.",
+                format!("{at}.name"),
+            ));
+        }
+        let ips = &nic.properties.ip_configurations;
+        if ips.len() > 1 {
+            return Err(bad(
+                ErrorCode::BadRequest,
+                "A NIC has one IP configuration on this platform.",
+                format!("{at}.properties.ipConfigurations"),
+            ));
+        }
+        for (j, ip) in ips.iter().enumerate() {
+            let Some(subnet) = &ip.properties.subnet else {
+                continue;
+            };
+            let at = format!("{at}.properties.ipConfigurations[{j}].properties.subnet.id");
+            let bridge = virtual_network(&subnet.id).ok_or_else(|| {
+                bad(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "The subnet id '{}' names no virtual network (…/providers/Microsoft.Network/virtualNetworks/NAME/subnets/SUBNET).",
+                        subnet.id
+                    ),
+                    at.clone(),
+                )
+            })?;
+            let valid = (1..=15).contains(&bridge.len())
+                && bridge
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !valid {
+                return Err(bad(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "The virtual network '{bridge}' cannot be a host bridge: its name is 1 to 15 letters, digits, '-', '_' or '.'."
+                    ),
+                    at,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn host_name_ok(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Host names, keys only (no passwords), keys that are OpenSSH public keys.
+fn check_os_profile(
+    os: &OsProfile,
+    old: Option<&OsProfile>,
+    set: bool,
+    paths: &Paths,
+) -> Result<(), FleetError> {
+    let at = paths.os;
+    if os.admin_password.is_some() {
+        return Err(bad(
+            ErrorCode::InvalidParameter,
+            "Password logins are not offered: give SSH public keys in linuxConfiguration.ssh.publicKeys.",
+            format!("{at}.adminPassword"),
+        ));
+    }
+    if os
+        .linux_configuration
+        .as_ref()
+        .and_then(|l| l.disable_password_authentication)
+        == Some(false)
+    {
+        return Err(bad(
+            ErrorCode::InvalidParameter,
+            "Password logins are not offered: disablePasswordAuthentication must be true.",
+            format!("{at}.linuxConfiguration.disablePasswordAuthentication"),
+        ));
+    }
+    match (set, &os.computer_name, &os.computer_name_prefix) {
+        (true, Some(_), _) => {
+            return Err(bad(
+                ErrorCode::InvalidParameter,
+                "A scale set's instances are named from computerNamePrefix, not computerName.",
+                format!("{at}.computerName"),
+            ))
+        }
+        (false, _, Some(_)) => {
+            return Err(bad(
+                ErrorCode::InvalidParameter,
+                "A VM's host name is computerName; computerNamePrefix is for scale sets.",
+                format!("{at}.computerNamePrefix"),
+            ))
+        }
+        (false, Some(n), _) if !host_name_ok(n, 63) => {
+            return Err(bad(
+                ErrorCode::InvalidParameter,
+                format!("The computer name '{n}' is invalid: 1 to 63 letters, digits and '-', not starting or ending with '-'."),
+                format!("{at}.computerName"),
+            ))
+        }
+        (true, _, Some(p)) if !host_name_ok(p, 57) => {
+            return Err(bad(
+                ErrorCode::InvalidParameter,
+                format!("The computer name prefix '{p}' is invalid: 1 to 57 letters, digits and '-', not starting or ending with '-'."),
+                format!("{at}.computerNamePrefix"),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(old) = old {
+        if !set && old.computer_name != os.computer_name {
+            return Err(bad(
+                ErrorCode::OperationNotAllowed,
+                "Changing property 'computerName' is not allowed.",
+                format!("{at}.computerName"),
+            ));
+        }
+    }
+    let keys = os
+        .linux_configuration
+        .as_ref()
+        .and_then(|l| l.ssh.as_ref())
+        .map_or(&[][..], |s| s.public_keys.as_slice());
+    let count = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+    if count > MAX_SSH_KEYS {
+        return Err(
+            FleetError::out_of_range("publicKeys", count, 0, MAX_SSH_KEYS)
+                .at(format!("{at}.linuxConfiguration.ssh.publicKeys")),
+        );
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let mut words = k.key_data.split(' ');
+        let kind = words.next().unwrap_or_default();
+        let body = words.next().unwrap_or_default();
+        let known = matches!(
+            kind,
+            "ssh-ed25519"
+                | "ssh-rsa"
+                | "ecdsa-sha2-nistp256"
+                | "ecdsa-sha2-nistp384"
+                | "ecdsa-sha2-nistp521"
+                | "sk-ssh-ed25519@openssh.com"
+                | "sk-ecdsa-sha2-nistp256@openssh.com"
+        );
+        let base64 = !body.is_empty()
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+        if !known
+            || !base64
+            || k.key_data.len() > MAX_SSH_KEY_BYTES
+            || k.key_data.chars().any(char::is_control)
+        {
+            return Err(bad(
+                ErrorCode::InvalidParameter,
+                "The SSH public key is not in OpenSSH's one-line format ('ssh-ed25519 AAAA… comment'; ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521).",
+                format!("{at}.linuxConfiguration.ssh.publicKeys[{i}].keyData"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Create, or update from a resource whose type was the given one.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -526,6 +722,17 @@ fn vm_common(
         &mut warnings,
     )?;
     check_data_disks(&props.storage_profile.data_disks, paths)?;
+    if let Some(n) = &props.network_profile {
+        check_network(n, paths)?;
+    }
+    if let Some(os) = &props.os_profile {
+        check_os_profile(
+            os,
+            existing.and_then(|o| o.properties.os_profile.as_ref()),
+            false,
+            paths,
+        )?;
+    }
     check_extensions(&vm.resources, "resources", &security, img.os_type)?;
     if let Some(old) = existing {
         let (a, b) = (
@@ -659,6 +866,12 @@ fn set_common(
         &mut warnings,
     )?;
     check_data_disks(&model.storage_profile.data_disks, paths)?;
+    if let Some(n) = &model.network_profile {
+        check_network(n, paths)?;
+    }
+    if let Some(os) = &model.os_profile {
+        check_os_profile(os, None, true, paths)?;
+    }
     let to_tl = matches!(was, Some(w) if w != SecurityType::TrustedLaunch)
         && security.effective_type() == SecurityType::TrustedLaunch;
     if to_tl

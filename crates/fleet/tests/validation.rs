@@ -171,6 +171,7 @@ fn set(size: &str, capacity: u32, image: &str, sp: Option<SecurityProfile>) -> S
                 },
                 security_profile: sp,
                 extension_profile: None,
+                ..Default::default()
             },
             ..Default::default()
         },
@@ -684,4 +685,202 @@ proptest! {
         let text = id.to_string();
         prop_assert_eq!(text.parse::<ResourceId>(), Ok(id));
     }
+}
+
+// ------------------------------------------------------- network and OS
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFvKq0n7cx0pQmE5dGVzdGtleXRlc3RrZXl0ZXN0 ops@host";
+
+fn with_nic_and_os(mut v: VirtualMachine, subnet: Option<&str>) -> VirtualMachine {
+    let ip = match subnet {
+        Some(id) => serde_json::json!({"name": "ip", "properties": {"subnet": {"id": id}}}),
+        None => serde_json::json!({"name": "ip"}),
+    };
+    v.properties.network_profile = Some(
+        serde_json::from_value(serde_json::json!({"networkInterfaceConfigurations": [
+            {"name": "nic0", "properties": {"primary": true, "ipConfigurations": [ip]}}]}))
+        .unwrap(),
+    );
+    v.properties.os_profile = Some(
+        serde_json::from_value(serde_json::json!({"computerName": "web-1", "adminUsername": "ops",
+            "linuxConfiguration": {"disablePasswordAuthentication": true,
+                "ssh": {"publicKeys": [{"path": "/home/ops/.ssh/authorized_keys", "keyData": KEY}]}}}))
+        .unwrap(),
+    );
+    v
+}
+
+#[test]
+fn the_nic_and_os_profile_survive_the_move_to_trusted_launch_and_back() {
+    use trustlaunch_fleet::resources::HostNetwork;
+    let f = fx();
+    let c = f.ctx();
+    let created = validate_vm_create(
+        &c,
+        &with_nic_and_os(vm("Standard_D2s_v3", "ubuntu-tl", std_()), None),
+    )
+    .unwrap()
+    .resource;
+    let nic = created.properties.network_profile.clone().unwrap();
+    assert_eq!(nic.host_network(), Some(HostNetwork::User));
+    let mut to_tl = created.clone();
+    to_tl.properties.security_profile = tl(true, true);
+    let moved = validate_vm_update(&c, &created, &to_tl, Confirmations::default())
+        .unwrap()
+        .resource;
+    assert_eq!(
+        moved.properties.security_profile.unwrap().effective_type(),
+        SecurityType::TrustedLaunch
+    );
+    assert_eq!(moved.properties.network_profile.as_ref(), Some(&nic));
+    assert_eq!(moved.properties.os_profile, created.properties.os_profile);
+    assert_eq!(
+        moved.properties.os_profile.as_ref().unwrap().ssh_keys(),
+        [KEY]
+    );
+    let mut back = moved.clone();
+    back.properties.security_profile = std_();
+    let back = validate_vm_update(&c, &moved, &back, Confirmations::default())
+        .unwrap()
+        .resource;
+    assert_eq!(back.properties.network_profile.as_ref(), Some(&nic));
+    // A model change: the NIC alone bumps the model version.
+    let mut bridged = back.clone();
+    bridged = with_nic_and_os(
+        bridged,
+        Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/br0/subnets/default"),
+    );
+    let b = validate_vm_update(&c, &back, &bridged, Confirmations::default())
+        .unwrap()
+        .resource;
+    assert_eq!(
+        b.properties.network_profile.unwrap().host_network(),
+        Some(HostNetwork::Bridge("br0".into()))
+    );
+    assert_eq!(
+        b.properties.model_version,
+        back.properties.model_version + 1
+    );
+    // The JSON keeps Azure's names and never a password.
+    let json = serde_json::to_value(&back).unwrap();
+    assert_eq!(
+        json["properties"]["networkProfile"]["networkInterfaceConfigurations"][0]["name"],
+        "nic0"
+    );
+    assert_eq!(json["properties"]["osProfile"]["computerName"], "web-1");
+}
+
+#[test]
+fn network_and_os_profiles_are_refused_with_their_target() {
+    let f = fx();
+    let c = f.ctx();
+    let base = || with_nic_and_os(vm("Standard_D2s_v3", "ubuntu-tl", std_()), None);
+    let refused = |v: VirtualMachine| validate_vm_create(&c, &v).unwrap_err();
+    // Two NICs.
+    let mut two = base();
+    let nic = two
+        .properties
+        .network_profile
+        .as_ref()
+        .unwrap()
+        .network_interface_configurations[0]
+        .clone();
+    two.properties
+        .network_profile
+        .as_mut()
+        .unwrap()
+        .network_interface_configurations
+        .push(nic);
+    let e = refused(two);
+    assert_eq!(
+        e.target.as_deref(),
+        Some("properties.networkProfile.networkInterfaceConfigurations")
+    );
+    // A virtual network that cannot be a bridge name, and a subnet id
+    // naming none.
+    for (id, needle) in [
+        ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/a-very-long-bridge-name/subnets/x", "cannot be a host bridge"),
+        ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/subnets/x", "names no virtual network"),
+        ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/br;rm/subnets/x", "cannot be a host bridge"),
+    ] {
+        let e = refused(with_nic_and_os(vm("Standard_D2s_v3", "ubuntu-tl", std_()), Some(id)));
+        assert!(e.message.contains(needle), "{}", e.message);
+        assert!(e.target.as_deref().unwrap().ends_with("ipConfigurations[0].properties.subnet.id"));
+    }
+    // Passwords: refused, and never serialised.
+    let mut pw = base();
+    pw.properties.os_profile.as_mut().unwrap().admin_password = Some("hunter2".into());
+    let json = serde_json::to_string(&pw).unwrap();
+    assert!(!json.contains("hunter2"));
+    let e = refused(pw);
+    assert_eq!(
+        e.target.as_deref(),
+        Some("properties.osProfile.adminPassword")
+    );
+    let mut pa = base();
+    pa.properties
+        .os_profile
+        .as_mut()
+        .unwrap()
+        .linux_configuration
+        .as_mut()
+        .unwrap()
+        .disable_password_authentication = Some(false);
+    assert!(refused(pa)
+        .message
+        .contains("disablePasswordAuthentication"));
+    // Keys that are not one-line OpenSSH public keys (a newline would add
+    // a second authorized_keys line).
+    for bad in [
+        "ssh-ed25519",
+        "ssh-dss AAAAB3",
+        &format!("{KEY}\ncommand=\"x\" {KEY}"),
+        "ssh-ed25519 AAAA$$$",
+    ] {
+        let mut k = base();
+        k.properties
+            .os_profile
+            .as_mut()
+            .unwrap()
+            .linux_configuration
+            .as_mut()
+            .unwrap()
+            .ssh
+            .as_mut()
+            .unwrap()
+            .public_keys[0]
+            .key_data = bad.to_owned();
+        let e = refused(k);
+        assert_eq!(
+            e.target.as_deref(),
+            Some("properties.osProfile.linuxConfiguration.ssh.publicKeys[0].keyData"),
+            "{bad:?}"
+        );
+    }
+    // Host names, and a VM's cannot change.
+    let mut hn = base();
+    hn.properties.os_profile.as_mut().unwrap().computer_name = Some("-bad".into());
+    assert_eq!(
+        refused(hn).target.as_deref(),
+        Some("properties.osProfile.computerName")
+    );
+    let created = validate_vm_create(&c, &base()).unwrap().resource;
+    let mut renamed = created.clone();
+    renamed
+        .properties
+        .os_profile
+        .as_mut()
+        .unwrap()
+        .computer_name = Some("web-2".into());
+    let e = validate_vm_update(&c, &created, &renamed, Confirmations::default()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::OperationNotAllowed);
+    // A scale set names instances from a prefix, not a computer name.
+    let mut s = set("Standard_D2s_v3", 1, "ubuntu-tl", std_());
+    s.properties.virtual_machine_profile.os_profile = base().properties.os_profile;
+    let e = validate_scale_set_create(&c, &s).unwrap_err();
+    assert_eq!(
+        e.target.as_deref(),
+        Some("properties.virtualMachineProfile.osProfile.computerName")
+    );
 }
