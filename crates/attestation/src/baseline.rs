@@ -50,6 +50,11 @@ pub struct Measurements {
     /// 9: kernel, initrd, grub.cfg, the kernel's load options), in order.
     #[serde(default)]
     pub loaded_files: Option<Vec<Component>>,
+    /// The kernel release (`uname -r` as the guest reports it, or the
+    /// image's): a label that names the kernels of a PCR 4/9 deviation,
+    /// never compared (the quote does not cover it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release: Option<String>,
 }
 
 /// Where a baseline came from.
@@ -192,6 +197,7 @@ impl Measurements {
             ),
             secure_boot_variables: Some(vars),
             authorities: Some(auth),
+            kernel_release: None,
         }
     }
 
@@ -238,6 +244,26 @@ impl Measurements {
                 compare_components(what, e, a, &mut out);
             }
         }
+        // The kernels, named, when what PCR 4 or 9 measured changed.
+        let kernel_changed = out.iter().any(|d| {
+            d.component.starts_with("boot application") || d.component.starts_with("loaded file")
+        });
+        if let (true, Some(e), Some(a)) = (
+            kernel_changed,
+            &baseline.kernel_release,
+            &self.kernel_release,
+        ) {
+            if e != a {
+                out.insert(
+                    0,
+                    Deviation {
+                        component: "kernel, PCR 4/9 (its release as the guest reports it)".into(),
+                        expected: Some(e.clone()),
+                        actual: Some(a.clone()),
+                    },
+                );
+            }
+        }
         if let (Some(e), Some(a)) = (&baseline.kernel_command_lines, &self.kernel_command_lines) {
             let n = e.len().max(a.len());
             for i in 0..n {
@@ -255,6 +281,16 @@ impl Measurements {
     }
 }
 
+/// A component's name, or what it is when its event named nothing (an
+/// image loaded without a device path: the kernel behind shim).
+fn unnamed(name: &str) -> String {
+    if name.is_empty() {
+        "(loaded without a path)".into()
+    } else {
+        name.to_owned()
+    }
+}
+
 /// Compares two component lists in order; a component is named by its
 /// name and position, so a changed binary reads as "changed", a new one as
 /// "new".
@@ -265,9 +301,9 @@ fn compare_components(what: &str, e: &[Component], a: &[Component], out: &mut Ve
             (Some(x), Some(y)) if x == y => {}
             (Some(x), Some(y)) => {
                 let name = if x.name == y.name {
-                    x.name.clone()
+                    unnamed(&x.name)
                 } else {
-                    format!("{} (was {})", y.name, x.name)
+                    format!("{} (was {})", unnamed(&y.name), unnamed(&x.name))
                 };
                 out.push(Deviation {
                     component: format!("{what} {}: {name}", i.saturating_add(1)),
@@ -377,6 +413,7 @@ pub fn predict(facts: &ImageFacts<'_>) -> Baseline {
             // first boot that matches the prediction fills it in.
             boot_loader_commands: None,
             loaded_files: None,
+            kernel_release: None,
         },
     }
 }
@@ -483,5 +520,49 @@ impl BootReport {
             early_boot_report_event: phase(false),
             late_boot_report_event: phase(true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot(kernel: &str, release: &str) -> Measurements {
+        Measurements {
+            boot_applications: Some(vec![
+                Component {
+                    name: "\\EFI\\BOOT\\BOOTX64.EFI".into(),
+                    sha256: "aa".into(),
+                },
+                Component {
+                    name: String::new(),
+                    sha256: kernel.into(),
+                },
+            ]),
+            loaded_files: Some(vec![Component {
+                name: "/vmlinuz".into(),
+                sha256: kernel.into(),
+            }]),
+            kernel_release: Some(release.into()),
+            ..Measurements::default()
+        }
+    }
+
+    #[test]
+    fn a_new_kernel_is_named_by_its_releases_and_its_pcrs() {
+        let old = boot("k1", "6.1.0-50-amd64");
+        let new = boot("k2", "6.1.0-57-amd64");
+        let d: Vec<String> = new.compare(&old).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            d,
+            [
+                "kernel, PCR 4/9 (its release as the guest reports it) changed from 6.1.0-50-amd64 to 6.1.0-57-amd64",
+                "boot application 2: (loaded without a path) changed from k1 to k2",
+                "loaded file 1: /vmlinuz changed from k1 to k2",
+            ]
+        );
+        // The release alone is a label: a guest that reports another one
+        // over the same measurements deviates in nothing.
+        assert!(boot("k1", "6.6.6").compare(&old).is_empty());
     }
 }

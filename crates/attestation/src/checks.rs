@@ -300,7 +300,10 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
         return finish(c, None, claims, quote);
     }
     let ev = BootEvidence::extract(log);
-    let measurements = Measurements::from_boot(&ev, &replayed);
+    let mut measurements = Measurements::from_boot(&ev, &replayed);
+    // A label for deviations, never compared: the quote does not cover it.
+    measurements.kernel_release =
+        Some(e.kernel_release.clone()).filter(|r| !r.is_empty() && r.len() <= 128);
     // The log replays, so its digests are what was extended; the data
     // beside a digest must be what that digest covers where the spec says
     // so (variables, separators, actions, ...), or the log lies about

@@ -1074,6 +1074,21 @@ fn show_vm(conn: &Conn, vm: &Value) {
         "health:          {}",
         view["health"].as_str().unwrap_or("Unknown")
     );
+    match p["networkProfile"]["networkInterfaceConfigurations"][0]["properties"]["ipConfigurations"]
+        [0]["properties"]["subnet"]["id"]
+        .as_str()
+    {
+        Some(subnet) => println!("network:         {subnet}"),
+        None if p["networkProfile"].is_object() => {
+            println!("network:         user-mode (the guest reaches only the host)");
+        }
+        None => println!("network:         no NIC"),
+    }
+    if let Some(ep) = view["sshEndpoint"].as_str() {
+        if let Some((host, port)) = ep.rsplit_once(':') {
+            println!("ssh:             ssh -p {port} root@{host}");
+        }
+    }
 }
 
 fn vm_action(a: VmActionArgs, action: &str) -> Result<()> {

@@ -107,6 +107,10 @@ pub struct InstanceStatus {
     pub power: PowerState,
     /// Health.
     pub health: Health,
+    /// Where the guest's SSH is reachable (`127.0.0.1:PORT` of a
+    /// user-mode NIC's forward), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_endpoint: Option<String>,
 }
 
 /// A driver's failure.

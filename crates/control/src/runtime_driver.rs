@@ -255,6 +255,11 @@ impl RuntimeDriver {
             spec,
             power,
             health,
+            ssh_endpoint: info
+                .state
+                .ssh_port
+                .filter(|_| info.spec.network == Network::User)
+                .map(|p| format!("127.0.0.1:{p}")),
         }
     }
 }

@@ -125,6 +125,7 @@ impl SimDriver {
             spec: i.spec.clone(),
             power,
             health,
+            ssh_endpoint: None,
         }
     }
 

@@ -1878,6 +1878,7 @@ fn predicted_baseline(m: &ImageMetadata, store: &VarStore, secure_boot: bool) ->
         // cannot see (shim's vendor certificate) is not predicted.
         b.measurements.authorities = None;
     }
+    b.measurements.kernel_release = m.kernel_release.clone();
     if let Some(p) = &m.predicted_boot {
         // An imported chain whose measurements the import predicted.
         let comps = |v: &[crate::image_meta::NamedDigest]| {

@@ -138,6 +138,7 @@ pub(crate) async fn instance_view(c: &ControlPlane, name: &str) -> Result<Value,
                 Health::Unknown => "Unknown",
             },
             "modelVersion": s.spec.model_version,
+            "sshEndpoint": s.ssh_endpoint,
         }),
     })
 }
