@@ -8,9 +8,13 @@
 #     the same disk (plain OVMF, no Secure Boot, no vTPM, no agent's
 #     attestation) from start to the serial console's login prompt;
 #  3. the guest agent's memory and CPU inside the guest (systemd's
-#     accounting, over SSH), after boot and after 20 more attestations.
+#     accounting, over SSH), after boot and after 20 more attestations;
+#  4. `trustlaunch image import` of the image's disk (copy, inspection of
+#     GPT, ESP and root file system, the chain against both templates,
+#     the disk's SHA-256), RUNS times.
 #
 #   sudo scripts/bench-debian.sh        (RUNS=3 boots of each kind)
+#   sudo IMPORT_ONLY=path/disk.raw scripts/bench-debian.sh   (step 4 alone, on that disk)
 # Prints what it measured; ACCEL=kvm|tcg as the runtime decides (TCG here).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +39,20 @@ cleanup() {
 trap cleanup EXIT
 now() { date +%s.%N; }
 since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
+
+import_runs() {
+    echo "== image import ($1: $(stat -c %s "$1") bytes apparent, $(du -B1 "$1" | cut -f1) allocated)"
+    for i in $(seq "$RUNS"); do
+        rm -rf "$WORK/imported"
+        t0=$(now)
+        "$tl" image import "$1" --out "$WORK/imported" --require-trusted-launch >/dev/null 2>"$WORK/import.log"
+        echo "import $i: $(since "$t0") s"
+    done
+}
+if [ -n "${IMPORT_ONLY:-}" ]; then
+    import_runs "$IMPORT_ONLY"
+    exit 0
+fi
 
 echo "== image build (cache $WORK/cache)"
 for pass in cold warm; do
@@ -104,3 +122,5 @@ for _ in $(seq 20); do
     curl -fsS --cacert "$ca" -H "Authorization: Bearer $token" -X POST "$url/v1/vms/$vm/attest" >/dev/null
 done
 echo "after 20 more attestations: $(agent_stats)"
+
+import_runs "$disk"

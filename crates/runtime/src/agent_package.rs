@@ -188,15 +188,31 @@ pub fn file_name(version: &str) -> String {
     format!("{PACKAGE}_{version}_amd64.deb")
 }
 
-/// `DEBIAN/control` for `version` and an installed size in KiB.
-pub fn control(version: &str, installed_kib: u64) -> String {
+/// The newest glibc symbol version `objdump -T` lists (`GLIBC_2.34`), as
+/// the libc6 version the binary needs (`2.34`): what dpkg-shlibdeps would
+/// put in `Depends`, so `dpkg -i` on an older system (Debian 11's 2.31)
+/// refuses the package by name instead of installing an agent that cannot
+/// start.
+pub fn glibc_needed(objdump: &str) -> Option<String> {
+    let parse = |v: &str| -> Option<Vec<u32>> { v.split('.').map(|p| p.parse().ok()).collect() };
+    objdump
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| parse(v).map(|n| (n, v)))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, v)| v.to_owned())
+}
+
+/// `DEBIAN/control` for `version`, an installed size in KiB and the
+/// libc6 version the agent needs.
+pub fn control(version: &str, installed_kib: u64, libc: &str) -> String {
     format!(
         "Package: {PACKAGE}\n\
          Version: {version}\n\
          Architecture: amd64\n\
          Maintainer: trustlaunch <trustlaunch@localhost>\n\
          Installed-Size: {installed_kib}\n\
-         Depends: libc6 (>= 2.34), libgcc-s1, init-system-helpers (>= 1.54), kmod\n\
+         Depends: libc6 (>= {libc}), libgcc-s1, init-system-helpers (>= 1.54), kmod\n\
          Section: admin\n\
          Priority: optional\n\
          Description: trustlaunch guest attestation agent\n \
@@ -295,8 +311,23 @@ fn stage_and_build(
         None,
     )?;
     bytes = bytes - binary.len() as u64 + fs::metadata(&agent).map_err(io_err(&agent))?.len();
+    let symbols = Command::new("objdump")
+        .arg("-T")
+        .arg(&agent)
+        .output()
+        .map_err(|e| ImageError::Tool {
+            tool: "objdump",
+            package: "binutils",
+            message: e.to_string(),
+        })?;
+    let libc = glibc_needed(&String::from_utf8_lossy(&symbols.stdout)).ok_or_else(|| {
+        ImageError::Missing(format!(
+            "{}: no glibc symbol versions (objdump -T): not a dynamically linked glibc binary",
+            agent.display()
+        ))
+    })?;
     let control_path = stage.join("DEBIAN/control");
-    fs::write(&control_path, control(version, bytes.div_ceil(1024)))
+    fs::write(&control_path, control(version, bytes.div_ceil(1024), &libc))
         .map_err(io_err(&control_path))?;
     // dpkg-deb refuses group- or world-writable maintainer script dirs.
     for dir in walk_dirs(stage) {
@@ -329,4 +360,22 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_libc_the_agent_needs_is_its_newest_symbol_version() {
+        let objdump = "\
+0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.2.5) write\n\
+0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.34) __libc_start_main\n\
+0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.4) __stack_chk_fail\n\
+0000000000000000      DF *UND*  0000000000000000  GLIBC_2.17  clock_gettime\n\
+0000000000000000  w   D  *UND*  0000000000000000 (GLIBC_PRIVATE) x\n";
+        assert_eq!(glibc_needed(objdump).as_deref(), Some("2.34"));
+        assert_eq!(glibc_needed("no versions here"), None);
+        assert!(control("1.0", 10, "2.34").contains("Depends: libc6 (>= 2.34),"));
+    }
 }
