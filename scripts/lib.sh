@@ -26,10 +26,11 @@ requirement_lines() {
 # tests (read at run time, never committed). cpio, kmod: the tiny image's
 # initramfs checks. curl: run.sh waits for the server. postgresql: the
 # store's tests run their suite against PostgreSQL as well as SQLite.
-# openssh-client: the Debian VM test logs into its guest.
+# openssh-client: the Debian VM test logs into its guest. iputils-ping:
+# the bridged VM test pings its guest on the bridge.
 TEST_PACKAGES=(tpm2-tools swtpm-tools openssl hyperfine jq ca-certificates pkg-config
     shim-unsigned sbsigntool osslsigncode pesign efitools cpio kmod
-    python3-pip postgresql curl openssh-client)
+    python3-pip postgresql curl openssh-client iputils-ping)
 
 # Every package: the requirements' and the tests'.
 all_packages() {
