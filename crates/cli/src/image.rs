@@ -156,31 +156,7 @@ pub enum ImageCommand {
     /// Secure Boot (otherwise say which component would be refused, and
     /// why). Exits 0 either way; 3 when it is not Trusted Launch capable
     /// and --require-trusted-launch is given.
-    Import {
-        /// The disk (raw or qcow2; the format is read from the file).
-        disk: PathBuf,
-        /// Output image directory (created; must not hold an image).
-        #[arg(long)]
-        out: PathBuf,
-        /// Image name (default: the output directory's name).
-        #[arg(long)]
-        name: Option<String>,
-        /// An EFI signature list (ESL) of revocations to add to every
-        /// template's dbx, e.g. a dbx update not yet applied: would the
-        /// image still boot?
-        #[arg(long, value_name = "ESL")]
-        extra_dbx: Option<PathBuf>,
-        /// Fail (exit 3) when the image is not Trusted Launch capable.
-        #[arg(long)]
-        require_trusted_launch: bool,
-        /// The platform's state directory (its key templates)
-        /// (default: $TRUSTLAUNCH_HOME, /var/lib/trustlaunch for root).
-        #[arg(long)]
-        home: Option<PathBuf>,
-        /// Print the whole report as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Import(ImportArgs),
     /// Show an image directory's metadata (validated).
     Show {
         /// The image directory.
@@ -383,23 +359,7 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             println!("{}", deb.display());
             Ok(ExitCode::SUCCESS)
         }
-        ImageCommand::Import {
-            disk,
-            out,
-            name,
-            extra_dbx,
-            require_trusted_launch,
-            home,
-            json,
-        } => import(ImportArgs {
-            disk,
-            out,
-            name,
-            extra_dbx,
-            require_trusted_launch,
-            home,
-            json,
-        }),
+        ImageCommand::Import(a) => import(a),
         ImageCommand::Show {
             dir,
             verify_disk,
@@ -432,13 +392,31 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
     }
 }
 
-struct ImportArgs {
+/// `trustlaunch image import`.
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The disk (raw or qcow2; the format is read from the file).
     disk: PathBuf,
+    /// Output image directory (created; must not hold an image).
+    #[arg(long)]
     out: PathBuf,
+    /// Image name (default: the output directory's name).
+    #[arg(long)]
     name: Option<String>,
+    /// An EFI signature list (ESL) of revocations to add to every
+    /// template's dbx, e.g. a dbx update not yet applied: would the
+    /// image still boot?
+    #[arg(long, value_name = "ESL")]
     extra_dbx: Option<PathBuf>,
+    /// Fail (exit 3) when the image is not Trusted Launch capable.
+    #[arg(long)]
     require_trusted_launch: bool,
+    /// The platform's state directory (its key templates)
+    /// (default: $TRUSTLAUNCH_HOME, /var/lib/trustlaunch for root).
+    #[arg(long)]
     home: Option<PathBuf>,
+    /// Print the whole report as JSON on stdout.
+    #[arg(long)]
     json: bool,
 }
 

@@ -244,7 +244,8 @@ pub fn instance_spec(
                 "{}{}",
                 os.computer_name_prefix.as_deref().unwrap_or(&set.name),
                 base36_suffix(instance_id)
-            ),
+            )
+            .to_ascii_lowercase(),
             ssh_public_keys: os.ssh_keys(),
         }),
     })

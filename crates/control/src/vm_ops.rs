@@ -167,7 +167,11 @@ pub fn vm_spec(vm: &VirtualMachine, c: &Catalogs) -> Result<InstanceSpec, FleetE
         guest_attestation: vm.has_guest_attestation(),
         network: p.network_profile.as_ref().and_then(|n| n.host_network()),
         os: p.os_profile.as_ref().map(|os| crate::driver::InstanceOs {
-            computer_name: os.computer_name.clone().unwrap_or_else(|| vm.name.clone()),
+            computer_name: os
+                .computer_name
+                .clone()
+                .unwrap_or_else(|| vm.name.clone())
+                .to_ascii_lowercase(),
             ssh_public_keys: os.ssh_keys(),
         }),
     })

@@ -342,6 +342,44 @@ pub struct SshPublicKey {
     pub key_data: String,
 }
 
+/// Most SSH keys in an `osProfile`.
+pub const MAX_SSH_KEYS: usize = 16;
+
+/// An OpenSSH public key line the guest's first boot accepts: a key type
+/// (ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521), its base64 data,
+/// an optional comment; printable ASCII only (it travels as one
+/// `key=value` line and becomes one `authorized_keys` line). The control
+/// plane and the runtime check keys by this one rule.
+pub fn ssh_public_key_ok(k: &str) -> bool {
+    let mut parts = k.split(' ');
+    let kind = parts.next().unwrap_or_default();
+    let data = parts.next().unwrap_or_default();
+    matches!(
+        kind,
+        "ssh-ed25519"
+            | "ssh-rsa"
+            | "ecdsa-sha2-nistp256"
+            | "ecdsa-sha2-nistp384"
+            | "ecdsa-sha2-nistp521"
+    ) && (16..=16384).contains(&data.len())
+        && data
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        && k.len() <= 16384 + 300
+        && k.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// A host name: 1 to 63 lowercase letters, digits and '-', not starting
+/// or ending with '-' (what the guest's first boot sets).
+pub fn host_name_ok(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && h.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+}
+
 impl OsProfile {
     /// The SSH public keys.
     pub fn ssh_keys(&self) -> Vec<String> {

@@ -123,11 +123,6 @@ const SET_PATHS: Paths = Paths {
     what: "every instance",
 };
 
-/// Most SSH keys in an `osProfile`.
-pub const MAX_SSH_KEYS: u32 = 32;
-/// Longest SSH public key line.
-pub const MAX_SSH_KEY_BYTES: usize = 16 * 1024;
-
 /// A NIC the host can attach: one per instance, one IP configuration,
 /// a subnet (if any) of a virtual network whose name is a host bridge's.
 fn check_network(n: &NetworkProfile, paths: &Paths) -> Result<(), FleetError> {
@@ -194,11 +189,10 @@ fn check_network(n: &NetworkProfile, paths: &Paths) -> Result<(), FleetError> {
     Ok(())
 }
 
+/// A host name as Azure takes it (letters in either case; the guest gets
+/// it in lower case) within `max` characters.
 fn host_name_ok(name: &str, max: usize) -> bool {
-    (1..=max).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+    name.len() <= max && crate::resources::host_name_ok(&name.to_ascii_lowercase())
 }
 
 /// Host names, keys only (no passwords), keys that are OpenSSH public keys.
@@ -273,36 +267,17 @@ fn check_os_profile(
         .as_ref()
         .and_then(|l| l.ssh.as_ref())
         .map_or(&[][..], |s| s.public_keys.as_slice());
-    let count = u32::try_from(keys.len()).unwrap_or(u32::MAX);
-    if count > MAX_SSH_KEYS {
-        return Err(
-            FleetError::out_of_range("publicKeys", count, 0, MAX_SSH_KEYS)
-                .at(format!("{at}.linuxConfiguration.ssh.publicKeys")),
-        );
+    if keys.len() > crate::resources::MAX_SSH_KEYS {
+        return Err(FleetError::out_of_range(
+            "publicKeys",
+            u32::try_from(keys.len()).unwrap_or(u32::MAX),
+            0,
+            u32::try_from(crate::resources::MAX_SSH_KEYS).unwrap_or(u32::MAX),
+        )
+        .at(format!("{at}.linuxConfiguration.ssh.publicKeys")));
     }
     for (i, k) in keys.iter().enumerate() {
-        let mut words = k.key_data.split(' ');
-        let kind = words.next().unwrap_or_default();
-        let body = words.next().unwrap_or_default();
-        let known = matches!(
-            kind,
-            "ssh-ed25519"
-                | "ssh-rsa"
-                | "ecdsa-sha2-nistp256"
-                | "ecdsa-sha2-nistp384"
-                | "ecdsa-sha2-nistp521"
-                | "sk-ssh-ed25519@openssh.com"
-                | "sk-ecdsa-sha2-nistp256@openssh.com"
-        );
-        let base64 = !body.is_empty()
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
-        if !known
-            || !base64
-            || k.key_data.len() > MAX_SSH_KEY_BYTES
-            || k.key_data.chars().any(char::is_control)
-        {
+        if !crate::resources::ssh_public_key_ok(&k.key_data) {
             return Err(bad(
                 ErrorCode::InvalidParameter,
                 "The SSH public key is not in OpenSSH's one-line format ('ssh-ed25519 AAAA… comment'; ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521).",

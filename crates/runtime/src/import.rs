@@ -485,6 +485,20 @@ impl Fs<'_> {
     }
 }
 
+/// Every template's verdict for a disk that boots under none, for `why`.
+fn unbootable(templates: &[TemplateDbs], why: &str) -> Vec<TemplateVerdict> {
+    templates
+        .iter()
+        .map(|t| TemplateVerdict {
+            template: t.template.name().into(),
+            boots: false,
+            allowed: Vec::new(),
+            refused: None,
+            incomplete: Some(why.to_owned()),
+        })
+        .collect()
+}
+
 /// Inspects the raw disk at `raw` against `templates`.
 pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, ImportError> {
     let table = disk::read_table(raw)?;
@@ -559,16 +573,7 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
     let esp = match (ins.generation, esp) {
         (Generation::V2, Some(p)) => p,
         _ => {
-            ins.templates = templates
-                .iter()
-                .map(|t| TemplateVerdict {
-                    template: t.template.name().into(),
-                    boots: false,
-                    allowed: Vec::new(),
-                    refused: None,
-                    incomplete: Some(ins.generation_reason.clone()),
-                })
-                .collect();
+            ins.templates = unbootable(templates, &ins.generation_reason);
             return Ok(ins);
         }
     };
@@ -600,16 +605,7 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
         let why = format!(
             "no {BOOT_PATH} on the ESP: the firmware of a new VM starts only the removable-media path (it has no boot entries)"
         );
-        ins.templates = templates
-            .iter()
-            .map(|t| TemplateVerdict {
-                template: t.template.name().into(),
-                boots: false,
-                allowed: Vec::new(),
-                refused: None,
-                incomplete: Some(why.clone()),
-            })
-            .collect();
+        ins.templates = unbootable(templates, &why);
         return Ok(ins);
     };
     // The chain: owned bytes with their locations.

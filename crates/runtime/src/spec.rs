@@ -268,21 +268,15 @@ pub struct OsProfile {
     pub ssh_public_keys: Vec<String>,
 }
 
-/// Most SSH keys in an `osProfile`.
-pub const MAX_SSH_KEYS: usize = 16;
+pub use trustlaunch_fleet::resources::MAX_SSH_KEYS;
+use trustlaunch_fleet::resources::{host_name_ok, ssh_public_key_ok};
 
 impl OsProfile {
     /// Checks the host name and keys (they reach the guest as `key=value`
     /// lines: no line breaks, nothing but what their formats allow).
     pub fn validate(&self) -> Result<(), SpecError> {
         if let Some(h) = &self.computer_name {
-            let ok = !h.is_empty()
-                && h.len() <= 63
-                && h.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !h.starts_with('-')
-                && !h.ends_with('-');
-            if !ok {
+            if !host_name_ok(h) {
                 return Err(SpecError::OsProfile(format!(
                     "computerName {h:?}: 1-63 characters a-z, 0-9 and '-', not starting or ending with '-'"
                 )));
@@ -294,23 +288,7 @@ impl OsProfile {
             )));
         }
         for k in &self.ssh_public_keys {
-            let mut parts = k.split(' ');
-            let kind = parts.next().unwrap_or_default();
-            let data = parts.next().unwrap_or_default();
-            let ok = matches!(
-                kind,
-                "ssh-ed25519"
-                    | "ssh-rsa"
-                    | "ecdsa-sha2-nistp256"
-                    | "ecdsa-sha2-nistp384"
-                    | "ecdsa-sha2-nistp521"
-            ) && (16..=16384).contains(&data.len())
-                && data
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
-                && k.len() <= 16384 + 300
-                && k.bytes().all(|b| (0x20..0x7f).contains(&b));
-            if !ok {
+            if !ssh_public_key_ok(k) {
                 return Err(SpecError::OsProfile(format!(
                     "SSH public key {:?}: an OpenSSH public key line (ssh-ed25519, ssh-rsa or ecdsa-sha2-*, base64, optional comment)",
                     k.chars().take(40).collect::<String>()
