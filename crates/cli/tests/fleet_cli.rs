@@ -214,12 +214,30 @@ fn seed_workflow_as_a_cli_session() {
         ],
     ));
     assert!(
-        err.contains("The VM size 'Standard_D2_v3' is not supported"),
+        err.contains("The selected VM size 'Standard_D2_v3' cannot boot Hypervisor Generation '2'"),
         "{err}"
     );
     assert!(
         err.contains("Standard_D2s_v3"),
         "names the alternative: {err}"
+    );
+    // Whatever the security type: the Standard set may not move there either.
+    let err = fails(tl(
+        &s,
+        &[
+            "vmss",
+            "update",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--vm-sku",
+            "Standard_D2_v3",
+        ],
+    ));
+    assert!(
+        err.contains("cannot boot Hypervisor Generation '2'"),
+        "{err}"
     );
 
     // The image change needs --yes; then the model moves, instances do not.

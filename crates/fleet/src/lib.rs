@@ -45,6 +45,7 @@
 pub mod error;
 pub mod ids;
 pub mod image;
+pub mod operation;
 pub mod policy;
 pub mod resources;
 pub mod rolling;

@@ -306,10 +306,14 @@ impl SizeCatalog {
                 .unwrap_or(SizeType::GeneralPurpose),
             vcpus: def.vcpus,
             memory_mib: def.memory_mib,
-            trusted_launch: if def.trusted_launch_supported {
-                TrustedLaunchSupport::Supported
-            } else {
-                TrustedLaunchSupport::CurrentlyNotSupported
+            // The operator's word on Trusted Launch; a table family without
+            // Gen2 keeps that (its sizes cannot boot Gen2 images at all).
+            trusted_launch: match (def.trusted_launch_supported, known.map(|f| f.support)) {
+                (true, _) => TrustedLaunchSupport::Supported,
+                (false, Some(TrustedLaunchSupport::NotSupportedNoGen2)) => {
+                    TrustedLaunchSupport::NotSupportedNoGen2
+                }
+                (false, _) => TrustedLaunchSupport::CurrentlyNotSupported,
             },
         };
         self.sizes.push(size.clone());

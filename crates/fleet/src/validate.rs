@@ -394,6 +394,49 @@ fn size_not_supported(ctx: &Context<'_>, size: &VmSize, paths: &Paths) -> FleetE
     )
 }
 
+/// A Gen2 image on a size whose family runs Generation 1 only (the
+/// table's "not supported (no Gen2)" column): refused whatever the
+/// security type, with Azure's message and the sizes that do run Gen2.
+fn check_generation(
+    ctx: &Context<'_>,
+    img: &ImageDefinition,
+    size: &VmSize,
+    paths: &Paths,
+) -> Result<(), FleetError> {
+    if img.hyper_v_generation != HyperVGeneration::V2
+        || size.trusted_launch != crate::sizes::TrustedLaunchSupport::NotSupportedNoGen2
+    {
+        return Ok(());
+    }
+    let alts: Vec<&str> = ctx
+        .sizes
+        .supported_alternatives(size)
+        .into_iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    let alts = if alts.is_empty() {
+        "none in the size catalog".to_owned()
+    } else {
+        alts.join(", ")
+    };
+    Err(bad(
+        ErrorCode::BadRequest,
+        format!(
+            "{} Its family {} runs Generation 1 only; sizes that run Generation 2: {alts}.",
+            msg_no_gen2(&size.name),
+            size.family
+        ),
+        paths.size,
+    ))
+}
+
+/// Azure's message for a size that cannot boot a Generation 2 image.
+pub fn msg_no_gen2(size: &str) -> String {
+    format!(
+        "The selected VM size '{size}' cannot boot Hypervisor Generation '2'. If this was a Create operation please check that the Hypervisor Generation of the Image matches the Hypervisor Generation of the selected VM Size. If this was an Update operation please select a Hypervisor Generation '2' VM Size."
+    )
+}
+
 /// Resolves a security profile: the rules of "Security profile" and the
 /// defaults.
 fn resolve_security(
@@ -673,6 +716,7 @@ fn vm_common(
         check_vm_name(&vm.name, img.os_type, "name")?;
     }
     let size = size(ctx, &props.hardware_profile.vm_size, paths)?;
+    check_generation(ctx, img, size, paths)?;
     if let Some(old) = existing {
         check_image_change(
             old.properties.storage_profile.image_reference.as_ref(),
@@ -810,6 +854,7 @@ fn set_common(
         check_vm_name(&set.name, img.os_type, "name")?;
     }
     let size = size(ctx, &set.sku.name, paths)?;
+    check_generation(ctx, img, size, paths)?;
     if let Some(old) = existing {
         check_image_change(
             old.properties

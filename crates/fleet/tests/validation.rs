@@ -288,11 +288,19 @@ fn rows() -> Vec<(&'static str, Run, Expect)> {
         ("TrustedLaunch on an image without TrustedLaunchSupported", |c| vm_out(validate_vm_create(c, &vm("Standard_D2s_v3", "ubuntu-std", tl(true, true)))),
             E(BadRequest, Exact(MSG_IMAGE_NOT_TL), "properties.storageProfile.imageReference")),
         ("TrustedLaunch on a no-Gen2 family size", |c| vm_out(validate_vm_create(c, &vm("Standard_D2_v3", "ubuntu-tl", tl(true, true)))),
-            E(BadRequest, Prefix("The VM size 'Standard_D2_v3' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type. Its family Dv3 does not support Trusted Launch (it has no Generation 2 support); supported alternatives: Standard_D2s_v3, Standard_D2_v5, "), "properties.hardwareProfile.vmSize")),
+            E(BadRequest, Prefix("The selected VM size 'Standard_D2_v3' cannot boot Hypervisor Generation '2'. If this was a Create operation please check that the Hypervisor Generation of the Image matches the Hypervisor Generation of the selected VM Size. If this was an Update operation please select a Hypervisor Generation '2' VM Size. Its family Dv3 runs Generation 1 only; sizes that run Generation 2: Standard_D2s_v3, Standard_D2_v5, "), "properties.hardwareProfile.vmSize")),
+        ("Standard on a no-Gen2 family size with a Gen2 image", |c| set_out(validate_scale_set_create(c, &set("Standard_D2_v3", 2, "ubuntu-tl", std_()))),
+            E(BadRequest, Prefix("The selected VM size 'Standard_D2_v3' cannot boot Hypervisor Generation '2'."), "sku.name")),
+        ("a Standard Gen2 set resized onto a no-Gen2 family", |c| {
+            let old = existing_set(c);
+            let mut new = old.clone();
+            new.sku.name = "Standard_D2_v3".into();
+            set_out(validate_scale_set_update(c, &old, &new, Confirmations::default()))
+        }, E(BadRequest, Prefix("The selected VM size 'Standard_D2_v3' cannot boot Hypervisor Generation '2'."), "sku.name")),
         ("TrustedLaunch on a currently-not-supported family size", |c| vm_out(validate_vm_create(c, &vm("Standard_D2ps_v5", "ubuntu-tl", tl(true, true)))),
             E(BadRequest, Prefix("The VM size 'Standard_D2ps_v5' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type. Its family Dpsv5 does not support Trusted Launch currently"), "properties.hardwareProfile.vmSize")),
-        ("TrustedLaunch scale set on an unsupported size", |c| set_out(validate_scale_set_create(c, &set("Standard_A1_v2", 1, "ubuntu-tl", tl(true, true)))),
-            E(BadRequest, Prefix("The VM size 'Standard_A1_v2' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type. Its family Av2"), "sku.name")),
+        ("TrustedLaunch scale set on an unsupported size", |c| set_out(validate_scale_set_create(c, &set("Standard_D2ps_v5", 1, "ubuntu-tl", tl(true, true)))),
+            E(BadRequest, Prefix("The VM size 'Standard_D2ps_v5' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type. Its family Dpsv5"), "sku.name")),
         ("Standard on a TrustedLaunch-only image", |c| vm_out(validate_vm_create(c, &vm("Standard_D2s_v3", "ubuntu-tlonly", std_()))),
             E(BadRequest, Exact(MSG_IMAGE_TL_ONLY), "properties.securityProfile.securityType")),
         ("Standard with uefiSettings", |c| {
@@ -436,11 +444,11 @@ fn rows() -> Vec<(&'static str, Run, Expect)> {
             vm_out(validate_vm_update(c, &old, &new, Confirmations::default()))
         }, E(OperationNotAllowed, Prefix("Changing property 'location' is not allowed"), "location")),
         ("upgrade to TrustedLaunch on an unsupported size", |c| {
-            let old = existing_vm(c, "Standard_D2_v3");
+            let old = existing_vm(c, "Standard_D2ps_v5");
             let mut new = old.clone();
             new.properties.security_profile = typed(SecurityType::TrustedLaunch);
             vm_out(validate_vm_update(c, &old, &new, Confirmations::default()))
-        }, E(BadRequest, Prefix("The VM size 'Standard_D2_v3' is not supported"), "properties.hardwareProfile.vmSize")),
+        }, E(BadRequest, Prefix("The VM size 'Standard_D2ps_v5' is not supported"), "properties.hardwareProfile.vmSize")),
         ("resize into a full quota", |c| {
             let old = existing_set(c);
             let mut new = old.clone();
@@ -460,7 +468,7 @@ fn rows() -> Vec<(&'static str, Run, Expect)> {
             O(std_(), &[DefaultedToStandard], None)),
         ("new VM on a V1 image defaults to Standard", |c| vm_out(validate_vm_create(c, &vm("Standard_D2s_v3", "ubuntu-gen1", None))),
             O(std_(), &[DefaultedToStandard], None)),
-        ("new VM on an unsupported size defaults to Standard", |c| vm_out(validate_vm_create(c, &vm("Standard_D2_v3", "ubuntu-tl", None))),
+        ("new VM on an unsupported size defaults to Standard", |c| vm_out(validate_vm_create(c, &vm("Standard_D2ps_v5", "ubuntu-tl", None))),
             O(std_(), &[DefaultedToStandard], None)),
         ("explicit Standard opts out", |c| vm_out(validate_vm_create(c, &vm("Standard_D2s_v3", "ubuntu-tl", std_()))),
             O(std_(), &[], None)),
@@ -508,8 +516,8 @@ fn rows() -> Vec<(&'static str, Run, Expect)> {
             new.sku.capacity = 5;
             set_out(validate_scale_set_update(c, &old, &new, Confirmations::default()))
         }, O(std_(), &[], Some(0))),
-        ("resize Dv3 to Dsv3 (no quota set for Dsv3)", |c| {
-            let old = existing_vm(c, "Standard_D2_v3");
+        ("resize Dv3 to Dsv3 on a Gen1 image (no quota set for Dsv3)", |c| {
+            let old = validate_vm_create(c, &vm("Standard_D2_v3", "ubuntu-gen1", None)).unwrap().resource;
             let mut new = old.clone();
             new.properties.hardware_profile.vm_size = "standard_d2s_v3".into();
             vm_out(validate_vm_update(c, &old, &new, Confirmations::default()))
@@ -883,4 +891,117 @@ fn network_and_os_profiles_are_refused_with_their_target() {
         e.target.as_deref(),
         Some("properties.virtualMachineProfile.osProfile.computerName")
     );
+}
+
+// ------------------------------------------------------- the size table
+
+/// Every family of the size table × image generation × requested security
+/// type, against the rules of `azure-model.md` written out here: a Gen2
+/// image never runs on a family without Gen2 (whatever the type); Trusted
+/// Launch needs a Gen2 TrustedLaunchSupported image and a supported
+/// family; a new resource without a type takes Trusted Launch where it
+/// can, else Standard.
+#[test]
+fn every_family_generation_and_security_type() {
+    use trustlaunch_fleet::sizes::TrustedLaunchSupport as T;
+    let f = fx();
+    let quotas = Quotas::new();
+    let usage = Usage::new();
+    // One size per row of the table: the catalog's, or one defined for
+    // the family (as an operator would, claiming nothing the table does
+    // not say).
+    let mut sizes = f.sizes.clone();
+    let mut names = Vec::new();
+    for fam in trustlaunch_fleet::sizes::FAMILIES {
+        let existing = sizes
+            .sizes()
+            .iter()
+            .find(|s| s.family.eq_ignore_ascii_case(fam.name))
+            .map(|s| s.name.clone());
+        let name = match existing {
+            Some(n) => n,
+            None => {
+                let name: String = format!("Test_{}", fam.name)
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                sizes
+                    .define(trustlaunch_fleet::sizes::SizeDefinition {
+                        name: name.clone(),
+                        family: fam.name.into(),
+                        vcpus: 2,
+                        memory_mib: 4096,
+                        trusted_launch_supported: fam.support == T::Supported,
+                        size_type: None,
+                    })
+                    .unwrap();
+                name
+            }
+        };
+        let size = sizes.get(&name).unwrap();
+        assert_eq!(size.trusted_launch, fam.support, "{}", fam.name);
+        names.push(name);
+    }
+    let c = Context {
+        images: &f.images,
+        sizes: &sizes,
+        quotas: &quotas,
+        usage: &usage,
+    };
+    let families: Vec<&trustlaunch_fleet::sizes::VmSize> =
+        names.iter().map(|n| sizes.get(n).unwrap()).collect();
+    assert_eq!(families.len(), trustlaunch_fleet::sizes::FAMILIES.len());
+    let mut checked = 0;
+    for size in &families {
+        for (image, gen2) in [("ubuntu-tl", true), ("ubuntu-gen1", false)] {
+            for requested in [None, std_(), tl(true, true)] {
+                let want_tl = requested.as_ref().and_then(|p| p.security_type)
+                    == Some(SecurityType::TrustedLaunch);
+                let got = validate_vm_create(&c, &vm(&size.name, image, requested));
+                let what = format!(
+                    "{} ({:?}) {image} {requested:?}",
+                    size.name, size.trusted_launch
+                );
+                match (gen2, size.trusted_launch, want_tl, requested.is_some()) {
+                    (true, T::NotSupportedNoGen2, _, _) => {
+                        let e = got.expect_err(&what);
+                        assert!(
+                            e.message.starts_with("The selected VM size"),
+                            "{what}: {}",
+                            e.message
+                        );
+                    }
+                    (false, _, true, _) => {
+                        assert_eq!(got.expect_err(&what).message, MSG_IMAGE_NOT_TL, "{what}");
+                    }
+                    (true, T::Supported, true, _) | (true, T::Supported, false, false) => {
+                        let r = got.expect(&what).resource;
+                        assert_eq!(
+                            r.properties.security_profile.unwrap().effective_type(),
+                            SecurityType::TrustedLaunch,
+                            "{what}"
+                        );
+                    }
+                    (true, _, true, _) => {
+                        let e = got.expect_err(&what);
+                        assert!(
+                            e.message.contains("is not supported for creation of VMs"),
+                            "{what}: {}",
+                            e.message
+                        );
+                    }
+                    _ => {
+                        let r = got.expect(&what).resource;
+                        assert_eq!(
+                            r.properties.security_profile.unwrap().effective_type(),
+                            SecurityType::Standard,
+                            "{what}"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, families.len() * 6);
 }

@@ -21,11 +21,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::{
     instance_name, Catalogs, ManualUpgradeState, Orchestrator, RollingUpgradeState, MANUAL_UPGRADE,
-    RECONCILE, ROLLING_UPGRADE,
+    ROLLING_UPGRADE,
 };
 use trustlaunch_control::{AnyDriver, Driver, Health};
 use trustlaunch_fleet::image::{gallery_id, ImageCatalog, ImageDefinition, ImageVersion};
-use trustlaunch_fleet::policy::UpgradeMode;
+use trustlaunch_fleet::operation::SetOperation;
 use trustlaunch_fleet::resources::{
     InstanceHealth, PowerState, ScaleSet, ScaleSetVm, VirtualMachine, SCALE_SET_TYPE, VM_TYPE,
 };
@@ -689,19 +689,8 @@ async fn put_scale_set(
         set.properties.model_version = 1;
     }
     let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
-    // What the change needs run.
-    let kind = match &old {
-        None => Some(RECONCILE),
-        Some(o) if o.sku.capacity != set.sku.capacity => Some(RECONCILE),
-        Some(o) if o.properties.model_version != set.properties.model_version => {
-            match set.upgrade_policy().mode {
-                UpgradeMode::Manual => None,
-                UpgradeMode::Automatic => Some(MANUAL_UPGRADE),
-                UpgradeMode::Rolling => Some(ROLLING_UPGRADE),
-            }
-        }
-        Some(_) => None,
-    };
+    // What the change needs run (the fleet's rule).
+    let kind = trustlaunch_fleet::operation::for_set_change(old.as_ref(), &set);
     // The model change and the operation that carries it out commit in
     // one transaction: a crash cannot keep one without the other, and an
     // operation already running on the set refuses both (409). Planning
@@ -712,12 +701,12 @@ async fn put_scale_set(
             let op_id = new_op_id();
             let o = &c.orchestrator;
             Some(match k {
-                RECONCILE => o.plan_reconcile(&id, &mut set, &op_id, false).await?,
-                ROLLING_UPGRADE => {
+                SetOperation::Reconcile => o.plan_reconcile(&id, &mut set, &op_id, false).await?,
+                SetOperation::RollingUpgrade => {
                     o.plan_rolling_upgrade(&id, &mut set, &op_id, old.clone())
                         .await?
                 }
-                _ => {
+                SetOperation::UpgradeAll => {
                     let all: Vec<String> = c
                         .store
                         .child_resources(&id)

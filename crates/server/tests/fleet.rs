@@ -164,14 +164,25 @@ async fn suite(s: &common::Srv) {
         json!({"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}),
         json!({"mode": "Manual"}),
     );
-    bad["sku"]["name"] = json!("Standard_D2_v3");
-    let r = send(s, Method::PUT, &set_url(), Some(bad), &[]).await;
+    bad["sku"]["name"] = json!("Standard_D2ps_v5");
+    let r = send(s, Method::PUT, &set_url(), Some(bad.clone()), &[]).await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.body["error"]["code"], "BadRequest");
     assert!(r.body["error"]["message"]
         .as_str()
         .unwrap()
-        .starts_with("The VM size 'Standard_D2_v3' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type."));
+        .starts_with("The VM size 'Standard_D2ps_v5' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type."));
+    assert_eq!(r.body["error"]["target"], "sku.name");
+    // A family without Gen2 cannot boot the Gen2 image at all, whatever the
+    // security type.
+    bad["sku"]["name"] = json!("Standard_D2_v3");
+    bad["properties"]["virtualMachineProfile"]["securityProfile"] =
+        json!({"securityType": "Standard"});
+    let r = send(s, Method::PUT, &set_url(), Some(bad), &[]).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().starts_with(
+        "The selected VM size 'Standard_D2_v3' cannot boot Hypervisor Generation '2'."
+    ));
     assert_eq!(r.body["error"]["target"], "sku.name");
     let r = send(s, Method::GET, &set_url(), None, &[]).await;
     assert_eq!(r.status, 404, "nothing was created");
