@@ -165,6 +165,27 @@ impl Conn {
     pub(crate) fn get(&self, path: &str) -> Result<Value> {
         self.call(reqwest::Method::GET, path, None)
     }
+
+    /// Every item of a paged list: its `value`, following `nextLink`
+    /// page by page (a path on this server), as `{"value": [...]}`.
+    pub(crate) fn get_all(&self, path: &str) -> Result<Value> {
+        let mut all = Vec::new();
+        let mut next = Some(path.to_owned());
+        let mut pages = 0u32;
+        while let Some(p) = next.take() {
+            pages += 1;
+            if pages > 100_000 {
+                bail!("{path}: more than 100,000 pages: the server's nextLink does not end");
+            }
+            let v = self.get(&p)?;
+            all.extend(v["value"].as_array().cloned().unwrap_or_default());
+            next = v["nextLink"].as_str().map(str::to_owned);
+            if next.as_deref().is_some_and(|n| !n.starts_with('/')) {
+                bail!("{path}: nextLink {next:?} is not a path on this server");
+            }
+        }
+        Ok(serde_json::json!({ "value": all }))
+    }
     fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body))
     }

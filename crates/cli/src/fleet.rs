@@ -746,7 +746,7 @@ fn follow(conn: &Conn, h: &reqwest::header::HeaderMap, no_wait: bool) -> Result<
 
 fn show_set(conn: &Conn, path: &str) -> Result<()> {
     let set = conn.get(path)?;
-    let inst = conn.get(&format!("{path}/virtualMachines"))?;
+    let inst = conn.get_all(&format!("{path}/virtualMachines"))?;
     if conn.json() {
         print_json(&json!({"scaleSet": set, "instances": inst["value"]}));
         return Ok(());
@@ -912,7 +912,7 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
                 scope.provider()?,
                 enc(&name)
             );
-            print_json(&conn.get(&path)?["value"]);
+            print_json(&conn.get_all(&path)?["value"]);
         }
         VmssCommand::UpdateInstances {
             name,
@@ -927,7 +927,7 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
                 enc(&name)
             );
             let ids: Vec<String> = if instance_ids.iter().any(|i| i == "*") {
-                conn.get(&format!("{base}/virtualMachines"))?["value"]
+                conn.get_all(&format!("{base}/virtualMachines"))?["value"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -1207,7 +1207,7 @@ pub fn vm(cmd: VmCommand) -> Result<ExitCode> {
             show_vm(&conn, &conn.get(&vm_path(&scope, &name)?)?);
         }
         VmCommand::List { scope, conn } => {
-            let v = conn.get(&format!("{}/virtualMachines", scope.provider()?))?;
+            let v = conn.get_all(&format!("{}/virtualMachines", scope.provider()?))?;
             if conn.json() {
                 print_json(&v["value"]);
             } else {

@@ -395,6 +395,53 @@ pub(crate) fn respond(
     Ok(r)
 }
 
+/// Items per page of a list; ARM pages longer lists with `nextLink`.
+pub const PAGE_SIZE: usize = 100;
+
+/// A list's paging query: `$skiptoken`, the key of the last item of the
+/// page before (from that page's `nextLink`).
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+pub struct PageQuery {
+    /// Continue after this item.
+    #[serde(rename = "$skiptoken")]
+    pub skiptoken: Option<String>,
+}
+
+/// One page of `keyed` (sorted by key here): the items after the token's
+/// key, at most [`PAGE_SIZE`], and the `nextLink` (`path` with the last
+/// key as `$skiptoken`) when more follow. Keys are stable (instance ids,
+/// names), so a page boundary does not move when items before it go.
+pub(crate) fn page<T>(
+    mut keyed: Vec<(String, T)>,
+    token: Option<&str>,
+    path: &str,
+) -> (Vec<T>, Option<String>) {
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let start = token.map_or(0, |t| keyed.partition_point(|(k, _)| k.as_str() <= t));
+    let rest = keyed.len().saturating_sub(start);
+    let mut items: Vec<(String, T)> = keyed.into_iter().skip(start).take(PAGE_SIZE).collect();
+    let next = (rest > PAGE_SIZE)
+        .then(|| {
+            items
+                .last()
+                .map(|(k, _)| format!("{path}?$skiptoken={}", enc_token(k)))
+        })
+        .flatten();
+    (items.drain(..).map(|(_, v)| v).collect(), next)
+}
+
+fn enc_token(k: &str) -> String {
+    percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The sort key of an instance id: numeric ids in numeric order.
+fn instance_key(id: &str) -> String {
+    match id.parse::<u64>() {
+        Ok(n) => format!("i:{n:020}"),
+        Err(_) => format!("i:~{id}"),
+    }
+}
+
 pub(crate) fn new_op_id() -> String {
     let mut b = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
@@ -771,13 +818,43 @@ async fn delete_scale_set(State(s): St, _caller: Operator, Path(p): Path<SetPath
 /// A scale set's instances (`az vmss list-instances`): each one's model
 /// version and `latestModelApplied`, power state and health as its
 /// driver reports them.
-#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 200, description = "instances")))]
-async fn list_instances(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -> ApiResult {
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines", tag = "fleet", security(("token" = [])), params(SetPath, PageQuery), responses((status = 200, description = "instances, a page at a time (nextLink)")))]
+async fn list_instances(
+    State(s): St,
+    _caller: Reader,
+    Path(p): Path<SetPath>,
+    Query(q): Query<PageQuery>,
+    uri: axum::http::Uri,
+) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let (set, _) = load_set(c, &id).await?;
-    let mut value = Vec::new();
+    // The page first (ids only), then each of its instances' status.
+    enum Row {
+        Instance(trustlaunch_store::ResourceRecord),
+        Member(Box<VirtualMachine>),
+    }
+    let mut keyed = Vec::new();
     for r in c.store.child_resources(&id).await? {
+        let key = instance_key(r.body["instanceId"].as_str().unwrap_or_default());
+        keyed.push((key, Row::Instance(r)));
+    }
+    for vm in c.flexible_members(&id).await? {
+        keyed.push((
+            format!("m:{}", vm.name.to_ascii_lowercase()),
+            Row::Member(Box::new(vm)),
+        ));
+    }
+    let (rows, next) = page(keyed, q.skiptoken.as_deref(), uri.path());
+    let mut value = Vec::new();
+    for row in rows {
+        let r = match row {
+            Row::Instance(r) => r,
+            Row::Member(vm) => {
+                value.push(member_json(c, &vm).await?);
+                continue;
+            }
+        };
         let mut vm: ScaleSetVm = serde_json::from_value(r.body).map_err(ApiError::internal)?;
         let status = c
             .orchestrator
@@ -809,30 +886,35 @@ async fn list_instances(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -
             "properties": vm,
         }));
     }
-    // A Flexible set's instances include the VMs that joined it.
-    for vm in c.flexible_members(&id).await? {
-        let view = crate::fleet_vms::instance_view(
-            c,
-            &trustlaunch_control::vm_ops::vm_instance_name(&vm.name),
-        )
-        .await?;
-        value.push(json!({
-            "id": vm.id.as_ref().map(ToString::to_string),
-            "name": vm.name,
-            "type": VM_TYPE,
-            "instanceId": vm.name,
-            "properties": {
-                "instanceId": vm.name,
-                "name": vm.name,
-                "latestModelApplied": view["modelVersion"] == json!(vm.properties.model_version),
-                "modelVersion": view["modelVersion"],
-                "powerState": view["powerState"],
-                "health": view["health"],
-                "securityProfile": vm.properties.security_profile,
-            },
-        }));
+    let mut body = json!({ "value": value });
+    if let Some(n) = next {
+        body["nextLink"] = json!(n);
     }
-    respond(StatusCode::OK, &json!({"value": value}), None, None, &[])
+    respond(StatusCode::OK, &body, None, None, &[])
+}
+
+/// A VM that joined a Flexible set, as one of its instances.
+async fn member_json(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, ApiError> {
+    let view = crate::fleet_vms::instance_view(
+        c,
+        &trustlaunch_control::vm_ops::vm_instance_name(&vm.name),
+    )
+    .await?;
+    Ok(json!({
+        "id": vm.id.as_ref().map(ToString::to_string),
+        "name": vm.name,
+        "type": VM_TYPE,
+        "instanceId": vm.name,
+        "properties": {
+            "instanceId": vm.name,
+            "name": vm.name,
+            "latestModelApplied": view["modelVersion"] == json!(vm.properties.model_version),
+            "modelVersion": view["modelVersion"],
+            "powerState": view["powerState"],
+            "health": view["health"],
+            "securityProfile": vm.properties.security_profile,
+        },
+    }))
 }
 
 /// Body of `manualupgrade`.

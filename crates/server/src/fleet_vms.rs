@@ -311,10 +311,16 @@ async fn delete_vm(State(s): St, _caller: Operator, Path(p): Path<VmPath>) -> Ap
 }
 
 /// A resource group's VMs (`az vm list -g`).
-#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines", tag = "fleet", security(("token" = [])), params(GroupPath), responses((status = 200, description = "VMs")))]
-async fn list_vms(State(s): St, _caller: Reader, Path(p): Path<GroupPath>) -> ApiResult {
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines", tag = "fleet", security(("token" = [])), params(GroupPath, crate::fleet_api::PageQuery), responses((status = 200, description = "VMs, a page at a time (nextLink)")))]
+async fn list_vms(
+    State(s): St,
+    _caller: Reader,
+    Path(p): Path<GroupPath>,
+    Query(q): Query<crate::fleet_api::PageQuery>,
+    uri: axum::http::Uri,
+) -> ApiResult {
     let c = control(&s)?;
-    let mut value = Vec::new();
+    let mut keyed = Vec::new();
     for r in c.store.list_resources(VM_TYPE, Some(&p.rg)).await? {
         let vm: VirtualMachine = serde_json::from_value(r.body).map_err(ApiError::internal)?;
         if vm
@@ -322,10 +328,19 @@ async fn list_vms(State(s): St, _caller: Reader, Path(p): Path<GroupPath>) -> Ap
             .as_ref()
             .is_some_and(|i| i.subscription().eq_ignore_ascii_case(&p.sub))
         {
-            value.push(vm_document(c, &vm).await?);
+            keyed.push((vm.name.to_ascii_lowercase(), vm));
         }
     }
-    respond(StatusCode::OK, &json!({"value": value}), None, None, &[])
+    let (vms, next) = crate::fleet_api::page(keyed, q.skiptoken.as_deref(), uri.path());
+    let mut value = Vec::new();
+    for vm in &vms {
+        value.push(vm_document(c, vm).await?);
+    }
+    let mut body = json!({ "value": value });
+    if let Some(n) = next {
+        body["nextLink"] = json!(n);
+    }
+    respond(StatusCode::OK, &body, None, None, &[])
 }
 
 /// Runs a power action on a VM (`az vm start|stop|deallocate|restart|

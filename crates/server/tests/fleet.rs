@@ -734,3 +734,73 @@ async fn vm_suite(s: &common::Srv) {
         assert_eq!(send(s, Method::GET, &url, None, &[]).await.status, 404);
     }
 }
+
+/// Lists page as ARM's do: a 250-instance set's instances in pages of at
+/// most 100, each page's `nextLink` the next page's address, every
+/// instance once, in instance-id order; the last page has none.
+#[tokio::test(flavor = "multi_thread")]
+async fn list_instances_pages_with_next_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::databases(dir.path()).remove(0);
+    let s = common::start_with(
+        &db,
+        Config {
+            vtpm_ca: common::platform_ca(),
+            driver: DriverChoice::Sim {
+                boot: Duration::ZERO,
+            },
+            ..Config::default()
+        },
+    )
+    .await;
+    let p = format!(
+        "/subscriptions/{}/resourceGroups/rg3/providers/Microsoft.Compute",
+        common::unique("p")
+    );
+    publish_images(&s, &p).await;
+    let url = format!("{p}/virtualMachineScaleSets/big");
+    let body = json!({
+        "location": "local",
+        "sku": {"name": "Standard_B1s", "capacity": 250},
+        "properties": {
+            "upgradePolicy": {"mode": "Manual"},
+            "virtualMachineProfile": {
+                "storageProfile": {"imageReference": {"id": format!("{p}/galleries/g1/images/tiny/versions/1.0.0")}},
+                "securityProfile": {"securityType": "Standard"}
+            }
+        }
+    });
+    let r = send(&s, Method::PUT, &url, Some(body), &[]).await;
+    assert_eq!(wait_op(&s, &r).await["status"], "Succeeded");
+    let mut seen: Vec<u64> = Vec::new();
+    let mut sizes = Vec::new();
+    let mut next = Some(format!("{url}/virtualMachines"));
+    while let Some(n) = next.take() {
+        let v = s.get(&n).await;
+        let items = v["value"].as_array().unwrap();
+        sizes.push(items.len());
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["instanceId"].as_str().unwrap().parse::<u64>().unwrap()),
+        );
+        next = v["nextLink"].as_str().map(str::to_owned);
+        if let Some(n) = &next {
+            assert!(
+                n.starts_with(&format!("{url}/virtualMachines?$skiptoken=")),
+                "{n}"
+            );
+        }
+    }
+    assert_eq!(sizes, [100, 100, 50]);
+    assert_eq!(seen, (0..250).collect::<Vec<u64>>());
+    // A token past the end is an empty last page, not an error.
+    let v = s
+        .get(&format!(
+            "{url}/virtualMachines?$skiptoken=i%3A99999999999999999999"
+        ))
+        .await;
+    assert_eq!(v["value"], json!([]));
+    assert!(v.get("nextLink").is_none());
+    s.running.abort();
+}
