@@ -27,7 +27,8 @@ use trustlaunch_control::{AnyDriver, Driver, Health};
 use trustlaunch_fleet::image::{gallery_id, ImageCatalog, ImageDefinition, ImageVersion};
 use trustlaunch_fleet::operation::SetOperation;
 use trustlaunch_fleet::resources::{
-    InstanceHealth, PowerState, ScaleSet, ScaleSetVm, VirtualMachine, SCALE_SET_TYPE, VM_TYPE,
+    InstanceHealth, PowerState, ProvisioningState, ScaleSet, ScaleSetVm, VirtualMachine,
+    SCALE_SET_TYPE, VM_TYPE,
 };
 use trustlaunch_fleet::sizes::{Quotas, SizeCatalog, Usage};
 use trustlaunch_fleet::validate::{
@@ -395,6 +396,40 @@ pub(crate) fn respond(
     Ok(r)
 }
 
+/// A resource's `provisioningState` as ARM reports it, from its newest
+/// operation: `Creating` while its first runs, `Updating` while a later
+/// one runs (`Deleting` for a VM's delete), else that operation's outcome;
+/// `Succeeded` when it never had one.
+pub(crate) async fn provisioning_state(
+    c: &ControlPlane,
+    id: &str,
+) -> Result<ProvisioningState, ApiError> {
+    Ok(match c.store.latest_operation_summary(id).await? {
+        None => ProvisioningState::Succeeded,
+        Some((kind, OperationStatus::InProgress, _))
+            if kind == trustlaunch_control::vm_ops::VM_DELETE =>
+        {
+            ProvisioningState::Deleting
+        }
+        Some((_, OperationStatus::InProgress, 1)) => ProvisioningState::Creating,
+        Some((_, OperationStatus::InProgress, _)) => ProvisioningState::Updating,
+        Some((_, OperationStatus::Succeeded, _)) => ProvisioningState::Succeeded,
+        Some((_, OperationStatus::Failed, _)) => ProvisioningState::Failed,
+        Some((_, OperationStatus::Canceled, _)) => ProvisioningState::Canceled,
+    })
+}
+
+/// ARM's answer to a PUT: 201 for a resource it created, 200 for one it
+/// updated; an operation that carries the change out is named by the
+/// `Azure-AsyncOperation` and `Location` headers either way.
+pub(crate) fn put_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// Items per page of a list; ARM pages longer lists with `nextLink`.
 pub const PAGE_SIZE: usize = 100;
 
@@ -686,9 +721,11 @@ pub struct PutQuery {
 /// by Azure's rules; `If-Match` guards against concurrent updates (412).
 /// Starts the operation the change needs: instances to create or delete
 /// (capacity), or, in Automatic and Rolling mode, the upgrade of every
-/// instance to a changed model. Warnings (e.g. Secure Boot left off) come
-/// as `Warning` headers.
-#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath, PutQuery), request_body = Object, responses((status = 200, description = "updated, nothing to run"), (status = 201, description = "created"), (status = 202, description = "accepted: an operation runs the change"), (status = 412, description = "If-Match does not match")))]
+/// instance to a changed model. Answers as ARM does: 201 for a new set,
+/// 200 for an update, the operation in `Azure-AsyncOperation` and
+/// `Location`, `provisioningState` Creating or Updating until it ends.
+/// Warnings (e.g. Secure Boot left off) come as `Warning` headers.
+#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath, PutQuery), request_body = Object, responses((status = 200, description = "updated (Azure-AsyncOperation names the operation that runs the change, if any)"), (status = 201, description = "created (Azure-AsyncOperation names the operation that creates its instances)"), (status = 412, description = "If-Match does not match")))]
 async fn put_scale_set(
     State(s): St,
     _caller: Operator,
@@ -769,12 +806,18 @@ async fn put_scale_set(
     let (tag, op) = c
         .write_with_operation(&id, SCALE_SET_TYPE, &set, pre, operation)
         .await?;
-    let status = match (&op, &old) {
-        (Some(_), _) => StatusCode::ACCEPTED,
-        (None, None) => StatusCode::CREATED,
-        (None, Some(_)) => StatusCode::OK,
-    };
-    respond(status, &set, Some(tag), op.as_deref(), &warnings)
+    set.properties.provisioning_state = Some(match (&op, &old) {
+        (Some(_), None) => ProvisioningState::Creating,
+        (Some(_), Some(_)) => ProvisioningState::Updating,
+        (None, _) => provisioning_state(c, &id).await?,
+    });
+    respond(
+        put_status(old.is_none()),
+        &set,
+        Some(tag),
+        op.as_deref(),
+        &warnings,
+    )
 }
 
 /// A scale set (`az vmss show`), with its ETag.
@@ -782,7 +825,8 @@ async fn put_scale_set(
 async fn get_scale_set(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
-    let (set, tag) = load_set(c, &id).await?;
+    let (mut set, tag) = load_set(c, &id).await?;
+    set.properties.provisioning_state = Some(provisioning_state(c, &id).await?);
     respond(StatusCode::OK, &set, Some(tag), None, &[])
 }
 

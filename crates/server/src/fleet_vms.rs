@@ -144,7 +144,12 @@ pub(crate) async fn instance_view(c: &ControlPlane, name: &str) -> Result<Value,
 }
 
 async fn vm_document(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, ApiError> {
-    let mut v = serde_json::to_value(vm).map_err(ApiError::internal)?;
+    let mut vm = vm.clone();
+    if let Some(id) = &vm.id {
+        vm.properties.provisioning_state =
+            Some(crate::fleet_api::provisioning_state(c, &id.to_string()).await?);
+    }
+    let mut v = serde_json::to_value(&vm).map_err(ApiError::internal)?;
     let mut view = instance_view(c, &vm_instance_name(&vm.name)).await?;
     view["latestModelApplied"] = json!(view["modelVersion"] == json!(vm.properties.model_version));
     v["properties"]["instanceView"] = view;
@@ -154,10 +159,12 @@ async fn vm_document(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, Api
 /// Creates or updates a VM (`az vm create` / `update`): validated by
 /// Azure's rules (new eligible Gen2 VMs default to TrustedLaunch with
 /// Secure Boot and vTPM on); `If-Match` guards against concurrent
-/// updates (412); a changed model is applied by an operation (202) that
-/// brings the VM to it, starts it and waits until it is healthy. A new
+/// updates (412); a changed model is applied by an operation (named by
+/// `Azure-AsyncOperation`; 201 for a new VM, 200 for an update, as ARM
+/// answers) that brings the VM to it, starts it and waits until it is
+/// healthy. A new
 /// image re-creates the OS disk: refused unless `confirmOsDiskDataLoss`.
-#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath, PutQuery), request_body = Object, responses((status = 200, description = "updated, nothing to run"), (status = 202, description = "accepted: an operation runs the change"), (status = 409, description = "name taken, or an operation runs"), (status = 412, description = "If-Match does not match")))]
+#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath, PutQuery), request_body = Object, responses((status = 200, description = "updated (Azure-AsyncOperation names the operation that runs the change, if any)"), (status = 201, description = "created (Azure-AsyncOperation names the operation that makes and starts it)"), (status = 409, description = "name taken, or an operation runs"), (status = 412, description = "If-Match does not match")))]
 async fn put_vm(
     State(s): St,
     _caller: Operator,
@@ -214,13 +221,8 @@ async fn put_vm(
     let (tag, op) = c
         .write_with_operation(&id, VM_TYPE, &vm, pre, operation)
         .await?;
-    let status = if op.is_some() {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
     respond(
-        status,
+        crate::fleet_api::put_status(old.is_none()),
         &vm_document(c, &vm).await?,
         Some(tag),
         op.as_deref(),

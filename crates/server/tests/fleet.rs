@@ -85,7 +85,9 @@ async fn send(
 
 /// Follows the reply's operation to its end; returns the operation.
 async fn wait_op(s: &common::Srv, r: &Reply) -> Value {
-    assert_eq!(r.status, 202, "{}", r.body);
+    // A PUT answers 201 or 200 (ARM), a POST or DELETE 202; either way
+    // the operation is in the headers.
+    assert!(matches!(r.status, 200..=202), "{}", r.body);
     let url = r.headers["azure-asyncoperation"]
         .to_str()
         .unwrap()
@@ -202,9 +204,17 @@ async fn suite(s: &common::Srv) {
         &[("if-none-match", "*".into())],
     )
     .await;
+    // ARM's create: 201 with the operation, provisioningState Creating;
+    // Succeeded once the operation is.
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["properties"]["provisioningState"], "Creating");
     let op = wait_op(s, &r).await;
     assert_eq!(op["status"], "Succeeded", "{op}");
     assert_eq!(op["properties"]["progress"]["succeeded"], 3);
+    assert_eq!(
+        s.get(&set_url()).await["properties"]["provisioningState"],
+        "Succeeded"
+    );
     let inst = instances(s).await;
     assert_eq!(inst.len(), 3);
     for i in &inst {
@@ -369,7 +379,9 @@ async fn suite(s: &common::Srv) {
     slow["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"] =
         image_ref("2.0.0");
     let r = send(s, Method::PUT, &url, Some(slow), &[("if-match", etag(&r))]).await;
-    assert_eq!(r.status, 202, "{}", r.body);
+    // ARM's update: 200 with the operation, provisioningState Updating.
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["properties"]["provisioningState"], "Updating");
     let running = r.headers["azure-asyncoperation"]
         .to_str()
         .unwrap()

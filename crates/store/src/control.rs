@@ -514,6 +514,36 @@ impl Store {
         rows.iter().map(|r| operation_from(r, op)).collect()
     }
 
+    /// The operation that speaks for a resource's state, lightly — the one
+    /// running, else the one that ended last: its kind, its status
+    /// and how many operations the resource has had (1: this is its
+    /// first) — what a resource's `provisioningState` is made of, without
+    /// reading any operation's state.
+    pub async fn latest_operation_summary(
+        &self,
+        target: &str,
+    ) -> Result<Option<(String, OperationStatus, i64)>, StoreError> {
+        let op = "latest_operation_summary";
+        let row = sqlx::query(
+            // The running one if any (at most one runs per resource), else
+            // the one that ended last.
+            "SELECT kind, status, (SELECT COUNT(*) FROM operations WHERE target = $1) AS n \
+             FROM operations WHERE target = $1 \
+             ORDER BY CASE WHEN status = 'InProgress' THEN 0 ELSE 1 END, updated_at DESC, \
+             created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(key(target))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(op))?;
+        row.as_ref()
+            .map(|r| {
+                let c = cols(r, "operations", op);
+                Ok((c.text("kind")?, c.parsed("status")?, c.int("n")?))
+            })
+            .transpose()
+    }
+
     /// Writes one step of an operation if nobody wrote one since the
     /// writer read it (`expected_revision`), optionally together with a
     /// resource change (one transaction); returns the new revision. A
