@@ -820,6 +820,58 @@ async fn put_scale_set(
     )
 }
 
+/// ARM's PATCH: `patch` (an RFC 7386 merge patch: `null` removes) merged
+/// onto the resource as stored, to be written as a PUT of the result,
+/// under the caller's `If-Match` or, without one, the stored version's
+/// (a change between the read and the write is refused, not lost).
+pub(crate) async fn merged_for_patch(
+    c: &ControlPlane,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(HeaderMap, Bytes), ApiError> {
+    let existing = c
+        .store
+        .get_resource(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
+    let patch: Value = json_body(body)?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request(
+            "The request body of a PATCH is a JSON object (a merge patch of the resource).",
+        ));
+    }
+    let mut doc = existing.body;
+    json_patch::merge(&mut doc, &patch);
+    let mut headers = headers.clone();
+    headers.remove(header::IF_NONE_MATCH);
+    if !headers.contains_key(header::IF_MATCH) {
+        headers.insert(header::IF_MATCH, etag(existing.etag));
+    }
+    let bytes = serde_json::to_vec(&doc).map_err(ApiError::internal)?;
+    Ok((headers, Bytes::from(bytes)))
+}
+
+/// Updates a scale set with ARM's merge semantics (`az vmss update`, the
+/// SDKs' `begin_update`): the body merged onto the set as stored, then
+/// validated and carried out as a PUT of the result would be (200, the
+/// operation in `Azure-AsyncOperation`); 404 for a set that does not
+/// exist.
+#[utoipa::path(patch, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath, PutQuery), request_body = Object, responses((status = 200, description = "updated (Azure-AsyncOperation names the operation that runs the change, if any)"), (status = 404, description = "no such scale set"), (status = 412, description = "If-Match does not match, or the set changed meanwhile")))]
+async fn patch_scale_set(
+    State(s): St,
+    caller: Operator,
+    Path(p): Path<SetPath>,
+    Query(q): Query<PutQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let (headers, merged) = merged_for_patch(c, &id, &headers, &body).await?;
+    put_scale_set(State(s.clone()), caller, Path(p), Query(q), headers, merged).await
+}
+
 /// A scale set (`az vmss show`), with its ETag.
 #[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 200, description = "the scale set"), (status = 404, description = "no such scale set")))]
 async fn get_scale_set(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -> ApiResult {
@@ -1139,7 +1191,12 @@ pub fn routes(
     r.routes(routes!(put_image))
         .routes(routes!(put_image_version))
         .routes(routes!(list_skus))
-        .routes(routes!(put_scale_set, get_scale_set, delete_scale_set))
+        .routes(routes!(
+            put_scale_set,
+            patch_scale_set,
+            get_scale_set,
+            delete_scale_set
+        ))
         .routes(routes!(list_instances))
         .routes(routes!(manual_upgrade))
         .routes(routes!(rolling_start))

@@ -230,6 +230,25 @@ async fn put_vm(
     )
 }
 
+/// Updates a VM with ARM's merge semantics (`az vm update`, the SDKs'
+/// `begin_update`): the body merged onto the VM as stored, then carried
+/// out as a PUT of the result (200, the operation in
+/// `Azure-AsyncOperation`); 404 for a VM that does not exist.
+#[utoipa::path(patch, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}", tag = "fleet", security(("token" = [])), params(VmPath, PutQuery), request_body = Object, responses((status = 200, description = "updated (Azure-AsyncOperation names the operation that runs the change, if any)"), (status = 404, description = "no such VM"), (status = 412, description = "If-Match does not match, or the VM changed meanwhile")))]
+async fn patch_vm(
+    State(s): St,
+    caller: Operator,
+    Path(p): Path<VmPath>,
+    Query(q): Query<PutQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (headers, merged) = crate::fleet_api::merged_for_patch(c, &id, &headers, &body).await?;
+    put_vm(State(s.clone()), caller, Path(p), Query(q), headers, merged).await
+}
+
 /// What only a new VM is checked for: its host name is free, and the
 /// scale set it joins exists and is Flexible.
 async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine) -> Result<(), ApiError> {
@@ -491,7 +510,7 @@ pub fn routes(
     r: utoipa_axum::router::OpenApiRouter<Arc<AppState>>,
 ) -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
     use utoipa_axum::routes;
-    r.routes(routes!(put_vm, get_vm, delete_vm))
+    r.routes(routes!(put_vm, patch_vm, get_vm, delete_vm))
         .routes(routes!(list_vms))
         .routes(routes!(vm_action))
         .routes(routes!(set_action))

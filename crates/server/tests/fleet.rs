@@ -816,3 +816,177 @@ async fn list_instances_pages_with_next_link() {
     assert!(v.get("nextLink").is_none());
     s.running.abort();
 }
+
+/// PATCH as ARM's: a merge patch onto the stored resource (`null`
+/// removes), carried out as the PUT of the result (200, the operation in
+/// the headers); a stale If-Match is refused; a PATCH needs the resource
+/// to exist and a JSON object.
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_merges_onto_the_stored_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::databases(dir.path()).remove(0);
+    let s = common::start_with(
+        &db,
+        Config {
+            vtpm_ca: common::platform_ca(),
+            driver: DriverChoice::Sim {
+                boot: Duration::ZERO,
+            },
+            ..Config::default()
+        },
+    )
+    .await;
+    let p = format!(
+        "/subscriptions/{}/resourceGroups/rg4/providers/Microsoft.Compute",
+        common::unique("q")
+    );
+    publish_images(&s, &p).await;
+    let image = |v: &str| json!({"id": format!("{p}/galleries/g1/images/tiny/versions/{v}")});
+    let url = format!("{p}/virtualMachineScaleSets/patched");
+    let r = send(
+        &s,
+        Method::PUT,
+        &url,
+        Some(json!({
+            "location": "local",
+            "sku": {"name": "Standard_B1s", "capacity": 2},
+            "properties": {
+                "upgradePolicy": {"mode": "Automatic"},
+                "virtualMachineProfile": {
+                    "storageProfile": {"imageReference": image("1.0.0")},
+                    "securityProfile": {"securityType": "Standard"}
+                }
+            }
+        })),
+        &[],
+    )
+    .await;
+    assert_eq!(wait_op(&s, &r).await["status"], "Succeeded");
+    // Capacity alone: the rest of the model stays.
+    let r = send(
+        &s,
+        Method::PATCH,
+        &url,
+        Some(json!({"sku": {"capacity": 3}})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["sku"]["name"], "Standard_B1s");
+    assert_eq!(
+        r.body["properties"]["virtualMachineProfile"]["securityProfile"]["securityType"],
+        "Standard"
+    );
+    assert_eq!(wait_op(&s, &r).await["status"], "Succeeded");
+    let v = s.get(&format!("{url}/virtualMachines")).await;
+    assert_eq!(v["value"].as_array().unwrap().len(), 3);
+    // The move to Trusted Launch by PATCH: a new model, upgraded at once
+    // (Automatic).
+    let r = send(
+        &s,
+        Method::PATCH,
+        &url,
+        Some(json!({"properties": {"virtualMachineProfile": {
+            "storageProfile": {"imageReference": image("2.0.0")},
+            "securityProfile": {"securityType": "TrustedLaunch",
+                "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}}}})),
+        &[],
+    )
+    .await;
+    // The image change needs the OS-disk consent, as with PUT.
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = send(
+        &s,
+        Method::PATCH,
+        &format!("{url}?confirmOsDiskDataLoss=true"),
+        Some(json!({"properties": {"virtualMachineProfile": {
+            "storageProfile": {"imageReference": image("2.0.0")},
+            "securityProfile": {"securityType": "TrustedLaunch",
+                "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}}}}})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["properties"]["provisioningState"], "Updating");
+    assert_eq!(wait_op(&s, &r).await["status"], "Succeeded");
+    let set = s.get(&url).await;
+    assert_eq!(
+        set["properties"]["virtualMachineProfile"]["securityProfile"]["securityType"],
+        "TrustedLaunch"
+    );
+    assert_eq!(set["sku"]["capacity"], 3, "kept");
+    // null removes: back to Standard without uefiSettings.
+    let r = send(
+        &s,
+        Method::PATCH,
+        &url,
+        Some(json!({"properties": {"virtualMachineProfile": {
+            "securityProfile": {"securityType": "Standard", "uefiSettings": null}}}})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body["properties"]["virtualMachineProfile"]["securityProfile"]
+            .get("uefiSettings")
+            .is_none_or(Value::is_null)
+    );
+    wait_op(&s, &r).await;
+    // A stale If-Match, a missing resource, a body that is not an object.
+    let r = send(
+        &s,
+        Method::PATCH,
+        &url,
+        Some(json!({"sku": {"capacity": 2}})),
+        &[("if-match", "\"1\"".into())],
+    )
+    .await;
+    assert_eq!(r.status, 412, "{}", r.body);
+    let r = send(
+        &s,
+        Method::PATCH,
+        &format!("{p}/virtualMachineScaleSets/nope"),
+        Some(json!({})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = send(&s, Method::PATCH, &url, Some(json!([1])), &[]).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A VM likewise: a resize by PATCH keeps its image and security.
+    let vm_url = format!("{p}/virtualMachines/pvm");
+    let r = send(
+        &s,
+        Method::PUT,
+        &vm_url,
+        Some(json!({"location": "local", "properties": {
+            "hardwareProfile": {"vmSize": "Standard_B1s"},
+            "storageProfile": {"imageReference": image("1.0.0")}}})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["properties"]["provisioningState"], "Creating");
+    wait_op(&s, &r).await;
+    let r = send(
+        &s,
+        Method::PATCH,
+        &vm_url,
+        Some(json!({"properties": {"hardwareProfile": {"vmSize": "Standard_B2s"}}})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(wait_op(&s, &r).await["status"], "Succeeded");
+    let vm = s.get(&vm_url).await;
+    assert_eq!(
+        vm["properties"]["hardwareProfile"]["vmSize"],
+        "Standard_B2s"
+    );
+    assert_eq!(
+        vm["properties"]["securityProfile"]["securityType"],
+        "TrustedLaunch"
+    );
+    assert_eq!(vm["properties"]["provisioningState"], "Succeeded");
+    s.running.abort();
+}
