@@ -2081,25 +2081,33 @@ fn text(o: &Output) -> String {
 /// to (the image is built from the release's own suite; the host's apt
 /// has its security updates).
 fn second_kernel(image_release: &str) -> (String, PathBuf) {
-    let show = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", "linux-image-amd64"])
-        .output()
-        .expect("apt-cache");
-    let text = String::from_utf8_lossy(&show.stdout);
-    let package = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Depends: "))
-        .and_then(|d| {
-            d.split([',', ' '])
-                .find(|w| w.starts_with("linux-image-") && w.ends_with("-amd64"))
-        })
-        .unwrap_or_else(|| panic!("linux-image-amd64 names no kernel package: {text}"))
-        .to_owned();
+    // The kernel a meta package depends on, as this host's apt has it.
+    let kernel_of = |meta: &str| -> Option<String> {
+        let show = Command::new("apt-cache")
+            .args(["show", "--no-all-versions", meta])
+            .output()
+            .expect("apt-cache");
+        let text = String::from_utf8_lossy(&show.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("Depends: "))
+            .and_then(|d| {
+                d.split([',', ' '])
+                    .find(|w| w.starts_with("linux-image-") && w.ends_with("-amd64"))
+            })
+            .map(str::to_owned)
+    };
+    // The newest generic kernel; where that is the image's own (apt
+    // without the security suite), Debian's signed cloud kernel of the
+    // same release.
+    let package = [
+        kernel_of("linux-image-amd64"),
+        kernel_of("linux-image-cloud-amd64"),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.trim_start_matches("linux-image-") != image_release)
+    .expect("no Debian kernel package other than the image's own");
     let release = package.trim_start_matches("linux-image-").to_owned();
-    assert_ne!(
-        release, image_release,
-        "the host's apt offers the image's own kernel: no second kernel to upgrade to"
-    );
     let cache = package_cache();
     fs::create_dir_all(&cache).unwrap();
     let find = || {
