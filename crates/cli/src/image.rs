@@ -571,6 +571,9 @@ fn print_text(m: &ImageMetadata) {
         m.disk.file, m.disk.size_bytes, m.disk.format, m.disk.sha256
     );
     println!("created: {}", m.created_at);
+    for r in &m.trusted_launch_refusals {
+        println!("not Trusted Launch capable: {r}");
+    }
     for n in &m.notes {
         println!("note: {n}");
     }

@@ -267,11 +267,10 @@ impl ext4_view::Ext4Read for Slice {
         start_byte: u64,
         dst: &mut [u8],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let end = start_byte
+        start_byte
             .checked_add(dst.len() as u64)
             .filter(|e| *e <= self.len)
             .ok_or("read outside the partition")?;
-        let _ = end;
         self.file.read_exact_at(dst, self.start + start_byte)?;
         Ok(())
     }

@@ -633,6 +633,7 @@ fn build_in(
             Recipe::Uki { .. } | Recipe::Chain { .. } => None,
             _ => Some(true),
         },
+        trusted_launch_refusals: Vec::new(),
         predicted_boot: None,
     };
     meta.validate()

@@ -259,6 +259,11 @@ pub struct ImageMetadata {
     /// (`None`: not known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_agent: Option<bool>,
+    /// Why the boot chain would not boot under Secure Boot, one line per
+    /// key template that refuses it (an import's verdict; empty when a
+    /// template boots it, and for the images built here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_launch_refusals: Vec<String>,
     /// What the first boot will measure, where the import could tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_boot: Option<PredictedBoot>,

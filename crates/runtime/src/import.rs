@@ -611,7 +611,7 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
     // The chain: owned bytes with their locations.
     let mut stages: Vec<(String, String, Vec<u8>)> = Vec::new(); // (role, location, data)
     let mut incomplete: Option<String> = None;
-    let mut kernel_entry: Option<(GrubEntry, String, String)> = None; // entry, cfg path, cfg sha
+    let mut kernel_entry: Option<GrubEntry> = None;
     let mut loaded: Vec<NamedDigest> = Vec::new();
     let is_uki = has_section(&first, ".linux");
     let is_shim = has_section(&first, ".vendor_cert");
@@ -732,8 +732,8 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
                     }
                 }
             }
-            let entry = cfg_chain.last().and_then(|(g, l, d)| {
-                grub_default_entry(&String::from_utf8_lossy(d)).map(|e| (e, g.clone(), l.clone()))
+            let entry = cfg_chain.last().and_then(|(_, l, d)| {
+                grub_default_entry(&String::from_utf8_lossy(d)).map(|e| (e, l.clone()))
             });
             match entry {
                 None => {
@@ -746,7 +746,7 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
                         )
                     });
                 }
-                Some((entry, _gpath, clabel)) => {
+                Some((entry, clabel)) => {
                     for (g, _, d) in &cfg_chain {
                         loaded.push(NamedDigest {
                             name: g.clone(),
@@ -822,7 +822,7 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
                             }
                             ins.kernel_cmdline = Some(entry.args.clone());
                             stages.push(("kernel".into(), klabel, kdata));
-                            kernel_entry = Some((entry, clabel.clone(), String::new()));
+                            kernel_entry = Some(entry);
                         }
                     }
                 }
@@ -886,13 +886,7 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
             "shim's SBAT generation checks and MokList are not evaluated: a new VM's NVRAM has no MOK, and SbatLevel is set by shim itself".into(),
         );
     }
-    ins.predicted = predict(
-        &ins,
-        &stages,
-        &loaded,
-        kernel_entry.as_ref().map(|e| &e.0),
-        templates,
-    );
+    ins.predicted = predict(&ins, &stages, &loaded, kernel_entry.as_ref(), templates);
     Ok(ins)
 }
 
@@ -911,7 +905,7 @@ fn predict(
     templates: &[TemplateDbs],
 ) -> Option<PredictedBoot> {
     let entry = entry?;
-    let [shim, grub, kernel] = stages else {
+    let [shim, grub, _kernel] = stages else {
         return None;
     };
     if shim.0 != "shim" {
@@ -924,7 +918,13 @@ fn predict(
     if !String::from_utf8_lossy(&grub_sbat).contains("grub.debian") {
         return None;
     }
-    let auth = |d: &[u8]| signers(d).0.unwrap_or_default();
+    // The Authenticode digests the inspection recorded, stage by stage.
+    let auth = |i: usize| {
+        ins.chain
+            .get(i)
+            .and_then(|c| c.authenticode_sha256.clone())
+            .unwrap_or_default()
+    };
     let path_name = |loc: &str| format!("\\{}", loc.trim_start_matches("ESP:").replace('/', "\\"));
     let mut authorities = Vec::new();
     // The db entry that allows shim under the template that boots.
@@ -955,19 +955,19 @@ fn predict(
         boot_applications: vec![
             NamedDigest {
                 name: path_name(&shim.1),
-                sha256: auth(&shim.2),
+                sha256: auth(0),
             },
             NamedDigest {
                 name: path_name(&grub.1),
-                sha256: auth(&grub.2),
+                sha256: auth(1),
             },
             NamedDigest {
                 name: String::new(),
-                sha256: auth(&kernel.2),
+                sha256: auth(2),
             },
             NamedDigest {
                 name: String::new(),
-                sha256: auth(&kernel.2),
+                sha256: auth(2),
             },
         ],
         loaded_files: loaded.to_vec(),
@@ -1111,7 +1111,6 @@ pub fn import(
         })
         .unwrap_or(KeyTemplate::Microsoft);
     let mut notes = ins.notes.clone();
-    notes.extend(ins.refusals());
     notes.push(format!(
         "imported from {} ({format}); guest agent: {}",
         req.disk.display(),
@@ -1138,6 +1137,11 @@ pub fn import(
         },
         notes,
         guest_agent: ins.guest_agent.installed,
+        trusted_launch_refusals: if supported {
+            Vec::new()
+        } else {
+            ins.refusals()
+        },
         predicted_boot: ins.predicted.clone(),
     };
     meta.validate().map_err(|message| ImportError::Refused {

@@ -211,6 +211,7 @@ fn sample_metadata() -> ImageMetadata {
         },
         notes: vec![],
         guest_agent: Some(true),
+        trusted_launch_refusals: vec![],
         predicted_boot: None,
     }
 }

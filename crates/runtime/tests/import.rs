@@ -220,7 +220,7 @@ fn an_unsigned_kernel_is_refused_by_shim_and_named() {
         "{said}"
     );
     assert!(meta
-        .notes
+        .trusted_launch_refusals
         .iter()
         .any(|n| n.contains("ESP:/vmlinuz would be refused by shim")));
     // A VM cannot get Trusted Launch from it.

@@ -69,7 +69,7 @@ pub struct ControlPlane {
 
 /// What an image's metadata says, for the definition's check: its
 /// generation, and whether its boot chain was verified to boot under
-/// Secure Boot (the reasons when not, from the import's notes).
+/// Secure Boot (the import's reasons when not).
 fn image_facts(
     m: &trustlaunch_runtime::image_meta::ImageMetadata,
 ) -> trustlaunch_fleet::image::ImageFacts {
@@ -82,12 +82,7 @@ fn image_facts(
         trusted_launch_supported: m
             .features
             .contains(&trustlaunch_runtime::image_meta::trusted_launch_feature()),
-        reasons: m
-            .notes
-            .iter()
-            .filter(|n| n.contains("would be refused") || n.contains("Generation"))
-            .cloned()
-            .collect(),
+        reasons: m.trusted_launch_refusals.clone(),
     }
 }
 

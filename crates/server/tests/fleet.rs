@@ -747,14 +747,10 @@ async fn vm_suite(s: &common::Srv) {
     }
 }
 
-/// Lists page as ARM's do: a 250-instance set's instances in pages of at
-/// most 100, each page's `nextLink` the next page's address, every
-/// instance once, in instance-id order; the last page has none.
-#[tokio::test(flavor = "multi_thread")]
-async fn list_instances_pages_with_next_link() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = common::databases(dir.path()).remove(0);
-    let s = common::start_with(
+/// A server on the simulated driver and the first test database.
+async fn sim_server(dir: &std::path::Path) -> common::Srv {
+    let db = common::databases(dir).remove(0);
+    common::start_with(
         &db,
         Config {
             vtpm_ca: common::platform_ca(),
@@ -764,7 +760,16 @@ async fn list_instances_pages_with_next_link() {
             ..Config::default()
         },
     )
-    .await;
+    .await
+}
+
+/// Lists page as ARM's do: a 250-instance set's instances in pages of at
+/// most 100, each page's `nextLink` the next page's address, every
+/// instance once, in instance-id order; the last page has none.
+#[tokio::test(flavor = "multi_thread")]
+async fn list_instances_pages_with_next_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sim_server(dir.path()).await;
     let p = format!(
         "/subscriptions/{}/resourceGroups/rg3/providers/Microsoft.Compute",
         common::unique("p")
@@ -824,18 +829,7 @@ async fn list_instances_pages_with_next_link() {
 #[tokio::test(flavor = "multi_thread")]
 async fn patch_merges_onto_the_stored_resource() {
     let dir = tempfile::tempdir().unwrap();
-    let db = common::databases(dir.path()).remove(0);
-    let s = common::start_with(
-        &db,
-        Config {
-            vtpm_ca: common::platform_ca(),
-            driver: DriverChoice::Sim {
-                boot: Duration::ZERO,
-            },
-            ..Config::default()
-        },
-    )
-    .await;
+    let s = sim_server(dir.path()).await;
     let p = format!(
         "/subscriptions/{}/resourceGroups/rg4/providers/Microsoft.Compute",
         common::unique("q")
