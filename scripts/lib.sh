@@ -27,10 +27,12 @@ requirement_lines() {
 # initramfs checks. curl: run.sh waits for the server. postgresql: the
 # store's tests run their suite against PostgreSQL as well as SQLite.
 # openssh-client: the Debian VM test logs into its guest. iputils-ping:
-# the bridged VM test pings its guest on the bridge.
+# the bridged VM test pings its guest on the bridge. python3-venv: the
+# virtual environment Azure's Python SDK is installed into for the test
+# that drives the ARM API through it.
 TEST_PACKAGES=(tpm2-tools swtpm-tools openssl hyperfine jq ca-certificates pkg-config
     shim-unsigned sbsigntool osslsigncode pesign efitools cpio kmod
-    python3-pip postgresql curl openssh-client iputils-ping)
+    python3-pip python3-venv postgresql curl openssh-client iputils-ping)
 
 # Every package: the requirements' and the tests'.
 all_packages() {
@@ -136,6 +138,29 @@ install_python_tools() {
         as_root python3 -m pip install -q --break-system-packages "${missing[@]}" \
             || as_root python3 -m pip install -q "${missing[@]}"
     fi
+}
+
+# Azure's Python SDK (azure-mgmt-compute), at the versions the test's
+# requirements pin, in a virtual environment of its own under target/
+# (never the system's Python), remade when the requirements change.
+# Exports TRUSTLAUNCH_AZURE_SDK_PYTHON, the interpreter the SDK test runs;
+# fails when the SDK does not import after installing.
+install_azure_sdk() {
+    local req="$ROOT/crates/cli/tests/azure_sdk/requirements.txt"
+    local venv="${TRUSTLAUNCH_AZURE_SDK_VENV:-$ROOT/target/azure-sdk-venv}"
+    if ! cmp -s "$req" "$venv/requirements.txt" \
+        || ! "$venv/bin/python" -c 'import azure.mgmt.compute' >/dev/null 2>&1; then
+        echo "installing Azure's Python SDK from PyPI into $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+        cp "$req" "$venv/requirements.txt"
+    fi
+    if ! "$venv/bin/python" -c 'import azure.mgmt.compute, azure.core' >/dev/null 2>&1; then
+        echo "error: Azure's Python SDK does not import from $venv" >&2
+        exit 1
+    fi
+    export TRUSTLAUNCH_AZURE_SDK_PYTHON="$venv/bin/python"
 }
 
 require_rust() {

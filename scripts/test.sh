@@ -84,6 +84,7 @@ start_test_postgres() {
 install_packages
 install_python_tools
 require_rust
+install_azure_sdk
 require_shared
 start_test_postgres
 cd "$ROOT"

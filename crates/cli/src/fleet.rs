@@ -423,6 +423,14 @@ pub enum VmssCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The resource group's scale sets: size, capacity, security type,
+    /// provisioning state.
+    List {
+        #[command(flatten)]
+        scope: Scope,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The instances: model version, latestModelApplied, power, health.
     ListInstances {
         /// Name.
@@ -905,6 +913,26 @@ pub fn vmss(cmd: VmssCommand) -> Result<ExitCode> {
             );
             let (h, _) = conn.call_full(Method::DELETE, &path, None, &[])?;
             follow(&conn, &h, no_wait)?;
+        }
+        VmssCommand::List { scope, conn } => {
+            let v = conn.get_all(&format!("{}/virtualMachineScaleSets", scope.provider()?))?;
+            if conn.json() {
+                print_json(&v["value"]);
+            } else {
+                for set in v["value"].as_array().into_iter().flatten() {
+                    let p = &set["properties"];
+                    println!(
+                        "{:<24} {:<18} {:>5} {:<14} {}",
+                        set["name"].as_str().unwrap_or(""),
+                        set["sku"]["name"].as_str().unwrap_or(""),
+                        set["sku"]["capacity"].as_u64().unwrap_or(0),
+                        p["virtualMachineProfile"]["securityProfile"]["securityType"]
+                            .as_str()
+                            .unwrap_or("Standard"),
+                        p["provisioningState"].as_str().unwrap_or("-"),
+                    );
+                }
+            }
         }
         VmssCommand::ListInstances { name, scope, conn } => {
             let path = format!(

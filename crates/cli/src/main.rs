@@ -61,7 +61,7 @@ enum Command {
     #[command(subcommand)]
     Token(client::TokenCommand),
     /// Virtual machine scale sets (from the server): create, update,
-    /// update-instances, rolling-upgrade, list-instances, show, delete,
+    /// update-instances, rolling-upgrade, list, list-instances, show, delete,
     /// start, stop, deallocate, restart, reimage.
     #[command(subcommand)]
     Vmss(fleet::VmssCommand),

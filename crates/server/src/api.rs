@@ -93,8 +93,65 @@ impl utoipa::Modify for Security {
 pub fn router(state: Arc<AppState>) -> axum::Router {
     let (router, _) = routes();
     router
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(middleware::from_fn(arm_errors))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
+}
+
+/// A path the API does not serve: ARM's error envelope, as for every
+/// other error, so that a client (Azure's SDKs among them) reads a code
+/// and a message rather than an empty body.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "No API at {method} {}: see /openapi.json for what the server serves.",
+        uri.path()
+    ))
+}
+
+/// A path served, but not with this method (405).
+async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{} does not take {method}: see /openapi.json for its methods.",
+        uri.path()
+    ))
+}
+
+/// The longest plain-text error body carried into an ARM envelope.
+const MAX_REJECTION_TEXT: usize = 4096;
+
+/// Every error answers in ARM's envelope (`{"error": {"code",
+/// "message"}}`): the framework's own rejections (a body that is not the
+/// JSON a route takes, a bad query, a body over the limit, a timeout)
+/// come as plain text, and are wrapped here with a code for their status.
+async fn arm_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_REJECTION_TEXT).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).trim().to_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned(),
+    };
+    let mut out = ApiError::from_status(status, text).into_response();
+    // Keep what the framework said besides the body (Allow, Retry-After).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// The OpenAPI document the server serves.

@@ -57,6 +57,32 @@ impl ApiError {
     pub fn unavailable(m: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", m)
     }
+    /// 405.
+    pub fn method_not_allowed(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", m)
+    }
+    /// An error of any status, with the code ARM gives that status.
+    pub fn from_status(status: StatusCode, m: impl Into<String>) -> Self {
+        let code = match status.as_u16() {
+            400 => "BadRequest",
+            401 => "AuthenticationFailed",
+            403 => "AuthorizationFailed",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            408 => "RequestTimeout",
+            409 => "Conflict",
+            412 => "PreconditionFailed",
+            413 => "RequestEntityTooLarge",
+            415 => "UnsupportedMediaType",
+            422 => "InvalidRequestContent",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            504 => "GatewayTimeout",
+            _ if status.is_client_error() => "BadRequest",
+            _ => "InternalError",
+        };
+        Self::new(status, code, m)
+    }
     /// 500.
     pub fn internal(m: impl std::fmt::Display) -> Self {
         Self::new(

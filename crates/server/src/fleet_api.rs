@@ -335,7 +335,7 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<
 }
 
 /// `ETag` values are quoted version numbers.
-fn etag(v: i64) -> HeaderValue {
+pub(crate) fn etag(v: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{v}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
@@ -703,7 +703,7 @@ pub struct SetPath {
 }
 
 /// Query of a scale set write.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PutQuery {
     /// The caller accepts that a new image reference re-creates every
@@ -877,6 +877,43 @@ async fn get_scale_set(State(s): St, _caller: Reader, Path(p): Path<SetPath>) ->
     respond(StatusCode::OK, &set, Some(tag), None, &[])
 }
 
+/// A resource group's scale sets (`az vmss list -g`), each with its
+/// `provisioningState`, a page at a time.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets", tag = "fleet", security(("token" = [])), params(crate::fleet_vms::GroupPath, PageQuery), responses((status = 200, description = "scale sets, a page at a time (nextLink)")))]
+async fn list_scale_sets(
+    State(s): St,
+    _caller: Reader,
+    Path(p): Path<crate::fleet_vms::GroupPath>,
+    Query(q): Query<PageQuery>,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    let c = control(&s)?;
+    let mut keyed = Vec::new();
+    for r in c.store.list_resources(SCALE_SET_TYPE, Some(&p.rg)).await? {
+        let set: ScaleSet = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+        if set
+            .id
+            .as_ref()
+            .is_some_and(|i| i.subscription().eq_ignore_ascii_case(&p.sub))
+        {
+            keyed.push((set.name.to_ascii_lowercase(), set));
+        }
+    }
+    let (sets, next) = page(keyed, q.skiptoken.as_deref(), uri.path());
+    let mut value = Vec::new();
+    for mut set in sets {
+        if let Some(id) = &set.id {
+            set.properties.provisioning_state = Some(provisioning_state(c, &id.to_string()).await?);
+        }
+        value.push(set);
+    }
+    let mut body = json!({ "value": value });
+    if let Some(n) = next {
+        body["nextLink"] = json!(n);
+    }
+    respond(StatusCode::OK, &body, None, None, &[])
+}
+
 /// Deletes a scale set and its instances (202: an operation).
 #[utoipa::path(delete, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}", tag = "fleet", security(("token" = [])), params(SetPath), responses((status = 202, description = "accepted"), (status = 404, description = "no such scale set")))]
 async fn delete_scale_set(State(s): St, _caller: Operator, Path(p): Path<SetPath>) -> ApiResult {
@@ -946,42 +983,105 @@ async fn list_instances(
                 continue;
             }
         };
-        let mut vm: ScaleSetVm = serde_json::from_value(r.body).map_err(ApiError::internal)?;
-        let status = c
-            .orchestrator
-            .driver()
-            .status(&instance_name(&set.name, &vm.instance_id))
-            .await
-            .map_err(ApiError::internal)?;
-        if let Some(st) = status {
-            vm.model_version = st.spec.model_version;
-            vm.power_state = match st.power {
-                trustlaunch_control::PowerState::Running => PowerState::Running,
-                trustlaunch_control::PowerState::Starting => PowerState::Starting,
-                trustlaunch_control::PowerState::Stopped
-                | trustlaunch_control::PowerState::Failed(_) => PowerState::Stopped,
-                trustlaunch_control::PowerState::Deallocated => PowerState::Deallocated,
-            };
-            vm.health = match st.health {
-                Health::Healthy => InstanceHealth::Healthy,
-                Health::Unhealthy => InstanceHealth::Unhealthy,
-                Health::Unknown => InstanceHealth::Unknown,
-            };
-        }
-        vm.refresh(&set);
-        value.push(json!({
-            "id": r.id,
-            "name": vm.name,
-            "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
-            "instanceId": vm.instance_id,
-            "properties": vm,
-        }));
+        value.push(instance_json(c, &set, r).await?);
     }
     let mut body = json!({ "value": value });
     if let Some(n) = next {
         body["nextLink"] = json!(n);
     }
     respond(StatusCode::OK, &body, None, None, &[])
+}
+
+/// An instance as ARM shows it: its stored record with the driver's
+/// view of its model version, power state and health.
+async fn instance_json(
+    c: &ControlPlane,
+    set: &ScaleSet,
+    r: trustlaunch_store::ResourceRecord,
+) -> Result<Value, ApiError> {
+    let mut vm: ScaleSetVm = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+    let status = c
+        .orchestrator
+        .driver()
+        .status(&instance_name(&set.name, &vm.instance_id))
+        .await
+        .map_err(ApiError::internal)?;
+    // The security profile the instance runs (its spec), which differs
+    // from the set's model until the instance is upgraded.
+    let running_security = status.as_ref().map(|st| {
+        let sec = &st.spec.security;
+        if sec.trusted_launch {
+            json!({"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": sec.secure_boot, "vTpmEnabled": sec.vtpm}})
+        } else {
+            json!({"securityType": "Standard"})
+        }
+    });
+    if let Some(st) = status {
+        vm.model_version = st.spec.model_version;
+        vm.power_state = match st.power {
+            trustlaunch_control::PowerState::Running => PowerState::Running,
+            trustlaunch_control::PowerState::Starting => PowerState::Starting,
+            trustlaunch_control::PowerState::Stopped
+            | trustlaunch_control::PowerState::Failed(_) => PowerState::Stopped,
+            trustlaunch_control::PowerState::Deallocated => PowerState::Deallocated,
+        };
+        vm.health = match st.health {
+            Health::Healthy => InstanceHealth::Healthy,
+            Health::Unhealthy => InstanceHealth::Unhealthy,
+            Health::Unknown => InstanceHealth::Unknown,
+        };
+    }
+    vm.refresh(set);
+    let mut properties = serde_json::to_value(&vm).map_err(ApiError::internal)?;
+    if let Some(sec) = running_security {
+        properties["securityProfile"] = sec;
+    }
+    Ok(json!({
+        "id": r.id,
+        "name": vm.name,
+        "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
+        "instanceId": vm.instance_id,
+        "location": set.location,
+        "properties": properties,
+    }))
+}
+
+/// Path of one instance.
+#[derive(Deserialize, IntoParams)]
+pub struct InstancePath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+    /// Scale set name.
+    pub name: String,
+    /// Instance id (or, in a Flexible set, the member VM's name).
+    pub instance: String,
+}
+
+/// One instance of a scale set (`az vmss get-instance-view`'s resource):
+/// its model version, `latestModelApplied`, power state and health.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines/{instance}", tag = "fleet", security(("token" = [])), params(InstancePath), responses((status = 200, description = "the instance"), (status = 404, description = "no such instance")))]
+async fn get_instance(State(s): St, _caller: Reader, Path(p): Path<InstancePath>) -> ApiResult {
+    let c = control(&s)?;
+    let id = set_id(&p.sub, &p.rg, &p.name)?;
+    let (set, _) = load_set(c, &id).await?;
+    for r in c.store.child_resources(&id).await? {
+        if r.body["instanceId"].as_str() == Some(p.instance.as_str()) {
+            let body = instance_json(c, &set, r).await?;
+            return respond(StatusCode::OK, &body, None, None, &[]);
+        }
+    }
+    for vm in c.flexible_members(&id).await? {
+        if vm.name.eq_ignore_ascii_case(&p.instance) {
+            let body = member_json(c, &vm).await?;
+            return respond(StatusCode::OK, &body, None, None, &[]);
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "scale set {} has no instance {}",
+        p.name, p.instance
+    )))
 }
 
 /// A VM that joined a Flexible set, as one of its instances.
@@ -1192,7 +1292,9 @@ pub fn routes(
             get_scale_set,
             delete_scale_set
         ))
+        .routes(routes!(list_scale_sets))
         .routes(routes!(list_instances))
+        .routes(routes!(get_instance))
         .routes(routes!(manual_upgrade))
         .routes(routes!(rolling_start))
         .routes(routes!(rolling_latest))

@@ -16,13 +16,15 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::instance_name;
 use trustlaunch_control::vm_ops::{vm_instance_name, Action, ActionTarget};
 use trustlaunch_control::{Driver, Health, PowerState as DriverPower};
 use trustlaunch_fleet::resources::{
-    OrchestrationMode, ScaleSet, VirtualMachine, SCALE_SET_VM_TYPE, VM_TYPE,
+    Extension, OrchestrationMode, ProvisioningState, ScaleSet, VirtualMachine, SCALE_SET_VM_TYPE,
+    VM_TYPE,
 };
 use trustlaunch_fleet::validate::{validate_vm_create, validate_vm_update, Confirmations, Context};
 use trustlaunch_fleet::{ErrorCode, FleetError};
@@ -123,14 +125,20 @@ pub(crate) async fn instance_view(c: &ControlPlane, name: &str) -> Result<Value,
         .await
         .map_err(ApiError::internal)?;
     Ok(match st {
-        None => json!({"powerState": null, "health": "Unknown"}),
+        None => json!({"powerState": null, "health": "Unknown", "statuses": []}),
         Some(s) => json!({
-            "powerState": match s.power {
-                DriverPower::Running => "PowerState/running",
-                DriverPower::Starting => "PowerState/starting",
-                DriverPower::Stopped | DriverPower::Failed(_) => "PowerState/stopped",
-                DriverPower::Deallocated => "PowerState/deallocated",
-            },
+            "powerState": power_code(&s.power),
+            // ARM's shape of the same, as Azure's SDKs read it.
+            "statuses": [{
+                "code": power_code(&s.power),
+                "level": "Info",
+                "displayStatus": match s.power {
+                    DriverPower::Running => "VM running",
+                    DriverPower::Starting => "VM starting",
+                    DriverPower::Stopped | DriverPower::Failed(_) => "VM stopped",
+                    DriverPower::Deallocated => "VM deallocated",
+                },
+            }],
             "failure": match &s.power { DriverPower::Failed(r) => Some(r.clone()), _ => None },
             "health": match s.health {
                 Health::Healthy => "Healthy",
@@ -141,6 +149,46 @@ pub(crate) async fn instance_view(c: &ControlPlane, name: &str) -> Result<Value,
             "sshEndpoint": s.ssh_endpoint,
         }),
     })
+}
+
+fn power_code(p: &DriverPower) -> &'static str {
+    match p {
+        DriverPower::Running => "PowerState/running",
+        DriverPower::Starting => "PowerState/starting",
+        DriverPower::Stopped | DriverPower::Failed(_) => "PowerState/stopped",
+        DriverPower::Deallocated => "PowerState/deallocated",
+    }
+}
+
+/// A VM's instance view (`az vm get-instance-view`, the SDKs'
+/// `virtual_machines.instance_view`): `statuses` with its provisioning
+/// and power state as ARM spells them, health, the model version it runs.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}/instanceView", tag = "fleet", security(("token" = [])), params(VmPath), responses((status = 200, description = "the instance view"), (status = 404, description = "no such VM")))]
+async fn get_instance_view(State(s): St, _caller: Reader, Path(p): Path<VmPath>) -> ApiResult {
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (vm, _) = load_vm(c, &id).await?;
+    let mut view = instance_view(c, &vm_instance_name(&vm.name)).await?;
+    let state = crate::fleet_api::provisioning_state(c, &id).await?;
+    let state = serde_json::to_value(state).map_err(ApiError::internal)?;
+    let state = state.as_str().unwrap_or("Succeeded");
+    if let Some(list) = view["statuses"].as_array_mut() {
+        list.insert(
+            0,
+            json!({
+                "code": format!("ProvisioningState/{}", state.to_ascii_lowercase()),
+                "level": "Info",
+                "displayStatus": format!("Provisioning {}", state.to_ascii_lowercase()),
+            }),
+        );
+    }
+    view["latestModelApplied"] = json!(view["modelVersion"] == json!(vm.properties.model_version));
+    view["computerName"] = json!(vm
+        .properties
+        .os_profile
+        .as_ref()
+        .and_then(|o| o.computer_name.clone()));
+    respond(StatusCode::OK, &view, None, None, &[])
 }
 
 async fn vm_document(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, ApiError> {
@@ -515,4 +563,218 @@ pub fn routes(
         .routes(routes!(vm_action))
         .routes(routes!(set_action))
         .routes(routes!(instance_action))
+        .routes(routes!(put_extension, get_extension, delete_extension))
+        .routes(routes!(list_extensions))
+        .routes(routes!(get_instance_view))
+}
+
+/// Path of a VM's extension.
+#[derive(Deserialize, IntoParams)]
+pub struct ExtensionPath {
+    /// Subscription.
+    pub sub: String,
+    /// Resource group.
+    pub rg: String,
+    /// VM.
+    pub name: String,
+    /// Extension name.
+    pub ext: String,
+}
+
+/// The body of an extension's PUT: ARM's extension resource (its
+/// `location`, if given, is the VM's).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExtensionBody {
+    #[serde(default)]
+    location: Option<String>,
+    properties: trustlaunch_fleet::resources::ExtensionProperties,
+}
+
+/// An extension as ARM shows the child resource.
+fn extension_document(
+    vm_id: &str,
+    location: &str,
+    e: &Extension,
+    state: ProvisioningState,
+) -> Value {
+    let mut properties = serde_json::to_value(&e.properties).unwrap_or_else(|_| json!({}));
+    properties["provisioningState"] = json!(state);
+    json!({
+        "id": format!("{vm_id}/extensions/{}", e.name),
+        "name": e.name,
+        "type": "Microsoft.Compute/virtualMachines/extensions",
+        "location": location,
+        "properties": properties,
+    })
+}
+
+/// Writes a VM whose extensions changed as a PUT of the whole VM (the same
+/// validation, the same operation), under the ETag it was read with.
+async fn put_vm_extensions(
+    s: &Arc<AppState>,
+    caller: Operator,
+    p: &ExtensionPath,
+    mut vm: VirtualMachine,
+    tag: i64,
+) -> ApiResult {
+    vm.id = None;
+    let body = Bytes::from(serde_json::to_vec(&vm).map_err(ApiError::internal)?);
+    let mut headers = HeaderMap::new();
+    headers.insert(axum::http::header::IF_MATCH, crate::fleet_api::etag(tag));
+    put_vm(
+        State(s.clone()),
+        caller,
+        Path(VmPath {
+            sub: p.sub.clone(),
+            rg: p.rg.clone(),
+            name: p.name.clone(),
+        }),
+        Query(PutQuery::default()),
+        headers,
+        body,
+    )
+    .await
+}
+
+/// Adds or replaces a VM's extension (`az vm extension set`, the SDKs'
+/// `virtual_machine_extensions.begin_create_or_update`): the VM's model
+/// changes as by a PUT of the VM (validated the same way: the Guest
+/// Attestation extension needs Trusted Launch with its vTPM) and the
+/// operation that applies it is in `Azure-AsyncOperation`. 201 for a new
+/// extension, 200 for a changed one.
+#[utoipa::path(put, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}/extensions/{ext}", tag = "fleet", security(("token" = [])), params(ExtensionPath), request_body = Object, responses((status = 200, description = "updated"), (status = 201, description = "added"), (status = 404, description = "no such VM")))]
+async fn put_extension(
+    State(s): St,
+    caller: Operator,
+    Path(p): Path<ExtensionPath>,
+    body: Bytes,
+) -> ApiResult {
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (mut vm, tag) = load_vm(c, &id).await?;
+    let b: ExtensionBody = json_body(&body)?;
+    if let Some(l) = &b.location {
+        if !l.eq_ignore_ascii_case(&vm.location) {
+            return Err(FleetError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "The extension's location '{l}' is not its VM's ('{}').",
+                    vm.location
+                ),
+            )
+            .at("location")
+            .into());
+        }
+    }
+    let ext = Extension {
+        name: p.ext.clone(),
+        properties: b.properties,
+    };
+    let created = match vm
+        .resources
+        .iter_mut()
+        .find(|e| e.name.eq_ignore_ascii_case(&p.ext))
+    {
+        Some(e) => {
+            *e = ext.clone();
+            false
+        }
+        None => {
+            vm.resources.push(ext.clone());
+            true
+        }
+    };
+    let location = vm.location.clone();
+    let resp = put_vm_extensions(&s, caller, &p, vm, tag).await?;
+    let (mut parts, _) = resp.into_parts();
+    let state = if parts.headers.contains_key("azure-asyncoperation") {
+        if created {
+            ProvisioningState::Creating
+        } else {
+            ProvisioningState::Updating
+        }
+    } else {
+        ProvisioningState::Succeeded
+    };
+    parts.status = crate::fleet_api::put_status(created);
+    parts.headers.remove(axum::http::header::ETAG);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let doc = extension_document(&id, &location, &ext, state);
+    let bytes = serde_json::to_vec(&doc).map_err(ApiError::internal)?;
+    Ok(axum::response::Response::from_parts(parts, bytes.into()))
+}
+
+/// One of a VM's extensions.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}/extensions/{ext}", tag = "fleet", security(("token" = [])), params(ExtensionPath), responses((status = 200, description = "the extension"), (status = 404, description = "no such VM or extension")))]
+async fn get_extension(State(s): St, _caller: Reader, Path(p): Path<ExtensionPath>) -> ApiResult {
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (vm, _) = load_vm(c, &id).await?;
+    let Some(e) = vm
+        .resources
+        .iter()
+        .find(|e| e.name.eq_ignore_ascii_case(&p.ext))
+    else {
+        return Err(ApiError::not_found(format!(
+            "The VM '{}' has no extension '{}'.",
+            p.name, p.ext
+        )));
+    };
+    let state = crate::fleet_api::provisioning_state(c, &id).await?;
+    respond(
+        StatusCode::OK,
+        &extension_document(&id, &vm.location, e, state),
+        None,
+        None,
+        &[],
+    )
+}
+
+/// A VM's extensions.
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}/extensions", tag = "fleet", security(("token" = [])), params(VmPath), responses((status = 200, description = "the extensions"), (status = 404, description = "no such VM")))]
+async fn list_extensions(State(s): St, _caller: Reader, Path(p): Path<VmPath>) -> ApiResult {
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (vm, _) = load_vm(c, &id).await?;
+    let state = crate::fleet_api::provisioning_state(c, &id).await?;
+    let value: Vec<Value> = vm
+        .resources
+        .iter()
+        .map(|e| extension_document(&id, &vm.location, e, state))
+        .collect();
+    respond(StatusCode::OK, &json!({ "value": value }), None, None, &[])
+}
+
+/// Removes a VM's extension (`az vm extension delete`): the VM's model
+/// changes as by a PUT of the VM (202 with the operation); 204 when the VM
+/// has no such extension.
+#[utoipa::path(delete, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}/extensions/{ext}", tag = "fleet", security(("token" = [])), params(ExtensionPath), responses((status = 202, description = "accepted"), (status = 204, description = "no such extension"), (status = 404, description = "no such VM")))]
+async fn delete_extension(
+    State(s): St,
+    caller: Operator,
+    Path(p): Path<ExtensionPath>,
+) -> ApiResult {
+    let c = control(&s)?;
+    let id = vm_id(&p.sub, &p.rg, &p.name)?;
+    let (mut vm, tag) = load_vm(c, &id).await?;
+    let before = vm.resources.len();
+    vm.resources
+        .retain(|e| !e.name.eq_ignore_ascii_case(&p.ext));
+    if vm.resources.len() == before {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let resp = put_vm_extensions(&s, caller, &p, vm, tag).await?;
+    let (mut parts, _) = resp.into_parts();
+    parts.status = if parts.headers.contains_key("azure-asyncoperation") {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    parts.headers.remove(axum::http::header::ETAG);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Ok(axum::response::Response::from_parts(
+        parts,
+        axum::body::Body::empty(),
+    ))
 }

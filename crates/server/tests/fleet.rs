@@ -984,3 +984,97 @@ async fn patch_merges_onto_the_stored_resource() {
     assert_eq!(vm["properties"]["provisioningState"], "Succeeded");
     s.running.abort();
 }
+
+/// Every error is in ARM's envelope, the framework's own rejections
+/// included: a path the API does not serve, a method a path does not
+/// take, a body that is not JSON, JSON of the wrong shape, a query that
+/// does not parse, a body over the limit, no token.
+#[tokio::test]
+async fn every_error_is_in_arms_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sim_server(dir.path()).await;
+    let p = format!(
+        "/subscriptions/{}/resourceGroups/rg5/providers/Microsoft.Compute",
+        common::unique("e")
+    );
+    let set = format!("{p}/virtualMachineScaleSets/web");
+    type Body = Option<(&'static str, Vec<u8>)>;
+    let raw = |method: Method, url: String, body: Body| {
+        let s = &s;
+        async move {
+            let mut r = s
+                .http
+                .request(method, format!("{}{url}", s.url))
+                .bearer_auth(&s.token);
+            if let Some((ct, b)) = body {
+                r = r.header("content-type", ct).body(b);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or_default();
+            (status, ct, body)
+        }
+    };
+    let cases: Vec<(Method, String, Body, u16, &str)> = vec![
+        (
+            Method::GET,
+            format!("{p}/noSuchThing/x"),
+            None,
+            404,
+            "NotFound",
+        ),
+        (
+            Method::DELETE,
+            format!("{p}/virtualMachineScaleSets/web/virtualMachines"),
+            None,
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            Method::PUT,
+            set.clone(),
+            Some(("application/json", b"{not json".to_vec())),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::PUT,
+            set.clone(),
+            Some(("application/json", b"{\"location\": 5}".to_vec())),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::PUT,
+            format!("{set}?confirmOsDiskDataLoss=maybe"),
+            Some(("application/json", b"{}".to_vec())),
+            400,
+            "BadRequest",
+        ),
+        (
+            Method::PUT,
+            set.clone(),
+            Some(("application/json", vec![b' '; 2 << 20])),
+            413,
+            "RequestEntityTooLarge",
+        ),
+    ];
+    for (method, url, body, status, code) in cases {
+        let what = format!("{method} {url}");
+        let (st, ct, b) = raw(method, url, body).await;
+        assert_eq!(st, status, "{what}: {b}");
+        assert!(ct.starts_with("application/json"), "{what}: {ct}");
+        assert_eq!(b["error"]["code"], code, "{what}: {b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: {b}"
+        );
+    }
+    let resp = s.http.get(format!("{}{set}", s.url)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let b: Value = resp.json().await.unwrap();
+    assert!(b["error"]["code"].is_string(), "{b}");
+}
