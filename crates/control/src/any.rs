@@ -49,4 +49,10 @@ impl Driver for AnyDriver {
     async fn list(&self) -> Result<Vec<InstanceStatus>, DriverError> {
         delegate!(self, d => d.list())
     }
+    fn attests_guests(&self) -> bool {
+        match self {
+            AnyDriver::Runtime(d) => d.attests_guests(),
+            AnyDriver::Sim(d) => d.attests_guests(),
+        }
+    }
 }

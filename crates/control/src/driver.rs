@@ -111,6 +111,11 @@ pub struct InstanceStatus {
     /// user-mode NIC's forward), when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_endpoint: Option<String>,
+    /// When its current (or last) boot started, Unix seconds, as the host
+    /// recorded it: what tells an attestation of this boot from one of an
+    /// earlier boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_started_at: Option<u64>,
 }
 
 /// A driver's failure.
@@ -179,4 +184,11 @@ pub trait Driver: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<InstanceStatus>, DriverError>> + Send;
     /// Every instance, by name.
     fn list(&self) -> impl Future<Output = Result<Vec<InstanceStatus>, DriverError>> + Send;
+    /// Whether the host attests its instances' boots (the attestation
+    /// service challenges their vTPMs under the instance's name): then the
+    /// health of an instance with guest attestation is the service's
+    /// verdict on its current boot.
+    fn attests_guests(&self) -> bool {
+        false
+    }
 }

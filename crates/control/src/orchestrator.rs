@@ -34,6 +34,7 @@ use trustlaunch_store::{
 
 use crate::driver::{
     DataDiskSpec, Driver, DriverError, Health, InstanceOs, InstanceSecurity, InstanceSpec,
+    InstanceStatus,
 };
 
 /// The kind of a rolling upgrade operation.
@@ -300,6 +301,30 @@ pub struct RollingUpgradeState {
     pub in_flight: Vec<String>,
     /// The planner.
     pub planner: RollingUpgrade,
+    /// Why each failed instance failed (by id), recorded when the
+    /// planner counted it failed, while the boot it was judged on still
+    /// ran: an attestation's failed checks, a failed boot.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, String>,
+}
+
+impl RollingUpgradeState {
+    /// `rolling-upgrade get-latest`: the planner's status, its error
+    /// naming each failed instance and why it failed.
+    pub fn status(&self) -> trustlaunch_fleet::rolling::RollingUpgradeStatus {
+        let mut st = self.planner.status();
+        if let Some(e) = st.error.as_mut() {
+            if !self.failures.is_empty() {
+                let why: Vec<String> = self
+                    .failures
+                    .iter()
+                    .map(|(id, r)| format!("instance {id}: {r}"))
+                    .collect();
+                e.message = format!("{}. {}", e.message, why.join(". "));
+            }
+        }
+        st
+    }
 }
 
 /// Runs operations: claims them from the store and drives them to the end.
@@ -320,6 +345,52 @@ impl<D: Driver> std::fmt::Debug for Orchestrator<D> {
             .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
+}
+
+/// An instance's health as the orchestrator counts it, and why when it is
+/// not healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    /// The health.
+    pub health: PlanHealth,
+    /// Why it is not healthy, when known (the failed checks of an
+    /// attestation, a failed boot).
+    pub reason: Option<String>,
+}
+
+/// The longest reason an operation's error quotes from one appraisal.
+const MAX_REASON: usize = 600;
+
+/// "attestation of its boot failed: CHECK: DETAIL; ..." from a stored
+/// attestation (the service's document: `verdict.failed[]` with each
+/// failed check's name and what it found, which names the component).
+fn failed_attestation(doc: &Value) -> String {
+    let failed: Vec<String> = doc["verdict"]["failed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["name"].as_str().unwrap_or("?"),
+                c["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let mut out = if failed.is_empty() {
+        "attestation of its boot failed".to_owned()
+    } else {
+        format!("attestation of its boot failed: {}", failed.join("; "))
+    };
+    if out.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }
 
 fn unix_now() -> u64 {
@@ -554,6 +625,7 @@ impl<D: Driver> Orchestrator<D> {
             replacements: BTreeMap::new(),
             next_instance_id,
             in_flight: Vec::new(),
+            failures: BTreeMap::new(),
         };
         self.new_operation(ROLLING_UPGRADE, op_id, set_id, &state)
     }
@@ -570,11 +642,7 @@ impl<D: Driver> Orchestrator<D> {
             None => (false, PlanHealth::Unknown),
             Some(s) => (
                 s.spec.model_version == set.properties.model_version,
-                match s.health {
-                    Health::Healthy => PlanHealth::Healthy,
-                    Health::Unhealthy => PlanHealth::Unhealthy,
-                    Health::Unknown => PlanHealth::Unknown,
-                },
+                self.judge(&s).await?.health,
             ),
         };
         let mut v = InstanceView::new(instance_id, up_to_date, health);
@@ -701,6 +769,12 @@ impl<D: Driver> Orchestrator<D> {
             }
         }
         let healthy = self.await_health(&op, &state.target.name, &started).await?;
+        let unhealthy: Vec<String> = started
+            .iter()
+            .filter(|id| !healthy.contains(*id))
+            .map(|id| instance_name(&state.target.name, id))
+            .collect();
+        reasons.extend(self.reasons(&unhealthy).await?);
         for id in started {
             if healthy.contains(&id) {
                 state.done.push(id);
@@ -814,6 +888,12 @@ impl<D: Driver> Orchestrator<D> {
         self.write(&mut op, &state, OperationStatus::InProgress, None)
             .await?;
         let healthy = self.await_health(&op, &state.target.name, &started).await?;
+        let unhealthy: Vec<String> = started
+            .iter()
+            .filter(|id| !healthy.contains(*id))
+            .map(|id| instance_name(&state.target.name, id))
+            .collect();
+        let reasons = self.reasons(&unhealthy).await?;
         for id in started {
             if healthy.contains(&id) {
                 self.put_instance(&state.target, &set_id, &id).await?;
@@ -831,10 +911,11 @@ impl<D: Driver> Orchestrator<D> {
             let error = FleetError::new(
                 trustlaunch_fleet::ErrorCode::Conflict,
                 format!(
-                    "{} of {} instances could not be upgraded: {}.",
+                    "{} of {} instances could not be upgraded: {}.{}",
                     state.failed.len(),
                     state.instance_ids.len(),
-                    state.failed.join(", ")
+                    state.failed.join(", "),
+                    reasons.iter().map(|r| format!(" {r}.")).collect::<String>()
                 ),
             );
             let error = serde_json::to_value(error).unwrap_or(Value::Null);
@@ -1020,6 +1101,7 @@ impl<D: Driver> Orchestrator<D> {
                 let _ = state.planner.cancel(now);
             }
             let step = state.planner.next(&view, now);
+            self.note_failures(&mut state).await?;
             state.in_flight = match &step {
                 Step::Upgrade { batch } => batch.clone(),
                 Step::Rollback { ids } => ids.clone(),
@@ -1143,15 +1225,129 @@ impl<D: Driver> Orchestrator<D> {
                     let (status, error) = match &outcome {
                         Outcome::Completed => (OperationStatus::Succeeded, None),
                         Outcome::Cancelled => (OperationStatus::Canceled, None),
-                        Outcome::Faulted(b) => (
+                        Outcome::Faulted(_) => (
                             OperationStatus::Failed,
-                            Some(serde_json::to_value(b.error()).unwrap_or(Value::Null)),
+                            state
+                                .status()
+                                .error
+                                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
                         ),
                     };
                     self.write(&mut op, &state, status, error).await?;
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// An instance's health as provisioning, manual and rolling upgrades
+    /// count it. The driver's (the boot came up: the guest reported in,
+    /// and with a vTPM its evidence passed the runtime's own checks), and
+    /// for an instance with guest attestation on a host that attests its
+    /// guests, the attestation service's verdict on its current boot: the
+    /// newest attestation of the instance recorded at or after the boot
+    /// started (both times the platform's own, never the guest's). No
+    /// verdict yet: unknown (the gate waits, then times out as unhealthy);
+    /// a failed verdict: failed for good, with the checks that failed.
+    pub async fn judge(&self, s: &InstanceStatus) -> Result<Judgement, ControlError> {
+        let plain = |health| Judgement {
+            health,
+            reason: None,
+        };
+        match s.health {
+            Health::Healthy => {}
+            Health::Unhealthy => {
+                return Ok(Judgement {
+                    health: PlanHealth::Unhealthy,
+                    reason: match &s.power {
+                        crate::driver::PowerState::Failed(r) => Some(format!("its boot failed: {r}")),
+                        _ => Some("the guest reported unhealthy".to_owned()),
+                    },
+                })
+            }
+            Health::Unknown => return Ok(plain(PlanHealth::Unknown)),
+        }
+        if !(s.spec.guest_attestation && self.driver.attests_guests()) {
+            return Ok(plain(PlanHealth::Healthy));
+        }
+        let Some(boot) = s.boot_started_at else {
+            return Ok(plain(PlanHealth::Unknown));
+        };
+        let boot = to_i64(boot);
+        let recent = self.store.history(&s.spec.name, 16).await?;
+        let Some(a) = recent.iter().find(|a| a.attestation.at >= boot) else {
+            return Ok(plain(PlanHealth::Unknown));
+        };
+        if a.attestation.healthy {
+            return Ok(plain(PlanHealth::Healthy));
+        }
+        Ok(Judgement {
+            health: PlanHealth::Failed,
+            reason: Some(failed_attestation(&a.attestation.appraisal)),
+        })
+    }
+
+    /// Why each of `names` that is not healthy is not, for an operation's
+    /// error: "NAME: reason" for those with a reason.
+    pub(crate) async fn reasons(&self, names: &[String]) -> Result<Vec<String>, ControlError> {
+        let mut out = Vec::new();
+        for name in names {
+            let Some(s) = self.driver.status(name).await? else {
+                out.push(format!("{name}: gone"));
+                continue;
+            };
+            let j = self.judge(&s).await?;
+            match (j.health, j.reason) {
+                (PlanHealth::Healthy, _) => {}
+                (_, Some(r)) => out.push(format!("{name}: {r}")),
+                (_, None) => out.push(format!("{name}: {}", self.no_verdict(&s))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records why each instance the planner now counts failed failed, the
+    /// first time it is seen so: judged on the boot it runs (for a surge
+    /// replacement about to be deleted, the replacement's).
+    async fn note_failures(&self, state: &mut RollingUpgradeState) -> Result<(), ControlError> {
+        use trustlaunch_fleet::rolling::InstanceState;
+        let mut judged = Vec::new();
+        for t in state.planner.instances() {
+            if state.failures.contains_key(&t.id) {
+                continue;
+            }
+            let watched = match t.state {
+                InstanceState::DeletingReplacement => t.replacement.clone(),
+                InstanceState::Failed(_) => Some(t.id.clone()),
+                _ => None,
+            };
+            if let Some(w) = watched {
+                judged.push((t.id.clone(), instance_name(&state.target.name, &w)));
+            }
+        }
+        for (id, name) in judged {
+            let reason = match self.driver.status(&name).await? {
+                None => "gone".to_owned(),
+                Some(s) => {
+                    let j = self.judge(&s).await?;
+                    match (j.health, j.reason) {
+                        (_, Some(r)) => r,
+                        (PlanHealth::Unknown, None) => self.no_verdict(&s),
+                        (PlanHealth::Healthy, None) => "its upgrade failed".to_owned(),
+                        (_, None) => "unhealthy".to_owned(),
+                    }
+                }
+            };
+            state.failures.insert(id, format!("{name}: {reason}"));
+        }
+        Ok(())
+    }
+
+    fn no_verdict(&self, s: &InstanceStatus) -> String {
+        if s.spec.guest_attestation && self.driver.attests_guests() {
+            "no attestation of its boot before the health timeout".to_owned()
+        } else {
+            "not healthy before the health timeout".to_owned()
         }
     }
 
@@ -1187,15 +1383,18 @@ impl<D: Driver> Orchestrator<D> {
         while !open.is_empty() {
             let mut still = Vec::new();
             for id in open {
-                match self.driver.status(id).await? {
-                    Some(s) if s.health == Health::Healthy => {
+                let Some(s) = self.driver.status(id).await? else {
+                    continue;
+                };
+                if matches!(s.power, crate::driver::PowerState::Failed(_)) {
+                    continue;
+                }
+                match self.judge(&s).await?.health {
+                    PlanHealth::Healthy => {
                         healthy.insert(id.clone());
                     }
-                    Some(s)
-                        if s.health == Health::Unhealthy
-                            || matches!(s.power, crate::driver::PowerState::Failed(_)) => {}
-                    None => {}
-                    Some(_) => still.push(id),
+                    PlanHealth::Unhealthy | PlanHealth::Failed => {}
+                    PlanHealth::Unknown => still.push(id),
                 }
             }
             open = still;

@@ -15,7 +15,8 @@
 //! VM with a vTPM is healthy once its agent's evidence passed the
 //! runtime's checks, one without once its init reported in. (The
 //! attestation verdict is the attestation service's, which the
-//! orchestrator adds for instances with guest attestation.)
+//! orchestrator adds for instances with guest attestation: see
+//! `Orchestrator::health`.)
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -260,6 +261,7 @@ impl RuntimeDriver {
                 .ssh_port
                 .filter(|_| info.spec.network == Network::User)
                 .map(|p| format!("127.0.0.1:{p}")),
+            boot_started_at: info.state.started_at,
         }
     }
 }
@@ -385,5 +387,10 @@ impl Driver for RuntimeDriver {
             .await
             .map_err(failed("", "list"))?;
         Ok(infos.iter().map(|i| self.status_of(i)).collect())
+    }
+    /// The server's monitor attests every running VM with a vTPM under
+    /// its runtime name, which is the instance's name.
+    fn attests_guests(&self) -> bool {
+        true
     }
 }

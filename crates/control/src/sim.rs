@@ -42,6 +42,8 @@ struct SimInstance {
     spec: InstanceSpec,
     power: PowerState,
     booted_at: Option<Instant>,
+    /// The same, in Unix seconds (what an attestation's time compares to).
+    booted_unix: Option<u64>,
     outcome: Option<BootOutcome>,
 }
 
@@ -57,6 +59,7 @@ pub struct SimDriver {
     state: Arc<Mutex<State>>,
     boot_time: Duration,
     outcome: OutcomeFn,
+    attests: bool,
 }
 
 impl std::fmt::Debug for SimDriver {
@@ -79,7 +82,17 @@ impl SimDriver {
             state: Arc::default(),
             boot_time,
             outcome,
+            attests: false,
         }
+    }
+
+    /// The same driver on a host that attests its guests: an instance
+    /// with guest attestation is healthy only once the store holds a
+    /// healthy attestation of its current boot (which a test records).
+    #[must_use]
+    pub fn attesting(mut self) -> Self {
+        self.attests = true;
+        self
     }
 
     /// Everything done so far, in order.
@@ -126,6 +139,7 @@ impl SimDriver {
             power,
             health,
             ssh_endpoint: None,
+            boot_started_at: i.booted_unix,
         }
     }
 
@@ -161,6 +175,7 @@ impl Driver for SimDriver {
                 spec: spec.clone(),
                 power: PowerState::Stopped,
                 booted_at: None,
+                booted_unix: None,
                 outcome: None,
             },
         );
@@ -177,6 +192,11 @@ impl Driver for SimDriver {
             }
             i.power = PowerState::Starting;
             i.booted_at = Some(now);
+            i.booted_unix = Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            );
             i.outcome = Some(outcome(&i.spec));
             true
         })?;
@@ -257,5 +277,8 @@ impl Driver for SimDriver {
             .values()
             .map(|i| self.status_of(i, now))
             .collect())
+    }
+    fn attests_guests(&self) -> bool {
+        self.attests
     }
 }

@@ -260,10 +260,16 @@ impl<D: Driver> Orchestrator<D> {
             self.write(&mut op, &state, OperationStatus::Succeeded, None)
                 .await
         } else {
+            let why = self
+                .reasons(std::slice::from_ref(&spec.name))
+                .await?
+                .into_iter()
+                .map(|r| format!(" {r}."))
+                .collect::<String>();
             let error = failure(
                 ErrorCode::Conflict,
                 format!(
-                    "The VM '{}' runs model version {} but did not become healthy.",
+                    "The VM '{}' runs model version {} but did not become healthy.{why}",
                     state.target.name, spec.model_version
                 ),
             );
@@ -357,6 +363,12 @@ impl<D: Driver> Orchestrator<D> {
             // is read, not repeated.
             let names: Vec<String> = started.iter().map(|t| t.name.clone()).collect();
             let healthy = self.await_health_of(&op, &names).await?;
+            let unhealthy: Vec<String> = names
+                .iter()
+                .filter(|n| !healthy.contains(*n))
+                .cloned()
+                .collect();
+            reasons.extend(self.reasons(&unhealthy).await?);
             for t in started {
                 if healthy.contains(&t.name) {
                     state.done.push(t.label);

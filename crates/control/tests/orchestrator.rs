@@ -432,3 +432,193 @@ async fn a_long_health_wait_keeps_the_lease() {
     assert!(a.values().all(|v| v == &[2]), "{a:?}");
     assert!(d.events().len() > base);
 }
+
+/// The attestation service as the orchestrator sees it: verdicts in the
+/// store, under each instance's name, timed by the platform. This one
+/// appraises every boot of an instance with guest attestation once it is
+/// up, failing the boots `fails` says, with the failed check's document
+/// shaped as the service stores it.
+fn attest_boots(
+    store: Store,
+    d: SimDriver,
+    fails: fn(&trustlaunch_control::InstanceSpec) -> bool,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        let mut nonce = 0_u64;
+        loop {
+            for s in d.list().await.unwrap() {
+                let (Some(boot), true, Health::Healthy) =
+                    (s.boot_started_at, s.spec.guest_attestation, s.health)
+                else {
+                    continue;
+                };
+                if !seen.insert((s.spec.name.clone(), boot)) {
+                    continue;
+                }
+                nonce += 1;
+                let failed = fails(&s.spec);
+                let doc = if failed {
+                    json!({"verdict": {"healthy": false, "failed": [{"name": "baseline", "detail":
+                        "kernel command line (PCR 8) changed from 'console=ttyS0' to 'console=ttyS0 init=/bin/sh'"}]}})
+                } else {
+                    json!({"verdict": {"healthy": true, "failed": []}})
+                };
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                store
+                    .add_attestation(&trustlaunch_store::NewAttestation {
+                        vm_id: s.spec.name.clone(),
+                        boot_id: "guest-chosen".into(),
+                        nonce: nonce.to_be_bytes().to_vec(),
+                        at: i64::try_from(at).unwrap(),
+                        healthy: !failed,
+                        appraisal: doc,
+                        token: None,
+                    })
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+/// Model 2 of the fixture with the Guest Attestation extension.
+fn attested_model(n: u32, rolling: &serde_json::Value) -> ScaleSet {
+    use trustlaunch_fleet::image::OsType;
+    use trustlaunch_fleet::resources::{Extension, ExtensionProfile};
+    let mut set = scale_set(n, 2, rolling);
+    set.properties.virtual_machine_profile.extension_profile = Some(ExtensionProfile {
+        extensions: vec![Extension::guest_attestation(OsType::Linux)],
+    });
+    set
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_upgrade_whose_boots_fail_attestation_stops_after_the_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    // The instances boot, and the driver calls them healthy: only the
+    // attestation verdict tells.
+    let d = SimDriver::new(Duration::ZERO).attesting();
+    let rolling = json!({"maxBatchInstancePercent": 20, "maxUnhealthyUpgradedInstancePercent": 10});
+    let store = fleet(&dir, 10, &d, rolling.clone()).await;
+    put_set(&store, &attested_model(10, &rolling)).await;
+    // A healthy verdict from long ago, under every instance's name: not of
+    // the boot the upgrade made, so it must not count.
+    for i in 0..10 {
+        store
+            .add_attestation(&trustlaunch_store::NewAttestation {
+                vm_id: instance_name("web", &i.to_string()),
+                boot_id: "old".into(),
+                nonce: vec![0xff, i],
+                at: 1,
+                healthy: true,
+                appraisal: json!({"verdict": {"healthy": true, "failed": []}}),
+                token: None,
+            })
+            .await
+            .unwrap();
+    }
+    let service = attest_boots(store.clone(), d.clone(), |s| s.image == "/images/tiny-2");
+    let o = orchestrator(&store, &d);
+    o.start_rolling_upgrade(SET, "op-1", Some(scale_set(10, 1, &rolling)))
+        .await
+        .unwrap();
+    o.run_pending().await.unwrap();
+    service.abort();
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Failed, "{:?}", op.error);
+    let err = op.error.unwrap();
+    let msg = err["message"].as_str().unwrap();
+    assert_eq!(err["code"], "RollingUpgradeInstanceUnhealthyError", "{err}");
+    assert!(msg.contains("stopped after batch 1"), "{msg}");
+    // The error names each failed instance, the check and the component.
+    for i in ["0", "1"] {
+        assert!(
+            msg.contains(&format!(
+                "instance {i}: {}: attestation of its boot failed: baseline: kernel command line (PCR 8) changed",
+                instance_name("web", i)
+            )),
+            "{msg}"
+        );
+    }
+    // Only the first batch was touched; the rest stay on the old model.
+    assert_eq!(applies(&d).len(), 2, "{:?}", applies(&d));
+    for s in d.list().await.unwrap() {
+        let first = s.spec.name == instance_name("web", "0") || s.spec.name == instance_name("web", "1");
+        assert_eq!(s.spec.model_version, if first { 2 } else { 1 }, "{}", s.spec.name);
+    }
+    // get-latest shows the same.
+    let state: trustlaunch_control::orchestrator::RollingUpgradeState =
+        serde_json::from_value(op.state).unwrap();
+    let latest = state.status();
+    assert_eq!(latest.progress.failed_instance_count, 2);
+    assert!(latest.error.unwrap().message.contains("baseline"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_upgrade_whose_boots_attest_healthy_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = SimDriver::new(Duration::ZERO).attesting();
+    let rolling = json!({"maxBatchInstancePercent": 50});
+    let store = fleet(&dir, 4, &d, rolling.clone()).await;
+    put_set(&store, &attested_model(4, &rolling)).await;
+    let service = attest_boots(store.clone(), d.clone(), |_| false);
+    let o = orchestrator(&store, &d);
+    o.start_rolling_upgrade(SET, "op-1", None).await.unwrap();
+    o.run_pending().await.unwrap();
+    service.abort();
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Succeeded, "{:?}", op.error);
+    // Each upgraded instance was healthy only through a verdict of its
+    // new boot: one per instance, recorded after the boot started.
+    for s in d.list().await.unwrap() {
+        assert_eq!(s.spec.model_version, 2);
+        let h = store.history(&s.spec.name, 10).await.unwrap();
+        assert_eq!(h.len(), 1, "{}", s.spec.name);
+        assert!(h[0].attestation.at >= i64::try_from(s.boot_started_at.unwrap()).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verdict_of_an_earlier_boot_does_not_pass_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = SimDriver::new(Duration::ZERO).attesting();
+    let rolling = json!({"maxBatchInstancePercent": 50, "maxUnhealthyUpgradedInstancePercent": 0});
+    let store = fleet(&dir, 2, &d, rolling.clone()).await;
+    put_set(&store, &attested_model(2, &rolling)).await;
+    // Healthy verdicts recorded before any boot the upgrade makes; no
+    // attestation service answers afterwards (a guest that never lets its
+    // agent answer).
+    for i in 0..2 {
+        store
+            .add_attestation(&trustlaunch_store::NewAttestation {
+                vm_id: instance_name("web", &i.to_string()),
+                boot_id: "the upgraded boot, says the guest".into(),
+                nonce: vec![i],
+                at: 1,
+                healthy: true,
+                appraisal: json!({"verdict": {"healthy": true, "failed": []}}),
+                token: None,
+            })
+            .await
+            .unwrap();
+    }
+    let o = orchestrator(&store, &d).with_clock(Arc::new({
+        // Time moves 10 minutes per reading: health gates time out.
+        let t = std::sync::atomic::AtomicU64::new(1_000);
+        move || t.fetch_add(600, std::sync::atomic::Ordering::Relaxed)
+    }));
+    o.start_rolling_upgrade(SET, "op-1", None).await.unwrap();
+    o.run_pending().await.unwrap();
+    let op = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Failed, "{:?}", op.error);
+    let msg = op.error.unwrap()["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("no attestation of its boot before the health timeout"),
+        "{msg}"
+    );
+}

@@ -124,6 +124,11 @@ pub enum Health {
     Unhealthy,
     /// No answer yet (booting, or no probe result).
     Unknown,
+    /// Judged and failed for good: the boot it runs was appraised by the
+    /// attestation service and failed. Unlike [`Health::Unhealthy`] (a
+    /// probe that may yet answer), not waited on: the health gate counts it
+    /// failed at once.
+    Failed,
 }
 
 impl Health {
@@ -921,7 +926,7 @@ impl RollingUpgrade {
                             InstanceState::Succeeded
                         };
                     }
-                    (Some(_), _) if now >= until => {
+                    (Some(h), _) if now >= until || h == Health::Failed => {
                         t.state = if surge {
                             InstanceState::DeletingReplacement
                         } else {

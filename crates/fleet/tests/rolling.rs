@@ -1265,3 +1265,27 @@ fn an_empty_or_up_to_date_scale_set_completes_at_once() {
     assert_eq!(up.next(&v, 0), Step::Done(Outcome::Completed));
     assert_eq!(up.status().progress, Default::default());
 }
+
+#[test]
+fn a_failed_verdict_is_not_waited_on() {
+    let policy = RollingPolicy {
+        max_batch_instance_percent: 50,
+        max_unhealthy_upgraded_instance_percent: 0,
+        ..RollingPolicy::default()
+    };
+    let v = view(&[("0", false, Health::Healthy), ("1", false, Health::Healthy)]);
+    let mut up = RollingUpgrade::new(policy, 0, &v).with_health_timeout(600);
+    assert_eq!(up.next(&v, 0), Step::Upgrade { batch: ids(&["0"]) });
+    up.batch_done(&[InstanceResult::ok("0")]);
+    // Unhealthy is a probe that may yet answer: waited on until the gate
+    // closes. Failed (an attestation verdict on the boot) is final.
+    let probing = view(&[("0", true, Health::Unhealthy), ("1", false, Health::Healthy)]);
+    let step = up.clone().next(&probing, 1);
+    assert!(matches!(step, Step::WaitForHealth { until: 601, .. }), "{step:?}");
+    let judged = view(&[("0", true, Health::Failed), ("1", false, Health::Healthy)]);
+    let Step::Done(Outcome::Faulted(b)) = up.next(&judged, 1) else {
+        panic!("a failed verdict ends the gate at once")
+    };
+    assert_eq!((b.limit, b.batch), (Limit::MaxUnhealthyUpgradedInstancePercent, 1));
+    assert_eq!(up.status().progress.failed_instance_count, 1);
+}

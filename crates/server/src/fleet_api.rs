@@ -23,7 +23,8 @@ use trustlaunch_control::orchestrator::{
     instance_name, Catalogs, ManualUpgradeState, Orchestrator, RollingUpgradeState, MANUAL_UPGRADE,
     ROLLING_UPGRADE,
 };
-use trustlaunch_control::{AnyDriver, Driver, Health};
+use trustlaunch_control::{AnyDriver, Driver};
+use trustlaunch_fleet::rolling::Health as PlanHealth;
 use trustlaunch_fleet::image::{gallery_id, ImageCatalog, ImageDefinition, ImageVersion};
 use trustlaunch_fleet::operation::SetOperation;
 use trustlaunch_fleet::resources::{
@@ -1025,10 +1026,11 @@ async fn instance_json(
             | trustlaunch_control::PowerState::Failed(_) => PowerState::Stopped,
             trustlaunch_control::PowerState::Deallocated => PowerState::Deallocated,
         };
-        vm.health = match st.health {
-            Health::Healthy => InstanceHealth::Healthy,
-            Health::Unhealthy => InstanceHealth::Unhealthy,
-            Health::Unknown => InstanceHealth::Unknown,
+        // As upgrades count it: with guest attestation, the verdict.
+        vm.health = match c.orchestrator.judge(&st).await?.health {
+            PlanHealth::Healthy => InstanceHealth::Healthy,
+            PlanHealth::Unhealthy | PlanHealth::Failed => InstanceHealth::Unhealthy,
+            PlanHealth::Unknown => InstanceHealth::Unknown,
         };
     }
     vm.refresh(set);
@@ -1199,7 +1201,7 @@ async fn rolling_latest(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -
         serde_json::from_value(op.state).map_err(ApiError::internal)?;
     respond(
         StatusCode::OK,
-        &json!({"name": "latest", "type": "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades", "operationId": op.id, "properties": state.planner.status()}),
+        &json!({"name": "latest", "type": "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades", "operationId": op.id, "properties": state.status()}),
         None,
         None,
         &[],

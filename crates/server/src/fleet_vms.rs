@@ -21,7 +21,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::instance_name;
 use trustlaunch_control::vm_ops::{vm_instance_name, Action, ActionTarget};
-use trustlaunch_control::{Driver, Health, PowerState as DriverPower};
+use trustlaunch_control::{Driver, PowerState as DriverPower};
+use trustlaunch_fleet::rolling::Health as PlanHealth;
 use trustlaunch_fleet::resources::{
     Extension, OrchestrationMode, ProvisioningState, ScaleSet, VirtualMachine, SCALE_SET_VM_TYPE,
     VM_TYPE,
@@ -140,10 +141,11 @@ pub(crate) async fn instance_view(c: &ControlPlane, name: &str) -> Result<Value,
                 },
             }],
             "failure": match &s.power { DriverPower::Failed(r) => Some(r.clone()), _ => None },
-            "health": match s.health {
-                Health::Healthy => "Healthy",
-                Health::Unhealthy => "Unhealthy",
-                Health::Unknown => "Unknown",
+            // As operations count it: with guest attestation, the verdict.
+            "health": match c.orchestrator.judge(&s).await?.health {
+                PlanHealth::Healthy => "Healthy",
+                PlanHealth::Unhealthy | PlanHealth::Failed => "Unhealthy",
+                PlanHealth::Unknown => "Unknown",
             },
             "modelVersion": s.spec.model_version,
             "sshEndpoint": s.ssh_endpoint,
