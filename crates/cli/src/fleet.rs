@@ -792,12 +792,13 @@ fn show_set(conn: &Conn, path: &str) -> Result<()> {
     for i in inst["value"].as_array().into_iter().flatten() {
         let q = &i["properties"];
         println!(
-            "  {:<4} latestModelApplied={:<5} model={:<3} {:<20} {}",
+            "  {:<4} latestModelApplied={:<5} model={:<3} {:<20} {:<9} {}",
             i["instanceId"].as_str().unwrap_or(""),
             q["latestModelApplied"],
             q["modelVersion"],
             q["powerState"].as_str().unwrap_or(""),
-            q["health"].as_str().unwrap_or("")
+            q["health"].as_str().unwrap_or(""),
+            q["runtimeName"].as_str().unwrap_or("")
         );
     }
     Ok(())
@@ -1087,6 +1088,10 @@ fn show_vm(conn: &Conn, vm: &Value) {
             .any(|e| e["properties"]["type"] == "GuestAttestation")
     });
     println!("guest attestation: {attested}");
+    if let Some(rt) = p["runtimeName"].as_str() {
+        // What `host vm` and `attestation show|history` call it.
+        println!("runtime name:    {rt}");
+    }
     if let Some(set) = p["virtualMachineScaleSet"]["id"].as_str() {
         println!("scale set:       {set}");
     }

@@ -142,10 +142,11 @@ pub fn instance_name(set: &str, instance_id: &str) -> String {
 /// characters), so a long name is refused when the resource is created,
 /// not when its first instance is.
 pub fn check_host_name(name: &str, scale_set: bool) -> Result<(), FleetError> {
+    let given = new_runtime_name(name, "");
     let host = if scale_set {
-        instance_name(name, "99999")
+        instance_name(&given, "99999")
     } else {
-        sanitize(name)
+        given
     };
     trustlaunch_runtime::spec::check_name(&host).map_err(|_| {
         FleetError::new(
@@ -157,6 +158,34 @@ pub fn check_host_name(name: &str, scale_set: bool) -> Result<(), FleetError> {
         )
         .at("name")
     })
+}
+
+/// The runtime name a new VM or scale set gets (a set: the prefix of its
+/// instances' names): its name, sanitized, then `-` and the first 6 hex
+/// digits of the SHA-256 of its resource id in lowercase (ARM compares ids
+/// without case). Two resources named alike in two resource groups or
+/// subscriptions get two names; the control plane refuses the rare
+/// resource whose name is taken anyway, when it is created. The suffix
+/// (6 characters) is longer than any instance id (5 digits at most), so a
+/// VM's name is never a set instance's.
+pub fn new_runtime_name(name: &str, resource_id: &str) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(resource_id.to_ascii_lowercase().as_bytes());
+    format!("{}-{:02x}{:02x}{:02x}", sanitize(name), d[0], d[1], d[2])
+}
+
+/// The prefix of `set`'s instances' runtime names: the one it was given,
+/// or for a set created before names were given, its name, sanitized.
+pub fn set_runtime_name(set: &ScaleSet) -> String {
+    set.properties
+        .runtime_name
+        .clone()
+        .unwrap_or_else(|| sanitize(&set.name))
+}
+
+/// The runtime name of instance `instance_id` of `set`.
+pub fn set_instance_name(set: &ScaleSet, instance_id: &str) -> String {
+    instance_name(&set_runtime_name(set), instance_id)
 }
 
 /// A resource name as a runtime name: lowercase, anything but `a-z 0-9`
@@ -216,7 +245,7 @@ pub fn instance_spec(
     )?;
     let security = InstanceSecurity::of(profile.security_profile.as_ref());
     Ok(InstanceSpec {
-        name: instance_name(&set.name, instance_id),
+        name: set_instance_name(set, instance_id),
         model_version: set.properties.model_version,
         vcpus: size.vcpus,
         memory_mib: size.memory_mib,
@@ -636,7 +665,7 @@ impl<D: Driver> Orchestrator<D> {
         instance_id: &str,
         replaces: Option<&String>,
     ) -> Result<InstanceView, ControlError> {
-        let name = instance_name(&set.name, instance_id);
+        let name = set_instance_name(set, instance_id);
         let status = self.driver.status(&name).await?;
         let (up_to_date, health) = match status {
             None => (false, PlanHealth::Unknown),
@@ -768,11 +797,11 @@ impl<D: Driver> Orchestrator<D> {
                     .await?;
             }
         }
-        let healthy = self.await_health(&op, &state.target.name, &started).await?;
+        let healthy = self.await_health(&op, &state.target, &started).await?;
         let unhealthy: Vec<String> = started
             .iter()
             .filter(|id| !healthy.contains(*id))
-            .map(|id| instance_name(&state.target.name, id))
+            .map(|id| set_instance_name(&state.target, id))
             .collect();
         reasons.extend(self.reasons(&unhealthy).await?);
         for id in started {
@@ -788,7 +817,7 @@ impl<D: Driver> Orchestrator<D> {
             if !pending(&state, &id) {
                 continue;
             }
-            let name = instance_name(&state.target.name, &id);
+            let name = set_instance_name(&state.target, &id);
             match self.driver.delete(&name).await {
                 Ok(()) => {
                     self.store
@@ -887,11 +916,11 @@ impl<D: Driver> Orchestrator<D> {
         }
         self.write(&mut op, &state, OperationStatus::InProgress, None)
             .await?;
-        let healthy = self.await_health(&op, &state.target.name, &started).await?;
+        let healthy = self.await_health(&op, &state.target, &started).await?;
         let unhealthy: Vec<String> = started
             .iter()
             .filter(|id| !healthy.contains(*id))
-            .map(|id| instance_name(&state.target.name, id))
+            .map(|id| set_instance_name(&state.target, id))
             .collect();
         let reasons = self.reasons(&unhealthy).await?;
         for id in started {
@@ -1033,7 +1062,7 @@ impl<D: Driver> Orchestrator<D> {
         set_id: &str,
     ) -> Result<(), ControlError> {
         for id in &state.in_flight {
-            let name = instance_name(&state.target.name, id);
+            let name = set_instance_name(&state.target, id);
             let Some(s) = self.driver.status(&name).await? else {
                 continue;
             };
@@ -1077,7 +1106,7 @@ impl<D: Driver> Orchestrator<D> {
                 let replaces = state.replacements.get(id);
                 let exists = self
                     .driver
-                    .status(&instance_name(&state.target.name, id))
+                    .status(&set_instance_name(&state.target, id))
                     .await?
                     .is_some();
                 if replaces.is_some() && !exists {
@@ -1164,7 +1193,7 @@ impl<D: Driver> Orchestrator<D> {
                 Step::Delete { ids } => {
                     let mut results = Vec::new();
                     for id in &ids {
-                        let name = instance_name(&state.target.name, id);
+                        let name = set_instance_name(&state.target, id);
                         let ok = self.driver.delete(&name).await.is_ok();
                         if ok {
                             self.store
@@ -1260,7 +1289,9 @@ impl<D: Driver> Orchestrator<D> {
                 return Ok(Judgement {
                     health: PlanHealth::Unhealthy,
                     reason: match &s.power {
-                        crate::driver::PowerState::Failed(r) => Some(format!("its boot failed: {r}")),
+                        crate::driver::PowerState::Failed(r) => {
+                            Some(format!("its boot failed: {r}"))
+                        }
                         _ => Some("the guest reported unhealthy".to_owned()),
                     },
                 })
@@ -1322,7 +1353,7 @@ impl<D: Driver> Orchestrator<D> {
                 _ => None,
             };
             if let Some(w) = watched {
-                judged.push((t.id.clone(), instance_name(&state.target.name, &w)));
+                judged.push((t.id.clone(), set_instance_name(&state.target, &w)));
             }
         }
         for (id, name) in judged {
@@ -1356,10 +1387,10 @@ impl<D: Driver> Orchestrator<D> {
     async fn await_health(
         &self,
         op: &OperationRecord,
-        set: &str,
+        set: &ScaleSet,
         ids: &[String],
     ) -> Result<std::collections::HashSet<String>, ControlError> {
-        let names: Vec<String> = ids.iter().map(|id| instance_name(set, id)).collect();
+        let names: Vec<String> = ids.iter().map(|id| set_instance_name(set, id)).collect();
         let healthy = self.await_health_of(op, &names).await?;
         Ok(ids
             .iter()

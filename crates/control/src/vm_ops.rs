@@ -133,6 +133,15 @@ pub fn vm_instance_name(vm: &str) -> String {
     crate::orchestrator::sanitize(vm)
 }
 
+/// The runtime name of `vm`: the one it was given when created, or for a
+/// VM created before names were given, its name, sanitized.
+pub fn vm_runtime_name(vm: &VirtualMachine) -> String {
+    vm.properties
+        .runtime_name
+        .clone()
+        .unwrap_or_else(|| vm_instance_name(&vm.name))
+}
+
 /// The spec of VM `vm` at its model version.
 pub fn vm_spec(vm: &VirtualMachine, c: &Catalogs) -> Result<InstanceSpec, FleetError> {
     let p = &vm.properties;
@@ -149,7 +158,7 @@ pub fn vm_spec(vm: &VirtualMachine, c: &Catalogs) -> Result<InstanceSpec, FleetE
     })?;
     let (_, version) = c.images.resolve(image, at)?;
     Ok(InstanceSpec {
-        name: vm_instance_name(&vm.name),
+        name: vm_runtime_name(vm),
         model_version: p.model_version,
         vcpus: size.vcpus,
         memory_mib: size.memory_mib,
@@ -286,11 +295,7 @@ impl<D: Driver> Orchestrator<D> {
     ) -> Result<(), ControlError> {
         let state: VmState =
             serde_json::from_value(op.state.clone()).map_err(corrupt("operation state"))?;
-        if let Err(e) = self
-            .driver()
-            .delete(&vm_instance_name(&state.target.name))
-            .await
-        {
+        if let Err(e) = self.driver().delete(&vm_runtime_name(&state.target)).await {
             let error = failure(ErrorCode::Conflict, e.to_string());
             return self
                 .write(&mut op, &state, OperationStatus::Failed, error)

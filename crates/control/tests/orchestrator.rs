@@ -548,8 +548,14 @@ async fn a_rolling_upgrade_whose_boots_fail_attestation_stops_after_the_first_ba
     // Only the first batch was touched; the rest stay on the old model.
     assert_eq!(applies(&d).len(), 2, "{:?}", applies(&d));
     for s in d.list().await.unwrap() {
-        let first = s.spec.name == instance_name("web", "0") || s.spec.name == instance_name("web", "1");
-        assert_eq!(s.spec.model_version, if first { 2 } else { 1 }, "{}", s.spec.name);
+        let first =
+            s.spec.name == instance_name("web", "0") || s.spec.name == instance_name("web", "1");
+        assert_eq!(
+            s.spec.model_version,
+            if first { 2 } else { 1 },
+            "{}",
+            s.spec.name
+        );
     }
     // get-latest shows the same.
     let state: trustlaunch_control::orchestrator::RollingUpgradeState =

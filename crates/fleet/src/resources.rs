@@ -423,6 +423,11 @@ pub struct VirtualMachineProperties {
     /// document that never went through the control plane.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub model_version: u64,
+    /// Read-only (ours): the name the host runtime knows the VM by, given
+    /// when it is created and unique to its resource id. Absent on a VM
+    /// created before names were given so: its name, sanitized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_name: Option<String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -650,6 +655,13 @@ pub struct ScaleSetProperties {
     /// Azure (a scale-in then scale-out gets new ids).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub next_instance_id: u64,
+    /// Read-only (ours): the prefix of the names the host runtime knows
+    /// this set's instances by (`{runtimeName}-{instanceId}`), given when
+    /// the set is created and unique to its resource id (two sets named
+    /// alike in two resource groups never share a host name). Absent on a
+    /// set created before names were given so: its name, sanitized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_name: Option<String>,
 }
 
 /// A scale set (`Microsoft.Compute/virtualMachineScaleSets`).

@@ -785,12 +785,15 @@ fn vm_common(
         out.resource_type = old.resource_type.clone();
         out.properties.provisioning_state = old.properties.provisioning_state;
         out.properties.vm_id = old.properties.vm_id.clone();
+        out.properties.runtime_name = old.properties.runtime_name.clone();
         out.properties.model_version = old.properties.model_version;
         if out.model_differs(old) {
             out.properties.model_version = out.properties.model_version.saturating_add(1);
         }
     } else {
         out.properties.model_version = 1;
+        // The control plane gives it: never the caller.
+        out.properties.runtime_name = None;
     }
     Ok(Validated {
         resource: out,
@@ -931,12 +934,15 @@ fn set_common(
         out.properties.unique_id = old.properties.unique_id.clone();
         out.properties.model_version = old.properties.model_version;
         out.properties.next_instance_id = old.properties.next_instance_id;
+        out.properties.runtime_name = old.properties.runtime_name.clone();
         if out.model_differs(old) {
             out.bump_model_version();
         }
     } else {
         out.properties.model_version = 0;
         out.properties.next_instance_id = 0;
+        // The control plane gives it: never the caller.
+        out.properties.runtime_name = None;
     }
     Ok(Validated {
         resource: out,

@@ -1279,13 +1279,22 @@ fn a_failed_verdict_is_not_waited_on() {
     up.batch_done(&[InstanceResult::ok("0")]);
     // Unhealthy is a probe that may yet answer: waited on until the gate
     // closes. Failed (an attestation verdict on the boot) is final.
-    let probing = view(&[("0", true, Health::Unhealthy), ("1", false, Health::Healthy)]);
+    let probing = view(&[
+        ("0", true, Health::Unhealthy),
+        ("1", false, Health::Healthy),
+    ]);
     let step = up.clone().next(&probing, 1);
-    assert!(matches!(step, Step::WaitForHealth { until: 601, .. }), "{step:?}");
+    assert!(
+        matches!(step, Step::WaitForHealth { until: 601, .. }),
+        "{step:?}"
+    );
     let judged = view(&[("0", true, Health::Failed), ("1", false, Health::Healthy)]);
     let Step::Done(Outcome::Faulted(b)) = up.next(&judged, 1) else {
         panic!("a failed verdict ends the gate at once")
     };
-    assert_eq!((b.limit, b.batch), (Limit::MaxUnhealthyUpgradedInstancePercent, 1));
+    assert_eq!(
+        (b.limit, b.batch),
+        (Limit::MaxUnhealthyUpgradedInstancePercent, 1)
+    );
     assert_eq!(up.status().progress.failed_instance_count, 1);
 }

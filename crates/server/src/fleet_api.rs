@@ -20,17 +20,17 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::{
-    instance_name, Catalogs, ManualUpgradeState, Orchestrator, RollingUpgradeState, MANUAL_UPGRADE,
-    ROLLING_UPGRADE,
+    new_runtime_name, set_instance_name, set_runtime_name, Catalogs, ManualUpgradeState,
+    Orchestrator, RollingUpgradeState, MANUAL_UPGRADE, ROLLING_UPGRADE,
 };
 use trustlaunch_control::{AnyDriver, Driver};
-use trustlaunch_fleet::rolling::Health as PlanHealth;
 use trustlaunch_fleet::image::{gallery_id, ImageCatalog, ImageDefinition, ImageVersion};
 use trustlaunch_fleet::operation::SetOperation;
 use trustlaunch_fleet::resources::{
     InstanceHealth, PowerState, ProvisioningState, ScaleSet, ScaleSetVm, VirtualMachine,
     SCALE_SET_TYPE, VM_TYPE,
 };
+use trustlaunch_fleet::rolling::Health as PlanHealth;
 use trustlaunch_fleet::sizes::{Quotas, SizeCatalog, Usage};
 use trustlaunch_fleet::validate::{
     validate_scale_set_create, validate_scale_set_update, Confirmations, Context,
@@ -765,8 +765,11 @@ async fn put_scale_set(
         )?,
     };
     let mut set = v.resource;
-    if old.is_none() && set.properties.model_version == 0 {
-        set.properties.model_version = 1;
+    if old.is_none() {
+        if set.properties.model_version == 0 {
+            set.properties.model_version = 1;
+        }
+        set.properties.runtime_name = Some(free_set_runtime_name(c, &p.name, &id).await?);
     }
     let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
     // What the change needs run (the fleet's rule).
@@ -1004,7 +1007,7 @@ async fn instance_json(
     let status = c
         .orchestrator
         .driver()
-        .status(&instance_name(&set.name, &vm.instance_id))
+        .status(&set_instance_name(set, &vm.instance_id))
         .await
         .map_err(ApiError::internal)?;
     // The security profile the instance runs (its spec), which differs
@@ -1035,6 +1038,7 @@ async fn instance_json(
     }
     vm.refresh(set);
     let mut properties = serde_json::to_value(&vm).map_err(ApiError::internal)?;
+    properties["runtimeName"] = json!(set_instance_name(set, &vm.instance_id));
     if let Some(sec) = running_security {
         properties["securityProfile"] = sec;
     }
@@ -1046,6 +1050,40 @@ async fn instance_json(
         "location": set.location,
         "properties": properties,
     }))
+}
+
+/// The runtime name a new scale set gets ([`new_runtime_name`]), refused
+/// (409) in the rare case that another set has it or the host runs VMs
+/// under it: instance names are never shared.
+async fn free_set_runtime_name(c: &ControlPlane, name: &str, id: &str) -> Result<String, ApiError> {
+    let given = new_runtime_name(name, id);
+    let taken_by_set = c
+        .store
+        .list_resources(SCALE_SET_TYPE, None)
+        .await?
+        .into_iter()
+        .filter_map(|r| serde_json::from_value::<ScaleSet>(r.body).ok())
+        .any(|other| set_runtime_name(&other) == given);
+    let prefix = format!("{given}-");
+    let taken_on_host = c
+        .orchestrator
+        .driver()
+        .list()
+        .await
+        .map_err(ApiError::internal)?
+        .iter()
+        .any(|st| st.spec.name.starts_with(&prefix));
+    if taken_by_set || taken_on_host {
+        return Err(trustlaunch_fleet::FleetError::new(
+            trustlaunch_fleet::ErrorCode::Conflict,
+            format!(
+                "The scale set's instances would be named '{given}-N' on this host, which another scale set's instances use. Choose another name."
+            ),
+        )
+        .at("name")
+        .into());
+    }
+    Ok(given)
 }
 
 /// Path of one instance.
@@ -1088,11 +1126,9 @@ async fn get_instance(State(s): St, _caller: Reader, Path(p): Path<InstancePath>
 
 /// A VM that joined a Flexible set, as one of its instances.
 async fn member_json(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, ApiError> {
-    let view = crate::fleet_vms::instance_view(
-        c,
-        &trustlaunch_control::vm_ops::vm_instance_name(&vm.name),
-    )
-    .await?;
+    let view =
+        crate::fleet_vms::instance_view(c, &trustlaunch_control::vm_ops::vm_runtime_name(vm))
+            .await?;
     Ok(json!({
         "id": vm.id.as_ref().map(ToString::to_string),
         "name": vm.name,

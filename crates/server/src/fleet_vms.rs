@@ -19,14 +19,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use trustlaunch_control::orchestrator::instance_name;
-use trustlaunch_control::vm_ops::{vm_instance_name, Action, ActionTarget};
+use trustlaunch_control::orchestrator::set_instance_name;
+use trustlaunch_control::vm_ops::{vm_runtime_name, Action, ActionTarget};
 use trustlaunch_control::{Driver, PowerState as DriverPower};
-use trustlaunch_fleet::rolling::Health as PlanHealth;
 use trustlaunch_fleet::resources::{
     Extension, OrchestrationMode, ProvisioningState, ScaleSet, VirtualMachine, SCALE_SET_VM_TYPE,
     VM_TYPE,
 };
+use trustlaunch_fleet::rolling::Health as PlanHealth;
 use trustlaunch_fleet::validate::{validate_vm_create, validate_vm_update, Confirmations, Context};
 use trustlaunch_fleet::{ErrorCode, FleetError};
 use utoipa::IntoParams;
@@ -170,7 +170,7 @@ async fn get_instance_view(State(s): St, _caller: Reader, Path(p): Path<VmPath>)
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
     let (vm, _) = load_vm(c, &id).await?;
-    let mut view = instance_view(c, &vm_instance_name(&vm.name)).await?;
+    let mut view = instance_view(c, &vm_runtime_name(&vm)).await?;
     let state = crate::fleet_api::provisioning_state(c, &id).await?;
     let state = serde_json::to_value(state).map_err(ApiError::internal)?;
     let state = state.as_str().unwrap_or("Succeeded");
@@ -200,7 +200,7 @@ async fn vm_document(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, Api
             Some(crate::fleet_api::provisioning_state(c, &id.to_string()).await?);
     }
     let mut v = serde_json::to_value(&vm).map_err(ApiError::internal)?;
-    let mut view = instance_view(c, &vm_instance_name(&vm.name)).await?;
+    let mut view = instance_view(c, &vm_runtime_name(&vm)).await?;
     view["latestModelApplied"] = json!(view["modelVersion"] == json!(vm.properties.model_version));
     v["properties"]["instanceView"] = view;
     Ok(v)
@@ -235,9 +235,10 @@ async fn put_vm(
         .map(|r| serde_json::from_value(r.body.clone()))
         .transpose()
         .map_err(ApiError::internal)?;
-    if old.is_none() {
-        check_new_vm(c, &requested).await?;
-    }
+    let runtime_name = match &old {
+        None => Some(check_new_vm(c, &requested, &id).await?),
+        Some(_) => None,
+    };
     let images = c.images().await?;
     let usage = c.usage(&id).await?;
     let ctx = Context {
@@ -257,7 +258,10 @@ async fn put_vm(
             },
         )?,
     };
-    let vm = v.resource;
+    let mut vm = v.resource;
+    if runtime_name.is_some() {
+        vm.properties.runtime_name = runtime_name;
+    }
     let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
     let changed = old
         .as_ref()
@@ -299,17 +303,26 @@ async fn patch_vm(
     put_vm(State(s.clone()), caller, Path(p), Query(q), headers, merged).await
 }
 
-/// What only a new VM is checked for: its host name is free, and the
-/// scale set it joins exists and is Flexible.
-async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine) -> Result<(), ApiError> {
+/// What only a new VM is checked for: the runtime name it gets
+/// (`new_runtime_name`) is free on the host and among the VMs, and the
+/// scale set it joins exists and is Flexible. Returns the runtime name.
+async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine, id: &str) -> Result<String, ApiError> {
     trustlaunch_control::orchestrator::check_host_name(&vm.name, false)?;
-    let name = vm_instance_name(&vm.name);
-    if c.orchestrator
-        .driver()
-        .status(&name)
-        .await
-        .map_err(ApiError::internal)?
-        .is_some()
+    let name = trustlaunch_control::orchestrator::new_runtime_name(&vm.name, id);
+    let taken_by_vm = c
+        .store
+        .list_resources(VM_TYPE, None)
+        .await?
+        .into_iter()
+        .filter_map(|r| serde_json::from_value::<VirtualMachine>(r.body).ok())
+        .any(|other| vm_runtime_name(&other) == name);
+    if taken_by_vm
+        || c.orchestrator
+            .driver()
+            .status(&name)
+            .await
+            .map_err(ApiError::internal)?
+            .is_some()
     {
         return Err(FleetError::new(
             ErrorCode::Conflict,
@@ -322,7 +335,7 @@ async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine) -> Result<(), ApiEr
         .into());
     }
     let Some(set_ref) = &vm.properties.virtual_machine_scale_set else {
-        return Ok(());
+        return Ok(name);
     };
     let at = "properties.virtualMachineScaleSet.id";
     let set_id: trustlaunch_fleet::ids::ResourceId = set_ref
@@ -349,7 +362,7 @@ async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine) -> Result<(), ApiEr
         .at(at)
         .into());
     }
-    Ok(())
+    Ok(name)
 }
 
 /// A VM (`az vm show`), with its instance view (power state, health,
@@ -425,7 +438,7 @@ async fn vm_action(State(s): St, _caller: Operator, Path(p): Path<ActionPath>) -
     let (vm, _) = load_vm(c, &id).await?;
     let target = ActionTarget {
         label: vm.name.clone(),
-        name: vm_instance_name(&vm.name),
+        name: vm_runtime_name(&vm),
     };
     start_action(c, &id, action, vec![target]).await
 }
@@ -517,14 +530,14 @@ async fn set_targets(
         .filter(|r| r.kind == SCALE_SET_VM_TYPE)
         .filter_map(|r| r.body["instanceId"].as_str().map(str::to_owned))
         .map(|i| ActionTarget {
-            name: instance_name(&set.name, &i),
+            name: set_instance_name(&set, &i),
             label: i,
         })
         .collect();
     // A Flexible set's joined VMs are its instances too (by VM name).
     for vm in c.flexible_members(set_id).await? {
         all.push(ActionTarget {
-            name: vm_instance_name(&vm.name),
+            name: vm_runtime_name(&vm),
             label: vm.name,
         });
     }

@@ -722,7 +722,9 @@ async fn vm_suite(s: &common::Srv) {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.body["error"]["target"], "name");
 
-    // A VM whose host name a scale set instance has: refused.
+    // A VM named as a scale set instance is named on the host ("web-0"):
+    // runtime names are given per resource id, with a suffix no instance
+    // id has, so the two never meet.
     let r = send(
         s,
         Method::PUT,
@@ -731,8 +733,43 @@ async fn vm_suite(s: &common::Srv) {
         &[],
     )
     .await;
-    assert_eq!(r.status, 409, "{}", r.body);
-    assert_eq!(r.body["error"]["code"], "Conflict");
+    succeeds(s, &r).await;
+    let vm_runtime = r.body["properties"]["runtimeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(vm_runtime.starts_with("web-0-"), "{vm_runtime}");
+    let set_runtime = s.get(&set_url).await["properties"]["runtimeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(format!("{set_runtime}-0"), vm_runtime);
+    let web0 = format!("{p}/virtualMachines/web-0");
+    succeeds(s, &send(s, Method::DELETE, &web0, None, &[]).await).await;
+    // A runtime name in a request is the caller's wish, not honoured.
+    let r = send(
+        s,
+        Method::PUT,
+        &format!("{p}/virtualMachines/thief"),
+        Some({
+            let mut b = vm_body("1.0.0");
+            b["properties"]["runtimeName"] = json!(format!("{set_runtime}-0"));
+            b
+        }),
+        &[],
+    )
+    .await;
+    succeeds(s, &r).await;
+    assert!(
+        r.body["properties"]["runtimeName"]
+            .as_str()
+            .unwrap()
+            .starts_with("thief-"),
+        "{}",
+        r.body
+    );
+    let thief = format!("{p}/virtualMachines/thief");
+    succeeds(s, &send(s, Method::DELETE, &thief, None, &[]).await).await;
 
     // Delete: the VMs, then the emptied sets.
     for url in [
