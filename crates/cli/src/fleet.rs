@@ -1380,3 +1380,133 @@ pub fn version(cmd: VersionCommand) -> Result<ExitCode> {
     print_json(&v);
     Ok(ExitCode::SUCCESS)
 }
+
+/// `trustlaunch group ...`: resource groups (`az group`).
+#[derive(Subcommand)]
+pub enum GroupCommand {
+    /// Create a resource group, or update its location and tags.
+    Create {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Location.
+        #[arg(long, short = 'l', default_value = "local")]
+        location: String,
+        /// Tags, KEY=VALUE (repeatable).
+        #[arg(long = "tags", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Subscription.
+        #[arg(long, default_value = "local")]
+        subscription: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a resource group.
+    Show {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Subscription.
+        #[arg(long, default_value = "local")]
+        subscription: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The subscription's resource groups.
+    List {
+        /// Subscription.
+        #[arg(long, default_value = "local")]
+        subscription: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete an empty resource group (one that holds resources is
+    /// refused, naming them).
+    Delete {
+        /// Name.
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Subscription.
+        #[arg(long, default_value = "local")]
+        subscription: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// Runs `trustlaunch group ...`.
+pub fn group(cmd: GroupCommand) -> Result<ExitCode> {
+    let path =
+        |sub: &str, name: &str| format!("/subscriptions/{}/resourcegroups/{}", enc(sub), enc(name));
+    let show = |conn: &Conn, v: &Value| {
+        if conn.json() {
+            print_json(v);
+        } else {
+            println!(
+                "{:<32} {:<12} {}",
+                v["name"].as_str().unwrap_or(""),
+                v["location"].as_str().unwrap_or(""),
+                v["properties"]["provisioningState"].as_str().unwrap_or("")
+            );
+        }
+    };
+    match cmd {
+        GroupCommand::Create {
+            name,
+            location,
+            tags,
+            subscription,
+            conn,
+        } => {
+            let mut t = serde_json::Map::new();
+            for kv in tags {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--tags takes KEY=VALUE, not {kv:?}"))?;
+                t.insert(k.to_owned(), Value::String(v.to_owned()));
+            }
+            let (_, v) = conn.call_full(
+                reqwest::Method::PUT,
+                &path(&subscription, &name),
+                Some(serde_json::json!({"location": location, "tags": t})),
+                &[],
+            )?;
+            show(&conn, &v);
+        }
+        GroupCommand::Show {
+            name,
+            subscription,
+            conn,
+        } => {
+            let v = conn.get(&path(&subscription, &name))?;
+            show(&conn, &v);
+        }
+        GroupCommand::List { subscription, conn } => {
+            let v = conn.get_all(&format!(
+                "/subscriptions/{}/resourcegroups",
+                enc(&subscription)
+            ))?;
+            if conn.json() {
+                print_json(&v["value"]);
+            } else {
+                for g in v["value"].as_array().into_iter().flatten() {
+                    show(&conn, g);
+                }
+            }
+        }
+        GroupCommand::Delete {
+            name,
+            subscription,
+            conn,
+        } => {
+            conn.call_full(
+                reqwest::Method::DELETE,
+                &path(&subscription, &name),
+                None,
+                &[],
+            )?;
+            eprintln!("deleted resource group {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -69,6 +69,9 @@ enum Command {
     /// delete, start, stop, deallocate, restart, reimage, list-skus.
     #[command(subcommand)]
     Vm(fleet::VmCommand),
+    /// Resource groups (from the server): create, show, list, delete.
+    #[command(subcommand)]
+    Group(fleet::GroupCommand),
 }
 
 /// Output piped into a reader that stops early (`| head`) ends the process
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => client::token(cmd),
         Command::Vmss(cmd) => fleet::vmss(cmd),
         Command::Vm(cmd) => fleet::vm(cmd),
+        Command::Group(cmd) => fleet::group(cmd),
     };
     match result {
         Ok(code) => code,

@@ -347,6 +347,23 @@ fn seed_workflow_as_a_cli_session() {
     ok(tl(&s, &["vmss", "delete", "-g", "rg", "-n", "web"]));
     let err = fails(tl(&s, &["vmss", "show", "-g", "rg", "-n", "web"]));
     assert!(err.contains("404"), "{err}");
+
+    // Resource groups: rg was made by the first resource written into it,
+    // and holds the gallery still.
+    ok(tl(
+        &s,
+        &["group", "create", "-n", "empty", "--tags", "team=a"],
+    ));
+    let out = ok(tl(&s, &["group", "list"]));
+    assert!(out.contains("empty") && out.contains("rg"), "{out}");
+    let err = fails(tl(&s, &["group", "delete", "-n", "rg"]));
+    assert!(
+        err.contains("409 ResourceGroupNotEmpty") && err.contains("galleries/g1"),
+        "{err}"
+    );
+    ok(tl(&s, &["group", "delete", "-n", "empty"]));
+    let err = fails(tl(&s, &["group", "show", "-n", "empty"]));
+    assert!(err.contains("404 ResourceGroupNotFound"), "{err}");
 }
 
 #[test]
@@ -468,7 +485,9 @@ fn vm_verbs_as_a_cli_session() {
 /// image and security type to Trusted Launch by PATCH, instance 0 by hand,
 /// a rolling upgrade of the rest, the latest rolling upgrade, rollback,
 /// delete), a single VM's create, extension, resize, power actions and
-/// delete, and the pager over a 1,000-instance set — every long-running
+/// delete, resource groups through the resource client (create, exists,
+/// list, a non-empty group's deletion refused, an empty one's), and the
+/// pager over a 1,000-instance set — every long-running
 /// call through the SDK's own poller. The interpreter with the SDK comes
 /// from TRUSTLAUNCH_AZURE_SDK_PYTHON (scripts/test.sh installs it); without
 /// it the test says so and does nothing.
@@ -486,7 +505,7 @@ fn the_seed_workflow_through_azures_python_sdk() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/azure_sdk/seed_workflow.py");
     let out = Command::new(python)
         .arg(&script)
-        .args(["scale-set", "vm", "pager"])
+        .args(["scale-set", "vm", "groups", "pager"])
         .env("TRUSTLAUNCH_SERVER", &s.url)
         .env("TRUSTLAUNCH_CACERT", &s.ca)
         .env("TRUSTLAUNCH_TOKEN", &s.token)
@@ -513,6 +532,8 @@ fn the_seed_workflow_through_azures_python_sdk() {
         "add the Guest Attestation extension",
         "deallocate",
         "delete the VM",
+        "a group holding resources is not deleted",
+        "delete the empty group",
         "list its instances through the pager",
     ] {
         assert!(

@@ -171,7 +171,7 @@ fn routes() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(MAX_EVIDENCE_BODY))
         .layer(RequestBodyLimitLayer::new(MAX_EVIDENCE_BODY));
     let base = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi());
-    let (router, doc) = crate::fleet_api::routes(base)
+    let (router, doc) = crate::groups::routes(crate::fleet_api::routes(base))
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(jwks))

@@ -57,6 +57,12 @@ impl ApiError {
     pub fn unavailable(m: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", m)
     }
+    /// The same error about property `target` (ARM's `target`).
+    #[must_use]
+    pub fn at(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
     /// 405.
     pub fn method_not_allowed(m: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", m)

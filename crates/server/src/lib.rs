@@ -28,6 +28,7 @@ pub mod challenge;
 pub mod error;
 pub mod fleet_api;
 pub mod fleet_vms;
+pub mod groups;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

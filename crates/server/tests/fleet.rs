@@ -1115,3 +1115,153 @@ async fn every_error_is_in_arms_envelope() {
     let b: Value = resp.json().await.unwrap();
     assert!(b["error"]["code"].is_string(), "{b}");
 }
+
+/// Resource groups as ARM serves them: created (201, then 200), shown,
+/// checked (HEAD), listed per subscription; made by the first resource
+/// written into them; deleted only when empty, the refusal naming what is
+/// in it; a reader may look, not change.
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_groups_are_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::databases(dir.path()).remove(0);
+    let s = common::start_with(
+        &db,
+        Config {
+            vtpm_ca: common::platform_ca(),
+            driver: DriverChoice::Sim {
+                boot: Duration::ZERO,
+            },
+            ..Config::default()
+        },
+    )
+    .await;
+    let sub = common::unique("g");
+    let g = |rg: &str| format!("/subscriptions/{sub}/resourcegroups/{rg}");
+    let r = send(
+        &s,
+        Method::PUT,
+        &g("Blue"),
+        Some(json!({"location": "local", "tags": {"team": "a"}})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.body["id"],
+        format!("/subscriptions/{sub}/resourceGroups/Blue")
+    );
+    assert_eq!(r.body["type"], "Microsoft.Resources/resourceGroups");
+    assert_eq!(r.body["properties"]["provisioningState"], "Succeeded");
+    let r = send(
+        &s,
+        Method::PUT,
+        &g("blue"),
+        Some(json!({"location": "local"})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "an update, whatever the case: {}", r.body);
+    assert_eq!(r.body["name"], "Blue", "the name as first written");
+    // The compute paths' spelling reaches the same group.
+    let camel = format!("/subscriptions/{sub}/resourceGroups/BLUE");
+    assert_eq!(
+        send(&s, Method::GET, &camel, None, &[]).await.body["name"],
+        "Blue"
+    );
+    assert_eq!(
+        send(&s, Method::HEAD, &g("blue"), None, &[]).await.status,
+        204
+    );
+    assert_eq!(
+        send(&s, Method::HEAD, &g("nope"), None, &[]).await.status,
+        404
+    );
+    let r = send(&s, Method::GET, &g("nope"), None, &[]).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("ResourceGroupNotFound"))
+    );
+    for (body, target) in [
+        (json!({}), None),
+        (json!({"location": ""}), Some("location")),
+    ] {
+        let r = send(&s, Method::PUT, &g("bad"), Some(body), &[]).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        if let Some(t) = target {
+            assert_eq!(r.body["error"]["target"], t);
+        }
+    }
+    let r = send(
+        &s,
+        Method::PUT,
+        &g("bad.name."),
+        Some(json!({"location": "local"})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 400, "a name ending in a period: {}", r.body);
+
+    // A resource written into a group that was never created makes it.
+    let p = format!("/subscriptions/{sub}/resourceGroups/Green/providers/Microsoft.Compute");
+    publish_images(&s, &p).await;
+    let r = send(&s, Method::GET, &g("green"), None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["properties"]["implicit"], true);
+    let listed = send(
+        &s,
+        Method::GET,
+        &format!("/subscriptions/{sub}/resourcegroups"),
+        None,
+        &[],
+    )
+    .await;
+    let names: Vec<&str> = listed.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Blue", "Green"]);
+
+    // Not empty: refused, naming what it holds; nothing deleted.
+    let r = send(&s, Method::DELETE, &g("green"), None, &[]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "ResourceGroupNotEmpty");
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("galleries/g1/images/tiny"), "{msg}");
+    assert_eq!(
+        send(&s, Method::GET, &g("green"), None, &[]).await.status,
+        200
+    );
+
+    // A reader looks; it does not change.
+    let reader = common::token_in(&db, "reader", trustlaunch_store::Role::Reader).await;
+    let resp = s
+        .http
+        .delete(format!("{}{}", s.url, g("blue")))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let resp = s
+        .http
+        .get(format!("{}{}", s.url, g("blue")))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    // Empty: deleted; then gone.
+    let r = send(&s, Method::DELETE, &g("blue"), None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        send(&s, Method::GET, &g("blue"), None, &[]).await.status,
+        404
+    );
+    assert_eq!(
+        send(&s, Method::DELETE, &g("blue"), None, &[]).await.status,
+        404
+    );
+}

@@ -214,6 +214,93 @@ fn key(id: &str) -> String {
     id.to_ascii_lowercase()
 }
 
+/// The type of a resource group.
+pub const RESOURCE_GROUP_TYPE: &str = "Microsoft.Resources/resourceGroups";
+
+/// The resource group a resource id lies in: the group's id (as spelled
+/// in `id`) and name; `None` for an id that is not under one (a group's
+/// own id included).
+pub fn resource_group_of(id: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = id.split('/').collect();
+    match parts.as_slice() {
+        ["", s, sub, g, rg, _, ..]
+            if s.eq_ignore_ascii_case("subscriptions")
+                && g.eq_ignore_ascii_case("resourceGroups")
+                && !sub.is_empty()
+                && !rg.is_empty() =>
+        {
+            Some((format!("/{s}/{sub}/{g}/{rg}"), (*rg).to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// The keys of the resources under group `group_id` lie in
+/// `[start, end)`: every key that begins with the group's key and `/`.
+fn group_range(group_id: &str) -> (String, String) {
+    let k = key(group_id);
+    (format!("{k}/"), format!("{k}0"))
+}
+
+/// What [`Store::delete_resource_group`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupDeletion {
+    /// The group was deleted (it held nothing).
+    Deleted,
+    /// There is no such group.
+    Absent,
+    /// It holds resources: nothing was deleted. The first ids, and how
+    /// many there are.
+    NotEmpty {
+        /// Up to 10 of the ids, in key order.
+        ids: Vec<String>,
+        /// How many resources it holds.
+        count: u64,
+    },
+}
+
+/// Keeps a resource's group in existence, in the transaction that writes
+/// the resource: its row locked first (PostgreSQL: a concurrent deletion
+/// of the group waits for this write, or this write for it), then created
+/// if absent. So no resource outlives its group.
+async fn ensure_group(
+    tx: &mut Transaction<'static, Any>,
+    r: &NewResource,
+    at: i64,
+) -> Result<(), StoreError> {
+    let op = "put_resource";
+    if r.kind == RESOURCE_GROUP_TYPE {
+        return Ok(());
+    }
+    let Some((group_id, rg)) = resource_group_of(&r.id) else {
+        return Ok(());
+    };
+    let k = key(&group_id);
+    sqlx::query("UPDATE resources SET etag = etag WHERE key = $1")
+        .bind(&k)
+        .execute(&mut **tx)
+        .await
+        .map_err(db(op))?;
+    let location = r.body["location"].as_str().unwrap_or("local");
+    let body = serde_json::json!({"location": location, "implicit": true}).to_string();
+    sqlx::query(
+        "INSERT INTO resources (key, id, kind, resource_group, name, parent, body, etag, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, 1, $7, $7) \
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&k)
+    .bind(&group_id)
+    .bind(RESOURCE_GROUP_TYPE)
+    .bind(&rg)
+    .bind(&rg)
+    .bind(&body)
+    .bind(at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    Ok(())
+}
+
 async fn write_resource(
     tx: &mut Transaction<'static, Any>,
     r: &NewResource,
@@ -221,6 +308,7 @@ async fn write_resource(
     at: i64,
 ) -> Result<i64, StoreError> {
     let op = "put_resource";
+    ensure_group(tx, r, at).await?;
     let k = key(&r.id);
     let failed = |current: Option<i64>| StoreError::PreconditionFailed {
         id: r.id.clone(),
@@ -437,6 +525,74 @@ impl Store {
         .await
         .map_err(db(op))?;
         rows.iter().map(|r| resource_from(r, op)).collect()
+    }
+
+    /// Every resource under resource group `group_id` (not the group
+    /// itself), by id.
+    pub async fn resources_in_group(
+        &self,
+        group_id: &str,
+    ) -> Result<Vec<ResourceRecord>, StoreError> {
+        let op = "resources_in_group";
+        let (start, end) = group_range(group_id);
+        let rows = sqlx::query(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE key >= $1 AND key < $2 ORDER BY key"
+        ))
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(op))?;
+        rows.iter().map(|r| resource_from(r, op)).collect()
+    }
+
+    /// Deletes resource group `group_id` if it holds no resource, in one
+    /// transaction with the check (its row locked first, as every write
+    /// of a resource in it locks it: see `ensure_group`).
+    pub async fn delete_resource_group(&self, group_id: &str) -> Result<GroupDeletion, StoreError> {
+        let op = "delete_resource_group";
+        let k = key(group_id);
+        let (start, end) = group_range(group_id);
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
+        let locked = sqlx::query("UPDATE resources SET etag = etag WHERE key = $1 AND kind = $2")
+            .bind(&k)
+            .bind(RESOURCE_GROUP_TYPE)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(op))?;
+        if locked.rows_affected() == 0 {
+            tx.rollback().await.map_err(db(op))?;
+            return Ok(GroupDeletion::Absent);
+        }
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE key >= $1 AND key < $2")
+                .bind(&start)
+                .bind(&end)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db(op))?;
+        if count > 0 {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM resources WHERE key >= $1 AND key < $2 ORDER BY key LIMIT 10",
+            )
+            .bind(&start)
+            .bind(&end)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(op))?;
+            tx.rollback().await.map_err(db(op))?;
+            return Ok(GroupDeletion::NotEmpty {
+                ids,
+                count: u64::try_from(count).unwrap_or(0),
+            });
+        }
+        sqlx::query("DELETE FROM resources WHERE key = $1")
+            .bind(&k)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(GroupDeletion::Deleted)
     }
 
     /// Deletes a resource if `pre` holds (`Absent` is refused as

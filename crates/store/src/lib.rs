@@ -47,8 +47,8 @@ use sqlx::AnyPool;
 pub use access::MAX_AUDIT_READ;
 pub use challenges::Answered;
 pub use control::{
-    NewOperation, NewResource, OperationRecord, OperationStatus, OperationStep, Precondition,
-    ResourceRecord,
+    resource_group_of, GroupDeletion, NewOperation, NewResource, OperationRecord, OperationStatus,
+    OperationStep, Precondition, ResourceRecord, RESOURCE_GROUP_TYPE,
 };
 pub use error::StoreError;
 pub use records::{

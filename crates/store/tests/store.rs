@@ -7,9 +7,9 @@ use serde_json::json;
 use sqlx::{Connection, Row};
 use trustlaunch_store::{
     AlertFilter, AlertRecord, Answered, ApiTokenRecord, Backend, BaselineAction, BaselineChange,
-    ChallengeRecord, Enrollment, NewAttestation, NewAuditEntry, NewOperation, NewResource,
-    OperationStatus, OperationStep, Precondition, Role, SigningKeyRecord, Store, StoreError,
-    StoreOptions, SuppressionRule, VmRecord,
+    ChallengeRecord, Enrollment, GroupDeletion, NewAttestation, NewAuditEntry, NewOperation,
+    NewResource, OperationStatus, OperationStep, Precondition, Role, SigningKeyRecord, Store,
+    StoreError, StoreOptions, SuppressionRule, VmRecord, RESOURCE_GROUP_TYPE,
 };
 
 fn audited(action: &str, target: &str) -> NewAuditEntry {
@@ -316,6 +316,76 @@ async fn control_suite(store: &Store) {
     let got = store.get_operation("op-2").await.unwrap().unwrap();
     assert_eq!((got.status, got.revision), (OperationStatus::InProgress, 1));
     assert!(store.get_operation("nope").await.unwrap().is_none());
+
+    // Resource groups: a resource's write keeps its group in existence;
+    // a group is deleted only empty, the check in the deleting
+    // transaction.
+    let group = "/subscriptions/s/resourceGroups/Groups_1";
+    let member = NewResource {
+        id: format!("{group}/providers/{VMSS}/m"),
+        kind: VMSS.to_string(),
+        resource_group: "Groups_1".to_string(),
+        name: "m".to_string(),
+        parent: None,
+        body: json!({"location": "east"}),
+    };
+    store
+        .put_resource(&member, Precondition::Absent, 100)
+        .await
+        .unwrap();
+    let g = store
+        .get_resource(group)
+        .await
+        .unwrap()
+        .expect("the group was made");
+    assert_eq!(
+        (g.kind.as_str(), g.name.as_str()),
+        (RESOURCE_GROUP_TYPE, "Groups_1")
+    );
+    assert_eq!(g.body["location"], "east");
+    // Another group whose name the first's is a prefix of is another group.
+    let (neighbour, _) = trustlaunch_store::resource_group_of(&format!(
+        "/subscriptions/s/resourceGroups/Groups_10/providers/{VMSS}/x"
+    ))
+    .unwrap();
+    store
+        .put_resource(
+            &NewResource {
+                id: format!("{neighbour}/providers/{VMSS}/x"),
+                resource_group: "Groups_10".into(),
+                ..member.clone()
+            },
+            Precondition::Absent,
+            100,
+        )
+        .await
+        .unwrap();
+    let inside = store.resources_in_group(group).await.unwrap();
+    assert_eq!(inside.len(), 1, "{inside:?}");
+    match store
+        .delete_resource_group(&group.to_uppercase())
+        .await
+        .unwrap()
+    {
+        GroupDeletion::NotEmpty { ids, count } => {
+            assert_eq!((ids, count), (vec![member.id.clone()], 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store
+        .delete_resource(&member.id, Precondition::Any)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.delete_resource_group(group).await.unwrap(),
+        GroupDeletion::Deleted
+    );
+    assert_eq!(
+        store.delete_resource_group(group).await.unwrap(),
+        GroupDeletion::Absent
+    );
+    assert!(store.get_resource(group).await.unwrap().is_none());
+    assert!(store.get_resource(&neighbour).await.unwrap().is_some());
 }
 
 fn vm(id: &str, n: u8) -> VmRecord {

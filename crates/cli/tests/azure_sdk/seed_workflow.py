@@ -16,6 +16,7 @@ from azure.core.credentials import AccessToken
 from azure.core.serialization import NULL
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.compute.models import (
     ImageReference,
     LinuxConfiguration,
@@ -68,6 +69,14 @@ V2 = os.environ["TRUSTLAUNCH_IMAGE_V2"]
 CONSENT = {"params": {"confirmOsDiskDataLoss": "true"}}
 
 client = ComputeManagementClient(
+    Token(os.environ["TRUSTLAUNCH_TOKEN"]),
+    SUB,
+    base_url=SERVER,
+    connection_verify=os.environ["TRUSTLAUNCH_CACERT"],
+    polling_interval=0.2,
+)
+
+resources = ResourceManagementClient(
     Token(os.environ["TRUSTLAUNCH_TOKEN"]),
     SUB,
     base_url=SERVER,
@@ -365,6 +374,26 @@ def vm_workflow():
         pass
 
 
+def group_workflow():
+    """Resource groups through the resource client (`az group`)."""
+    step("create a resource group")
+    g = resources.resource_groups.create_or_update("scratch", {"location": "local", "tags": {"team": "sdk"}})
+    check(g.name == "scratch" and g.properties.provisioning_state == "Succeeded", f"group {g}")
+    check(resources.resource_groups.check_existence("scratch"), "it exists")
+    names = [x.name for x in resources.resource_groups.list()]
+    check("scratch" in names and RG in names, f"listed {names}")
+    step("a group holding resources is not deleted")
+    try:
+        resources.resource_groups.begin_delete(RG).result()
+        check(False, f"{RG}, which holds the gallery, was deleted")
+    except HttpResponseError as e:
+        check(e.status_code == 409 and "galleries" in str(e.message), f"refused naming them: {e.message}")
+    check(resources.resource_groups.check_existence(RG), f"{RG} still exists")
+    step("delete the empty group")
+    resources.resource_groups.begin_delete("scratch").result()
+    check(not resources.resource_groups.check_existence("scratch"), "it is gone")
+
+
 def pager_workflow():
     """A 1,000-instance set listed through the SDK's pager, which follows
     the server's nextLink page by page."""
@@ -396,12 +425,14 @@ def pager_workflow():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["scale-set", "vm"]
+    which = sys.argv[1:] or ["scale-set", "vm", "groups"]
     try:
         if "scale-set" in which:
             scale_set_workflow()
         if "vm" in which:
             vm_workflow()
+        if "groups" in which:
+            group_workflow()
         if "pager" in which:
             pager_workflow()
     except HttpResponseError as e:
