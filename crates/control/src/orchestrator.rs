@@ -376,6 +376,18 @@ impl<D: Driver> std::fmt::Debug for Orchestrator<D> {
     }
 }
 
+/// Which health an operation waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Provisioning and upgrades: with guest attestation, the attestation
+    /// service's verdict on the new boot ([`Orchestrator::judge`]).
+    Attested,
+    /// Power actions (start, restart, reimage): the boot came up. A boot
+    /// that then fails attestation is the security center's finding (an
+    /// alert), not a failed restart.
+    Boot,
+}
+
 /// An instance's health as the orchestrator counts it, and why when it is
 /// not healthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,6 +432,59 @@ fn failed_attestation(doc: &Value) -> String {
         out.push('…');
     }
     out
+}
+
+/// An operation's state machine: serialised with each step, and able to
+/// say its progress as clients poll it (`properties.progress` of `GET
+/// /operations/{id}`): counts of the instances it moves, done and failed.
+/// Written beside the state with each step, so a poll never reads the
+/// state.
+pub trait OperationState: Serialize {
+    /// The progress, given the operation's status after the step.
+    fn progress(&self, status: OperationStatus) -> Value;
+}
+
+impl OperationState for RollingUpgradeState {
+    fn progress(&self, _: OperationStatus) -> Value {
+        serde_json::json!(self.planner.status().progress)
+    }
+}
+
+impl OperationState for ManualUpgradeState {
+    fn progress(&self, _: OperationStatus) -> Value {
+        serde_json::json!({"total": self.instance_ids.len(), "succeeded": self.done.len(), "failed": self.failed.len()})
+    }
+}
+
+impl OperationState for ReconcileState {
+    fn progress(&self, _: OperationStatus) -> Value {
+        serde_json::json!({
+            "total": self.create.len() + self.delete.len(),
+            "succeeded": self.done.len(),
+            "failed": self.failed.len(),
+        })
+    }
+}
+
+/// The progress of an operation stored before progress was recorded,
+/// from its stored state (parsed: what a poll avoids otherwise).
+pub fn progress_of(kind: &str, state: &Value, status: OperationStatus) -> Value {
+    fn of<T: OperationState + serde::de::DeserializeOwned>(
+        state: &Value,
+        status: OperationStatus,
+    ) -> Value {
+        serde_json::from_value::<T>(state.clone()).map_or(Value::Null, |st| st.progress(status))
+    }
+    match kind {
+        ROLLING_UPGRADE => of::<RollingUpgradeState>(state, status),
+        MANUAL_UPGRADE => of::<ManualUpgradeState>(state, status),
+        RECONCILE => of::<ReconcileState>(state, status),
+        crate::vm_ops::POWER_ACTION => of::<crate::vm_ops::ActionState>(state, status),
+        crate::vm_ops::VM_APPLY | crate::vm_ops::VM_DELETE => {
+            of::<crate::vm_ops::VmState>(state, status)
+        }
+        _ => Value::Null,
+    }
 }
 
 fn unix_now() -> u64 {
@@ -515,12 +580,13 @@ impl<D: Driver> Orchestrator<D> {
         kind: &str,
         op_id: &str,
         set_id: &str,
-        state: &impl Serialize,
+        state: &impl OperationState,
     ) -> Result<NewOperation, ControlError> {
         Ok(NewOperation {
             id: op_id.to_owned(),
             kind: kind.to_owned(),
             target: set_id.to_owned(),
+            progress: Some(state.progress(OperationStatus::InProgress)),
             state: serde_json::to_value(state).map_err(corrupt("operation state"))?,
             created_at: to_i64(self.now()),
         })
@@ -603,6 +669,7 @@ impl<D: Driver> Orchestrator<D> {
             name: set.name.clone(),
             parent: None,
             body: serde_json::to_value(set).map_err(corrupt("scale set"))?,
+            usage: None,
         };
         self.store
             .put_resource_with_operation(
@@ -803,7 +870,7 @@ impl<D: Driver> Orchestrator<D> {
             .filter(|id| !healthy.contains(*id))
             .map(|id| set_instance_name(&state.target, id))
             .collect();
-        reasons.extend(self.reasons(&unhealthy).await?);
+        reasons.extend(self.reasons(&unhealthy, Gate::Attested).await?);
         for id in started {
             if healthy.contains(&id) {
                 state.done.push(id);
@@ -922,7 +989,7 @@ impl<D: Driver> Orchestrator<D> {
             .filter(|id| !healthy.contains(*id))
             .map(|id| set_instance_name(&state.target, id))
             .collect();
-        let reasons = self.reasons(&unhealthy).await?;
+        let reasons = self.reasons(&unhealthy, Gate::Attested).await?;
         for id in started {
             if healthy.contains(&id) {
                 self.put_instance(&state.target, &set_id, &id).await?;
@@ -984,7 +1051,7 @@ impl<D: Driver> Orchestrator<D> {
     pub(crate) async fn write(
         &self,
         op: &mut OperationRecord,
-        state: &impl Serialize,
+        state: &impl OperationState,
         status: OperationStatus,
         error: Option<Value>,
     ) -> Result<(), ControlError> {
@@ -992,6 +1059,7 @@ impl<D: Driver> Orchestrator<D> {
         let step = OperationStep {
             expected_revision: op.revision,
             status,
+            progress: Some(state.progress(status)),
             state: value.clone(),
             error: error.clone(),
             at: to_i64(self.now()),
@@ -1044,6 +1112,7 @@ impl<D: Driver> Orchestrator<D> {
                     name: vm.name.clone(),
                     parent: Some(set_id.to_owned()),
                     body: serde_json::to_value(&vm).map_err(corrupt("instance"))?,
+                    usage: None,
                 },
                 Precondition::Any,
                 to_i64(self.now()),
@@ -1320,7 +1389,11 @@ impl<D: Driver> Orchestrator<D> {
 
     /// Why each of `names` that is not healthy is not, for an operation's
     /// error: "NAME: reason" for those with a reason.
-    pub(crate) async fn reasons(&self, names: &[String]) -> Result<Vec<String>, ControlError> {
+    pub(crate) async fn reasons(
+        &self,
+        names: &[String],
+        gate: Gate,
+    ) -> Result<Vec<String>, ControlError> {
         let mut out = Vec::new();
         for name in names {
             let Some(s) = self.driver.status(name).await? else {
@@ -1328,10 +1401,13 @@ impl<D: Driver> Orchestrator<D> {
                 continue;
             };
             let j = self.judge(&s).await?;
-            match (j.health, j.reason) {
-                (PlanHealth::Healthy, _) => {}
-                (_, Some(r)) => out.push(format!("{name}: {r}")),
-                (_, None) => out.push(format!("{name}: {}", self.no_verdict(&s))),
+            match (gate, j.health, j.reason) {
+                (Gate::Boot, _, _) if s.health == Health::Unknown => {
+                    out.push(format!("{name}: not up before the health timeout"));
+                }
+                (_, PlanHealth::Healthy, _) => {}
+                (_, _, Some(r)) => out.push(format!("{name}: {r}")),
+                (_, _, None) => out.push(format!("{name}: {}", self.no_verdict(&s))),
             }
         }
         Ok(out)
@@ -1391,7 +1467,7 @@ impl<D: Driver> Orchestrator<D> {
         ids: &[String],
     ) -> Result<std::collections::HashSet<String>, ControlError> {
         let names: Vec<String> = ids.iter().map(|id| set_instance_name(set, id)).collect();
-        let healthy = self.await_health_of(op, &names).await?;
+        let healthy = self.await_health_of(op, &names, Gate::Attested).await?;
         Ok(ids
             .iter()
             .zip(&names)
@@ -1406,6 +1482,7 @@ impl<D: Driver> Orchestrator<D> {
         &self,
         op: &OperationRecord,
         names: &[String],
+        gate: Gate,
     ) -> Result<std::collections::HashSet<String>, ControlError> {
         let deadline = self.now().saturating_add(self.health_timeout);
         let mut renewed = self.now();
@@ -1420,7 +1497,15 @@ impl<D: Driver> Orchestrator<D> {
                 if matches!(s.power, crate::driver::PowerState::Failed(_)) {
                     continue;
                 }
-                match self.judge(&s).await?.health {
+                let health = match gate {
+                    Gate::Attested => self.judge(&s).await?.health,
+                    Gate::Boot => match s.health {
+                        Health::Healthy => PlanHealth::Healthy,
+                        Health::Unhealthy => PlanHealth::Unhealthy,
+                        Health::Unknown => PlanHealth::Unknown,
+                    },
+                };
+                match health {
                     PlanHealth::Healthy => {
                         healthy.insert(id.clone());
                     }

@@ -263,14 +263,21 @@ impl<D: Driver> Orchestrator<D> {
         self.write(&mut op, &state, OperationStatus::InProgress, None)
             .await?;
         let healthy = self
-            .await_health_of(&op, std::slice::from_ref(&spec.name))
+            .await_health_of(
+                &op,
+                std::slice::from_ref(&spec.name),
+                crate::orchestrator::Gate::Attested,
+            )
             .await?;
         if healthy.contains(&spec.name) {
             self.write(&mut op, &state, OperationStatus::Succeeded, None)
                 .await
         } else {
             let why = self
-                .reasons(std::slice::from_ref(&spec.name))
+                .reasons(
+                    std::slice::from_ref(&spec.name),
+                    crate::orchestrator::Gate::Attested,
+                )
                 .await?
                 .into_iter()
                 .map(|r| format!(" {r}."))
@@ -367,13 +374,18 @@ impl<D: Driver> Orchestrator<D> {
             // Those started before a crash are waited for again: health
             // is read, not repeated.
             let names: Vec<String> = started.iter().map(|t| t.name.clone()).collect();
-            let healthy = self.await_health_of(&op, &names).await?;
+            let healthy = self
+                .await_health_of(&op, &names, crate::orchestrator::Gate::Boot)
+                .await?;
             let unhealthy: Vec<String> = names
                 .iter()
                 .filter(|n| !healthy.contains(*n))
                 .cloned()
                 .collect();
-            reasons.extend(self.reasons(&unhealthy).await?);
+            reasons.extend(
+                self.reasons(&unhealthy, crate::orchestrator::Gate::Boot)
+                    .await?,
+            );
             for t in started {
                 if healthy.contains(&t.name) {
                     state.done.push(t.label);
@@ -436,5 +448,21 @@ impl<D: Driver> Orchestrator<D> {
                 .await?;
         }
         Ok(d.reimage(&t.name).await)
+    }
+}
+
+impl crate::orchestrator::OperationState for ActionState {
+    fn progress(&self, _: OperationStatus) -> Value {
+        serde_json::json!({"total": self.instances.len(), "succeeded": self.done.len(), "failed": self.failed.len(), "action": self.action.as_str()})
+    }
+}
+
+impl crate::orchestrator::OperationState for VmState {
+    fn progress(&self, status: OperationStatus) -> Value {
+        serde_json::json!({
+            "total": 1,
+            "succeeded": u8::from(status == OperationStatus::Succeeded),
+            "failed": u8::from(status == OperationStatus::Failed),
+        })
     }
 }

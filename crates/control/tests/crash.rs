@@ -157,6 +157,7 @@ impl World {
                         name: vm.name.clone(),
                         parent: Some(SET.into()),
                         body: serde_json::to_value(&vm).unwrap(),
+                        usage: None,
                     },
                     Precondition::Absent,
                     1,
@@ -840,6 +841,7 @@ fn vm_resource(vm: &VirtualMachine) -> NewResource {
         name: vm.name.clone(),
         parent: None,
         body: serde_json::to_value(vm).unwrap(),
+        usage: None,
     }
 }
 

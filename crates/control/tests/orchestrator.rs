@@ -50,6 +50,7 @@ async fn fleet(
                     name: vm.name.clone(),
                     parent: Some(SET.into()),
                     body: serde_json::to_value(&vm).unwrap(),
+                    usage: None,
                 },
                 Precondition::Absent,
                 1,

@@ -462,6 +462,9 @@ pub struct VirtualMachine {
     /// `virtualMachines/{vm}/extensions/{name}`, which Azure lists here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<Extension>,
+    /// Tags (ARM's name/value pairs; kept, not interpreted).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 fn vm_type() -> String {
@@ -482,6 +485,7 @@ impl VirtualMachine {
             location: location.to_owned(),
             properties,
             resources: Vec::new(),
+            tags: std::collections::BTreeMap::new(),
         }
     }
 
@@ -516,6 +520,10 @@ pub struct Sku {
     /// Number of instances.
     #[serde(default)]
     pub capacity: u32,
+    /// The tier: `Standard` (the only one; Azure's `Basic` tier is not
+    /// offered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 /// `orchestrationMode`.
@@ -683,6 +691,9 @@ pub struct ScaleSet {
     pub sku: Sku,
     /// Properties.
     pub properties: ScaleSetProperties,
+    /// Tags (ARM's name/value pairs; kept, not interpreted).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl ScaleSet {
@@ -695,6 +706,7 @@ impl ScaleSet {
             location: location.to_owned(),
             sku,
             properties,
+            tags: std::collections::BTreeMap::new(),
         }
     }
 

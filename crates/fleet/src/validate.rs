@@ -841,6 +841,15 @@ fn set_common(
             ));
         }
     }
+    if let Some(tier) = &set.sku.tier {
+        if !tier.eq_ignore_ascii_case("Standard") {
+            return Err(FleetError::new(
+                ErrorCode::InvalidParameter,
+                format!("The sku tier '{tier}' is not offered here: the tier is 'Standard'."),
+            )
+            .at("sku.tier"));
+        }
+    }
     if set.sku.capacity > MAX_CAPACITY {
         return Err(
             FleetError::out_of_range("capacity", set.sku.capacity, 0, MAX_CAPACITY)

@@ -162,6 +162,7 @@ fn set(size: &str, capacity: u32, image: &str, sp: Option<SecurityProfile>) -> S
         Sku {
             name: size.into(),
             capacity,
+            tier: None,
         },
         ScaleSetProperties {
             virtual_machine_profile: ScaleSetVmProfile {

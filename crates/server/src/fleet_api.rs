@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::{
-    new_runtime_name, set_instance_name, set_runtime_name, Catalogs, ManualUpgradeState,
-    Orchestrator, RollingUpgradeState, MANUAL_UPGRADE, ROLLING_UPGRADE,
+    new_runtime_name, set_instance_name, set_runtime_name, Catalogs, Orchestrator,
+    RollingUpgradeState, ROLLING_UPGRADE,
 };
 use trustlaunch_control::{AnyDriver, Driver};
 use trustlaunch_fleet::image::{gallery_id, ImageCatalog, ImageDefinition, ImageVersion};
@@ -35,7 +35,9 @@ use trustlaunch_fleet::sizes::{Quotas, SizeCatalog, Usage};
 use trustlaunch_fleet::validate::{
     validate_scale_set_create, validate_scale_set_update, Confirmations, Context,
 };
-use trustlaunch_store::{NewResource, OperationRecord, OperationStatus, Precondition, Store};
+use trustlaunch_store::{
+    NewResource, OperationRecord, OperationStatus, Precondition, ResourceUsage, Store,
+};
 use utoipa::IntoParams;
 
 use crate::api::AppState;
@@ -227,35 +229,57 @@ impl ControlPlane {
     /// vCPUs in use per family in the subscription of `id` (quotas are
     /// per subscription, as in Azure): every scale set's capacity times
     /// its size's vCPUs and every VM's, `id`'s own included (validation
-    /// counts only an update's growth on top of it).
+    /// counts only an update's growth on top of it). Summed by the store
+    /// from the usage each resource's write recorded (one aggregate, no
+    /// document read); a resource written before usage was recorded is
+    /// counted from its document.
     pub(crate) async fn usage(&self, id: &str) -> Result<Usage, ApiError> {
-        let sub = |rid: &str| rid.split('/').nth(2).map(str::to_ascii_lowercase);
-        let mine = sub(id);
-        let skip = |rid: &str| sub(rid) != mine;
+        let sub = id.split('/').nth(2).unwrap_or_default();
+        let (sums, unrecorded) = self
+            .store
+            .usage_under(
+                &format!("/subscriptions/{sub}/"),
+                &[SCALE_SET_TYPE, VM_TYPE],
+            )
+            .await?;
         let mut u = Usage::new();
-        for r in self.store.list_resources(SCALE_SET_TYPE, None).await? {
-            if skip(&r.id) {
-                continue;
-            }
-            let Ok(set) = serde_json::from_value::<ScaleSet>(r.body) else {
-                continue;
-            };
-            if let Some(size) = self.sizes.get(&set.sku.name) {
-                u.add(&size.family, size.vcpus.saturating_mul(set.sku.capacity));
-            }
+        for (family, vcpus) in sums {
+            u.add(&family, u32::try_from(vcpus).unwrap_or(u32::MAX));
         }
-        for r in self.store.list_resources(VM_TYPE, None).await? {
-            if skip(&r.id) {
-                continue;
-            }
-            let Ok(vm) = serde_json::from_value::<VirtualMachine>(r.body) else {
-                continue;
+        for r in unrecorded {
+            let recorded = if r.kind == SCALE_SET_TYPE {
+                serde_json::from_value::<ScaleSet>(r.body)
+                    .ok()
+                    .and_then(|set| self.set_usage(&set))
+            } else {
+                serde_json::from_value::<VirtualMachine>(r.body)
+                    .ok()
+                    .and_then(|vm| self.vm_usage(&vm))
             };
-            if let Some(size) = self.sizes.get(&vm.properties.hardware_profile.vm_size) {
-                u.add(&size.family, size.vcpus);
+            if let Some(x) = recorded {
+                u.add(&x.family, u32::try_from(x.vcpus).unwrap_or(u32::MAX));
             }
         }
         Ok(u)
+    }
+
+    /// What a scale set uses of its family's quota: its size's vCPUs times
+    /// its capacity (`None` for a size the catalog does not know).
+    pub(crate) fn set_usage(&self, set: &ScaleSet) -> Option<ResourceUsage> {
+        self.sizes.get(&set.sku.name).map(|size| ResourceUsage {
+            family: size.family.clone(),
+            vcpus: i64::from(size.vcpus.saturating_mul(set.sku.capacity)),
+        })
+    }
+
+    /// What a VM uses of its family's quota: its size's vCPUs.
+    pub(crate) fn vm_usage(&self, vm: &VirtualMachine) -> Option<ResourceUsage> {
+        self.sizes
+            .get(&vm.properties.hardware_profile.vm_size)
+            .map(|size| ResourceUsage {
+                family: size.family.clone(),
+                vcpus: i64::from(size.vcpus),
+            })
     }
 
     /// Writes resource `id` (of `kind`, `body`) under `pre` together with
@@ -267,6 +291,7 @@ impl ControlPlane {
         id: &str,
         kind: &str,
         body: &impl serde::Serialize,
+        usage: Option<ResourceUsage>,
         pre: Precondition,
         operation: Option<trustlaunch_store::NewOperation>,
     ) -> Result<(i64, Option<String>), ApiError> {
@@ -280,6 +305,7 @@ impl ControlPlane {
             name: rid.name().to_owned(),
             parent: None,
             body: serde_json::to_value(body).map_err(ApiError::internal)?,
+            usage,
         };
         let tag = self
             .store
@@ -330,9 +356,74 @@ pub(crate) fn control(s: &AppState) -> Result<&Arc<ControlPlane>, ApiError> {
     })
 }
 
+/// Properties ARM computes that a client may send back with a resource it
+/// read (a script's GET-modify-PUT): taken without a word, as ARM does.
+const READ_ONLY: &[&str] = &[
+    "id",
+    "name",
+    "type",
+    "etag",
+    "provisioningState",
+    "uniqueId",
+    "timeCreated",
+    "instanceView",
+    "vmId",
+    "systemData",
+    "latestModelApplied",
+    "statuses",
+];
+
+/// A path as `serde_ignored` spells it (`a.?.b.0.c`: `?` for an
+/// optional value, numbers for list items) as ARM's `target` does
+/// (`a.b[0].c`).
+fn arm_path(p: &str) -> String {
+    let mut out = String::new();
+    for seg in p.split('.').filter(|s| *s != "?") {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// A request body as the typed value `T`. A property `T` does not know is
+/// refused (400 `InvalidRequestContent`, naming it at `target`), as
+/// Azure's compute API refuses a member it cannot find: a setting the
+/// caller asked for is honoured or refused, never dropped. Read-only
+/// properties sent back ([`READ_ONLY`]) are taken.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("The request body is not valid: {e}")))
+    let mut ignored = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_ignored::deserialize(&mut de, |path| ignored.push(path.to_string()))
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| ApiError::bad_request(format!("The request body is not valid: {e}")))?;
+    let unknown: Vec<String> = ignored
+        .iter()
+        .map(|p| arm_path(p))
+        .filter(|p| {
+            let last = p.rsplit('.').next().unwrap_or(p);
+            !READ_ONLY.contains(&last)
+        })
+        .collect();
+    if let Some(first) = unknown.first() {
+        let also = match unknown.len() {
+            1 => String::new(),
+            n => format!(" (and {} more: {})", n - 1, unknown[1..].join(", ")),
+        };
+        return Err(ApiError {
+            code: "InvalidRequestContent",
+            ..ApiError::bad_request(format!(
+                "Could not find member '{first}' on this request's object: this control plane does not take it{also}. Send the request without it."
+            ))
+        }
+        .at(first.clone()));
+    }
+    Ok(value)
 }
 
 /// `ETag` values are quoted version numbers.
@@ -547,6 +638,7 @@ async fn put_image(
                 name: p.image.clone(),
                 parent: None,
                 body: json!({"galleryId": gallery_id(&p.sub, &p.rg, &p.gallery), "location": location, "definition": def}),
+                usage: None,
             },
             precondition(&HeaderMap::new())?,
             i64::try_from(now()).unwrap_or(0),
@@ -649,6 +741,7 @@ async fn put_image_version(
                 name: p.version.clone(),
                 parent: None,
                 body: json!({"galleryId": gallery, "image": p.image, "version": version}),
+                usage: None,
             },
             Precondition::Any,
             i64::try_from(now()).unwrap_or(0),
@@ -803,7 +896,7 @@ async fn put_scale_set(
         }
     };
     let (tag, op) = c
-        .write_with_operation(&id, SCALE_SET_TYPE, &set, pre, operation)
+        .write_with_operation(&id, SCALE_SET_TYPE, &set, c.set_usage(&set), pre, operation)
         .await?;
     set.properties.provisioning_state = Some(match (&op, &old) {
         (Some(_), None) => ProvisioningState::Creating,
@@ -1270,33 +1363,23 @@ async fn rolling_cancel(State(s): St, _caller: Operator, Path(p): Path<SetPath>)
 #[utoipa::path(get, path = "/operations/{id}", tag = "fleet", security(("token" = [])), params(("id" = String, Path, description = "operation id")), responses((status = 200, description = "the operation"), (status = 404, description = "no such operation")))]
 async fn get_operation(State(s): St, _caller: Reader, Path(id): Path<String>) -> ApiResult {
     let c = control(&s)?;
+    // The summary (what it is, status, error, progress): never the
+    // state, which for a rolling upgrade of many instances is large.
     let op = c
         .store
-        .get_operation(&id)
+        .operation_summary(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("The operation '{id}' was not found.")))?;
-    let progress = match op.kind.as_str() {
-        ROLLING_UPGRADE => serde_json::from_value::<RollingUpgradeState>(op.state.clone())
-            .map(|st| json!(st.planner.status().progress))
-            .unwrap_or(Value::Null),
-        MANUAL_UPGRADE => serde_json::from_value::<ManualUpgradeState>(op.state.clone())
-            .map(|st| json!({"total": st.instance_ids.len(), "succeeded": st.done.len(), "failed": st.failed.len()}))
-            .unwrap_or(Value::Null),
-        trustlaunch_control::vm_ops::POWER_ACTION => {
-            serde_json::from_value::<trustlaunch_control::vm_ops::ActionState>(op.state.clone())
-                .map(|st| json!({"total": st.instances.len(), "succeeded": st.done.len(), "failed": st.failed.len(), "action": st.action.as_str()}))
-                .unwrap_or(Value::Null)
-        }
-        trustlaunch_control::vm_ops::VM_APPLY | trustlaunch_control::vm_ops::VM_DELETE => json!({
-            "total": 1,
-            "succeeded": u8::from(op.status == OperationStatus::Succeeded),
-            "failed": u8::from(matches!(op.status, OperationStatus::Failed)),
-        }),
-        _ => json!({
-            "total": op.state["create"].as_array().map_or(0, Vec::len) + op.state["delete"].as_array().map_or(0, Vec::len),
-            "succeeded": op.state["done"].as_array().map_or(0, Vec::len),
-            "failed": op.state["failed"].as_array().map_or(0, Vec::len),
-        }),
+    let progress = match op.progress {
+        Some(p) => p,
+        // Stored before progress was recorded: from its state.
+        None => c
+            .store
+            .get_operation(&id)
+            .await?
+            .map_or(Value::Null, |full| {
+                trustlaunch_control::orchestrator::progress_of(&full.kind, &full.state, full.status)
+            }),
     };
     let ended = op.status != OperationStatus::InProgress;
     respond(
@@ -1341,6 +1424,16 @@ pub fn routes(
         .merge(crate::fleet_vms::routes(
             utoipa_axum::router::OpenApiRouter::new(),
         ))
+}
+
+#[cfg(test)]
+mod arm_path_tests {
+    #[test]
+    fn paths_read_as_arm_targets() {
+        assert_eq!(super::arm_path("a.?.b.0.c"), "a.b[0].c");
+        assert_eq!(super::arm_path("?.zones"), "zones");
+        assert_eq!(super::arm_path("x"), "x");
+    }
 }
 
 #[cfg(test)]

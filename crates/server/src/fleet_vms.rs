@@ -273,7 +273,7 @@ async fn put_vm(
         None
     };
     let (tag, op) = c
-        .write_with_operation(&id, VM_TYPE, &vm, pre, operation)
+        .write_with_operation(&id, VM_TYPE, &vm, c.vm_usage(&vm), pre, operation)
         .await?;
     respond(
         crate::fleet_api::put_status(old.is_none()),

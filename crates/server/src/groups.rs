@@ -132,6 +132,7 @@ async fn put_group(
                 name,
                 parent: None,
                 body: json!({"location": b.location, "tags": b.tags}),
+                usage: None,
             },
             pre,
             i64::try_from(now()).unwrap_or(i64::MAX),

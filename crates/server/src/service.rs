@@ -294,8 +294,7 @@ impl Service {
         // control plane moved it from Standard to TrustedLaunch, or back):
         // the Secure Boot state and keys it measures are new, set by the
         // platform itself, so the baseline predicted for the new
-        // configuration replaces the old one (audited). An image change
-        // alone does not: that is what a baseline guards (relearn).
+        // configuration replaces the old one (audited).
         let reconfigured = caller.is_platform()
             && old.as_ref().is_some_and(|old| {
                 (
@@ -310,6 +309,18 @@ impl Service {
                     &reg.template,
                 )
             });
+        // The platform deployed another image (the control plane's image
+        // change, which the caller consented to): the baseline predicted
+        // from the new image's metadata replaces the old one (audited), so
+        // the new boot is appraised against what that image boots — and a
+        // disk that is not what its metadata describes still fails. The
+        // same image changing under a VM (its files replaced at the same
+        // path) is not this: that is what a baseline guards (relearn).
+        let reimaged = caller.is_platform()
+            && reg.predicted_baseline.is_some()
+            && old
+                .as_ref()
+                .is_some_and(|old| old.spec["image"] != reg.spec["image"]);
         self.store
             .put_vm(
                 &VmRecord {
@@ -340,7 +351,7 @@ impl Service {
                 },
             )
             .await?;
-        if reconfigured {
+        if reconfigured || reimaged {
             if let Some(current) = self.store.get_baseline(vm_id).await? {
                 let doc = BaselineDoc {
                     baseline: reg.predicted_baseline.clone(),
@@ -359,7 +370,11 @@ impl Service {
                         Some(current.version),
                         &BaselineChange {
                             action: BaselineAction::Predicted,
-                            actor: "platform: security profile changed".into(),
+                            actor: if reconfigured {
+                                "platform: security profile changed".into()
+                            } else {
+                                "platform: image changed".into()
+                            },
                             at: now_i64(),
                         },
                     )

@@ -920,6 +920,34 @@ async fn a_security_profile_change_repredicts_the_baseline() {
         let (st, r) = s.attest(&vm, &mut g).await;
         assert_eq!(st, 201, "{db}: {r}");
         assert_eq!(r["healthy"], true, "{db}: {:?}", failed(&r));
+        // The platform deploying another image (its path in the spec):
+        // the new image's prediction replaces the baseline. The same path
+        // with other contents (files replaced under the VM) does not.
+        let mut same_path = tl.clone();
+        same_path.spec["extra"] = json!("the image's files changed in place");
+        if let Some(b) = same_path.predicted_baseline.as_mut() {
+            b.source = trustlaunch_attestation::BaselineSource::Predicted {
+                image: "tiny-elsewhere".into(),
+            };
+        }
+        let first = s.get(&format!("/v1/vms/{vm}/baseline")).await["version"].clone();
+        svc.register(&vm, &same_path, &platform).await.unwrap();
+        let before = s.get(&format!("/v1/vms/{vm}/baseline")).await["version"].clone();
+        assert_eq!(
+            before, first,
+            "{db}: files changed in place keep the baseline"
+        );
+        let mut moved = same_path.clone();
+        moved.spec["image"] = json!("/images/tiny-2");
+        svc.register(&vm, &moved, &platform).await.unwrap();
+        let b = s.get(&format!("/v1/vms/{vm}/baseline")).await;
+        assert_eq!(b["version"], before.as_i64().unwrap() + 1, "{db}: {b}");
+        let last = b["audit"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            (last["action"].as_str(), last["actor"].as_str()),
+            (Some("predicted"), Some("platform: image changed")),
+            "{db}: {b}"
+        );
         s.running.abort();
     }
 }

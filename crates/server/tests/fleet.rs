@@ -1110,6 +1110,63 @@ async fn every_error_is_in_arms_envelope() {
             "{what}: {b}"
         );
     }
+    // A setting the control plane does not take is refused, named, not
+    // dropped; a read-only one sent back is taken; tags are kept.
+    publish_images(&s, &p).await;
+    let body = |extra: Value| {
+        let mut b = json!({
+            "location": "local",
+            "tags": {"team": "a"},
+            "sku": {"name": "Standard_B1s", "capacity": 1, "tier": "Standard"},
+            "properties": {
+                "provisioningState": "Succeeded",
+                "virtualMachineProfile": {
+                    "storageProfile": {"imageReference": {"id": format!("{p}/galleries/g1/images/tiny/versions/1.0.0")}},
+                    "securityProfile": {"securityType": "Standard"}
+                }
+            }
+        });
+        json_patch::merge(&mut b, &extra);
+        b
+    };
+    for (extra, target) in [
+        (json!({"zones": ["1"]}), "zones"),
+        (
+            json!({"properties": {"virtualMachineProfile": {"diagnosticsProfile": {"bootDiagnostics": {"enabled": true}}}}}),
+            "properties.virtualMachineProfile.diagnosticsProfile",
+        ),
+        (
+            json!({"properties": {"virtualMachineProfile": {"securityProfile": {"proxyAgentSettings": {}}}}}),
+            "properties.virtualMachineProfile.securityProfile.proxyAgentSettings",
+        ),
+    ] {
+        let r = send(&s, Method::PUT, &set, Some(body(extra)), &[]).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(
+            r.body["error"]["code"], "InvalidRequestContent",
+            "{}",
+            r.body
+        );
+        assert_eq!(r.body["error"]["target"], target, "{}", r.body);
+    }
+    let r = send(
+        &s,
+        Method::PUT,
+        &set,
+        Some(body(json!({"sku": {"tier": "Basic"}}))),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["target"].as_str()),
+        (400, Some("sku.tier")),
+        "{}",
+        r.body
+    );
+    let r = send(&s, Method::PUT, &set, Some(body(json!({}))), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["tags"]["team"], "a", "{}", r.body);
+
     let resp = s.http.get(format!("{}{set}", s.url)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let b: Value = resp.json().await.unwrap();

@@ -48,6 +48,19 @@ pub struct NewResource {
     pub parent: Option<String>,
     /// The resource's document.
     pub body: Value,
+    /// The vCPUs it uses and their size family (a VM, a scale set), kept
+    /// for quota checks; `None` keeps what the stored row has (a write
+    /// that does not change its size or capacity).
+    pub usage: Option<ResourceUsage>,
+}
+
+/// vCPUs in use by one resource, of one size family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceUsage {
+    /// The size family (`DSv3`).
+    pub family: String,
+    /// vCPUs: a VM's size's, a set's size's times its capacity.
+    pub vcpus: i64,
 }
 
 /// A stored resource.
@@ -122,8 +135,35 @@ pub struct NewOperation {
     pub target: String,
     /// The orchestrator's state machine, as it starts.
     pub state: Value,
+    /// Its progress as clients poll it (small: counts), kept beside the
+    /// state so a poll never reads the state.
+    pub progress: Option<Value>,
     /// When it was started.
     pub created_at: i64,
+}
+
+/// A stored operation without its state (see
+/// [`Store::operation_summary`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationSummary {
+    /// Its id.
+    pub id: String,
+    /// What it does.
+    pub kind: String,
+    /// The resource it works on (lowercase).
+    pub target: String,
+    /// Its status.
+    pub status: OperationStatus,
+    /// The error, when it failed.
+    pub error: Option<Value>,
+    /// Its progress, when recorded.
+    pub progress: Option<Value>,
+    /// A cancel was asked for.
+    pub cancel_requested: bool,
+    /// When it started.
+    pub created_at: i64,
+    /// When it last changed.
+    pub updated_at: i64,
 }
 
 /// A stored operation.
@@ -167,6 +207,8 @@ pub struct OperationStep {
     pub state: Value,
     /// The error, when it failed.
     pub error: Option<Value>,
+    /// Its progress after the step (see [`NewOperation::progress`]).
+    pub progress: Option<Value>,
     /// When.
     pub at: i64,
 }
@@ -235,11 +277,25 @@ pub fn resource_group_of(id: &str) -> Option<(String, String)> {
     }
 }
 
-/// The keys of the resources under group `group_id` lie in
-/// `[start, end)`: every key that begins with the group's key and `/`.
-fn group_range(group_id: &str) -> (String, String) {
-    let k = key(group_id);
-    (format!("{k}/"), format!("{k}0"))
+/// A `LIKE` pattern (with `ESCAPE '\'`) for the keys that begin with
+/// `prefix`'s key: matched by character, whatever the database's
+/// collation (a range of keys would follow a linguistic collation's
+/// order, which is not the bytes').
+fn prefix_pattern(prefix: &str) -> String {
+    let mut p = String::with_capacity(prefix.len() + 1);
+    for c in key(prefix).chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// The pattern of the keys of the resources under group `group_id`.
+fn group_pattern(group_id: &str) -> String {
+    prefix_pattern(&format!("{group_id}/"))
 }
 
 /// What [`Store::delete_resource_group`] did.
@@ -344,7 +400,9 @@ async fn write_resource(
             let next = c.checked_add(1).ok_or_else(|| failed(current))?;
             let done = sqlx::query(
                 "UPDATE resources SET body = $1, etag = $2, updated_at = $3, kind = $4, \
-                 resource_group = $5, name = $6, parent = $7 WHERE key = $8 AND etag = $9",
+                 resource_group = $5, name = $6, parent = $7, \
+                 usage_family = COALESCE($10, usage_family), \
+                 usage_vcpus = COALESCE($11, usage_vcpus) WHERE key = $8 AND etag = $9",
             )
             .bind(&body)
             .bind(next)
@@ -355,6 +413,8 @@ async fn write_resource(
             .bind(parent.as_deref())
             .bind(&k)
             .bind(c)
+            .bind(r.usage.as_ref().map(|u| u.family.clone()))
+            .bind(r.usage.as_ref().map(|u| u.vcpus))
             .execute(&mut **tx)
             .await
             .map_err(db(op))?;
@@ -366,7 +426,8 @@ async fn write_resource(
         None => {
             let done = sqlx::query(
                 "INSERT INTO resources (key, id, kind, resource_group, name, parent, body, etag, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) \
+                 created_at, updated_at, usage_family, usage_vcpus) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9, $10) \
                  ON CONFLICT (key) DO NOTHING",
             )
             .bind(&k)
@@ -377,6 +438,8 @@ async fn write_resource(
             .bind(parent.as_deref())
             .bind(&body)
             .bind(at)
+            .bind(r.usage.as_ref().map(|u| u.family.clone()))
+            .bind(r.usage.as_ref().map(|u| u.vcpus))
             .execute(&mut **tx)
             .await
             .map_err(db(op))?;
@@ -408,13 +471,15 @@ async fn insert_operation(
     }
     let done = sqlx::query(
         "INSERT INTO operations (id, kind, target, status, state, revision, created_at, \
-         updated_at) VALUES ($1, $2, $3, 'InProgress', $4, 1, $5, $5) ON CONFLICT DO NOTHING",
+         updated_at, progress) VALUES ($1, $2, $3, 'InProgress', $4, 1, $5, $5, $6) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(&o.id)
     .bind(&o.kind)
     .bind(key(&o.target))
     .bind(o.state.to_string())
     .bind(o.created_at)
+    .bind(o.progress.as_ref().map(Value::to_string))
     .execute(&mut **tx)
     .await
     .map_err(db(op))?;
@@ -534,12 +599,10 @@ impl Store {
         group_id: &str,
     ) -> Result<Vec<ResourceRecord>, StoreError> {
         let op = "resources_in_group";
-        let (start, end) = group_range(group_id);
         let rows = sqlx::query(&format!(
-            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE key >= $1 AND key < $2 ORDER BY key"
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE key LIKE $1 ESCAPE '\\' ORDER BY key"
         ))
-        .bind(start)
-        .bind(end)
+        .bind(group_pattern(group_id))
         .fetch_all(&self.pool)
         .await
         .map_err(db(op))?;
@@ -552,7 +615,7 @@ impl Store {
     pub async fn delete_resource_group(&self, group_id: &str) -> Result<GroupDeletion, StoreError> {
         let op = "delete_resource_group";
         let k = key(group_id);
-        let (start, end) = group_range(group_id);
+        let pattern = group_pattern(group_id);
         let mut tx = self.pool.begin().await.map_err(db(op))?;
         let locked = sqlx::query("UPDATE resources SET etag = etag WHERE key = $1 AND kind = $2")
             .bind(&k)
@@ -565,18 +628,16 @@ impl Store {
             return Ok(GroupDeletion::Absent);
         }
         let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE key >= $1 AND key < $2")
-                .bind(&start)
-                .bind(&end)
+            sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE key LIKE $1 ESCAPE '\\'")
+                .bind(&pattern)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db(op))?;
         if count > 0 {
             let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM resources WHERE key >= $1 AND key < $2 ORDER BY key LIMIT 10",
+                "SELECT id FROM resources WHERE key LIKE $1 ESCAPE '\\' ORDER BY key LIMIT 10",
             )
-            .bind(&start)
-            .bind(&end)
+            .bind(&pattern)
             .fetch_all(&mut *tx)
             .await
             .map_err(db(op))?;
@@ -641,6 +702,84 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(db("start_operation"))?;
         insert_operation(&mut tx, o).await?;
         tx.commit().await.map_err(db("start_operation"))
+    }
+
+    /// An operation as clients poll it, without its state: what it is,
+    /// its status, error and progress (`None` for an operation whose
+    /// progress was never recorded: one started before progress was kept).
+    pub async fn operation_summary(
+        &self,
+        id: &str,
+    ) -> Result<Option<OperationSummary>, StoreError> {
+        let op = "operation_summary";
+        let row = sqlx::query(
+            "SELECT id, kind, target, status, error, progress, cancel_requested, created_at, \
+             updated_at FROM operations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(op))?;
+        row.as_ref()
+            .map(|r| {
+                let c = cols(r, "operations", op);
+                Ok(OperationSummary {
+                    id: c.text("id")?,
+                    kind: c.text("kind")?,
+                    target: c.text("target")?,
+                    status: c.parsed("status")?,
+                    error: c.opt_json("error")?,
+                    progress: c.opt_json("progress")?,
+                    cancel_requested: c.int("cancel_requested")? != 0,
+                    created_at: c.int("created_at")?,
+                    updated_at: c.int("updated_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// vCPUs in use per size family by the resources of `kinds` under
+    /// `prefix` (a subscription's `/subscriptions/S/`), summed from the
+    /// usage kept with each resource, and the resources of those kinds
+    /// whose usage was never recorded (written before it was kept), for
+    /// the caller to count from their documents.
+    pub async fn usage_under(
+        &self,
+        prefix: &str,
+        kinds: &[&str],
+    ) -> Result<(Vec<(String, i64)>, Vec<ResourceRecord>), StoreError> {
+        let op = "usage_under";
+        let pattern = prefix_pattern(prefix);
+        let rows = sqlx::query(
+            "SELECT usage_family, CAST(SUM(usage_vcpus) AS BIGINT) AS vcpus FROM resources \
+             WHERE key LIKE $1 ESCAPE '\\' AND usage_family IS NOT NULL GROUP BY usage_family \
+             ORDER BY usage_family",
+        )
+        .bind(&pattern)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(op))?;
+        let mut sums = Vec::new();
+        for r in &rows {
+            let c = cols(r, "resources", op);
+            sums.push((c.text("usage_family")?, c.int("vcpus")?));
+        }
+        let mut unrecorded = Vec::new();
+        for kind in kinds {
+            let rows = sqlx::query(&format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 \
+                 AND key LIKE $2 ESCAPE '\\' AND usage_family IS NULL ORDER BY key"
+            ))
+            .bind(*kind)
+            .bind(&pattern)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(op))?;
+            for r in &rows {
+                unrecorded.push(resource_from(r, op)?);
+            }
+        }
+        Ok((sums, unrecorded))
     }
 
     /// An operation by id.
@@ -723,8 +862,8 @@ impl Store {
         let done = sqlx::query(
             "UPDATE operations SET status = $1, state = $2, error = $3, revision = $4, \
              updated_at = $5, lease_owner = CASE WHEN $6 = 1 THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN $6 = 1 THEN NULL ELSE lease_until END \
-             WHERE id = $7 AND revision = $8",
+             lease_until = CASE WHEN $6 = 1 THEN NULL ELSE lease_until END, \
+             progress = COALESCE($9, progress) WHERE id = $7 AND revision = $8",
         )
         .bind(step.status.as_str())
         .bind(step.state.to_string())
@@ -734,6 +873,7 @@ impl Store {
         .bind(i64::from(ended))
         .bind(id)
         .bind(step.expected_revision)
+        .bind(step.progress.as_ref().map(Value::to_string))
         .execute(&mut *tx)
         .await
         .map_err(db(op))?;

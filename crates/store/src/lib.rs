@@ -48,7 +48,8 @@ pub use access::MAX_AUDIT_READ;
 pub use challenges::Answered;
 pub use control::{
     resource_group_of, GroupDeletion, NewOperation, NewResource, OperationRecord, OperationStatus,
-    OperationStep, Precondition, ResourceRecord, RESOURCE_GROUP_TYPE,
+    OperationStep, OperationSummary, Precondition, ResourceRecord, ResourceUsage,
+    RESOURCE_GROUP_TYPE,
 };
 pub use error::StoreError;
 pub use records::{

@@ -107,6 +107,15 @@ const MIGRATIONS: &[&[&str]] = &[
         "sqlite: ALTER TABLE baseline_audit_v4 RENAME TO baseline_audit",
         "sqlite: CREATE INDEX baseline_audit_by_vm ON baseline_audit (vm_id, id)",
     ],
+    // 5: what a quota check and an operation's poll read, kept beside the
+    // documents so neither parses them: a VM's or scale set's vCPUs in use
+    // and their size family (written with the resource, in its
+    // transaction), and an operation's progress (written with each step).
+    &[
+        "ALTER TABLE resources ADD COLUMN usage_family TEXT",
+        "ALTER TABLE resources ADD COLUMN usage_vcpus BIGINT",
+        "ALTER TABLE operations ADD COLUMN progress TEXT",
+    ],
 ];
 
 /// The schema version this build migrates to.

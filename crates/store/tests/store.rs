@@ -33,6 +33,7 @@ fn scale_set(name: &str, capacity: u32) -> NewResource {
         name: name.to_string(),
         parent: None,
         body: json!({"name": name, "sku": {"name": "Standard_D2s_v3", "capacity": capacity}}),
+        usage: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn operation(id: &str, target: &str, at: i64) -> NewOperation {
         target: target.to_string(),
         state: json!({"step": 0}),
         created_at: at,
+        progress: None,
     }
 }
 
@@ -131,6 +133,7 @@ async fn control_suite(store: &Store) {
             name: format!("web_{i}"),
             parent: Some(upper.clone()),
             body: json!({"instanceId": i.to_string()}),
+            usage: None,
         };
         store
             .put_resource(&inst, Precondition::Absent, 20)
@@ -227,6 +230,7 @@ async fn control_suite(store: &Store) {
         state: json!({"step": 1}),
         error: None,
         at: 55,
+        progress: None,
     };
     let rev = store.step_operation("op-1", &step, None).await.unwrap();
     // A renewal keeps it past its first term without moving the revision.
@@ -267,6 +271,7 @@ async fn control_suite(store: &Store) {
         state: json!({"step": 2}),
         error: None,
         at: 80,
+        progress: None,
     };
     store
         .step_operation(
@@ -304,6 +309,7 @@ async fn control_suite(store: &Store) {
         state: json!({"step": 9}),
         error: Some(json!({"code": "X"})),
         at: 90,
+        progress: None,
     };
     assert!(store
         .step_operation(
@@ -328,6 +334,7 @@ async fn control_suite(store: &Store) {
         name: "m".to_string(),
         parent: None,
         body: json!({"location": "east"}),
+        usage: None,
     };
     store
         .put_resource(&member, Precondition::Absent, 100)
@@ -386,6 +393,87 @@ async fn control_suite(store: &Store) {
     );
     assert!(store.get_resource(group).await.unwrap().is_none());
     assert!(store.get_resource(&neighbour).await.unwrap().is_some());
+
+    // Usage kept with the resources, summed per family without reading a
+    // document; a write without usage keeps what was recorded; a row
+    // without any is handed back to be counted from its document.
+    let sub = "/subscriptions/Quota_1/";
+    let res = |name: &str, usage: Option<(&str, i64)>| NewResource {
+        id: format!("{sub}resourceGroups/r/providers/{VMSS}/{name}"),
+        kind: VMSS.to_string(),
+        resource_group: "r".into(),
+        name: name.into(),
+        parent: None,
+        body: json!({"location": "l"}),
+        usage: usage.map(|(f, v)| trustlaunch_store::ResourceUsage {
+            family: f.into(),
+            vcpus: v,
+        }),
+    };
+    for r in [
+        res("a", Some(("DSv3", 4))),
+        res("b", Some(("DSv3", 6))),
+        res("c", Some(("B", 1))),
+        res("legacy", None),
+    ] {
+        store.put_resource(&r, Precondition::Any, 1).await.unwrap();
+    }
+    // Another subscription whose id the first's is a prefix of.
+    let other = NewResource {
+        id: format!("/subscriptions/Quota_10/resourceGroups/r/providers/{VMSS}/z"),
+        ..res("z", Some(("DSv3", 100)))
+    };
+    store
+        .put_resource(&other, Precondition::Any, 1)
+        .await
+        .unwrap();
+    store
+        .put_resource(&res("b", None), Precondition::Any, 2)
+        .await
+        .unwrap();
+    let (sums, unrecorded) = store.usage_under(sub, &[VMSS]).await.unwrap();
+    assert_eq!(sums, vec![("B".to_owned(), 1), ("DSv3".to_owned(), 10)]);
+    let names: Vec<&str> = unrecorded.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["legacy"]);
+    store
+        .put_resource(&res("b", Some(("DSv3", 2))), Precondition::Any, 3)
+        .await
+        .unwrap();
+    let (sums, _) = store.usage_under(sub, &[VMSS]).await.unwrap();
+    assert_eq!(sums, vec![("B".to_owned(), 1), ("DSv3".to_owned(), 6)]);
+
+    // An operation's summary: its progress as written with it and each
+    // step, without its state.
+    let mut o = operation("op-sum", &format!("{sub}x"), 5);
+    o.progress = Some(json!({"total": 3}));
+    store.start_operation(&o).await.unwrap();
+    let got = store.operation_summary("op-sum").await.unwrap().unwrap();
+    assert_eq!(
+        (got.progress, got.status),
+        (Some(json!({"total": 3})), OperationStatus::InProgress)
+    );
+    store
+        .step_operation(
+            "op-sum",
+            &OperationStep {
+                expected_revision: 1,
+                status: OperationStatus::Succeeded,
+                state: json!({"big": "state"}),
+                error: None,
+                progress: Some(json!({"total": 3, "succeeded": 3})),
+                at: 6,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let got = store.operation_summary("op-sum").await.unwrap().unwrap();
+    assert_eq!(got.progress, Some(json!({"total": 3, "succeeded": 3})));
+    assert_eq!(
+        (got.status, got.updated_at),
+        (OperationStatus::Succeeded, 6)
+    );
+    assert!(store.operation_summary("nope").await.unwrap().is_none());
 }
 
 fn vm(id: &str, n: u8) -> VmRecord {
@@ -1186,6 +1274,17 @@ async fn migration_4_keeps_an_older_databases_rows() {
         for sql in [
             "CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
             "INSERT INTO schema_version VALUES (1, 0), (2, 0), (3, 0)",
+            // Version 3's control-plane tables, which version 5 extends.
+            "CREATE TABLE resources (key TEXT PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL, \
+             resource_group TEXT NOT NULL, name TEXT NOT NULL, parent TEXT, body TEXT NOT NULL, \
+             etag BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            "INSERT INTO resources VALUES ('/subscriptions/s/resourcegroups/r/providers/microsoft.compute/virtualmachinescalesets/old', \
+             '/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/virtualMachineScaleSets/old', \
+             'Microsoft.Compute/virtualMachineScaleSets', 'r', 'old', NULL, '{}', 1, 0, 0)",
+            "CREATE TABLE operations (id TEXT PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, \
+             status TEXT NOT NULL, state TEXT NOT NULL, error TEXT, revision BIGINT NOT NULL, \
+             lease_owner TEXT, lease_until BIGINT, cancel_requested BIGINT NOT NULL DEFAULT 0, \
+             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
             "CREATE TABLE baseline_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, vm_id TEXT NOT NULL, \
              action TEXT NOT NULL CHECK (action IN ('learned', 'pinned', 'relearned', 'predicted')), \
              actor TEXT NOT NULL, at BIGINT NOT NULL, old_baseline TEXT, \
@@ -1205,6 +1304,16 @@ async fn migration_4_keeps_an_older_databases_rows() {
         c.close().await.unwrap();
     }
     let store = Store::open(&url).await.unwrap();
+    // A resource from before usage was recorded: handed back to be counted.
+    let (sums, unrecorded) = store
+        .usage_under(
+            "/subscriptions/s/",
+            &["Microsoft.Compute/virtualMachineScaleSets"],
+        )
+        .await
+        .unwrap();
+    assert!(sums.is_empty());
+    assert_eq!(unrecorded.len(), 1);
     let audit = store.baseline_audit("vm-old").await.unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].change.action, BaselineAction::Learned);

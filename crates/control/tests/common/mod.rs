@@ -85,6 +85,7 @@ pub async fn put_set(store: &Store, set: &ScaleSet) {
                 name: "web".into(),
                 parent: None,
                 body: serde_json::to_value(set).unwrap(),
+                usage: None,
             },
             Precondition::Any,
             1,
