@@ -18,6 +18,7 @@
 pub mod any;
 pub mod driver;
 pub mod orchestrator;
+pub mod plane;
 pub mod runtime_driver;
 pub mod sim;
 pub mod vm_ops;

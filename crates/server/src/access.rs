@@ -9,7 +9,7 @@ use serde_json::json;
 use trustlaunch_attestation::security::{AlertCandidate, AlertState, SuppressionRule};
 use trustlaunch_store::{ApiTokenRecord, AuditEntry, NewAuditEntry, Role};
 
-use crate::auth::{new_token, Caller};
+use crate::caller::{new_token, Caller};
 use crate::error::ApiError;
 use crate::model::Delivery;
 use crate::service::{now, now_i64, Service};

@@ -18,11 +18,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Admin, Operator, Reader, TokenCache};
+use crate::auth::{Admin, Operator, Reader};
 use crate::error::{check_vm_id, ApiError};
 use crate::metrics::Gauges;
 use crate::model::{unhex, VmRegistration};
-use crate::monitor::Monitor;
 use crate::service::{now, Service};
 
 /// The largest body of an evidence-carrying request: the attestation
@@ -33,25 +32,7 @@ pub const MAX_EVIDENCE_BODY: usize = trustlaunch_protocol::MAX_FRAME;
 /// template and a predicted baseline: tens of KiB).
 pub const MAX_BODY: usize = 1 << 20;
 
-/// What handlers share.
-pub struct AppState {
-    /// The service.
-    pub service: Arc<Service>,
-    /// API token lookups.
-    pub tokens: TokenCache,
-    /// The local runtime's monitor, if this server runs one.
-    pub monitor: Option<Arc<Monitor>>,
-    /// The control plane, if this server runs one.
-    pub control: Option<Arc<crate::fleet_api::ControlPlane>>,
-    /// `/metrics` answers without a token (`--metrics-public`).
-    pub metrics_public: bool,
-    /// The gauges `/metrics` last read, and when: scrapes read the
-    /// store at most every [`GAUGE_TTL`].
-    pub gauges: tokio::sync::Mutex<Option<(std::time::Instant, Gauges)>>,
-}
-
-/// How long `/metrics` reuses the gauges it read from the store.
-pub const GAUGE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+pub use crate::state::{AppState, GAUGE_TTL};
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;
@@ -171,33 +152,34 @@ fn routes() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(MAX_EVIDENCE_BODY))
         .layer(RequestBodyLimitLayer::new(MAX_EVIDENCE_BODY));
     let base = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi());
-    let (router, doc) = crate::groups::routes(crate::fleet_api::routes(base))
-        .routes(routes!(healthz))
-        .routes(routes!(metrics))
-        .routes(routes!(jwks))
-        .routes(routes!(openid_configuration))
-        .routes(routes!(list_vms))
-        .routes(routes!(get_vm, put_vm))
-        .routes(routes!(issue_challenge))
-        .routes(routes!(latest))
-        .routes(routes!(attest_now))
-        .routes(routes!(get_baseline))
-        .routes(routes!(approve_baseline))
-        .routes(routes!(pin_baseline))
-        .routes(routes!(relearn_baseline))
-        .routes(routes!(get_recommendations))
-        .routes(routes!(get_alerts))
-        .routes(routes!(dismiss_alert))
-        .routes(routes!(list_rules))
-        .routes(routes!(put_rule, delete_rule))
-        .routes(routes!(rotate_keys))
-        .routes(routes!(create_token, list_tokens))
-        .routes(routes!(revoke_token))
-        .routes(routes!(audit_log))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .merge(evidence)
-        .split_for_parts();
+    let (router, doc) =
+        crate::groups::routes(crate::fleet_vms::routes(crate::fleet_api::routes(base)))
+            .routes(routes!(healthz))
+            .routes(routes!(metrics))
+            .routes(routes!(jwks))
+            .routes(routes!(openid_configuration))
+            .routes(routes!(list_vms))
+            .routes(routes!(get_vm, put_vm))
+            .routes(routes!(issue_challenge))
+            .routes(routes!(latest))
+            .routes(routes!(attest_now))
+            .routes(routes!(get_baseline))
+            .routes(routes!(approve_baseline))
+            .routes(routes!(pin_baseline))
+            .routes(routes!(relearn_baseline))
+            .routes(routes!(get_recommendations))
+            .routes(routes!(get_alerts))
+            .routes(routes!(dismiss_alert))
+            .routes(routes!(list_rules))
+            .routes(routes!(put_rule, delete_rule))
+            .routes(routes!(rotate_keys))
+            .routes(routes!(create_token, list_tokens))
+            .routes(routes!(revoke_token))
+            .routes(routes!(audit_log))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(RequestBodyLimitLayer::new(MAX_BODY))
+            .merge(evidence)
+            .split_for_parts();
     let served = doc.clone();
     let router = router.route(
         "/openapi.json",
@@ -639,8 +621,8 @@ async fn relearn_baseline(State(s): St, caller: Operator, Path(vm): Path<String>
 #[utoipa::path(get, path = "/v1/security/recommendations", tag = "security", security(("token" = [])), responses((status = 200, description = "recommendations")))]
 async fn get_recommendations(State(s): St, _caller: Reader) -> ApiResult {
     let mut value = s.service.recommendations().await?;
-    if let Ok(c) = crate::fleet_api::control(&s) {
-        value.extend(c.image_recommendations().await?);
+    if let Ok(c) = crate::arm::control(&s) {
+        value.extend(crate::fleet_api::image_recommendations(c).await?);
     }
     ok(json!({ "value": value }))
 }

@@ -6,7 +6,7 @@
 use trustlaunch_attestation::{Baseline, BaselineSource};
 use trustlaunch_store::{BaselineAction, BaselineChange};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::model::{BaselineDoc, LearnRequest};
 use crate::service::{now_i64, Service};

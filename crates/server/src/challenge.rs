@@ -20,7 +20,7 @@ use trustlaunch_tpm::credential::make_credential;
 use trustlaunch_tpm::public::Public;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::model::hex;
 use crate::service::{now_i64, Service};

@@ -15,60 +15,37 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::{
-    new_runtime_name, set_instance_name, set_runtime_name, Catalogs, Orchestrator,
-    RollingUpgradeState, ROLLING_UPGRADE,
+    new_runtime_name, set_runtime_name, RollingUpgradeState, ROLLING_UPGRADE,
 };
-use trustlaunch_control::{AnyDriver, Driver};
-use trustlaunch_fleet::image::{gallery_id, ImageCatalog, ImageDefinition, ImageVersion};
+use trustlaunch_control::Driver;
+use trustlaunch_fleet::image::{gallery_id, ImageDefinition, ImageVersion};
 use trustlaunch_fleet::operation::SetOperation;
-use trustlaunch_fleet::resources::{
-    InstanceHealth, PowerState, ProvisioningState, ScaleSet, ScaleSetVm, VirtualMachine,
-    SCALE_SET_TYPE, VM_TYPE,
-};
-use trustlaunch_fleet::rolling::Health as PlanHealth;
-use trustlaunch_fleet::sizes::{Quotas, SizeCatalog, Usage};
+use trustlaunch_fleet::resources::{ProvisioningState, ScaleSet, VirtualMachine, SCALE_SET_TYPE};
 use trustlaunch_fleet::validate::{
     validate_scale_set_create, validate_scale_set_update, Confirmations, Context,
 };
-use trustlaunch_store::{
-    NewResource, OperationRecord, OperationStatus, Precondition, ResourceUsage, Store,
-};
+use trustlaunch_store::{NewResource, OperationRecord, OperationStatus, Precondition};
 use utoipa::IntoParams;
 
-use crate::api::AppState;
+use crate::arm::{
+    control, json_body, merged_for_patch, new_op_id, page, precondition, provisioning_state,
+    put_status, respond, PageQuery,
+};
 use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
 use crate::service::now;
+use crate::state::AppState;
+use crate::views::{instance_json, member_json};
 
-/// Resource type of a gallery image definition.
-pub const IMAGE_TYPE: &str = "Microsoft.Compute/galleries/images";
-/// Resource type of a gallery image version.
-pub const IMAGE_VERSION_TYPE: &str = "Microsoft.Compute/galleries/images/versions";
+pub use trustlaunch_control::plane::{ControlPlane, IMAGE_TYPE, IMAGE_VERSION_TYPE};
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;
-
-/// The control plane a server runs: its store, orchestrator and limits.
-pub struct ControlPlane {
-    /// The store.
-    pub store: Store,
-    /// The orchestrator (its driver: the runtime's or the simulated one).
-    pub orchestrator: Orchestrator<AnyDriver>,
-    /// Sizes (built in, plus operator-defined).
-    pub sizes: SizeCatalog,
-    /// vCPU quotas per family.
-    pub quotas: Quotas,
-    /// Wakes the background loop when an operation starts.
-    pub wake: tokio::sync::Notify,
-    /// Where image versions' sources must be (real VMs only; `None` with
-    /// the simulated driver, whose sources are names).
-    pub images_root: Option<std::path::PathBuf>,
-}
 
 /// What an image's metadata says, for the definition's check: its
 /// generation, and whether its boot chain was verified to boot under
@@ -130,430 +107,32 @@ pub fn confine_source(root: Option<&std::path::Path>, source: &str) -> Result<St
     Ok(full.to_string_lossy().into_owned())
 }
 
-impl ControlPlane {
-    /// The gallery images in the store, as a catalog. A stored image that
-    /// does not load (changed outside the API) is left out with a warning
-    /// rather than failing every request.
-    pub async fn images(&self) -> Result<ImageCatalog, ApiError> {
-        let mut c = ImageCatalog::new();
-        for r in self.store.list_resources(IMAGE_TYPE, None).await? {
-            let gallery = r.body["galleryId"].as_str().unwrap_or_default();
-            let added = serde_json::from_value::<ImageDefinition>(r.body["definition"].clone())
-                .map_err(|e| e.to_string())
-                .and_then(|def| c.add_definition(gallery, def).map_err(|e| e.to_string()));
-            if let Err(e) = added {
-                tracing::warn!("image {} left out: {e}", r.id);
-            }
-        }
-        for r in self.store.list_resources(IMAGE_VERSION_TYPE, None).await? {
-            let gallery = r.body["galleryId"].as_str().unwrap_or_default();
-            let image = r.body["image"].as_str().unwrap_or_default();
-            let added = serde_json::from_value::<ImageVersion>(r.body["version"].clone())
-                .map_err(|e| e.to_string())
-                .and_then(|v| c.add_version(gallery, image, v).map_err(|e| e.to_string()));
-            if let Err(e) = added {
-                tracing::warn!("image version {} left out: {e}", r.id);
-            }
-        }
-        Ok(c)
-    }
-
-    /// "Guest attestation agent not installed in the image" for every VM
-    /// and scale set with the Guest Attestation extension whose image
-    /// version's image has no agent (as the platform read the image).
-    pub async fn image_recommendations(
-        &self,
-    ) -> Result<Vec<trustlaunch_attestation::security::Recommendation>, ApiError> {
-        use trustlaunch_attestation::security::{Recommendation, RecommendationKind};
-        let mut vms = Vec::new();
-        for r in self.store.list_resources(VM_TYPE, None).await? {
-            if let Ok(vm) = serde_json::from_value::<VirtualMachine>(r.body) {
-                vms.push(vm);
-            }
-        }
-        let mut sets = Vec::new();
-        for r in self.store.list_resources(SCALE_SET_TYPE, None).await? {
-            if let Ok(set) = serde_json::from_value::<ScaleSet>(r.body) {
-                sets.push(set);
-            }
-        }
-        let images = self.images().await?;
-        let kind = RecommendationKind::GuestAgentNotInImage;
-        Ok(
-            trustlaunch_fleet::resources::missing_guest_agents(&vms, &sets, &images)
-                .into_iter()
-                .map(|m| Recommendation {
-                    kind,
-                    name: kind.display_name(),
-                    severity: kind.severity(),
-                    vm_id: m.resource,
-                    reason: format!(
-                        "guest attestation agent not installed in image {} (image version {}): the Guest Attestation extension's attestation would never answer; install the trustlaunch-guest-agent package in the image (`trustlaunch image agent-package`, then dpkg -i) and publish a new version",
-                        m.source, m.image
-                    ),
-                })
-                .collect(),
-        )
-    }
-
-    /// Refreshes the orchestrator's catalogs from the store.
-    pub async fn refresh_catalogs(&self) -> Result<(), ApiError> {
-        let images = self.images().await?;
-        self.orchestrator.set_catalogs(Arc::new(Catalogs {
-            sizes: self.sizes.clone(),
-            images,
-        }));
-        Ok(())
-    }
-
-    /// Runs operations: at start (resuming what a previous run left),
-    /// when woken, and every second (another server's, or a lease that
-    /// expired).
-    pub async fn run(self: Arc<Self>) {
-        loop {
-            if let Err(e) = self.refresh_catalogs().await {
-                tracing::warn!("control plane: catalogs: {e}");
-            }
-            match self.orchestrator.run_pending().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("control plane: {n} operations finished"),
-                Err(e) => tracing::warn!("control plane: {e}"),
-            }
-            tokio::select! {
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            }
-        }
-    }
-
-    /// vCPUs in use per family in the subscription of `id` (quotas are
-    /// per subscription, as in Azure): every scale set's capacity times
-    /// its size's vCPUs and every VM's, `id`'s own included (validation
-    /// counts only an update's growth on top of it). Summed by the store
-    /// from the usage each resource's write recorded (one aggregate, no
-    /// document read); a resource written before usage was recorded is
-    /// counted from its document.
-    pub(crate) async fn usage(&self, id: &str) -> Result<Usage, ApiError> {
-        let sub = id.split('/').nth(2).unwrap_or_default();
-        let (sums, unrecorded) = self
-            .store
-            .usage_under(
-                &format!("/subscriptions/{sub}/"),
-                &[SCALE_SET_TYPE, VM_TYPE],
-            )
-            .await?;
-        let mut u = Usage::new();
-        for (family, vcpus) in sums {
-            u.add(&family, u32::try_from(vcpus).unwrap_or(u32::MAX));
-        }
-        for r in unrecorded {
-            let recorded = if r.kind == SCALE_SET_TYPE {
-                serde_json::from_value::<ScaleSet>(r.body)
-                    .ok()
-                    .and_then(|set| self.set_usage(&set))
-            } else {
-                serde_json::from_value::<VirtualMachine>(r.body)
-                    .ok()
-                    .and_then(|vm| self.vm_usage(&vm))
-            };
-            if let Some(x) = recorded {
-                u.add(&x.family, u32::try_from(x.vcpus).unwrap_or(u32::MAX));
-            }
-        }
-        Ok(u)
-    }
-
-    /// What a scale set uses of its family's quota: its size's vCPUs times
-    /// its capacity (`None` for a size the catalog does not know).
-    pub(crate) fn set_usage(&self, set: &ScaleSet) -> Option<ResourceUsage> {
-        self.sizes.get(&set.sku.name).map(|size| ResourceUsage {
-            family: size.family.clone(),
-            vcpus: i64::from(size.vcpus.saturating_mul(set.sku.capacity)),
-        })
-    }
-
-    /// What a VM uses of its family's quota: its size's vCPUs.
-    pub(crate) fn vm_usage(&self, vm: &VirtualMachine) -> Option<ResourceUsage> {
-        self.sizes
-            .get(&vm.properties.hardware_profile.vm_size)
-            .map(|size| ResourceUsage {
-                family: size.family.clone(),
-                vcpus: i64::from(size.vcpus),
-            })
-    }
-
-    /// Writes resource `id` (of `kind`, `body`) under `pre` together with
-    /// the operation that carries its change out, in one transaction (an
-    /// operation already running on it refuses both: 409), and wakes the
-    /// background loop; returns the new ETag and the operation's id.
-    pub(crate) async fn write_with_operation(
-        &self,
-        id: &str,
-        kind: &str,
-        body: &impl serde::Serialize,
-        usage: Option<ResourceUsage>,
-        pre: Precondition,
-        operation: Option<trustlaunch_store::NewOperation>,
-    ) -> Result<(i64, Option<String>), ApiError> {
-        let rid: trustlaunch_fleet::ids::ResourceId = id
-            .parse()
-            .map_err(|e| ApiError::bad_request(format!("{e}")))?;
-        let resource = NewResource {
-            id: id.to_owned(),
-            kind: kind.to_owned(),
-            resource_group: rid.resource_group().to_owned(),
-            name: rid.name().to_owned(),
-            parent: None,
-            body: serde_json::to_value(body).map_err(ApiError::internal)?,
-            usage,
-        };
-        let tag = self
-            .store
-            .put_resource_with_operation(
-                &resource,
-                pre,
-                operation.as_ref(),
-                i64::try_from(now()).unwrap_or(0),
-            )
-            .await?;
-        Ok((
-            tag,
-            operation.map(|o| {
-                self.wake.notify_one();
-                o.id
-            }),
-        ))
-    }
-
-    /// The VMs that joined the Flexible scale set `set_id`.
-    pub(crate) async fn flexible_members(
-        &self,
-        set_id: &str,
-    ) -> Result<Vec<VirtualMachine>, ApiError> {
-        let mut out = Vec::new();
-        for r in self.store.list_resources(VM_TYPE, None).await? {
-            let Ok(vm) = serde_json::from_value::<VirtualMachine>(r.body) else {
-                continue;
-            };
-            if vm
-                .properties
-                .virtual_machine_scale_set
-                .as_ref()
-                .is_some_and(|s| s.id.eq_ignore_ascii_case(set_id))
-            {
-                out.push(vm);
-            }
-        }
-        Ok(out)
-    }
-}
-
-pub(crate) fn control(s: &AppState) -> Result<&Arc<ControlPlane>, ApiError> {
-    s.control.as_ref().ok_or_else(|| {
-        ApiError::unavailable(
-            "this server runs no control plane (start it with a runtime home, or --driver sim)",
-        )
-    })
-}
-
-/// Properties ARM computes that a client may send back with a resource it
-/// read (a script's GET-modify-PUT): taken without a word, as ARM does.
-const READ_ONLY: &[&str] = &[
-    "id",
-    "name",
-    "type",
-    "etag",
-    "provisioningState",
-    "uniqueId",
-    "timeCreated",
-    "instanceView",
-    "vmId",
-    "systemData",
-    "latestModelApplied",
-    "statuses",
-];
-
-/// A path as `serde_ignored` spells it (`a.?.b.0.c`: `?` for an
-/// optional value, numbers for list items) as ARM's `target` does
-/// (`a.b[0].c`).
-fn arm_path(p: &str) -> String {
-    let mut out = String::new();
-    for seg in p.split('.').filter(|s| *s != "?") {
-        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str(&format!("[{seg}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(seg);
-        }
-    }
-    out
-}
-
-/// A request body as the typed value `T`. A property `T` does not know is
-/// refused (400 `InvalidRequestContent`, naming it at `target`), as
-/// Azure's compute API refuses a member it cannot find: a setting the
-/// caller asked for is honoured or refused, never dropped. Read-only
-/// properties sent back ([`READ_ONLY`]) are taken.
-pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let mut ignored = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_ignored::deserialize(&mut de, |path| ignored.push(path.to_string()))
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| ApiError::bad_request(format!("The request body is not valid: {e}")))?;
-    let unknown: Vec<String> = ignored
-        .iter()
-        .map(|p| arm_path(p))
-        .filter(|p| {
-            let last = p.rsplit('.').next().unwrap_or(p);
-            !READ_ONLY.contains(&last)
-        })
-        .collect();
-    if let Some(first) = unknown.first() {
-        let also = match unknown.len() {
-            1 => String::new(),
-            n => format!(" (and {} more: {})", n - 1, unknown[1..].join(", ")),
-        };
-        return Err(ApiError {
-            code: "InvalidRequestContent",
-            ..ApiError::bad_request(format!(
-                "Could not find member '{first}' on this request's object: this control plane does not take it{also}. Send the request without it."
-            ))
-        }
-        .at(first.clone()));
-    }
-    Ok(value)
-}
-
-/// `ETag` values are quoted version numbers.
-pub(crate) fn etag(v: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{v}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
-}
-
-/// The precondition the request's `If-Match` / `If-None-Match` ask for.
-pub(crate) fn precondition(h: &HeaderMap) -> Result<Precondition, ApiError> {
-    if let Some(v) = h.get(header::IF_MATCH) {
-        let text = v.to_str().unwrap_or_default().trim();
-        if text == "*" {
-            return Ok(Precondition::Any);
-        }
-        let n = text
-            .trim_start_matches("W/")
-            .trim_matches('"')
-            .parse::<i64>()
-            .map_err(|_| {
-                ApiError::bad_request(format!("If-Match {text:?} is not an ETag of this API"))
-            })?;
-        return Ok(Precondition::Etag(n));
-    }
-    if h.get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.to_str().unwrap_or_default().trim() == "*")
-    {
-        return Ok(Precondition::Absent);
-    }
-    Ok(Precondition::Any)
-}
-
-pub(crate) fn respond(
-    status: StatusCode,
-    body: &impl serde::Serialize,
-    tag: Option<i64>,
-    op: Option<&str>,
-    warnings: &[String],
-) -> ApiResult {
-    let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
-    let mut r = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
-    let h = r.headers_mut();
-    if let Some(t) = tag {
-        h.insert(header::ETAG, etag(t));
-    }
-    if let Some(op) = op {
-        if let Ok(v) = HeaderValue::from_str(&format!("/operations/{op}")) {
-            h.insert("azure-asyncoperation", v.clone());
-            h.insert(header::LOCATION, v);
-        }
-    }
-    for w in warnings {
-        // RFC 7234 warn-code 299: a persistent warning.
-        if let Ok(v) = HeaderValue::from_str(&format!("299 - {:?}", w.replace('"', "'"))) {
-            h.append(header::WARNING, v);
-        }
-    }
-    Ok(r)
-}
-
-/// A resource's `provisioningState` as ARM reports it, from its newest
-/// operation: `Creating` while its first runs, `Updating` while a later
-/// one runs (`Deleting` for a VM's delete), else that operation's outcome;
-/// `Succeeded` when it never had one.
-pub(crate) async fn provisioning_state(
+/// "Guest attestation agent not installed in the image" for every VM
+/// and scale set with the Guest Attestation extension whose image
+/// version's image has no agent (as the platform read the image).
+pub(crate) async fn image_recommendations(
     c: &ControlPlane,
-    id: &str,
-) -> Result<ProvisioningState, ApiError> {
-    Ok(match c.store.latest_operation_summary(id).await? {
-        None => ProvisioningState::Succeeded,
-        Some((kind, OperationStatus::InProgress, _))
-            if kind == trustlaunch_control::vm_ops::VM_DELETE =>
-        {
-            ProvisioningState::Deleting
-        }
-        Some((_, OperationStatus::InProgress, 1)) => ProvisioningState::Creating,
-        Some((_, OperationStatus::InProgress, _)) => ProvisioningState::Updating,
-        Some((_, OperationStatus::Succeeded, _)) => ProvisioningState::Succeeded,
-        Some((_, OperationStatus::Failed, _)) => ProvisioningState::Failed,
-        Some((_, OperationStatus::Canceled, _)) => ProvisioningState::Canceled,
-    })
-}
-
-/// ARM's answer to a PUT: 201 for a resource it created, 200 for one it
-/// updated; an operation that carries the change out is named by the
-/// `Azure-AsyncOperation` and `Location` headers either way.
-pub(crate) fn put_status(created: bool) -> StatusCode {
-    if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    }
-}
-
-/// Items per page of a list; ARM pages longer lists with `nextLink`.
-pub const PAGE_SIZE: usize = 100;
-
-/// A list's paging query: `$skiptoken`, the key of the last item of the
-/// page before (from that page's `nextLink`).
-#[derive(Deserialize, Default, utoipa::IntoParams)]
-pub struct PageQuery {
-    /// Continue after this item.
-    #[serde(rename = "$skiptoken")]
-    pub skiptoken: Option<String>,
-}
-
-/// One page of `keyed` (sorted by key here): the items after the token's
-/// key, at most [`PAGE_SIZE`], and the `nextLink` (`path` with the last
-/// key as `$skiptoken`) when more follow. Keys are stable (instance ids,
-/// names), so a page boundary does not move when items before it go.
-pub(crate) fn page<T>(
-    mut keyed: Vec<(String, T)>,
-    token: Option<&str>,
-    path: &str,
-) -> (Vec<T>, Option<String>) {
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    let start = token.map_or(0, |t| keyed.partition_point(|(k, _)| k.as_str() <= t));
-    let rest = keyed.len().saturating_sub(start);
-    let mut items: Vec<(String, T)> = keyed.into_iter().skip(start).take(PAGE_SIZE).collect();
-    let next = (rest > PAGE_SIZE)
-        .then(|| {
-            items
-                .last()
-                .map(|(k, _)| format!("{path}?$skiptoken={}", enc_token(k)))
-        })
-        .flatten();
-    (items.drain(..).map(|(_, v)| v).collect(), next)
-}
-
-fn enc_token(k: &str) -> String {
-    percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC).to_string()
+) -> Result<Vec<trustlaunch_attestation::security::Recommendation>, ApiError> {
+    use trustlaunch_attestation::security::{Recommendation, RecommendationKind};
+    let vms = c.vms(None).await?;
+    let sets = c.scale_sets(None).await?;
+    let images = c.images().await?;
+    let kind = RecommendationKind::GuestAgentNotInImage;
+    Ok(
+        trustlaunch_fleet::resources::missing_guest_agents(&vms, &sets, &images)
+            .into_iter()
+            .map(|m| Recommendation {
+                kind,
+                name: kind.display_name(),
+                severity: kind.severity(),
+                vm_id: m.resource,
+                reason: format!(
+                    "guest attestation agent not installed in image {} (image version {}): the Guest Attestation extension's attestation would never answer; install the trustlaunch-guest-agent package in the image (`trustlaunch image agent-package`, then dpkg -i) and publish a new version",
+                    m.source, m.image
+                ),
+            })
+            .collect(),
+    )
 }
 
 /// The sort key of an instance id: numeric ids in numeric order.
@@ -562,12 +141,6 @@ fn instance_key(id: &str) -> String {
         Ok(n) => format!("i:{n:020}"),
         Err(_) => format!("i:~{id}"),
     }
-}
-
-pub(crate) fn new_op_id() -> String {
-    let mut b = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 pub(crate) fn set_id(sub: &str, rg: &str, name: &str) -> Result<String, ApiError> {
@@ -912,38 +485,6 @@ async fn put_scale_set(
     )
 }
 
-/// ARM's PATCH: `patch` (an RFC 7386 merge patch: `null` removes) merged
-/// onto the resource as stored, to be written as a PUT of the result,
-/// under the caller's `If-Match` or, without one, the stored version's
-/// (a change between the read and the write is refused, not lost).
-pub(crate) async fn merged_for_patch(
-    c: &ControlPlane,
-    id: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(HeaderMap, Bytes), ApiError> {
-    let existing = c
-        .store
-        .get_resource(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
-    let patch: Value = json_body(body)?;
-    if !patch.is_object() {
-        return Err(ApiError::bad_request(
-            "The request body of a PATCH is a JSON object (a merge patch of the resource).",
-        ));
-    }
-    let mut doc = existing.body;
-    json_patch::merge(&mut doc, &patch);
-    let mut headers = headers.clone();
-    headers.remove(header::IF_NONE_MATCH);
-    if !headers.contains_key(header::IF_MATCH) {
-        headers.insert(header::IF_MATCH, etag(existing.etag));
-    }
-    let bytes = serde_json::to_vec(&doc).map_err(ApiError::internal)?;
-    Ok((headers, Bytes::from(bytes)))
-}
-
 /// Updates a scale set with ARM's merge semantics (`az vmss update`, the
 /// SDKs' `begin_update`): the body merged onto the set as stored, then
 /// validated and carried out as a PUT of the result would be (200, the
@@ -976,11 +517,11 @@ async fn get_scale_set(State(s): St, _caller: Reader, Path(p): Path<SetPath>) ->
 
 /// A resource group's scale sets (`az vmss list -g`), each with its
 /// `provisioningState`, a page at a time.
-#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets", tag = "fleet", security(("token" = [])), params(crate::fleet_vms::GroupPath, PageQuery), responses((status = 200, description = "scale sets, a page at a time (nextLink)")))]
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets", tag = "fleet", security(("token" = [])), params(crate::arm::GroupPath, PageQuery), responses((status = 200, description = "scale sets, a page at a time (nextLink)")))]
 async fn list_scale_sets(
     State(s): St,
     _caller: Reader,
-    Path(p): Path<crate::fleet_vms::GroupPath>,
+    Path(p): Path<crate::arm::GroupPath>,
     Query(q): Query<PageQuery>,
     uri: axum::http::Uri,
 ) -> ApiResult {
@@ -1089,62 +630,6 @@ async fn list_instances(
     respond(StatusCode::OK, &body, None, None, &[])
 }
 
-/// An instance as ARM shows it: its stored record with the driver's
-/// view of its model version, power state and health.
-async fn instance_json(
-    c: &ControlPlane,
-    set: &ScaleSet,
-    r: trustlaunch_store::ResourceRecord,
-) -> Result<Value, ApiError> {
-    let mut vm: ScaleSetVm = serde_json::from_value(r.body).map_err(ApiError::internal)?;
-    let status = c
-        .orchestrator
-        .driver()
-        .status(&set_instance_name(set, &vm.instance_id))
-        .await
-        .map_err(ApiError::internal)?;
-    // The security profile the instance runs (its spec), which differs
-    // from the set's model until the instance is upgraded.
-    let running_security = status.as_ref().map(|st| {
-        let sec = &st.spec.security;
-        if sec.trusted_launch {
-            json!({"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": sec.secure_boot, "vTpmEnabled": sec.vtpm}})
-        } else {
-            json!({"securityType": "Standard"})
-        }
-    });
-    if let Some(st) = status {
-        vm.model_version = st.spec.model_version;
-        vm.power_state = match st.power {
-            trustlaunch_control::PowerState::Running => PowerState::Running,
-            trustlaunch_control::PowerState::Starting => PowerState::Starting,
-            trustlaunch_control::PowerState::Stopped
-            | trustlaunch_control::PowerState::Failed(_) => PowerState::Stopped,
-            trustlaunch_control::PowerState::Deallocated => PowerState::Deallocated,
-        };
-        // As upgrades count it: with guest attestation, the verdict.
-        vm.health = match c.orchestrator.judge(&st).await?.health {
-            PlanHealth::Healthy => InstanceHealth::Healthy,
-            PlanHealth::Unhealthy | PlanHealth::Failed => InstanceHealth::Unhealthy,
-            PlanHealth::Unknown => InstanceHealth::Unknown,
-        };
-    }
-    vm.refresh(set);
-    let mut properties = serde_json::to_value(&vm).map_err(ApiError::internal)?;
-    properties["runtimeName"] = json!(set_instance_name(set, &vm.instance_id));
-    if let Some(sec) = running_security {
-        properties["securityProfile"] = sec;
-    }
-    Ok(json!({
-        "id": r.id,
-        "name": vm.name,
-        "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
-        "instanceId": vm.instance_id,
-        "location": set.location,
-        "properties": properties,
-    }))
-}
-
 /// The runtime name a new scale set gets ([`new_runtime_name`]), refused
 /// (409) in the rare case that another set has it or the host runs VMs
 /// under it: instance names are never shared.
@@ -1215,28 +700,6 @@ async fn get_instance(State(s): St, _caller: Reader, Path(p): Path<InstancePath>
         "scale set {} has no instance {}",
         p.name, p.instance
     )))
-}
-
-/// A VM that joined a Flexible set, as one of its instances.
-async fn member_json(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, ApiError> {
-    let view =
-        crate::fleet_vms::instance_view(c, &trustlaunch_control::vm_ops::vm_runtime_name(vm))
-            .await?;
-    Ok(json!({
-        "id": vm.id.as_ref().map(ToString::to_string),
-        "name": vm.name,
-        "type": VM_TYPE,
-        "instanceId": vm.name,
-        "properties": {
-            "instanceId": vm.name,
-            "name": vm.name,
-            "latestModelApplied": view["modelVersion"] == json!(vm.properties.model_version),
-            "modelVersion": view["modelVersion"],
-            "powerState": view["powerState"],
-            "health": view["health"],
-            "securityProfile": vm.properties.security_profile,
-        },
-    }))
 }
 
 /// Body of `manualupgrade`.
@@ -1421,19 +884,6 @@ pub fn routes(
         .routes(routes!(rolling_latest))
         .routes(routes!(rolling_cancel))
         .routes(routes!(get_operation))
-        .merge(crate::fleet_vms::routes(
-            utoipa_axum::router::OpenApiRouter::new(),
-        ))
-}
-
-#[cfg(test)]
-mod arm_path_tests {
-    #[test]
-    fn paths_read_as_arm_targets() {
-        assert_eq!(super::arm_path("a.?.b.0.c"), "a.b[0].c");
-        assert_eq!(super::arm_path("?.zones"), "zones");
-        assert_eq!(super::arm_path("x"), "x");
-    }
 }
 
 #[cfg(test)]

@@ -21,22 +21,22 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::set_instance_name;
 use trustlaunch_control::vm_ops::{vm_runtime_name, Action, ActionTarget};
-use trustlaunch_control::{Driver, PowerState as DriverPower};
+use trustlaunch_control::Driver;
 use trustlaunch_fleet::resources::{
     Extension, OrchestrationMode, ProvisioningState, ScaleSet, VirtualMachine, SCALE_SET_VM_TYPE,
     VM_TYPE,
 };
-use trustlaunch_fleet::rolling::Health as PlanHealth;
 use trustlaunch_fleet::validate::{validate_vm_create, validate_vm_update, Confirmations, Context};
 use trustlaunch_fleet::{ErrorCode, FleetError};
 use utoipa::IntoParams;
 
-use crate::api::AppState;
+use crate::arm::{control, json_body, new_op_id, precondition, respond, GroupPath};
 use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
-use crate::fleet_api::{
-    control, json_body, load_set, new_op_id, precondition, respond, set_id, ControlPlane, PutQuery,
-};
+use crate::fleet_api::{load_set, set_id, PutQuery};
+use crate::state::AppState;
+use crate::views::instance_view;
+use trustlaunch_control::plane::ControlPlane;
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<axum::response::Response, ApiError>;
@@ -50,15 +50,6 @@ pub struct VmPath {
     pub rg: String,
     /// VM.
     pub name: String,
-}
-
-/// Path of a resource group's VMs.
-#[derive(Deserialize, IntoParams)]
-pub struct GroupPath {
-    /// Subscription.
-    pub sub: String,
-    /// Resource group.
-    pub rg: String,
 }
 
 /// Path of a power action on a VM or a scale set.
@@ -115,53 +106,6 @@ fn action_of(name: &str) -> Result<Action, ApiError> {
     })
 }
 
-/// The driver's view of an instance, as Azure's instance view: power
-/// state, health (attested where the Guest Attestation extension is on)
-/// and the model version it runs.
-pub(crate) async fn instance_view(c: &ControlPlane, name: &str) -> Result<Value, ApiError> {
-    let st = c
-        .orchestrator
-        .driver()
-        .status(name)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(match st {
-        None => json!({"powerState": null, "health": "Unknown", "statuses": []}),
-        Some(s) => json!({
-            "powerState": power_code(&s.power),
-            // ARM's shape of the same, as Azure's SDKs read it.
-            "statuses": [{
-                "code": power_code(&s.power),
-                "level": "Info",
-                "displayStatus": match s.power {
-                    DriverPower::Running => "VM running",
-                    DriverPower::Starting => "VM starting",
-                    DriverPower::Stopped | DriverPower::Failed(_) => "VM stopped",
-                    DriverPower::Deallocated => "VM deallocated",
-                },
-            }],
-            "failure": match &s.power { DriverPower::Failed(r) => Some(r.clone()), _ => None },
-            // As operations count it: with guest attestation, the verdict.
-            "health": match c.orchestrator.judge(&s).await?.health {
-                PlanHealth::Healthy => "Healthy",
-                PlanHealth::Unhealthy | PlanHealth::Failed => "Unhealthy",
-                PlanHealth::Unknown => "Unknown",
-            },
-            "modelVersion": s.spec.model_version,
-            "sshEndpoint": s.ssh_endpoint,
-        }),
-    })
-}
-
-fn power_code(p: &DriverPower) -> &'static str {
-    match p {
-        DriverPower::Running => "PowerState/running",
-        DriverPower::Starting => "PowerState/starting",
-        DriverPower::Stopped | DriverPower::Failed(_) => "PowerState/stopped",
-        DriverPower::Deallocated => "PowerState/deallocated",
-    }
-}
-
 /// A VM's instance view (`az vm get-instance-view`, the SDKs'
 /// `virtual_machines.instance_view`): `statuses` with its provisioning
 /// and power state as ARM spells them, health, the model version it runs.
@@ -171,7 +115,7 @@ async fn get_instance_view(State(s): St, _caller: Reader, Path(p): Path<VmPath>)
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
     let (vm, _) = load_vm(c, &id).await?;
     let mut view = instance_view(c, &vm_runtime_name(&vm)).await?;
-    let state = crate::fleet_api::provisioning_state(c, &id).await?;
+    let state = crate::arm::provisioning_state(c, &id).await?;
     let state = serde_json::to_value(state).map_err(ApiError::internal)?;
     let state = state.as_str().unwrap_or("Succeeded");
     if let Some(list) = view["statuses"].as_array_mut() {
@@ -197,7 +141,7 @@ async fn vm_document(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, Api
     let mut vm = vm.clone();
     if let Some(id) = &vm.id {
         vm.properties.provisioning_state =
-            Some(crate::fleet_api::provisioning_state(c, &id.to_string()).await?);
+            Some(crate::arm::provisioning_state(c, &id.to_string()).await?);
     }
     let mut v = serde_json::to_value(&vm).map_err(ApiError::internal)?;
     let mut view = instance_view(c, &vm_runtime_name(&vm)).await?;
@@ -276,7 +220,7 @@ async fn put_vm(
         .write_with_operation(&id, VM_TYPE, &vm, c.vm_usage(&vm), pre, operation)
         .await?;
     respond(
-        crate::fleet_api::put_status(old.is_none()),
+        crate::arm::put_status(old.is_none()),
         &vm_document(c, &vm).await?,
         Some(tag),
         op.as_deref(),
@@ -299,7 +243,7 @@ async fn patch_vm(
 ) -> ApiResult {
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
-    let (headers, merged) = crate::fleet_api::merged_for_patch(c, &id, &headers, &body).await?;
+    let (headers, merged) = crate::arm::merged_for_patch(c, &id, &headers, &body).await?;
     put_vm(State(s.clone()), caller, Path(p), Query(q), headers, merged).await
 }
 
@@ -395,12 +339,12 @@ async fn delete_vm(State(s): St, _caller: Operator, Path(p): Path<VmPath>) -> Ap
 }
 
 /// A resource group's VMs (`az vm list -g`).
-#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines", tag = "fleet", security(("token" = [])), params(GroupPath, crate::fleet_api::PageQuery), responses((status = 200, description = "VMs, a page at a time (nextLink)")))]
+#[utoipa::path(get, path = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines", tag = "fleet", security(("token" = [])), params(GroupPath, crate::arm::PageQuery), responses((status = 200, description = "VMs, a page at a time (nextLink)")))]
 async fn list_vms(
     State(s): St,
     _caller: Reader,
     Path(p): Path<GroupPath>,
-    Query(q): Query<crate::fleet_api::PageQuery>,
+    Query(q): Query<crate::arm::PageQuery>,
     uri: axum::http::Uri,
 ) -> ApiResult {
     let c = control(&s)?;
@@ -415,7 +359,7 @@ async fn list_vms(
             keyed.push((vm.name.to_ascii_lowercase(), vm));
         }
     }
-    let (vms, next) = crate::fleet_api::page(keyed, q.skiptoken.as_deref(), uri.path());
+    let (vms, next) = crate::arm::page(keyed, q.skiptoken.as_deref(), uri.path());
     let mut value = Vec::new();
     for vm in &vms {
         value.push(vm_document(c, vm).await?);
@@ -636,7 +580,7 @@ async fn put_vm_extensions(
     vm.id = None;
     let body = Bytes::from(serde_json::to_vec(&vm).map_err(ApiError::internal)?);
     let mut headers = HeaderMap::new();
-    headers.insert(axum::http::header::IF_MATCH, crate::fleet_api::etag(tag));
+    headers.insert(axum::http::header::IF_MATCH, crate::arm::etag(tag));
     put_vm(
         State(s.clone()),
         caller,
@@ -712,7 +656,7 @@ async fn put_extension(
     } else {
         ProvisioningState::Succeeded
     };
-    parts.status = crate::fleet_api::put_status(created);
+    parts.status = crate::arm::put_status(created);
     parts.headers.remove(axum::http::header::ETAG);
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     let doc = extension_document(&id, &location, &ext, state);
@@ -736,7 +680,7 @@ async fn get_extension(State(s): St, _caller: Reader, Path(p): Path<ExtensionPat
             p.name, p.ext
         )));
     };
-    let state = crate::fleet_api::provisioning_state(c, &id).await?;
+    let state = crate::arm::provisioning_state(c, &id).await?;
     respond(
         StatusCode::OK,
         &extension_document(&id, &vm.location, e, state),
@@ -752,7 +696,7 @@ async fn list_extensions(State(s): St, _caller: Reader, Path(p): Path<VmPath>) -
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
     let (vm, _) = load_vm(c, &id).await?;
-    let state = crate::fleet_api::provisioning_state(c, &id).await?;
+    let state = crate::arm::provisioning_state(c, &id).await?;
     let value: Vec<Value> = vm
         .resources
         .iter()

@@ -23,11 +23,11 @@ use serde_json::{json, Value};
 use trustlaunch_store::{GroupDeletion, NewResource, ResourceRecord, RESOURCE_GROUP_TYPE};
 use utoipa::IntoParams;
 
-use crate::api::AppState;
+use crate::arm::{control, json_body, page, precondition, put_status, respond, PageQuery};
 use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
-use crate::fleet_api::{control, json_body, page, precondition, put_status, respond, PageQuery};
 use crate::service::now;
+use crate::state::AppState;
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<Response, ApiError>;

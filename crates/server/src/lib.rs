@@ -22,9 +22,12 @@
 
 pub mod access;
 pub mod api;
+pub mod arm;
 pub mod auth;
 pub mod baselines;
+pub mod caller;
 pub mod challenge;
+pub mod clock;
 pub mod error;
 pub mod fleet_api;
 pub mod fleet_vms;
@@ -33,8 +36,10 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod service;
+pub mod state;
 pub mod tls;
 pub mod transport;
+pub mod views;
 pub mod webhook;
 
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use trustlaunch_runtime::vm::{Runtime, Status, VmError};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::challenge::AkChoice;
 use crate::error::ApiError;
 use crate::model::{hex, ManagedBy, Template, VmRegistration};

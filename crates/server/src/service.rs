@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
@@ -36,7 +36,7 @@ use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
 use trustlaunch_seal::MasterKey;
 use trustlaunch_store::{Answered, AttestationRecord, NewAuditEntry};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::{
@@ -147,17 +147,7 @@ pub struct Service {
 /// Tokens' default audience.
 pub const DEFAULT_AUDIENCE: &str = "trustlaunch";
 
-/// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Unix seconds now, as the store keeps them.
-pub fn now_i64() -> i64 {
-    i64::try_from(now()).unwrap_or(i64::MAX)
-}
+pub use crate::clock::{now, now_i64};
 
 /// The purpose a token-signing key is sealed for.
 fn signing_key_purpose(kid: &str) -> String {
