@@ -20,12 +20,12 @@
 //!    (`--concurrency` keep-alive connections, `--duration` s) and an open
 //!    loop (a fixed rate; latency counted from each request's *scheduled*
 //!    send time, so no coordinated omission). Rows: GET a scale set, GET
-//!    its instance list (the API does not page: all `--set-size`
-//!    instances), GET an operation, PUT of an unchanged scale set model
+//!    its instance list's first page (100 instances; the rest by
+//!    `nextLink`), GET an operation, PUT of an unchanged scale set model
 //!    (200, no operation), PUT of a changed model under the Manual upgrade
 //!    policy (request `i` sets an application extension's
 //!    `typeHandlerVersion` to `1.i`: 200, the model version is bumped, no
-//!    operation). Each row rotates over all the scale sets (the GET
+//!    operation), PATCH of the tags (200, no bump). Each row rotates over all the scale sets (the GET
 //!    operation row: their creation operations). Only answers with status 200
 //!    count as done; the server's and this generator's CPU time per request
 //!    is read from `/proc/PID/stat` around each window;
@@ -427,12 +427,12 @@ async fn provision(a: &Args, s: &Arc<Server>, sub: &str, caps: &[usize]) -> Res<
                     return Ok(());
                 };
                 let body = set_body(&sub, cap, None);
-                let r = expect(&c, &s, Method::PUT, &set_path(&sub, k), Some(&body), 202).await?;
+                let r = expect(&c, &s, Method::PUT, &set_path(&sub, k), Some(&body), 201).await?;
                 let op = r
                     .headers
                     .get("azure-asyncoperation")
                     .and_then(|v| v.to_str().ok())
-                    .ok_or("202 without Azure-AsyncOperation")?
+                    .ok_or("201 without Azure-AsyncOperation")?
                     .to_owned();
                 ops.lock().expect("ops").push((k, op));
             }
@@ -445,7 +445,7 @@ async fn provision(a: &Args, s: &Arc<Server>, sub: &str, caps: &[usize]) -> Res<
     ops.sort();
     let urls: Vec<String> = ops.iter().map(|(_, u)| u.clone()).collect();
     eprintln!(
-        "setup: {} scale sets PUT (202), following their operations",
+        "setup: {} scale sets PUT (201), following their operations",
         urls.len()
     );
     // Poll the oldest unfinished operation (they run one after another).
@@ -546,7 +546,15 @@ async fn run(a: Args) -> Res<()> {
         200,
     )
     .await?;
-    let listed = first.body["value"].as_array().map_or(0, Vec::len);
+    // Every page, following nextLink.
+    let mut listed = first.body["value"].as_array().map_or(0, Vec::len);
+    let mut next = first.body["nextLink"].as_str().map(str::to_owned);
+    while let Some(link) = next {
+        let path = link.strip_prefix(&s.url).unwrap_or(&link).to_owned();
+        let page = expect(&c, &s, Method::GET, &path, None, 200).await?;
+        listed += page.body["value"].as_array().map_or(0, Vec::len);
+        next = page.body["nextLink"].as_str().map(str::to_owned);
+    }
     if listed != caps[0] {
         return Err(format!(
             "scale set 0 lists {listed} instances, not {}",
@@ -580,7 +588,11 @@ async fn run(a: Args) -> Res<()> {
     let reqs = (0..n)
         .map(|k| get(format!("{}/virtualMachines", set_path(&sub, k))))
         .collect();
-    let what = format!("GET list-instances ({} instances, one page)", caps[0]);
+    let what = format!(
+        "GET list-instances (first page: {} of {} instances)",
+        caps[0].min(100),
+        caps[0]
+    );
     rows.push(measure(&a, &s, &what, rotate(reqs), a.list_rate).await);
     let reqs = ops.iter().map(|u| get(u.clone())).collect();
     rows.push(measure(&a, &s, "GET operation", rotate(reqs), a.rate).await);
@@ -628,6 +640,32 @@ async fn run(a: Args) -> Res<()> {
          (fewer bumps than PUTs only when two PUTs of one set overlap: both bump \
          from the same version, the last write wins; no If-Match)",
         mv2 - mv1,
+        row.sent
+    );
+    rows.push(row);
+    // PATCH: a merge patch of the tags (not part of the model: 200, no
+    // bump, no operation), merged onto the stored set and validated and
+    // written as a PUT of the result would be.
+    let make: MakeReq = Arc::new({
+        let (base, sub) = (s.url.clone(), sub.clone());
+        move |i| {
+            let k = i % n;
+            Req {
+                method: Method::PATCH,
+                url: format!("{base}{}", set_path(&sub, k)),
+                body: Some(Bytes::from(
+                    json!({"tags": {"patched": i.to_string()}}).to_string(),
+                )),
+            }
+        }
+    });
+    let mv3 = model_versions(&s, &sub, n).await?;
+    let what = "PATCH scale set, tags";
+    let mut row = measure(&a, &s, what, make, a.put_rate).await;
+    let mv4 = model_versions(&s, &sub, n).await?;
+    row.note = format!(
+        "model versions bumped: {} by {} PATCHes sent (tags are not the model)",
+        mv4 - mv3,
         row.sent
     );
     rows.push(row);

@@ -165,7 +165,17 @@ pub(crate) async fn provisioning_state(
     c: &ControlPlane,
     id: &str,
 ) -> Result<ProvisioningState, ApiError> {
-    Ok(match c.store.latest_operation_summary(id).await? {
+    Ok(provisioning_from(
+        c.store.latest_operation_summary(id).await?,
+    ))
+}
+
+/// `provisioningState` from the summary of a resource's newest operation
+/// (see [`provisioning_state`]).
+pub(crate) fn provisioning_from(
+    summary: Option<(String, OperationStatus, i64)>,
+) -> ProvisioningState {
+    match summary {
         None => ProvisioningState::Succeeded,
         Some((kind, OperationStatus::InProgress, _))
             if kind == trustlaunch_control::vm_ops::VM_DELETE =>
@@ -177,7 +187,7 @@ pub(crate) async fn provisioning_state(
         Some((_, OperationStatus::Succeeded, _)) => ProvisioningState::Succeeded,
         Some((_, OperationStatus::Failed, _)) => ProvisioningState::Failed,
         Some((_, OperationStatus::Canceled, _)) => ProvisioningState::Canceled,
-    })
+    }
 }
 
 /// ARM's answer to a PUT: 201 for a resource it created, 200 for one it
@@ -285,4 +295,20 @@ pub struct GroupPath {
     pub sub: String,
     /// Resource group.
     pub rg: String,
+}
+
+/// How many times a PATCH without `If-Match` is merged again onto the
+/// resource after losing a race with another write to it.
+const PATCH_RETRIES: u32 = 8;
+
+/// Whether a PATCH whose write failed with `e` should be merged again onto
+/// the newer resource: only when its caller gave no `If-Match` (a merge
+/// patch applies to the resource as it is, as ARM applies it) and the
+/// write lost a race (412), at most [`PATCH_RETRIES`] times.
+pub(crate) fn patch_again(e: &ApiError, callers_etag: bool, attempt: &mut u32) -> bool {
+    if callers_etag || e.status != StatusCode::PRECONDITION_FAILED || *attempt >= PATCH_RETRIES {
+        return false;
+    }
+    *attempt += 1;
+    true
 }

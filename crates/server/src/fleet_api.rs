@@ -359,7 +359,7 @@ async fn list_skus(State(s): St, _caller: Reader, Path(_sub): Path<String>) -> A
 // ---------------------------------------------------------------- scale sets
 
 /// Path of a scale set.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams, Clone)]
 pub struct SetPath {
     /// Subscription.
     pub sub: String,
@@ -370,7 +370,7 @@ pub struct SetPath {
 }
 
 /// Query of a scale set write.
-#[derive(Deserialize, IntoParams, Default)]
+#[derive(Deserialize, IntoParams, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct PutQuery {
     /// The caller accepts that a new image reference re-creates every
@@ -501,8 +501,24 @@ async fn patch_scale_set(
 ) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
-    let (headers, merged) = merged_for_patch(c, &id, &headers, &body).await?;
-    put_scale_set(State(s.clone()), caller, Path(p), Query(q), headers, merged).await
+    let theirs = headers.contains_key(axum::http::header::IF_MATCH);
+    let mut attempt = 0;
+    loop {
+        let (h, merged) = merged_for_patch(c, &id, &headers, &body).await?;
+        let r = put_scale_set(
+            State(s.clone()),
+            caller.clone(),
+            Path(p.clone()),
+            Query(q.clone()),
+            h,
+            merged,
+        )
+        .await;
+        match r {
+            Err(e) if crate::arm::patch_again(&e, theirs, &mut attempt) => {}
+            r => return r,
+        }
+    }
 }
 
 /// A scale set (`az vmss show`), with its ETag.
@@ -510,9 +526,16 @@ async fn patch_scale_set(
 async fn get_scale_set(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
-    let (mut set, tag) = load_set(c, &id).await?;
-    set.properties.provisioning_state = Some(provisioning_state(c, &id).await?);
-    respond(StatusCode::OK, &set, Some(tag), None, &[])
+    // The set and its newest operation in one read.
+    let (r, op) = c
+        .store
+        .get_resource_with_operation(&id)
+        .await?
+        .filter(|(r, _)| r.kind == SCALE_SET_TYPE)
+        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
+    let mut set: ScaleSet = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+    set.properties.provisioning_state = Some(crate::arm::provisioning_from(op));
+    respond(StatusCode::OK, &set, Some(r.etag), None, &[])
 }
 
 /// A resource group's scale sets (`az vmss list -g`), each with its
@@ -597,31 +620,51 @@ async fn list_instances(
     let (set, _) = load_set(c, &id).await?;
     // The page first (ids only), then each of its instances' status.
     enum Row {
-        Instance(trustlaunch_store::ResourceRecord),
+        Instance(String),
         Member(Box<VirtualMachine>),
     }
+    // Instances by id (the last segment of theirs), not by document; only
+    // the page's are then read.
     let mut keyed = Vec::new();
-    for r in c.store.child_resources(&id).await? {
-        let key = instance_key(r.body["instanceId"].as_str().unwrap_or_default());
-        keyed.push((key, Row::Instance(r)));
+    for rid in c.store.child_ids(&id).await? {
+        let instance = rid.rsplit('/').next().unwrap_or_default().to_owned();
+        keyed.push((instance_key(&instance), Row::Instance(rid)));
     }
-    for vm in c.flexible_members(&id).await? {
-        keyed.push((
-            format!("m:{}", vm.name.to_ascii_lowercase()),
-            Row::Member(Box::new(vm)),
-        ));
+    if set.properties.orchestration_mode
+        == trustlaunch_fleet::resources::OrchestrationMode::Flexible
+    {
+        for vm in c.flexible_members(&id).await? {
+            keyed.push((
+                format!("m:{}", vm.name.to_ascii_lowercase()),
+                Row::Member(Box::new(vm)),
+            ));
+        }
     }
     let (rows, next) = page(keyed, q.skiptoken.as_deref(), uri.path());
+    let ids: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Instance(rid) => Some(rid.clone()),
+            Row::Member(_) => None,
+        })
+        .collect();
+    let mut records: std::collections::HashMap<String, trustlaunch_store::ResourceRecord> = c
+        .store
+        .get_resources(&ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.id.to_ascii_lowercase(), r))
+        .collect();
     let mut value = Vec::new();
     for row in rows {
-        let r = match row {
-            Row::Instance(r) => r,
-            Row::Member(vm) => {
-                value.push(member_json(c, &vm).await?);
-                continue;
+        match row {
+            Row::Instance(rid) => {
+                if let Some(r) = records.remove(&rid.to_ascii_lowercase()) {
+                    value.push(instance_json(c, &set, r).await?);
+                }
             }
-        };
-        value.push(instance_json(c, &set, r).await?);
+            Row::Member(vm) => value.push(member_json(c, &vm).await?),
+        }
     }
     let mut body = json!({ "value": value });
     if let Some(n) = next {
@@ -684,11 +727,14 @@ async fn get_instance(State(s): St, _caller: Reader, Path(p): Path<InstancePath>
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
     let (set, _) = load_set(c, &id).await?;
-    for r in c.store.child_resources(&id).await? {
-        if r.body["instanceId"].as_str() == Some(p.instance.as_str()) {
-            let body = instance_json(c, &set, r).await?;
-            return respond(StatusCode::OK, &body, None, None, &[]);
-        }
+    if let Some(r) = c
+        .store
+        .get_resource(&format!("{id}/virtualMachines/{}", p.instance))
+        .await?
+        .filter(|r| r.parent.is_some())
+    {
+        let body = instance_json(c, &set, r).await?;
+        return respond(StatusCode::OK, &body, None, None, &[]);
     }
     for vm in c.flexible_members(&id).await? {
         if vm.name.eq_ignore_ascii_case(&p.instance) {

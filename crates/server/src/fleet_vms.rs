@@ -42,7 +42,7 @@ type St = State<Arc<AppState>>;
 type ApiResult = Result<axum::response::Response, ApiError>;
 
 /// Path of a VM.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams, Clone)]
 pub struct VmPath {
     /// Subscription.
     pub sub: String,
@@ -143,6 +143,11 @@ async fn vm_document(c: &ControlPlane, vm: &VirtualMachine) -> Result<Value, Api
         vm.properties.provisioning_state =
             Some(crate::arm::provisioning_state(c, &id.to_string()).await?);
     }
+    vm_view_document(c, vm).await
+}
+
+/// A VM (its `provisioningState` set) with its instance view.
+async fn vm_view_document(c: &ControlPlane, vm: VirtualMachine) -> Result<Value, ApiError> {
     let mut v = serde_json::to_value(&vm).map_err(ApiError::internal)?;
     let mut view = instance_view(c, &vm_runtime_name(&vm)).await?;
     view["latestModelApplied"] = json!(view["modelVersion"] == json!(vm.properties.model_version));
@@ -243,8 +248,24 @@ async fn patch_vm(
 ) -> ApiResult {
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
-    let (headers, merged) = crate::arm::merged_for_patch(c, &id, &headers, &body).await?;
-    put_vm(State(s.clone()), caller, Path(p), Query(q), headers, merged).await
+    let theirs = headers.contains_key(axum::http::header::IF_MATCH);
+    let mut attempt = 0;
+    loop {
+        let (h, merged) = crate::arm::merged_for_patch(c, &id, &headers, &body).await?;
+        let r = put_vm(
+            State(s.clone()),
+            caller.clone(),
+            Path(p.clone()),
+            Query(q.clone()),
+            h,
+            merged,
+        )
+        .await;
+        match r {
+            Err(e) if crate::arm::patch_again(&e, theirs, &mut attempt) => {}
+            r => return r,
+        }
+    }
 }
 
 /// What only a new VM is checked for: the runtime name it gets
@@ -315,11 +336,19 @@ async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine, id: &str) -> Result
 async fn get_vm(State(s): St, _caller: Reader, Path(p): Path<VmPath>) -> ApiResult {
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
-    let (vm, tag) = load_vm(c, &id).await?;
+    // The VM and its newest operation in one read.
+    let (r, op) = c
+        .store
+        .get_resource_with_operation(&id)
+        .await?
+        .filter(|(r, _)| r.kind == VM_TYPE)
+        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
+    let mut vm: VirtualMachine = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+    vm.properties.provisioning_state = Some(crate::arm::provisioning_from(op));
     respond(
         StatusCode::OK,
-        &vm_document(c, &vm).await?,
-        Some(tag),
+        &vm_view_document(c, vm).await?,
+        Some(r.etag),
         None,
         &[],
     )

@@ -325,7 +325,9 @@ async fn ensure_group(
     at: i64,
 ) -> Result<(), StoreError> {
     let op = "put_resource";
-    if r.kind == RESOURCE_GROUP_TYPE {
+    // A child (a set's instance) lies in its parent's group, which the
+    // parent's own write keeps.
+    if r.kind == RESOURCE_GROUP_TYPE || r.parent.is_some() {
         return Ok(());
     }
     let Some((group_id, rg)) = resource_group_of(&r.id) else {
@@ -579,6 +581,77 @@ impl Store {
         rows.iter().map(|r| resource_from(r, op)).collect()
     }
 
+    /// Resource `id` and, in the same query, the summary of the operation
+    /// that speaks for its state (as [`Self::latest_operation_summary`]):
+    /// what a GET of a resource with its `provisioningState` reads, in one
+    /// round trip.
+    pub async fn get_resource_with_operation(
+        &self,
+        id: &str,
+    ) -> Result<Option<(ResourceRecord, Option<(String, OperationStatus, i64)>)>, StoreError> {
+        let op = "get_resource_with_operation";
+        let columns: Vec<String> = RESOURCE_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c} AS {c}"))
+            .collect();
+        let row = sqlx::query(&format!(
+            "SELECT {}, o.kind AS op_kind, o.status AS op_status, \
+             (SELECT COUNT(*) FROM operations WHERE target = $1) AS op_count \
+             FROM resources r LEFT JOIN operations o ON o.id = (\
+               SELECT id FROM operations WHERE target = $1 \
+               ORDER BY CASE WHEN status = 'InProgress' THEN 0 ELSE 1 END, updated_at DESC, \
+               created_at DESC, id DESC LIMIT 1) \
+             WHERE r.key = $1",
+            columns.join(", ")
+        ))
+        .bind(key(id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(op))?;
+        row.as_ref()
+            .map(|r| {
+                let resource = resource_from(r, op)?;
+                let c = cols(r, "resources", op);
+                let summary = match c.opt_text("op_kind")? {
+                    Some(kind) => Some((kind, c.parsed("op_status")?, c.int("op_count")?)),
+                    None => None,
+                };
+                Ok((resource, summary))
+            })
+            .transpose()
+    }
+
+    /// The ids of the resources that belong to `parent`, by id: a page of
+    /// them is then read with [`Self::get_resources`], without reading
+    /// (and parsing) every child's document.
+    pub async fn child_ids(&self, parent: &str) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM resources WHERE parent = $1 ORDER BY key")
+            .bind(key(parent))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("child_ids"))
+    }
+
+    /// The resources of `ids` that exist, in key order (at most 500 ids).
+    pub async fn get_resources(&self, ids: &[String]) -> Result<Vec<ResourceRecord>, StoreError> {
+        let op = "get_resources";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = &ids[..ids.len().min(500)];
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE key IN ({}) ORDER BY key",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in ids {
+            q = q.bind(key(id));
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db(op))?;
+        rows.iter().map(|r| resource_from(r, op)).collect()
+    }
+
     /// The resources that belong to `parent` (a scale set's instances), by id.
     pub async fn child_resources(&self, parent: &str) -> Result<Vec<ResourceRecord>, StoreError> {
         let op = "child_resources";
@@ -750,20 +823,27 @@ impl Store {
     ) -> Result<(Vec<(String, i64)>, Vec<ResourceRecord>), StoreError> {
         let op = "usage_under";
         let pattern = prefix_pattern(prefix);
-        let rows = sqlx::query(
-            "SELECT usage_family, CAST(SUM(usage_vcpus) AS BIGINT) AS vcpus FROM resources \
-             WHERE key LIKE $1 ESCAPE '\\' AND usage_family IS NOT NULL GROUP BY usage_family \
-             ORDER BY usage_family",
-        )
-        .bind(&pattern)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db(op))?;
-        let mut sums = Vec::new();
-        for r in &rows {
-            let c = cols(r, "resources", op);
-            sums.push((c.text("usage_family")?, c.int("vcpus")?));
+        // By kind first: the kind index narrows the rows to the VMs and
+        // sets (not their instances), and only those are matched by id.
+        let mut totals = std::collections::BTreeMap::<String, i64>::new();
+        for kind in kinds {
+            let rows = sqlx::query(
+                "SELECT usage_family, CAST(SUM(usage_vcpus) AS BIGINT) AS vcpus FROM resources \
+                 WHERE kind = $1 AND key LIKE $2 ESCAPE '\\' AND usage_family IS NOT NULL \
+                 GROUP BY usage_family",
+            )
+            .bind(*kind)
+            .bind(&pattern)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(op))?;
+            for r in &rows {
+                let c = cols(r, "resources", op);
+                let t = totals.entry(c.text("usage_family")?).or_default();
+                *t = t.saturating_add(c.int("vcpus")?);
+            }
         }
+        let sums: Vec<(String, i64)> = totals.into_iter().collect();
         let mut unrecorded = Vec::new();
         for kind in kinds {
             let rows = sqlx::query(&format!(

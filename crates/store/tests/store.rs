@@ -474,6 +474,67 @@ async fn control_suite(store: &Store) {
         (OperationStatus::Succeeded, 6)
     );
     assert!(store.operation_summary("nope").await.unwrap().is_none());
+
+    // A resource with its latest operation in one read; children by id,
+    // then a page of them.
+    let target = format!("{sub}x");
+    store
+        .put_resource(
+            &NewResource {
+                id: target.clone(),
+                ..res("x", None)
+            },
+            Precondition::Any,
+            7,
+        )
+        .await
+        .unwrap();
+    let (r, summary) = store
+        .get_resource_with_operation(&target)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.id, target);
+    assert_eq!(
+        summary,
+        Some((
+            "vmss.rollingUpgrade".to_owned(),
+            OperationStatus::Succeeded,
+            1
+        ))
+    );
+    let lone = format!("{sub}resourceGroups/r/providers/{VMSS}/a");
+    let (_, none) = store
+        .get_resource_with_operation(&lone)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(none, None);
+    assert!(store
+        .get_resource_with_operation(&format!("{sub}nope"))
+        .await
+        .unwrap()
+        .is_none());
+    for i in 0..3 {
+        store
+            .put_resource(
+                &NewResource {
+                    id: format!("{lone}/virtualMachines/{i}"),
+                    parent: Some(lone.clone()),
+                    ..res(&i.to_string(), None)
+                },
+                Precondition::Any,
+                8,
+            )
+            .await
+            .unwrap();
+    }
+    let ids = store.child_ids(&lone).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    let got = store.get_resources(&ids[1..]).await.unwrap();
+    let names: Vec<&str> = got.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["1", "2"]);
+    assert!(store.get_resources(&[]).await.unwrap().is_empty());
 }
 
 fn vm(id: &str, n: u8) -> VmRecord {
