@@ -9,13 +9,24 @@
 use std::sync::Arc;
 
 use trustlaunch_fleet::image::{ImageCatalog, ImageDefinition, ImageVersion};
-use trustlaunch_fleet::resources::{ScaleSet, VirtualMachine, SCALE_SET_TYPE, VM_TYPE};
+use trustlaunch_fleet::operation::SetOperation;
+use trustlaunch_fleet::resources::{
+    OrchestrationMode, ProvisioningState, ScaleSet, VirtualMachine, SCALE_SET_TYPE, VM_TYPE,
+};
 use trustlaunch_fleet::sizes::{Quotas, SizeCatalog, Usage};
+pub use trustlaunch_fleet::validate::Confirmations;
+use trustlaunch_fleet::validate::{
+    validate_scale_set_create, validate_scale_set_update, validate_vm_create, validate_vm_update,
+    Context,
+};
 use trustlaunch_fleet::{ErrorCode, FleetError};
-use trustlaunch_store::{NewResource, Precondition, ResourceUsage, Store};
+use trustlaunch_store::{NewResource, OperationStatus, Precondition, ResourceUsage, Store};
 
-use crate::orchestrator::{corrupt, Catalogs, ControlError, Orchestrator};
-use crate::AnyDriver;
+use crate::orchestrator::{
+    corrupt, new_runtime_name, set_runtime_name, Catalogs, ControlError, Orchestrator,
+};
+use crate::vm_ops::vm_runtime_name;
+use crate::{AnyDriver, Driver};
 
 /// Resource type of a gallery image definition.
 pub const IMAGE_TYPE: &str = "Microsoft.Compute/galleries/images";
@@ -294,5 +305,298 @@ impl ControlPlane {
                 }
             })
             .collect())
+    }
+}
+
+/// `provisioningState` from the summary of a resource's newest operation
+/// (`Store::latest_operation_summary`): `Creating` while its first runs,
+/// `Updating` while a later one runs (`Deleting` for a VM's delete), else
+/// that operation's outcome; `Succeeded` when it never had one.
+pub fn provisioning_state_of(summary: Option<(String, OperationStatus, i64)>) -> ProvisioningState {
+    match summary {
+        None => ProvisioningState::Succeeded,
+        Some((kind, OperationStatus::InProgress, _)) if kind == crate::vm_ops::VM_DELETE => {
+            ProvisioningState::Deleting
+        }
+        Some((_, OperationStatus::InProgress, 1)) => ProvisioningState::Creating,
+        Some((_, OperationStatus::InProgress, _)) => ProvisioningState::Updating,
+        Some((_, OperationStatus::Succeeded, _)) => ProvisioningState::Succeeded,
+        Some((_, OperationStatus::Failed, _)) => ProvisioningState::Failed,
+        Some((_, OperationStatus::Canceled, _)) => ProvisioningState::Canceled,
+    }
+}
+
+/// A scale set's PUT (`az vmss create|update`, the SDKs'
+/// `begin_create_or_update`), typed: the HTTP layer has parsed the body,
+/// named the resource and read the headers.
+#[derive(Debug, Clone)]
+pub struct PutScaleSet {
+    /// Its resource id.
+    pub id: String,
+    /// The requested resource (its name and id the URL's).
+    pub set: ScaleSet,
+    /// `If-Match` / `If-None-Match`.
+    pub precondition: Precondition,
+    /// What the caller accepted (a new image's OS disks).
+    pub confirmations: Confirmations,
+    /// The id the operation gets, if the change needs one.
+    pub operation_id: String,
+}
+
+/// A VM's PUT (`az vm create|update`), typed.
+#[derive(Debug, Clone)]
+pub struct PutVm {
+    /// Its resource id.
+    pub id: String,
+    /// The requested resource (its name and id the URL's).
+    pub vm: VirtualMachine,
+    /// `If-Match` / `If-None-Match`.
+    pub precondition: Precondition,
+    /// What the caller accepted.
+    pub confirmations: Confirmations,
+    /// The id the operation gets, if the change needs one.
+    pub operation_id: String,
+}
+
+/// What a PUT wrote.
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    /// The resource as stored (its `provisioningState` set).
+    pub resource: T,
+    /// Its new ETag.
+    pub etag: i64,
+    /// It was created (201), not updated (200).
+    pub created: bool,
+    /// The operation that carries the change out, if it needs one.
+    pub operation: Option<String>,
+    /// Azure's warnings (e.g. Secure Boot left off).
+    pub warnings: Vec<String>,
+}
+
+impl ControlPlane {
+    /// Creates or updates a scale set: validated by Azure's rules (the
+    /// fleet crate), a new one given its runtime name, the operation its
+    /// change needs chosen by the fleet's rule and planned, and both
+    /// written in one transaction (an operation already running on the
+    /// set refuses both).
+    pub async fn put_scale_set(&self, cmd: PutScaleSet) -> Result<Written<ScaleSet>, ControlError> {
+        let PutScaleSet {
+            id,
+            set: requested,
+            precondition,
+            confirmations,
+            operation_id,
+        } = cmd;
+        let old = self.scale_set(&id).await?.map(|(s, _)| s);
+        let images = self.images().await?;
+        let usage = self.usage(&id).await?;
+        let ctx = Context {
+            images: &images,
+            sizes: &self.sizes,
+            quotas: &self.quotas,
+            usage: &usage,
+        };
+        let v = match &old {
+            None => {
+                crate::orchestrator::check_host_name(&requested.name, true)?;
+                validate_scale_set_create(&ctx, &requested)?
+            }
+            Some(o) => validate_scale_set_update(&ctx, o, &requested, confirmations)?,
+        };
+        let mut set = v.resource;
+        if old.is_none() {
+            if set.properties.model_version == 0 {
+                set.properties.model_version = 1;
+            }
+            set.properties.runtime_name = Some(self.free_set_runtime_name(&set.name, &id).await?);
+        }
+        let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
+        // What the change needs run (the fleet's rule). Planning reserves
+        // new instance ids in the set, so it comes before the write.
+        let operation = match trustlaunch_fleet::operation::for_set_change(old.as_ref(), &set) {
+            None => None,
+            Some(SetOperation::Reconcile) => Some(
+                self.orchestrator
+                    .plan_reconcile(&id, &mut set, &operation_id, false)
+                    .await?,
+            ),
+            Some(SetOperation::RollingUpgrade) => Some(
+                self.orchestrator
+                    .plan_rolling_upgrade(&id, &mut set, &operation_id, old.clone())
+                    .await?,
+            ),
+            Some(SetOperation::UpgradeAll) => {
+                let all: Vec<String> = self
+                    .store
+                    .child_ids(&id)
+                    .await?
+                    .iter()
+                    .filter_map(|rid| rid.rsplit('/').next().map(str::to_owned))
+                    .collect();
+                Some(
+                    self.orchestrator
+                        .plan_manual_upgrade(&id, &mut set, &operation_id, &all)
+                        .await?,
+                )
+            }
+        };
+        let usage = self.set_usage(&set);
+        let (etag, op) = self
+            .write_with_operation(&id, SCALE_SET_TYPE, &set, usage, precondition, operation)
+            .await?;
+        set.properties.provisioning_state = Some(match (&op, &old) {
+            (Some(_), None) => ProvisioningState::Creating,
+            (Some(_), Some(_)) => ProvisioningState::Updating,
+            (None, _) => provisioning_state_of(self.store.latest_operation_summary(&id).await?),
+        });
+        Ok(Written {
+            resource: set,
+            etag,
+            created: old.is_none(),
+            operation: op,
+            warnings,
+        })
+    }
+
+    /// Creates or updates a VM: a new one checked (its runtime name free,
+    /// the Flexible set it joins), validated by Azure's rules (new
+    /// eligible Gen2 VMs default to Trusted Launch), and a changed model
+    /// written with the operation that applies it.
+    pub async fn put_vm(&self, cmd: PutVm) -> Result<Written<VirtualMachine>, ControlError> {
+        let PutVm {
+            id,
+            vm: requested,
+            precondition,
+            confirmations,
+            operation_id,
+        } = cmd;
+        let old = self.vm(&id).await?.map(|(v, _)| v);
+        let runtime_name = match &old {
+            None => Some(self.check_new_vm(&requested, &id).await?),
+            Some(_) => None,
+        };
+        let images = self.images().await?;
+        let usage = self.usage(&id).await?;
+        let ctx = Context {
+            images: &images,
+            sizes: &self.sizes,
+            quotas: &self.quotas,
+            usage: &usage,
+        };
+        let v = match &old {
+            None => validate_vm_create(&ctx, &requested)?,
+            Some(o) => validate_vm_update(&ctx, o, &requested, confirmations)?,
+        };
+        let mut vm = v.resource;
+        if runtime_name.is_some() {
+            vm.properties.runtime_name = runtime_name;
+        }
+        let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
+        let changed = old
+            .as_ref()
+            .is_none_or(|o| o.properties.model_version != vm.properties.model_version);
+        let operation = if changed {
+            Some(
+                self.orchestrator
+                    .plan_vm_apply(&id, vm.clone(), &operation_id)?,
+            )
+        } else {
+            None
+        };
+        let usage = self.vm_usage(&vm);
+        let (etag, op) = self
+            .write_with_operation(&id, VM_TYPE, &vm, usage, precondition, operation)
+            .await?;
+        Ok(Written {
+            resource: vm,
+            etag,
+            created: old.is_none(),
+            operation: op,
+            warnings,
+        })
+    }
+
+    /// The runtime name a new scale set gets ([`new_runtime_name`]),
+    /// refused (409) in the rare case that another set has it or the host
+    /// runs VMs under it: instance names are never shared.
+    async fn free_set_runtime_name(&self, name: &str, id: &str) -> Result<String, ControlError> {
+        let given = new_runtime_name(name, id);
+        let taken_by_set = self
+            .scale_sets(None)
+            .await?
+            .iter()
+            .any(|other| set_runtime_name(other) == given);
+        let prefix = format!("{given}-");
+        let taken_on_host = self
+            .orchestrator
+            .driver()
+            .list()
+            .await?
+            .iter()
+            .any(|st| st.spec.name.starts_with(&prefix));
+        if taken_by_set || taken_on_host {
+            return Err(FleetError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "The scale set's instances would be named '{given}-N' on this host, which another scale set's instances use. Choose another name."
+                ),
+            )
+            .at("name")
+            .into());
+        }
+        Ok(given)
+    }
+
+    /// What only a new VM is checked for: the runtime name it gets
+    /// ([`new_runtime_name`]) is free on the host and among the VMs, and
+    /// the scale set it joins exists and is Flexible. Returns the runtime
+    /// name.
+    async fn check_new_vm(&self, vm: &VirtualMachine, id: &str) -> Result<String, ControlError> {
+        crate::orchestrator::check_host_name(&vm.name, false)?;
+        let name = new_runtime_name(&vm.name, id);
+        let taken_by_vm = self
+            .vms(None)
+            .await?
+            .iter()
+            .any(|other| vm_runtime_name(other) == name);
+        if taken_by_vm || self.orchestrator.driver().status(&name).await?.is_some() {
+            return Err(FleetError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "The VM name '{}' maps to the host name '{name}', which another VM or scale set instance uses.",
+                    vm.name
+                ),
+            )
+            .at("name")
+            .into());
+        }
+        let Some(set_ref) = &vm.properties.virtual_machine_scale_set else {
+            return Ok(name);
+        };
+        let at = "properties.virtualMachineScaleSet.id";
+        let set_id: trustlaunch_fleet::ids::ResourceId = set_ref
+            .id
+            .parse()
+            .map_err(|e| FleetError::new(ErrorCode::InvalidParameter, format!("{e}")).at(at))?;
+        let Some((set, _)) = self.scale_set(&set_id.to_string()).await? else {
+            return Err(FleetError::new(
+                ErrorCode::ResourceNotFound,
+                format!("The scale set '{}' was not found.", set_ref.id),
+            )
+            .at(at)
+            .into());
+        };
+        if set.properties.orchestration_mode != OrchestrationMode::Flexible {
+            return Err(FleetError::new(
+                ErrorCode::OperationNotAllowed,
+                format!(
+                    "The VM cannot join the scale set '{}': only a scale set in Flexible orchestration mode takes VMs; '{}' is Uniform.",
+                    set.name, set.name
+                ),
+            )
+            .at(at)
+            .into());
+        }
+        Ok(name)
     }
 }

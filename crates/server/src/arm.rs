@@ -175,19 +175,7 @@ pub(crate) async fn provisioning_state(
 pub(crate) fn provisioning_from(
     summary: Option<(String, OperationStatus, i64)>,
 ) -> ProvisioningState {
-    match summary {
-        None => ProvisioningState::Succeeded,
-        Some((kind, OperationStatus::InProgress, _))
-            if kind == trustlaunch_control::vm_ops::VM_DELETE =>
-        {
-            ProvisioningState::Deleting
-        }
-        Some((_, OperationStatus::InProgress, 1)) => ProvisioningState::Creating,
-        Some((_, OperationStatus::InProgress, _)) => ProvisioningState::Updating,
-        Some((_, OperationStatus::Succeeded, _)) => ProvisioningState::Succeeded,
-        Some((_, OperationStatus::Failed, _)) => ProvisioningState::Failed,
-        Some((_, OperationStatus::Canceled, _)) => ProvisioningState::Canceled,
-    }
+    trustlaunch_control::plane::provisioning_state_of(summary)
 }
 
 /// ARM's answer to a PUT: 201 for a resource it created, 200 for one it

@@ -19,16 +19,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use trustlaunch_control::orchestrator::{
-    new_runtime_name, set_runtime_name, RollingUpgradeState, ROLLING_UPGRADE,
-};
-use trustlaunch_control::Driver;
+use trustlaunch_control::orchestrator::{RollingUpgradeState, ROLLING_UPGRADE};
 use trustlaunch_fleet::image::{gallery_id, ImageDefinition, ImageVersion};
-use trustlaunch_fleet::operation::SetOperation;
-use trustlaunch_fleet::resources::{ProvisioningState, ScaleSet, VirtualMachine, SCALE_SET_TYPE};
-use trustlaunch_fleet::validate::{
-    validate_scale_set_create, validate_scale_set_update, Confirmations, Context,
-};
+use trustlaunch_fleet::resources::{ScaleSet, VirtualMachine, SCALE_SET_TYPE};
+use trustlaunch_fleet::validate::Confirmations;
 use trustlaunch_store::{NewResource, OperationRecord, OperationStatus, Precondition};
 use utoipa::IntoParams;
 
@@ -42,6 +36,7 @@ use crate::service::now;
 use crate::state::AppState;
 use crate::views::{instance_json, member_json};
 
+use trustlaunch_control::plane::PutScaleSet;
 pub use trustlaunch_control::plane::{ControlPlane, IMAGE_TYPE, IMAGE_VERSION_TYPE};
 
 type St = State<Arc<AppState>>;
@@ -153,13 +148,9 @@ pub(crate) fn set_id(sub: &str, rg: &str, name: &str) -> Result<String, ApiError
 }
 
 pub(crate) async fn load_set(c: &ControlPlane, id: &str) -> Result<(ScaleSet, i64), ApiError> {
-    let r = c
-        .store
-        .get_resource(id)
+    c.scale_set(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
-    let set = serde_json::from_value(r.body).map_err(ApiError::internal)?;
-    Ok((set, r.etag))
+        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))
 }
 
 // ---------------------------------------------------------------- images
@@ -398,90 +389,26 @@ async fn put_scale_set(
 ) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
-    let mut requested: ScaleSet = json_body(&body)?;
-    requested.name = p.name.clone();
-    requested.id = id.parse().ok();
-    let pre = precondition(&headers)?;
-    let existing = c.store.get_resource(&id).await?;
-    let images = c.images().await?;
-    let usage = c.usage(&id).await?;
-    let ctx = Context {
-        images: &images,
-        sizes: &c.sizes,
-        quotas: &c.quotas,
-        usage: &usage,
-    };
-    let old: Option<ScaleSet> = existing
-        .as_ref()
-        .map(|r| serde_json::from_value(r.body.clone()))
-        .transpose()
-        .map_err(ApiError::internal)?;
-    let v = match &old {
-        None => {
-            trustlaunch_control::orchestrator::check_host_name(&p.name, true)?;
-            validate_scale_set_create(&ctx, &requested)?
-        }
-        Some(o) => validate_scale_set_update(
-            &ctx,
-            o,
-            &requested,
-            Confirmations {
+    let mut set: ScaleSet = json_body(&body)?;
+    set.name = p.name.clone();
+    set.id = id.parse().ok();
+    let w = c
+        .put_scale_set(PutScaleSet {
+            id,
+            set,
+            precondition: precondition(&headers)?,
+            confirmations: Confirmations {
                 os_disk_data_loss: q.confirm_os_disk_data_loss,
             },
-        )?,
-    };
-    let mut set = v.resource;
-    if old.is_none() {
-        if set.properties.model_version == 0 {
-            set.properties.model_version = 1;
-        }
-        set.properties.runtime_name = Some(free_set_runtime_name(c, &p.name, &id).await?);
-    }
-    let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
-    // What the change needs run (the fleet's rule).
-    let kind = trustlaunch_fleet::operation::for_set_change(old.as_ref(), &set);
-    // The model change and the operation that carries it out commit in
-    // one transaction: a crash cannot keep one without the other, and an
-    // operation already running on the set refuses both (409). Planning
-    // reserves new instance ids in the set, so it comes first.
-    let operation = match kind {
-        None => None,
-        Some(k) => {
-            let op_id = new_op_id();
-            let o = &c.orchestrator;
-            Some(match k {
-                SetOperation::Reconcile => o.plan_reconcile(&id, &mut set, &op_id, false).await?,
-                SetOperation::RollingUpgrade => {
-                    o.plan_rolling_upgrade(&id, &mut set, &op_id, old.clone())
-                        .await?
-                }
-                SetOperation::UpgradeAll => {
-                    let all: Vec<String> = c
-                        .store
-                        .child_resources(&id)
-                        .await?
-                        .into_iter()
-                        .filter_map(|r| r.body["instanceId"].as_str().map(str::to_owned))
-                        .collect();
-                    o.plan_manual_upgrade(&id, &mut set, &op_id, &all).await?
-                }
-            })
-        }
-    };
-    let (tag, op) = c
-        .write_with_operation(&id, SCALE_SET_TYPE, &set, c.set_usage(&set), pre, operation)
+            operation_id: new_op_id(),
+        })
         .await?;
-    set.properties.provisioning_state = Some(match (&op, &old) {
-        (Some(_), None) => ProvisioningState::Creating,
-        (Some(_), Some(_)) => ProvisioningState::Updating,
-        (None, _) => provisioning_state(c, &id).await?,
-    });
     respond(
-        put_status(old.is_none()),
-        &set,
-        Some(tag),
-        op.as_deref(),
-        &warnings,
+        put_status(w.created),
+        &w.resource,
+        Some(w.etag),
+        w.operation.as_deref(),
+        &w.warnings,
     )
 }
 
@@ -550,8 +477,7 @@ async fn list_scale_sets(
 ) -> ApiResult {
     let c = control(&s)?;
     let mut keyed = Vec::new();
-    for r in c.store.list_resources(SCALE_SET_TYPE, Some(&p.rg)).await? {
-        let set: ScaleSet = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+    for set in c.scale_sets(Some(&p.rg)).await? {
         if set
             .id
             .as_ref()
@@ -671,40 +597,6 @@ async fn list_instances(
         body["nextLink"] = json!(n);
     }
     respond(StatusCode::OK, &body, None, None, &[])
-}
-
-/// The runtime name a new scale set gets ([`new_runtime_name`]), refused
-/// (409) in the rare case that another set has it or the host runs VMs
-/// under it: instance names are never shared.
-async fn free_set_runtime_name(c: &ControlPlane, name: &str, id: &str) -> Result<String, ApiError> {
-    let given = new_runtime_name(name, id);
-    let taken_by_set = c
-        .store
-        .list_resources(SCALE_SET_TYPE, None)
-        .await?
-        .into_iter()
-        .filter_map(|r| serde_json::from_value::<ScaleSet>(r.body).ok())
-        .any(|other| set_runtime_name(&other) == given);
-    let prefix = format!("{given}-");
-    let taken_on_host = c
-        .orchestrator
-        .driver()
-        .list()
-        .await
-        .map_err(ApiError::internal)?
-        .iter()
-        .any(|st| st.spec.name.starts_with(&prefix));
-    if taken_by_set || taken_on_host {
-        return Err(trustlaunch_fleet::FleetError::new(
-            trustlaunch_fleet::ErrorCode::Conflict,
-            format!(
-                "The scale set's instances would be named '{given}-N' on this host, which another scale set's instances use. Choose another name."
-            ),
-        )
-        .at("name")
-        .into());
-    }
-    Ok(given)
 }
 
 /// Path of one instance.

@@ -21,12 +21,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::set_instance_name;
 use trustlaunch_control::vm_ops::{vm_runtime_name, Action, ActionTarget};
-use trustlaunch_control::Driver;
 use trustlaunch_fleet::resources::{
-    Extension, OrchestrationMode, ProvisioningState, ScaleSet, VirtualMachine, SCALE_SET_VM_TYPE,
-    VM_TYPE,
+    Extension, ProvisioningState, VirtualMachine, SCALE_SET_VM_TYPE, VM_TYPE,
 };
-use trustlaunch_fleet::validate::{validate_vm_create, validate_vm_update, Confirmations, Context};
+use trustlaunch_fleet::validate::Confirmations;
 use trustlaunch_fleet::{ErrorCode, FleetError};
 use utoipa::IntoParams;
 
@@ -36,7 +34,7 @@ use crate::error::ApiError;
 use crate::fleet_api::{load_set, set_id, PutQuery};
 use crate::state::AppState;
 use crate::views::instance_view;
-use trustlaunch_control::plane::ControlPlane;
+use trustlaunch_control::plane::{ControlPlane, PutVm};
 
 type St = State<Arc<AppState>>;
 type ApiResult = Result<axum::response::Response, ApiError>;
@@ -89,13 +87,9 @@ fn vm_id(sub: &str, rg: &str, name: &str) -> Result<String, ApiError> {
 }
 
 async fn load_vm(c: &ControlPlane, id: &str) -> Result<(VirtualMachine, i64), ApiError> {
-    let r = c
-        .store
-        .get_resource(id)
+    c.vm(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
-    let vm = serde_json::from_value(r.body).map_err(ApiError::internal)?;
-    Ok((vm, r.etag))
+        .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))
 }
 
 fn action_of(name: &str) -> Result<Action, ApiError> {
@@ -174,62 +168,26 @@ async fn put_vm(
 ) -> ApiResult {
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
-    let mut requested: VirtualMachine = json_body(&body)?;
-    requested.name = p.name.clone();
-    requested.id = id.parse().ok();
-    let pre = precondition(&headers)?;
-    let existing = c.store.get_resource(&id).await?;
-    let old: Option<VirtualMachine> = existing
-        .as_ref()
-        .map(|r| serde_json::from_value(r.body.clone()))
-        .transpose()
-        .map_err(ApiError::internal)?;
-    let runtime_name = match &old {
-        None => Some(check_new_vm(c, &requested, &id).await?),
-        Some(_) => None,
-    };
-    let images = c.images().await?;
-    let usage = c.usage(&id).await?;
-    let ctx = Context {
-        images: &images,
-        sizes: &c.sizes,
-        quotas: &c.quotas,
-        usage: &usage,
-    };
-    let v = match &old {
-        None => validate_vm_create(&ctx, &requested)?,
-        Some(o) => validate_vm_update(
-            &ctx,
-            o,
-            &requested,
-            Confirmations {
+    let mut vm: VirtualMachine = json_body(&body)?;
+    vm.name = p.name.clone();
+    vm.id = id.parse().ok();
+    let w = c
+        .put_vm(PutVm {
+            id,
+            vm,
+            precondition: precondition(&headers)?,
+            confirmations: Confirmations {
                 os_disk_data_loss: q.confirm_os_disk_data_loss,
             },
-        )?,
-    };
-    let mut vm = v.resource;
-    if runtime_name.is_some() {
-        vm.properties.runtime_name = runtime_name;
-    }
-    let warnings: Vec<String> = v.warnings.iter().map(|w| w.message.clone()).collect();
-    let changed = old
-        .as_ref()
-        .is_none_or(|o| o.properties.model_version != vm.properties.model_version);
-    let op_id = new_op_id();
-    let operation = if changed {
-        Some(c.orchestrator.plan_vm_apply(&id, vm.clone(), &op_id)?)
-    } else {
-        None
-    };
-    let (tag, op) = c
-        .write_with_operation(&id, VM_TYPE, &vm, c.vm_usage(&vm), pre, operation)
+            operation_id: new_op_id(),
+        })
         .await?;
     respond(
-        crate::arm::put_status(old.is_none()),
-        &vm_document(c, &vm).await?,
-        Some(tag),
-        op.as_deref(),
-        &warnings,
+        crate::arm::put_status(w.created),
+        &vm_document(c, &w.resource).await?,
+        Some(w.etag),
+        w.operation.as_deref(),
+        &w.warnings,
     )
 }
 
@@ -266,68 +224,6 @@ async fn patch_vm(
             r => return r,
         }
     }
-}
-
-/// What only a new VM is checked for: the runtime name it gets
-/// (`new_runtime_name`) is free on the host and among the VMs, and the
-/// scale set it joins exists and is Flexible. Returns the runtime name.
-async fn check_new_vm(c: &ControlPlane, vm: &VirtualMachine, id: &str) -> Result<String, ApiError> {
-    trustlaunch_control::orchestrator::check_host_name(&vm.name, false)?;
-    let name = trustlaunch_control::orchestrator::new_runtime_name(&vm.name, id);
-    let taken_by_vm = c
-        .store
-        .list_resources(VM_TYPE, None)
-        .await?
-        .into_iter()
-        .filter_map(|r| serde_json::from_value::<VirtualMachine>(r.body).ok())
-        .any(|other| vm_runtime_name(&other) == name);
-    if taken_by_vm
-        || c.orchestrator
-            .driver()
-            .status(&name)
-            .await
-            .map_err(ApiError::internal)?
-            .is_some()
-    {
-        return Err(FleetError::new(
-            ErrorCode::Conflict,
-            format!(
-                "The VM name '{}' maps to the host name '{name}', which another VM or scale set instance uses.",
-                vm.name
-            ),
-        )
-        .at("name")
-        .into());
-    }
-    let Some(set_ref) = &vm.properties.virtual_machine_scale_set else {
-        return Ok(name);
-    };
-    let at = "properties.virtualMachineScaleSet.id";
-    let set_id: trustlaunch_fleet::ids::ResourceId = set_ref
-        .id
-        .parse()
-        .map_err(|e| FleetError::new(ErrorCode::InvalidParameter, format!("{e}")).at(at))?;
-    let Some(r) = c.store.get_resource(&set_id.to_string()).await? else {
-        return Err(FleetError::new(
-            ErrorCode::ResourceNotFound,
-            format!("The scale set '{}' was not found.", set_ref.id),
-        )
-        .at(at)
-        .into());
-    };
-    let set: ScaleSet = serde_json::from_value(r.body).map_err(ApiError::internal)?;
-    if set.properties.orchestration_mode != OrchestrationMode::Flexible {
-        return Err(FleetError::new(
-            ErrorCode::OperationNotAllowed,
-            format!(
-                "The VM cannot join the scale set '{}': only a scale set in Flexible orchestration mode takes VMs; '{}' is Uniform.",
-                set.name, set.name
-            ),
-        )
-        .at(at)
-        .into());
-    }
-    Ok(name)
 }
 
 /// A VM (`az vm show`), with its instance view (power state, health,
@@ -378,8 +274,7 @@ async fn list_vms(
 ) -> ApiResult {
     let c = control(&s)?;
     let mut keyed = Vec::new();
-    for r in c.store.list_resources(VM_TYPE, Some(&p.rg)).await? {
-        let vm: VirtualMachine = serde_json::from_value(r.body).map_err(ApiError::internal)?;
+    for vm in c.vms(Some(&p.rg)).await? {
         if vm
             .id
             .as_ref()
