@@ -1585,28 +1585,11 @@ fn set_instances(rg: &str, name: &str, ids: &[&str]) -> Vec<String> {
 }
 
 /// Follows an operation the server accepted (the CLI's `--no-wait`
-/// prints its URL) until it ends, within `secs`.
+/// prints its URL) until it ends, within `secs`; it must succeed.
 fn wait_operation(srv: &ServerProc, stderr: &str, secs: u64) -> Value {
-    let url = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("accepted: operation "))
-        .unwrap_or_else(|| panic!("no operation in {stderr:?}"))
-        .trim()
-        .to_owned();
-    let t0 = Instant::now();
-    loop {
-        let (st, op) = srv.get(&url);
-        assert_eq!(st, 200, "{op}");
-        if op["status"] != "InProgress" {
-            assert_eq!(op["status"], "Succeeded", "{op:#}");
-            return op;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "operation still running after {secs} s: {op:#}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let op = wait_operation_end(srv, stderr, secs);
+    assert_eq!(op["status"], "Succeeded", "{op:#}");
+    op
 }
 
 /// The seed workflow on real VMs: a 3-instance Uniform scale set of the
@@ -1956,7 +1939,8 @@ fn killed_server_resumes_a_rolling_upgrade_without_upgrading_twice() {
     wait_operation(&srv, &e, 300);
 }
 
-/// Follows an operation (as [`wait_operation`]) and returns it however it
+/// Follows an operation the server accepted (the CLI's `--no-wait`
+/// prints its URL) until it ends, within `secs`, and returns it however it
 /// ended.
 fn wait_operation_end(srv: &ServerProc, stderr: &str, secs: u64) -> Value {
     let url = stderr

@@ -271,19 +271,7 @@ impl ControlPlane {
         &self,
         resource_group: Option<&str>,
     ) -> Result<Vec<ScaleSet>, ControlError> {
-        Ok(self
-            .store
-            .list_resources(SCALE_SET_TYPE, resource_group)
-            .await?
-            .into_iter()
-            .filter_map(|r| match serde_json::from_value(r.body) {
-                Ok(set) => Some(set),
-                Err(e) => {
-                    tracing::warn!("scale set {} left out: {e}", r.id);
-                    None
-                }
-            })
-            .collect())
+        self.all(SCALE_SET_TYPE, resource_group).await
     }
 
     /// Every VM (of `resource_group`, if given), in key order. A stored VM
@@ -292,15 +280,23 @@ impl ControlPlane {
         &self,
         resource_group: Option<&str>,
     ) -> Result<Vec<VirtualMachine>, ControlError> {
+        self.all(VM_TYPE, resource_group).await
+    }
+
+    async fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<T>, ControlError> {
         Ok(self
             .store
-            .list_resources(VM_TYPE, resource_group)
+            .list_resources(kind, resource_group)
             .await?
             .into_iter()
             .filter_map(|r| match serde_json::from_value(r.body) {
-                Ok(vm) => Some(vm),
+                Ok(v) => Some(v),
                 Err(e) => {
-                    tracing::warn!("VM {} left out: {e}", r.id);
+                    tracing::warn!("{kind} {} left out: {e}", r.id);
                     None
                 }
             })
