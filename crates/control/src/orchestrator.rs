@@ -1396,21 +1396,29 @@ impl<D: Driver> Orchestrator<D> {
     ) -> Result<Vec<String>, ControlError> {
         let mut out = Vec::new();
         for name in names {
-            let Some(s) = self.driver.status(name).await? else {
-                out.push(format!("{name}: gone"));
-                continue;
-            };
-            let j = self.judge(&s).await?;
-            match (gate, j.health, j.reason) {
-                (Gate::Boot, _, _) if s.health == Health::Unknown => {
-                    out.push(format!("{name}: not up before the health timeout"));
-                }
-                (_, PlanHealth::Healthy, _) => {}
-                (_, _, Some(r)) => out.push(format!("{name}: {r}")),
-                (_, _, None) => out.push(format!("{name}: {}", self.no_verdict(&s))),
+            if let Some(why) = self.why_not(name, gate).await? {
+                out.push(format!("{name}: {why}"));
             }
         }
         Ok(out)
+    }
+
+    /// Why instance `name` is not healthy as `gate` counts it (`None`: it
+    /// is): gone, not up, its attestation's failed checks, its failed
+    /// boot, or no verdict before the health timeout.
+    async fn why_not(&self, name: &str, gate: Gate) -> Result<Option<String>, ControlError> {
+        let Some(s) = self.driver.status(name).await? else {
+            return Ok(Some("gone".to_owned()));
+        };
+        if gate == Gate::Boot && s.health == Health::Unknown {
+            return Ok(Some("not up before the health timeout".to_owned()));
+        }
+        let j = self.judge(&s).await?;
+        Ok(match (j.health, j.reason) {
+            (PlanHealth::Healthy, _) => None,
+            (_, Some(r)) => Some(r),
+            (_, None) => Some(self.no_verdict(&s)),
+        })
     }
 
     /// Records why each instance the planner now counts failed failed, the
@@ -1433,18 +1441,10 @@ impl<D: Driver> Orchestrator<D> {
             }
         }
         for (id, name) in judged {
-            let reason = match self.driver.status(&name).await? {
-                None => "gone".to_owned(),
-                Some(s) => {
-                    let j = self.judge(&s).await?;
-                    match (j.health, j.reason) {
-                        (_, Some(r)) => r,
-                        (PlanHealth::Unknown, None) => self.no_verdict(&s),
-                        (PlanHealth::Healthy, None) => "its upgrade failed".to_owned(),
-                        (_, None) => "unhealthy".to_owned(),
-                    }
-                }
-            };
+            let reason = self
+                .why_not(&name, Gate::Attested)
+                .await?
+                .unwrap_or_else(|| "its upgrade failed".to_owned());
             state.failures.insert(id, format!("{name}: {reason}"));
         }
         Ok(())

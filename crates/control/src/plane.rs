@@ -265,6 +265,53 @@ impl ControlPlane {
             .transpose()
     }
 
+    /// Scale set `id` with its `provisioningState` (from its newest
+    /// operation, read in the same query) and its ETag: what a GET shows.
+    pub async fn scale_set_as_shown(
+        &self,
+        id: &str,
+    ) -> Result<Option<(ScaleSet, i64)>, ControlError> {
+        Ok(self
+            .with_state::<ScaleSet>(id, SCALE_SET_TYPE)
+            .await?
+            .map(|(mut set, state, etag)| {
+                set.properties.provisioning_state = Some(state);
+                (set, etag)
+            }))
+    }
+
+    /// VM `id` with its `provisioningState` and its ETag (see
+    /// [`Self::scale_set_as_shown`]).
+    pub async fn vm_as_shown(
+        &self,
+        id: &str,
+    ) -> Result<Option<(VirtualMachine, i64)>, ControlError> {
+        Ok(self
+            .with_state::<VirtualMachine>(id, VM_TYPE)
+            .await?
+            .map(|(mut vm, state, etag)| {
+                vm.properties.provisioning_state = Some(state);
+                (vm, etag)
+            }))
+    }
+
+    async fn with_state<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+        kind: &'static str,
+    ) -> Result<Option<(T, ProvisioningState, i64)>, ControlError> {
+        let Some((r, op)) = self
+            .store
+            .get_resource_with_operation(id)
+            .await?
+            .filter(|(r, _)| r.kind == kind)
+        else {
+            return Ok(None);
+        };
+        let value = serde_json::from_value(r.body).map_err(corrupt(kind))?;
+        Ok(Some((value, provisioning_state_of(op), r.etag)))
+    }
+
     /// Every scale set (of `resource_group`, if given), in key order. A
     /// stored set that does not read back is left out with a warning.
     pub async fn scale_sets(

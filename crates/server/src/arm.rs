@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use trustlaunch_control::plane::ControlPlane;
 use trustlaunch_fleet::resources::ProvisioningState;
-use trustlaunch_store::{OperationStatus, Precondition};
+use trustlaunch_store::Precondition;
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
@@ -165,17 +165,9 @@ pub(crate) async fn provisioning_state(
     c: &ControlPlane,
     id: &str,
 ) -> Result<ProvisioningState, ApiError> {
-    Ok(provisioning_from(
+    Ok(trustlaunch_control::plane::provisioning_state_of(
         c.store.latest_operation_summary(id).await?,
     ))
-}
-
-/// `provisioningState` from the summary of a resource's newest operation
-/// (see [`provisioning_state`]).
-pub(crate) fn provisioning_from(
-    summary: Option<(String, OperationStatus, i64)>,
-) -> ProvisioningState {
-    trustlaunch_control::plane::provisioning_state_of(summary)
 }
 
 /// ARM's answer to a PUT: 201 for a resource it created, 200 for one it
@@ -289,14 +281,36 @@ pub struct GroupPath {
 /// resource after losing a race with another write to it.
 const PATCH_RETRIES: u32 = 8;
 
-/// Whether a PATCH whose write failed with `e` should be merged again onto
-/// the newer resource: only when its caller gave no `If-Match` (a merge
-/// patch applies to the resource as it is, as ARM applies it) and the
-/// write lost a race (412), at most [`PATCH_RETRIES`] times.
-pub(crate) fn patch_again(e: &ApiError, callers_etag: bool, attempt: &mut u32) -> bool {
-    if callers_etag || e.status != StatusCode::PRECONDITION_FAILED || *attempt >= PATCH_RETRIES {
-        return false;
+/// A PATCH (ARM's merge semantics): the body merged onto resource `id` as
+/// stored ([`merged_for_patch`]) and carried out by `put` as the PUT of
+/// the result. When the caller gave no `If-Match` and the write lost a
+/// race with another (412), the patch is merged again onto the newer
+/// resource, at most [`PATCH_RETRIES`] times: a merge patch applies to the
+/// resource as it is, as ARM applies it.
+pub(crate) async fn patch<F, Fut>(
+    c: &ControlPlane,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    mut put: F,
+) -> ApiResult
+where
+    F: FnMut(HeaderMap, Bytes) -> Fut,
+    Fut: std::future::Future<Output = ApiResult>,
+{
+    let callers_etag = headers.contains_key(header::IF_MATCH);
+    let mut attempt = 0;
+    loop {
+        let (h, merged) = merged_for_patch(c, id, headers, body).await?;
+        match put(h, merged).await {
+            Err(e)
+                if !callers_etag
+                    && e.status == StatusCode::PRECONDITION_FAILED
+                    && attempt < PATCH_RETRIES =>
+            {
+                attempt += 1;
+            }
+            r => return r,
+        }
     }
-    *attempt += 1;
-    true
 }

@@ -21,14 +21,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::{RollingUpgradeState, ROLLING_UPGRADE};
 use trustlaunch_fleet::image::{gallery_id, ImageDefinition, ImageVersion};
-use trustlaunch_fleet::resources::{ScaleSet, VirtualMachine, SCALE_SET_TYPE};
+use trustlaunch_fleet::resources::{ScaleSet, VirtualMachine};
 use trustlaunch_fleet::validate::Confirmations;
 use trustlaunch_store::{NewResource, OperationRecord, OperationStatus, Precondition};
 use utoipa::IntoParams;
 
 use crate::arm::{
-    control, json_body, merged_for_patch, new_op_id, page, precondition, provisioning_state,
-    put_status, respond, PageQuery,
+    control, json_body, new_op_id, page, precondition, provisioning_state, put_status, respond,
+    PageQuery,
 };
 use crate::auth::{Operator, Reader};
 use crate::error::ApiError;
@@ -428,11 +428,8 @@ async fn patch_scale_set(
 ) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
-    let theirs = headers.contains_key(axum::http::header::IF_MATCH);
-    let mut attempt = 0;
-    loop {
-        let (h, merged) = merged_for_patch(c, &id, &headers, &body).await?;
-        let r = put_scale_set(
+    crate::arm::patch(c, &id, &headers, &body, |h, merged| {
+        put_scale_set(
             State(s.clone()),
             caller.clone(),
             Path(p.clone()),
@@ -440,12 +437,8 @@ async fn patch_scale_set(
             h,
             merged,
         )
-        .await;
-        match r {
-            Err(e) if crate::arm::patch_again(&e, theirs, &mut attempt) => {}
-            r => return r,
-        }
-    }
+    })
+    .await
 }
 
 /// A scale set (`az vmss show`), with its ETag.
@@ -453,16 +446,11 @@ async fn patch_scale_set(
 async fn get_scale_set(State(s): St, _caller: Reader, Path(p): Path<SetPath>) -> ApiResult {
     let c = control(&s)?;
     let id = set_id(&p.sub, &p.rg, &p.name)?;
-    // The set and its newest operation in one read.
-    let (r, op) = c
-        .store
-        .get_resource_with_operation(&id)
+    let (set, etag) = c
+        .scale_set_as_shown(&id)
         .await?
-        .filter(|(r, _)| r.kind == SCALE_SET_TYPE)
         .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
-    let mut set: ScaleSet = serde_json::from_value(r.body).map_err(ApiError::internal)?;
-    set.properties.provisioning_state = Some(crate::arm::provisioning_from(op));
-    respond(StatusCode::OK, &set, Some(r.etag), None, &[])
+    respond(StatusCode::OK, &set, Some(etag), None, &[])
 }
 
 /// A resource group's scale sets (`az vmss list -g`), each with its

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use trustlaunch_control::orchestrator::set_instance_name;
 use trustlaunch_control::vm_ops::{vm_runtime_name, Action, ActionTarget};
 use trustlaunch_fleet::resources::{
-    Extension, ProvisioningState, VirtualMachine, SCALE_SET_VM_TYPE, VM_TYPE,
+    Extension, ProvisioningState, VirtualMachine, SCALE_SET_VM_TYPE,
 };
 use trustlaunch_fleet::validate::Confirmations;
 use trustlaunch_fleet::{ErrorCode, FleetError};
@@ -206,11 +206,8 @@ async fn patch_vm(
 ) -> ApiResult {
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
-    let theirs = headers.contains_key(axum::http::header::IF_MATCH);
-    let mut attempt = 0;
-    loop {
-        let (h, merged) = crate::arm::merged_for_patch(c, &id, &headers, &body).await?;
-        let r = put_vm(
+    crate::arm::patch(c, &id, &headers, &body, |h, merged| {
+        put_vm(
             State(s.clone()),
             caller.clone(),
             Path(p.clone()),
@@ -218,12 +215,8 @@ async fn patch_vm(
             h,
             merged,
         )
-        .await;
-        match r {
-            Err(e) if crate::arm::patch_again(&e, theirs, &mut attempt) => {}
-            r => return r,
-        }
-    }
+    })
+    .await
 }
 
 /// A VM (`az vm show`), with its instance view (power state, health,
@@ -232,19 +225,14 @@ async fn patch_vm(
 async fn get_vm(State(s): St, _caller: Reader, Path(p): Path<VmPath>) -> ApiResult {
     let c = control(&s)?;
     let id = vm_id(&p.sub, &p.rg, &p.name)?;
-    // The VM and its newest operation in one read.
-    let (r, op) = c
-        .store
-        .get_resource_with_operation(&id)
+    let (vm, etag) = c
+        .vm_as_shown(&id)
         .await?
-        .filter(|(r, _)| r.kind == VM_TYPE)
         .ok_or_else(|| ApiError::not_found(format!("The Resource '{id}' was not found.")))?;
-    let mut vm: VirtualMachine = serde_json::from_value(r.body).map_err(ApiError::internal)?;
-    vm.properties.provisioning_state = Some(crate::arm::provisioning_from(op));
     respond(
         StatusCode::OK,
         &vm_view_document(c, vm).await?,
-        Some(r.etag),
+        Some(etag),
         None,
         &[],
     )
