@@ -73,12 +73,15 @@ impl utoipa::Modify for Security {
 /// The router and its OpenAPI document.
 pub fn router(state: Arc<AppState>) -> axum::Router {
     let (router, _) = routes();
-    router
+    let api = router
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(middleware::from_fn(arm_errors))
         .layer(middleware::from_fn_with_state(state.clone(), count))
-        .with_state(state)
+        .with_state(state.clone());
+    // The portal's pages beside the API, on the same listener; its
+    // changes are requests to `api` in-process, as the signed-in caller.
+    crate::portal::router(state, api.clone()).merge(api)
 }
 
 /// A path the API does not serve: ARM's error envelope, as for every

@@ -86,6 +86,14 @@ pub struct TokenCache {
 impl TokenCache {
     pub(crate) async fn lookup(&self, store: &Store, token: &str) -> Result<Caller, ApiError> {
         let sha: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.lookup_sha(store, &sha).await
+    }
+
+    /// The caller of the token whose SHA-256 is `sha` (a portal session
+    /// keeps the digest, never the token), checked as [`Self::lookup`]
+    /// checks a token: unknown, revoked and expired tokens fail.
+    pub(crate) async fn lookup_sha(&self, store: &Store, sha: &[u8; 32]) -> Result<Caller, ApiError> {
+        let sha = *sha;
         let cached = self
             .entries
             .read()

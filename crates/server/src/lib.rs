@@ -35,6 +35,7 @@ pub mod groups;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+pub mod portal;
 pub mod service;
 pub mod state;
 pub mod tls;
@@ -457,6 +458,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         monitor: monitor.clone(),
         control: control.clone(),
         metrics_public: config.metrics_public,
+        sessions: portal::Sessions::default(),
+        tls: tls.is_some(),
         gauges: tokio::sync::Mutex::new(None),
     });
     let router = api::router(state);

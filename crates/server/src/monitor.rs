@@ -196,6 +196,45 @@ impl Monitor {
         Ok(())
     }
 
+    /// A VM of this host's runtime as it stands (`None`: not one of its
+    /// VMs).
+    pub async fn show(&self, name: &str) -> Result<Option<trustlaunch_runtime::vm::VmInfo>, ApiError> {
+        let rt = self.runtime.clone();
+        let n = name.to_owned();
+        tokio::task::spawn_blocking(move || rt.show(&n).ok())
+            .await
+            .map_err(blocking_err)
+    }
+
+    /// The last `max` bytes of a VM's serial console (`None`: not one of
+    /// this host's VMs, or no console yet). Guest output: untrusted text,
+    /// decoded lossily, cut at a character boundary.
+    pub async fn console_tail(&self, name: &str, max: u64) -> Result<Option<String>, ApiError> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let rt = self.runtime.clone();
+        let n = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let Ok(path) = rt.console_path(&n) else {
+                return Ok(None);
+            };
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
+            };
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            f.seek(SeekFrom::Start(len.saturating_sub(max)))
+                .map_err(ApiError::internal)?;
+            let mut buf = Vec::new();
+            f.take(max)
+                .read_to_end(&mut buf)
+                .map_err(ApiError::internal)?;
+            Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
     /// Challenges one VM now (the API's "attest now").
     pub async fn attest_now(&self, name: &str) -> Result<AttestationResult, ApiError> {
         self.register(name, None).await?;

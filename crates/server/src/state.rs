@@ -23,6 +23,10 @@ pub struct AppState {
     pub control: Option<Arc<ControlPlane>>,
     /// `/metrics` answers without a token (`--metrics-public`).
     pub metrics_public: bool,
+    /// The portal's sessions.
+    pub sessions: crate::portal::Sessions,
+    /// The server speaks TLS: the portal's cookies are `Secure`.
+    pub tls: bool,
     /// The gauges `/metrics` last read, and when: scrapes read the
     /// store at most every [`GAUGE_TTL`].
     pub gauges: tokio::sync::Mutex<Option<(std::time::Instant, Gauges)>>,

@@ -20,6 +20,79 @@ pub struct VmRecord {
     pub created_at: i64,
 }
 
+impl VmRecord {
+    /// The security type its registration names (`TrustedLaunch` when
+    /// the spec's `trustedLaunch` is true, else `Standard`), kept in its
+    /// own column for pages of VMs.
+    pub fn security_type(&self) -> &'static str {
+        if self.spec.get("trustedLaunch").and_then(serde_json::Value::as_bool) == Some(true) {
+            "TrustedLaunch"
+        } else {
+            "Standard"
+        }
+    }
+}
+
+/// What a page of registered VMs asks for ([`crate::Store::vm_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmQuery {
+    /// Ids containing this (case-insensitive).
+    pub name_contains: Option<String>,
+    /// `healthy`, `unhealthy` or `unknown` (never attested).
+    pub health: Option<String>,
+    /// `TrustedLaunch` or `Standard`.
+    pub security_type: Option<String>,
+    /// The order.
+    pub sort: VmSort,
+    /// Descending.
+    pub descending: bool,
+    /// Rows skipped.
+    pub offset: u64,
+    /// Rows returned at most.
+    pub limit: u64,
+}
+
+/// The orders of a page of VMs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VmSort {
+    /// By id.
+    #[default]
+    Name,
+    /// By the newest verdict.
+    Health,
+    /// By the newest attestation's time.
+    LastAttested,
+    /// By registration time.
+    Registered,
+    /// By security type.
+    SecurityType,
+}
+
+/// A page of registered VMs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmPage {
+    /// How many VMs match the query in all.
+    pub total: u64,
+    /// This page's.
+    pub rows: Vec<VmRow>,
+}
+
+/// One VM of a page: its id, security type, registration time and newest
+/// verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRow {
+    /// The VM.
+    pub vm_id: String,
+    /// `TrustedLaunch` or `Standard`.
+    pub security_type: String,
+    /// When it was registered.
+    pub created_at: i64,
+    /// The newest attestation's verdict (`None`: never attested).
+    pub healthy: Option<bool>,
+    /// The newest attestation's time.
+    pub last_attested_at: Option<i64>,
+}
+
 /// Whether a VM's record, enrollment or baseline changed ([`crate::Store::vm_stamp`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmStamp {

@@ -116,6 +116,17 @@ const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE resources ADD COLUMN usage_vcpus BIGINT",
         "ALTER TABLE operations ADD COLUMN progress TEXT",
     ],
+    // 6: a registered VM's security type beside its spec (written with
+    // it), so that a page of VMs filters and shows it without parsing
+    // every spec; and the index that finds each VM's newest attestation.
+    &[
+        "ALTER TABLE vms ADD COLUMN security_type TEXT NOT NULL DEFAULT 'Standard'",
+        "sqlite: UPDATE vms SET security_type = CASE WHEN json_extract(spec, '$.trustedLaunch') = 1 \
+         THEN 'TrustedLaunch' ELSE 'Standard' END",
+        "postgres: UPDATE vms SET security_type = CASE WHEN (spec::json ->> 'trustedLaunch') = 'true' \
+         THEN 'TrustedLaunch' ELSE 'Standard' END",
+        "CREATE INDEX attestations_by_vm_id ON attestations (vm_id, id)",
+    ],
 ];
 
 /// The schema version this build migrates to.

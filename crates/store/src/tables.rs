@@ -9,7 +9,7 @@ use crate::hex;
 use crate::records::{
     AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, Baseline, BaselineAuditEntry,
     BaselineChange, Enrollment, NewAttestation, NewAuditEntry, Role, SigningKeyRecord,
-    SuppressionRule, VmRecord, VmStamp,
+    SuppressionRule, VmPage, VmQuery, VmRecord, VmRow, VmSort, VmStamp,
 };
 use crate::Store;
 
@@ -130,14 +130,16 @@ impl Store {
             .map_err(db(op))?;
         let ek = hex::encode(&vm.ek_public);
         sqlx::query(
-            "INSERT INTO vms (vm_id, spec, ek_public, created_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO vms (vm_id, spec, ek_public, created_at, security_type) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (vm_id) DO UPDATE SET spec = excluded.spec, ek_public = excluded.ek_public, \
-             revision = vms.revision + 1",
+             security_type = excluded.security_type, revision = vms.revision + 1",
         )
         .bind(&vm.vm_id)
         .bind(vm.spec.to_string())
         .bind(&ek)
         .bind(vm.created_at)
+        .bind(vm.security_type())
         .execute(&mut *tx)
         .await
         .map_err(db(op))?;
@@ -353,6 +355,71 @@ impl Store {
                 Ok((c.text("health")?, u64::try_from(c.int("n")?).unwrap_or(0)))
             })
             .collect()
+    }
+
+    /// A page of registered VMs with the verdict of each one's newest
+    /// attestation: filtered, sorted (ties by id) and counted in one query.
+    pub async fn vm_page(&self, q: &VmQuery) -> Result<VmPage, StoreError> {
+        let op = "vm_page";
+        let order = match q.sort {
+            VmSort::Name => "vm_id",
+            VmSort::Health => "health",
+            VmSort::LastAttested => "last_at",
+            VmSort::Registered => "created_at",
+            VmSort::SecurityType => "security_type",
+        };
+        let dir = if q.descending { "DESC" } else { "ASC" };
+        let pattern = q.name_contains.as_deref().map_or_else(String::new, |n| {
+            let escaped: String = n
+                .to_lowercase()
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("%{escaped}%")
+        });
+        let sql = format!(
+            "WITH v AS (SELECT v.vm_id, v.security_type, v.created_at, a.healthy, a.at AS last_at, \
+                    CASE WHEN a.healthy IS NULL THEN 'unknown' \
+                         WHEN a.healthy = 1 THEN 'healthy' ELSE 'unhealthy' END AS health \
+                 FROM vms v LEFT JOIN attestations a ON a.id = \
+                     (SELECT MAX(b.id) FROM attestations b WHERE b.vm_id = v.vm_id)) \
+             SELECT vm_id, security_type, created_at, healthy, last_at, COUNT(*) OVER () AS total \
+             FROM v WHERE ($1 = '' OR LOWER(vm_id) LIKE $1 ESCAPE '\\') \
+               AND ($2 = '' OR health = $2) AND ($3 = '' OR security_type = $3) \
+             ORDER BY {order} {dir}, vm_id {dir} LIMIT $4 OFFSET $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&pattern)
+            .bind(q.health.as_deref().unwrap_or(""))
+            .bind(q.security_type.as_deref().unwrap_or(""))
+            .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(q.offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(op))?;
+        let mut page = VmPage::default();
+        for r in &rows {
+            let c = cols(r, "vms", op);
+            page.total = u64::try_from(c.int("total")?).unwrap_or(0);
+            page.rows.push(VmRow {
+                vm_id: c.text("vm_id")?,
+                security_type: c.text("security_type")?,
+                created_at: c.int("created_at")?,
+                healthy: c.opt_int("healthy")?.map(|h| h == 1),
+                last_attested_at: c.opt_int("last_at")?,
+            });
+        }
+        if rows.is_empty() && q.offset > 0 {
+            // Past the end: the count still answers.
+            let mut first = q.clone();
+            first.offset = 0;
+            first.limit = 1;
+            page.total = Box::pin(self.vm_page(&first)).await?.total;
+        }
+        Ok(page)
     }
 
     /// The newest attestation of `vm_id`, if any.
