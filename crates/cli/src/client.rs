@@ -9,6 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use trustlaunch_runtime::platform::Home;
 
+use crate::human::when;
+
 /// How to reach the server.
 #[derive(Args, Clone)]
 pub struct Conn {
@@ -365,7 +367,7 @@ fn show_attestation(vm: &str, r: &Value) {
         r["id"],
         r["bootId"].as_str().unwrap_or("?"),
         att["bootCounter"],
-        r["at"]
+        when(&r["at"], "?")
     );
     let checks = att["appraisal"]["checks"]
         .as_array()
@@ -429,7 +431,7 @@ pub fn attestation(cmd: AttestationCommand) -> Result<ExitCode> {
                     println!(
                         "{:>6}  at {}  boot #{} {}  {}{}",
                         a["id"],
-                        a["at"],
+                        when(&a["at"], "?"),
                         a["attestation"]["bootCounter"],
                         a["bootId"].as_str().unwrap_or("?"),
                         if a["healthy"] == true {
@@ -469,17 +471,6 @@ pub fn attestation(cmd: AttestationCommand) -> Result<ExitCode> {
     }
 }
 
-/// A Unix time as people read it (RFC 3339, UTC).
-pub(crate) fn when(v: &Value) -> String {
-    match v.as_i64().and_then(|t| u64::try_from(t).ok()) {
-        Some(t) => humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
-        )
-        .to_string(),
-        None => "never".into(),
-    }
-}
-
 fn show_baseline(r: &Value) {
     println!(
         "{}: baseline {} (version {})",
@@ -491,7 +482,7 @@ fn show_baseline(r: &Value) {
         println!(
             "  proposed by boot #{} at {}: approve with `trustlaunch baseline approve {}`",
             p.get("bootCounter").unwrap_or(&Value::Null),
-            when(p.get("since").unwrap_or(&Value::Null)),
+            when(p.get("since").unwrap_or(&Value::Null), "?"),
             r["vmId"].as_str().unwrap_or("VM")
         );
     }
@@ -500,7 +491,7 @@ fn show_baseline(r: &Value) {
             println!(
                 "  relearn requested by {} until {}",
                 l.get("actor").and_then(Value::as_str).unwrap_or("?"),
-                when(l.get("until").unwrap_or(&Value::Null))
+                when(l.get("until").unwrap_or(&Value::Null), "?")
             );
         }
     }
@@ -523,7 +514,7 @@ fn show_baseline(r: &Value) {
         println!(
             "  v{:<3} {}  {:<9} by {}",
             a["version"],
-            when(&a["at"]),
+            when(&a["at"], "?"),
             a["action"].as_str().unwrap_or("?"),
             a["actor"].as_str().unwrap_or("?")
         );
@@ -624,7 +615,7 @@ pub fn token(cmd: TokenCommand) -> Result<ExitCode> {
                     r["id"].as_str().unwrap_or("?"),
                     r["name"].as_str().unwrap_or("?"),
                     r["role"].as_str().unwrap_or("?"),
-                    when(&r["expiresAt"])
+                    when(&r["expiresAt"], "never")
                 );
             }
         }
@@ -634,22 +625,18 @@ pub fn token(cmd: TokenCommand) -> Result<ExitCode> {
                 print_json(&r);
             } else {
                 println!(
-                    "{:<12}  {:<20}  {:<8}  {:<20}  {:<20}  LAST USED",
+                    "{:<12}  {:<20}  {:<8}  {:<23}  {:<23}  LAST USED",
                     "ID", "NAME", "ROLE", "EXPIRES", "REVOKED"
                 );
                 for t in r["value"].as_array().into_iter().flatten() {
                     println!(
-                        "{:<12}  {:<20}  {:<8}  {:<20}  {:<20}  {}",
+                        "{:<12}  {:<20}  {:<8}  {:<23}  {:<23}  {}",
                         t["id"].as_str().unwrap_or("?"),
                         t["name"].as_str().unwrap_or("?"),
                         t["role"].as_str().unwrap_or("?"),
-                        when(&t["expiresAt"]),
-                        if t["revokedAt"].is_null() {
-                            "-".to_owned()
-                        } else {
-                            when(&t["revokedAt"])
-                        },
-                        when(&t["lastUsedAt"])
+                        when(&t["expiresAt"], "never"),
+                        when(&t["revokedAt"], "-"),
+                        when(&t["lastUsedAt"], "never")
                     );
                 }
             }

@@ -1,18 +1,18 @@
 //! `trustlaunch vmss ...`, `trustlaunch vm ...` and `trustlaunch image
 //! definition|version create`: the control plane, talking to a running
 //! `trustlaunch server`, with az's verbs and flags where they exist. A
-//! command that starts an operation follows it with a progress bar until
-//! it ends, unless `--no-wait`.
+//! command that starts an operation follows it until it ends (a progress
+//! bar on a terminal, progress lines elsewhere), unless `--no-wait`.
 
-use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::client::{enc, print_json, Conn};
+use crate::progress::{Counts, Reporter};
 
 /// Where a resource lives (az's `--subscription`, `--resource-group`).
 #[derive(Args, Clone)]
@@ -694,8 +694,9 @@ fn warn(h: &reqwest::header::HeaderMap) {
     }
 }
 
-/// Follows an operation to its end with a progress line on stderr;
-/// returns it (an error if it did not succeed).
+/// Follows an operation to its end with its progress on stderr (a bar on
+/// a terminal, lines elsewhere); returns it (an error if it did not
+/// succeed).
 fn follow(conn: &Conn, h: &reqwest::header::HeaderMap, no_wait: bool) -> Result<Option<Value>> {
     let Some(url) = h.get("azure-asyncoperation").and_then(|v| v.to_str().ok()) else {
         return Ok(None);
@@ -704,40 +705,30 @@ fn follow(conn: &Conn, h: &reqwest::header::HeaderMap, no_wait: bool) -> Result<
         eprintln!("accepted: operation {url}");
         return Ok(None);
     }
-    let t0 = Instant::now();
-    let mut stderr = std::io::stderr();
+    let mut progress = Reporter::stderr();
     loop {
         let op = conn.get(url)?;
         let p = &op["properties"]["progress"];
-        let (done, failed, total) = if p.get("successfulInstanceCount").is_some() {
-            let n = |k: &str| p[k].as_u64().unwrap_or(0);
-            let total = n("successfulInstanceCount")
-                + n("failedInstanceCount")
-                + n("inProgressInstanceCount")
-                + n("pendingInstanceCount");
-            (
-                n("successfulInstanceCount"),
-                n("failedInstanceCount"),
-                total,
-            )
+        let n = |k: &str| p[k].as_u64().unwrap_or(0);
+        let counts = if p.get("successfulInstanceCount").is_some() {
+            Counts {
+                done: n("successfulInstanceCount"),
+                failed: n("failedInstanceCount"),
+                total: n("successfulInstanceCount")
+                    .saturating_add(n("failedInstanceCount"))
+                    .saturating_add(n("inProgressInstanceCount"))
+                    .saturating_add(n("pendingInstanceCount")),
+            }
         } else {
-            let n = |k: &str| p[k].as_u64().unwrap_or(0);
-            (n("succeeded"), n("failed"), n("total"))
+            Counts {
+                done: n("succeeded"),
+                failed: n("failed"),
+                total: n("total"),
+            }
         };
-        let width = 24_u64;
-        let filled = ((done + failed) * width).checked_div(total).unwrap_or(0);
-        let bar: String = (0..width)
-            .map(|i| if i < filled { '#' } else { '-' })
-            .collect();
-        let _ = write!(
-            stderr,
-            "\r[{bar}] {done}/{total} done, {failed} failed  {}  {:.0} s ",
-            op["status"].as_str().unwrap_or("?"),
-            t0.elapsed().as_secs_f64()
-        );
-        let _ = stderr.flush();
+        progress.counts(op["status"].as_str().unwrap_or("?"), counts);
         if op["status"] != "InProgress" {
-            let _ = writeln!(stderr);
+            progress.finish();
             if op["status"] != "Succeeded" {
                 let msg = op["error"]["message"].as_str().unwrap_or("(no message)");
                 bail!(

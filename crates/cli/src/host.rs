@@ -328,14 +328,13 @@ fn open(common: &Common) -> Result<Runtime> {
     Ok(Runtime::open(home)?)
 }
 
+/// A VM operation's steps on stderr, a line each, timed by the runtime.
 fn progress_printer() -> impl FnMut(Progress) {
-    |p: Progress| {
-        eprintln!(
-            "[{:>6.1}s] {}: {:<9} {}",
-            p.elapsed_ms as f64 / 1000.0,
-            p.vm,
-            p.step,
-            p.detail
+    let mut out = crate::progress::Reporter::stderr();
+    move |p: Progress| {
+        out.step_after(
+            Duration::from_millis(p.elapsed_ms),
+            &format!("{}: {:<9} {}", p.vm, p.step, p.detail),
         );
     }
 }
@@ -640,7 +639,8 @@ fn run_vm(cmd: VmCommand) -> Result<ExitCode> {
                 if let Some(a) = attestation {
                     println!(
                         "attestation:     checks {} (received at {})",
-                        a["checks"], a["received_at"]
+                        a["checks"],
+                        crate::human::when(&a["received_at"], "?")
                     );
                 }
                 if let Some(a) = rt.appraise(&name)? {

@@ -16,6 +16,7 @@ use trustlaunch_runtime::platform::{Home, PlatformKeys};
 use trustlaunch_secureboot::keys::KeyPair;
 
 use crate::input::{read_bounded, read_cert_der};
+use crate::progress::Reporter;
 
 /// Which image to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -200,6 +201,7 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             json,
         } => {
             let t0 = Instant::now();
+            let mut progress = Reporter::stderr();
             let mut recipe = match kind {
                 Kind::Tiny | Kind::DebianShim => {
                     let agent = match agent {
@@ -328,9 +330,9 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             };
             let meta = build_image(&req, &mut |step| {
                 if step.ends_with("...") {
-                    eprintln!("{step}")
+                    progress.step(step)
                 } else {
-                    eprintln!("{step}...")
+                    progress.step(&format!("{step}..."))
                 }
             })
             .with_context(|| format!("building image in {}", out.display()))?;
@@ -423,6 +425,7 @@ pub struct ImportArgs {
 fn import(a: ImportArgs) -> Result<ExitCode> {
     use trustlaunch_runtime::import::{import, ImportRequest};
     let t0 = Instant::now();
+    let mut progress = Reporter::stderr();
     let root = a.home.clone().unwrap_or_else(Home::default_root);
     let rt = trustlaunch_runtime::vm::Runtime::open(Home::open(&root)?)?;
     let extra = match &a.extra_dbx {
@@ -456,7 +459,7 @@ fn import(a: ImportArgs) -> Result<ExitCode> {
             templates: &templates,
             created_at,
         },
-        &mut |line| eprintln!("[{:6.1}s] {line}", t0.elapsed().as_secs_f64()),
+        &mut |line| progress.step(line),
     )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&ins)?);

@@ -15,6 +15,7 @@ use trustlaunch_tpm::ekcert::{
     UnixTime,
 };
 
+use crate::human::date_u64;
 use crate::input::read_bounded;
 
 const CA_KEY: &str = "ca-key.pem";
@@ -133,9 +134,14 @@ pub fn run_ek_cert(cmd: EkCertCommand) -> Result<ExitCode> {
             println!("subject:       {}", cert.id().subject());
             println!("serial:        {}", cert.serial());
             println!(
-                "valid:         {} .. {}",
-                cert.not_before().as_secs(),
-                cert.not_after().as_secs()
+                "valid:         {} .. {}{}",
+                date_u64(cert.not_before().as_secs()),
+                date_u64(cert.not_after().as_secs()),
+                if cert.not_after() == UnixTime::NO_EXPIRY {
+                    " (no expiry)"
+                } else {
+                    ""
+                }
             );
             println!("key:           {}", key_text(cert.public_key()));
             match cert.tpm_identity() {
