@@ -29,10 +29,38 @@ requirement_lines() {
 # openssh-client: the Debian VM test logs into its guest. iputils-ping:
 # the bridged VM test pings its guest on the bridge. python3-venv: the
 # virtual environment Azure's Python SDK is installed into for the test
-# that drives the ARM API through it.
+# that drives the ARM API through it. chromium, chromium-driver: the web
+# portal's browser tests drive headless Chromium over WebDriver
+# (chromedriver).
 TEST_PACKAGES=(tpm2-tools swtpm-tools openssl hyperfine jq ca-certificates pkg-config
     shim-unsigned sbsigntool osslsigncode pesign efitools cpio kmod
-    python3-pip python3-venv postgresql curl openssh-client iputils-ping)
+    python3-pip python3-venv postgresql curl openssh-client iputils-ping
+    chromium chromium-driver)
+
+# The commands of the test packages that the tests, benchmarks and
+# scripts/test.sh run, each with its package: a path must be that
+# executable (the browser tests' defaults), a name must be on PATH.
+test_command_lines() {
+    cat <<'EOF'
+/usr/bin/chromium      chromium         the portal's browser tests' headless browser
+/usr/bin/chromedriver  chromium-driver  drives Chromium over WebDriver for the browser tests
+tpm2_eventlog          tpm2-tools       the reference tool of the event log differential test
+swtpm_setup            swtpm-tools      creates the TPM tests' vTPM state
+openssl                openssl          interop of our EK certificates
+hyperfine              hyperfine        the whole-process benchmarks
+jq                     jq               the whole-process benchmarks
+sbsign                 sbsigntool       reference signatures of the Secure Boot tests
+osslsigncode           osslsigncode     reference signatures of the Secure Boot tests
+pesign                 pesign           reference signatures of the Secure Boot tests
+cert-to-efi-sig-list   efitools         reference EFI signature lists of the Secure Boot tests
+cpio                   cpio             the tiny image's initramfs checks
+psql                   postgresql       sets up the store tests' PostgreSQL
+pg_ctlcluster          postgresql       starts the store tests' PostgreSQL
+ssh                    openssh-client   logs into the Debian VM test's guest
+ping                   iputils-ping     pings the bridged VM test's guest
+curl                   curl             run.sh waits for the server
+EOF
+}
 
 # Every package: the requirements' and the tests'.
 all_packages() {
@@ -75,8 +103,9 @@ offered_version() {
 # its source is still configured or gone) is aligned with the release in
 # the same transaction, since the release's packages depend on their own
 # versions.
-# Then every requirement is checked: a command or file still missing
-# fails the install, naming the package.
+# Then every requirement, and every command the tests run from their
+# packages, is checked: one still missing fails the install, naming the
+# package.
 install_packages() {
     local missing=() wanted=() p have offer
     for p in $(all_packages); do
@@ -104,6 +133,7 @@ install_packages() {
         fi
     fi
     check_requirements
+    check_test_commands
 }
 
 # Every command and file of the requirements is really there; otherwise
@@ -122,6 +152,25 @@ check_requirements() {
     done < <(requirement_lines)
     if [ "$failed" -ne 0 ]; then
         echo "error: the host lacks what trustlaunch needs (apt-get install the packages named above)" >&2
+        exit 1
+    fi
+}
+
+# Every command of test_command_lines is really there (a package can be
+# installed with a file of it gone); otherwise names each missing one with
+# its package, and fails.
+check_test_commands() {
+    local what package why failed=0
+    while read -r what package why; do
+        case "$what" in
+            /*) [ -f "$what" ] && [ -x "$what" ] && continue ;;
+            *) command -v "$what" >/dev/null 2>&1 && continue ;;
+        esac
+        echo "error: $what is missing ($why): install the Debian package $package" >&2
+        failed=1
+    done < <(test_command_lines)
+    if [ "$failed" -ne 0 ]; then
+        echo "error: the host lacks what the tests run (apt-get install the packages named above)" >&2
         exit 1
     fi
 }
