@@ -89,6 +89,8 @@ require_shared
 start_test_postgres
 cd "$ROOT"
 export CARGO_TERM_COLOR=never
+# The portal's browser tests may not skip here: chromium is installed above.
+export TRUSTLAUNCH_REQUIRE_BROWSER=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"

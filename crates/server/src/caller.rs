@@ -92,7 +92,11 @@ impl TokenCache {
     /// The caller of the token whose SHA-256 is `sha` (a portal session
     /// keeps the digest, never the token), checked as [`Self::lookup`]
     /// checks a token: unknown, revoked and expired tokens fail.
-    pub(crate) async fn lookup_sha(&self, store: &Store, sha: &[u8; 32]) -> Result<Caller, ApiError> {
+    pub(crate) async fn lookup_sha(
+        &self,
+        store: &Store,
+        sha: &[u8; 32],
+    ) -> Result<Caller, ApiError> {
         let sha = *sha;
         let cached = self
             .entries

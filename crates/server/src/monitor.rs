@@ -198,7 +198,10 @@ impl Monitor {
 
     /// A VM of this host's runtime as it stands (`None`: not one of its
     /// VMs).
-    pub async fn show(&self, name: &str) -> Result<Option<trustlaunch_runtime::vm::VmInfo>, ApiError> {
+    pub async fn show(
+        &self,
+        name: &str,
+    ) -> Result<Option<trustlaunch_runtime::vm::VmInfo>, ApiError> {
         let rt = self.runtime.clone();
         let n = name.to_owned();
         tokio::task::spawn_blocking(move || rt.show(&n).ok())

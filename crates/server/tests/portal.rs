@@ -67,7 +67,8 @@ impl Page {
     }
 
     async fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(format!("{}{path}", self.url))).await
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
     }
 
     async fn post(&self, path: &str, fields: &[(&str, &str)], origin: Option<&str>) -> Answer {
@@ -182,7 +183,11 @@ async fn sessions_cookies_anti_forgery_and_roles() {
     assert!(b["learn"].is_null(), "nothing changed: {b}");
     // With it: the change is made, through the API, as this caller.
     let a = p
-        .post(&path, &[("action", "relearn"), ("_csrf", &csrf)], Some(&s.url))
+        .post(
+            &path,
+            &[("action", "relearn"), ("_csrf", &csrf)],
+            Some(&s.url),
+        )
         .await;
     assert_eq!(a.status, 303, "{}", a.body);
     let b = s.get(&format!("/v1/vms/{vm}/baseline")).await;
@@ -202,7 +207,10 @@ async fn sessions_cookies_anti_forgery_and_roles() {
         .await;
     assert_eq!(a.status, 303);
     let body = r.get(&path).await.body;
-    assert!(body.contains("has role reader, this needs operator"), "{body}");
+    assert!(
+        body.contains("has role reader, this needs operator"),
+        "{body}"
+    );
     let audit = s.get(&format!("/v1/vms/{vm}/baseline")).await["audit"].clone();
     assert!(
         !audit.to_string().contains("pinned"),
@@ -239,9 +247,14 @@ async fn sessions_cookies_anti_forgery_and_roles() {
     assert_eq!(p.get("/").await.status, 303, "the old cookie is dead");
 
     // Security headers on every page.
-    let r = reqwest::get(format!("{}/portal/signin", s.url)).await.unwrap();
+    let r = reqwest::get(format!("{}/portal/signin", s.url))
+        .await
+        .unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     s.running.abort();
 }
@@ -268,7 +281,11 @@ async fn over_tls_the_session_cookie_is_host_only_and_secure() {
     let a = p.sign_in(&s.token).await;
     assert_eq!(a.status, 303, "{}", a.body);
     let flags: Vec<&str> = a.set_cookie.split("; ").collect();
-    assert!(flags[0].starts_with("__Host-tl_session="), "{}", a.set_cookie);
+    assert!(
+        flags[0].starts_with("__Host-tl_session="),
+        "{}",
+        a.set_cookie
+    );
     for f in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
         assert!(flags.contains(&f), "{f}: {}", a.set_cookie);
     }
@@ -344,14 +361,21 @@ async fn integrity(db: &str, guests: &mut [trustlaunch_agent::replayed::Replayed
     assert_eq!(page.status, 200);
     let body = page.body;
     assert!(body.contains("badge good\">healthy"), "{body}");
-    for check in ["quote.signature", "ek.certificate", "secureboot.enabled", "baseline"] {
+    for check in [
+        "quote.signature",
+        "ek.certificate",
+        "secureboot.enabled",
+        "baseline",
+    ] {
         assert!(
             body.contains(&format!("data-check=\"{check}\" data-outcome=\"pass\"")),
             "{check} shown passing"
         );
     }
     assert!(
-        body.contains("variable event=<span class=\"hash\">4</span> name=<span class=\"hash\">SecureBoot"),
+        body.contains(
+            "variable event=<span class=\"hash\">4</span> name=<span class=\"hash\">SecureBoot"
+        ),
         "evidence cited: {body}"
     );
     assert!(body.contains("id=\"timeline\""));
@@ -378,26 +402,46 @@ async fn integrity(db: &str, guests: &mut [trustlaunch_agent::replayed::Replayed
         format!("/portal/vms/{evil}/integrity"),
     ] {
         let body = p.get(&path).await.body;
-        assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path}: {body}");
-        assert!(!body.contains("<script>alert(1)"), "{path} runs guest markup");
+        assert!(
+            body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{path}: {body}"
+        );
+        assert!(
+            !body.contains("<script>alert(1)"),
+            "{path} runs guest markup"
+        );
     }
 
     // The list: filtered by health and name, ordered, counted.
-    let body = p.get(&format!("/portal/vms?health=unhealthy&q={tag}")).await.body;
+    let body = p
+        .get(&format!("/portal/vms?health=unhealthy&q={tag}"))
+        .await
+        .body;
     assert!(body.contains(&bad) && body.contains(&evil), "{body}");
     assert!(!body.contains(&good), "{body}");
     let body = p.get(&format!("/portal/vms?q={tag}-GOOD")).await.body;
-    assert!(body.contains(&good) && !body.contains(&bad), "case-insensitive: {body}");
+    assert!(
+        body.contains(&good) && !body.contains(&bad),
+        "case-insensitive: {body}"
+    );
     let body = p
-        .get(&format!("/portal/vms?q={tag}&type=TrustedLaunch&sort=name&dir=desc"))
+        .get(&format!(
+            "/portal/vms?q={tag}&type=TrustedLaunch&sort=name&dir=desc"
+        ))
         .await
         .body;
     let (ib, ig) = (body.find(&bad).unwrap(), body.find(&good).unwrap());
     assert!(ig < ib, "-good sorts after -bad: descending, first");
     assert!(body.contains("3 VM(s)"), "{body}");
     let body = p.get("/portal/vms?q=%25_").await.body;
-    assert!(body.contains("0 VM(s)"), "LIKE's wildcards are literal: {body}");
+    assert!(
+        body.contains("0 VM(s)"),
+        "LIKE's wildcards are literal: {body}"
+    );
     let body = p.get(&format!("/portal/vms?q={tag}&page=99")).await.body;
-    assert!(body.contains("3 VM(s) · page 99 of 1"), "past the end, still counted: {body}");
+    assert!(
+        body.contains("3 VM(s) · page 99 of 1"),
+        "past the end, still counted: {body}"
+    );
     s.running.abort();
 }

@@ -55,7 +55,8 @@ pub use error::StoreError;
 pub use records::{
     AlertFilter, AlertRecord, ApiTokenRecord, AttestationRecord, AuditEntry, Baseline,
     BaselineAction, BaselineAuditEntry, BaselineChange, ChallengeRecord, Enrollment,
-    NewAttestation, NewAuditEntry, Role, SigningKeyRecord, SuppressionRule, VmPage, VmQuery, VmRecord, VmRow, VmSort, VmStamp,
+    NewAttestation, NewAuditEntry, Role, SigningKeyRecord, SuppressionRule, VmPage, VmQuery,
+    VmRecord, VmRow, VmSort, VmStamp,
 };
 
 /// The database file of a `sqlite://PATH` URL and its `-wal`/`-shm`

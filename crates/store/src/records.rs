@@ -25,7 +25,12 @@ impl VmRecord {
     /// the spec's `trustedLaunch` is true, else `Standard`), kept in its
     /// own column for pages of VMs.
     pub fn security_type(&self) -> &'static str {
-        if self.spec.get("trustedLaunch").and_then(serde_json::Value::as_bool) == Some(true) {
+        if self
+            .spec
+            .get("trustedLaunch")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
+        {
             "TrustedLaunch"
         } else {
             "Standard"

@@ -51,10 +51,10 @@ pub async fn home_body(ctx: &super::Ctx, viewer: &Viewer) -> Result<Response, cr
         let targets = sets
             .iter()
             .filter_map(|s| s.id.as_ref().map(|i| (i.to_string(), s.name.clone(), true)))
-            .chain(
-                vms.iter()
-                    .filter_map(|v| v.id.as_ref().map(|i| (i.to_string(), v.name.clone(), false))),
-            );
+            .chain(vms.iter().filter_map(|v| {
+                v.id.as_ref()
+                    .map(|i| (i.to_string(), v.name.clone(), false))
+            }));
         for (id, name, is_set) in targets {
             for o in c.store.operations_on(&id).await? {
                 if o.status == OperationStatus::InProgress {

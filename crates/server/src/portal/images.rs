@@ -43,9 +43,11 @@ pub async fn list(State(ctx): St, viewer: Viewer) -> Response {
         for v in &img.versions {
             let source = std::path::PathBuf::from(&v.source);
             let m = if real {
-                tokio::task::spawn_blocking(move || ImageMetadata::read(&source).map_err(|e| e.to_string()))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
+                tokio::task::spawn_blocking(move || {
+                    ImageMetadata::read(&source).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
             } else {
                 Err("the simulated driver reads no image".into())
             };

@@ -159,24 +159,25 @@ pub fn date(t: i64) -> String {
 /// A `<time>` element for Unix seconds `t`.
 pub fn when(t: Option<i64>) -> Markup {
     match t {
-        Some(t) => html! { time datetime=(date(t).replace(" UTC", "Z").replacen(' ', "T", 1)) { (date(t)) } },
+        Some(t) => {
+            html! { time datetime=(date(t).replace(" UTC", "Z").replacen(' ', "T", 1)) { (date(t)) } }
+        }
         None => html! { span.muted { "never" } },
     }
 }
 
 /// A health badge: healthy, unhealthy, unknown (and other words).
 pub fn badge(word: &str) -> Markup {
-    let class = match word {
-        "healthy" | "Succeeded" | "Healthy" | "Completed" | "pass" | "Pass" | "on" | "approved" => {
-            "badge good"
-        }
-        "unhealthy" | "Failed" | "Unhealthy" | "Faulted" | "fail" | "Fail" | "High" | "high" => {
-            "badge bad"
-        }
-        "Medium" | "medium" | "pending-approval" | "InProgress" | "RollingForward" | "Updating"
-        | "Creating" => "badge warn",
-        _ => "badge",
-    };
+    let class =
+        match word {
+            "healthy" | "Succeeded" | "Healthy" | "Completed" | "pass" | "Pass" | "on"
+            | "approved" => "badge good",
+            "unhealthy" | "Failed" | "Unhealthy" | "Faulted" | "fail" | "Fail" | "High"
+            | "high" => "badge bad",
+            "Medium" | "medium" | "pending-approval" | "InProgress" | "RollingForward"
+            | "Updating" | "Creating" => "badge warn",
+            _ => "badge",
+        };
     html! { span class=(class) { (word) } }
 }
 

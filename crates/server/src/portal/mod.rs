@@ -113,7 +113,8 @@ pub fn router(app: Arc<AppState>, api: Router) -> Router {
 
 /// What every portal answer carries: its Content Security Policy (scripts
 /// and styles from this origin only, no inline script, no framing, forms
-/// posting here only), no sniffing, no referrer, and pages never cached.
+/// posting here only), no sniffing, no referrer beyond this origin, and
+/// pages never cached.
 ///
 /// `Server-Timing: app;dur=…` says how long the server took to answer
 /// (the portal's render-time figures read it).
@@ -137,7 +138,12 @@ async fn headers(req: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // same-origin, not no-referrer: with no-referrer a browser sends
+    // `Origin: null` on its own forms, which the Origin check refuses.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !is_asset {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -305,7 +305,11 @@ pub async fn signin(State(ctx): St, headers: HeaderMap, body: axum::body::Bytes)
         );
     }
     let Ok(fields) = Fields::parse(&body) else {
-        return signin_form("/", Some("The form could not be read."), StatusCode::BAD_REQUEST);
+        return signin_form(
+            "/",
+            Some("The form could not be read."),
+            StatusCode::BAD_REQUEST,
+        );
     };
     let next = local_path(fields.get("next"));
     let token = fields.get("token").unwrap_or_default().trim();
@@ -313,7 +317,12 @@ pub async fn signin(State(ctx): St, headers: HeaderMap, body: axum::body::Bytes)
         return signin_form(&next, Some("Enter an API token."), StatusCode::BAD_REQUEST);
     }
     let sha: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let caller = match ctx.app.tokens.lookup_sha(&ctx.app.service.store, &sha).await {
+    let caller = match ctx
+        .app
+        .tokens
+        .lookup_sha(&ctx.app.service.store, &sha)
+        .await
+    {
         Ok(c) => c,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
             tracing::info!("portal: sign-in refused: {}", e.message);

@@ -151,7 +151,10 @@ pub async fn overview(State(ctx): St, viewer: Viewer, Path(p): Path<SetPath>) ->
         Err(r) => return r,
     };
     let latest = ctx
-        .get(&viewer.caller, &format!("{}/rollingUpgrades/latest", api_path(&p.rg, &p.name)))
+        .get(
+            &viewer.caller,
+            &format!("{}/rollingUpgrades/latest", api_path(&p.rg, &p.name)),
+        )
         .await
         .ok();
     let props = &set["properties"];
@@ -250,10 +253,7 @@ async fn size_page(
     let Some(c) = &ctx.app.control else {
         return error_page("no control plane", StatusCode::SERVICE_UNAVAILABLE);
     };
-    let usage = c
-        .usage(&api_path(&p.rg, &p.name))
-        .await
-        .unwrap_or_default();
+    let usage = c.usage(&api_path(&p.rg, &p.name)).await.unwrap_or_default();
     let current = set["sku"]["name"].as_str().unwrap_or_default().to_owned();
     let can = viewer.can(Role::Operator);
     with_status(
@@ -319,7 +319,12 @@ pub async fn resize(State(ctx): St, Path(p): Path<SetPath>, posted: Posted) -> R
 
 // ---------------------------------------------------------------- OS
 
-async fn os_page(ctx: &Ctx, viewer: &Viewer, p: &SetPath, failure: Option<&ApiFailure>) -> Response {
+async fn os_page(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    p: &SetPath,
+    failure: Option<&ApiFailure>,
+) -> Response {
     let set = match load(ctx, viewer, &p.rg, &p.name).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -699,8 +704,13 @@ pub async fn instance_action(State(ctx): St, Path(p): Path<SetPath>, posted: Pos
     let back = set_href(&p.rg, &p.name, "/instances");
     let result = match action {
         "rolling" => {
-            ctx.call(&viewer.caller, Method::POST, &format!("{base}/osRollingUpgrade"), None)
-                .await
+            ctx.call(
+                &viewer.caller,
+                Method::POST,
+                &format!("{base}/osRollingUpgrade"),
+                None,
+            )
+            .await
         }
         "upgrade" | "restart" | "reimage" if ids.is_empty() => Err(ApiFailure {
             status: StatusCode::BAD_REQUEST,
@@ -734,7 +744,14 @@ pub async fn instance_action(State(ctx): St, Path(p): Path<SetPath>, posted: Pos
             viewer,
             &r,
             &back,
-            &format!("{action}: {} instance(s).", if ids.is_empty() { "all".to_owned() } else { ids.join(", ") }),
+            &format!(
+                "{action}: {} instance(s).",
+                if ids.is_empty() {
+                    "all".to_owned()
+                } else {
+                    ids.join(", ")
+                }
+            ),
         ),
         Err(f) => instances_page(&ctx, viewer, &p, Some(&f)).await,
     }
@@ -799,7 +816,11 @@ pub async fn upgrade_policy(State(ctx): St, viewer: Viewer, Path(p): Path<SetPat
 }
 
 /// Sets the upgrade policy: `PATCH {"properties": {"upgradePolicy"}}`.
-pub async fn set_upgrade_policy(State(ctx): St, Path(p): Path<SetPath>, posted: Posted) -> Response {
+pub async fn set_upgrade_policy(
+    State(ctx): St,
+    Path(p): Path<SetPath>,
+    posted: Posted,
+) -> Response {
     let viewer = &posted.viewer;
     let f = &posted.fields;
     let mode = f.get("mode").unwrap_or("Manual");

@@ -241,7 +241,10 @@ async fn create_form(
     failure: Option<&ApiFailure>,
 ) -> Response {
     let sizes = ctx
-        .get(&viewer.caller, "/subscriptions/local/providers/Microsoft.Compute/skus")
+        .get(
+            &viewer.caller,
+            "/subscriptions/local/providers/Microsoft.Compute/skus",
+        )
         .await
         .map(|b| b["value"].as_array().cloned().unwrap_or_default())
         .unwrap_or_default();
@@ -328,7 +331,7 @@ pub async fn new_form(State(ctx): St, viewer: Viewer) -> Response {
     create_form(&ctx, &viewer, &v, None).await
 }
 
-/// Creates a VM through the API (`PUT .../virtualMachines/{name}`), then
+/// Creates a VM through the API (`PUT .../virtualMachines/{name}`), with
 /// the Guest Attestation extension if asked for.
 pub async fn create(State(ctx): St, posted: Posted) -> Response {
     let f = &posted.fields;
@@ -362,7 +365,7 @@ pub async fn create(State(ctx): St, posted: Posted) -> Response {
     } else {
         json!({"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": v.secure_boot, "vTpmEnabled": v.vtpm}})
     };
-    let body = json!({
+    let mut body = json!({
         "location": "local",
         "properties": {
             "hardwareProfile": {"vmSize": v.size},
@@ -371,6 +374,13 @@ pub async fn create(State(ctx): St, posted: Posted) -> Response {
             "securityProfile": security,
         }
     });
+    // The extension with the VM, in one create (as an ARM template's
+    // `resources`), not a second write racing the first's operation.
+    if v.guest_attestation {
+        body["resources"] = json!([{"name": "GuestAttestation", "properties": {
+            "publisher": "Microsoft.Azure.Security.LinuxAttestation", "type": "GuestAttestation",
+            "typeHandlerVersion": "1.0", "autoUpgradeMinorVersion": true}}]);
+    }
     let path = format!(
         "/subscriptions/local/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}",
         enc(&v.group),
@@ -382,26 +392,7 @@ pub async fn create(State(ctx): St, posted: Posted) -> Response {
     {
         return create_form(&ctx, viewer, &v, Some(&e)).await;
     }
-    let mut note = format!("Virtual machine {} is being created.", v.name);
-    if v.guest_attestation {
-        let ext = json!({"location": "local", "properties": {
-            "publisher": "Microsoft.Azure.Security.LinuxAttestation", "type": "GuestAttestation",
-            "typeHandlerVersion": "1.0", "autoUpgradeMinorVersion": true}});
-        if let Err(e) = ctx
-            .call(
-                &viewer.caller,
-                Method::PUT,
-                &format!("{path}/extensions/GuestAttestation"),
-                Some(&ext),
-            )
-            .await
-        {
-            note.push_str(&format!(
-                " The Guest Attestation extension was not added: {}",
-                e.message
-            ));
-        }
-    }
+    let note = format!("Virtual machine {} is being created.", v.name);
     ctx.app.sessions.flash(
         &viewer.session,
         Flash {
@@ -491,7 +482,9 @@ async fn found_or_404(ctx: &Ctx, viewer: &Viewer, name: &str) -> Result<Found, R
             &ApiFailure {
                 status: StatusCode::NOT_FOUND,
                 code: "NotFound".into(),
-                message: format!("No virtual machine {name:?} is registered or in the control plane."),
+                message: format!(
+                    "No virtual machine {name:?} is registered or in the control plane."
+                ),
                 target: None,
             },
         )),
@@ -539,14 +532,24 @@ pub async fn overview(State(ctx): St, viewer: Viewer, Path(name): Path<String>) 
         ),
         (None, None) => ("Standard".into(), None, None),
     };
-    let monitoring = match &f.arm {
-        Some(vm) => {
-            if vm.has_guest_attestation() {
-                "Enabled (Guest Attestation extension)"
-            } else {
-                "Disabled (no Guest Attestation extension)"
-            }
-        }
+    // A VM's extensions are child resources: the API's list has them.
+    let guest_attestation = match f.arm_path() {
+        Some(path) => ctx
+            .get(&viewer.caller, &format!("{path}/extensions"))
+            .await
+            .ok()
+            .map(|v| {
+                v["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["properties"]["type"] == "GuestAttestation")
+            }),
+        None => None,
+    };
+    let monitoring = match guest_attestation {
+        Some(true) => "Enabled (Guest Attestation extension)",
+        Some(false) => "Disabled (no Guest Attestation extension)",
         None if reg.is_some() => "Attested by this platform",
         None => "—",
     };
@@ -647,7 +650,12 @@ pub async fn power(State(ctx): St, Path(name): Path<String>, posted: Posted) -> 
             .await
             .map(|_| "Attested: see Boot integrity.".to_owned()),
         ("start" | "restart" | "powerOff" | "deallocate", Some(path)) => ctx
-            .call(&viewer.caller, Method::POST, &format!("{path}/{action}"), None)
+            .call(
+                &viewer.caller,
+                Method::POST,
+                &format!("{path}/{action}"),
+                None,
+            )
             .await
             .map(|_| format!("{action} requested.")),
         _ => Err(ApiFailure {
@@ -707,7 +715,10 @@ pub async fn integrity_body(ctx: &Ctx, name: &str) -> Result<Markup, ApiError> {
         });
     };
     let doc = &latest.attestation.appraisal;
-    let checks = doc["appraisal"]["checks"].as_array().cloned().unwrap_or_default();
+    let checks = doc["appraisal"]["checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let failed: Vec<&Value> = checks.iter().filter(|c| c["outcome"] == "fail").collect();
     let report = &doc["bootReport"];
     let phase = |key: &str, title: &str, id: &str| {
@@ -890,7 +901,13 @@ pub async fn baseline_action(State(ctx): St, Path(name): Path<String>, posted: P
     if !["approve", "relearn", "pin"].contains(&action) {
         return error_page("Unknown baseline action.", StatusCode::BAD_REQUEST);
     }
-    let body = match (action, posted.fields.get("ifVersion").and_then(|v| v.parse::<i64>().ok())) {
+    let body = match (
+        action,
+        posted
+            .fields
+            .get("ifVersion")
+            .and_then(|v| v.parse::<i64>().ok()),
+    ) {
         ("relearn", _) | (_, None) => None,
         (_, Some(v)) => Some(json!({"ifVersion": v})),
     };
