@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn dates_read_as_dates() {
-        assert_eq!(date(1_796_581_548), "2026-12-07 16:25:48 UTC");
+        assert_eq!(date(1_796_581_548), "2026-12-06 18:25:48 UTC");
         assert_eq!(date(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(date(i64::MAX), format!("{} (Unix time)", i64::MAX));
     }
