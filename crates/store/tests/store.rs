@@ -1354,6 +1354,12 @@ async fn migration_4_keeps_an_older_databases_rows() {
              VALUES ('vm-old', 'learned', 'system', 5, '{}', 1)",
             "CREATE TABLE baselines (vm_id TEXT PRIMARY KEY, baseline TEXT NOT NULL, \
              version BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            "CREATE TABLE vms (vm_id TEXT PRIMARY KEY, spec TEXT NOT NULL, \
+             ek_public TEXT NOT NULL, created_at BIGINT NOT NULL, revision BIGINT NOT NULL DEFAULT 0)",
+            "INSERT INTO vms (vm_id, spec, ek_public, created_at) VALUES ('old-tl', '{\"trustedLaunch\": true}', '00', 1)",
+            "CREATE TABLE attestations (id INTEGER PRIMARY KEY AUTOINCREMENT, vm_id TEXT NOT NULL, \
+             boot_id TEXT NOT NULL, nonce TEXT NOT NULL, at BIGINT NOT NULL, healthy BIGINT NOT NULL, \
+             appraisal TEXT NOT NULL, token TEXT, UNIQUE (vm_id, nonce))",
             "CREATE TABLE api_tokens (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, \
              role TEXT NOT NULL CHECK (role IN ('reader', 'operator', 'admin')), \
              created_at BIGINT NOT NULL)",
