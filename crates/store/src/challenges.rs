@@ -159,21 +159,8 @@ impl Store {
         if taken.rows_affected() == 0 {
             return Ok(Answered::ChallengeGone);
         }
-        let inserted = sqlx::query(
-            "INSERT INTO attestations (vm_id, boot_id, nonce, at, healthy, appraisal, token) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (vm_id, nonce) DO NOTHING",
-        )
-        .bind(&a.vm_id)
-        .bind(&a.boot_id)
-        .bind(hex::encode(&a.nonce))
-        .bind(a.at)
-        .bind(i64::from(a.healthy))
-        .bind(a.appraisal.to_string())
-        .bind(a.token.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(db(op))?;
-        if inserted.rows_affected() == 0 {
+        let inserted = crate::tables::insert_attestation(&mut tx, a, op).await?;
+        if !inserted {
             return Ok(Answered::AlreadyRecorded);
         }
         tx.commit().await.map_err(db(op))?;

@@ -116,16 +116,25 @@ const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE resources ADD COLUMN usage_vcpus BIGINT",
         "ALTER TABLE operations ADD COLUMN progress TEXT",
     ],
-    // 6: a registered VM's security type beside its spec (written with
-    // it), so that a page of VMs filters and shows it without parsing
-    // every spec; and the index that finds each VM's newest attestation.
+    // 6: what a page of VMs shows, kept on the VM's row so that a page is
+    // read from one index, never from every spec and every VM's newest
+    // attestation: the security type its registration names (written
+    // with it) and its newest attestation's id, verdict and time (written
+    // in that attestation's transaction).
     &[
         "ALTER TABLE vms ADD COLUMN security_type TEXT NOT NULL DEFAULT 'Standard'",
         "sqlite: UPDATE vms SET security_type = CASE WHEN json_extract(spec, '$.trustedLaunch') = 1 \
          THEN 'TrustedLaunch' ELSE 'Standard' END",
         "postgres: UPDATE vms SET security_type = CASE WHEN (spec::json ->> 'trustedLaunch') = 'true' \
          THEN 'TrustedLaunch' ELSE 'Standard' END",
-        "CREATE INDEX attestations_by_vm_id ON attestations (vm_id, id)",
+        "ALTER TABLE vms ADD COLUMN last_id BIGINT",
+        "ALTER TABLE vms ADD COLUMN last_healthy BIGINT",
+        "ALTER TABLE vms ADD COLUMN last_at BIGINT",
+        "UPDATE vms SET last_id = (SELECT a.id FROM attestations a WHERE a.vm_id = vms.vm_id \
+         ORDER BY a.at DESC, a.id DESC LIMIT 1)",
+        "UPDATE vms SET last_healthy = (SELECT a.healthy FROM attestations a WHERE a.id = vms.last_id), \
+         last_at = (SELECT a.at FROM attestations a WHERE a.id = vms.last_id)",
+        "CREATE INDEX vms_page ON vms (vm_id, security_type, created_at, last_healthy, last_at)",
     ],
 ];
 

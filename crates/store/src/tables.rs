@@ -85,6 +85,48 @@ fn flag(b: bool) -> i64 {
     i64::from(b)
 }
 
+/// Inserts an attestation in `tx` and makes it its VM's newest (the VM's
+/// `last_*` columns) unless a newer one is there already — by time, then
+/// id, as [`Store::latest`] orders them, so that concurrent attestations
+/// leave the newest whichever commits last. `false`, writing nothing, for
+/// a retry (same VM and nonce).
+pub(crate) async fn insert_attestation(
+    tx: &mut Transaction<'static, Any>,
+    a: &NewAttestation,
+    op: &'static str,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO attestations (vm_id, boot_id, nonce, at, healthy, appraisal, token) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (vm_id, nonce) DO NOTHING RETURNING id",
+    )
+    .bind(&a.vm_id)
+    .bind(&a.boot_id)
+    .bind(hex::encode(&a.nonce))
+    .bind(a.at)
+    .bind(flag(a.healthy))
+    .bind(a.appraisal.to_string())
+    .bind(a.token.clone())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let id: i64 = row.try_get(0).map_err(db(op))?;
+    sqlx::query(
+        "UPDATE vms SET last_id = $2, last_healthy = $3, last_at = $4 WHERE vm_id = $1 \
+         AND (last_at IS NULL OR last_at < $4 OR (last_at = $4 AND last_id < $2))",
+    )
+    .bind(&a.vm_id)
+    .bind(id)
+    .bind(flag(a.healthy))
+    .bind(a.at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    Ok(true)
+}
+
 // ---- vms, enrollments -------------------------------------------------------
 
 fn vm_from(row: &AnyRow, op: &'static str) -> Result<VmRecord, StoreError> {
@@ -140,6 +182,25 @@ impl Store {
         .bind(&ek)
         .bind(vm.created_at)
         .bind(vm.security_type())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(op))?;
+        // A VM registered again (after a delete) has its history: its
+        // newest attestation is found again.
+        sqlx::query(
+            "UPDATE vms SET last_id = (SELECT a.id FROM attestations a WHERE a.vm_id = $1 \
+             ORDER BY a.at DESC, a.id DESC LIMIT 1) WHERE vm_id = $1 AND last_id IS NULL",
+        )
+        .bind(&vm.vm_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(op))?;
+        sqlx::query(
+            "UPDATE vms SET last_healthy = (SELECT a.healthy FROM attestations a WHERE a.id = vms.last_id), \
+             last_at = (SELECT a.at FROM attestations a WHERE a.id = vms.last_id) \
+             WHERE vm_id = $1 AND last_id IS NOT NULL AND last_at IS NULL",
+        )
+        .bind(&vm.vm_id)
         .execute(&mut *tx)
         .await
         .map_err(db(op))?;
@@ -278,21 +339,11 @@ impl Store {
     /// Records an attestation. Returns `false`, writing nothing, if one
     /// with the same (vm_id, nonce) is already recorded: a retry.
     pub async fn add_attestation(&self, a: &NewAttestation) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO attestations (vm_id, boot_id, nonce, at, healthy, appraisal, token) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (vm_id, nonce) DO NOTHING",
-        )
-        .bind(&a.vm_id)
-        .bind(&a.boot_id)
-        .bind(hex::encode(&a.nonce))
-        .bind(a.at)
-        .bind(flag(a.healthy))
-        .bind(a.appraisal.to_string())
-        .bind(a.token.clone())
-        .execute(&self.pool)
-        .await
-        .map_err(db("add_attestation"))?;
-        Ok(done.rows_affected() > 0)
+        let op = "add_attestation";
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
+        let recorded = insert_attestation(&mut tx, a, op).await?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(recorded)
     }
 
     /// The newest `limit` attestations of `vm_id`, newest first (by time,
@@ -339,12 +390,9 @@ impl Store {
     pub async fn vm_health_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let op = "vm_health_counts";
         let rows = sqlx::query(
-            "SELECT CASE WHEN a.healthy IS NULL THEN 'unknown' \
-                         WHEN a.healthy = 1 THEN 'healthy' ELSE 'unhealthy' END AS health, \
-                    COUNT(*) AS n \
-             FROM vms v LEFT JOIN attestations a ON a.id = \
-                 (SELECT MAX(b.id) FROM attestations b WHERE b.vm_id = v.vm_id) \
-             GROUP BY 1",
+            "SELECT CASE WHEN last_healthy IS NULL THEN 'unknown' \
+                         WHEN last_healthy = 1 THEN 'healthy' ELSE 'unhealthy' END AS health, \
+                    COUNT(*) AS n FROM vms GROUP BY 1",
         )
         .fetch_all(&self.pool)
         .await
@@ -357,14 +405,32 @@ impl Store {
             .collect()
     }
 
+    /// Registered VMs by security type (`TrustedLaunch`, `Standard`).
+    pub async fn vm_security_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let op = "vm_security_counts";
+        let rows = sqlx::query("SELECT security_type, COUNT(*) AS n FROM vms GROUP BY 1")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(op))?;
+        rows.iter()
+            .map(|r| {
+                let c = cols(r, "vms", op);
+                Ok((
+                    c.text("security_type")?,
+                    u64::try_from(c.int("n")?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     /// A page of registered VMs with the verdict of each one's newest
     /// attestation: filtered, sorted (ties by id) and counted in one query.
     pub async fn vm_page(&self, q: &VmQuery) -> Result<VmPage, StoreError> {
         let op = "vm_page";
         let order = match q.sort {
             VmSort::Name => "vm_id",
-            VmSort::Health => "health",
-            VmSort::LastAttested => "last_at",
+            VmSort::Health => "COALESCE(last_healthy, -1)",
+            VmSort::LastAttested => "COALESCE(last_at, 0)",
             VmSort::Registered => "created_at",
             VmSort::SecurityType => "security_type",
         };
@@ -381,14 +447,12 @@ impl Store {
             format!("%{escaped}%")
         });
         let sql = format!(
-            "WITH v AS (SELECT v.vm_id, v.security_type, v.created_at, a.healthy, a.at AS last_at, \
-                    CASE WHEN a.healthy IS NULL THEN 'unknown' \
-                         WHEN a.healthy = 1 THEN 'healthy' ELSE 'unhealthy' END AS health \
-                 FROM vms v LEFT JOIN attestations a ON a.id = \
-                     (SELECT MAX(b.id) FROM attestations b WHERE b.vm_id = v.vm_id)) \
-             SELECT vm_id, security_type, created_at, healthy, last_at, COUNT(*) OVER () AS total \
-             FROM v WHERE ($1 = '' OR LOWER(vm_id) LIKE $1 ESCAPE '\\') \
-               AND ($2 = '' OR health = $2) AND ($3 = '' OR security_type = $3) \
+            "SELECT vm_id, security_type, created_at, last_healthy AS healthy, last_at, \
+                    COUNT(*) OVER () AS total \
+             FROM vms WHERE ($1 = '' OR LOWER(vm_id) LIKE $1 ESCAPE '\\') \
+               AND ($2 = '' OR (CASE WHEN last_healthy IS NULL THEN 'unknown' \
+                    WHEN last_healthy = 1 THEN 'healthy' ELSE 'unhealthy' END) = $2) \
+               AND ($3 = '' OR security_type = $3) \
              ORDER BY {order} {dir}, vm_id {dir} LIMIT $4 OFFSET $5"
         );
         let rows = sqlx::query(&sql)

@@ -9,7 +9,7 @@ use trustlaunch_store::{
     AlertFilter, AlertRecord, Answered, ApiTokenRecord, Backend, BaselineAction, BaselineChange,
     ChallengeRecord, Enrollment, GroupDeletion, NewAttestation, NewAuditEntry, NewOperation,
     NewResource, OperationStatus, OperationStep, Precondition, Role, SigningKeyRecord, Store,
-    StoreError, StoreOptions, SuppressionRule, VmRecord, RESOURCE_GROUP_TYPE,
+    StoreError, StoreOptions, SuppressionRule, VmQuery, VmRecord, VmSort, RESOURCE_GROUP_TYPE,
 };
 
 fn audited(action: &str, target: &str) -> NewAuditEntry {
@@ -566,6 +566,147 @@ fn change(action: BaselineAction, actor: &str, at: i64) -> BaselineChange {
     }
 }
 
+/// Pages of VMs: the newest verdict kept on the VM by time (an older one
+/// recorded late does not replace it), found again when a deleted VM is
+/// registered again; filters, orders, counts; LIKE's wildcards literal.
+async fn vm_page_suite(store: &Store) {
+    let tl = |id: &str, n: u8| VmRecord {
+        spec: json!({"trustedLaunch": true}),
+        ..vm(id, n)
+    };
+    for r in [
+        tl("page-a", 1),
+        vm("page-b", 2),
+        tl("page-c", 3),
+        tl("page_d", 4),
+    ] {
+        store
+            .put_vm(&r, &audited("registration.put", "vm"))
+            .await
+            .unwrap();
+    }
+    let q = |f: fn(&mut VmQuery)| {
+        let mut q = VmQuery {
+            name_contains: Some("page".into()),
+            limit: 10,
+            ..VmQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let ids =
+        |p: &trustlaunch_store::VmPage| p.rows.iter().map(|r| r.vm_id.clone()).collect::<Vec<_>>();
+    // a: healthy at 200, then an older unhealthy one recorded late.
+    assert!(store
+        .add_attestation(&attestation("page-a", 1, 200, true))
+        .await
+        .unwrap());
+    assert!(store
+        .add_attestation(&attestation("page-a", 2, 100, false))
+        .await
+        .unwrap());
+    // c: unhealthy, newest.
+    assert!(store
+        .add_attestation(&attestation("page-c", 1, 300, false))
+        .await
+        .unwrap());
+    // A retry records nothing and changes nothing.
+    assert!(!store
+        .add_attestation(&attestation("page-c", 1, 999, true))
+        .await
+        .unwrap());
+    let all = store.vm_page(&q(|_| {})).await.unwrap();
+    assert_eq!(all.total, 4);
+    assert_eq!(ids(&all), ["page-a", "page-b", "page-c", "page_d"]);
+    let a = &all.rows[0];
+    assert_eq!(
+        (a.healthy, a.last_attested_at, a.security_type.as_str()),
+        (Some(true), Some(200), "TrustedLaunch")
+    );
+    assert_eq!(all.rows[1].security_type, "Standard");
+    assert_eq!(all.rows[2].healthy, Some(false));
+    assert_eq!(all.rows[3].healthy, None);
+    let p = store
+        .vm_page(&q(|q| q.health = Some("unhealthy".into())))
+        .await
+        .unwrap();
+    assert_eq!((p.total, ids(&p)), (1, vec!["page-c".to_owned()]));
+    let p = store
+        .vm_page(&q(|q| q.health = Some("unknown".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(&p), ["page-b", "page_d"]);
+    let p = store
+        .vm_page(&q(|q| q.security_type = Some("Standard".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(&p), ["page-b"]);
+    let p = store
+        .vm_page(&q(|q| {
+            q.sort = VmSort::LastAttested;
+            q.descending = true;
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ids(&p), ["page-c", "page-a", "page_d", "page-b"]);
+    let p = store
+        .vm_page(&q(|q| {
+            q.sort = VmSort::Health;
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ids(&p), ["page-b", "page_d", "page-c", "page-a"]);
+    let p = store
+        .vm_page(&q(|q| q.name_contains = Some("PAGE_".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(&p), ["page_d"], "'_' is literal, case ignored");
+    let p = store
+        .vm_page(&q(|q| {
+            q.limit = 2;
+            q.offset = 2;
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.total, ids(&p)),
+        (4, vec!["page-c".to_owned(), "page_d".to_owned()])
+    );
+    let p = store.vm_page(&q(|q| q.offset = 50)).await.unwrap();
+    assert_eq!(
+        (p.total, p.rows.len()),
+        (4, 0),
+        "past the end: still counted"
+    );
+    // Deleted and registered again: its history is its newest verdict again.
+    assert!(store.delete_vm("page-a").await.unwrap());
+    store
+        .put_vm(&tl("page-a", 1), &audited("registration.put", "vm"))
+        .await
+        .unwrap();
+    let p = store
+        .vm_page(&q(|q| q.name_contains = Some("page-a".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.rows[0].healthy, p.rows[0].last_attested_at),
+        (Some(true), Some(200))
+    );
+    let types: std::collections::BTreeMap<String, u64> = store
+        .vm_security_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        types["TrustedLaunch"] >= 3 && types["Standard"] >= 1,
+        "{types:?}"
+    );
+    for vm in ["page-a", "page-b", "page-c", "page_d"] {
+        store.delete_vm(vm).await.unwrap();
+    }
+}
+
 /// Every method of the store, on an empty database.
 async fn suite(store: &Store) {
     // --- vms: round trip, upsert keeps created_at, list order, delete.
@@ -1079,6 +1220,7 @@ async fn suite(store: &Store) {
     assert!(store.get_enrollment("vm-ek").await.unwrap().is_none());
 
     control_suite(store).await;
+    vm_page_suite(store).await;
 
     // --- the schema was migrated once.
     assert_eq!(
@@ -1357,9 +1499,13 @@ async fn migration_4_keeps_an_older_databases_rows() {
             "CREATE TABLE vms (vm_id TEXT PRIMARY KEY, spec TEXT NOT NULL, \
              ek_public TEXT NOT NULL, created_at BIGINT NOT NULL, revision BIGINT NOT NULL DEFAULT 0)",
             "INSERT INTO vms (vm_id, spec, ek_public, created_at) VALUES ('old-tl', '{\"trustedLaunch\": true}', '00', 1)",
+            "INSERT INTO vms (vm_id, spec, ek_public, created_at) VALUES ('old-std', '{}', '01', 2)",
             "CREATE TABLE attestations (id INTEGER PRIMARY KEY AUTOINCREMENT, vm_id TEXT NOT NULL, \
              boot_id TEXT NOT NULL, nonce TEXT NOT NULL, at BIGINT NOT NULL, healthy BIGINT NOT NULL, \
              appraisal TEXT NOT NULL, token TEXT, UNIQUE (vm_id, nonce))",
+            // The newer verdict (by time) was inserted first.
+            "INSERT INTO attestations (vm_id, boot_id, nonce, at, healthy, appraisal) \
+             VALUES ('old-tl', 'b', '02', 20, 0, '{}'), ('old-tl', 'a', '01', 10, 1, '{}')",
             "CREATE TABLE api_tokens (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, \
              role TEXT NOT NULL CHECK (role IN ('reader', 'operator', 'admin')), \
              created_at BIGINT NOT NULL)",
@@ -1381,6 +1527,31 @@ async fn migration_4_keeps_an_older_databases_rows() {
         .unwrap();
     assert!(sums.is_empty());
     assert_eq!(unrecorded.len(), 1);
+    // Schema 6: security types read from the specs, newest verdicts from
+    // the attestations (by time, not insertion).
+    let page = store
+        .vm_page(&VmQuery {
+            limit: 10,
+            ..VmQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2);
+    assert_eq!(
+        page.rows
+            .iter()
+            .map(|r| (
+                r.vm_id.as_str(),
+                r.security_type.as_str(),
+                r.healthy,
+                r.last_attested_at
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("old-std", "Standard", None, None),
+            ("old-tl", "TrustedLaunch", Some(false), Some(20))
+        ]
+    );
     let audit = store.baseline_audit("vm-old").await.unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].change.action, BaselineAction::Learned);

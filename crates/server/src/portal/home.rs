@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::response::Response;
 use maud::html;
 use trustlaunch_fleet::resources::ScaleSet;
-use trustlaunch_store::{OperationStatus, VmQuery};
+use trustlaunch_store::OperationStatus;
 
 use super::layout::{badge, error_page};
 use super::{page, Nav, St, Viewer};
@@ -15,15 +15,11 @@ use super::{page, Nav, St, Viewer};
 /// severity, operations running.
 pub async fn home_body(ctx: &super::Ctx, viewer: &Viewer) -> Result<Response, crate::ApiError> {
     let store = &ctx.app.service.store;
-    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
-    for t in ["TrustedLaunch", "Standard"] {
-        let q = VmQuery {
-            security_type: Some(t.to_owned()),
-            limit: 1,
-            ..VmQuery::default()
-        };
-        by_type.insert(t.to_owned(), store.vm_page(&q).await?.total);
-    }
+    let mut by_type: BTreeMap<String, u64> = [("TrustedLaunch", 0), ("Standard", 0)]
+        .into_iter()
+        .map(|(t, n)| (t.to_owned(), n))
+        .collect();
+    by_type.extend(store.vm_security_counts().await?);
     let health: BTreeMap<String, u64> = store.vm_health_counts().await?.into_iter().collect();
     let mut severities: BTreeMap<String, u64> = BTreeMap::new();
     for a in ctx.app.service.alerts(None, Some("active".into())).await? {
