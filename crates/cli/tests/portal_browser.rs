@@ -37,6 +37,31 @@ async fn operation_succeeds(b: &Browser) {
     }
 }
 
+/// Every control of the page has a label (its own, or aria-label), and
+/// nothing is wider than the window (wide tables scroll in their box).
+async fn accessible(b: &Browser, what: &str) {
+    let unlabelled = b
+        .exec(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]\
+             .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') \
+                 && !(e.tagName === 'BUTTON' && e.textContent.trim()))\
+             .map(e => e.outerHTML)",
+        )
+        .await;
+    assert_eq!(
+        unlabelled,
+        serde_json::json!([]),
+        "{what}: controls without a label"
+    );
+    let overflow = b
+        .exec("return document.documentElement.scrollWidth - window.innerWidth")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(0) <= 0,
+        "{what}: the page is {overflow} px wider than the window"
+    );
+}
+
 async fn set_page(b: &Browser, s: &Server, tail: &str) {
     b.goto(&format!("{}/portal/scale-sets/rg/web{tail}", s.url))
         .await;
@@ -279,7 +304,36 @@ async fn the_seed_workflow_clicked_through_in_a_browser() {
         b.wait_for_text("h1", "", WAIT).await.unwrap();
         b.screenshot(name).await;
     }
-    b.set_width(390, 844).await;
+    // Labelled controls, and no page wider than the window, at 1280 px
+    // and on a phone's 390 px.
+    for (w, h) in [(1280, 900), (390, 844)] {
+        b.set_width(w, h).await;
+        for tail in [
+            "",
+            "/size",
+            "/os",
+            "/configuration",
+            "/extensions",
+            "/instances",
+            "/upgrade-policy",
+        ] {
+            set_page(&b, &s, tail).await;
+            b.wait_for_text("h1", "web", WAIT).await.unwrap();
+            accessible(&b, &format!("{w} px: scale set{tail}")).await;
+        }
+        for path in [
+            "/",
+            "/portal/vms",
+            "/portal/vms/new",
+            "/portal/images",
+            "/portal/security",
+            "/portal/tokens",
+        ] {
+            b.goto(&format!("{}{path}", s.url)).await;
+            b.wait_for_text("h1", "", WAIT).await.unwrap();
+            accessible(&b, &format!("{w} px: {path}")).await;
+        }
+    }
     set_page(&b, &s, "/instances").await;
     b.wait_for_text("#instances", "web_0", WAIT).await.unwrap();
     b.screenshot("narrow-instances").await;

@@ -17,6 +17,8 @@
 //! The tests share one platform home and its images and run one at a
 //! time (a lock): two cores boot one TCG guest at a time well.
 
+mod browser;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -1127,6 +1129,20 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
     assert!(ok(show)
         .stdout
         .starts_with(format!("{name}: healthy").as_bytes()));
+    // The portal's Boot integrity page says so, with every check.
+    if let Some((verdict, page)) = integrity_page(&srv, name, "vm-boot-integrity") {
+        assert!(verdict.starts_with("healthy"), "{verdict}");
+        assert!(!verdict.contains("failing"), "{verdict}");
+        for check in [
+            "quote.signature",
+            "ek.certificate",
+            "secureboot.enabled",
+            "baseline",
+        ] {
+            assert!(page.contains(check), "{check}: {page}");
+        }
+        assert!(page.contains("Early boot (PCR 0–7) pass"), "{page}");
+    }
 
     // 2. Restart: a new boot, a new boot report against the baseline.
     ok(tl(f, &["host", "vm", "restart", name, "--no-wait"]));
@@ -1168,6 +1184,14 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
         !detail.contains(".linux"),
         "the kernel did not change: {detail}"
     );
+    // The page names the failing check and the component, with the
+    // baseline's value and this boot's.
+    if let Some((verdict, page)) = integrity_page(&srv, name, "vm-boot-integrity-deviation") {
+        assert!(verdict.starts_with("unhealthy"), "{verdict}");
+        assert!(verdict.contains("failing: baseline"), "{verdict}");
+        assert!(page.contains("Differences from the baseline"), "{page}");
+        assert!(page.contains(".cmdline"), "{page}");
+    }
     let alerts = srv.alerts(name);
     assert!(
         alerts
@@ -1268,6 +1292,33 @@ fn server_attests_at_every_boot_relearns_after_an_update_and_reports_a_silent_ag
         "{metrics}"
     );
     ok(tl(f, &["host", "vm", "stop", name]));
+}
+
+/// The portal's Boot integrity page of `vm`, in a real browser signed in
+/// with the server's admin token: the verdict line and the page's text;
+/// the page saved as screenshot `shot`. `None` where no browser is
+/// installed (CI requires one).
+fn integrity_page(srv: &ServerProc, vm: &str, shot: &str) -> Option<(String, String)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let b = browser::Browser::start_or_skip().await?;
+        let wait = Duration::from_secs(30);
+        b.goto(&format!("{}/portal/signin", srv.url)).await;
+        b.fill("#token", &srv.token).await;
+        b.click("#signin").await;
+        b.wait_for_text("h1", "Home", wait).await.unwrap();
+        b.goto(&format!("{}/portal/vms/{vm}/integrity", srv.url))
+            .await;
+        let verdict = b.wait_for_text("#verdict", "boot #", wait).await.unwrap();
+        let main = b.text("main").await;
+        b.screenshot(shot).await;
+        b.close().await;
+        Some((verdict, main))
+    })
 }
 
 /// The tiny image rebuilt with `quiet` added to its command line (same

@@ -86,7 +86,7 @@ pub async fn list(State(ctx): St, viewer: Viewer) -> Response {
                             }
                         }
                     }
-                    table {
+                    div.scroll { table {
                         thead { tr { th { "Version" } th { "Guest attestation agent" } th { "What the platform read from the image" } } }
                         tbody {
                             @for v in &img.versions {
@@ -120,7 +120,7 @@ pub async fn list(State(ctx): St, viewer: Viewer) -> Response {
                                 }
                             }
                         }
-                    }
+                    } }
                 }
             }
         },

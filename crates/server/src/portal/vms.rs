@@ -721,6 +721,19 @@ pub async fn integrity_body(ctx: &Ctx, name: &str) -> Result<Markup, ApiError> {
         .unwrap_or_default();
     let failed: Vec<&Value> = checks.iter().filter(|c| c["outcome"] == "fail").collect();
     let report = &doc["bootReport"];
+    let deviations: Vec<(&str, &Value)> = [
+        ("early boot", "earlyBootReportEvent"),
+        ("late boot", "lateBootReportEvent"),
+    ]
+    .iter()
+    .flat_map(|(phase, key)| {
+        report[*key]["deviations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(move |d| (*phase, d))
+    })
+    .collect();
     let phase = |key: &str, title: &str, id: &str| {
         let p = &report[key];
         html! {
@@ -767,9 +780,37 @@ pub async fn integrity_body(ctx: &Ctx, name: &str) -> Result<Markup, ApiError> {
                 }
             }
             @if let Some(e) = doc["baselineEvent"].as_str() { p.muted { "Baseline: " (e) } }
+            @if !failed.is_empty() {
+                section.failures aria-labelledby="failed-h" id="failures" {
+                    h3 id="failed-h" { "What failed" }
+                    ul {
+                        @for c in &failed {
+                            li { strong.mono { (c["name"].as_str().unwrap_or_default()) } ": " (c["detail"].as_str().unwrap_or_default()) }
+                        }
+                    }
+                    @if !deviations.is_empty() {
+                        div.scroll {
+                            table.deviations id="deviations" {
+                                caption { "Differences from the baseline" }
+                                thead { tr { th { "Component" } th { "Phase" } th { "Baseline" } th { "This boot" } } }
+                                tbody {
+                                    @for (phase, d) in &deviations {
+                                        tr {
+                                            td { (d["component"].as_str().unwrap_or_default()) }
+                                            td { (phase) }
+                                            td.mono.hash { (d["expected"].as_str().unwrap_or("absent")) }
+                                            td.mono.hash { (d["actual"].as_str().unwrap_or("absent")) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             div.scroll {
                 table id="checks" {
-                    thead { tr { th { "Check" } th { "Outcome" } th { "What was found" } th { "Evidence" } } }
+                    thead { tr { th { "Check" } th { "Outcome" } th { "What was found" } th.evidence { "Evidence" } } }
                     tbody {
                         @for c in &checks {
                             @let outcome = c["outcome"].as_str().unwrap_or("skipped");
@@ -777,7 +818,7 @@ pub async fn integrity_body(ctx: &Ctx, name: &str) -> Result<Markup, ApiError> {
                                 td.mono { (c["name"].as_str().unwrap_or_default()) }
                                 td { (badge(outcome)) }
                                 td { (c["detail"].as_str().unwrap_or_default()) }
-                                td { ul { @for e in c["evidence"].as_array().into_iter().flatten() { (cite(e)) } } }
+                                td.evidence { ul { @for e in c["evidence"].as_array().into_iter().flatten() { (cite(e)) } } }
                             }
                         }
                     }
