@@ -151,6 +151,14 @@ async fn sessions_cookies_anti_forgery_and_roles() {
     assert!(!flags.contains(&"Secure"), "plain HTTP: {}", a.set_cookie);
     let home = p.get("/").await;
     assert_eq!(home.status, 200);
+    let none = p.get("/portal/no-such-page").await;
+    assert_eq!(none.status, 404);
+    assert!(
+        none.body
+            .contains("There is no page at /portal/no-such-page"),
+        "{}",
+        none.body
+    );
     assert!(home.body.contains("Attested health"), "{}", home.body);
 
     // Changes: the anti-forgery token is required and checked, the Origin

@@ -107,6 +107,7 @@ pub fn router(app: Arc<AppState>, api: Router) -> Router {
             "/portal/tokens",
             get(security::tokens).post(security::token_action),
         )
+        .route("/portal/{*rest}", axum::routing::any(no_page))
         .layer(middleware::from_fn(headers))
         .with_state(ctx)
 }
@@ -149,6 +150,14 @@ async fn headers(req: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     resp
+}
+
+/// A portal path that is no page: an HTML answer, not the API's JSON.
+async fn no_page(uri: axum::http::Uri) -> Response {
+    layout::error_page(
+        &format!("There is no page at {}.", uri.path()),
+        StatusCode::NOT_FOUND,
+    )
 }
 
 /// The embedded assets, by name.
