@@ -458,7 +458,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         monitor: monitor.clone(),
         control: control.clone(),
         metrics_public: config.metrics_public,
-        sessions: portal::Sessions::default(),
+        sessions: portal::Sessions::new(service.store.clone()),
         tls: tls.is_some(),
         gauges: tokio::sync::Mutex::new(None),
     });

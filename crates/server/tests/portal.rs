@@ -245,6 +245,20 @@ async fn sessions_cookies_anti_forgery_and_roles() {
     assert_eq!(a.status, 303);
     assert!(a.location.ends_with("why=token"), "{}", a.location);
 
+    // Sessions live in the store: another server on the same database
+    // (or this one restarted) knows the session; sign-out ends it for both.
+    let s2 = start(&db, cas(), vec![]).await;
+    let p2 = Page {
+        http: p.http.clone(),
+        url: s2.url.clone(),
+        cookie: p.cookie.clone(),
+    };
+    assert_eq!(
+        p2.get("/portal/vms").await.status,
+        200,
+        "the same session on a second server"
+    );
+
     // Sign-out ends the session.
     let csrf = p.csrf("/").await;
     let a = p
@@ -253,6 +267,8 @@ async fn sessions_cookies_anti_forgery_and_roles() {
     assert_eq!(a.status, 303);
     assert!(a.set_cookie.contains("Max-Age=0"), "{}", a.set_cookie);
     assert_eq!(p.get("/").await.status, 303, "the old cookie is dead");
+    assert_eq!(p2.get("/").await.status, 303, "on the second server too");
+    s2.running.abort();
 
     // Security headers on every page.
     let r = reqwest::get(format!("{}/portal/signin", s.url))

@@ -37,6 +37,7 @@ mod error;
 mod hex;
 mod records;
 mod schema;
+mod sessions;
 mod tables;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,6 +59,7 @@ pub use records::{
     NewAttestation, NewAuditEntry, Role, SigningKeyRecord, SuppressionRule, VmPage, VmQuery,
     VmRecord, VmRow, VmSort, VmStamp,
 };
+pub use sessions::{SessionRecord, SESSION_TOUCH};
 
 /// The database file of a `sqlite://PATH` URL and its `-wal`/`-shm`
 /// companions, readable by the owner only: the file is created 0600 if

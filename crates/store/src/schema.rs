@@ -120,7 +120,7 @@ const MIGRATIONS: &[&[&str]] = &[
     // read from one index, never from every spec and every VM's newest
     // attestation: the security type its registration names (written
     // with it) and its newest attestation's id, verdict and time (written
-    // in that attestation's transaction).
+    // in that attestation's transaction); and the portal's sessions.
     &[
         "ALTER TABLE vms ADD COLUMN security_type TEXT NOT NULL DEFAULT 'Standard'",
         "sqlite: UPDATE vms SET security_type = CASE WHEN json_extract(spec, '$.trustedLaunch') = 1 \
@@ -135,6 +135,10 @@ const MIGRATIONS: &[&[&str]] = &[
         "UPDATE vms SET last_healthy = (SELECT a.healthy FROM attestations a WHERE a.id = vms.last_id), \
          last_at = (SELECT a.at FROM attestations a WHERE a.id = vms.last_id)",
         "CREATE INDEX vms_page ON vms (vm_id, security_type, created_at, last_healthy, last_at)",
+        // The portal's sessions (sessions.rs), by their cookie's SHA-256.
+        "CREATE TABLE portal_sessions (id_sha256 TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL, \
+         csrf TEXT NOT NULL, created_at BIGINT NOT NULL, seen_at BIGINT NOT NULL, flash TEXT)",
+        "CREATE INDEX portal_sessions_by_seen ON portal_sessions (seen_at)",
     ],
 ];
 

@@ -8,8 +8,9 @@ use sqlx::{Connection, Row};
 use trustlaunch_store::{
     AlertFilter, AlertRecord, Answered, ApiTokenRecord, Backend, BaselineAction, BaselineChange,
     ChallengeRecord, Enrollment, GroupDeletion, NewAttestation, NewAuditEntry, NewOperation,
-    NewResource, OperationStatus, OperationStep, Precondition, Role, SigningKeyRecord, Store,
-    StoreError, StoreOptions, SuppressionRule, VmQuery, VmRecord, VmSort, RESOURCE_GROUP_TYPE,
+    NewResource, OperationStatus, OperationStep, Precondition, Role, SessionRecord,
+    SigningKeyRecord, Store, StoreError, StoreOptions, SuppressionRule, VmQuery, VmRecord, VmSort,
+    RESOURCE_GROUP_TYPE, SESSION_TOUCH,
 };
 
 fn audited(action: &str, target: &str) -> NewAuditEntry {
@@ -707,6 +708,94 @@ async fn vm_page_suite(store: &Store) {
     }
 }
 
+/// Portal sessions: live within their idle time and lifetime, touched at
+/// most every SESSION_TOUCH seconds, a message read once, ended, purged.
+async fn session_suite(store: &Store) {
+    let id = [7u8; 32];
+    let rec = SessionRecord {
+        token_sha256: [9u8; 32],
+        csrf: "csrf-1".into(),
+        created_at: 1_000,
+        seen_at: 1_000,
+        flash: None,
+    };
+    store.put_session(&id, &rec).await.unwrap();
+    assert!(
+        store.put_session(&id, &rec).await.is_err(),
+        "ids are unique"
+    );
+    let got = store
+        .session(&id, 1_010, 1_800, 28_800)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, rec, "within SESSION_TOUCH: nothing written");
+    let got = store
+        .session(&id, 1_000 + SESSION_TOUCH, 1_800, 28_800)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.seen_at, 1_000, "read as it was");
+    let got = store
+        .session(&id, 1_100, 1_800, 28_800)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.seen_at, 1_000 + SESSION_TOUCH, "touched");
+    store.set_session_flash(&id, "saved").await.unwrap();
+    let got = store
+        .session(&id, 1_110, 1_800, 28_800)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.flash.as_deref(), Some("saved"));
+    let got = store
+        .session(&id, 1_111, 1_800, 28_800)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.flash, None, "a message is read once");
+    // Idle too long: gone.
+    assert!(store
+        .session(&id, 1_110 + 1_800, 1_800, 28_800)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        store
+            .session(&id, 1_111, 1_800, 28_800)
+            .await
+            .unwrap()
+            .is_none(),
+        "deleted"
+    );
+    // Its lifetime over, however busy.
+    store.put_session(&id, &rec).await.unwrap();
+    assert!(store
+        .session(&id, 1_000 + 28_800, 1_000_000, 28_800)
+        .await
+        .unwrap()
+        .is_none());
+    // Ended; purged.
+    store.put_session(&id, &rec).await.unwrap();
+    assert!(store.end_session(&id).await.unwrap());
+    assert!(!store.end_session(&id).await.unwrap());
+    let live = SessionRecord {
+        seen_at: 5_000,
+        created_at: 5_000,
+        ..rec.clone()
+    };
+    store.put_session(&[1; 32], &rec).await.unwrap();
+    store.put_session(&[2; 32], &live).await.unwrap();
+    assert_eq!(store.purge_sessions(5_100, 1_800, 28_800).await.unwrap(), 1);
+    assert!(store
+        .session(&[1; 32], 5_100, 1_800, 28_800)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.end_session(&[2; 32]).await.unwrap());
+}
+
 /// Every method of the store, on an empty database.
 async fn suite(store: &Store) {
     // --- vms: round trip, upsert keeps created_at, list order, delete.
@@ -1221,6 +1310,7 @@ async fn suite(store: &Store) {
 
     control_suite(store).await;
     vm_page_suite(store).await;
+    session_suite(store).await;
 
     // --- the schema was migrated once.
     assert_eq!(

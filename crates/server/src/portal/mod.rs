@@ -15,8 +15,9 @@
 //! validation, roles, audit and ARM's errors are the API's, and the
 //! portal shows an error's `target` at the field it names.
 //!
-//! Sign-in takes an API token and keeps only its SHA-256 in a session
-//! (in memory: a restart signs everyone out); the token is looked up again
+//! Sign-in takes an API token and keeps only its SHA-256 in a session,
+//! stored in the database by the SHA-256 of its cookie (a restart keeps
+//! it; servers sharing a database share it); the token is looked up again
 //! on every page, so a revoked or expired token ends its sessions. The
 //! session cookie is HttpOnly, SameSite=Strict, and `__Host-` + Secure over
 //! TLS; every form carries the session's anti-forgery token, checked with

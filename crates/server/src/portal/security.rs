@@ -142,7 +142,12 @@ pub async fn overview(State(ctx): St, viewer: Viewer) -> Response {
     )
 }
 
-fn back_with(ctx: &Ctx, viewer: &Viewer, to: &str, r: Result<String, ApiFailure>) -> Response {
+async fn back_with(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    to: &str,
+    r: Result<String, ApiFailure>,
+) -> Response {
     let flash = match r {
         Ok(text) => Flash { ok: true, text },
         Err(e) => Flash {
@@ -150,7 +155,7 @@ fn back_with(ctx: &Ctx, viewer: &Viewer, to: &str, r: Result<String, ApiFailure>
             text: e.message,
         },
     };
-    ctx.app.sessions.flash(&viewer.session, flash);
+    ctx.app.sessions.flash(&viewer.session, flash).await;
     Redirect::to(to).into_response()
 }
 
@@ -166,7 +171,7 @@ pub async fn dismiss(State(ctx): St, posted: Posted) -> Response {
         )
         .await
         .map(|_| "Alert dismissed.".to_owned());
-    back_with(&ctx, &posted.viewer, "/portal/security", r)
+    back_with(&ctx, &posted.viewer, "/portal/security", r).await
 }
 
 /// Adds or deletes a suppression rule (through the API).
@@ -210,7 +215,7 @@ pub async fn rules(State(ctx): St, posted: Posted) -> Response {
         .await
         .map(|_| format!("Rule {name} added."))
     };
-    back_with(&ctx, &posted.viewer, "/portal/security", r)
+    back_with(&ctx, &posted.viewer, "/portal/security", r).await
 }
 
 /// `/portal/tokens` (admins): tokens, create, revoke.
@@ -280,7 +285,7 @@ pub async fn token_action(State(ctx): St, posted: Posted) -> Response {
             )
             .await
             .map(|_| format!("Token {id} revoked."));
-        return back_with(&ctx, viewer, "/portal/tokens", r);
+        return back_with(&ctx, viewer, "/portal/tokens", r).await;
     }
     let mut body = json!({"name": f.get("name").unwrap_or_default().trim(), "role": f.get("role").unwrap_or("reader")});
     if let Some(d) = f.get("days").and_then(|d| d.trim().parse::<u64>().ok()) {
@@ -292,6 +297,6 @@ pub async fn token_action(State(ctx): St, posted: Posted) -> Response {
     {
         Ok(r) => tokens_page(&ctx, viewer, Some(&r.body)).await,
         Err(e) if e.status == StatusCode::FORBIDDEN => failure_page(viewer, Nav::Tokens, &e),
-        Err(e) => back_with(&ctx, viewer, "/portal/tokens", Err(e)),
+        Err(e) => back_with(&ctx, viewer, "/portal/tokens", Err(e)).await,
     }
 }

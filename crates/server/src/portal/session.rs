@@ -2,9 +2,7 @@
 //! looking at a page ([`Viewer`]), sign-out.
 
 use axum::extract::State;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -14,36 +12,26 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use maud::html;
 use rand_core::{OsRng, RngCore};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use trustlaunch_store::Role;
+use trustlaunch_store::{Role, SessionRecord, Store};
 
 use super::form::{same_origin, Fields};
 use super::layout::bare_page;
 use super::{Ctx, St};
 use crate::caller::Caller;
+use crate::clock::now_i64;
+use crate::error::ApiError;
 
 /// A session ends after this long without a page.
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, used or not.
 pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
-/// The most sessions kept at once (expired ones are dropped first).
-const MAX_SESSIONS: usize = 10_000;
-
-/// One signed-in browser.
-struct Session {
-    /// The SHA-256 of the API token it signed in with.
-    token_sha: [u8; 32],
-    /// The anti-forgery token every form of this session carries.
-    csrf: String,
-    created: Instant,
-    seen: Instant,
-    /// A message for the next page (what a change did).
-    flash: Option<Flash>,
-}
+/// The most live sessions at once (expired ones are dropped first).
+const MAX_SESSIONS: u64 = 10_000;
 
 /// A message shown once, on the next page.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Flash {
     /// It reports a success (else a failure).
     pub ok: bool,
@@ -51,10 +39,11 @@ pub struct Flash {
     pub text: String,
 }
 
-/// The portal's sessions, by the SHA-256 of their cookie's value.
-#[derive(Default)]
+/// The portal's sessions, kept in the store (`trustlaunch_store`'s
+/// `portal_sessions`: a restart keeps them, servers sharing a database
+/// share them), by the SHA-256 of their cookie's value.
 pub struct Sessions {
-    map: Mutex<HashMap<[u8; 32], Session>>,
+    store: Store,
 }
 
 fn random_b64() -> String {
@@ -67,76 +56,76 @@ fn key(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
 }
 
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A live session as a page reads it: its token's digest, its
+/// anti-forgery token and the message left for this page.
+type Live = ([u8; 32], String, Option<Flash>);
+
 impl Sessions {
-    /// Starts a session for the token whose digest is `token_sha`:
-    /// returns the cookie's value, or `None` when the table is full of
-    /// live sessions.
-    fn start(&self, token_sha: [u8; 32]) -> Option<String> {
-        let mut m = self.map.lock().ok()?;
-        if m.len() >= MAX_SESSIONS {
-            m.retain(|_, s| live(s));
-            if m.len() >= MAX_SESSIONS {
-                return None;
-            }
-        }
-        let id = random_b64();
-        let now = Instant::now();
-        m.insert(
-            key(&id),
-            Session {
-                token_sha,
-                csrf: random_b64(),
-                created: now,
-                seen: now,
-                flash: None,
-            },
-        );
-        Some(id)
+    /// The sessions of `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 
-    /// The live session of cookie value `id`, touched: its token digest,
-    /// anti-forgery token and pending message (taken).
-    fn touch(&self, id: &str) -> Option<([u8; 32], String, Option<Flash>)> {
-        let mut m = self.map.lock().ok()?;
-        let k = key(id);
-        let s = m.get_mut(&k)?;
-        if !live(s) {
-            m.remove(&k);
-            return None;
+    /// Starts a session for the token whose digest is `token_sha`:
+    /// returns the cookie's value, or `None` when there are
+    /// [`MAX_SESSIONS`] live ones.
+    async fn start(&self, token_sha: [u8; 32]) -> Result<Option<String>, ApiError> {
+        let now = now_i64();
+        if self
+            .store
+            .purge_sessions(now, secs(IDLE), secs(LIFETIME))
+            .await?
+            >= MAX_SESSIONS
+        {
+            return Ok(None);
         }
-        s.seen = Instant::now();
-        Some((s.token_sha, s.csrf.clone(), s.flash.take()))
+        let id = random_b64();
+        self.store
+            .put_session(
+                &key(&id),
+                &SessionRecord {
+                    token_sha256: token_sha,
+                    csrf: random_b64(),
+                    created_at: now,
+                    seen_at: now,
+                    flash: None,
+                },
+            )
+            .await?;
+        Ok(Some(id))
+    }
+
+    /// The live session of cookie value `id`, touched, its message taken.
+    async fn touch(&self, id: &str) -> Result<Option<Live>, ApiError> {
+        let s = self
+            .store
+            .session(&key(id), now_i64(), secs(IDLE), secs(LIFETIME))
+            .await?;
+        Ok(s.map(|s| {
+            let flash = s.flash.and_then(|f| serde_json::from_str(&f).ok());
+            (s.token_sha256, s.csrf, flash)
+        }))
     }
 
     /// Leaves a message for the session's next page.
-    pub fn flash(&self, id: &str, flash: Flash) {
-        if let Ok(mut m) = self.map.lock() {
-            if let Some(s) = m.get_mut(&key(id)) {
-                s.flash = Some(flash);
-            }
+    pub async fn flash(&self, id: &str, flash: Flash) {
+        let Ok(text) = serde_json::to_string(&flash) else {
+            return;
+        };
+        if let Err(e) = self.store.set_session_flash(&key(id), &text).await {
+            tracing::warn!("portal: a message for the next page was lost: {e}");
         }
     }
 
     /// Ends a session.
-    fn end(&self, id: &str) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&key(id));
-        }
+    async fn end(&self, id: &str) -> Result<(), ApiError> {
+        self.store.end_session(&key(id)).await?;
+        Ok(())
     }
-
-    /// How many sessions are kept (live or not yet dropped).
-    pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// No session is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-fn live(s: &Session) -> bool {
-    s.seen.elapsed() < IDLE && s.created.elapsed() < LIFETIME
 }
 
 /// The session cookie's name: with TLS, `__Host-` (the browser then keeps
@@ -213,8 +202,10 @@ impl FromRequestParts<Ctx> for Viewer {
         let Some(id) = cookie(&parts.headers, tls) else {
             return Err(to_signin(None));
         };
-        let Some((sha, csrf, flash)) = ctx.app.sessions.touch(&id) else {
-            return Err(to_signin(Some("expired")));
+        let (sha, csrf, flash) = match ctx.app.sessions.touch(&id).await {
+            Ok(Some(live)) => live,
+            Ok(None) => return Err(to_signin(Some("expired"))),
+            Err(e) => return Err(super::layout::error_page(&e.message, e.status)),
         };
         match ctx
             .app
@@ -229,7 +220,9 @@ impl FromRequestParts<Ctx> for Viewer {
                 flash,
             }),
             Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-                ctx.app.sessions.end(&id);
+                if let Err(e) = ctx.app.sessions.end(&id).await {
+                    tracing::warn!("portal: a session of a revoked token was not ended: {e}");
+                }
                 Err(to_signin(Some("token")))
             }
             Err(e) => Err(super::layout::error_page(&e.message, e.status)),
@@ -334,11 +327,15 @@ pub async fn signin(State(ctx): St, headers: HeaderMap, body: axum::body::Bytes)
         }
         Err(e) => return super::layout::error_page(&e.message, e.status),
     };
-    let Some(id) = ctx.app.sessions.start(sha) else {
-        return super::layout::error_page(
-            "Too many sessions: try again in a few minutes.",
-            StatusCode::SERVICE_UNAVAILABLE,
-        );
+    let id = match ctx.app.sessions.start(sha).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return super::layout::error_page(
+                "Too many sessions: try again in a few minutes.",
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+        }
+        Err(e) => return super::layout::error_page(&e.message, e.status),
     };
     tracing::info!("portal: {} signed in", caller.actor());
     let mut resp = Redirect::to(&next).into_response();
@@ -351,7 +348,9 @@ pub async fn signin(State(ctx): St, headers: HeaderMap, body: axum::body::Bytes)
 /// Signs out (a form with the anti-forgery token: no other site can sign
 /// a browser out).
 pub async fn signout(State(ctx): St, posted: super::Posted) -> Response {
-    ctx.app.sessions.end(&posted.viewer.session);
+    if let Err(e) = ctx.app.sessions.end(&posted.viewer.session).await {
+        return super::layout::error_page(&e.message, e.status);
+    }
     let mut resp = Redirect::to("/portal/signin?why=out").into_response();
     if let Ok(v) = set_cookie(ctx.app.tls, "", 0).parse() {
         resp.headers_mut().insert(header::SET_COOKIE, v);

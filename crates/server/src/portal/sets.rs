@@ -197,7 +197,7 @@ fn on_off(b: Option<bool>) -> &'static str {
 
 /// After a change: to the operation it started (live progress), else
 /// back to `back` with a message.
-fn after_change(
+async fn after_change(
     ctx: &Ctx,
     viewer: &Viewer,
     reply: &super::bridge::ApiReply,
@@ -211,7 +211,8 @@ fn after_change(
     }
     ctx.app
         .sessions
-        .flash(&viewer.session, Flash { ok: true, text });
+        .flash(&viewer.session, Flash { ok: true, text })
+        .await;
     match &reply.operation {
         Some(op) => Redirect::to(&format!(
             "/portal/operations/{}?back={}",
@@ -306,13 +307,16 @@ pub async fn resize(State(ctx): St, Path(p): Path<SetPath>, posted: Posted) -> R
     let viewer = &posted.viewer;
     let size = posted.fields.get("size").unwrap_or_default().to_owned();
     match patch(&ctx, viewer, &p, &json!({"sku": {"name": size}}), false).await {
-        Ok(r) => after_change(
-            &ctx,
-            viewer,
-            &r,
-            &set_href(&p.rg, &p.name, "/size"),
-            &format!("Resized to {size}."),
-        ),
+        Ok(r) => {
+            after_change(
+                &ctx,
+                viewer,
+                &r,
+                &set_href(&p.rg, &p.name, "/size"),
+                &format!("Resized to {size}."),
+            )
+            .await
+        }
         Err(f) => size_page(&ctx, viewer, &p, Some(&f)).await,
     }
 }
@@ -377,13 +381,16 @@ pub async fn change_image(State(ctx): St, Path(p): Path<SetPath>, posted: Posted
     let image = posted.fields.get("image").unwrap_or_default().to_owned();
     let body = json!({"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": image}}}}});
     match patch(&ctx, viewer, &p, &body, posted.fields.checked("confirm")).await {
-        Ok(r) => after_change(
-            &ctx,
-            viewer,
-            &r,
-            &set_href(&p.rg, &p.name, "/os"),
-            &format!("Image reference changed to {}.", short_image(&image)),
-        ),
+        Ok(r) => {
+            after_change(
+                &ctx,
+                viewer,
+                &r,
+                &set_href(&p.rg, &p.name, "/os"),
+                &format!("Image reference changed to {}.", short_image(&image)),
+            )
+            .await
+        }
         Err(f) => os_page(&ctx, viewer, &p, Some(&f)).await,
     }
 }
@@ -492,13 +499,16 @@ pub async fn configure(State(ctx): St, Path(p): Path<SetPath>, posted: Posted) -
     };
     let body = json!({"properties": {"virtualMachineProfile": {"securityProfile": profile}}});
     match patch(&ctx, viewer, &p, &body, false).await {
-        Ok(r) => after_change(
-            &ctx,
-            viewer,
-            &r,
-            &set_href(&p.rg, &p.name, "/configuration"),
-            &format!("Security type set to {}.", wanted.kind),
-        ),
+        Ok(r) => {
+            after_change(
+                &ctx,
+                viewer,
+                &r,
+                &set_href(&p.rg, &p.name, "/configuration"),
+                &format!("Security type set to {}.", wanted.kind),
+            )
+            .await
+        }
         Err(e) => configuration_page(&ctx, viewer, &p, Some(&wanted), false, Some(&e)).await,
     }
 }
@@ -597,13 +607,16 @@ pub async fn change_extensions(State(ctx): St, Path(p): Path<SetPath>, posted: P
     };
     let body = json!({"properties": {"virtualMachineProfile": {"extensionProfile": {"extensions": exts}}}});
     match patch(&ctx, viewer, &p, &body, false).await {
-        Ok(r) => after_change(
-            &ctx,
-            viewer,
-            &r,
-            &set_href(&p.rg, &p.name, "/extensions"),
-            &what,
-        ),
+        Ok(r) => {
+            after_change(
+                &ctx,
+                viewer,
+                &r,
+                &set_href(&p.rg, &p.name, "/extensions"),
+                &what,
+            )
+            .await
+        }
         Err(f) => extensions_page(&ctx, viewer, &p, Some(&f)).await,
     }
 }
@@ -739,20 +752,23 @@ pub async fn instance_action(State(ctx): St, Path(p): Path<SetPath>, posted: Pos
         _ => return error_page("Unknown action.", StatusCode::BAD_REQUEST),
     };
     match result {
-        Ok(r) => after_change(
-            &ctx,
-            viewer,
-            &r,
-            &back,
-            &format!(
-                "{action}: {} instance(s).",
-                if ids.is_empty() {
-                    "all".to_owned()
-                } else {
-                    ids.join(", ")
-                }
-            ),
-        ),
+        Ok(r) => {
+            after_change(
+                &ctx,
+                viewer,
+                &r,
+                &back,
+                &format!(
+                    "{action}: {} instance(s).",
+                    if ids.is_empty() {
+                        "all".to_owned()
+                    } else {
+                        ids.join(", ")
+                    }
+                ),
+            )
+            .await
+        }
         Err(f) => instances_page(&ctx, viewer, &p, Some(&f)).await,
     }
 }
@@ -844,13 +860,16 @@ pub async fn set_upgrade_policy(
     }
     let body = json!({"properties": {"upgradePolicy": policy}});
     match patch(&ctx, viewer, &p, &body, false).await {
-        Ok(r) => after_change(
-            &ctx,
-            viewer,
-            &r,
-            &set_href(&p.rg, &p.name, "/upgrade-policy"),
-            &format!("Upgrade policy set to {mode}."),
-        ),
+        Ok(r) => {
+            after_change(
+                &ctx,
+                viewer,
+                &r,
+                &set_href(&p.rg, &p.name, "/upgrade-policy"),
+                &format!("Upgrade policy set to {mode}."),
+            )
+            .await
+        }
         Err(e) => policy_page(&ctx, viewer, &p, Some(&e)).await,
     }
 }

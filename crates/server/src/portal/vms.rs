@@ -393,13 +393,16 @@ pub async fn create(State(ctx): St, posted: Posted) -> Response {
         return create_form(&ctx, viewer, &v, Some(&e)).await;
     }
     let note = format!("Virtual machine {} is being created.", v.name);
-    ctx.app.sessions.flash(
-        &viewer.session,
-        Flash {
-            ok: true,
-            text: note,
-        },
-    );
+    ctx.app
+        .sessions
+        .flash(
+            &viewer.session,
+            Flash {
+                ok: true,
+                text: note,
+            },
+        )
+        .await;
     Redirect::to(&format!("/portal/vms?q={}", enc(&v.name))).into_response()
 }
 
@@ -672,7 +675,7 @@ pub async fn power(State(ctx): St, Path(name): Path<String>, posted: Posted) -> 
             text: e.message,
         },
     };
-    ctx.app.sessions.flash(&viewer.session, flash);
+    ctx.app.sessions.flash(&viewer.session, flash).await;
     Redirect::to(&vm_href(&f.name)).into_response()
 }
 
@@ -970,7 +973,7 @@ pub async fn baseline_action(State(ctx): St, Path(name): Path<String>, posted: P
             text: e.message,
         },
     };
-    ctx.app.sessions.flash(&viewer.session, flash);
+    ctx.app.sessions.flash(&viewer.session, flash).await;
     Redirect::to(&format!("{}/baseline", vm_href(&name))).into_response()
 }
 
