@@ -305,9 +305,10 @@ fn summary(data: &EventData) -> String {
         EventData::Tagged { events } => {
             let t: Vec<String> = events
                 .iter()
-                .map(|e| match &e.text {
-                    Some(t) => format!("0x{:08x} {t:?}", e.id),
-                    None => format!("0x{:08x} ({} bytes)", e.id, e.data.len()),
+                .map(|e| match (&e.sipa, &e.text) {
+                    (Some(s), _) => sipa_line(s),
+                    (None, Some(t)) => format!("0x{:08x} {t:?}", e.id),
+                    (None, None) => format!("0x{:08x} ({} bytes)", e.id, e.data.len()),
                 })
                 .collect();
             format!("tagged {}", t.join("; "))
@@ -318,6 +319,48 @@ fn summary(data: &EventData) -> String {
         EventData::Raw { data } => format!("{} bytes", data.len()),
         _ => String::new(),
     }
+}
+
+/// A Windows SIPA event in one line: its name and its first values
+/// (`SIPA TRUSTBOUNDARY (14 events): BOOTCOUNTER=4, CODEINTEGRITY=on, …`).
+fn sipa_line(s: &trustlaunch_eventlog::sipa::SipaEvent) -> String {
+    use trustlaunch_eventlog::sipa::SipaValue;
+    const SHOWN: usize = 6;
+    let value = |v: &SipaValue| match v {
+        SipaValue::Flag(b) => if *b { "on" } else { "off" }.to_owned(),
+        SipaValue::Number(n) => n.to_string(),
+        SipaValue::Text(t) => format!("{t:?}"),
+        SipaValue::Bytes(b) if b.len() > 8 => {
+            format!(
+                "{}… ({} bytes)",
+                trustlaunch_eventlog::hex::encode(&b[..8]),
+                b.len()
+            )
+        }
+        SipaValue::Bytes(b) => trustlaunch_eventlog::hex::encode(b),
+        SipaValue::Events(e) => format!("{} events", e.len()),
+    };
+    let all = s.walk();
+    let leaves: Vec<String> = all
+        .iter()
+        .skip(1)
+        .filter(|e| !matches!(e.value, SipaValue::Events(_)))
+        .map(|e| format!("{}={}", e.name, value(&e.value)))
+        .collect();
+    if all.len() == 1 {
+        return format!("SIPA {}={}", s.name, value(&s.value));
+    }
+    let more = leaves.len().saturating_sub(SHOWN);
+    let mut line = format!(
+        "SIPA {} ({} events): {}",
+        s.name,
+        all.len() - 1,
+        leaves[..leaves.len().min(SHOWN)].join(", ")
+    );
+    if more > 0 {
+        line.push_str(&format!(", … {more} more"));
+    }
+    line
 }
 
 fn show_text(log: &EventLog) -> String {

@@ -198,6 +198,13 @@ pub struct TaggedEvent {
     /// The data as text, where printable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// The Windows SIPA event it is, when its id is a SIPA type and its
+    /// data decodes as one ([`crate::sipa`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sipa: Option<crate::sipa::SipaEvent>,
+    /// Why a SIPA-typed event's data did not decode (it is kept raw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sipa_error: Option<String>,
 }
 
 /// UEFI_GPT_DATA.
@@ -661,9 +668,28 @@ fn decode_tagged(d: &[u8], base: usize) -> Result<EventData, StructError> {
     while !c.is_empty() {
         let id = c.u32().map_err(&short)?;
         let n = c.len_u32().map_err(&short)?;
+        let at = c.offset();
         let data = c.take(n).map_err(&short)?.to_vec();
-        let text = crate::text::printable(&data).map(|(t, _)| t);
-        events.push(TaggedEvent { id, data, text });
+        let (sipa, sipa_error) = if crate::sipa::is_sipa(id) {
+            match crate::sipa::decode(id, &data, at) {
+                Ok(e) => (Some(e), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        } else {
+            (None, None)
+        };
+        let text = if sipa.is_some() {
+            None
+        } else {
+            crate::text::printable(&data).map(|(t, _)| t)
+        };
+        events.push(TaggedEvent {
+            id,
+            data,
+            text,
+            sipa,
+            sipa_error,
+        });
     }
     Ok(EventData::Tagged { events })
 }

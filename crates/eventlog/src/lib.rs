@@ -54,6 +54,7 @@ pub mod hex;
 mod log;
 mod replay;
 mod ser;
+pub mod sipa;
 mod text;
 
 pub use alg::{Digest, HashAlg, MAX_DIGEST_SIZE};

@@ -1,0 +1,262 @@
+//! Windows' SIPA events in a real log (`ga-windows_gcp_shielded_vm.json`,
+//! a Windows Shielded VM's boot; see shared/testdata/eventlogs/README.md):
+//! every tagged event decodes, none is unknown; the boot counter, code
+//! integrity, signing and debugging flags, DEP, BitLocker unlock, the ELAM
+//! driver and the boot drivers with their Authenticode hashes and signers
+//! are read as Windows measured them. Then properties: encoding and
+//! decoding are inverse, and no input panics.
+
+use base64::Engine as _;
+use proptest::prelude::*;
+use serde_json::Value;
+use trustlaunch_eventlog::sipa::{self, SipaEvent, SipaValue};
+use trustlaunch_eventlog::{EventData, EventLog};
+
+fn windows_log() -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/eventlogs/ga-windows_gcp_shielded_vm.json");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(doc["Log"]["Raw"].as_str().unwrap())
+        .unwrap()
+}
+
+/// Every SIPA event of the log, with the PCR of the event holding it.
+fn sipa_events(log: &EventLog) -> Vec<(u32, SipaEvent)> {
+    let mut out = Vec::new();
+    for e in log.events() {
+        if let Ok(EventData::Tagged { events }) = e.decode() {
+            for t in events {
+                assert!(
+                    t.sipa_error.is_none(),
+                    "event {}: {:?}",
+                    e.index,
+                    t.sipa_error
+                );
+                let s = t
+                    .sipa
+                    .unwrap_or_else(|| panic!("event {}: tag {:#x} is not SIPA", e.index, t.id));
+                for x in s.walk() {
+                    out.push((e.pcr, x.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn values<'a>(all: &'a [(u32, SipaEvent)], name: &str) -> Vec<&'a SipaValue> {
+    all.iter()
+        .filter(|(_, e)| e.name == name)
+        .map(|(_, e)| &e.value)
+        .collect()
+}
+
+#[test]
+fn a_windows_boot_as_windows_measured_it() {
+    let log = EventLog::parse(&windows_log()).unwrap();
+    let all = sipa_events(&log);
+    assert_eq!(all.len(), 912, "SIPA events in all");
+    assert!(
+        all.iter().all(|(_, e)| e.name != "unknown"),
+        "every type known"
+    );
+    // Boot counter 4, in PCR 12's trust boundary.
+    let counters: Vec<_> = all
+        .iter()
+        .filter(|(_, e)| e.name == "BOOTCOUNTER")
+        .map(|(pcr, e)| (*pcr, e.value.clone()))
+        .collect();
+    assert_eq!(counters, [(12, SipaValue::Number(4))]);
+    // Code integrity on; test signing, flight signing, boot and kernel
+    // debugging off, wherever measured; DEP on (OptIn = 1); no safe mode, no WinPE.
+    for (name, want) in [
+        ("CODEINTEGRITY", true),
+        ("TESTSIGNING", false),
+        ("FLIGHTSIGNING", false),
+        ("BOOTDEBUGGING", false),
+        ("OSKERNELDEBUG", false),
+        ("SAFEMODE", false),
+        ("WINPE", false),
+    ] {
+        let v = values(&all, name);
+        assert!(!v.is_empty(), "{name} measured");
+        assert!(
+            v.iter().all(|x| **x == SipaValue::Flag(want)),
+            "{name}: {v:?}"
+        );
+    }
+    assert_eq!(
+        values(&all, "DATAEXECUTIONPREVENTION"),
+        [&SipaValue::Number(1); 2]
+    );
+    assert_eq!(values(&all, "BITLOCKER_UNLOCK"), [&SipaValue::Number(0); 4]);
+    assert_eq!(
+        values(&all, "SYSTEMROOT"),
+        [&SipaValue::Text("\\Windows".into()); 2]
+    );
+    // The ELAM driver: Windows Defender, with its measured policy.
+    assert_eq!(
+        values(&all, "ELAM_KEYNAME"),
+        [&SipaValue::Text("Windows Defender".into())]
+    );
+    assert_eq!(
+        values(&all, "ELAM_MEASURED"),
+        [&SipaValue::Bytes(
+            trustlaunch_eventlog::hex::decode("067d5b9dc5627f97dcf3feff602a342ed698d2cc").unwrap()
+        )]
+    );
+    // Loaded modules: winload.efi and the boot drivers, each with its
+    // Authenticode hash, validated, signed by Microsoft's production PCA.
+    let modules: Vec<&SipaEvent> = all
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| {
+            e.name == "LOADEDMODULE_AGGREGATION"
+                && matches!(&e.value, SipaValue::Events(x) if x.iter().any(|y| y.name == "FILEPATH"))
+        })
+        .collect();
+    assert_eq!(modules.len(), 64);
+    let field = |m: &SipaEvent, name: &str| -> SipaValue {
+        let SipaValue::Events(x) = &m.value else {
+            unreachable!()
+        };
+        x.iter()
+            .find(|y| y.name == name)
+            .map(|y| y.value.clone())
+            .unwrap()
+    };
+    let winload = modules
+        .iter()
+        .find(|m| {
+            field(m, "FILEPATH") == SipaValue::Text("\\Windows\\system32\\winload.efi".into())
+        })
+        .expect("winload.efi");
+    assert_eq!(
+        field(winload, "AUTHENTICODEHASH"),
+        SipaValue::Bytes(
+            trustlaunch_eventlog::hex::decode(
+                "44e1ea32b24a048832eeda3d658743a68836aaa2e31ca2e0ee4e24ecb2f74619"
+            )
+            .unwrap()
+        )
+    );
+    assert_eq!(field(winload, "HASHALGORITHMID"), SipaValue::Number(0x800c));
+    // Signers as measured: 59 by the Windows Production PCA 2011, four by
+    // the Code Signing PCA 2010, one by the Third Party Component CA 2014.
+    let mut issuers = std::collections::BTreeMap::<String, usize>::new();
+    for m in &modules {
+        assert_eq!(field(m, "IMAGEVALIDATED"), SipaValue::Flag(true));
+        let SipaValue::Text(issuer) = field(m, "AUTHORITYISSUER") else {
+            panic!("issuer")
+        };
+        *issuers.entry(issuer).or_default() += 1;
+    }
+    assert_eq!(
+        issuers.into_iter().collect::<Vec<_>>(),
+        [
+            ("Microsoft Code Signing PCA 2010".to_owned(), 4),
+            ("Microsoft Windows Production PCA 2011".to_owned(), 59),
+            (
+                "Microsoft Windows Third Party Component CA 2014".to_owned(),
+                1
+            ),
+        ]
+    );
+    assert!(modules.iter().any(|m| field(m, "FILEPATH")
+        == SipaValue::Text("\\Windows\\System32\\drivers\\disk.sys".into())));
+}
+
+fn leaf() -> impl Strategy<Value = SipaEvent> {
+    prop_oneof![
+        (
+            prop::sample::select(vec![0x0005_0002u32, 0x0005_0003, 0x0004_0001]),
+            any::<bool>()
+        )
+            .prop_map(|(k, b)| SipaEvent {
+                kind: k,
+                name: sipa::name(k).unwrap(),
+                value: SipaValue::Flag(b)
+            }),
+        (
+            prop::sample::select(vec![0x0002_0002u32, 0x0007_0002, 0x0005_0004]),
+            any::<u64>()
+        )
+            .prop_map(|(k, n)| SipaEvent {
+                kind: k,
+                name: sipa::name(k).unwrap(),
+                value: SipaValue::Number(n)
+            }),
+        (
+            prop::sample::select(vec![0x0007_0001u32, 0x0007_0005, 0x0009_0001]),
+            "[a-zA-Z0-9\\\\. éü]{1,40}"
+        )
+            .prop_map(|(k, t)| SipaEvent {
+                kind: k,
+                name: sipa::name(k).unwrap(),
+                value: SipaValue::Text(t)
+            }),
+        (
+            prop::sample::select(vec![0x0007_0004u32, 0x0009_0004]),
+            prop::collection::vec(any::<u8>(), 9..64)
+        )
+            .prop_map(|(k, b)| SipaEvent {
+                kind: k,
+                name: sipa::name(k).unwrap(),
+                value: SipaValue::Bytes(b)
+            }),
+    ]
+}
+
+fn tree() -> impl Strategy<Value = SipaEvent> {
+    leaf().prop_recursive(4, 64, 8, |inner| {
+        (
+            prop::sample::select(vec![0x4001_0001u32, 0x4001_0002, 0x4001_0003]),
+            prop::collection::vec(inner, 0..8),
+        )
+            .prop_map(|(k, v)| SipaEvent {
+                kind: k,
+                name: sipa::name(k).unwrap(),
+                value: SipaValue::Events(v),
+            })
+    })
+}
+
+proptest! {
+    #[test]
+    fn encode_then_decode_is_the_identity(events in prop::collection::vec(tree(), 0..6)) {
+        let data = sipa::encode(&events);
+        let got = sipa::decode(0x4001_0001, &data, 0).unwrap();
+        prop_assert_eq!(got.value, SipaValue::Events(events));
+    }
+
+    #[test]
+    fn any_bytes_decode_or_fail_with_an_offset_inside(kind in any::<u32>(), data in prop::collection::vec(any::<u8>(), 0..512)) {
+        match sipa::decode(kind, &data, 1000) {
+            Ok(e) => prop_assert_eq!(e.kind, kind),
+            Err(e) => prop_assert!(e.offset >= 1000 && e.offset <= 1000 + data.len(), "{:?}", e),
+        }
+    }
+}
+
+/// The fuzz target's checks (`fuzz/fuzz_targets/eventlog_sipa.rs`) over
+/// its committed seeds: every tagged event of the real Windows log.
+#[test]
+fn the_fuzz_seeds_decode_and_round_trip() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/eventlog_sipa");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let (kind, body) = data.split_first_chunk::<4>().expect("a type");
+        let kind = u32::from_le_bytes(*kind);
+        let e = sipa::decode(kind, body, 64).expect("a real event decodes");
+        assert_ne!(e.name, "unknown");
+        if let SipaValue::Events(events) = &e.value {
+            let again = sipa::decode(kind, &sipa::encode(events), 0).unwrap();
+            assert_eq!(again.value, e.value);
+        }
+        n += 1;
+    }
+    assert!(n >= 6, "{n} seeds");
+}
