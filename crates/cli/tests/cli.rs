@@ -169,6 +169,18 @@ fn replay_output_feeds_verify() {
     let logfile = tempfile_path::TempPath::with(&bytes);
     let o = run(&["eventlog", "verify", logfile.path(), "--pcrs", pcrs.path()]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // Its SIPA events: `show` names them, `evidence` has a Windows section.
+    let o = run(&["eventlog", "show", logfile.path()]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("SIPA TRUSTBOUNDARY (13 events): BOOTCOUNTER=4"),
+        "{text}"
+    );
+    let o = run(&["eventlog", "evidence", logfile.path()]);
+    let ev: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(ev["windows"]["boot_counter"][0]["value"], 4);
+    assert_eq!(ev["windows"]["elam"][0]["key_name"], "Windows Defender");
+    assert_eq!(ev["windows"]["code_integrity"][0]["value"], true);
 }
 
 #[test]

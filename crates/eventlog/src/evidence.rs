@@ -200,6 +200,10 @@ pub struct BootEvidence {
     /// image — its data is SBAT CSV text (`sbat,1,2025021800\nshim,4...`),
     /// so it is reported here and not among the authorities.
     pub sbat_levels: Vec<IplString>,
+    /// A Windows boot's own measurements (its SIPA events), when the log
+    /// has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<crate::windows::WindowsBoot>,
 }
 
 fn variable(event: &Event, data: EventData) -> Option<MeasuredVariable> {
@@ -371,6 +375,16 @@ impl BootEvidence {
                         pcr: event.pcr,
                         what: MilestoneKind::ImageLoad,
                     });
+                }
+                EventType::EV_EVENT_TAG if matches!(&data, EventData::Tagged { events } if events.iter().any(|t| t.sipa.is_some())) => {
+                    if let EventData::Tagged { events } = &data {
+                        let w = ev.windows.get_or_insert_with(Default::default);
+                        for t in events {
+                            if let Some(s) = &t.sipa {
+                                w.add(s, event.index, event.pcr);
+                            }
+                        }
+                    }
                 }
                 EventType::EV_EVENT_TAG if event.pcr == 9 => {
                     if let EventData::Tagged { events } = data {

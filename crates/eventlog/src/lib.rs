@@ -56,6 +56,7 @@ mod replay;
 mod ser;
 pub mod sipa;
 mod text;
+pub mod windows;
 
 pub use alg::{Digest, HashAlg, MAX_DIGEST_SIZE};
 pub use data::{

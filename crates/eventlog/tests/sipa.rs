@@ -260,3 +260,67 @@ fn the_fuzz_seeds_decode_and_round_trip() {
     }
     assert!(n >= 6, "{n} seeds");
 }
+
+/// `BootEvidence`'s Windows section of the real log: each fact with the
+/// event that measured it.
+#[test]
+fn the_windows_section_of_the_boot_evidence() {
+    let log = EventLog::parse(&windows_log()).unwrap();
+    let w = trustlaunch_eventlog::BootEvidence::extract(&log)
+        .windows
+        .expect("a Windows boot");
+    let first = |v: &[trustlaunch_eventlog::windows::WindowsFact<bool>]| {
+        v.iter().map(|f| f.value).collect::<Vec<_>>()
+    };
+    assert_eq!(w.boot_counter.len(), 1);
+    assert_eq!(
+        (
+            w.boot_counter[0].value,
+            w.boot_counter[0].event,
+            w.boot_counter[0].pcr
+        ),
+        (4, 11, 12)
+    );
+    assert_eq!(first(&w.code_integrity), [true; 4]);
+    assert_eq!(first(&w.test_signing), [false; 4]);
+    assert_eq!(first(&w.flight_signing), [false; 4]);
+    assert_eq!(first(&w.boot_debugging), [false; 4]);
+    assert_eq!(first(&w.kernel_debugging), [false; 2]);
+    assert_eq!(first(&w.safe_mode), [false; 2]);
+    assert_eq!(first(&w.winpe), [false; 2]);
+    assert!(w.dep_policy.iter().all(|f| f.value == 1));
+    assert!(
+        w.hypervisor_launch_type.iter().all(|f| f.value == 0),
+        "no hypervisor"
+    );
+    assert!(w.vsm_launch_type.iter().all(|f| f.value == 0), "VBS off");
+    assert!(w.hvci_policy.is_empty(), "no HVCI policy measured");
+    assert_eq!(w.bitlocker_unlock.len(), 4);
+    assert_eq!(w.elam.len(), 1);
+    assert_eq!(w.elam[0].key_name, "Windows Defender");
+    assert_eq!(
+        w.elam[0].measured.as_deref(),
+        Some("067d5b9dc5627f97dcf3feff602a342ed698d2cc")
+    );
+    let named: Vec<_> = w.modules.iter().filter(|m| m.path.is_some()).collect();
+    assert_eq!(named.len(), 64);
+    let winload = named
+        .iter()
+        .find(|m| m.path.as_deref() == Some("\\Windows\\system32\\winload.efi"))
+        .unwrap();
+    assert_eq!(
+        winload.issuer.as_deref(),
+        Some("Microsoft Windows Production PCA 2011")
+    );
+    assert_eq!(winload.publisher.as_deref(), Some("Microsoft Windows"));
+    assert_eq!(winload.hash_algorithm, Some(0x800c));
+    assert_eq!(winload.validated, Some(true));
+    assert!(w.unknown_types.is_empty());
+    // A Linux log has no Windows section.
+    let linux = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/eventlogs/ga-sb_cert_eventlog");
+    let linux = EventLog::parse(&std::fs::read(linux).unwrap()).unwrap();
+    assert!(trustlaunch_eventlog::BootEvidence::extract(&linux)
+        .windows
+        .is_none());
+}
