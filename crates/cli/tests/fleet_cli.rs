@@ -8,7 +8,7 @@ mod fleet_server;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use fleet_server::{fails, img, ok, publish, start, tl};
+use fleet_server::{create_standard_set, fails, img, ok, publish, start, tl};
 
 #[test]
 fn seed_workflow_as_a_cli_session() {
@@ -22,27 +22,7 @@ fn seed_workflow_as_a_cli_session() {
     );
 
     // A Standard scale set of 3.
-    let out = ok(tl(
-        &s,
-        &[
-            "vmss",
-            "create",
-            "-g",
-            "rg",
-            "-n",
-            "web",
-            "--image",
-            &img("1.0.0"),
-            "--vm-sku",
-            "Standard_D2s_v3",
-            "--instance-count",
-            "3",
-            "--security-type",
-            "Standard",
-            "--upgrade-policy-mode",
-            "Manual",
-        ],
-    ));
+    let out = create_standard_set(&s);
     assert!(out.contains("security type:   Standard"), "{out}");
     assert_eq!(out.matches("latestModelApplied=true").count(), 3, "{out}");
     assert!(out.contains("3/3 done"), "progress shown: {out}");

@@ -10,7 +10,7 @@ mod fleet_server;
 use std::time::Duration;
 
 use browser::Browser;
-use fleet_server::{img, ok, publish, start_with, tl, Server};
+use fleet_server::{create_standard_set, img, ok, publish, start_with, tl, Server};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -76,27 +76,7 @@ async fn the_seed_workflow_clicked_through_in_a_browser() {
     // D2s_v3 x 3 = 6 vCPUs; D4s_v3 x 3 = 12; D8s_v3 x 3 = 24 > 16.
     let s = start_with(tmp.path(), &["--quota", "Dsv3=16", "--sim-boot-ms", "300"]);
     publish(&s, tmp.path());
-    ok(tl(
-        &s,
-        &[
-            "vmss",
-            "create",
-            "-g",
-            "rg",
-            "-n",
-            "web",
-            "--image",
-            &img("1.0.0"),
-            "--vm-sku",
-            "Standard_D2s_v3",
-            "--instance-count",
-            "3",
-            "--security-type",
-            "Standard",
-            "--upgrade-policy-mode",
-            "Manual",
-        ],
-    ));
+    create_standard_set(&s);
 
     // Sign-in.
     b.goto(&format!("{}/portal/signin", s.url)).await;

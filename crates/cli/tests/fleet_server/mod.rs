@@ -164,6 +164,33 @@ pub fn publish(s: &Server, tmp: &Path) {
     }
 }
 
+/// Creates the seed workflow's starting point: scale set `web` in group
+/// `rg`, 3 Standard instances of Standard_D2s_v3 on image 1.0.0, Manual
+/// upgrade policy. Returns what the CLI printed.
+pub fn create_standard_set(s: &Server) -> String {
+    ok(tl(
+        s,
+        &[
+            "vmss",
+            "create",
+            "-g",
+            "rg",
+            "-n",
+            "web",
+            "--image",
+            &img("1.0.0"),
+            "--vm-sku",
+            "Standard_D2s_v3",
+            "--instance-count",
+            "3",
+            "--security-type",
+            "Standard",
+            "--upgrade-policy-mode",
+            "Manual",
+        ],
+    ))
+}
+
 pub fn img(v: &str) -> String {
     format!("/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g1/images/tiny/versions/{v}")
 }

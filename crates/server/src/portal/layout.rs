@@ -144,24 +144,27 @@ pub fn failure_page(viewer: &Viewer, nav: Nav, f: &ApiFailure) -> Response {
     resp
 }
 
-/// Unix seconds as a date people read (`2026-12-07 09:25:33 UTC`).
-pub fn date(t: i64) -> String {
+/// Unix seconds in RFC 3339 (`2026-12-07T09:25:33Z`), if a date.
+fn rfc3339(t: i64) -> Option<String> {
     use time::format_description::well_known::Rfc3339;
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|d| d.format(&Rfc3339).ok())
-        .map_or_else(
-            || format!("{t} (Unix time)"),
-            |s| format!("{} UTC", s.replacen('T', " ", 1).trim_end_matches('Z')),
-        )
 }
 
-/// A `<time>` element for Unix seconds `t`.
+/// Unix seconds as a date people read (`2026-12-07 09:25:33 UTC`).
+pub fn date(t: i64) -> String {
+    rfc3339(t).map_or_else(
+        || format!("{t} (Unix time)"),
+        |s| format!("{} UTC", s.replacen('T', " ", 1).trim_end_matches('Z')),
+    )
+}
+
+/// A `<time>` element for Unix seconds `t` (machine-readable in its
+/// `datetime`).
 pub fn when(t: Option<i64>) -> Markup {
     match t {
-        Some(t) => {
-            html! { time datetime=(date(t).replace(" UTC", "Z").replacen(' ', "T", 1)) { (date(t)) } }
-        }
+        Some(t) => html! { time datetime=[rfc3339(t)] { (date(t)) } },
         None => html! { span.muted { "never" } },
     }
 }

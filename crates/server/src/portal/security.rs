@@ -44,7 +44,7 @@ pub async fn overview(State(ctx): St, viewer: Viewer) -> Response {
         (
             a["state"].as_str() != Some("active"),
             severity_rank(a["severity"].as_str().unwrap_or_default()),
-            std::cmp::Reverse(a["lastSeen"].as_i64().or_else(|| a["last_seen"].as_i64())),
+            std::cmp::Reverse(a["last_seen"].as_i64()),
         )
     });
     let can = viewer.can(Role::Operator);
@@ -61,7 +61,7 @@ pub async fn overview(State(ctx): St, viewer: Viewer) -> Response {
                     div.scroll { table id="recommendations" {
                         thead { tr { th { "Severity" } th { "Recommendation" } th { "Resource" } th { "Why" } } }
                         tbody { @for r in &recs {
-                            @let vm = r["vmId"].as_str().or_else(|| r["vm_id"].as_str()).unwrap_or_default();
+                            @let vm = r["vm_id"].as_str().unwrap_or_default();
                             tr {
                                 td { (badge(r["severity"].as_str().unwrap_or_default())) }
                                 td { (r["name"].as_str().unwrap_or_default()) }
@@ -79,7 +79,7 @@ pub async fn overview(State(ctx): St, viewer: Viewer) -> Response {
                     div.scroll { table id="alerts" {
                         thead { tr { th { "Severity" } th { "Alert" } th { "VM" } th { "State" } th { "Cause and evidence" } th { "Seen" } th {} } }
                         tbody { @for a in &alerts {
-                            @let vm = a["vmId"].as_str().or_else(|| a["vm_id"].as_str()).unwrap_or_default();
+                            @let vm = a["vm_id"].as_str().unwrap_or_default();
                             @let key = a["key"].as_str().unwrap_or_default();
                             tr data-alert=(key) {
                                 td { (badge(a["severity"].as_str().unwrap_or_default())) }
@@ -91,7 +91,7 @@ pub async fn overview(State(ctx): St, viewer: Viewer) -> Response {
                                     details { summary { "Cause" } pre.mono { (serde_json::to_string_pretty(&a["cause"]).unwrap_or_default()) } }
                                     a href=(format!("{}/integrity", vm_href(vm))) { "Boot integrity" }
                                 }
-                                td { (a["count"]) "× · last " (when(a["lastSeen"].as_i64().or_else(|| a["last_seen"].as_i64()))) }
+                                td { (a["count"]) "× · last " (when(a["last_seen"].as_i64())) }
                                 td { @if can && a["state"].as_str() == Some("active") {
                                     form.inline method="post" action="/portal/security/alerts/dismiss" {
                                         (csrf(&viewer))

@@ -439,18 +439,22 @@ impl Found {
     }
 }
 
-async fn find(ctx: &Ctx, name: &str) -> Result<Option<Found>, ApiError> {
+/// The VM `name`. Its control-plane resource is found by a scan of the
+/// control plane's VMs (their runtime names are derived, not indexed), so
+/// it is looked for only when `with_arm`, or when the VM is not
+/// registered (to tell whether it exists at all).
+async fn find(ctx: &Ctx, name: &str, with_arm: bool) -> Result<Option<Found>, ApiError> {
     if name.is_empty() || name.len() > 128 {
         return Ok(None);
     }
     let rec = ctx.app.service.store.get_vm(name).await?;
     let arm = match &ctx.app.control {
-        Some(c) => c
+        Some(c) if with_arm || rec.is_none() => c
             .vms(None)
             .await?
             .into_iter()
             .find(|vm| vm_runtime_name(vm) == name),
-        None => None,
+        _ => None,
     };
     if rec.is_none() && arm.is_none() {
         return Ok(None);
@@ -476,8 +480,13 @@ fn vm_tabs(name: &str, current: &str) -> Markup {
     )
 }
 
-async fn found_or_404(ctx: &Ctx, viewer: &Viewer, name: &str) -> Result<Found, Response> {
-    match find(ctx, name).await {
+async fn found_or_404(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    name: &str,
+    with_arm: bool,
+) -> Result<Found, Response> {
+    match find(ctx, name, with_arm).await {
         Ok(Some(f)) => Ok(f),
         Ok(None) => Err(failure_page(
             viewer,
@@ -506,7 +515,7 @@ fn yes(b: Option<bool>) -> &'static str {
 /// `/portal/vms/{vm}`: security type, Secure Boot, vTPM, integrity
 /// monitoring, power state, host; power actions.
 pub async fn overview(State(ctx): St, viewer: Viewer, Path(name): Path<String>) -> Response {
-    let f = match found_or_404(&ctx, &viewer, &name).await {
+    let f = match found_or_404(&ctx, &viewer, &name, true).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -637,7 +646,7 @@ pub async fn overview(State(ctx): St, viewer: Viewer, Path(name): Path<String>) 
 /// Power actions (through the API's `POST .../{action}`) and "attest now".
 pub async fn power(State(ctx): St, Path(name): Path<String>, posted: Posted) -> Response {
     let viewer = &posted.viewer;
-    let f = match found_or_404(&ctx, viewer, &name).await {
+    let f = match found_or_404(&ctx, viewer, &name, true).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -853,7 +862,7 @@ pub async fn integrity_body(ctx: &Ctx, name: &str) -> Result<Markup, ApiError> {
 
 /// `/portal/vms/{vm}/integrity`.
 pub async fn integrity(State(ctx): St, viewer: Viewer, Path(name): Path<String>) -> Response {
-    let f = match found_or_404(&ctx, &viewer, &name).await {
+    let f = match found_or_404(&ctx, &viewer, &name, false).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -871,7 +880,7 @@ pub async fn integrity(State(ctx): St, viewer: Viewer, Path(name): Path<String>)
 /// `/portal/vms/{vm}/baseline`: the baseline, its state and audit trail;
 /// approve, relearn, pin.
 pub async fn baseline(State(ctx): St, viewer: Viewer, Path(name): Path<String>) -> Response {
-    let f = match found_or_404(&ctx, &viewer, &name).await {
+    let f = match found_or_404(&ctx, &viewer, &name, false).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -983,7 +992,7 @@ pub const CONSOLE_TAIL: u64 = 16 * 1024;
 /// `/portal/vms/{vm}/console`: the serial console's tail (guest output:
 /// control characters shown as `·`, everything escaped).
 pub async fn console(State(ctx): St, viewer: Viewer, Path(name): Path<String>) -> Response {
-    let f = match found_or_404(&ctx, &viewer, &name).await {
+    let f = match found_or_404(&ctx, &viewer, &name, false).await {
         Ok(f) => f,
         Err(r) => return r,
     };
