@@ -36,16 +36,22 @@ const KERNEL_DEBUG_WORDS: [&str; 5] = [
     "ignore_loglevel",
 ];
 
-struct Checks(Vec<Check>);
+pub(crate) struct Checks(Vec<Check>);
 
 impl Checks {
-    /// Room for every check an appraisal makes (24), so the list is not
-    /// regrown as it fills.
+    /// Room for every check an appraisal makes (24, and 9 more for a
+    /// Windows boot), so the list is not regrown as it fills.
     fn new() -> Self {
-        Self(Vec::with_capacity(24))
+        Self(Vec::with_capacity(33))
     }
 
-    fn push(&mut self, name: &'static str, outcome: Outcome, detail: String, evidence: Vec<Cite>) {
+    pub(crate) fn push(
+        &mut self,
+        name: &'static str,
+        outcome: Outcome,
+        detail: String,
+        evidence: Vec<Cite>,
+    ) {
         self.0.push(Check {
             name,
             outcome,
@@ -53,13 +59,23 @@ impl Checks {
             evidence,
         });
     }
-    fn pass(&mut self, name: &'static str, detail: impl Into<String>, evidence: Vec<Cite>) {
+    pub(crate) fn pass(
+        &mut self,
+        name: &'static str,
+        detail: impl Into<String>,
+        evidence: Vec<Cite>,
+    ) {
         self.push(name, Outcome::Pass, detail.into(), evidence);
     }
-    fn fail(&mut self, name: &'static str, detail: impl Into<String>, evidence: Vec<Cite>) {
+    pub(crate) fn fail(
+        &mut self,
+        name: &'static str,
+        detail: impl Into<String>,
+        evidence: Vec<Cite>,
+    ) {
         self.push(name, Outcome::Fail, detail.into(), evidence);
     }
-    fn skip(&mut self, name: &'static str, detail: impl Into<String>) {
+    pub(crate) fn skip(&mut self, name: &'static str, detail: impl Into<String>) {
         self.push(name, Outcome::Skipped, detail.into(), Vec::new());
     }
 }
@@ -103,8 +119,9 @@ const ALWAYS_REQUIRED: core::ops::RangeInclusive<u32> = 0..=7;
 
 /// PCRs a verdict depends on where the log has events for them: grub's
 /// commands and command lines (8) and files (9), systemd-stub's UKI
-/// sections (11) and command line (12), shim's MOK state (14).
-const REQUIRED_WHEN_LOGGED: [u32; 5] = [8, 9, 11, 12, 14];
+/// sections (11) and command line (12), shim's MOK state (14); Windows'
+/// boot configuration (12), boot modules (13) and their authorities (14).
+const REQUIRED_WHEN_LOGGED: [u32; 6] = [8, 9, 11, 12, 13, 14];
 
 fn list(pcrs: impl IntoIterator<Item = u32>) -> String {
     let v: Vec<String> = pcrs.into_iter().map(|p| p.to_string()).collect();
@@ -366,9 +383,17 @@ pub fn appraise(e: &Evidence, r: &Reference<'_>) -> Appraisal {
             }
         }
     }
+    let windows = ev
+        .windows
+        .as_ref()
+        .and_then(|w| crate::windows::windows_checks(&ev, w, &mut c, &mut claims));
     module_check(e, r, &mut c);
-    claims.os_distro = distro(&ev);
-    finish(c, Some(measurements), claims, quote)
+    if !claims.is_windows {
+        claims.os_distro = distro(&ev);
+    }
+    let mut a = finish(c, Some(measurements), claims, quote);
+    a.windows = windows;
+    a
 }
 
 /// `kernel.modules`: the modules the guest kernel refused or flagged for a
@@ -434,6 +459,7 @@ fn finish(
         measurements,
         claims,
         quote,
+        windows: None,
     }
 }
 

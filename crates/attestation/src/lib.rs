@@ -40,6 +40,20 @@
 //! | `baseline` | the boot's components equal the VM's baseline (which component changed, from what to what) |
 //! | `kernel.modules` | fails when the agent reports kernel modules that failed signature verification; guest-reported (not covered by the quote), so an empty report is skipped, never a pass |
 //!
+//! A Windows boot (SIPA events in PCRs 12-14) gets these too, between
+//! `baseline` and `kernel.modules`, from what Windows measured ([`windows`]):
+//!
+//! | check | what |
+//! | --- | --- |
+//! | `windows.boot_manager` | a boot application was authorised by Microsoft's Windows certificates in db (PCR 7): the SIPA events are Windows' boot manager's, not a guest's |
+//! | `windows.sealed` | PCRs 12-14 were closed by the boot manager's separator (later SIPA events are not read) and every SIPA event decodes |
+//! | `windows.code_integrity` | code integrity on, wherever measured |
+//! | `windows.test_signing` / `windows.flight_signing` | test- and flight-signed code refused |
+//! | `windows.debugging` | boot, kernel and hypervisor debugging off |
+//! | `windows.elam` | an early-launch anti-malware driver was measured |
+//! | `windows.vbs` | VBS, HVCI and Credential Guard as measured (fails only when one boot measured two states) |
+//! | `windows.boot_drivers` | every loaded boot module validated and signed under a Microsoft PCA, and every module PCR 12 names by hash among them |
+//!
 //! [`security`] turns a VM's posture and appraisals into Defender's
 //! recommendations and alerts (deduplicated, with states and suppression
 //! rules).
@@ -66,6 +80,7 @@ pub mod claims;
 pub mod enrollment;
 pub mod security;
 pub mod token;
+pub mod windows;
 
 pub use baseline::{Baseline, BaselineSource, Component, Deviation, Measurements};
 pub use checks::{appraise, pcr_values, quoted_values};
@@ -229,6 +244,9 @@ pub struct Appraisal {
     /// selection, the TPM's clock and reset/restart counters (how a caller
     /// tells one boot from the next), the signing hash.
     pub quote: Option<trustlaunch_tpm::quote::VerifiedQuote>,
+    /// A Windows boot's VBS, HVCI and Credential Guard as measured, when
+    /// the boot is Windows' (`windows.boot_manager` passed).
+    pub windows: Option<windows::WindowsPosture>,
 }
 
 impl Appraisal {
@@ -254,6 +272,7 @@ impl Appraisal {
                     detail: c.detail.clone(),
                 })
                 .collect(),
+            windows: self.windows.clone(),
         }
     }
 }
@@ -265,6 +284,10 @@ pub struct Verdict {
     pub healthy: bool,
     /// The failed checks, in order.
     pub failed: Vec<FailedCheck>,
+    /// A Windows boot's isolation features as measured (what the
+    /// VBS/HVCI/Credential Guard recommendations read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<windows::WindowsPosture>,
 }
 
 /// A failed check, by name, with what it found.

@@ -3,6 +3,11 @@
 //! Firmware that measures something else is reported, not rejected: the PCR
 //! holds what was extended, and replay uses the digests as logged.
 //!
+//! EV_EVENT_TAG is checked where it holds Windows' SIPA events (the
+//! digest is of the whole event data), not elsewhere: the Linux EFI
+//! stub's tagged events in PCR 9 carry a name while the digest is of the
+//! file it loaded.
+//!
 //! Types left out on purpose: EV_COMPACT_HASH (Windows logs a 4-byte
 //! value and extends a digest of something else: seen in the corpus),
 //! EV_IPL in general (the digest is of the loaded image or string as the
@@ -95,11 +100,22 @@ fn rule(event: &Event) -> Option<&'static [Hashed]> {
         // The whole UEFI_VARIABLE_DATA (PFP §10.4.4); shim logs its own
         // authority events the same way.
         EventType::EV_EFI_VARIABLE_AUTHORITY => &[EventData],
+        // Windows measures its SIPA events as the hash of the whole
+        // tagged event (as every Windows log of the corpus does); the
+        // facts the verifier reads are that data.
+        EventType::EV_EVENT_TAG if is_sipa_tagged(&event.data) => &[EventData],
         EventType::EV_IPL if event.pcr == 8 && grub_measured_text(&event.data).is_some() => {
             &[GrubText]
         }
         _ => return None,
     })
+}
+
+/// Whether an EV_EVENT_TAG's data begins with a tagged event whose id is
+/// a SIPA type (a Windows boot's measurement).
+fn is_sipa_tagged(data: &[u8]) -> bool {
+    data.first_chunk::<4>()
+        .is_some_and(|id| crate::sipa::is_sipa(u32::from_le_bytes(*id)))
 }
 
 fn covered(event: &Event, what: Hashed) -> Option<&[u8]> {

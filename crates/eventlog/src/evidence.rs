@@ -237,14 +237,35 @@ impl BootEvidence {
         let uintn = log.uintn_bytes();
         let mut ev = BootEvidence::default();
         let mut pcr7_sealed = false;
+        // PCRs 12-14 and the separator that closed each (Windows closes
+        // them with `WBCL` before the OS runs).
+        let mut windows_closed: std::collections::BTreeMap<u32, usize> = Default::default();
         let mut pending_authority: Option<usize> = None;
         let mut pending_uki: Option<usize> = None;
         for event in log.events() {
             if is_extended(event) {
                 ev.pcrs.insert(event.pcr);
             }
-            let Ok(data) = event.decode_with_uintn(uintn) else {
-                continue;
+            let data = match event.decode_with_uintn(uintn) {
+                Ok(data) => data,
+                Err(err) => {
+                    // A Windows measurement that does not even frame as
+                    // tagged events: what it measured is unknown, which
+                    // is itself a fact of the boot.
+                    if event.event_type == EventType::EV_EVENT_TAG
+                        && crate::windows::BOUNDARY_PCRS.contains(&event.pcr)
+                        && event
+                            .data
+                            .first_chunk::<4>()
+                            .is_some_and(|id| crate::sipa::is_sipa(u32::from_le_bytes(*id)))
+                    {
+                        let closed = windows_closed.contains_key(&event.pcr);
+                        ev.windows
+                            .get_or_insert_with(Default::default)
+                            .add_malformed(err.to_string(), event.index, event.pcr, closed);
+                    }
+                    continue;
+                }
             };
             match event.event_type {
                 EventType::EV_SEPARATOR => {
@@ -254,6 +275,9 @@ impl BootEvidence {
                     }
                     if event.pcr == 7 {
                         pcr7_sealed = true;
+                    }
+                    if crate::windows::BOUNDARY_PCRS.contains(&event.pcr) {
+                        windows_closed.entry(event.pcr).or_insert(event.index);
                     }
                     ev.timeline.push(Milestone {
                         event: event.index,
@@ -376,13 +400,12 @@ impl BootEvidence {
                         what: MilestoneKind::ImageLoad,
                     });
                 }
-                EventType::EV_EVENT_TAG if matches!(&data, EventData::Tagged { events } if events.iter().any(|t| t.sipa.is_some())) => {
+                EventType::EV_EVENT_TAG if matches!(&data, EventData::Tagged { events } if events.iter().any(|t| t.sipa.is_some() || t.sipa_error.is_some())) => {
                     if let EventData::Tagged { events } = &data {
                         let w = ev.windows.get_or_insert_with(Default::default);
+                        let closed = windows_closed.contains_key(&event.pcr);
                         for t in events {
-                            if let Some(s) = &t.sipa {
-                                w.add(s, event.index, event.pcr);
-                            }
+                            w.add_tagged(t, event.index, event.pcr, closed);
                         }
                     }
                 }
@@ -439,6 +462,16 @@ impl BootEvidence {
                 }
                 _ => {}
             }
+        }
+        if let Some(w) = ev.windows.as_mut() {
+            w.separators = windows_closed
+                .into_iter()
+                .map(|(pcr, event)| crate::windows::WindowsFact {
+                    value: pcr,
+                    event,
+                    pcr,
+                })
+                .collect();
         }
         ev
     }

@@ -5,10 +5,23 @@
 //! unlocks, the ELAM drivers and their measured policy, and every module
 //! the boot manager and loader loaded with its Authenticode hash and
 //! signer. Each fact names the event that measured it.
+//!
+//! Windows' boot manager closes PCRs 12, 13 and 14 with an EV_SEPARATOR
+//! (`WBCL`) before the OS runs; anything extended into them afterwards
+//! was extended by the running system, which a guest's root controls. So
+//! only SIPA events before their PCR's separator are the boot's facts:
+//! later ones are listed in [`WindowsBoot::after_separator`] and read no
+//! further.
 
 use serde::Serialize;
 
+use crate::data::TaggedEvent;
 use crate::sipa::{SipaEvent, SipaValue};
+
+/// The PCRs Windows' boot measures its configuration (12), its boot
+/// modules (13) and their signing authorities (14) into, and closes with
+/// a separator.
+pub const BOUNDARY_PCRS: [u32; 3] = [12, 13, 14];
 
 /// A value Windows measured, and where.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -92,8 +105,19 @@ pub struct WindowsBoot {
     pub elam: Vec<ElamDriver>,
     /// Modules loaded, in log order.
     pub modules: Vec<WindowsModule>,
+    /// `LSAISO_CONFIG`: the configuration of LSA's isolated process
+    /// (Credential Guard), hex.
+    pub lsaiso_config: Vec<WindowsFact<String>>,
     /// SIPA event types Windows does not define (kept raw in the log).
     pub unknown_types: Vec<WindowsFact<u32>>,
+    /// SIPA-typed events whose data does not decode (why).
+    pub malformed: Vec<WindowsFact<String>>,
+    /// The separator that closed each of PCRs 12-14 (`value`: the PCR).
+    pub separators: Vec<WindowsFact<u32>>,
+    /// SIPA events measured after their PCR's separator (`value`: the
+    /// SIPA type, 0 when the event does not decode): extended by the
+    /// running system, not read as facts.
+    pub after_separator: Vec<WindowsFact<u32>>,
 }
 
 fn text(v: &SipaValue) -> Option<String> {
@@ -111,8 +135,40 @@ fn hex(v: &SipaValue) -> Option<String> {
 }
 
 impl WindowsBoot {
+    /// Adds a tagged event of event `event` (PCR `pcr`): its facts when
+    /// the PCR is still open, else a note that it came after the
+    /// separator.
+    pub(crate) fn add_tagged(&mut self, t: &TaggedEvent, event: usize, pcr: u32, closed: bool) {
+        let fact = |value| WindowsFact { value, event, pcr };
+        match (&t.sipa, &t.sipa_error) {
+            (Some(_), _) | (None, Some(_)) if closed => self.after_separator.push(fact(t.id)),
+            (Some(s), _) => self.add(s, event, pcr),
+            (None, Some(why)) => self.add_malformed(why.clone(), event, pcr, false),
+            (None, None) => {}
+        }
+    }
+
+    /// Notes a SIPA event of event `event` (PCR `pcr`) that does not
+    /// decode, and why.
+    pub(crate) fn add_malformed(&mut self, why: String, event: usize, pcr: u32, closed: bool) {
+        let fact = WindowsFact {
+            value: why,
+            event,
+            pcr,
+        };
+        if closed {
+            self.after_separator.push(WindowsFact {
+                value: 0,
+                event,
+                pcr,
+            });
+        } else {
+            self.malformed.push(fact);
+        }
+    }
+
     /// Adds what SIPA event `top` (of event `event`, PCR `pcr`) measured.
-    pub(crate) fn add(&mut self, top: &SipaEvent, event: usize, pcr: u32) {
+    fn add(&mut self, top: &SipaEvent, event: usize, pcr: u32) {
         for e in top.walk() {
             let flag = |v: &SipaValue| match v {
                 SipaValue::Flag(b) => Some(*b),
@@ -184,6 +240,11 @@ impl WindowsBoot {
                         event,
                         pcr,
                     });
+                }
+                ("LSAISO_CONFIG", v) => {
+                    if let Some(value) = hex(v) {
+                        self.lsaiso_config.push(WindowsFact { value, event, pcr });
+                    }
                 }
                 ("unknown", _) => self.unknown_types.push(WindowsFact {
                     value: e.kind,

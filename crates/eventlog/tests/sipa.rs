@@ -316,6 +316,13 @@ fn the_windows_section_of_the_boot_evidence() {
     assert_eq!(winload.hash_algorithm, Some(0x800c));
     assert_eq!(winload.validated, Some(true));
     assert!(w.unknown_types.is_empty());
+    assert!(w.malformed.is_empty());
+    assert!(w.lsaiso_config.is_empty(), "no Credential Guard configured");
+    // PCRs 12-14 closed by the WBCL separators (events 18-20), nothing
+    // measured after them.
+    let seps: Vec<_> = w.separators.iter().map(|s| (s.pcr, s.event)).collect();
+    assert_eq!(seps, [(12, 18), (13, 19), (14, 20)]);
+    assert!(w.after_separator.is_empty());
     // A Linux log has no Windows section.
     let linux = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/testdata/eventlogs/ga-sb_cert_eventlog");
@@ -323,4 +330,97 @@ fn the_windows_section_of_the_boot_evidence() {
     assert!(trustlaunch_eventlog::BootEvidence::extract(&linux)
         .windows
         .is_none());
+}
+
+/// SIPA events are hashed whole: a log whose SIPA data is not what its
+/// digest measured is named by the digest check.
+#[test]
+fn a_sipa_event_edited_after_measurement_is_a_digest_mismatch() {
+    let log = EventLog::parse(&windows_log()).unwrap();
+    assert!(
+        trustlaunch_eventlog::check_digests(&log).is_empty(),
+        "every event of the real log is what its digest measured"
+    );
+    let mut events = log.events().to_vec();
+    let ev = events.get_mut(12).unwrap();
+    assert_eq!(ev.pcr, 13);
+    let mut data = ev.data.to_vec();
+    // The flag of TESTSIGNING in PCR 13's trust boundary.
+    let needle = 0x0005_0003u32.to_le_bytes();
+    let at = data
+        .windows(4)
+        .position(|w| w == needle)
+        .expect("TESTSIGNING in event 12");
+    data[at + 8] = 1;
+    ev.data = data.into();
+    let edited = EventLog::from_parts(log.format(), None, events);
+    let lies = trustlaunch_eventlog::check_digests(&edited);
+    assert_eq!(lies.len(), 1);
+    assert_eq!((lies[0].event, lies[0].pcr), (12, 13));
+    // It still decodes, and says test signing was on: only the digest
+    // check tells that it was not measured so.
+    let w = trustlaunch_eventlog::BootEvidence::extract(&edited)
+        .windows
+        .unwrap();
+    assert!(w.test_signing.iter().any(|f| f.value && f.event == 12));
+}
+
+/// SIPA events after their PCR's separator are the running system's: not
+/// read as the boot's facts, listed apart; a SIPA event that does not
+/// decode is listed as malformed.
+#[test]
+fn sipa_events_after_the_separator_and_malformed_ones_are_kept_apart() {
+    let log = EventLog::parse(&windows_log()).unwrap();
+    let mut events = log.events().to_vec();
+    let hvci = sipa::encode(&[SipaEvent {
+        kind: 0x000A_0007,
+        name: "VBS_HVCI_POLICY",
+        value: SipaValue::Number(1),
+    }]);
+    // A trust boundary holding a TESTSIGNING flag whose size says 8
+    // bytes but that has 1: the SIPA data does not decode.
+    let mut inner = 0x0005_0003u32.to_le_bytes().to_vec();
+    inner.extend_from_slice(&8u32.to_le_bytes());
+    inner.push(1);
+    let mut bad = 0x4001_0001u32.to_le_bytes().to_vec();
+    bad.extend_from_slice(&u32::try_from(inner.len()).unwrap().to_le_bytes());
+    bad.extend_from_slice(&inner);
+    // And a tagged event whose own size overruns the event.
+    let mut unframed = 0x0005_0003u32.to_le_bytes().to_vec();
+    unframed.extend_from_slice(&8u32.to_le_bytes());
+    unframed.push(1);
+    for (i, (pcr, data)) in [(13, hvci.clone()), (12, unframed.clone())]
+        .into_iter()
+        .enumerate()
+    {
+        let mut e = events.last().unwrap().clone();
+        e.index = 21 + i;
+        e.pcr = pcr;
+        e.event_type = trustlaunch_eventlog::EventType::EV_EVENT_TAG;
+        e.data = data.into();
+        events.push(e);
+    }
+    // And both kinds before the separators.
+    for data in [unframed, bad] {
+        let mut early = events.get(11).unwrap().clone();
+        early.data = data.into();
+        events.insert(12, early);
+    }
+    for (i, e) in events.iter_mut().enumerate() {
+        e.index = i;
+    }
+    let edited = EventLog::from_parts(log.format(), None, events);
+    let w = trustlaunch_eventlog::BootEvidence::extract(&edited)
+        .windows
+        .unwrap();
+    assert!(w.hvci_policy.is_empty(), "{:?}", w.hvci_policy);
+    let after: Vec<_> = w
+        .after_separator
+        .iter()
+        .map(|f| (f.value, f.event, f.pcr))
+        .collect();
+    assert_eq!(after, [(0x000A_0007, 23, 13), (0, 24, 12)]);
+    let malformed: Vec<_> = w.malformed.iter().map(|f| (f.event, f.pcr)).collect();
+    assert_eq!(malformed, [(12, 12), (13, 12)]);
+    assert!(w.malformed.iter().all(|f| !f.value.is_empty()));
 }

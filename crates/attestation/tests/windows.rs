@@ -1,0 +1,584 @@
+//! The Windows checks on a real Windows boot (the Shielded VM log of
+//! `shared/testdata/eventlogs/ga-windows_gcp_shielded_vm.json`), quoted by
+//! a real swtpm that replayed it, and the attacks of a guest's root on
+//! them.
+//!
+//! That log is SHA-1 only (legacy format), and the verifier reads only a
+//! SHA-256 quote. So the boot is carried into a SHA-256 log: every event
+//! keeps its PCR, type and data byte for byte; where its SHA-1 digest is
+//! the hash of its data (all SIPA, variable, separator and GPT events) its
+//! SHA-256 digest is the SHA-256 of that data, so the data stays exactly
+//! what is measured; where the digest is of something the log does not
+//! hold (bootmgfw's Authenticode hash, the CRTM version's blob) it is the
+//! SHA-256 of the SHA-1 digest — a stand-in nothing here reads. Event
+//! numbers are the original's plus one (the SHA-256 log's Spec ID event
+//! comes first).
+
+mod common;
+
+use base64::Engine as _;
+use common::now;
+use rand_core::OsRng;
+use trustlaunch_agent::replayed::ReplayedGuest;
+use trustlaunch_attestation::{appraise, Appraisal, Outcome, Reference};
+use trustlaunch_eventlog::sipa::{self, SipaEvent, SipaValue};
+use trustlaunch_eventlog::{
+    AlgorithmSize, Digest, Event, EventLog, EventType, HashAlg as LogHash, LogFormat, SpecIdEvent,
+};
+use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
+use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
+use trustlaunch_tpm_client::{HashAlg, PcrSelection};
+
+fn windows_sha1_log() -> EventLog {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/eventlogs/ga-windows_gcp_shielded_vm.json");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(doc["Log"]["Raw"].as_str().unwrap())
+        .unwrap();
+    EventLog::parse(&raw).unwrap()
+}
+
+/// One event of the carried log: PCR, type, data.
+#[derive(Clone)]
+struct Ev {
+    pcr: u32,
+    event_type: EventType,
+    data: Vec<u8>,
+    /// The SHA-256 digest when it is not of the data (a stand-in).
+    stand_in: Option<Vec<u8>>,
+}
+
+/// The real boot's events, each SHA-256 digest as the module docs say.
+fn windows_events() -> Vec<Ev> {
+    windows_sha1_log()
+        .events()
+        .iter()
+        .map(|e| {
+            let sha1 = e.digest(LogHash::Sha1).unwrap();
+            let of_data = LogHash::Sha1.hash(&e.data).unwrap() == *sha1;
+            Ev {
+                pcr: e.pcr,
+                event_type: e.event_type,
+                data: e.data.to_vec(),
+                stand_in: (!of_data).then(|| {
+                    LogHash::Sha256
+                        .hash(sha1.as_bytes())
+                        .unwrap()
+                        .as_bytes()
+                        .to_vec()
+                }),
+            }
+        })
+        .collect()
+}
+
+/// A crypto-agile SHA-256 log of `events`.
+fn agile(events: &[Ev]) -> Vec<u8> {
+    let spec = SpecIdEvent {
+        platform_class: 0,
+        spec_version_minor: 0,
+        spec_version_major: 2,
+        spec_errata: 0,
+        uintn_size: 2,
+        algorithms: vec![AlgorithmSize {
+            alg_id: LogHash::Sha256.id(),
+            digest_size: 32,
+        }],
+        vendor_info: Vec::new(),
+    };
+    let mut out = vec![Event {
+        index: 0,
+        offset: 0,
+        pcr: 0,
+        event_type: EventType::EV_NO_ACTION,
+        digests: vec![Digest::zero(LogHash::Sha1)].into(),
+        data: spec.to_bytes().into(),
+        data_offset: 32,
+    }];
+    for (i, e) in events.iter().enumerate() {
+        let digest = match &e.stand_in {
+            Some(d) => Digest::new(LogHash::Sha256, d).unwrap(),
+            None => LogHash::Sha256.hash(&e.data).unwrap(),
+        };
+        out.push(Event {
+            index: i + 1,
+            offset: 0,
+            pcr: e.pcr,
+            event_type: e.event_type,
+            digests: vec![digest].into(),
+            data: e.data.clone().into(),
+            data_offset: 0,
+        });
+    }
+    EventLog::from_parts(LogFormat::CryptoAgile, Some(spec), out).to_bytes()
+}
+
+/// An EV_EVENT_TAG holding SIPA `events`, one tagged event each (a
+/// TCG_PCClientTaggedEvent is laid out as a SIPA event: id, size, data).
+fn tagged(pcr: u32, events: &[SipaEvent]) -> Ev {
+    Ev {
+        pcr,
+        event_type: EventType::EV_EVENT_TAG,
+        data: sipa::encode(events),
+        stand_in: None,
+    }
+}
+
+/// The SIPA events of a tagged event's data.
+fn sipa_of(data: &[u8]) -> Vec<SipaEvent> {
+    let log_event = Event {
+        index: 1,
+        offset: 0,
+        pcr: 12,
+        event_type: EventType::EV_EVENT_TAG,
+        digests: Vec::new().into(),
+        data: data.to_vec().into(),
+        data_offset: 0,
+    };
+    match log_event.decode().unwrap() {
+        trustlaunch_eventlog::EventData::Tagged { events } => {
+            events.into_iter().map(|t| t.sipa.unwrap()).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Rewrites, in every SIPA event of the boot, the events `f` changes
+/// (what a boot that measured something else would have logged).
+fn rewrite(events: &mut [Ev], f: &dyn Fn(&mut SipaEvent)) {
+    fn visit(e: &mut SipaEvent, f: &dyn Fn(&mut SipaEvent)) {
+        f(e);
+        if let SipaValue::Events(inner) = &mut e.value {
+            for x in inner {
+                visit(x, f);
+            }
+        }
+    }
+    for ev in events.iter_mut() {
+        if ev.event_type == EventType::EV_EVENT_TAG {
+            let mut s = sipa_of(&ev.data);
+            for e in &mut s {
+                visit(e, f);
+            }
+            ev.data = tagged(ev.pcr, &s).data;
+        }
+    }
+}
+
+fn set_flag(name: &'static str, to: bool) -> impl Fn(&mut SipaEvent) {
+    move |e| {
+        if e.name == name {
+            e.value = SipaValue::Flag(to);
+        }
+    }
+}
+
+fn ca() -> VtpmCa {
+    VtpmCa::create(
+        CaSigningKey::generate(CaKeyAlgorithm::P256, &mut OsRng),
+        &CaConfig {
+            common_name: "windows test vTPM CA".into(),
+            organization: None,
+            not_before: UnixTime::from_secs(now().as_secs() - 3600),
+            not_after: None,
+            path_len_constraint: Some(0),
+        },
+        &mut OsRng,
+    )
+    .unwrap()
+}
+
+const NONCE: [u8; 32] = [0x3c; 32];
+
+struct Vm {
+    guest: ReplayedGuest,
+    roots: Vec<CaCertificate>,
+}
+
+/// A guest whose vTPM holds the PCRs of `log`'s boot.
+fn boot(log: &[u8]) -> Vm {
+    let ca = ca();
+    let guest = ReplayedGuest::start(log, Some(1), &ca, now().as_secs(), &mut OsRng)
+        .unwrap_or_else(|e| panic!("replayed guest: {e} (swtpm is installed by scripts/test.sh)"));
+    Vm {
+        guest,
+        roots: vec![ca.certificate().clone()],
+    }
+}
+
+fn judge(vm: &mut Vm, sent_log: Option<Vec<u8>>) -> Appraisal {
+    let mut e = vm.guest.evidence(&NONCE).unwrap();
+    if let Some(log) = sent_log {
+        e.event_log = trustlaunch_protocol::Bytes(log);
+    }
+    appraise(
+        &e,
+        &Reference {
+            vm_id: "windows",
+            ek_public: vm.guest.ek_public(),
+            vtpm_ca: &vm.roots,
+            nonce: &NONCE,
+            ak_activated: true,
+            secure_boot_expected: true,
+            // Google's db, not one of this platform's templates: not
+            // compared.
+            template: None,
+            baseline: None,
+            baseline_required: false,
+            now: now(),
+            enrollment: None,
+        },
+    )
+}
+
+fn check<'a>(a: &'a Appraisal, name: &str) -> &'a trustlaunch_attestation::Check {
+    a.check(name)
+        .unwrap_or_else(|| panic!("no check {name}: {:?}", a.checks))
+}
+
+fn outcome(a: &Appraisal, name: &str) -> Outcome {
+    check(a, name).outcome
+}
+
+#[test]
+fn a_real_windows_boot_passes_every_windows_check_on_its_quote() {
+    let log = agile(&windows_events());
+    let mut vm = boot(&log);
+    let a = judge(&mut vm, None);
+    for name in trustlaunch_attestation::windows::WINDOWS_CHECKS {
+        assert_eq!(
+            outcome(&a, name),
+            Outcome::Pass,
+            "{name}: {}",
+            check(&a, name).detail
+        );
+    }
+    assert!(a.healthy, "{:?}", a.verdict());
+    let bm = check(&a, "windows.boot_manager");
+    assert!(
+        bm.detail
+            .contains("Microsoft Root Certificate Authority 2010 in db (event 8)"),
+        "{}",
+        bm.detail
+    );
+    let sealed = check(&a, "windows.sealed");
+    assert_eq!(
+        sealed.evidence,
+        [19, 20, 21]
+            .iter()
+            .zip([12, 13, 14])
+            .map(|(n, p)| trustlaunch_attestation::Cite::Event { number: *n, pcr: p })
+            .collect::<Vec<_>>()
+    );
+    let drivers = check(&a, "windows.boot_drivers");
+    assert_eq!(
+        drivers.detail,
+        "64 boot modules validated and signed under Microsoft's PCAs: 4 under Microsoft Code Signing PCA 2010, 59 under Microsoft Windows Production PCA 2011, 1 under Microsoft Windows Third Party Component CA 2014"
+    );
+    assert!(check(&a, "windows.elam")
+        .detail
+        .contains("Windows Defender"));
+    assert_eq!(
+        check(&a, "windows.vbs").detail,
+        "as measured: VBS off (VSM launch type 0), HVCI off (policy 0x0), Credential Guard off"
+    );
+    // The claims Azure's Windows guests get.
+    let claims = serde_json::to_value(&a.claims).unwrap();
+    for (k, v) in [
+        ("x-ms-azurevm-is-windows", serde_json::json!(true)),
+        ("x-ms-azurevm-ostype", "Windows".into()),
+        ("x-ms-azurevm-osdistro", "Microsoft".into()),
+        ("x-ms-azurevm-bootdebug-enabled", false.into()),
+        ("x-ms-azurevm-kerneldebug-enabled", false.into()),
+        ("x-ms-azurevm-hypervisordebug-enabled", false.into()),
+        ("x-ms-azurevm-testsigning-enabled", false.into()),
+        ("x-ms-azurevm-flightsigning-enabled", false.into()),
+        ("x-ms-azurevm-signingdisabled", false.into()),
+        ("x-ms-azurevm-debuggersdisabled", true.into()),
+        ("x-ms-azurevm-elam-enabled", true.into()),
+        ("x-ms-azurevm-hvci-policy", 0.into()),
+        ("secureboot", true.into()),
+    ] {
+        assert_eq!(claims[k], v, "{k} in {claims}");
+    }
+    assert!(claims.get("x-ms-azurevm-osbuild").is_none());
+    let posture = a.verdict().windows.unwrap();
+    assert!(!posture.vbs && !posture.hvci && !posture.credential_guard);
+    assert_eq!(posture.events, [15, 16]);
+}
+
+/// The boot measured test signing on; the guest's root sends the log with
+/// it off. The SIPA data is what the digest covers, so the lie is caught.
+#[test]
+fn a_log_edited_to_hide_test_signing_is_caught() {
+    let mut real = windows_events();
+    rewrite(&mut real, &set_flag("TESTSIGNING", true));
+    let mut vm = boot(&agile(&real));
+    // What really booted: test signing on, named with its events.
+    let honest = judge(&mut vm, None);
+    let t = check(&honest, "windows.test_signing");
+    assert_eq!(t.outcome, Outcome::Fail);
+    assert_eq!(t.detail, "test signing on");
+    assert_eq!(t.evidence.len(), 4);
+    assert!(honest.claims.test_signing_enabled);
+    // The lie: the untouched log, with the real boot's digests.
+    let lie = {
+        let clean = windows_events();
+        let mut bytes_events = EventLog::parse(&agile(&clean)).unwrap().events().to_vec();
+        let real_log = EventLog::parse(&agile(&real)).unwrap();
+        for (e, r) in bytes_events.iter_mut().zip(real_log.events()) {
+            e.digests = r.digests.clone();
+        }
+        let parsed = EventLog::parse(&agile(&clean)).unwrap();
+        EventLog::from_parts(
+            LogFormat::CryptoAgile,
+            parsed.spec_id().cloned(),
+            bytes_events,
+        )
+        .to_bytes()
+    };
+    let a = judge(&mut vm, Some(lie));
+    assert!(!a.healthy);
+    assert_eq!(outcome(&a, "log.replay"), Outcome::Pass);
+    let data = check(&a, "log.event_data");
+    assert_eq!(data.outcome, Outcome::Fail, "{}", data.detail);
+    assert!(data
+        .evidence
+        .contains(&trustlaunch_attestation::Cite::Event {
+            number: 12,
+            pcr: 12
+        }));
+    // And the same data with digests made to match: the quote refuses it.
+    let a = judge(&mut vm, Some(agile(&windows_events())));
+    assert_eq!(outcome(&a, "log.replay"), Outcome::Fail);
+    assert!(a.check("windows.test_signing").is_none());
+}
+
+/// After Windows closed PCRs 12-14, the guest's root extends a SIPA event
+/// claiming HVCI and Credential Guard (the vTPM lets the OS extend them):
+/// it is the running system's word, not the boot's.
+#[test]
+fn sipa_events_extended_after_the_separator_are_not_the_boots() {
+    let mut events = windows_events();
+    let claim = vec![
+        SipaEvent {
+            kind: 0x0005_0012,
+            name: "VSM_LAUNCH_TYPE",
+            value: SipaValue::Number(1),
+        },
+        SipaEvent {
+            kind: 0x000A_0007,
+            name: "VBS_HVCI_POLICY",
+            value: SipaValue::Number(1),
+        },
+        SipaEvent {
+            kind: 0x0005_0028,
+            name: "LSAISO_CONFIG",
+            value: SipaValue::Bytes(vec![1, 0, 0, 0]),
+        },
+    ];
+    events.push(tagged(13, &claim));
+    let mut vm = boot(&agile(&events));
+    let a = judge(&mut vm, None);
+    assert!(a.healthy, "{:?}", a.verdict());
+    let sealed = check(&a, "windows.sealed");
+    assert!(
+        sealed.detail.contains(
+            "3 SIPA events measured after the separators are the running system's and not read"
+        ),
+        "{}",
+        sealed.detail
+    );
+    let posture = a.verdict().windows.unwrap();
+    assert!(!posture.vbs && !posture.hvci && !posture.credential_guard);
+    assert_eq!(a.claims.hvci_policy, Some(0));
+}
+
+/// A boot that never closed PCRs 12-14: anything extended later would
+/// read as the boot's, so the Windows facts prove nothing.
+#[test]
+fn a_windows_boot_that_did_not_close_its_pcrs_fails_sealed() {
+    let events: Vec<Ev> = windows_events()
+        .into_iter()
+        .filter(|e| !(e.event_type == EventType::EV_SEPARATOR && e.pcr >= 12))
+        .collect();
+    let mut vm = boot(&agile(&events));
+    let a = judge(&mut vm, None);
+    let sealed = check(&a, "windows.sealed");
+    assert_eq!(sealed.outcome, Outcome::Fail);
+    assert!(
+        sealed.detail.contains("did not close PCR 12, 13, 14"),
+        "{}",
+        sealed.detail
+    );
+    assert!(!a.healthy);
+}
+
+/// SIPA events in a boot that no Windows certificate authorised (a Linux
+/// guest's root extending PCRs 12-14 to look like a hardened Windows):
+/// nobody's word — the VM is not Windows and the facts are not read.
+#[test]
+fn sipa_events_without_windows_boot_manager_are_refused() {
+    let events: Vec<Ev> = windows_events()
+        .into_iter()
+        .filter(|e| e.event_type != EventType::EV_EFI_VARIABLE_AUTHORITY)
+        .collect();
+    let mut vm = boot(&agile(&events));
+    let a = judge(&mut vm, None);
+    let bm = check(&a, "windows.boot_manager");
+    assert_eq!(bm.outcome, Outcome::Fail);
+    assert!(bm.detail.contains("not measured by Windows' boot manager"));
+    assert_eq!(outcome(&a, "windows.code_integrity"), Outcome::Skipped);
+    assert!(!a.claims.is_windows);
+    assert_eq!(a.claims.os_type, "Linux");
+    assert!(a.verdict().windows.is_none());
+}
+
+/// A change to the SIPA events of a boot.
+type Edit = Box<dyn Fn(&mut SipaEvent)>;
+
+/// What each check names when the boot really measured a weakness.
+#[test]
+fn each_weakness_windows_measured_fails_its_check() {
+    let cases: Vec<(&str, Edit, &str, &str)> = vec![
+        (
+            "code integrity off",
+            Box::new(set_flag("CODEINTEGRITY", false)),
+            "windows.code_integrity",
+            "code integrity off",
+        ),
+        (
+            "flight signing on",
+            Box::new(set_flag("FLIGHTSIGNING", true)),
+            "windows.flight_signing",
+            "flight signing on",
+        ),
+        (
+            "kernel debugger on",
+            Box::new(set_flag("OSKERNELDEBUG", true)),
+            "windows.debugging",
+            "kernel debugging on",
+        ),
+        (
+            "an unsigned-by-Microsoft boot driver",
+            Box::new(|e: &mut SipaEvent| {
+                if e.name == "AUTHORITYISSUER"
+                    && e.value
+                        == SipaValue::Text("Microsoft Windows Third Party Component CA 2014".into())
+                {
+                    e.value = SipaValue::Text("Contoso Driver CA".into());
+                }
+            }),
+            "windows.boot_drivers",
+            "signed under Contoso Driver CA, not a Microsoft PCA",
+        ),
+        (
+            "no ELAM driver",
+            Box::new(|e: &mut SipaEvent| {
+                if let SipaValue::Events(inner) = &mut e.value {
+                    inner.retain(|x| x.name != "ELAM_AGGREGATION");
+                }
+            }),
+            "windows.elam",
+            "no early-launch anti-malware driver was measured",
+        ),
+    ];
+    for (what, f, name, found) in cases {
+        let mut events = windows_events();
+        rewrite(&mut events, &*f);
+        let mut vm = boot(&agile(&events));
+        let a = judge(&mut vm, None);
+        let c = check(&a, name);
+        assert_eq!(c.outcome, Outcome::Fail, "{what}: {}", c.detail);
+        assert!(c.detail.contains(found), "{what}: {}", c.detail);
+        assert!(!c.evidence.is_empty() || name == "windows.elam", "{what}");
+        assert!(!a.healthy, "{what}");
+        // Every other Windows check still passes: each names its own.
+        for other in trustlaunch_attestation::windows::WINDOWS_CHECKS {
+            if other != name {
+                assert_eq!(
+                    outcome(&a, other),
+                    Outcome::Pass,
+                    "{what}: {other}: {}",
+                    check(&a, other).detail
+                );
+            }
+        }
+    }
+}
+
+/// The boot measured VBS with HVCI and Credential Guard: the posture
+/// says so (and the claims carry the policy).
+#[test]
+fn vbs_hvci_and_credential_guard_as_measured() {
+    let mut events = windows_events();
+    rewrite(&mut events, &|e: &mut SipaEvent| {
+        if e.name == "VSM_LAUNCH_TYPE" {
+            e.value = SipaValue::Number(1);
+        }
+        if e.name == "TRUSTBOUNDARY" {
+            if let SipaValue::Events(inner) = &mut e.value {
+                if inner.iter().any(|x| x.name == "VSM_LAUNCH_TYPE") {
+                    inner.push(SipaEvent {
+                        kind: 0x000A_0007,
+                        name: "VBS_HVCI_POLICY",
+                        value: SipaValue::Number(2),
+                    });
+                    inner.push(SipaEvent {
+                        kind: 0x0005_0028,
+                        name: "LSAISO_CONFIG",
+                        value: SipaValue::Bytes(vec![1, 0, 0, 0]),
+                    });
+                }
+            }
+        }
+    });
+    let mut vm = boot(&agile(&events));
+    let a = judge(&mut vm, None);
+    assert!(a.healthy, "{:?}", a.verdict());
+    assert_eq!(
+        check(&a, "windows.vbs").detail,
+        "as measured: VBS on (VSM launch type 1), HVCI on (policy 0x2), Credential Guard on"
+    );
+    assert_eq!(a.claims.hvci_policy, Some(2));
+    let p = a.verdict().windows.unwrap();
+    assert!(p.vbs && p.hvci && p.credential_guard);
+}
+
+/// The quote must cover PCR 13 of a Windows boot: its signer facts are
+/// there.
+#[test]
+fn a_quote_leaving_out_pcr_13_vouches_for_no_windows_fact() {
+    let log = agile(&windows_events());
+    let mut vm = boot(&log);
+    let pcrs: Vec<u8> = (0..16).filter(|p| *p != 13).collect();
+    let e = vm
+        .guest
+        .quote_with(&NONCE, &PcrSelection::new(HashAlg::Sha256, pcrs), |_| {})
+        .unwrap();
+    let a = appraise(
+        &e,
+        &Reference {
+            vm_id: "windows",
+            ek_public: vm.guest.ek_public(),
+            vtpm_ca: &vm.roots,
+            nonce: &NONCE,
+            ak_activated: true,
+            secure_boot_expected: true,
+            template: None,
+            baseline: None,
+            baseline_required: false,
+            now: now(),
+            enrollment: None,
+        },
+    );
+    let cov = check(&a, "quote.pcr_coverage");
+    assert_eq!(cov.outcome, Outcome::Fail);
+    assert!(
+        cov.detail.contains("does not cover SHA-256 PCR 13"),
+        "{}",
+        cov.detail
+    );
+    assert!(a.check("windows.boot_drivers").is_none());
+}
