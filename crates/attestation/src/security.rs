@@ -43,6 +43,13 @@ pub enum RecommendationKind {
     /// The Guest Attestation extension is on, but the image has no guest
     /// attestation agent: its attestation would never answer.
     GuestAgentNotInImage,
+    /// "HVCI should be enabled": the last attested Windows boot measured
+    /// hypervisor-protected code integrity off.
+    EnableHvci,
+    /// "Credential Guard should be enabled": the last attested Windows
+    /// boot measured no Credential Guard (VBS off, or LSA's isolated
+    /// process not configured).
+    EnableCredentialGuard,
 }
 
 impl RecommendationKind {
@@ -58,6 +65,10 @@ impl RecommendationKind {
                 "Virtual machines guest attestation status should be healthy"
             }
             Self::GuestAgentNotInImage => "Guest attestation agent not installed in the image",
+            Self::EnableHvci => "HVCI should be enabled on Windows virtual machines",
+            Self::EnableCredentialGuard => {
+                "Credential Guard should be enabled on Windows virtual machines"
+            }
         }
     }
 
@@ -168,6 +179,39 @@ pub fn recommendations(p: &Posture<'_>) -> Vec<Recommendation> {
                 "the VM has not been attested yet".into(),
             ),
             Some(_) => {}
+        }
+    }
+    // What the last attested Windows boot measured (only an appraisal
+    // whose SIPA events were Windows' boot manager's carries a posture).
+    if let Some(w) = p.last_appraisal.and_then(|a| a.windows.as_ref()) {
+        let events: Vec<String> = w.events.iter().map(ToString::to_string).collect();
+        let events = if events.is_empty() {
+            "no VBS event measured".to_owned()
+        } else {
+            format!("events {}", events.join(", "))
+        };
+        if !w.hvci {
+            add(
+                RecommendationKind::EnableHvci,
+                format!(
+                    "the last attested boot measured HVCI off (VBS {}, HVCI policy 0x{:x}; {events})",
+                    if w.vbs { "on" } else { "off" },
+                    w.hvci_policy
+                ),
+            );
+        }
+        if !w.credential_guard {
+            add(
+                RecommendationKind::EnableCredentialGuard,
+                format!(
+                    "the last attested boot measured no Credential Guard ({}; {events})",
+                    if w.vbs {
+                        "VBS on, LSA's isolated process not configured"
+                    } else {
+                        "VBS off"
+                    }
+                ),
+            );
         }
     }
     out

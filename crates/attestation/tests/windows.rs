@@ -20,6 +20,7 @@ use base64::Engine as _;
 use common::now;
 use rand_core::OsRng;
 use trustlaunch_agent::replayed::ReplayedGuest;
+use trustlaunch_attestation::security::{recommendations, Posture, RecommendationKind};
 use trustlaunch_attestation::{appraise, Appraisal, Outcome, Reference};
 use trustlaunch_eventlog::sipa::{self, SipaEvent, SipaValue};
 use trustlaunch_eventlog::{
@@ -303,9 +304,48 @@ fn a_real_windows_boot_passes_every_windows_check_on_its_quote() {
         assert_eq!(claims[k], v, "{k} in {claims}");
     }
     assert!(claims.get("x-ms-azurevm-osbuild").is_none());
-    let posture = a.verdict().windows.unwrap();
+    let verdict = a.verdict();
+    let posture = verdict.windows.clone().unwrap();
     assert!(!posture.vbs && !posture.hvci && !posture.credential_guard);
     assert_eq!(posture.events, [15, 16]);
+    // The posture travels with the stored verdict.
+    let stored: trustlaunch_attestation::Verdict =
+        serde_json::from_value(serde_json::to_value(&verdict).unwrap()).unwrap();
+    assert_eq!(stored, verdict);
+    // Defender's recommendations for what the boot measured off.
+    let recs = recommendations(&posture_of("win", &verdict));
+    let kinds: Vec<_> = recs.iter().map(|r| (r.kind, r.reason.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                RecommendationKind::EnableHvci,
+                "the last attested boot measured HVCI off (VBS off, HVCI policy 0x0; events 15, 16)"
+            ),
+            (
+                RecommendationKind::EnableCredentialGuard,
+                "the last attested boot measured no Credential Guard (VBS off; events 15, 16)"
+            ),
+        ]
+    );
+    assert_eq!(
+        recs[0].name,
+        "HVCI should be enabled on Windows virtual machines"
+    );
+}
+
+fn posture_of<'a>(vm: &'a str, v: &'a trustlaunch_attestation::Verdict) -> Posture<'a> {
+    Posture {
+        vm_id: vm,
+        trusted_launch_supported: true,
+        secure_boot: true,
+        vtpm: true,
+        attestation_agent: true,
+        last_appraisal: Some(v),
+        agent_silent_for: Some(0),
+        agent_timeout: 600,
+        untrusted_modules: &[],
+    }
 }
 
 /// The boot measured test signing on; the guest's root sends the log with
@@ -432,7 +472,12 @@ fn sipa_events_without_windows_boot_manager_are_refused() {
     assert_eq!(outcome(&a, "windows.code_integrity"), Outcome::Skipped);
     assert!(!a.claims.is_windows);
     assert_eq!(a.claims.os_type, "Linux");
-    assert!(a.verdict().windows.is_none());
+    let v = a.verdict();
+    assert!(v.windows.is_none());
+    // No Windows recommendation rests on words nobody vouches for.
+    assert!(recommendations(&posture_of("win", &v))
+        .iter()
+        .all(|r| r.kind == RecommendationKind::AttestationHealthy));
 }
 
 /// A change to the SIPA events of a boot.
@@ -542,8 +587,13 @@ fn vbs_hvci_and_credential_guard_as_measured() {
         "as measured: VBS on (VSM launch type 1), HVCI on (policy 0x2), Credential Guard on"
     );
     assert_eq!(a.claims.hvci_policy, Some(2));
-    let p = a.verdict().windows.unwrap();
+    let v = a.verdict();
+    let p = v.windows.clone().unwrap();
     assert!(p.vbs && p.hvci && p.credential_guard);
+    assert!(
+        recommendations(&posture_of("win", &v)).is_empty(),
+        "nothing to recommend"
+    );
 }
 
 /// The quote must cover PCR 13 of a Windows boot: its signer facts are
