@@ -268,3 +268,65 @@ fn guest_files(
     std::fs::write(&paths.kmsg, "")?;
     Ok(paths)
 }
+
+/// A recorded boot of SHA-1-only firmware (a legacy-format log) carried
+/// into a crypto-agile SHA-256 log, so that a SHA-256 vTPM can replay it
+/// and a verifier that reads only SHA-256 quotes can judge it.
+///
+/// Every event keeps its PCR, type and data byte for byte. Where its
+/// SHA-1 digest is the hash of its data (variables, separators, the GPT,
+/// Windows' SIPA events, …) the SHA-256 digest is the SHA-256 of that
+/// data, so the data stays exactly what was measured. Where the digest is
+/// of something the log does not hold (an image's Authenticode hash, a
+/// firmware blob) it is the SHA-256 of the SHA-1 digest: a stand-in that
+/// replays consistently and that no check can read as the original.
+/// Event numbers are the original's plus one (the Spec ID event is first).
+pub fn carry_to_sha256(sha1_log: &[u8]) -> Result<Vec<u8>, ReplayError> {
+    use trustlaunch_eventlog::{AlgorithmSize, Digest, Event, EventType, LogFormat, SpecIdEvent};
+    let bad = |why: &str| ReplayError::Log(why.to_owned());
+    let log = EventLog::parse(sha1_log).map_err(|e| ReplayError::Log(e.to_string()))?;
+    if log.format() != LogFormat::Sha1Legacy {
+        return Err(bad("the log is not in the SHA-1 legacy format"));
+    }
+    let spec = SpecIdEvent {
+        platform_class: 0,
+        spec_version_minor: 0,
+        spec_version_major: 2,
+        spec_errata: 0,
+        uintn_size: 2,
+        algorithms: vec![AlgorithmSize {
+            alg_id: LogHash::Sha256.id(),
+            digest_size: 32,
+        }],
+        vendor_info: Vec::new(),
+    };
+    let mut out = vec![Event {
+        index: 0,
+        offset: 0,
+        pcr: 0,
+        event_type: EventType::EV_NO_ACTION,
+        digests: vec![Digest::zero(LogHash::Sha1)].into(),
+        data: spec.to_bytes().into(),
+        data_offset: 32,
+    }];
+    for (i, e) in log.events().iter().enumerate() {
+        let sha1 = e
+            .digest(LogHash::Sha1)
+            .ok_or_else(|| bad("an event without a SHA-1 digest"))?;
+        let of_data = LogHash::Sha1.hash(&e.data).as_ref() == Some(sha1);
+        let covered: &[u8] = if of_data { &e.data } else { sha1.as_bytes() };
+        let digest = LogHash::Sha256
+            .hash(covered)
+            .ok_or_else(|| bad("SHA-256 unavailable"))?;
+        out.push(Event {
+            index: i.saturating_add(1),
+            offset: 0,
+            pcr: e.pcr,
+            event_type: e.event_type,
+            digests: vec![digest].into(),
+            data: e.data.clone(),
+            data_offset: 0,
+        });
+    }
+    Ok(EventLog::from_parts(LogFormat::CryptoAgile, Some(spec), out).to_bytes())
+}

@@ -4,126 +4,73 @@
 //! them.
 //!
 //! That log is SHA-1 only (legacy format), and the verifier reads only a
-//! SHA-256 quote. So the boot is carried into a SHA-256 log: every event
-//! keeps its PCR, type and data byte for byte; where its SHA-1 digest is
-//! the hash of its data (all SIPA, variable, separator and GPT events) its
-//! SHA-256 digest is the SHA-256 of that data, so the data stays exactly
-//! what is measured; where the digest is of something the log does not
-//! hold (bootmgfw's Authenticode hash, the CRTM version's blob) it is the
-//! SHA-256 of the SHA-1 digest — a stand-in nothing here reads. Event
-//! numbers are the original's plus one (the SHA-256 log's Spec ID event
-//! comes first).
+//! SHA-256 quote: the boot is carried into a SHA-256 log
+//! (`trustlaunch_agent::replayed::carry_to_sha256`: every event keeps its
+//! PCR, type and data byte for byte, and every digest that was of its
+//! data — all SIPA events — becomes the SHA-256 of that data). Event
+//! numbers are the original's plus one. A physical Windows Server 2022
+//! boot, crypto-agile with SHA-256 as recorded, is judged as it is.
+//!
+//! A boot that "measured" something else is this boot with its SIPA
+//! events changed and measured again: what Windows would have logged.
 
 mod common;
 
 use base64::Engine as _;
 use common::now;
 use rand_core::OsRng;
+use trustlaunch_agent::replayed::carry_to_sha256;
 use trustlaunch_agent::replayed::ReplayedGuest;
 use trustlaunch_attestation::security::{recommendations, Posture, RecommendationKind};
 use trustlaunch_attestation::{appraise, Appraisal, Outcome, Reference};
 use trustlaunch_eventlog::sipa::{self, SipaEvent, SipaValue};
-use trustlaunch_eventlog::{
-    AlgorithmSize, Digest, Event, EventLog, EventType, HashAlg as LogHash, LogFormat, SpecIdEvent,
-};
+use trustlaunch_eventlog::{Event, EventLog, EventType, HashAlg as LogHash, LogFormat};
 use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
 use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
 use trustlaunch_tpm_client::{HashAlg, PcrSelection};
 
-fn windows_sha1_log() -> EventLog {
+/// The real Windows Shielded VM boot, carried into a SHA-256 log
+/// (`carry_to_sha256`: same events and data, SHA-256 digests).
+fn gcp_log() -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/testdata/eventlogs/ga-windows_gcp_shielded_vm.json");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let raw = base64::engine::general_purpose::STANDARD
         .decode(doc["Log"]["Raw"].as_str().unwrap())
         .unwrap();
-    EventLog::parse(&raw).unwrap()
+    carry_to_sha256(&raw).unwrap()
 }
 
-/// One event of the carried log: PCR, type, data.
-#[derive(Clone)]
-struct Ev {
-    pcr: u32,
-    event_type: EventType,
-    data: Vec<u8>,
-    /// The SHA-256 digest when it is not of the data (a stand-in).
-    stand_in: Option<Vec<u8>>,
+/// A log of `events` (renumbered) in `like`'s format.
+fn rebuild(like: &EventLog, mut events: Vec<Event>) -> Vec<u8> {
+    for (i, e) in events.iter_mut().enumerate() {
+        e.index = i;
+    }
+    EventLog::from_parts(LogFormat::CryptoAgile, like.spec_id().cloned(), events).to_bytes()
 }
 
-/// The real boot's events, each SHA-256 digest as the module docs say.
-fn windows_events() -> Vec<Ev> {
-    windows_sha1_log()
-        .events()
-        .iter()
-        .map(|e| {
-            let sha1 = e.digest(LogHash::Sha1).unwrap();
-            let of_data = LogHash::Sha1.hash(&e.data).unwrap() == *sha1;
-            Ev {
-                pcr: e.pcr,
-                event_type: e.event_type,
-                data: e.data.to_vec(),
-                stand_in: (!of_data).then(|| {
-                    LogHash::Sha256
-                        .hash(sha1.as_bytes())
-                        .unwrap()
-                        .as_bytes()
-                        .to_vec()
-                }),
-            }
-        })
-        .collect()
-}
-
-/// A crypto-agile SHA-256 log of `events`.
-fn agile(events: &[Ev]) -> Vec<u8> {
-    let spec = SpecIdEvent {
-        platform_class: 0,
-        spec_version_minor: 0,
-        spec_version_major: 2,
-        spec_errata: 0,
-        uintn_size: 2,
-        algorithms: vec![AlgorithmSize {
-            alg_id: LogHash::Sha256.id(),
-            digest_size: 32,
-        }],
-        vendor_info: Vec::new(),
-    };
-    let mut out = vec![Event {
+/// An EV_EVENT_TAG in `pcr` holding SIPA `events` (a
+/// TCG_PCClientTaggedEvent is laid out as a SIPA event: id, size, data),
+/// measured as Windows measures it: SHA-256 of the data.
+fn tagged(pcr: u32, events: &[SipaEvent]) -> Event {
+    let data = sipa::encode(events);
+    Event {
         index: 0,
         offset: 0,
-        pcr: 0,
-        event_type: EventType::EV_NO_ACTION,
-        digests: vec![Digest::zero(LogHash::Sha1)].into(),
-        data: spec.to_bytes().into(),
-        data_offset: 32,
-    }];
-    for (i, e) in events.iter().enumerate() {
-        let digest = match &e.stand_in {
-            Some(d) => Digest::new(LogHash::Sha256, d).unwrap(),
-            None => LogHash::Sha256.hash(&e.data).unwrap(),
-        };
-        out.push(Event {
-            index: i + 1,
-            offset: 0,
-            pcr: e.pcr,
-            event_type: e.event_type,
-            digests: vec![digest].into(),
-            data: e.data.clone().into(),
-            data_offset: 0,
-        });
-    }
-    EventLog::from_parts(LogFormat::CryptoAgile, Some(spec), out).to_bytes()
-}
-
-/// An EV_EVENT_TAG holding SIPA `events`, one tagged event each (a
-/// TCG_PCClientTaggedEvent is laid out as a SIPA event: id, size, data).
-fn tagged(pcr: u32, events: &[SipaEvent]) -> Ev {
-    Ev {
         pcr,
         event_type: EventType::EV_EVENT_TAG,
-        data: sipa::encode(events),
-        stand_in: None,
+        digests: vec![LogHash::Sha256.hash(&data).unwrap()].into(),
+        data: data.into(),
+        data_offset: 0,
     }
+}
+
+/// `log` with `f` applied to its events.
+fn with_events(log: &[u8], f: impl FnOnce(&mut Vec<Event>)) -> Vec<u8> {
+    let parsed = EventLog::parse(log).unwrap();
+    let mut events = parsed.events().to_vec();
+    f(&mut events);
+    rebuild(&parsed, events)
 }
 
 /// The SIPA events of a tagged event's data.
@@ -145,9 +92,9 @@ fn sipa_of(data: &[u8]) -> Vec<SipaEvent> {
     }
 }
 
-/// Rewrites, in every SIPA event of the boot, the events `f` changes
-/// (what a boot that measured something else would have logged).
-fn rewrite(events: &mut [Ev], f: &dyn Fn(&mut SipaEvent)) {
+/// The boot as it would have been had Windows measured what `f` makes
+/// of its SIPA events (each changed event measured again).
+fn rewrite(log: &[u8], f: &dyn Fn(&mut SipaEvent)) -> Vec<u8> {
     fn visit(e: &mut SipaEvent, f: &dyn Fn(&mut SipaEvent)) {
         f(e);
         if let SipaValue::Events(inner) = &mut e.value {
@@ -156,15 +103,17 @@ fn rewrite(events: &mut [Ev], f: &dyn Fn(&mut SipaEvent)) {
             }
         }
     }
-    for ev in events.iter_mut() {
-        if ev.event_type == EventType::EV_EVENT_TAG {
-            let mut s = sipa_of(&ev.data);
-            for e in &mut s {
-                visit(e, f);
+    with_events(log, |events| {
+        for ev in events.iter_mut() {
+            if ev.event_type == EventType::EV_EVENT_TAG {
+                let mut s = sipa_of(&ev.data);
+                for e in &mut s {
+                    visit(e, f);
+                }
+                *ev = tagged(ev.pcr, &s);
             }
-            ev.data = tagged(ev.pcr, &s).data;
         }
-    }
+    })
 }
 
 fn set_flag(name: &'static str, to: bool) -> impl Fn(&mut SipaEvent) {
@@ -244,8 +193,7 @@ fn outcome(a: &Appraisal, name: &str) -> Outcome {
 
 #[test]
 fn a_real_windows_boot_passes_every_windows_check_on_its_quote() {
-    let log = agile(&windows_events());
-    let mut vm = boot(&log);
+    let mut vm = boot(&gcp_log());
     let a = judge(&mut vm, None);
     for name in trustlaunch_attestation::windows::WINDOWS_CHECKS {
         assert_eq!(
@@ -352,9 +300,8 @@ fn posture_of<'a>(vm: &'a str, v: &'a trustlaunch_attestation::Verdict) -> Postu
 /// it off. The SIPA data is what the digest covers, so the lie is caught.
 #[test]
 fn a_log_edited_to_hide_test_signing_is_caught() {
-    let mut real = windows_events();
-    rewrite(&mut real, &set_flag("TESTSIGNING", true));
-    let mut vm = boot(&agile(&real));
+    let real = rewrite(&gcp_log(), &set_flag("TESTSIGNING", true));
+    let mut vm = boot(&real);
     // What really booted: test signing on, named with its events.
     let honest = judge(&mut vm, None);
     let t = check(&honest, "windows.test_signing");
@@ -363,21 +310,12 @@ fn a_log_edited_to_hide_test_signing_is_caught() {
     assert_eq!(t.evidence.len(), 4);
     assert!(honest.claims.test_signing_enabled);
     // The lie: the untouched log, with the real boot's digests.
-    let lie = {
-        let clean = windows_events();
-        let mut bytes_events = EventLog::parse(&agile(&clean)).unwrap().events().to_vec();
-        let real_log = EventLog::parse(&agile(&real)).unwrap();
-        for (e, r) in bytes_events.iter_mut().zip(real_log.events()) {
+    let real_log = EventLog::parse(&real).unwrap();
+    let lie = with_events(&gcp_log(), |events| {
+        for (e, r) in events.iter_mut().zip(real_log.events()) {
             e.digests = r.digests.clone();
         }
-        let parsed = EventLog::parse(&agile(&clean)).unwrap();
-        EventLog::from_parts(
-            LogFormat::CryptoAgile,
-            parsed.spec_id().cloned(),
-            bytes_events,
-        )
-        .to_bytes()
-    };
+    });
     let a = judge(&mut vm, Some(lie));
     assert!(!a.healthy);
     assert_eq!(outcome(&a, "log.replay"), Outcome::Pass);
@@ -390,7 +328,7 @@ fn a_log_edited_to_hide_test_signing_is_caught() {
             pcr: 12
         }));
     // And the same data with digests made to match: the quote refuses it.
-    let a = judge(&mut vm, Some(agile(&windows_events())));
+    let a = judge(&mut vm, Some(gcp_log()));
     assert_eq!(outcome(&a, "log.replay"), Outcome::Fail);
     assert!(a.check("windows.test_signing").is_none());
 }
@@ -400,7 +338,6 @@ fn a_log_edited_to_hide_test_signing_is_caught() {
 /// it is the running system's word, not the boot's.
 #[test]
 fn sipa_events_extended_after_the_separator_are_not_the_boots() {
-    let mut events = windows_events();
     let claim = vec![
         SipaEvent {
             kind: 0x0005_0012,
@@ -418,8 +355,7 @@ fn sipa_events_extended_after_the_separator_are_not_the_boots() {
             value: SipaValue::Bytes(vec![1, 0, 0, 0]),
         },
     ];
-    events.push(tagged(13, &claim));
-    let mut vm = boot(&agile(&events));
+    let mut vm = boot(&with_events(&gcp_log(), |e| e.push(tagged(13, &claim))));
     let a = judge(&mut vm, None);
     assert!(a.healthy, "{:?}", a.verdict());
     let sealed = check(&a, "windows.sealed");
@@ -439,11 +375,10 @@ fn sipa_events_extended_after_the_separator_are_not_the_boots() {
 /// read as the boot's, so the Windows facts prove nothing.
 #[test]
 fn a_windows_boot_that_did_not_close_its_pcrs_fails_sealed() {
-    let events: Vec<Ev> = windows_events()
-        .into_iter()
-        .filter(|e| !(e.event_type == EventType::EV_SEPARATOR && e.pcr >= 12))
-        .collect();
-    let mut vm = boot(&agile(&events));
+    let log = with_events(&gcp_log(), |events| {
+        events.retain(|e| !(e.event_type == EventType::EV_SEPARATOR && e.pcr >= 12));
+    });
+    let mut vm = boot(&log);
     let a = judge(&mut vm, None);
     let sealed = check(&a, "windows.sealed");
     assert_eq!(sealed.outcome, Outcome::Fail);
@@ -460,11 +395,10 @@ fn a_windows_boot_that_did_not_close_its_pcrs_fails_sealed() {
 /// nobody's word — the VM is not Windows and the facts are not read.
 #[test]
 fn sipa_events_without_windows_boot_manager_are_refused() {
-    let events: Vec<Ev> = windows_events()
-        .into_iter()
-        .filter(|e| e.event_type != EventType::EV_EFI_VARIABLE_AUTHORITY)
-        .collect();
-    let mut vm = boot(&agile(&events));
+    let log = with_events(&gcp_log(), |events| {
+        events.retain(|e| e.event_type != EventType::EV_EFI_VARIABLE_AUTHORITY);
+    });
+    let mut vm = boot(&log);
     let a = judge(&mut vm, None);
     let bm = check(&a, "windows.boot_manager");
     assert_eq!(bm.outcome, Outcome::Fail);
@@ -530,9 +464,7 @@ fn each_weakness_windows_measured_fails_its_check() {
         ),
     ];
     for (what, f, name, found) in cases {
-        let mut events = windows_events();
-        rewrite(&mut events, &*f);
-        let mut vm = boot(&agile(&events));
+        let mut vm = boot(&rewrite(&gcp_log(), &*f));
         let a = judge(&mut vm, None);
         let c = check(&a, name);
         assert_eq!(c.outcome, Outcome::Fail, "{what}: {}", c.detail);
@@ -557,8 +489,7 @@ fn each_weakness_windows_measured_fails_its_check() {
 /// says so (and the claims carry the policy).
 #[test]
 fn vbs_hvci_and_credential_guard_as_measured() {
-    let mut events = windows_events();
-    rewrite(&mut events, &|e: &mut SipaEvent| {
+    let log = rewrite(&gcp_log(), &|e: &mut SipaEvent| {
         if e.name == "VSM_LAUNCH_TYPE" {
             e.value = SipaValue::Number(1);
         }
@@ -579,7 +510,7 @@ fn vbs_hvci_and_credential_guard_as_measured() {
             }
         }
     });
-    let mut vm = boot(&agile(&events));
+    let mut vm = boot(&log);
     let a = judge(&mut vm, None);
     assert!(a.healthy, "{:?}", a.verdict());
     assert_eq!(
@@ -600,8 +531,7 @@ fn vbs_hvci_and_credential_guard_as_measured() {
 /// there.
 #[test]
 fn a_quote_leaving_out_pcr_13_vouches_for_no_windows_fact() {
-    let log = agile(&windows_events());
-    let mut vm = boot(&log);
+    let mut vm = boot(&gcp_log());
     let pcrs: Vec<u8> = (0..16).filter(|p| *p != 13).collect();
     let e = vm
         .guest
@@ -631,4 +561,49 @@ fn a_quote_leaving_out_pcr_13_vouches_for_no_windows_fact() {
         cov.detail
     );
     assert!(a.check("windows.boot_drivers").is_none());
+}
+
+/// A physical server's Windows Server 2022 boot (crypto-agile, SHA-256 as
+/// its firmware and Windows measured it; `crates/eventlog/tests/data/
+/// windows/`), replayed into a vTPM as recorded.
+fn supermicro_log() -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../eventlog/tests/data/windows/guard-imn-supermicro-ws2022.bin"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_physical_windows_server_boot_with_its_own_sha256_digests() {
+    let mut vm = boot(&supermicro_log());
+    let a = judge(&mut vm, None);
+    for name in trustlaunch_attestation::windows::WINDOWS_CHECKS {
+        assert_eq!(
+            outcome(&a, name),
+            Outcome::Pass,
+            "{name}: {}",
+            check(&a, name).detail
+        );
+    }
+    assert_eq!(outcome(&a, "log.replay"), Outcome::Pass);
+    assert_eq!(outcome(&a, "log.event_data"), Outcome::Pass);
+    assert!(
+        check(&a, "windows.boot_manager")
+            .detail
+            .contains("Microsoft Windows Production PCA 2011 in db (event 25)"),
+        "{}",
+        check(&a, "windows.boot_manager").detail
+    );
+    assert_eq!(
+        check(&a, "windows.boot_drivers").detail,
+        "73 boot modules validated and signed under Microsoft's PCAs: 5 under Microsoft Code Signing PCA 2010, 67 under Microsoft Windows Production PCA 2011, 1 under Microsoft Windows Third Party Component CA 2014"
+    );
+    // This server's firmware measures no SecureBoot variable into PCR 7
+    // (only the authority that allowed bootmgfw): what the verifier says
+    // of Secure Boot stands apart from Windows' own facts.
+    assert_eq!(outcome(&a, "secureboot.enabled"), Outcome::Fail);
+    assert!(a.claims.is_windows);
+    assert_eq!(a.claims.elam_enabled, Some(true));
+    assert_eq!(a.claims.signing_disabled, Some(false));
 }

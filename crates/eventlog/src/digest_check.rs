@@ -84,6 +84,11 @@ pub struct DigestMismatch {
 fn rule(event: &Event) -> Option<&'static [Hashed]> {
     use Hashed::{EventData, GrubText, VariableData, Zero};
     Some(match event.event_type {
+        // Windows logs its trust points (a SIPA aggregation holding a TPM
+        // quote of the log so far) as EV_NO_ACTION in PCR 0xFFFFFFFF,
+        // which no TPM has, with the hash of the data as digest (seen in
+        // a Windows Server 2022 log of the corpus). Never extended.
+        EventType::EV_NO_ACTION if event.pcr == u32::MAX => &[Zero, EventData],
         EventType::EV_NO_ACTION => &[Zero],
         EventType::EV_SEPARATOR
         | EventType::EV_EFI_ACTION
