@@ -50,6 +50,12 @@ pub struct Measurements {
     /// 9: kernel, initrd, grub.cfg, the kernel's load options), in order.
     #[serde(default)]
     pub loaded_files: Option<Vec<Component>>,
+    /// The modules Windows' boot loaded (PCR 13, before its separator):
+    /// path and Authenticode hash, compared by path (a driver added,
+    /// removed or changed is named). Absent from baselines made before
+    /// Windows boots were compared, and empty for other boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_modules: Option<Vec<Component>>,
     /// The kernel release (`uname -r` as the guest reports it, or the
     /// image's): a label that names the kernels of a PCR 4/9 deviation,
     /// never compared (the quote does not cover it).
@@ -178,7 +184,19 @@ impl Measurements {
                 sha256: sha(&s.digests),
             })
             .collect();
+        let windows_modules = evidence.windows.as_ref().map(|w| {
+            w.modules
+                .iter()
+                .filter_map(|m| {
+                    Some(Component {
+                        name: m.path.clone()?,
+                        sha256: m.authenticode_hash.clone().unwrap_or_default(),
+                    })
+                })
+                .collect()
+        });
         Self {
+            windows_modules,
             boot_loader_commands: Some(commands),
             loaded_files: Some(files),
             firmware: replay
@@ -243,6 +261,9 @@ impl Measurements {
             if let (Some(e), Some(a)) = (expected, actual) {
                 compare_components(what, e, a, &mut out);
             }
+        }
+        if let (Some(e), Some(a)) = (&baseline.windows_modules, &self.windows_modules) {
+            compare_by_name("Windows boot module", e, a, &mut out);
         }
         // The kernels, named, when what PCR 4 or 9 measured changed.
         let kernel_changed = out.iter().any(|d| {
@@ -322,6 +343,39 @@ fn compare_components(what: &str, e: &[Component], a: &[Component], out: &mut Ve
                 actual: Some(y.sha256.clone()),
             }),
             (None, None) => {}
+        }
+    }
+}
+
+/// Compares two component lists by name (the first of each name): what
+/// changed, what is missing, what is new — for lists whose order is not
+/// the point (Windows loads its boot drivers by group, and one more
+/// driver must not read as every later one changing).
+fn compare_by_name(what: &str, e: &[Component], a: &[Component], out: &mut Vec<Deviation>) {
+    let index = |l: &[Component]| {
+        let mut m: std::collections::BTreeMap<String, String> = Default::default();
+        for c in l {
+            m.entry(c.name.to_lowercase())
+                .or_insert_with(|| c.sha256.clone());
+        }
+        m
+    };
+    let (ei, ai) = (index(e), index(a));
+    let names: std::collections::BTreeSet<&String> = ei.keys().chain(ai.keys()).collect();
+    for n in names {
+        let (x, y) = (ei.get(n), ai.get(n));
+        if x != y {
+            // The name as the boot (or else the baseline) wrote it.
+            let shown = a
+                .iter()
+                .chain(e)
+                .find(|c| c.name.to_lowercase() == *n)
+                .map_or_else(|| n.clone(), |c| c.name.clone());
+            out.push(Deviation {
+                component: format!("{what}: {shown}"),
+                expected: x.cloned(),
+                actual: y.cloned(),
+            });
         }
     }
 }
@@ -413,6 +467,7 @@ pub fn predict(facts: &ImageFacts<'_>) -> Baseline {
             // first boot that matches the prediction fills it in.
             boot_loader_commands: None,
             loaded_files: None,
+            windows_modules: None,
             kernel_release: None,
         },
     }
@@ -469,7 +524,7 @@ fn early(m: &Measurements) -> Vec<Component> {
 
 fn late(m: &Measurements) -> Vec<Component> {
     let mut out: Vec<Component> = m.uki_sections.iter().flatten().cloned().collect();
-    for list in [&m.boot_loader_commands, &m.loaded_files]
+    for list in [&m.boot_loader_commands, &m.loaded_files, &m.windows_modules]
         .into_iter()
         .flatten()
     {
@@ -490,6 +545,7 @@ fn is_late(d: &Deviation) -> bool {
         "kernel command line",
         "boot loader command",
         "loaded file",
+        "Windows boot module",
     ]
     .iter()
     .any(|p| d.component.starts_with(p))

@@ -158,6 +158,14 @@ fn boot(log: &[u8]) -> Vm {
 }
 
 fn judge(vm: &mut Vm, sent_log: Option<Vec<u8>>) -> Appraisal {
+    judge_against(vm, sent_log, None)
+}
+
+fn judge_against(
+    vm: &mut Vm,
+    sent_log: Option<Vec<u8>>,
+    baseline: Option<&trustlaunch_attestation::Baseline>,
+) -> Appraisal {
     let mut e = vm.guest.evidence(&NONCE).unwrap();
     if let Some(log) = sent_log {
         e.event_log = trustlaunch_protocol::Bytes(log);
@@ -174,7 +182,7 @@ fn judge(vm: &mut Vm, sent_log: Option<Vec<u8>>) -> Appraisal {
             // Google's db, not one of this platform's templates: not
             // compared.
             template: None,
-            baseline: None,
+            baseline,
             baseline_required: false,
             now: now(),
             enrollment: None,
@@ -606,4 +614,99 @@ fn a_physical_windows_server_boot_with_its_own_sha256_digests() {
     assert!(a.claims.is_windows);
     assert_eq!(a.claims.elam_enabled, Some(true));
     assert_eq!(a.claims.signing_disabled, Some(false));
+}
+
+/// A boot driver that changed since the baseline (another build, still
+/// Microsoft-signed) is named by its path; one driver more or less does
+/// not read as every later one changing.
+#[test]
+fn a_changed_windows_boot_driver_is_a_baseline_deviation_named_by_path() {
+    let mut vm = boot(&gcp_log());
+    let clean = judge(&mut vm, None);
+    let baseline = trustlaunch_attestation::Baseline {
+        source: trustlaunch_attestation::BaselineSource::Pinned { by: "test".into() },
+        measurements: clean.measurements.clone().unwrap(),
+    };
+    let modules = baseline.measurements.windows_modules.clone().unwrap();
+    assert_eq!(modules.len(), 64);
+    let fltmgr = modules
+        .iter()
+        .find(|m| m.name == "\\Windows\\System32\\drivers\\FLTMGR.SYS")
+        .unwrap()
+        .sha256
+        .clone();
+    assert_eq!(
+        judge_against(&mut vm, None, Some(&baseline))
+            .check("baseline")
+            .unwrap()
+            .outcome,
+        Outcome::Pass
+    );
+    // FLTMGR.SYS with another Authenticode hash, in both its PCR 12 hash
+    // record and its PCR 13 module record.
+    let old = trustlaunch_eventlog::hex::decode(&fltmgr).unwrap();
+    let new_hash = vec![0x42; 32];
+    let changed = {
+        let (old, new_hash) = (old.clone(), new_hash.clone());
+        rewrite(&gcp_log(), &move |e: &mut SipaEvent| {
+            if e.name == "AUTHENTICODEHASH" && e.value == SipaValue::Bytes(old.clone()) {
+                e.value = SipaValue::Bytes(new_hash.clone());
+            }
+        })
+    };
+    let mut vm = boot(&changed);
+    let a = judge_against(&mut vm, None, Some(&baseline));
+    let b = check(&a, "baseline");
+    assert_eq!(b.outcome, Outcome::Fail);
+    assert_eq!(
+        b.detail,
+        format!(
+            "Windows boot module: \\Windows\\System32\\drivers\\FLTMGR.SYS changed from {fltmgr} to {}",
+            "42".repeat(32)
+        )
+    );
+    assert_eq!(outcome(&a, "windows.boot_drivers"), Outcome::Pass);
+    // The boot report puts it in the late boot.
+    let report = trustlaunch_attestation::baseline::BootReport::new(
+        2,
+        a.measurements.as_ref().unwrap(),
+        Some(&baseline),
+    );
+    assert!(report.early_boot_report_event.policy_evaluation_passed);
+    assert!(!report.late_boot_report_event.policy_evaluation_passed);
+    // A driver that was not loaded before: new, and only it.
+    let extra = with_events(&gcp_log(), |events| {
+        let pos = events
+            .iter()
+            .position(|e| e.event_type == EventType::EV_SEPARATOR && e.pcr == 13)
+            .unwrap();
+        let module = SipaEvent {
+            kind: 0x4001_0003,
+            name: "LOADEDMODULE_AGGREGATION",
+            value: SipaValue::Events(vec![
+                SipaEvent {
+                    kind: 0x0007_0001,
+                    name: "FILEPATH",
+                    value: SipaValue::Text("\\Windows\\System32\\drivers\\extra.sys".into()),
+                },
+                SipaEvent {
+                    kind: 0x0007_0004,
+                    name: "AUTHENTICODEHASH",
+                    value: SipaValue::Bytes(vec![7; 32]),
+                },
+            ]),
+        };
+        events.insert(pos, tagged(13, &[module]));
+    });
+    let mut vm = boot(&extra);
+    let a = judge_against(&mut vm, None, Some(&baseline));
+    assert_eq!(
+        check(&a, "baseline").detail,
+        format!(
+            "Windows boot module: \\Windows\\System32\\drivers\\extra.sys ({}) is new",
+            "07".repeat(32)
+        )
+    );
+    // Its signer was never measured: not a Microsoft-signed driver.
+    assert_eq!(outcome(&a, "windows.boot_drivers"), Outcome::Fail);
 }

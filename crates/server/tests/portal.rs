@@ -3,7 +3,8 @@
 //! change is refused by the API the portal goes through), revoked tokens
 //! ending their sessions; the Boot integrity page of real replayed boots
 //! (a clean one with its checks and evidence, a tampered one naming the
-//! failing check and the component); guest-chosen markup escaped; the VM
+//! failing check and the component; a Windows boot's checks, features
+//! and claims); guest-chosen markup escaped; the VM
 //! list's filters, order and paging from the store (SQLite and
 //! PostgreSQL).
 
@@ -326,6 +327,115 @@ async fn boot_integrity_pages_of_real_boots_and_the_vm_list() {
     for db in databases(dir.path()) {
         integrity(&db, &mut guests).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_integrity_of_a_windows_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let win = windows_case();
+    let mut g = guest(&win);
+    let s = start(
+        &format!("sqlite://{}", dir.path().join("server.db").display()),
+        cas(),
+        vec![],
+    )
+    .await;
+    // The boot's components as its baseline (what an image's prediction
+    // or an operator's approval gives a VM).
+    let probe = unique("win-probe");
+    s.register(&probe, &guest_registration(&win, &g)).await;
+    let ev = g.evidence(&[3; 32]).unwrap();
+    let (_, clean) = s
+        .call(
+            reqwest::Method::POST,
+            "/v1/appraisals",
+            Some(serde_json::json!({"vmId": probe, "nonce": "03".repeat(32), "evidence": ev})),
+        )
+        .await;
+    let vm = unique("win");
+    let mut r = guest_registration(&win, &g);
+    r.predicted_baseline = Some(trustlaunch_attestation::Baseline {
+        source: trustlaunch_attestation::BaselineSource::Predicted {
+            image: "windows".into(),
+        },
+        measurements: serde_json::from_value(clean["measurements"].clone()).unwrap(),
+    });
+    s.register(&vm, &r).await;
+    let (status, body) = s.attest(&vm, &mut g).await;
+    assert_eq!(status, 201, "{body}");
+    // The token carries Azure's Windows claims, verified against the
+    // published keys.
+    let jwks = s
+        .http
+        .get(format!("{}/.well-known/jwks.json", s.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let claims = trustlaunch_attestation::token::verify(
+        body["token"].as_str().unwrap_or_else(|| panic!("{body}")),
+        &trustlaunch_attestation::token::Jwks::from_json(&jwks).unwrap(),
+        &s.url,
+        "trustlaunch",
+        trustlaunch_server::service::now(),
+        60,
+    )
+    .unwrap();
+    for (k, v) in [
+        ("x-ms-azurevm-is-windows", serde_json::json!(true)),
+        ("x-ms-azurevm-ostype", "Windows".into()),
+        ("x-ms-azurevm-elam-enabled", true.into()),
+        ("x-ms-azurevm-hvci-policy", 0.into()),
+        ("x-ms-azurevm-testsigning-enabled", false.into()),
+        ("x-ms-azurevm-flightsigning-enabled", false.into()),
+        ("x-ms-azurevm-signingdisabled", false.into()),
+        ("x-ms-azurevm-debuggersdisabled", true.into()),
+        ("x-ms-azurevm-bootdebug-enabled", false.into()),
+        ("x-ms-azurevm-kerneldebug-enabled", false.into()),
+        ("secureboot", true.into()),
+    ] {
+        assert_eq!(claims[k], v, "{k}: {claims}");
+    }
+    let mut p = Page::new(&s.url, None);
+    assert_eq!(p.sign_in(&s.token).await.status, 303);
+    let body = p.get(&format!("/portal/vms/{vm}/integrity")).await.body;
+    assert!(body.contains("badge good\">healthy"), "{body}");
+    for check in trustlaunch_attestation::windows::WINDOWS_CHECKS {
+        assert!(
+            body.contains(&format!("data-check=\"{check}\" data-outcome=\"pass\"")),
+            "{check} shown passing: {body}"
+        );
+    }
+    assert!(
+        body.contains("Microsoft Root Certificate Authority 2010"),
+        "{body}"
+    );
+    // The features as measured, with the events they rest on, and the
+    // claims a token carries.
+    assert!(body.contains("id=\"windows-features\""), "{body}");
+    assert!(body.contains("(events 15, 16)"), "{body}");
+    for (feature, state) in [("vbs", "off"), ("hvci", "off"), ("credential-guard", "off")] {
+        assert!(
+            body.contains(&format!("data-feature=\"{feature}\"><th>"))
+                && body.contains(&format!("<span class=\"badge\">{state}</span>")),
+            "{feature}: {body}"
+        );
+    }
+    assert!(
+        body.contains("data-claim=\"x-ms-azurevm-elam-enabled\""),
+        "{body}"
+    );
+    // Defender's recommendations for what the boot measured off.
+    let sec = p.get("/portal/security").await.body;
+    for name in [
+        "HVCI should be enabled on Windows virtual machines",
+        "Credential Guard should be enabled on Windows virtual machines",
+    ] {
+        assert!(sec.contains(name), "{name}: {sec}");
+    }
+    s.running.abort();
 }
 
 async fn integrity(db: &str, guests: &mut [trustlaunch_agent::replayed::ReplayedGuest]) {

@@ -715,6 +715,55 @@ fn components(list: &Value) -> Markup {
     }
 }
 
+/// A Windows boot's isolation features and Azure's Windows claims, as
+/// the attested boot measured them (the `windows.*` checks above say
+/// what they rest on).
+fn windows_features(w: &serde_json::Map<String, Value>, claims: &Value) -> Markup {
+    let on = |k: &str| {
+        if w.get(k) == Some(&json!(true)) {
+            "on"
+        } else {
+            "off"
+        }
+    };
+    let events: Vec<String> = w
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    let claim = |k: &str| claims[k].as_bool().map(|b| if b { "yes" } else { "no" });
+    html! {
+        section aria-labelledby="windows-h" id="windows" {
+            h2 id="windows-h" { "Windows security features" }
+            p.muted { "As the attested boot measured them"
+                @if !events.is_empty() { " (events " (events.join(", ")) ")" } "." }
+            table id="windows-features" {
+                tbody {
+                    tr data-feature="vbs" { th { "Virtualization-based security (VBS)" } td { (badge(on("vbs"))) } }
+                    tr data-feature="hvci" {
+                        th { "Hypervisor-protected code integrity (HVCI)" }
+                        td { (badge(on("hvci"))) " policy 0x" (format!("{:x}", w.get("hvci_policy").and_then(Value::as_u64).unwrap_or(0))) }
+                    }
+                    tr data-feature="credential-guard" { th { "Credential Guard" } td { (badge(on("credential_guard"))) } }
+                    @for (k, label) in [
+                        ("x-ms-azurevm-signingdisabled", "Code integrity disabled"),
+                        ("x-ms-azurevm-testsigning-enabled", "Test signing"),
+                        ("x-ms-azurevm-flightsigning-enabled", "Flight signing"),
+                        ("x-ms-azurevm-debuggersdisabled", "Debuggers disabled"),
+                        ("x-ms-azurevm-elam-enabled", "Early-launch anti-malware"),
+                    ] {
+                        @if let Some(v) = claim(k) {
+                            tr data-claim=(k) { th { (label) " " span.mono.muted { (k) } } td { (v) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How many attestations the timeline shows.
 pub const TIMELINE: u32 = 50;
 
@@ -836,6 +885,9 @@ pub async fn integrity_body(ctx: &Ctx, name: &str) -> Result<Markup, ApiError> {
                     }
                 }
             }
+        }
+        @if let Some(w) = doc["appraisal"]["windows"].as_object() {
+            (windows_features(w, &doc["appraisal"]["claims"]))
         }
         section aria-labelledby="report-h" {
             h2 id="report-h" { "Boot reports" }

@@ -57,6 +57,38 @@ pub fn case(name: &str, file: &str) -> Case {
     }
 }
 
+/// A real Windows boot (the Windows Shielded VM log of
+/// `shared/testdata/eventlogs/`, carried into a SHA-256 log) with the
+/// Secure Boot databases its firmware measured as the VM's template.
+pub fn windows_case() -> Case {
+    use base64::Engine as _;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/eventlogs/ga-windows_gcp_shielded_vm.json");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(doc["Log"]["Raw"].as_str().unwrap())
+        .unwrap();
+    let log = trustlaunch_agent::replayed::carry_to_sha256(&raw).unwrap();
+    let ev = trustlaunch_eventlog::BootEvidence::extract(
+        &trustlaunch_eventlog::EventLog::parse(&log).unwrap(),
+    );
+    let var = |name: &str| {
+        ev.secure_boot_variables
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| v.data.clone())
+    };
+    let mut c = case("tiny-sb", "attestation-boot1.json");
+    c.evidence.event_log = trustlaunch_protocol::Bytes(log);
+    c.template = KeyDatabases {
+        pk: var("PK"),
+        kek: var("KEK"),
+        db: var("db"),
+        dbx: var("dbx"),
+    };
+    c
+}
+
 /// The platform's registration of a recorded VM.
 pub fn registration(c: &Case) -> VmRegistration {
     VmRegistration {
