@@ -15,23 +15,12 @@ use trustlaunch_agent::replayed::ReplayedGuest;
 use trustlaunch_attestation::{appraise, Appraisal, Outcome, Reference};
 use trustlaunch_eventlog::{replay_banks, EventLog, HashAlg as LogHash};
 use trustlaunch_protocol::{Bytes, Evidence, PcrBank};
-use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
-use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
+use trustlaunch_tpm::ca::VtpmCa;
+use trustlaunch_tpm::ekcert::CaCertificate;
 use trustlaunch_tpm_client::{HashAlg, PcrSelection};
 
 fn ca() -> VtpmCa {
-    VtpmCa::create(
-        CaSigningKey::generate(CaKeyAlgorithm::P256, &mut OsRng),
-        &CaConfig {
-            common_name: "forgery test vTPM CA".into(),
-            organization: None,
-            not_before: UnixTime::from_secs(now().as_secs() - 3600),
-            not_after: None,
-            path_len_constraint: Some(0),
-        },
-        &mut OsRng,
-    )
-    .unwrap()
+    common::fresh_ca("forgery test vTPM CA")
 }
 
 fn guest(log: &[u8], ca: &VtpmCa) -> ReplayedGuest {

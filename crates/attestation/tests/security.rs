@@ -5,29 +5,14 @@
 
 mod common;
 
-use common::{case, platform_ca, reference};
+use common::{case, platform_ca, posture, reference};
 use trustlaunch_attestation::security::{
     alert_candidates, recommendations, AlertBook, AlertCandidate, AlertEvent, AlertKind,
-    AlertState, Cause, FailureReason, Posture, RecommendationKind, RuleError, Severity,
-    SuppressionRule,
+    AlertState, Cause, FailureReason, RecommendationKind, RuleError, Severity, SuppressionRule,
 };
-use trustlaunch_attestation::{appraise, Baseline, BaselineSource, Verdict};
+use trustlaunch_attestation::{appraise, Baseline, BaselineSource};
 use trustlaunch_protocol::Bytes;
 use trustlaunch_tpm::public::Public;
-
-fn posture<'a>(vm: &'a str, a: Option<&'a Verdict>) -> Posture<'a> {
-    Posture {
-        vm_id: vm,
-        trusted_launch_supported: true,
-        secure_boot: true,
-        vtpm: true,
-        attestation_agent: true,
-        last_appraisal: a,
-        agent_silent_for: Some(5),
-        agent_timeout: 600,
-        untrusted_modules: &[],
-    }
-}
 
 fn reasons(c: &[trustlaunch_attestation::security::AlertCandidate]) -> Vec<FailureReason> {
     c.iter()

@@ -21,12 +21,11 @@ use common::now;
 use rand_core::OsRng;
 use trustlaunch_agent::replayed::carry_to_sha256;
 use trustlaunch_agent::replayed::ReplayedGuest;
-use trustlaunch_attestation::security::{recommendations, Posture, RecommendationKind};
+use trustlaunch_attestation::security::{recommendations, RecommendationKind};
 use trustlaunch_attestation::{appraise, Appraisal, Outcome, Reference};
 use trustlaunch_eventlog::sipa::{self, SipaEvent, SipaValue};
 use trustlaunch_eventlog::{Event, EventLog, EventType, HashAlg as LogHash, LogFormat};
-use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
-use trustlaunch_tpm::ekcert::{CaCertificate, UnixTime};
+use trustlaunch_tpm::ekcert::CaCertificate;
 use trustlaunch_tpm_client::{HashAlg, PcrSelection};
 
 /// The real Windows Shielded VM boot, carried into a SHA-256 log
@@ -124,21 +123,6 @@ fn set_flag(name: &'static str, to: bool) -> impl Fn(&mut SipaEvent) {
     }
 }
 
-fn ca() -> VtpmCa {
-    VtpmCa::create(
-        CaSigningKey::generate(CaKeyAlgorithm::P256, &mut OsRng),
-        &CaConfig {
-            common_name: "windows test vTPM CA".into(),
-            organization: None,
-            not_before: UnixTime::from_secs(now().as_secs() - 3600),
-            not_after: None,
-            path_len_constraint: Some(0),
-        },
-        &mut OsRng,
-    )
-    .unwrap()
-}
-
 const NONCE: [u8; 32] = [0x3c; 32];
 
 struct Vm {
@@ -148,7 +132,7 @@ struct Vm {
 
 /// A guest whose vTPM holds the PCRs of `log`'s boot.
 fn boot(log: &[u8]) -> Vm {
-    let ca = ca();
+    let ca = common::fresh_ca("windows test vTPM CA");
     let guest = ReplayedGuest::start(log, Some(1), &ca, now().as_secs(), &mut OsRng)
         .unwrap_or_else(|e| panic!("replayed guest: {e} (swtpm is installed by scripts/test.sh)"));
     Vm {
@@ -170,8 +154,16 @@ fn judge_against(
     if let Some(log) = sent_log {
         e.event_log = trustlaunch_protocol::Bytes(log);
     }
+    judge_evidence(vm, &e, baseline)
+}
+
+fn judge_evidence(
+    vm: &Vm,
+    e: &trustlaunch_protocol::Evidence,
+    baseline: Option<&trustlaunch_attestation::Baseline>,
+) -> Appraisal {
     appraise(
-        &e,
+        e,
         &Reference {
             vm_id: "windows",
             ek_public: vm.guest.ek_public(),
@@ -269,7 +261,7 @@ fn a_real_windows_boot_passes_every_windows_check_on_its_quote() {
         serde_json::from_value(serde_json::to_value(&verdict).unwrap()).unwrap();
     assert_eq!(stored, verdict);
     // Defender's recommendations for what the boot measured off.
-    let recs = recommendations(&posture_of("win", &verdict));
+    let recs = recommendations(&common::posture("win", Some(&verdict)));
     let kinds: Vec<_> = recs.iter().map(|r| (r.kind, r.reason.as_str())).collect();
     assert_eq!(
         kinds,
@@ -288,20 +280,6 @@ fn a_real_windows_boot_passes_every_windows_check_on_its_quote() {
         recs[0].name,
         "HVCI should be enabled on Windows virtual machines"
     );
-}
-
-fn posture_of<'a>(vm: &'a str, v: &'a trustlaunch_attestation::Verdict) -> Posture<'a> {
-    Posture {
-        vm_id: vm,
-        trusted_launch_supported: true,
-        secure_boot: true,
-        vtpm: true,
-        attestation_agent: true,
-        last_appraisal: Some(v),
-        agent_silent_for: Some(0),
-        agent_timeout: 600,
-        untrusted_modules: &[],
-    }
 }
 
 /// The boot measured test signing on; the guest's root sends the log with
@@ -417,7 +395,7 @@ fn sipa_events_without_windows_boot_manager_are_refused() {
     let v = a.verdict();
     assert!(v.windows.is_none());
     // No Windows recommendation rests on words nobody vouches for.
-    assert!(recommendations(&posture_of("win", &v))
+    assert!(recommendations(&common::posture("win", Some(&v)))
         .iter()
         .all(|r| r.kind == RecommendationKind::AttestationHealthy));
 }
@@ -530,7 +508,7 @@ fn vbs_hvci_and_credential_guard_as_measured() {
     let p = v.windows.clone().unwrap();
     assert!(p.vbs && p.hvci && p.credential_guard);
     assert!(
-        recommendations(&posture_of("win", &v)).is_empty(),
+        recommendations(&common::posture("win", Some(&v))).is_empty(),
         "nothing to recommend"
     );
 }
@@ -545,22 +523,7 @@ fn a_quote_leaving_out_pcr_13_vouches_for_no_windows_fact() {
         .guest
         .quote_with(&NONCE, &PcrSelection::new(HashAlg::Sha256, pcrs), |_| {})
         .unwrap();
-    let a = appraise(
-        &e,
-        &Reference {
-            vm_id: "windows",
-            ek_public: vm.guest.ek_public(),
-            vtpm_ca: &vm.roots,
-            nonce: &NONCE,
-            ak_activated: true,
-            secure_boot_expected: true,
-            template: None,
-            baseline: None,
-            baseline_required: false,
-            now: now(),
-            enrollment: None,
-        },
-    );
+    let a = judge_evidence(&vm, &e, None);
     let cov = check(&a, "quote.pcr_coverage");
     assert_eq!(cov.outcome, Outcome::Fail);
     assert!(

@@ -87,3 +87,40 @@ pub fn sha256_hex(b: &[u8]) -> String {
         .map(|x| format!("{x:02x}"))
         .collect()
 }
+
+/// A fresh vTPM CA (ECDSA P-256, valid from an hour ago) for replayed
+/// guests' EK certificates.
+pub fn fresh_ca(name: &str) -> trustlaunch_tpm::ca::VtpmCa {
+    use trustlaunch_tpm::ca::{CaConfig, CaKeyAlgorithm, CaSigningKey, VtpmCa};
+    VtpmCa::create(
+        CaSigningKey::generate(CaKeyAlgorithm::P256, &mut rand_core::OsRng),
+        &CaConfig {
+            common_name: name.into(),
+            organization: None,
+            not_before: UnixTime::from_secs(now().as_secs() - 3600),
+            not_after: None,
+            path_len_constraint: Some(0),
+        },
+        &mut rand_core::OsRng,
+    )
+    .unwrap()
+}
+
+/// A Trusted Launch VM's posture with the agent answering and the last
+/// appraisal's verdict `a`.
+pub fn posture<'a>(
+    vm: &'a str,
+    a: Option<&'a trustlaunch_attestation::Verdict>,
+) -> trustlaunch_attestation::security::Posture<'a> {
+    trustlaunch_attestation::security::Posture {
+        vm_id: vm,
+        trusted_launch_supported: true,
+        secure_boot: true,
+        vtpm: true,
+        attestation_agent: true,
+        last_appraisal: a,
+        agent_silent_for: Some(5),
+        agent_timeout: 600,
+        untrusted_modules: &[],
+    }
+}
