@@ -509,12 +509,17 @@ fn import(a: ImportArgs) -> Result<ExitCode> {
             ins.guest_agent.evidence
         );
         if let Some(p) = &ins.predicted {
-            println!(
-                "predicted:   {} boot applications (PCR 4), {} authorities (PCR 7), {} files (PCR 9), kernel command line (PCR 8)",
-                p.boot_applications.len(),
-                p.authorities.len(),
-                p.loaded_files.len()
-            );
+            match p.chain {
+                trustlaunch_runtime::image_meta::PredictedChain::ShimGrub => println!(
+                    "predicted:   {} boot applications (PCR 4), {} authorities (PCR 7), {} files (PCR 9), kernel command line (PCR 8)",
+                    p.boot_applications.len(),
+                    p.authorities.len(),
+                    p.loaded_files.len()
+                ),
+                trustlaunch_runtime::image_meta::PredictedChain::WindowsBootManager => println!(
+                    "predicted:   the Windows Boot Manager (PCR 4); what it loads Windows measures into PCRs 12-14, read from the log at each boot"
+                ),
+            }
         }
         for n in &ins.notes {
             println!("note: {n}");

@@ -90,18 +90,47 @@ pub struct NamedDigest {
     pub sha256: String,
 }
 
+/// Which boot chain a [`PredictedBoot`] describes, and so which of its
+/// lists are predictions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictedChain {
+    /// Debian's shim → grub → Linux: every list is a prediction (PCR 4
+    /// boot applications, PCR 7 authorities, grub's PCR 9 files and the
+    /// kernel command lines).
+    #[default]
+    ShimGrub,
+    /// The Windows Boot Manager: only the boot applications (PCR 4: the
+    /// boot manager) are predicted. What it loads Windows verifies and
+    /// measures itself (PCRs 12-14), so the other lists are empty and say
+    /// nothing.
+    WindowsBootManager,
+}
+
+impl PredictedChain {
+    fn is_shim_grub(&self) -> bool {
+        *self == Self::ShimGrub
+    }
+}
+
 /// What the first boot of an imported chain will measure, as the import
 /// predicted it from the disk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictedBoot {
+    /// The chain predicted (absent in `image.json`: shim → grub).
+    #[serde(default, skip_serializing_if = "PredictedChain::is_shim_grub")]
+    pub chain: PredictedChain,
     /// PCR 4 boot applications in load order (Authenticode SHA-256).
     pub boot_applications: Vec<NamedDigest>,
     /// PCR 9 files grub reads (plain SHA-256), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loaded_files: Vec<NamedDigest>,
     /// The kernel command lines grub measures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_command_lines: Vec<String>,
     /// PCR 7 authorities (SHA-256 of the entry's data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorities: Vec<NamedDigest>,
 }
 
@@ -473,5 +502,29 @@ mod tests {
         assert_eq!(Sha256Digest::from_hex(&d.to_hex()), Some(d));
         assert_eq!(Sha256Digest::from_hex("ab"), None);
         assert_eq!(Sha256Digest::from_hex(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn a_prediction_without_a_chain_is_shim_grub_and_windows_says_only_pcr_4() {
+        // As images imported before Windows was recognised wrote it.
+        let old = r#"{"boot_applications":[{"name":"\\EFI\\BOOT\\BOOTX64.EFI","sha256":"00"}],
+            "loaded_files":[],"kernel_command_lines":["/vmlinuz ro"],"authorities":[]}"#;
+        let p: PredictedBoot = serde_json::from_str(old).unwrap();
+        assert_eq!(p.chain, PredictedChain::ShimGrub);
+        assert_eq!(p.kernel_command_lines, ["/vmlinuz ro"]);
+        assert!(!serde_json::to_string(&p).unwrap().contains("chain"));
+        let w = PredictedBoot {
+            chain: PredictedChain::WindowsBootManager,
+            boot_applications: p.boot_applications.clone(),
+            loaded_files: Vec::new(),
+            kernel_command_lines: Vec::new(),
+            authorities: Vec::new(),
+        };
+        let text = serde_json::to_string(&w).unwrap();
+        assert_eq!(
+            text,
+            r#"{"chain":"windows_boot_manager","boot_applications":[{"name":"\\EFI\\BOOT\\BOOTX64.EFI","sha256":"00"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<PredictedBoot>(&text).unwrap(), w);
     }
 }

@@ -4,18 +4,33 @@
 //! [`crate::disk`]'s pure-Rust readers. The inspection finds the boot
 //! chain the firmware of a new VM would start (the removable-media path
 //! `EFI/BOOT/BOOTX64.EFI`; shim → grub → the kernel of grub's default
-//! entry; or a UKI), records each component's Authenticode digest and
-//! signers, and evaluates the chain against every key template with the
-//! Secure Boot toolkit ([`trustlaunch_secureboot::chain`]). The image gets
+//! entry; a UKI; or the Windows Boot Manager), records each component's
+//! Authenticode digest and signers, and evaluates the chain against every
+//! key template with the Secure Boot toolkit
+//! ([`trustlaunch_secureboot::chain`]). The image gets
 //! `SecurityType=TrustedLaunchSupported` only when a template boots the
 //! whole chain; otherwise the report names the component that would be
-//! refused and why. Azure trusts the publisher's flag; this verifies it.
+//! refused and why (a signature no db certificate verifies is named by its
+//! signer and issuer). Azure trusts the publisher's flag; this verifies it.
 //!
-//! It also predicts what the boot will measure (PCR 4 boot applications,
-//! the authorities of PCR 7, grub's PCR 9 files and the kernel command
-//! line) where the chain is one whose measurements are known, tells
-//! whether the guest attestation agent is installed, and recognises a
-//! Generation 1 disk (MBR, or no ESP).
+//! A Windows disk is recognised by its ESP (`windows`): when the
+//! removable-media path is neither shim, grub nor a UKI and
+//! `EFI/Microsoft/Boot/bootmgfw.efi` is there, the first stage is the
+//! Windows Boot Manager, verified against each template's db like any
+//! first stage — never trusted for a signer's name. The UEFI chain ends
+//! there: what the boot manager loads from the NTFS volume is verified by
+//! Windows' code integrity and measured by Windows into PCRs 12-14 (SIPA
+//! events the attestation service reads), which the report notes; whether
+//! it is the same file as `bootmgfw.efi` and a missing `BCD` are noted
+//! too. The NTFS volume is not read.
+//!
+//! It also predicts what the boot will measure where the chain is one
+//! whose measurements are known: for Debian's shim → grub, PCR 4 boot
+//! applications, the authorities of PCR 7, grub's PCR 9 files and the
+//! kernel command line; for the Windows Boot Manager, PCR 4's one boot
+//! application. It tells whether the guest attestation agent is installed
+//! (a Windows disk cannot hold trustlaunch's Linux agent), and recognises
+//! a Generation 1 disk (MBR, or no ESP).
 //!
 //! Every byte of the disk is untrusted: the readers are bounded, a
 //! malformed structure is a typed error naming where, and a qcow2 file
@@ -34,9 +49,12 @@ use trustlaunch_secureboot::verify::Database;
 use crate::disk::{self, DiskError, Ext, Fat, TableKind};
 use crate::image::ImageError;
 use crate::image_meta::{
-    self, BootComponent, DiskInfo, EspFile, Feature, Generation, ImageMetadata, KeyTemplate,
-    NamedDigest, PredictedBoot, Sha256Digest,
+    self, BootComponent, CertificateInfo, DiskInfo, EspFile, Feature, Generation, ImageMetadata,
+    KeyTemplate, NamedDigest, PredictedBoot, PredictedChain, Sha256Digest,
 };
+
+mod signature;
+mod windows;
 
 /// The removable-media boot path a new VM's firmware starts.
 pub const BOOT_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
@@ -80,7 +98,8 @@ pub struct TemplateDbs {
 /// One component of the boot chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainComponent {
-    /// `shim`, `boot loader`, `kernel`, `UKI`, `EFI application`.
+    /// `shim`, `boot loader`, `kernel`, `UKI`, `Windows Boot Manager`,
+    /// `EFI application`.
     pub role: String,
     /// Where it is (`ESP:EFI/BOOT/BOOTX64.EFI`, `root:/boot/vmlinuz-…`).
     pub location: String,
@@ -140,7 +159,9 @@ pub struct Inspection {
     pub generation: Generation,
     /// Why this generation.
     pub generation_reason: String,
-    /// The operating system (`PRETTY_NAME` of os-release), if found.
+    /// The operating system: `PRETTY_NAME` of os-release, or `Windows`
+    /// for a disk whose ESP starts the Windows Boot Manager; `None` if
+    /// neither was found.
     pub os: Option<String>,
     /// The root file system's partition and UUID.
     pub root: Option<(u32, String)>,
@@ -162,6 +183,11 @@ pub struct Inspection {
     /// The EFI binaries for `image.json`.
     #[serde(skip)]
     pub boot_components: Vec<BootComponent>,
+    /// The db certificate that allows the first stage under the first
+    /// template that boots the chain, when that template is `custom`
+    /// (`image.json`'s `db_certificate`).
+    #[serde(skip)]
+    pub db_certificate: Option<CertificateInfo>,
     /// Remarks: what was not evaluated and why.
     pub notes: Vec<String>,
 }
@@ -520,6 +546,7 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
         predicted: None,
         esp_files: Vec::new(),
         boot_components: Vec::new(),
+        db_certificate: None,
         notes: Vec::new(),
     };
     // Linux file systems: the root (with /etc/os-release) and a separate
@@ -632,6 +659,18 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
     } else {
         "EFI application"
     };
+    // Neither shim, grub nor a UKI: the Windows Boot Manager when the ESP
+    // is laid out as Windows lays it out.
+    let windows = if role == "EFI application" {
+        windows::WindowsEsp::find(&fat)?
+    } else {
+        None
+    };
+    let role = if windows.is_some() {
+        windows::ROLE
+    } else {
+        role
+    };
     stages.push((role.into(), format!("ESP:{BOOT_PATH}"), first.clone()));
     if is_uki {
         if let Some(initrd) = PeImage::parse(&first)
@@ -671,6 +710,18 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
             }
         } else if role == "boot loader" {
             Some(first.clone())
+        } else if let Some(w) = &windows {
+            // The UEFI chain ends with the boot manager: Windows verifies
+            // and measures the rest.
+            ins.notes.extend(w.notes(&first));
+            if let Some(linux) = ins.os.take() {
+                ins.notes.push(format!(
+                    "a Linux root file system ({linux}) is on the disk too; the removable-media path starts Windows"
+                ));
+            }
+            ins.os = Some(windows::OS.into());
+            ins.guest_agent = windows::agent();
+            None
         } else {
             incomplete = Some(format!(
                 "{BOOT_PATH} is neither shim, grub nor a UKI: what it loads cannot be followed"
@@ -849,11 +900,19 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
     for t in templates {
         let verdicts = chain::evaluate(&chain_stages, &t.db, &t.dbx);
         let refused = verdicts.iter().find_map(|v| {
-            v.outcome.as_ref().err().map(|(kind, detail)| Refusal {
-                component: v.path.clone(),
-                checker: v.checker.to_string(),
-                reason: *kind,
-                detail: detail.clone(),
+            v.outcome.as_ref().err().map(|(kind, detail)| {
+                let mut detail = detail.clone();
+                if *kind == RefusalKind::SignerNotInDb {
+                    if let Some(s) = chain_stages.iter().find(|s| s.path == v.path) {
+                        detail.push_str(&signature::signed_by(s.data, &t.db));
+                    }
+                }
+                Refusal {
+                    component: v.path.clone(),
+                    checker: v.checker.to_string(),
+                    reason: *kind,
+                    detail,
+                }
             })
         });
         let allowed = verdicts
@@ -873,9 +932,15 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
                 })
             })
             .collect();
+        let boots = refused.is_none() && incomplete.is_none();
+        if boots && t.template == KeyTemplate::Custom && ins.bootable_template().is_none() {
+            ins.db_certificate = chain_stages
+                .first()
+                .and_then(|s| signature::allowing_certificate(s.data, t));
+        }
         ins.templates.push(TemplateVerdict {
             template: t.template.name().into(),
-            boots: refused.is_none() && incomplete.is_none(),
+            boots,
             allowed,
             refused,
             incomplete: incomplete.clone(),
@@ -886,7 +951,14 @@ pub fn inspect(raw: &Path, templates: &[TemplateDbs]) -> Result<Inspection, Impo
             "shim's SBAT generation checks and MokList are not evaluated: a new VM's NVRAM has no MOK, and SbatLevel is set by shim itself".into(),
         );
     }
-    ins.predicted = predict(&ins, &stages, &loaded, kernel_entry.as_ref(), templates);
+    ins.predicted = if windows.is_some() {
+        ins.chain
+            .first()
+            .and_then(|c| c.authenticode_sha256.as_deref())
+            .map(windows::predicted)
+    } else {
+        predict(&ins, &stages, &loaded, kernel_entry.as_ref(), templates)
+    };
     Ok(ins)
 }
 
@@ -952,6 +1024,7 @@ fn predict(
         }
     }
     Some(PredictedBoot {
+        chain: PredictedChain::ShimGrub,
         boot_applications: vec![
             NamedDigest {
                 name: path_name(&shim.1),
@@ -1123,7 +1196,7 @@ pub fn import(
         generation: ins.generation,
         features: features.into_iter().collect::<Vec<Feature>>(),
         key_template,
-        db_certificate: None,
+        db_certificate: ins.db_certificate.clone(),
         boot_components: ins.boot_components.clone(),
         esp_files: ins.esp_files.clone(),
         kernel_release: ins.kernel_release.clone(),

@@ -60,7 +60,9 @@ use crate::accel::{self, AccelDecision, ProbeConfig};
 use crate::channel::{Channel, ChannelError, Collected, Received};
 use crate::confine::{self, Confinement, IdRegistry, Identity, VmIds};
 use crate::console::{self, ConsoleVerdict};
-use crate::image_meta::{ImageMetadata, KeyTemplate as ImageKeyTemplate, Sha256Digest};
+use crate::image_meta::{
+    ImageMetadata, KeyTemplate as ImageKeyTemplate, PredictedChain, Sha256Digest,
+};
 use crate::platform::{self, Home, MasterKey, PlatformError, PlatformKeys, SealedFile, OWNER};
 use crate::process::{self, Marker};
 use crate::qemu::{Accel, Firmware, Launch, Nic, Passed, QemuConfig};
@@ -1838,8 +1840,10 @@ fn stepper<'a>(
 
 /// The baseline an image predicts: its boot application and UKI sections
 /// when it is a single UKI, and the PCR 7 events of the VM's store with the
-/// db entry that signed it (custom template). What it cannot say (the
-/// authorities of a shim chain) is left out.
+/// db entry that signed it (custom template), and what an import
+/// predicted (shim → grub: PCRs 4, 7, 8 and 9; the Windows Boot Manager:
+/// PCR 4 only). What it cannot say (the authorities of a shim chain
+/// without an import's prediction, what Windows measures) is left out.
 fn predicted_baseline(m: &ImageMetadata, store: &VarStore, secure_boot: bool) -> Baseline {
     let uki = m
         .boot_components
@@ -1889,12 +1893,25 @@ fn predicted_baseline(m: &ImageMetadata, store: &VarStore, secure_boot: bool) ->
                 })
                 .collect::<Vec<_>>()
         };
-        if secure_boot {
-            b.measurements.boot_applications = Some(comps(&p.boot_applications));
-            b.measurements.authorities = Some(comps(&p.authorities));
+        match p.chain {
+            PredictedChain::ShimGrub => {
+                if secure_boot {
+                    b.measurements.boot_applications = Some(comps(&p.boot_applications));
+                    b.measurements.authorities = Some(comps(&p.authorities));
+                }
+                b.measurements.loaded_files = Some(comps(&p.loaded_files));
+                b.measurements.kernel_command_lines = Some(p.kernel_command_lines.clone());
+            }
+            PredictedChain::WindowsBootManager => {
+                // PCR 4: the boot manager alone. Whatever else reaches
+                // PCR 7 and what Windows loads (PCRs 12-14) is not
+                // predicted: the first healthy boot's log says it.
+                if secure_boot {
+                    b.measurements.boot_applications = Some(comps(&p.boot_applications));
+                }
+                b.measurements.authorities = None;
+            }
         }
-        b.measurements.loaded_files = Some(comps(&p.loaded_files));
-        b.measurements.kernel_command_lines = Some(p.kernel_command_lines.clone());
     }
     if !secure_boot {
         // Without Secure Boot systemd-stub hands the kernel to the
@@ -2198,4 +2215,80 @@ fn decide_accel(home: &Home) -> Result<AccelDecision, VmError> {
     .unwrap_or_default();
     platform::write_file(&cache, &json, 0o600)?;
     Ok(decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image_meta::{DiskInfo, NamedDigest, PredictedBoot};
+
+    fn imported(predicted: PredictedBoot) -> ImageMetadata {
+        ImageMetadata {
+            schema: crate::image_meta::SCHEMA,
+            name: "imported".into(),
+            kind: "imported".into(),
+            generation: crate::image_meta::Generation::V2,
+            features: vec![crate::image_meta::trusted_launch_feature()],
+            key_template: ImageKeyTemplate::Microsoft,
+            db_certificate: None,
+            boot_components: Vec::new(),
+            esp_files: Vec::new(),
+            kernel_release: None,
+            kernel_cmdline: None,
+            created_at: crate::image_meta::rfc3339(0),
+            disk: DiskInfo {
+                file: IMAGE_DISK.into(),
+                format: "raw".into(),
+                size_bytes: 0,
+                sha256: Sha256Digest::of(b""),
+            },
+            notes: Vec::new(),
+            guest_agent: None,
+            trusted_launch_refusals: Vec::new(),
+            predicted_boot: Some(predicted),
+        }
+    }
+
+    fn digest(name: &str) -> NamedDigest {
+        NamedDigest {
+            name: name.into(),
+            sha256: Sha256Digest::of(name.as_bytes()).to_hex(),
+        }
+    }
+
+    #[test]
+    fn an_imported_windows_chain_predicts_pcr_4_only() {
+        // The empty store Debian's OVMF ships (a host requirement).
+        let store = VarStore::parse(&fs::read("/usr/share/OVMF/OVMF_VARS_4M.fd").unwrap()).unwrap();
+        let shim_grub = PredictedBoot {
+            chain: PredictedChain::ShimGrub,
+            boot_applications: vec![digest("\\EFI\\BOOT\\BOOTX64.EFI")],
+            loaded_files: vec![digest("/vmlinuz")],
+            kernel_command_lines: vec!["/vmlinuz ro".into()],
+            authorities: vec![digest("db")],
+        };
+        let b = predicted_baseline(&imported(shim_grub.clone()), &store, true).measurements;
+        assert_eq!(b.boot_applications.map(|a| a.len()), Some(1));
+        assert_eq!(b.authorities.map(|a| a.len()), Some(1));
+        assert_eq!(b.loaded_files.map(|a| a.len()), Some(1));
+        assert_eq!(b.kernel_command_lines, Some(vec!["/vmlinuz ro".into()]));
+
+        let windows = PredictedBoot {
+            chain: PredictedChain::WindowsBootManager,
+            loaded_files: Vec::new(),
+            kernel_command_lines: Vec::new(),
+            authorities: Vec::new(),
+            ..shim_grub
+        };
+        let b = predicted_baseline(&imported(windows), &store, true).measurements;
+        let apps = b.boot_applications.unwrap();
+        assert_eq!(
+            (apps.len(), apps[0].name.as_str()),
+            (1, "\\EFI\\BOOT\\BOOTX64.EFI")
+        );
+        // Not "none": not predicted, so not compared.
+        assert_eq!(b.authorities, None);
+        assert_eq!(b.loaded_files, None);
+        assert_eq!(b.kernel_command_lines, None);
+    }
 }

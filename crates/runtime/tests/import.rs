@@ -3,20 +3,31 @@
 //! against the platform's key templates, a kernel whose signature was
 //! removed and a shim whose hash is revoked are refused and named, BIOS
 //! disks are recognised as Generation 1, and qcow2 files that name host
-//! files are refused. (The real Debian image is imported in the CLI's
-//! VM tier, where it is built.)
+//! files are refused. Windows disks (an ESP laid out as Windows lays it
+//! out, a real EFI boot manager signed here in the Windows Boot Manager's
+//! place) are recognised, their boot manager judged by its signature
+//! alone, never its signer's name. (The real Debian image is imported in
+//! the CLI's VM tier, where it is built.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use trustlaunch_runtime::image_build::{build_image, BuildRequest, Recipe, DISK_FILE};
-use trustlaunch_runtime::image_meta::{Generation, ImageMetadata, KeyTemplate};
+use trustlaunch_runtime::accel::{Accel, AccelDecision};
+use trustlaunch_runtime::image_build::{
+    build_image, certificate_info, sha256_file, BuildRequest, Recipe, DISK_FILE,
+};
+use trustlaunch_runtime::image_meta::{
+    vm_key_template, Generation, ImageMetadata, KeyTemplate, NamedDigest, PredictedChain,
+};
 use trustlaunch_runtime::import::{import, inspect, ImportError, ImportRequest, TemplateDbs};
 use trustlaunch_runtime::platform::Home;
+use trustlaunch_runtime::spec::{Network, SecurityProfile, VmSpec};
 use trustlaunch_runtime::vm::Runtime;
 use trustlaunch_secureboot::chain::RefusalKind;
+use trustlaunch_secureboot::keys::{CertRequest, CertRole, KeyPair, SigningKey};
 use trustlaunch_secureboot::pe::PeImage;
 use trustlaunch_secureboot::siglist::{SignatureData, SignatureDb, SignatureList, SignatureType};
+use trustlaunch_secureboot::verify::EntryKind;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -387,4 +398,449 @@ fn a_qcow2_disk_is_converted_and_inspected() {
     assert!(ins.trusted_launch_supported());
     assert_eq!(meta.disk.format, "raw");
     assert!(meta.notes.iter().any(|n| n.contains("(qcow2)")));
+}
+
+// Windows disks. No Windows binary exists on this host, so the Windows
+// Boot Manager is played by a real EFI application of another boot
+// manager — systemd-boot, from systemd-boot-efi, the package the host
+// requirements install for the UKI stub: neither shim, grub nor a UKI —
+// signed here. What makes it Windows to the import is the ESP's layout,
+// as on a real Windows disk; what makes it bootable is only which db
+// verifies its signature.
+
+/// The stand-in for `bootmgfw.efi` (unsigned as shipped).
+const BOOT_MANAGER: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// Where Windows keeps its boot manager and boot configuration store.
+const BOOTMGFW: &str = "EFI/Microsoft/Boot/bootmgfw.efi";
+const BCD: &str = "EFI/Microsoft/Boot/BCD";
+
+fn key_pair(issuer: Option<&KeyPair>, common_name: &str, role: CertRole) -> KeyPair {
+    let mut rng = rand_core::OsRng;
+    let request = CertRequest {
+        common_name: common_name.into(),
+        not_before: 1_700_000_000,
+        not_after: 253_402_300_799,
+        role,
+    };
+    let key = SigningKey::generate_p256(&mut rng);
+    match issuer {
+        Some(ca) => ca.issue(key, &request, &mut rng).unwrap(),
+        None => KeyPair::self_signed(key, &request, &mut rng).unwrap(),
+    }
+}
+
+/// A self-made CA that calls itself Microsoft's Windows PCA, and the
+/// "Microsoft Windows" key it issued: names anyone can write.
+fn look_alike_microsoft() -> (KeyPair, KeyPair) {
+    let ca = key_pair(
+        None,
+        "Microsoft Windows Production PCA 2011",
+        CertRole::Authority,
+    );
+    let leaf = key_pair(Some(&ca), "Microsoft Windows", CertRole::CodeSigning);
+    (ca, leaf)
+}
+
+/// The stand-in boot manager signed by `signer`, its issuer carried in
+/// the signature.
+fn signed_boot_manager(signer: &KeyPair, issuer: Option<&KeyPair>) -> Vec<u8> {
+    let extra: Vec<Vec<u8>> = issuer.map(|c| c.cert_der.clone()).into_iter().collect();
+    trustlaunch_secureboot::sign::sign_image(
+        &std::fs::read(BOOT_MANAGER).unwrap(),
+        &signer.key,
+        &signer.cert_der,
+        &extra,
+    )
+    .unwrap()
+}
+
+/// A GPT disk whose FAT ESP is laid out as Windows lays it out:
+/// `EFI/BOOT/BOOTX64.EFI`, `EFI/Microsoft/Boot/bootmgfw.efi` and, when
+/// `bcd`, `EFI/Microsoft/Boot/BCD` (a registry hive's magic and nothing
+/// more: the import does not parse it).
+fn windows_disk(f: &Fixture, name: &str, bootx64: &[u8], bootmgfw: &[u8], bcd: bool) -> PathBuf {
+    let mut hive = b"regf".to_vec();
+    hive.resize(8192, 0);
+    let mut files = vec![("EFI/BOOT/BOOTX64.EFI", bootx64), (BOOTMGFW, bootmgfw)];
+    if bcd {
+        files.push((BCD, &hive));
+    }
+    esp_disk(f, name, &files)
+}
+
+/// A GPT disk with a FAT ESP holding `(ESP path, contents)`.
+fn esp_disk(f: &Fixture, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let src = f.root.join(format!("{name}-src"));
+    std::fs::create_dir_all(&src).unwrap();
+    let mut refs = Vec::new();
+    for (i, (esp_path, data)) in files.iter().enumerate() {
+        let path = src.join(i.to_string());
+        std::fs::write(&path, data).unwrap();
+        refs.push((*esp_path, path));
+    }
+    let refs: Vec<(&str, &Path)> = refs.iter().map(|(e, p)| (*e, p.as_path())).collect();
+    let disk = f.root.join(format!("{name}.raw"));
+    trustlaunch_runtime::image::build_disk(&refs, &src.join("scratch"), &disk).unwrap();
+    disk
+}
+
+fn verdict<'a>(
+    ins: &'a trustlaunch_runtime::import::Inspection,
+    template: &str,
+) -> &'a trustlaunch_runtime::import::TemplateVerdict {
+    ins.templates
+        .iter()
+        .find(|t| t.template == template)
+        .unwrap()
+}
+
+fn has_note(notes: &[String], text: &str) -> bool {
+    notes.iter().any(|n| n.contains(text))
+}
+
+#[test]
+fn a_boot_manager_signed_by_a_look_alike_of_microsofts_ca_is_refused_and_its_signer_named() {
+    let f = fixture();
+    // The microsoft template's db holds the real certificate of that
+    // name: the look-alike differs from it by its key only.
+    let ms_db = &f
+        .templates
+        .iter()
+        .find(|t| t.template == KeyTemplate::Microsoft)
+        .unwrap()
+        .db;
+    assert!(
+        (0..ms_db.records().len()).any(|i| ms_db
+            .entry(i)
+            .and_then(|e| e.subject)
+            .is_some_and(|s| s.contains("CN=Microsoft Windows Production PCA 2011"))),
+        "the microsoft template's db lacks Microsoft's Windows PCA"
+    );
+    let (ca, leaf) = look_alike_microsoft();
+    let bootmgr = signed_boot_manager(&leaf, Some(&ca));
+    let disk = windows_disk(&f, "win-lookalike", &bootmgr, &bootmgr, true);
+    let (meta, ins) = run_import(&f, &disk, "win-lookalike");
+
+    assert_eq!(ins.os.as_deref(), Some("Windows"));
+    let roles: Vec<&str> = ins.chain.iter().map(|c| c.role.as_str()).collect();
+    assert_eq!(roles, ["Windows Boot Manager"]);
+    assert_eq!(ins.chain[0].location, "ESP:EFI/BOOT/BOOTX64.EFI");
+    assert_eq!(ins.chain[0].signers, ["CN=Microsoft Windows"]);
+    // Refused by the microsoft template for the signature, naming the
+    // signer, its issuer and the look-alike.
+    let ms = verdict(&ins, "microsoft");
+    assert!(!ms.boots);
+    assert_eq!(ms.incomplete, None);
+    let r = ms.refused.as_ref().unwrap();
+    assert_eq!(
+        (r.component.as_str(), r.checker.as_str(), r.reason),
+        (
+            "ESP:EFI/BOOT/BOOTX64.EFI",
+            "the firmware",
+            RefusalKind::SignerNotInDb
+        )
+    );
+    assert!(
+        r.detail.contains(
+            "signed by CN=Microsoft Windows (issued by CN=Microsoft Windows Production PCA 2011)"
+        ),
+        "{}",
+        r.detail
+    );
+    assert!(
+        r.detail
+            .contains("\"Microsoft Windows Production PCA 2011\" (db entry #")
+            && r.detail.contains("never by its name"),
+        "{}",
+        r.detail
+    );
+    // The platform's own db refuses it too, without a look-alike.
+    let custom = verdict(&ins, "custom");
+    let rc = custom.refused.as_ref().unwrap();
+    assert_eq!(rc.reason, RefusalKind::SignerNotInDb);
+    assert!(!rc.detail.contains("never by its name"), "{}", rc.detail);
+    assert!(!ins.trusted_launch_supported());
+    assert!(meta.features.is_empty(), "{:?}", meta.features);
+    assert!(
+        meta.trusted_launch_refusals.iter().any(|l| l.starts_with(
+            "microsoft: ESP:EFI/BOOT/BOOTX64.EFI would be refused by the firmware (signer not in db)"
+        ) && l.contains("CN=Microsoft Windows")),
+        "{:?}",
+        meta.trusted_launch_refusals
+    );
+    // The chain is not called incomplete: Windows verifies the rest.
+    assert!(ins.templates.iter().all(|t| t.incomplete.is_none()));
+    assert!(
+        has_note(
+            &ins.notes,
+            "is a byte-identical copy of EFI/Microsoft/Boot/bootmgfw.efi"
+        ),
+        "{:?}",
+        ins.notes
+    );
+    assert!(
+        has_note(&ins.notes, "Windows' own code integrity"),
+        "{:?}",
+        ins.notes
+    );
+    assert!(
+        has_note(&ins.notes, "PCRs 12-14 (SIPA events)"),
+        "{:?}",
+        ins.notes
+    );
+    assert!(!has_note(&ins.notes, "BCD is missing"), "{:?}", ins.notes);
+    // No Linux agent looked for; the Windows one is not detected.
+    assert_eq!(ins.guest_agent.installed, Some(false));
+    assert!(
+        ins.guest_agent
+            .evidence
+            .contains("no Windows guest agent is detected"),
+        "{}",
+        ins.guest_agent.evidence
+    );
+    assert!(!ins.guest_agent.evidence.contains("root file system"));
+    // PCR 4: the boot manager, from the removable-media path; nothing
+    // else is claimed.
+    let p = ins.predicted.as_ref().unwrap();
+    assert_eq!(p.chain, PredictedChain::WindowsBootManager);
+    assert_eq!(
+        p.boot_applications,
+        [NamedDigest {
+            name: "\\EFI\\BOOT\\BOOTX64.EFI".into(),
+            sha256: ins.chain[0].authenticode_sha256.clone().unwrap(),
+        }]
+    );
+    assert!(p.authorities.is_empty() && p.loaded_files.is_empty());
+    assert!(p.kernel_command_lines.is_empty());
+    assert_eq!(meta.predicted_boot.as_ref(), Some(p));
+}
+
+#[test]
+fn a_boot_manager_signed_by_a_db_key_boots_under_that_template() {
+    let f = fixture();
+    let rt = Runtime::open(Home::open(f.root.join("home")).unwrap()).unwrap();
+    let db = &rt.keys().db;
+    let bootmgr = signed_boot_manager(db, None);
+    let disk = windows_disk(&f, "win-db", &bootmgr, &bootmgr, true);
+    let (meta, ins) = run_import(&f, &disk, "win-db");
+
+    assert_eq!(ins.chain[0].role, "Windows Boot Manager");
+    let custom = verdict(&ins, "custom");
+    assert!(custom.boots, "{custom:#?}");
+    assert_eq!(custom.allowed.len(), 1);
+    let db_subject = certificate_info(&db.cert_der).subject;
+    assert!(
+        custom.allowed[0].starts_with("ESP:EFI/BOOT/BOOTX64.EFI allowed by db entry #0")
+            && custom.allowed[0].contains(&db_subject),
+        "{:?}",
+        custom.allowed
+    );
+    assert!(!verdict(&ins, "microsoft").boots);
+    assert!(ins.trusted_launch_supported());
+    assert!(meta
+        .features
+        .contains(&trustlaunch_runtime::image_meta::trusted_launch_feature()));
+    assert_eq!(meta.key_template, KeyTemplate::Custom);
+    assert_eq!(meta.db_certificate, Some(certificate_info(&db.cert_der)));
+    assert!(meta.trusted_launch_refusals.is_empty());
+    assert!(
+        has_note(
+            &meta.notes,
+            "verified by Windows' own code integrity, not by UEFI's db"
+        ),
+        "{:?}",
+        meta.notes
+    );
+    assert_eq!(
+        ImageMetadata::read(&f.root.join("win-db-imported")).unwrap(),
+        meta
+    );
+}
+
+#[test]
+fn a_windows_esp_without_bcd_or_with_another_bootx64_is_noted() {
+    let f = fixture();
+    let rt = Runtime::open(Home::open(f.root.join("home")).unwrap()).unwrap();
+    let bootx64 = signed_boot_manager(&rt.keys().db, None);
+    let bootmgfw = std::fs::read(BOOT_MANAGER).unwrap();
+    let disk = windows_disk(&f, "win-nobcd", &bootx64, &bootmgfw, false);
+    let ins = inspect(&disk, &f.templates).unwrap();
+    assert_eq!(ins.chain[0].role, "Windows Boot Manager");
+    assert!(
+        has_note(
+            &ins.notes,
+            "EFI/Microsoft/Boot/BCD is missing: the boot manager reads its boot configuration there and, without it, would stop"
+        ),
+        "{:?}",
+        ins.notes
+    );
+    let unsigned = PeImage::parse(&bootmgfw).unwrap();
+    let digest = trustlaunch_secureboot::authenticode::image_sha256_parsed(&bootmgfw, &unsigned)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    assert!(
+        has_note(
+            &ins.notes,
+            &format!("differs from EFI/Microsoft/Boot/bootmgfw.efi (Authenticode {digest})")
+        ),
+        "{:?}",
+        ins.notes
+    );
+    assert!(!has_note(&ins.notes, "byte-identical"));
+    // The boot manager the firmware starts is what is judged.
+    assert!(verdict(&ins, "custom").boots);
+
+    // FAT names match without regard to case, as the firmware and the
+    // boot manager read them.
+    let disk = esp_disk(
+        &f,
+        "win-upper",
+        &[
+            ("EFI/BOOT/BOOTX64.EFI", &bootx64),
+            ("EFI/MICROSOFT/BOOT/BOOTMGFW.EFI", &bootx64),
+            ("EFI/MICROSOFT/BOOT/BCD", b"regf"),
+        ],
+    );
+    let ins = inspect(&disk, &f.templates).unwrap();
+    assert_eq!(ins.chain[0].role, "Windows Boot Manager");
+    assert!(has_note(&ins.notes, "byte-identical"), "{:?}", ins.notes);
+    assert!(!has_note(&ins.notes, "BCD is missing"), "{:?}", ins.notes);
+    // Without bootmgfw.efi the same binary is just an EFI application
+    // whose next stage is unknown.
+    let disk = esp_disk(&f, "not-win", &[("EFI/BOOT/BOOTX64.EFI", &bootx64)]);
+    let ins = inspect(&disk, &f.templates).unwrap();
+    assert_eq!(ins.chain[0].role, "EFI application");
+    assert_eq!(ins.os, None);
+    assert!(verdict(&ins, "custom")
+        .incomplete
+        .as_deref()
+        .is_some_and(|w| w.contains("neither shim, grub nor a UKI")));
+}
+
+#[test]
+fn a_boot_manager_of_random_bytes_is_refused_never_a_panic() {
+    use rand_core::RngCore;
+    let f = fixture();
+    let mut noise = vec![0u8; 64 << 10];
+    rand_core::OsRng.fill_bytes(&mut noise);
+    let mut mz = noise.clone();
+    mz[..2].copy_from_slice(b"MZ");
+    // e_lfanew pointing at the end of the file.
+    mz[0x3c..0x40].copy_from_slice(&((64u32 << 10) - 2).to_le_bytes());
+    let real = std::fs::read(BOOT_MANAGER).unwrap();
+    let truncated = real[..4096].to_vec();
+    for (name, junk) in [("noise", &noise), ("mz", &mz), ("truncated", &truncated)] {
+        // The junk as both files, the firmware's and Windows' own.
+        let disk = windows_disk(&f, &format!("win-{name}"), junk, junk, true);
+        let ins = inspect(&disk, &f.templates).unwrap();
+        assert_eq!(ins.chain[0].role, "Windows Boot Manager", "{name}");
+        assert_eq!(ins.chain[0].authenticode_sha256, None, "{name}");
+        for t in &ins.templates {
+            let r = t
+                .refused
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: {t:#?}"));
+            assert_eq!(r.reason, RefusalKind::Malformed, "{name}: {r:#?}");
+        }
+        assert!(!ins.trusted_launch_supported());
+        assert_eq!(ins.predicted, None, "{name}");
+    }
+    // Junk at Windows' path only, a signed boot manager at the firmware's:
+    // said, and the import still writes an image.
+    let rt = Runtime::open(Home::open(f.root.join("home")).unwrap()).unwrap();
+    let bootx64 = signed_boot_manager(&rt.keys().db, None);
+    let disk = windows_disk(&f, "win-junkmgr", &bootx64, &noise, true);
+    let (meta, ins) = run_import(&f, &disk, "win-junkmgr");
+    assert!(
+        has_note(
+            &ins.notes,
+            "differs from EFI/Microsoft/Boot/bootmgfw.efi (not a PE image)"
+        ),
+        "{:?}",
+        ins.notes
+    );
+    assert!(meta
+        .esp_files
+        .iter()
+        .any(|e| e.esp_path.eq_ignore_ascii_case(BOOTMGFW)));
+}
+
+#[test]
+fn a_windows_chain_the_microsoft_template_allows_gets_it_and_the_disk_is_not_touched() {
+    let f = fixture();
+    // Nothing here is signed by Microsoft's key, so the microsoft
+    // template's db gains the look-alike CA as a stand-in for its Windows
+    // PCA: the choice of template sees a Windows chain its db authorises.
+    let (ca, leaf) = look_alike_microsoft();
+    let mut templates = f.templates.clone();
+    let ms = templates
+        .iter_mut()
+        .find(|t| t.template == KeyTemplate::Microsoft)
+        .unwrap();
+    let owner = ms.db.records()[0].owner;
+    ms.db.push(EntryKind::X509, owner, ca.cert_der.clone());
+    let bootmgr = signed_boot_manager(&leaf, Some(&ca));
+    let disk = windows_disk(&f, "win-ms", &bootmgr, &bootmgr, true);
+    let (source_digest, _) = sha256_file(&disk).unwrap();
+    let out = f.root.join("win-ms-imported");
+    let (meta, ins) = import(
+        &ImportRequest {
+            disk: &disk,
+            out_dir: &out,
+            name: "win-ms",
+            templates: &templates,
+            created_at: 0,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(verdict(&ins, "microsoft").boots, "{:#?}", ins.templates);
+    assert!(!verdict(&ins, "custom").boots);
+    assert_eq!(meta.key_template, KeyTemplate::Microsoft);
+    assert_eq!(meta.db_certificate, None);
+    assert!(meta
+        .features
+        .contains(&trustlaunch_runtime::image_meta::trusted_launch_feature()));
+    // The image is the user's disk, byte for byte.
+    assert_eq!(meta.disk.sha256, source_digest);
+    assert_eq!(
+        vm_key_template(&out),
+        trustlaunch_runtime::spec::KeyTemplate::Microsoft
+    );
+    // A Trusted Launch VM of it under the microsoft template: made without
+    // a warning, and the image is still the user's disk.
+    let rt = Runtime::open_with_accel(
+        Home::open(f.root.join("home")).unwrap(),
+        AccelDecision {
+            accel: Accel::Tcg,
+            reason: "test".into(),
+        },
+    )
+    .unwrap();
+    let spec = VmSpec {
+        name: "win".into(),
+        hyper_v_generation: trustlaunch_runtime::spec::Generation::V2,
+        security_profile: SecurityProfile::trusted_launch(),
+        key_template: vm_key_template(&out),
+        vcpus: 1,
+        memory_mib: 512,
+        image: out.clone(),
+        data_disks: Vec::new(),
+        network: Network::None,
+        os_profile: None,
+    };
+    let mut steps = Vec::new();
+    rt.create(&spec, &mut |p| steps.push((p.step, p.detail)))
+        .unwrap();
+    assert!(steps.iter().all(|(s, _)| *s != "warning"), "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .any(|(s, d)| *s == "varstore" && d.starts_with("microsoft template, Secure Boot on")),
+        "{steps:?}"
+    );
+    assert_eq!(sha256_file(&out.join(DISK_FILE)).unwrap().0, source_digest);
+    rt.delete("win").unwrap();
 }
