@@ -6,8 +6,10 @@
 //! files are refused. Windows disks (an ESP laid out as Windows lays it
 //! out, a real EFI boot manager signed here in the Windows Boot Manager's
 //! place) are recognised, their boot manager judged by its signature
-//! alone, never its signer's name. (The real Debian image is imported in
-//! the CLI's VM tier, where it is built.)
+//! alone, never its signer's name; in the VM tier the runtime refuses a
+//! Trusted Launch VM of the look-alike and boots the db-signed one from
+//! the disk as brought. (The real Debian image is imported in the CLI's
+//! VM tier, where it is built.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -843,4 +845,98 @@ fn a_windows_chain_the_microsoft_template_allows_gets_it_and_the_disk_is_not_tou
     );
     assert_eq!(sha256_file(&out.join(DISK_FILE)).unwrap().0, source_digest);
     rt.delete("win").unwrap();
+}
+
+/// The runtime boots a Windows disk as its import judged it, and nothing
+/// else: a boot manager signed through a look-alike of Microsoft's CA
+/// gets no Trusted Launch VM at all, and one a template's db verifies is
+/// started by the firmware under Secure Boot from the disk as the user
+/// brought it (the stand-in boot manager then waits at its menu: no
+/// trustlaunch agent is on a Windows disk).
+#[test]
+#[ignore = "VM tier: one QEMU boot under TCG (~60 s); ./scripts/test.sh runs it"]
+fn a_windows_disk_boots_unchanged_under_the_template_its_import_chose() {
+    let f = fixture();
+    let rt = Runtime::open_with_accel(
+        Home::open(f.root.join("home")).unwrap(),
+        AccelDecision {
+            accel: Accel::Tcg,
+            reason: "test".into(),
+        },
+    )
+    .unwrap();
+    let spec = |name: &str, image: &Path| VmSpec {
+        name: name.into(),
+        hyper_v_generation: trustlaunch_runtime::spec::Generation::V2,
+        security_profile: SecurityProfile::trusted_launch(),
+        key_template: vm_key_template(image),
+        vcpus: 1,
+        memory_mib: 512,
+        image: image.to_owned(),
+        data_disks: Vec::new(),
+        network: Network::None,
+        os_profile: None,
+    };
+
+    // A look-alike's signature: no template boots it, so no Trusted
+    // Launch VM is made of it.
+    let (ca, leaf) = look_alike_microsoft();
+    let fake = signed_boot_manager(&leaf, Some(&ca));
+    let disk = windows_disk(&f, "win-fake", &fake, &fake, true);
+    let (meta, _) = run_import(&f, &disk, "win-fake");
+    assert!(!meta
+        .features
+        .contains(&trustlaunch_runtime::image_meta::trusted_launch_feature()));
+    let err = rt
+        .create(
+            &spec("fake", &f.root.join("win-fake-imported")),
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("TrustedLaunchSupported"), "{err}");
+
+    // Signed by the platform's db key: the import chose `custom`, and the
+    // firmware starts the boot manager under Secure Boot.
+    let bootmgr = signed_boot_manager(&rt.keys().db, None);
+    let disk = windows_disk(&f, "win-db", &bootmgr, &bootmgr, true);
+    let (meta, _) = run_import(&f, &disk, "win-db");
+    assert_eq!(meta.key_template, KeyTemplate::Custom);
+    let image = f.root.join("win-db-imported");
+    let (image_digest, _) = sha256_file(&image.join(DISK_FILE)).unwrap();
+    assert_eq!(image_digest, sha256_file(&disk).unwrap().0);
+    rt.create(&spec("win", &image), &mut |_| {}).unwrap();
+    let mut steps: Vec<(&'static str, String)> = Vec::new();
+    rt.start("win", &mut |p| steps.push((p.step, p.detail)))
+        .unwrap();
+    let outcome = rt.wait_boot("win", std::time::Duration::from_secs(45), &mut |p| {
+        steps.push((p.step, p.detail))
+    });
+    let console = std::fs::read_to_string(rt.home().vms().join("win").join("console.log"))
+        .unwrap_or_default();
+    assert!(
+        steps.iter().any(|(s, _)| *s == "firmware"),
+        "the firmware started the boot manager: {steps:?}\n{console}"
+    );
+    assert!(
+        steps.iter().all(|(s, _)| *s != "denied"),
+        "{steps:?}\n{console}"
+    );
+    assert!(
+        !console.contains("Access Denied"),
+        "Secure Boot let it run: {console}"
+    );
+    // No agent answers on a Windows disk: the boot is not a failure, it is
+    // not attested.
+    assert!(
+        !matches!(
+            outcome,
+            Ok(trustlaunch_runtime::vm::BootOutcome::Failed { .. })
+                | Ok(trustlaunch_runtime::vm::BootOutcome::Attested { .. })
+        ),
+        "{outcome:?}"
+    );
+    rt.stop("win", std::time::Duration::from_secs(1)).ok();
+    rt.delete("win").unwrap();
+    // The image is still the user's disk.
+    assert_eq!(sha256_file(&image.join(DISK_FILE)).unwrap().0, image_digest);
 }
