@@ -92,6 +92,17 @@ fn cite<T>(f: &WindowsFact<T>) -> Cite {
     }
 }
 
+/// `cites` in order, each once (one event measures several facts).
+fn once_each(cites: impl IntoIterator<Item = Cite>) -> Vec<Cite> {
+    let mut out: Vec<Cite> = Vec::new();
+    for c in cites {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The one value of a fact measured (possibly in several PCRs), or why
 /// there is none: never measured, or measured with different values.
 enum One<'a, T> {
@@ -320,6 +331,7 @@ fn debugging_check(w: &WindowsBoot, c: &mut Checks) {
             One::Conflict(_) => unknown.push(format!("{what} measured both on and off")),
         }
     }
+    let cites = once_each(cites);
     if on.is_empty() && unknown.is_empty() {
         c.pass(
             "windows.debugging",
@@ -342,13 +354,13 @@ fn vbs_check(w: &WindowsBoot, c: &mut Checks) -> WindowsPosture {
         .collect();
     events.sort_unstable();
     events.dedup();
-    let cites: Vec<Cite> = w
-        .vsm_launch_type
-        .iter()
-        .chain(&w.hvci_policy)
-        .map(cite)
-        .chain(w.lsaiso_config.iter().map(cite))
-        .collect();
+    let cites = once_each(
+        w.vsm_launch_type
+            .iter()
+            .chain(&w.hvci_policy)
+            .map(cite)
+            .chain(w.lsaiso_config.iter().map(cite)),
+    );
     let vsm = match one(&w.vsm_launch_type) {
         One::Conflict(cites) => {
             c.fail(
