@@ -228,6 +228,12 @@ fn a_real_windows_boot_passes_every_windows_check_on_its_quote() {
     assert!(check(&a, "windows.elam")
         .detail
         .contains("Windows Defender"));
+    // Each event once, though it measured boot and kernel debugging both.
+    let ev = |number, pcr| trustlaunch_attestation::Cite::Event { number, pcr };
+    assert_eq!(
+        check(&a, "windows.debugging").evidence,
+        [ev(12, 12), ev(13, 13), ev(15, 12), ev(16, 13)]
+    );
     assert_eq!(
         check(&a, "windows.vbs").detail,
         "as measured: VBS off (VSM launch type 0), HVCI off (policy 0x0), Credential Guard off"
