@@ -11,7 +11,11 @@
 //! marks an aggregation, bit 31 an event that is not measured. Each known
 //! type is decoded to the value it carries (a flag, a number, a UTF-16
 //! text, bytes); an unknown one is kept raw and named by its number.
-//! Nesting is bounded ([`MAX_DEPTH`]); every length is checked.
+//! Types of newer Windows releases (ReFS rollback protection, VSM's SRTM
+//! sealing, a module's version and original file name, as the newest
+//! Win32 metadata lists them) are named; where no real log shows their
+//! layout they are kept as bytes (`MODULE_VERSION` among them, so no OS
+//! version is read from it). Nesting is bounded ([`MAX_DEPTH`]); every length is checked.
 
 use serde::Serialize;
 
@@ -91,6 +95,7 @@ const TYPES: &[(u32, &str, Shape)] = &[
     (0x0002_0009, "APPLICATION_SVN", Shape::Number),
     (0x0002_000A, "SVN_CHAIN_STATUS", Shape::Number),
     (0x0002_000B, "MORBIT_API_STATUS", Shape::Number),
+    (0x0002_000C, "IDK_GENERATION_STATUS", Shape::Number),
     (0x0003_0001, "ERROR_FIRMWAREFAILURE", Shape::Number),
     (0x0003_0003, "ERROR_INTERNALFAILURE", Shape::Number),
     (0x0004_0001, "BOOTDEBUGGING", Shape::Flag),
@@ -126,6 +131,38 @@ const TYPES: &[(u32, &str, Shape)] = &[
     (0x0005_0028, "LSAISO_CONFIG", Shape::Bytes),
     (0x0005_0029, "SBCP_INFO", Shape::Bytes),
     (0x0005_0030, "HYPERVISOR_BOOT_DMA_PROTECTION", Shape::Number),
+    (0x0005_0031, "SI_POLICY_SIGNER", Shape::Bytes),
+    (0x0005_0032, "SI_POLICY_UPDATE_SIGNER", Shape::Bytes),
+    (
+        0x0005_0033,
+        "REFS_VOLUME_CHECKPOINT_RECORD_CHECKSUM",
+        Shape::Bytes,
+    ),
+    (
+        0x0005_0034,
+        "REFS_ROLLBACK_PROTECTION_FROZEN_VOLUME_CHECKSUM",
+        Shape::Bytes,
+    ),
+    (
+        0x0005_0035,
+        "REFS_ROLLBACK_PROTECTION_USER_PAYLOAD_HASH",
+        Shape::Bytes,
+    ),
+    (
+        0x0005_0036,
+        "REFS_ROLLBACK_PROTECTION_VERIFICATION_SUCCEEDED",
+        Shape::Flag,
+    ),
+    (
+        0x0005_0037,
+        "REFS_ROLLBACK_PROTECTION_VOLUME_FIRST_EVER_MOUNT",
+        Shape::Flag,
+    ),
+    (0x0005_003A, "VSM_SEALED_SI_POLICY", Shape::Bytes),
+    (0x0005_003B, "VSM_DRTM_KEYROLL_DETECTED", Shape::Flag),
+    (0x0005_003C, "VSM_SRTM_UNSEAL_POLICY", Shape::Bytes),
+    (0x0005_003D, "VSM_SRTM_ANTI_ROLLBACK_COUNTER", Shape::Number),
+    (0x0005_0040, "VTL1_DUMP_CONFIG", Shape::Bytes),
     (0x0006_0001, "NOAUTHORITY", Shape::Bytes),
     (0x0006_0002, "AUTHORITYPUBKEY", Shape::Bytes),
     (0x0007_0001, "FILEPATH", Shape::Text),
@@ -139,7 +176,11 @@ const TYPES: &[(u32, &str, Shape)] = &[
     (0x0007_0009, "AUTHORITYSHA1THUMBPRINT", Shape::Bytes),
     (0x0007_000A, "IMAGEVALIDATED", Shape::Flag),
     (0x0007_000B, "MODULE_SVN", Shape::Number),
+    // MODULE_HSP in older headers, MODULE_PLUTON in newer ones.
     (0x0007_000C, "MODULE_HSP", Shape::Bytes),
+    (0x0007_000D, "MODULE_ORIGINAL_FILENAME", Shape::Text),
+    (0x0007_000E, "MODULE_VERSION", Shape::Bytes),
+    (0x0007_000F, "PUBLISHER_OEMNAME", Shape::Text),
     (0x8008_0001, "QUOTE", Shape::Bytes),
     (0x8008_0002, "QUOTESIGNATURE", Shape::Bytes),
     (0x8008_0003, "AIKID", Shape::Bytes),
@@ -307,6 +348,31 @@ mod tests {
             name: shape(kind).0,
             value,
         }
+    }
+
+    #[test]
+    fn newer_windows_types_are_named_and_kept_as_their_data_allows() {
+        for (kind, name) in [
+            (0x0002_000C, "IDK_GENERATION_STATUS"),
+            (0x0005_0035, "REFS_ROLLBACK_PROTECTION_USER_PAYLOAD_HASH"),
+            (0x0005_003D, "VSM_SRTM_ANTI_ROLLBACK_COUNTER"),
+            (0x0005_0040, "VTL1_DUMP_CONFIG"),
+            (0x0007_000D, "MODULE_ORIGINAL_FILENAME"),
+            (0x0007_000E, "MODULE_VERSION"),
+            (0x0007_000F, "PUBLISHER_OEMNAME"),
+        ] {
+            assert!(is_sipa(kind), "{name}");
+            assert_eq!(super::name(kind), Some(name));
+        }
+        // A version's layout is not known from a real log: its bytes, as
+        // measured.
+        let v = decode(0x0007_000E, &[0, 0, 0x4a, 0x61, 0, 0, 0x0a, 0], 0).unwrap();
+        assert_eq!(
+            v.value,
+            SipaValue::Bytes(vec![0, 0, 0x4a, 0x61, 0, 0, 0x0a, 0])
+        );
+        let t = decode(0x0007_000D, &[b'n', 0, b't', 0, 0, 0], 0).unwrap();
+        assert_eq!(t.value, SipaValue::Text("nt".into()));
     }
 
     #[test]
