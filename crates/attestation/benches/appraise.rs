@@ -168,6 +168,23 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The Windows boot's log: 43 KB, 1,033 SIPA events.
+    let log = &win.evidence.event_log.0;
+    g.bench_function("log_parse_replay/windows-ws2022", |b| {
+        b.iter(|| {
+            let log = EventLog::parse(black_box(log)).expect("log");
+            black_box(replay(&log))
+        })
+    });
+    g.bench_function("log_all/windows-ws2022", |b| {
+        b.iter(|| {
+            let log = EventLog::parse(black_box(log)).expect("log");
+            let rep = replay(&log);
+            let lies = check_digests(&log);
+            let ev = BootEvidence::extract(&log);
+            black_box((lies, Measurements::from_boot(&ev, &rep)))
+        })
+    });
     g.finish();
 }
 
