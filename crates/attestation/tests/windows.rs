@@ -191,18 +191,22 @@ fn outcome(a: &Appraisal, name: &str) -> Outcome {
     check(a, name).outcome
 }
 
+fn every_windows_check_passes(a: &Appraisal) {
+    for name in trustlaunch_attestation::windows::WINDOWS_CHECKS {
+        assert_eq!(
+            outcome(a, name),
+            Outcome::Pass,
+            "{name}: {}",
+            check(a, name).detail
+        );
+    }
+}
+
 #[test]
 fn a_real_windows_boot_passes_every_windows_check_on_its_quote() {
     let mut vm = boot(&gcp_log());
     let a = judge(&mut vm, None);
-    for name in trustlaunch_attestation::windows::WINDOWS_CHECKS {
-        assert_eq!(
-            outcome(&a, name),
-            Outcome::Pass,
-            "{name}: {}",
-            check(&a, name).detail
-        );
-    }
+    every_windows_check_passes(&a);
     assert!(a.healthy, "{:?}", a.verdict());
     let bm = check(&a, "windows.boot_manager");
     assert!(
@@ -555,14 +559,7 @@ fn supermicro_log() -> Vec<u8> {
 fn a_physical_windows_server_boot_with_its_own_sha256_digests() {
     let mut vm = boot(&supermicro_log());
     let a = judge(&mut vm, None);
-    for name in trustlaunch_attestation::windows::WINDOWS_CHECKS {
-        assert_eq!(
-            outcome(&a, name),
-            Outcome::Pass,
-            "{name}: {}",
-            check(&a, name).detail
-        );
-    }
+    every_windows_check_passes(&a);
     assert_eq!(outcome(&a, "log.replay"), Outcome::Pass);
     assert_eq!(outcome(&a, "log.event_data"), Outcome::Pass);
     assert!(
