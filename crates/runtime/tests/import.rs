@@ -813,26 +813,8 @@ fn a_windows_chain_the_microsoft_template_allows_gets_it_and_the_disk_is_not_tou
     );
     // A Trusted Launch VM of it under the microsoft template: made without
     // a warning, and the image is still the user's disk.
-    let rt = Runtime::open_with_accel(
-        Home::open(f.root.join("home")).unwrap(),
-        AccelDecision {
-            accel: Accel::Tcg,
-            reason: "test".into(),
-        },
-    )
-    .unwrap();
-    let spec = VmSpec {
-        name: "win".into(),
-        hyper_v_generation: trustlaunch_runtime::spec::Generation::V2,
-        security_profile: SecurityProfile::trusted_launch(),
-        key_template: vm_key_template(&out),
-        vcpus: 1,
-        memory_mib: 512,
-        image: out.clone(),
-        data_disks: Vec::new(),
-        network: Network::None,
-        os_profile: None,
-    };
+    let rt = tcg_runtime(&f);
+    let spec = trusted_launch_spec("win", &out);
     let mut steps = Vec::new();
     rt.create(&spec, &mut |p| steps.push((p.step, p.detail)))
         .unwrap();
@@ -847,25 +829,22 @@ fn a_windows_chain_the_microsoft_template_allows_gets_it_and_the_disk_is_not_tou
     rt.delete("win").unwrap();
 }
 
-/// The runtime boots a Windows disk as its import judged it, and nothing
-/// else: a boot manager signed through a look-alike of Microsoft's CA
-/// gets no Trusted Launch VM at all, and one a template's db verifies is
-/// started by the firmware under Secure Boot from the disk as the user
-/// brought it (the stand-in boot manager then waits at its menu: no
-/// trustlaunch agent is on a Windows disk).
-#[test]
-#[ignore = "VM tier: one QEMU boot under TCG (~60 s); ./scripts/test.sh runs it"]
-fn a_windows_disk_boots_unchanged_under_the_template_its_import_chose() {
-    let f = fixture();
-    let rt = Runtime::open_with_accel(
+/// A runtime on the fixture's home that runs guests under TCG.
+fn tcg_runtime(f: &Fixture) -> Runtime {
+    Runtime::open_with_accel(
         Home::open(f.root.join("home")).unwrap(),
         AccelDecision {
             accel: Accel::Tcg,
             reason: "test".into(),
         },
     )
-    .unwrap();
-    let spec = |name: &str, image: &Path| VmSpec {
+    .unwrap()
+}
+
+/// A small Trusted Launch VM of an imported image, under the key template
+/// its import chose.
+fn trusted_launch_spec(name: &str, image: &Path) -> VmSpec {
+    VmSpec {
         name: name.into(),
         hyper_v_generation: trustlaunch_runtime::spec::Generation::V2,
         security_profile: SecurityProfile::trusted_launch(),
@@ -876,8 +855,20 @@ fn a_windows_disk_boots_unchanged_under_the_template_its_import_chose() {
         data_disks: Vec::new(),
         network: Network::None,
         os_profile: None,
-    };
+    }
+}
 
+/// The runtime boots a Windows disk as its import judged it, and nothing
+/// else: a boot manager signed through a look-alike of Microsoft's CA
+/// gets no Trusted Launch VM at all, and one a template's db verifies is
+/// started by the firmware under Secure Boot from the disk as the user
+/// brought it (the stand-in boot manager then waits at its menu: no
+/// trustlaunch agent is on a Windows disk).
+#[test]
+#[ignore = "VM tier: one QEMU boot under TCG (~60 s); ./scripts/test.sh runs it"]
+fn a_windows_disk_boots_unchanged_under_the_template_its_import_chose() {
+    let f = fixture();
+    let rt = tcg_runtime(&f);
     // A look-alike's signature: no template boots it, so no Trusted
     // Launch VM is made of it.
     let (ca, leaf) = look_alike_microsoft();
@@ -889,7 +880,7 @@ fn a_windows_disk_boots_unchanged_under_the_template_its_import_chose() {
         .contains(&trustlaunch_runtime::image_meta::trusted_launch_feature()));
     let err = rt
         .create(
-            &spec("fake", &f.root.join("win-fake-imported")),
+            &trusted_launch_spec("fake", &f.root.join("win-fake-imported")),
             &mut |_| {},
         )
         .unwrap_err();
@@ -904,7 +895,8 @@ fn a_windows_disk_boots_unchanged_under_the_template_its_import_chose() {
     let image = f.root.join("win-db-imported");
     let (image_digest, _) = sha256_file(&image.join(DISK_FILE)).unwrap();
     assert_eq!(image_digest, sha256_file(&disk).unwrap().0);
-    rt.create(&spec("win", &image), &mut |_| {}).unwrap();
+    rt.create(&trusted_launch_spec("win", &image), &mut |_| {})
+        .unwrap();
     let mut steps: Vec<(&'static str, String)> = Vec::new();
     rt.start("win", &mut |p| steps.push((p.step, p.detail)))
         .unwrap();
