@@ -6,11 +6,14 @@
 //! are read as Windows measured them. Then properties: encoding and
 //! decoding are inverse, and no input panics.
 
+mod common;
+
 use base64::Engine as _;
+use common::sipa_events;
 use proptest::prelude::*;
 use serde_json::Value;
 use trustlaunch_eventlog::sipa::{self, SipaEvent, SipaValue};
-use trustlaunch_eventlog::{EventData, EventLog};
+use trustlaunch_eventlog::EventLog;
 
 fn windows_log() -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,30 +22,6 @@ fn windows_log() -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(doc["Log"]["Raw"].as_str().unwrap())
         .unwrap()
-}
-
-/// Every SIPA event of the log, with the PCR of the event holding it.
-fn sipa_events(log: &EventLog) -> Vec<(u32, SipaEvent)> {
-    let mut out = Vec::new();
-    for e in log.events() {
-        if let Ok(EventData::Tagged { events }) = e.decode() {
-            for t in events {
-                assert!(
-                    t.sipa_error.is_none(),
-                    "event {}: {:?}",
-                    e.index,
-                    t.sipa_error
-                );
-                let s = t
-                    .sipa
-                    .unwrap_or_else(|| panic!("event {}: tag {:#x} is not SIPA", e.index, t.id));
-                for x in s.walk() {
-                    out.push((e.pcr, x.clone()));
-                }
-            }
-        }
-    }
-    out
 }
 
 fn values<'a>(all: &'a [(u32, SipaEvent)], name: &str) -> Vec<&'a SipaValue> {

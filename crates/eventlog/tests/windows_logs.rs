@@ -5,11 +5,13 @@
 
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::sipa_events;
 use std::collections::BTreeMap;
 
-use trustlaunch_eventlog::sipa::SipaEvent;
 use trustlaunch_eventlog::{
-    replay, verify, BootEvidence, Digest, EventData, EventLog, HashAlg, PcrBanks, PcrStatus,
+    replay, verify, BootEvidence, Digest, EventLog, HashAlg, PcrBanks, PcrStatus,
 };
 
 fn read(name: &str) -> Vec<u8> {
@@ -17,31 +19,6 @@ fn read(name: &str) -> Vec<u8> {
         .join("tests/data/windows")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every SIPA event of the log (each tagged event's and all it contains),
-/// asserting that each tagged event is SIPA and decodes.
-fn sipa_events(log: &EventLog) -> Vec<(u32, SipaEvent)> {
-    let mut out = Vec::new();
-    for e in log.events() {
-        if let Ok(EventData::Tagged { events }) = e.decode() {
-            for t in events {
-                assert!(
-                    t.sipa_error.is_none(),
-                    "event {}: {:?}",
-                    e.index,
-                    t.sipa_error
-                );
-                let s = t
-                    .sipa
-                    .unwrap_or_else(|| panic!("event {}: tag {:#x} is not SIPA", e.index, t.id));
-                for x in s.walk() {
-                    out.push((e.pcr, x.clone()));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The SHA-256 PCRs published with the Supermicro log (`allpcrs["11"]`).
