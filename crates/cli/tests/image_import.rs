@@ -5,7 +5,9 @@
 //! definition is refused with that reason (Azure trusts the publisher's
 //! flag; the platform verifies it), and a scale set with the Guest
 //! Attestation extension on an image without the agent gets the finding
-//! "guest attestation agent not installed in the image". Nothing boots.
+//! "guest attestation agent not installed in the image"; a Windows disk
+//! whose boot manager a look-alike of Microsoft's CA signed is recognised
+//! and refused by its signature. Nothing boots.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -326,4 +328,92 @@ fn import_verifies_the_chain_and_the_control_plane_holds_to_it() {
         .as_str()
         .unwrap()
         .ends_with("/virtualMachineScaleSets/web"));
+}
+
+/// A Windows disk made with the CLI alone: a look-alike "Microsoft Windows
+/// Production PCA 2011" made with `secureboot keys`, a real EFI boot
+/// manager (systemd-boot, standing in for bootmgfw.efi, which no package
+/// here ships) signed under it with `secureboot sign`, laid out on an ESP
+/// as Windows lays it out with `image build chain`. The import recognises
+/// the Windows Boot Manager, refuses it under the microsoft template by
+/// its signature (naming the look-alike), predicts PCR 4 alone, and says
+/// the image is Standard only.
+#[test]
+fn a_windows_disk_is_recognised_and_a_look_alike_signature_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = |n: &str| dir.join(n);
+    ok(tl_bin()
+        .args(["secureboot", "keys", "generate", "--cn"])
+        .arg("Microsoft Windows Production PCA 2011")
+        .args(["--key-out", s(&p("ca.key")), "--cert-out", s(&p("ca.crt"))])
+        .output()
+        .unwrap());
+    ok(tl_bin()
+        .args([
+            "secureboot",
+            "keys",
+            "generate",
+            "--cn",
+            "Microsoft Windows",
+        ])
+        .args([
+            "--key-out",
+            s(&p("leaf.key")),
+            "--cert-out",
+            s(&p("leaf.crt")),
+        ])
+        .args([
+            "--issuer-key",
+            s(&p("ca.key")),
+            "--issuer-cert",
+            s(&p("ca.crt")),
+        ])
+        .output()
+        .unwrap());
+    ok(tl_bin()
+        .args(["secureboot", "sign", "--key", s(&p("leaf.key")), "--cert"])
+        .arg(p("leaf.crt"))
+        .arg("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
+        .args(["-o", s(&p("bootmgfw.efi"))])
+        .output()
+        .unwrap());
+    // The boot configuration store: a registry hive's header.
+    let mut hive = b"regf".to_vec();
+    hive.resize(8192, 0);
+    std::fs::write(p("BCD"), hive).unwrap();
+    let built = p("win-built");
+    ok(tl_bin()
+        .args(["image", "build", "chain", "--out", s(&built), "--efi"])
+        .arg(p("bootmgfw.efi"))
+        .arg("--file")
+        .arg(format!(
+            "EFI/Microsoft/Boot/bootmgfw.efi={}",
+            p("bootmgfw.efi").display()
+        ))
+        .arg("--file")
+        .arg(format!("EFI/Microsoft/Boot/BCD={}", p("BCD").display()))
+        .args(["--home", s(&p("home"))])
+        .output()
+        .unwrap());
+    let o = import(
+        dir,
+        &built.join("disk.raw"),
+        &p("win"),
+        &["--require-trusted-launch"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "os:          Windows",
+        "Windows Boot Manager: ESP:EFI/BOOT/BOOTX64.EFI",
+        "template microsoft: ESP:EFI/BOOT/BOOTX64.EFI would be refused by the firmware (signer not in db)",
+        "signed by CN=Microsoft Windows (issued by CN=Microsoft Windows Production PCA 2011); its certificates are named like db's \"Microsoft Windows Production PCA 2011\"",
+        "a signer is trusted by its key, never by its name",
+        "predicted:   the Windows Boot Manager (PCR 4)",
+        "verified by Windows' own code integrity, not by UEFI's db",
+        "not Trusted Launch capable: the image runs as Standard only",
+    ] {
+        assert!(out.contains(want), "{want}:\n{out}");
+    }
 }
