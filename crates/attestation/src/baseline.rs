@@ -351,12 +351,18 @@ fn compare_components(what: &str, e: &[Component], a: &[Component], out: &mut Ve
 /// changed, what is missing, what is new — for lists whose order is not
 /// the point (Windows loads its boot drivers by group, and one more
 /// driver must not read as every later one changing).
-fn compare_by_name(what: &str, e: &[Component], a: &[Component], out: &mut Vec<Deviation>) {
-    let index = |l: &[Component]| {
-        let mut m: std::collections::BTreeMap<String, String> = Default::default();
+fn compare_by_name<'a>(
+    what: &str,
+    e: &'a [Component],
+    a: &'a [Component],
+    out: &mut Vec<Deviation>,
+) {
+    // By lower-cased name (Windows' paths are case-insensitive): the
+    // component as first listed.
+    let index = |l: &'a [Component]| {
+        let mut m: std::collections::BTreeMap<String, &'a Component> = Default::default();
         for c in l {
-            m.entry(c.name.to_lowercase())
-                .or_insert_with(|| c.sha256.clone());
+            m.entry(c.name.to_lowercase()).or_insert(c);
         }
         m
     };
@@ -364,17 +370,13 @@ fn compare_by_name(what: &str, e: &[Component], a: &[Component], out: &mut Vec<D
     let names: std::collections::BTreeSet<&String> = ei.keys().chain(ai.keys()).collect();
     for n in names {
         let (x, y) = (ei.get(n), ai.get(n));
-        if x != y {
+        if x.map(|c| &c.sha256) != y.map(|c| &c.sha256) {
             // The name as the boot (or else the baseline) wrote it.
-            let shown = a
-                .iter()
-                .chain(e)
-                .find(|c| c.name.to_lowercase() == *n)
-                .map_or_else(|| n.clone(), |c| c.name.clone());
+            let shown = y.or(x).map_or(n.as_str(), |c| c.name.as_str());
             out.push(Deviation {
                 component: format!("{what}: {shown}"),
-                expected: x.cloned(),
-                actual: y.cloned(),
+                expected: x.map(|c| c.sha256.clone()),
+                actual: y.map(|c| c.sha256.clone()),
             });
         }
     }

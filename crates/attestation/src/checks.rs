@@ -45,13 +45,7 @@ impl Checks {
         Self(Vec::with_capacity(33))
     }
 
-    pub(crate) fn push(
-        &mut self,
-        name: &'static str,
-        outcome: Outcome,
-        detail: String,
-        evidence: Vec<Cite>,
-    ) {
+    fn push(&mut self, name: &'static str, outcome: Outcome, detail: String, evidence: Vec<Cite>) {
         self.0.push(Check {
             name,
             outcome,

@@ -158,13 +158,17 @@ pub(crate) fn windows_checks(
     c: &mut Checks,
     claims: &mut Claims,
 ) -> Option<WindowsPosture> {
-    let anchor = ev.authorities.iter().find_map(|a| {
-        let digest = sha256(&a.entry);
-        WINDOWS_AUTHORITIES
-            .iter()
-            .find(|(_, d)| a.database == "db" && *d == digest)
-            .map(|(n, d)| (a, *n, *d))
-    });
+    let anchor = ev
+        .authorities
+        .iter()
+        .filter(|a| a.database == "db")
+        .find_map(|a| {
+            let digest = sha256(&a.entry);
+            WINDOWS_AUTHORITIES
+                .iter()
+                .find(|(_, d)| *d == digest)
+                .map(|(n, d)| (a, *n, *d))
+        });
     let Some((authority, name, digest)) = anchor else {
         c.fail(
             "windows.boot_manager",
@@ -243,19 +247,22 @@ pub(crate) fn windows_checks(
     drivers_check(w, c);
 
     let on = |facts: &[WindowsFact<bool>]| facts.iter().any(|f| f.value);
+    let (boot_debug, kernel_debug, hypervisor_debug) = (
+        on(&w.boot_debugging),
+        on(&w.kernel_debugging),
+        on(&w.hypervisor_debugging),
+    );
     claims.is_windows = true;
     claims.os_type = "Windows";
     claims.os_distro = "Microsoft".into();
-    claims.boot_debug_enabled = on(&w.boot_debugging);
-    claims.kernel_debug_enabled = on(&w.kernel_debugging);
-    claims.hypervisor_debug_enabled = Some(on(&w.hypervisor_debugging));
+    claims.boot_debug_enabled = boot_debug;
+    claims.kernel_debug_enabled = kernel_debug;
+    claims.hypervisor_debug_enabled = Some(hypervisor_debug);
     claims.test_signing_enabled = on(&w.test_signing);
     claims.flight_signing_enabled = Some(on(&w.flight_signing));
     claims.signing_disabled =
         Some(w.code_integrity.is_empty() || w.code_integrity.iter().any(|f| !f.value));
-    claims.debuggers_disabled = Some(
-        !claims.boot_debug_enabled && !claims.kernel_debug_enabled && !on(&w.hypervisor_debugging),
-    );
+    claims.debuggers_disabled = Some(!boot_debug && !kernel_debug && !hypervisor_debug);
     claims.elam_enabled = Some(!w.elam.is_empty());
     claims.hvci_policy = Some(posture.hvci_policy);
     Some(posture)
@@ -345,15 +352,6 @@ fn debugging_check(w: &WindowsBoot, c: &mut Checks) {
 }
 
 fn vbs_check(w: &WindowsBoot, c: &mut Checks) -> WindowsPosture {
-    let mut events: Vec<usize> = w
-        .vsm_launch_type
-        .iter()
-        .chain(&w.hvci_policy)
-        .map(|f| f.event)
-        .chain(w.lsaiso_config.iter().map(|f| f.event))
-        .collect();
-    events.sort_unstable();
-    events.dedup();
     let cites = once_each(
         w.vsm_launch_type
             .iter()
@@ -361,6 +359,15 @@ fn vbs_check(w: &WindowsBoot, c: &mut Checks) -> WindowsPosture {
             .map(cite)
             .chain(w.lsaiso_config.iter().map(cite)),
     );
+    let mut events: Vec<usize> = cites
+        .iter()
+        .filter_map(|c| match c {
+            Cite::Event { number, .. } => Some(*number),
+            _ => None,
+        })
+        .collect();
+    events.sort_unstable();
+    events.dedup();
     let vsm = match one(&w.vsm_launch_type) {
         One::Conflict(cites) => {
             c.fail(

@@ -108,19 +108,12 @@ fn rule(event: &Event) -> Option<&'static [Hashed]> {
         // Windows measures its SIPA events as the hash of the whole
         // tagged event (as every Windows log of the corpus does); the
         // facts the verifier reads are that data.
-        EventType::EV_EVENT_TAG if is_sipa_tagged(&event.data) => &[EventData],
+        EventType::EV_EVENT_TAG if crate::sipa::starts_tagged(&event.data) => &[EventData],
         EventType::EV_IPL if event.pcr == 8 && grub_measured_text(&event.data).is_some() => {
             &[GrubText]
         }
         _ => return None,
     })
-}
-
-/// Whether an EV_EVENT_TAG's data begins with a tagged event whose id is
-/// a SIPA type (a Windows boot's measurement).
-fn is_sipa_tagged(data: &[u8]) -> bool {
-    data.first_chunk::<4>()
-        .is_some_and(|id| crate::sipa::is_sipa(u32::from_le_bytes(*id)))
 }
 
 fn covered(event: &Event, what: Hashed) -> Option<&[u8]> {

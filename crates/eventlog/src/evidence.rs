@@ -254,10 +254,7 @@ impl BootEvidence {
                     // is itself a fact of the boot.
                     if event.event_type == EventType::EV_EVENT_TAG
                         && crate::windows::BOUNDARY_PCRS.contains(&event.pcr)
-                        && event
-                            .data
-                            .first_chunk::<4>()
-                            .is_some_and(|id| crate::sipa::is_sipa(u32::from_le_bytes(*id)))
+                        && crate::sipa::starts_tagged(&event.data)
                     {
                         let closed = windows_closed.contains_key(&event.pcr);
                         ev.windows
@@ -400,7 +397,7 @@ impl BootEvidence {
                         what: MilestoneKind::ImageLoad,
                     });
                 }
-                EventType::EV_EVENT_TAG if matches!(&data, EventData::Tagged { events } if events.iter().any(|t| t.sipa.is_some() || t.sipa_error.is_some())) => {
+                EventType::EV_EVENT_TAG if crate::sipa::starts_tagged(&event.data) => {
                     if let EventData::Tagged { events } = &data {
                         let w = ev.windows.get_or_insert_with(Default::default);
                         let closed = windows_closed.contains_key(&event.pcr);

@@ -227,6 +227,13 @@ pub fn is_sipa(kind: u32) -> bool {
     (1..=0xC).contains(&category) && kind & !(NONMEASURED | AGGREGATION | 0x000F_FFFF) == 0
 }
 
+/// Whether an EV_EVENT_TAG's data begins with a tagged event whose id is
+/// a SIPA type: a Windows boot's measurement.
+pub fn starts_tagged(data: &[u8]) -> bool {
+    data.first_chunk::<4>()
+        .is_some_and(|id| is_sipa(u32::from_le_bytes(*id)))
+}
+
 /// The name of SIPA type `kind` (`BOOTCOUNTER`), `None` for a type
 /// Windows does not define.
 pub fn name(kind: u32) -> Option<&'static str> {

@@ -151,11 +151,6 @@ impl WindowsBoot {
     /// Notes a SIPA event of event `event` (PCR `pcr`) that does not
     /// decode, and why.
     pub(crate) fn add_malformed(&mut self, why: String, event: usize, pcr: u32, closed: bool) {
-        let fact = WindowsFact {
-            value: why,
-            event,
-            pcr,
-        };
         if closed {
             self.after_separator.push(WindowsFact {
                 value: 0,
@@ -163,7 +158,11 @@ impl WindowsBoot {
                 pcr,
             });
         } else {
-            self.malformed.push(fact);
+            self.malformed.push(WindowsFact {
+                value: why,
+                event,
+                pcr,
+            });
         }
     }
 

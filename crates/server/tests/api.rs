@@ -13,7 +13,6 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use trustlaunch_attestation::token::{self, Jwks};
 use trustlaunch_protocol::Bytes;
 use trustlaunch_tpm::public::Public;
 
@@ -111,26 +110,8 @@ async fn lifecycle(db: &str, boot: &Case, g: &mut trustlaunch_agent::replayed::R
 
     // The token verifies against the published JWKS, with Azure's claims
     // taken from the verified quote.
-    let jwks_json = s
-        .http
-        .get(format!("{}/.well-known/jwks.json", s.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let jwks = Jwks::from_json(&jwks_json).unwrap();
     let now = trustlaunch_server::service::now();
-    let claims = token::verify(
-        r2["token"].as_str().unwrap(),
-        &jwks,
-        &s.url,
-        "trustlaunch",
-        now,
-        60,
-    )
-    .unwrap_or_else(|e| panic!("token: {e}"));
+    let claims = s.verified_claims(r2["token"].as_str().unwrap()).await;
     assert_eq!(claims["secureboot"], true);
     assert_eq!(claims["x-ms-attestation-type"], "azurevm");
     assert_eq!(claims["x-ms-azurevm-vmid"], vm);

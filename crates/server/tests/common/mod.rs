@@ -486,6 +486,30 @@ impl Srv {
             .await
     }
 
+    /// The claims of an attestation token, verified against the keys the
+    /// server publishes (`/.well-known/jwks.json`), its issuer and the
+    /// default audience.
+    pub async fn verified_claims(&self, token: &str) -> Value {
+        let jwks = self
+            .http
+            .get(format!("{}/.well-known/jwks.json", self.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        trustlaunch_attestation::token::verify(
+            token,
+            &trustlaunch_attestation::token::Jwks::from_json(&jwks).unwrap(),
+            &self.url,
+            "trustlaunch",
+            trustlaunch_server::service::now(),
+            60,
+        )
+        .unwrap_or_else(|e| panic!("token: {e}"))
+    }
+
     /// [`Srv::attest_with`] without edits.
     pub async fn attest(&self, vm: &str, g: &mut ReplayedGuest) -> (u16, Value) {
         self.attest_with(vm, g, |_| {}, true).await
